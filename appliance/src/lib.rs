@@ -1,0 +1,1 @@
+//! The CA appliance: configuration, storage, issuance, HTTP API and status services.

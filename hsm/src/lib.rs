@@ -1,0 +1,1 @@
+//! PKCS#11 access for the CA: the only crate that names cryptoki.

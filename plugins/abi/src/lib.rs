@@ -1,0 +1,1 @@
+//! The plugin ABI shared by the appliance host and every plugin.
