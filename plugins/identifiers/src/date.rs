@@ -32,7 +32,7 @@ impl std::error::Error for DateError {}
 
 /// True for Gregorian leap years.
 pub fn is_leap_year(year: u16) -> bool {
-    (year % 4 == 0 && year % 100 != 0) || year % 400 == 0
+    (year.is_multiple_of(4) && !year.is_multiple_of(100)) || year.is_multiple_of(400)
 }
 
 /// Number of days in `month` of `year` (0 for an invalid month).
