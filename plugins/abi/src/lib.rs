@@ -1,1 +1,22 @@
 //! The plugin ABI shared by the appliance host and every plugin.
+//!
+//! - `include/ca_plugin.h` is the contract; [`ffi`] is its Rust mirror (and the only module with
+//!   `unsafe`), including the host-side safe wrapper [`ffi::PluginTable`].
+//! - [`doc`] holds the JSON documents that cross the boundary (manifest, StepInput, StepOutput).
+//! - [`sdk`] is what a Rust plugin author uses: the [`sdk::Verifier`] trait and
+//!   [`export_verifier!`]. See `examples/static_code.rs` for a complete small verifier.
+//!
+//! ```ignore
+//! struct MyVerifier;
+//! impl plugin_abi::sdk::Verifier for MyVerifier { /* manifest, configure, step */ }
+//! plugin_abi::export_verifier!(MyVerifier);
+//! ```
+// This crate is the FFI edge: raw pointers from the C ABI are turned into safe types in `ffi`.
+#![allow(unsafe_code)]
+
+pub mod doc;
+pub mod ffi;
+pub mod sdk;
+pub mod status;
+
+pub use status::StatusCode;
