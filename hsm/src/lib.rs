@@ -1,1 +1,27 @@
 //! PKCS#11 access for the CA: the only crate that names cryptoki.
+//!
+//! CA private keys are generated on the token and never leave it; this crate signs digests
+//! through a pool of logged-in sessions and hands back signatures in X.509 form.
+//! No `unsafe` here: cryptoki owns the FFI edge.
+
+mod algorithm;
+mod config;
+mod error;
+mod hsm;
+mod keys;
+mod pin;
+mod pkcs11;
+mod pool;
+mod signature;
+mod token;
+mod uri;
+
+pub use algorithm::{KeyKind, SignatureAlgorithm};
+pub use config::{HsmConfig, DEFAULT_POOL_SIZE};
+pub use error::HsmError;
+pub use hsm::Hsm;
+pub use pin::PinSource;
+#[doc(hidden)]
+pub use pkcs11::raw_context;
+pub use token::init_token;
+pub use uri::KeyUri;

@@ -1,0 +1,21 @@
+//! How to reach the CA's token: module, token label, PIN source, pool size.
+
+use std::path::PathBuf;
+
+use crate::pin::PinSource;
+
+/// Sessions per token when the configuration says 0: one per core of the reference machine.
+pub const DEFAULT_POOL_SIZE: usize = 2;
+
+/// Everything `Hsm::open` needs; the PIN itself is only referenced, never stored here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HsmConfig {
+    /// Path of the PKCS#11 module, e.g. /usr/lib/softhsm/libsofthsm2.so.
+    pub module: PathBuf,
+    /// Label of the token holding the CA keys.
+    pub token_label: String,
+    /// Where the user PIN is read from.
+    pub pin: PinSource,
+    /// Number of logged-in sessions kept open (0 means `DEFAULT_POOL_SIZE`).
+    pub pool_size: usize,
+}
