@@ -252,4 +252,5 @@ impl FromStr for SignatureAlgorithm {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests may unwrap
 mod tests;

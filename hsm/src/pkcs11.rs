@@ -107,6 +107,7 @@ pub(crate) fn is_session_error(e: &CkError) -> bool {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests may unwrap
 mod tests {
     use super::*;
 

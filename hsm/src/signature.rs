@@ -72,7 +72,7 @@ pub(crate) fn finish(alg: SignatureAlgorithm, raw: Vec<u8>) -> Result<Vec<u8>, H
     if !alg.is_ecdsa() {
         return Ok(raw);
     }
-    if raw.is_empty() || raw.len() % 2 != 0 {
+    if raw.is_empty() || !raw.len().is_multiple_of(2) {
         return Err(HsmError::Malformed(format!(
             "ECDSA signature of odd length {}",
             raw.len()
@@ -89,6 +89,7 @@ pub(crate) fn finish(alg: SignatureAlgorithm, raw: Vec<u8>) -> Result<Vec<u8>, H
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests may unwrap
 mod tests {
     use super::*;
 
