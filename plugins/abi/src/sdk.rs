@@ -21,6 +21,13 @@ pub trait Verifier: Sized + Send + 'static {
     fn configure(config: Self::Config) -> Result<Self, ConfigError>;
     /// One step: StepInput -> StepOutput. A wrong code is an outcome in the output, not an error.
     fn step(&self, input: doc::StepInput) -> Result<doc::StepOutput, StepError>;
+
+    /// Test hook for proving hosts distrust output: return raw reply bytes instead of calling
+    /// `step` (they bypass every SDK check). Real plugins never override this.
+    #[doc(hidden)]
+    fn raw_reply_for_tests(&self, _input: &doc::StepInput) -> Option<Vec<u8>> {
+        None
+    }
 }
 
 /// Config rejected (returned as CA_CONFIG). The message must not contain secrets.

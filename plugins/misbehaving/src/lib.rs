@@ -1,1 +1,169 @@
-//! TODO
+//! A deliberately misbehaving verifier for the host's containment tests; never deploy it.
+//!
+//! Config `{"behaviour": "..."}` picks what `step` does: `segfault`, `abort`, `hang`, `panic`,
+//! `huge_output` (2 MiB reply), `bad_json`, `unknown_action`, `ok` (succeeds at once), or `http`
+//! (GET `url` from the config, succeed on 200, fail `vendor_unavailable` otherwise).
+
+use plugin_abi::doc::{
+    self, Action, ApplicantField, Event, HttpAction, HttpMethod, Manifest, Outcome, PluginKind,
+};
+use plugin_abi::sdk::{self, ConfigError, StepError, Verifier};
+use serde::Deserialize;
+use serde_json::json;
+
+/// What `step` does.
+#[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Behaviour {
+    /// Writes through a NULL pointer.
+    Segfault,
+    /// Calls abort().
+    Abort,
+    /// Never returns.
+    Hang,
+    /// Panics (caught by the SDK: PANIC, instance poisoned).
+    Panic,
+    /// Replies 2 MiB.
+    HugeOutput,
+    /// Replies bytes that are not JSON.
+    BadJson,
+    /// Replies an action of an unknown type.
+    UnknownAction,
+    /// Succeeds at once.
+    Ok,
+    /// One HTTP GET to `url`, then succeed on 200.
+    Http,
+}
+
+/// The plugin's config.
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// What `step` does.
+    pub behaviour: Behaviour,
+    /// URL for the `http` behaviour.
+    #[serde(default)]
+    pub url: Option<String>,
+}
+
+/// The misbehaving verifier.
+pub struct Misbehaving(Config);
+
+#[allow(unsafe_code)] // the point of this plugin: crash the process that loaded it
+fn segfault() -> ! {
+    // SAFETY: deliberately unsound: a write through NULL to raise SIGSEGV in a test worker.
+    unsafe { std::ptr::write_volatile(std::ptr::null_mut::<u64>(), 1) };
+    std::process::abort()
+}
+
+impl Verifier for Misbehaving {
+    type Config = Config;
+
+    fn manifest() -> Manifest {
+        Manifest {
+            v: doc::DOC_VERSION,
+            name: "misbehaving".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            kind: PluginKind::Verifier,
+            methods: vec!["misbehaving".into()],
+            config_schema: json!({
+                "type": "object",
+                "required": ["behaviour"],
+                "properties": {
+                    "behaviour": {"enum": ["segfault","abort","hang","panic","huge_output","bad_json","unknown_action","ok","http"]},
+                    "url": {"type": "string"}
+                },
+                "additionalProperties": false
+            }),
+            egress_hosts: vec![],
+            applicant_fields: vec![ApplicantField::Name],
+        }
+    }
+
+    fn configure(config: Config) -> Result<Self, ConfigError> {
+        if config.behaviour == Behaviour::Http && config.url.is_none() {
+            return Err(ConfigError::new("behaviour http needs a url"));
+        }
+        Ok(Misbehaving(config))
+    }
+
+    fn step(&self, input: doc::StepInput) -> Result<doc::StepOutput, StepError> {
+        match self.0.behaviour {
+            Behaviour::Segfault => segfault(),
+            Behaviour::Abort => std::process::abort(),
+            Behaviour::Hang => loop {
+                std::thread::sleep(std::time::Duration::from_secs(3600));
+            },
+            Behaviour::Panic => panic!("misbehaving plugin panics on purpose"),
+            Behaviour::Ok => Ok(sdk::succeeded(
+                json!({"n": 1}),
+                vec![ApplicantField::Name],
+                "L1",
+                json!({}),
+            )),
+            Behaviour::Http => self.http_flow(input),
+            // raw replies are produced by raw_reply_for_tests
+            Behaviour::HugeOutput | Behaviour::BadJson | Behaviour::UnknownAction => {
+                Err(StepError::Internal("unreachable behaviour".into()))
+            }
+        }
+    }
+
+    fn raw_reply_for_tests(&self, _input: &doc::StepInput) -> Option<Vec<u8>> {
+        match self.0.behaviour {
+            Behaviour::HugeOutput => {
+                let filler = "x".repeat(2 * 1024 * 1024);
+                Some(format!(r#"{{"v":1,"status":"pending","state":"{filler}","actions":[]}}"#).into_bytes())
+            }
+            Behaviour::BadJson => Some(b"{\"v\":1,\"status\":\"pend".to_vec()),
+            Behaviour::UnknownAction => Some(
+                br#"{"v":1,"status":"pending","state":null,"actions":[{"type":"shell","cmd":"id"}]}"#.to_vec(),
+            ),
+            _ => None,
+        }
+    }
+}
+
+impl Misbehaving {
+    fn http_flow(&self, input: doc::StepInput) -> Result<doc::StepOutput, StepError> {
+        let url = self.0.url.clone().unwrap_or_default();
+        match input.event {
+            Event::Start { .. } => {
+                let mut out = sdk::output(doc::Status::Pending, json!({"sent": true}));
+                out.actions.push(Action::Http(HttpAction {
+                    id: "probe".into(),
+                    method: HttpMethod::GET,
+                    url,
+                    headers: [("x-api-key".to_owned(), "{{secret:api_key}}".to_owned())].into(),
+                    body: None,
+                    timeout_ms: 2000,
+                }));
+                Ok(out)
+            }
+            Event::HttpResponse {
+                status: 200, body, ..
+            } => Ok(sdk::succeeded(
+                json!({"done": true}),
+                vec![ApplicantField::Name],
+                "L1",
+                json!({"body": body}),
+            )),
+            Event::HttpResponse { status, .. } => Ok(sdk::failed(
+                json!({"done": true}),
+                Outcome::VendorUnavailable,
+                json!({"status": status}),
+            )),
+            Event::HttpError { error, .. } => Ok(sdk::failed(
+                json!({"done": true}),
+                Outcome::VendorUnavailable,
+                json!({"error": error}),
+            )),
+            Event::Cancel => Ok(sdk::failed(json!(null), Outcome::Cancelled, json!({}))),
+            _ => Err(StepError::Unsupported(
+                "event not used by this plugin".into(),
+            )),
+        }
+    }
+}
+
+plugin_abi::export_verifier!(Misbehaving);
