@@ -1,1 +1,11 @@
 //! The CA appliance: configuration, storage, issuance, HTTP API and status services.
+//!
+//! See ARCHITECTURE.md at the repository root for the map of modules and their invariants.
+
+pub mod api;
+pub mod ca;
+pub mod config;
+pub mod demo;
+pub mod profile;
+pub mod server;
+pub mod storage;

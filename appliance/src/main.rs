@@ -1,1 +1,189 @@
-fn main() {}
+//! `ca-appliance`: the server binary and its operator commands.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use ca_appliance::ca::ceremony::{self, CeremonyOutcome};
+use ca_appliance::config::ApplianceConfig;
+use ca_appliance::{demo, server, storage};
+
+#[derive(Parser)]
+#[command(
+    name = "ca-appliance",
+    version,
+    about = "Self-hosted certificate-authority appliance"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a self-contained appliance directory (SoftHSM2 token, database, TLS PKI, CAs).
+    Init {
+        /// Directory to create the appliance in.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Create the demo set-up (the only kind `init` makes today).
+        #[arg(long)]
+        demo: bool,
+        /// mTLS API listener address.
+        #[arg(long, default_value = "127.0.0.1:8443")]
+        api_addr: SocketAddr,
+        /// Public (plain HTTP) listener address.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        public_addr: SocketAddr,
+        /// PKCS#11 module (default: SoftHSM2 where Debian installs it).
+        #[arg(long)]
+        module: Option<PathBuf>,
+    },
+    /// Run the appliance.
+    Serve {
+        /// The appliance configuration file.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Create the configured CAs in the HSM (existing ones are left alone).
+    Ceremony {
+        /// The appliance configuration file.
+        #[arg(long)]
+        config: PathBuf,
+        /// Create a new generation (new key, new certificate) of this CA; repeatable.
+        #[arg(long = "new-generation", value_name = "CA")]
+        new_generation: Vec<String>,
+    },
+    /// Validate the configuration and profiles without starting anything.
+    CheckConfig {
+        /// The appliance configuration file.
+        #[arg(long)]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<(), String> {
+    match cli.command {
+        Command::Init {
+            dir,
+            demo,
+            api_addr,
+            public_addr,
+            module,
+        } => {
+            if !demo {
+                return Err("only `init --demo` is available; production set-up writes appliance.toml by hand (see README)".into());
+            }
+            let layout = demo::prepare(&dir, module).map_err(|e| e.to_string())?;
+            export_softhsm_conf(Some(&layout.softhsm2_conf));
+            let config_path =
+                demo::write_demo(&layout, api_addr, public_addr).map_err(|e| e.to_string())?;
+            let config = ApplianceConfig::load(&config_path).map_err(|e| e.to_string())?;
+            runtime()?.block_on(run_ceremony(&config, &[], "cli:init"))?;
+            println!("demo appliance created in {}", layout.dir.display());
+            println!(
+                "start it with: ca-appliance serve --config {}",
+                config_path.display()
+            );
+            Ok(())
+        }
+        Command::Serve { config } => {
+            let config = ApplianceConfig::load(&config).map_err(|e| e.to_string())?;
+            export_softhsm_conf(config.hsm.softhsm2_conf.as_deref());
+            runtime()?
+                .block_on(server::serve(config))
+                .map_err(|e| e.to_string())
+        }
+        Command::Ceremony {
+            config,
+            new_generation,
+        } => {
+            let config = ApplianceConfig::load(&config).map_err(|e| e.to_string())?;
+            export_softhsm_conf(config.hsm.softhsm2_conf.as_deref());
+            runtime()?.block_on(run_ceremony(&config, &new_generation, "cli:ceremony"))
+        }
+        Command::CheckConfig { config } => {
+            let config = ApplianceConfig::load(&config).map_err(|e| e.to_string())?;
+            let profiles = config.load_profiles().map_err(|e| e.to_string())?;
+            println!(
+                "configuration OK: {} CA(s), {} profile(s), {} client(s), {} channel(s)",
+                config.cas.len(),
+                profiles.len(),
+                config.clients.len(),
+                config.channels.len()
+            );
+            Ok(())
+        }
+    }
+}
+
+async fn run_ceremony(
+    config: &ApplianceConfig,
+    new_generation: &[String],
+    actor: &str,
+) -> Result<(), String> {
+    let hsm = hsm::Hsm::open(&config.hsm_config())
+        .await
+        .map_err(|e| format!("HSM: {e}"))?;
+    let storage = storage::Storage::open(&config.database.url)
+        .await
+        .map_err(|e| e.to_string())?;
+    let outcomes = ceremony::run(
+        &hsm,
+        &storage,
+        &config.cas,
+        new_generation,
+        &config.ca_output_dir,
+        actor,
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    for outcome in outcomes {
+        match outcome {
+            CeremonyOutcome::Created { name, generation } => {
+                println!("created CA {name} (generation {generation})")
+            }
+            CeremonyOutcome::Existing { name, generation } => println!(
+                "CA {name} exists (generation {generation}); left alone (use --new-generation {name} to re-key)"
+            ),
+        }
+    }
+    println!(
+        "CA certificates written to {}",
+        config.ca_output_dir.display()
+    );
+    Ok(())
+}
+
+/// SoftHSM2 reads `SOFTHSM2_CONF` when the module initialises; set it before any thread starts.
+fn export_softhsm_conf(conf: Option<&std::path::Path>) {
+    if let Some(conf) = conf {
+        std::env::set_var("SOFTHSM2_CONF", conf);
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))
+}

@@ -1,0 +1,197 @@
+//! `POST /api/v1/certificates` and `GET /api/v1/certificates/{serial}`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::{Extension, Json};
+use serde::{Deserialize, Serialize};
+
+use super::mtls::Caller;
+use super::{ApiError, AppState};
+use crate::ca::issuance::IssuanceRequest;
+use crate::ca::pem_rfc7468_encode;
+
+/// Body of an issuance request.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IssueBody {
+    /// Profile name.
+    pub profile: String,
+    /// PEM CSR.
+    pub csr: String,
+    /// Verified subject attributes.
+    #[serde(default)]
+    pub subject: BTreeMap<String, String>,
+}
+
+/// Answer to an issuance.
+#[derive(Debug, Serialize)]
+pub struct IssuedBody {
+    /// Serial, lowercase hex.
+    pub serial: String,
+    /// The certificate, PEM.
+    pub certificate: String,
+    /// Issuing CA then its ancestors up to the root, PEM.
+    pub chain: Vec<String>,
+}
+
+/// A stored certificate and its status.
+#[derive(Debug, Serialize)]
+pub struct CertificateBody {
+    /// Serial, lowercase hex.
+    pub serial: String,
+    /// `valid`, `revoked`, `hold` or `expired`.
+    pub status: String,
+    /// Profile it was issued under.
+    pub profile: String,
+    /// notAfter, unix seconds.
+    pub not_after: i64,
+    /// When it was revoked, unix seconds.
+    pub revoked_at: Option<i64>,
+    /// RFC 5280 reason code.
+    pub revocation_reason: Option<i64>,
+    /// The certificate, PEM.
+    pub certificate: String,
+}
+
+/// Parses a JSON body, mapping every failure to a specific error.
+pub fn json_body<T: serde::de::DeserializeOwned>(
+    body: Result<Bytes, BytesRejection>,
+) -> Result<T, ApiError> {
+    let bytes = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                e.body_text(),
+            )
+        } else {
+            ApiError::bad_request("unreadable_body", e.body_text())
+        }
+    })?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::bad_request("malformed_json", e.to_string()))
+}
+
+/// Issues a certificate from a CSR under a profile.
+pub async fn issue(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<IssuedBody>), ApiError> {
+    let channel = match &caller {
+        Caller::Operator { .. } => None,
+        Caller::Channel { channel } => Some(channel.clone()),
+        Caller::Unknown { .. } => {
+            return Err(ApiError::forbidden(
+                "unknown_client",
+                "the client certificate is not registered with this appliance",
+            ))
+        }
+    };
+    let body: IssueBody = json_body(body)?;
+    if let Some(channel) = &channel {
+        if !channel.may_issue_directly {
+            return Err(ApiError::forbidden(
+                "channel_not_allowed",
+                format!("channel {} may not issue directly", channel.name),
+            ));
+        }
+        if !channel.profiles.contains(&body.profile) {
+            return Err(ApiError::forbidden(
+                "profile_not_allowed",
+                format!(
+                    "channel {} may not use profile {:?}",
+                    channel.name, body.profile
+                ),
+            ));
+        }
+    }
+    let issued = state
+        .issuer
+        .issue(IssuanceRequest {
+            profile: body.profile,
+            csr_pem: body.csr,
+            subject: body.subject,
+            channel: channel.map(|c| c.name.clone()),
+            actor: caller.actor(),
+        })
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(IssuedBody {
+            serial: issued.serial,
+            certificate: pem_rfc7468_encode("CERTIFICATE", &issued.der),
+            chain: issued.chain.iter().map(|c| c.certificate_pem()).collect(),
+        }),
+    ))
+}
+
+/// Normalises a serial from a URL: hex, optional `0x`/colons, case-insensitive, no leading zero bytes.
+pub fn normalise_serial(raw: &str) -> Result<String, ApiError> {
+    let s: String = raw
+        .trim_start_matches("0x")
+        .chars()
+        .filter(|c| *c != ':')
+        .collect::<String>()
+        .to_ascii_lowercase();
+    if s.is_empty() || s.len() > 42 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(ApiError::bad_request(
+            "invalid_serial",
+            "a serial is 1 to 21 bytes of hexadecimal",
+        ));
+    }
+    let mut s = if s.len() % 2 == 1 { format!("0{s}") } else { s };
+    while s.len() > 2 && s.starts_with("00") {
+        s.drain(..2);
+    }
+    Ok(s)
+}
+
+/// Returns a certificate and its status. A channel sees only certificates issued through it.
+pub async fn get(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path(serial): Path<String>,
+) -> Result<Json<CertificateBody>, ApiError> {
+    let serial = normalise_serial(&serial)?;
+    let record = state
+        .certificates
+        .get(&serial)
+        .await
+        .map_err(|e| super::error::storage_error(&e))?;
+    let visible = match (&caller, &record) {
+        (Caller::Operator { .. }, _) => true,
+        (Caller::Channel { channel }, Some(r)) => {
+            r.channel.as_deref() == Some(channel.name.as_str())
+        }
+        (Caller::Unknown { .. }, _) => {
+            return Err(ApiError::forbidden(
+                "unknown_client",
+                "the client certificate is not registered with this appliance",
+            ))
+        }
+        _ => false,
+    };
+    let record = record
+        .filter(|_| visible)
+        .ok_or_else(|| ApiError::not_found(format!("no certificate with serial {serial}")))?;
+    let status = if record.status == "valid" && record.not_after < crate::storage::unix_now() {
+        "expired".to_owned()
+    } else {
+        record.status.clone()
+    };
+    Ok(Json(CertificateBody {
+        serial: record.serial,
+        status,
+        profile: record.profile,
+        not_after: record.not_after,
+        revoked_at: record.revoked_at,
+        revocation_reason: record.revocation_reason,
+        certificate: pem_rfc7468_encode("CERTIFICATE", &record.der),
+    }))
+}

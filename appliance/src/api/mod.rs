@@ -1,0 +1,66 @@
+//! HTTP only: routes, the caller's role, and error -> response. Logic lives in `ca` and `storage`.
+//!
+//! Two listeners: the mTLS API ([`api_router`], served by [`mtls::serve`]) for operators and
+//! channels, and the plain-HTTP public listener ([`public_router`]) for relying parties.
+
+pub mod certificates;
+pub mod error;
+pub mod mtls;
+pub mod public;
+
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::Router;
+
+use crate::ca::issuance::Issuer;
+use crate::ca::Hierarchy;
+use crate::storage::CertificateStore;
+
+pub use error::ApiError;
+
+/// Everything request handlers need; shared by both listeners.
+pub struct AppState {
+    /// Issues certificates.
+    pub issuer: Issuer,
+    /// The loaded CA hierarchy.
+    pub hierarchy: Arc<Hierarchy>,
+    /// Issued certificates.
+    pub certificates: CertificateStore,
+}
+
+/// The mTLS API routes.
+pub fn api_router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
+    Router::new()
+        .route("/healthz", get(public::healthz))
+        .route("/api/v1/certificates", post(certificates::issue))
+        .route("/api/v1/certificates/{serial}", get(certificates::get))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .with_state(state)
+}
+
+/// The public plain-HTTP routes for relying parties.
+pub fn public_router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/healthz", get(public::healthz))
+        .route("/ca/{file}", get(public::ca_certificate))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(16 * 1024))
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such endpoint")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "method not allowed on this endpoint",
+    )
+}

@@ -1,0 +1,241 @@
+//! The key ceremony: create the root and issuing CAs with keys generated in the HSM.
+//!
+//! Idempotent: a CA that already exists is left alone and reported; a new generation (new key,
+//! new certificate) is made only when asked for by name.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use der::Encode;
+use rand::RngCore;
+use x509_cert::TbsCertificate;
+
+use super::tbs::{self, BuildError};
+use super::{lint, CertificateAuthority, Hierarchy, HierarchyError};
+use crate::config::CaConfig;
+use crate::storage::{unix_now, AuditEntry, NewCa, Storage, StorageError};
+
+/// Why the ceremony stopped. CAs completed before the failure stay (each is one transaction).
+#[derive(Debug, thiserror::Error)]
+pub enum CeremonyError {
+    /// The HSM failed.
+    #[error(transparent)]
+    Hsm(#[from] hsm::HsmError),
+    /// The database failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// A stored CA is unusable.
+    #[error(transparent)]
+    Hierarchy(#[from] HierarchyError),
+    /// A configured CA is invalid.
+    #[error("CA {name}: {reason}")]
+    Config {
+        /// CA name.
+        name: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Building the certificate failed.
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    /// The built certificate failed the pre-signing checks.
+    #[error("pre-signing check failed: {0}")]
+    Lint(#[from] lint::LintError),
+    /// Writing the PEM output failed.
+    #[error("cannot write {path}: {reason}")]
+    Output {
+        /// File.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// What the ceremony did for one CA.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CeremonyOutcome {
+    /// A CA was created at this generation.
+    Created {
+        /// CA name.
+        name: String,
+        /// Generation.
+        generation: i64,
+    },
+    /// The CA existed and was left alone.
+    Existing {
+        /// CA name.
+        name: String,
+        /// Its current generation.
+        generation: i64,
+    },
+}
+
+/// Runs the ceremony for `cas` (root first); `new_generation` names CAs to re-key.
+pub async fn run(
+    hsm: &hsm::Hsm,
+    storage: &Storage,
+    cas: &[CaConfig],
+    new_generation: &[String],
+    output_dir: &Path,
+    actor: &str,
+) -> Result<Vec<CeremonyOutcome>, CeremonyError> {
+    for name in new_generation {
+        if !cas.iter().any(|c| &c.name == name) {
+            return Err(CeremonyError::Config {
+                name: name.clone(),
+                reason: "not a configured CA".into(),
+            });
+        }
+    }
+    let mut outcomes = Vec::new();
+    for ca in cas {
+        let hierarchy = Hierarchy::from_records(storage.authorities().current().await?)?;
+        if let Some(existing) = hierarchy.get(&ca.name) {
+            if !new_generation.contains(&ca.name) {
+                outcomes.push(CeremonyOutcome::Existing {
+                    name: ca.name.clone(),
+                    generation: existing.generation,
+                });
+                continue;
+            }
+        }
+        let generation = hierarchy.get(&ca.name).map_or(1, |c| c.generation + 1);
+        let parent = match &ca.parent {
+            None => None,
+            Some(p) => Some(
+                hierarchy
+                    .get(p)
+                    .cloned()
+                    .ok_or_else(|| CeremonyError::Config {
+                        name: ca.name.clone(),
+                        reason: format!("parent {p} does not exist"),
+                    })?,
+            ),
+        };
+        create(hsm, storage, ca, generation, parent, actor).await?;
+        outcomes.push(CeremonyOutcome::Created {
+            name: ca.name.clone(),
+            generation,
+        });
+    }
+    write_pem_files(storage, output_dir).await?;
+    Ok(outcomes)
+}
+
+async fn create(
+    hsm: &hsm::Hsm,
+    storage: &Storage,
+    ca: &CaConfig,
+    generation: i64,
+    parent: Option<Arc<CertificateAuthority>>,
+    actor: &str,
+) -> Result<(), CeremonyError> {
+    let config_err = |reason: String| CeremonyError::Config {
+        name: ca.name.clone(),
+        reason,
+    };
+    let kind: hsm::KeyKind = ca
+        .key
+        .parse()
+        .map_err(|_| config_err(format!("unknown key type {}", ca.key)))?;
+    let subject: x509_cert::name::Name = ca
+        .subject
+        .parse()
+        .map_err(|e| config_err(format!("subject {:?}: {e}", ca.subject)))?;
+    // A random suffix keeps an orphaned key (from an interrupted ceremony) from blocking a retry.
+    let mut suffix = [0u8; 4];
+    rand::rngs::OsRng.fill_bytes(&mut suffix);
+    let label = format!("ca-{}-g{generation}-{}", ca.name, hex::encode(suffix));
+    let key = hsm.generate_key_pair(&label, kind).await?;
+    let spki_der = hsm.public_key_der(&key).await?;
+    let spki = <spki::SubjectPublicKeyInfoOwned as der::Decode>::from_der(&spki_der)
+        .map_err(|e| config_err(format!("HSM returned an unparsable public key: {e}")))?;
+
+    let now = unix_now();
+    let not_before = now - 60;
+    let mut not_after = now + i64::from(ca.validity_days) * 86_400;
+    let (issuer_name, issuer_key_id, signer_key, signer_alg, path_len) = match &parent {
+        None => (
+            subject.clone(),
+            None,
+            key.clone(),
+            tbs::signature_algorithm_for(kind),
+            None,
+        ),
+        Some(p) => {
+            not_after = not_after.min(p.validity().1);
+            (
+                p.certificate.tbs_certificate.subject.clone(),
+                Some(p.subject_key_id.clone()),
+                p.key.clone(),
+                p.signature_algorithm,
+                Some(0),
+            )
+        }
+    };
+    let (serial, _) = tbs::random_serial();
+    let extensions = tbs::ca_extensions(&spki, issuer_key_id.as_deref(), path_len)?;
+    let tbs_cert = TbsCertificate {
+        version: x509_cert::Version::V3,
+        serial_number: serial,
+        signature: signer_alg.algorithm_identifier(),
+        issuer: issuer_name,
+        validity: tbs::validity(not_before, not_after)?,
+        subject,
+        subject_public_key_info: spki,
+        issuer_unique_id: None,
+        subject_unique_id: None,
+        extensions: Some(extensions),
+    };
+    lint::ca(&tbs_cert, parent.as_deref())?;
+    let tbs_der = tbs_cert
+        .to_der()
+        .map_err(|e| BuildError::Encoding(e.to_string()))?;
+    let signature = hsm.sign(&signer_key, signer_alg, &tbs_der).await?;
+    let der = tbs::assemble(tbs_cert, signer_alg.algorithm_identifier(), &signature)?;
+    let key_uri = key.to_string();
+    storage
+        .authorities()
+        .insert(
+            &NewCa {
+                name: &ca.name,
+                generation,
+                parent_id: parent.as_ref().map(|p| p.id),
+                key_uri: &key_uri,
+                certificate: &der,
+                not_before,
+                not_after,
+            },
+            &AuditEntry {
+                actor: actor.to_owned(),
+                action: "ceremony.create_ca".into(),
+                target: ca.name.clone(),
+                detail: serde_json::json!({
+                    "generation": generation,
+                    "key": kind.to_string(),
+                    "key_uri": key_uri,
+                    "parent": ca.parent,
+                }),
+            },
+        )
+        .await?;
+    tracing::info!(ca = %ca.name, generation, "CA created");
+    Ok(())
+}
+
+/// Writes every current CA certificate to `dir/{name}.pem` (atomically: temp file + rename).
+pub async fn write_pem_files(storage: &Storage, dir: &Path) -> Result<(), CeremonyError> {
+    let hierarchy = Hierarchy::from_records(storage.authorities().current().await?)?;
+    let out_err = |path: &Path, e: std::io::Error| CeremonyError::Output {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    };
+    std::fs::create_dir_all(dir).map_err(|e| out_err(dir, e))?;
+    for ca in hierarchy.iter() {
+        let path = dir.join(format!("{}.pem", ca.name));
+        let tmp = dir.join(format!(".{}.pem.tmp", ca.name));
+        std::fs::write(&tmp, ca.certificate_pem()).map_err(|e| out_err(&tmp, e))?;
+        std::fs::rename(&tmp, &path).map_err(|e| out_err(&path, e))?;
+    }
+    Ok(())
+}

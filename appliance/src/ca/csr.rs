@@ -1,0 +1,162 @@
+//! Certificate signing requests: decode, and verify the self-signature (proof of possession).
+//!
+//! Only the public key is taken from a CSR. Its subject and requested extensions are ignored:
+//! the profile and the verified attributes decide what is certified.
+
+use const_oid::db::rfc5912;
+use der::{Decode, Encode};
+use spki::SubjectPublicKeyInfoOwned;
+use x509_cert::request::CertReq;
+
+use super::tbs::{key_kind_of, BuildError};
+
+/// Largest CSR PEM accepted (an RSA-4096 CSR is about 1.7 KB).
+pub const MAX_CSR_PEM: usize = 16 * 1024;
+
+/// Why a CSR was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CsrError {
+    /// Not a PEM `CERTIFICATE REQUEST`, or the DER inside does not parse.
+    #[error("malformed CSR: {0}")]
+    Malformed(String),
+    /// The self-signature does not verify with the CSR's own key.
+    #[error("the CSR's signature does not verify with its public key")]
+    BadSignature,
+    /// The CSR is signed with an algorithm we do not accept.
+    #[error("unsupported CSR signature algorithm {0}")]
+    UnsupportedSignatureAlgorithm(String),
+    /// An RSA key shorter than 2048 bits.
+    #[error("RSA key of {0} bits is too small (minimum 2048)")]
+    KeyTooSmall(usize),
+    /// The key type or size is not acceptable.
+    #[error("{0}")]
+    UnsupportedKey(String),
+}
+
+/// A CSR whose signature verified.
+#[derive(Debug, Clone)]
+pub struct VerifiedCsr {
+    /// The subject public key to certify.
+    pub public_key: SubjectPublicKeyInfoOwned,
+    /// Its type.
+    pub key_kind: hsm::KeyKind,
+}
+
+/// Decodes a PEM CSR and verifies its self-signature.
+pub fn verify_pem(pem: &str) -> Result<VerifiedCsr, CsrError> {
+    if pem.len() > MAX_CSR_PEM {
+        return Err(CsrError::Malformed(format!(
+            "larger than {MAX_CSR_PEM} bytes"
+        )));
+    }
+    let (label, der) = pem_rfc7468::decode_vec(pem.trim().as_bytes())
+        .map_err(|e| CsrError::Malformed(format!("PEM: {e}")))?;
+    if label != "CERTIFICATE REQUEST" && label != "NEW CERTIFICATE REQUEST" {
+        return Err(CsrError::Malformed(format!(
+            "PEM label is {label:?}, expected \"CERTIFICATE REQUEST\""
+        )));
+    }
+    verify_der(&der)
+}
+
+/// Decodes a DER CSR and verifies its self-signature.
+pub fn verify_der(der: &[u8]) -> Result<VerifiedCsr, CsrError> {
+    let csr = CertReq::from_der(der).map_err(|e| CsrError::Malformed(format!("DER: {e}")))?;
+    let key_kind = key_kind_of(&csr.info.public_key).map_err(|e| match e {
+        BuildError::UnsupportedKey(m) => CsrError::UnsupportedKey(m),
+        BuildError::KeyTooSmall(bits) => CsrError::KeyTooSmall(bits),
+        other => CsrError::Malformed(other.to_string()),
+    })?;
+    let signed = csr
+        .info
+        .to_der()
+        .map_err(|e| CsrError::Malformed(e.to_string()))?;
+    let signature = csr
+        .signature
+        .as_bytes()
+        .ok_or_else(|| CsrError::Malformed("signature has unused bits".into()))?;
+    let spki_der = csr
+        .info
+        .public_key
+        .to_der()
+        .map_err(|e| CsrError::Malformed(e.to_string()))?;
+    verify_signature(&csr.algorithm.oid, key_kind, &spki_der, &signed, signature)?;
+    Ok(VerifiedCsr {
+        public_key: csr.info.public_key,
+        key_kind,
+    })
+}
+
+fn verify_signature(
+    alg: &const_oid::ObjectIdentifier,
+    kind: hsm::KeyKind,
+    spki_der: &[u8],
+    message: &[u8],
+    signature: &[u8],
+) -> Result<(), CsrError> {
+    use ecdsa::signature::hazmat::PrehashVerifier;
+    use ecdsa::signature::Verifier;
+    use sha2::{Digest, Sha256, Sha384, Sha512};
+    use spki::DecodePublicKey;
+    let bad_key = |e: String| CsrError::UnsupportedKey(format!("public key: {e}"));
+    let ok = match (*alg, kind) {
+        (rfc5912::ECDSA_WITH_SHA_256 | rfc5912::ECDSA_WITH_SHA_384, hsm::KeyKind::EcP256) => {
+            let key = p256::ecdsa::VerifyingKey::from_public_key_der(spki_der)
+                .map_err(|e| bad_key(e.to_string()))?;
+            let sig =
+                p256::ecdsa::Signature::from_der(signature).map_err(|_| CsrError::BadSignature)?;
+            if *alg == rfc5912::ECDSA_WITH_SHA_256 {
+                key.verify(message, &sig).is_ok()
+            } else {
+                key.verify_prehash(&Sha384::digest(message), &sig).is_ok()
+            }
+        }
+        (rfc5912::ECDSA_WITH_SHA_256 | rfc5912::ECDSA_WITH_SHA_384, hsm::KeyKind::EcP384) => {
+            let key = p384::ecdsa::VerifyingKey::from_public_key_der(spki_der)
+                .map_err(|e| bad_key(e.to_string()))?;
+            let sig =
+                p384::ecdsa::Signature::from_der(signature).map_err(|_| CsrError::BadSignature)?;
+            if *alg == rfc5912::ECDSA_WITH_SHA_384 {
+                key.verify(message, &sig).is_ok()
+            } else {
+                key.verify_prehash(&Sha256::digest(message), &sig).is_ok()
+            }
+        }
+        (
+            rfc5912::SHA_256_WITH_RSA_ENCRYPTION
+            | rfc5912::SHA_384_WITH_RSA_ENCRYPTION
+            | rfc5912::SHA_512_WITH_RSA_ENCRYPTION,
+            hsm::KeyKind::Rsa2048 | hsm::KeyKind::Rsa3072 | hsm::KeyKind::Rsa4096,
+        ) => {
+            let key = rsa::RsaPublicKey::from_public_key_der(spki_der)
+                .map_err(|e| bad_key(e.to_string()))?;
+            let sig = rsa::pkcs1v15::Signature::try_from(signature)
+                .map_err(|_| CsrError::BadSignature)?;
+            match *alg {
+                rfc5912::SHA_256_WITH_RSA_ENCRYPTION => {
+                    rsa::pkcs1v15::VerifyingKey::<Sha256>::new(key)
+                        .verify(message, &sig)
+                        .is_ok()
+                }
+                rfc5912::SHA_384_WITH_RSA_ENCRYPTION => {
+                    rsa::pkcs1v15::VerifyingKey::<Sha384>::new(key)
+                        .verify(message, &sig)
+                        .is_ok()
+                }
+                _ => rsa::pkcs1v15::VerifyingKey::<Sha512>::new(key)
+                    .verify(message, &sig)
+                    .is_ok(),
+            }
+        }
+        (other, _) => {
+            return Err(CsrError::UnsupportedSignatureAlgorithm(format!(
+                "{other} with a {kind} key"
+            )))
+        }
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(CsrError::BadSignature)
+    }
+}

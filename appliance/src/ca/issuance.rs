@@ -1,0 +1,287 @@
+//! Issuing end-entity certificates: prepare (build + lint), then sign (HSM) and store.
+//!
+//! [`Issuer::prepare`] returns a [`PreparedCertificate`] that is not `Clone` and is consumed by
+//! [`Issuer::sign`]: a linted TBS can be signed at most once, and nothing unlinted reaches the HSM.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use der::Encode;
+use x509_cert::TbsCertificate;
+
+use super::csr::{self, CsrError};
+use super::lint::{self, LintError};
+use super::tbs::{self, BuildError};
+use super::{CertificateAuthority, Hierarchy};
+use crate::profile::Profile;
+use crate::storage::{unix_now, AuditEntry, CertificateStore, NewCertificate, StorageError};
+
+/// Subject attributes a request may carry; anything else is refused.
+pub const SUBJECT_FIELDS: &[&str] = &[
+    "name",
+    "organisation",
+    "organisational_unit",
+    "uscc",
+    "email",
+    "locality",
+    "province",
+];
+
+/// Backdating of notBefore, to tolerate relying parties with slow clocks.
+const BACKDATE_SECS: i64 = 60;
+
+/// Why an issuance failed. Each maps to one stable API error code.
+#[derive(Debug, thiserror::Error)]
+pub enum IssuanceError {
+    /// No such profile.
+    #[error("unknown profile {0:?}")]
+    UnknownProfile(String),
+    /// The profile's issuing CA has not been created (run the ceremony).
+    #[error("issuing CA {0} does not exist; run the ceremony")]
+    IssuerMissing(String),
+    /// The CSR was refused.
+    #[error(transparent)]
+    Csr(#[from] CsrError),
+    /// A subject attribute was refused.
+    #[error("{0}")]
+    Subject(String),
+    /// The request could not be turned into a certificate.
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    /// The certificate would break RFC 5280 or its profile.
+    #[error("pre-signing check failed: {0}")]
+    Lint(#[from] LintError),
+    /// The HSM failed.
+    #[error(transparent)]
+    Hsm(#[from] hsm::HsmError),
+    /// The database failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+/// What a caller asks for.
+#[derive(Debug, Clone)]
+pub struct IssuanceRequest {
+    /// Profile name.
+    pub profile: String,
+    /// PEM CSR.
+    pub csr_pem: String,
+    /// Verified subject attributes.
+    pub subject: BTreeMap<String, String>,
+    /// Channel the request came through, if any.
+    pub channel: Option<String>,
+    /// Who asked, for the audit log (`operator:<cn>`, `channel:<name>`).
+    pub actor: String,
+}
+
+/// A built and linted TBS certificate, redeemable once by [`Issuer::sign`].
+#[derive(Debug)]
+pub struct PreparedCertificate {
+    tbs: TbsCertificate,
+    tbs_der: Vec<u8>,
+    issuer: Arc<CertificateAuthority>,
+    serial: String,
+    profile: String,
+    channel: Option<String>,
+    actor: String,
+    subject_dn: String,
+    not_before: i64,
+    not_after: i64,
+}
+
+/// A signed, stored certificate.
+#[derive(Debug, Clone)]
+pub struct IssuedCertificate {
+    /// Serial, lowercase hex.
+    pub serial: String,
+    /// The certificate DER.
+    pub der: Vec<u8>,
+    /// The issuing CA and its ancestors, nearest first.
+    pub chain: Vec<Arc<CertificateAuthority>>,
+}
+
+/// Issues end-entity certificates.
+pub struct Issuer {
+    hsm: hsm::Hsm,
+    hierarchy: Arc<Hierarchy>,
+    profiles: Arc<BTreeMap<String, Profile>>,
+    store: CertificateStore,
+}
+
+impl Issuer {
+    /// An issuer over a loaded hierarchy and profiles.
+    pub fn new(
+        hsm: hsm::Hsm,
+        hierarchy: Arc<Hierarchy>,
+        profiles: Arc<BTreeMap<String, Profile>>,
+        store: CertificateStore,
+    ) -> Self {
+        Self {
+            hsm,
+            hierarchy,
+            profiles,
+            store,
+        }
+    }
+
+    /// The loaded profiles.
+    pub fn profiles(&self) -> &BTreeMap<String, Profile> {
+        &self.profiles
+    }
+
+    /// Verifies the CSR, builds the TBS certificate and lints it.
+    pub fn prepare(&self, req: IssuanceRequest) -> Result<PreparedCertificate, IssuanceError> {
+        let profile = self
+            .profiles
+            .get(&req.profile)
+            .ok_or_else(|| IssuanceError::UnknownProfile(req.profile.clone()))?;
+        let issuer = self
+            .hierarchy
+            .get(&profile.issuer)
+            .ok_or_else(|| IssuanceError::IssuerMissing(profile.issuer.clone()))?
+            .clone();
+        check_subject(&req.subject)?;
+        let csr = csr::verify_pem(&req.csr_pem)?;
+        if !profile.key_types.contains(&csr.key_kind) {
+            return Err(IssuanceError::Csr(CsrError::UnsupportedKey(format!(
+                "key type {} is not allowed by profile {}",
+                csr.key_kind, profile.name
+            ))));
+        }
+        let subject = tbs::subject_name(profile, &req.subject)?;
+        let now = unix_now();
+        let not_before = now - BACKDATE_SECS;
+        let not_after = now + i64::from(profile.validity_days) * 86_400;
+        let (serial, serial_hex) = tbs::random_serial();
+        let extensions = tbs::end_entity_extensions(
+            profile,
+            &csr.public_key,
+            &issuer.subject_key_id,
+            req.subject.get("email").map(String::as_str),
+        )?;
+        let tbs = TbsCertificate {
+            version: x509_cert::Version::V3,
+            serial_number: serial,
+            signature: issuer.signature_algorithm.algorithm_identifier(),
+            issuer: issuer.certificate.tbs_certificate.subject.clone(),
+            validity: tbs::validity(not_before, not_after)?,
+            subject,
+            subject_public_key_info: csr.public_key,
+            issuer_unique_id: None,
+            subject_unique_id: None,
+            extensions: Some(extensions),
+        };
+        lint::end_entity(&tbs, &issuer, profile, now)?;
+        let tbs_der = tbs
+            .to_der()
+            .map_err(|e| BuildError::Encoding(e.to_string()))?;
+        Ok(PreparedCertificate {
+            subject_dn: tbs.subject.to_string(),
+            tbs,
+            tbs_der,
+            issuer,
+            serial: serial_hex,
+            profile: profile.name.clone(),
+            channel: req.channel,
+            actor: req.actor,
+            not_before,
+            not_after,
+        })
+    }
+
+    /// Signs a prepared certificate in the HSM and stores it durably; then returns it.
+    pub async fn sign(
+        &self,
+        prepared: PreparedCertificate,
+    ) -> Result<IssuedCertificate, IssuanceError> {
+        let PreparedCertificate {
+            tbs,
+            tbs_der,
+            issuer,
+            serial,
+            profile,
+            channel,
+            actor,
+            subject_dn,
+            not_before,
+            not_after,
+        } = prepared;
+        let signature = self
+            .hsm
+            .sign(&issuer.key, issuer.signature_algorithm, &tbs_der)
+            .await?;
+        let der = tbs::assemble(
+            tbs,
+            issuer.signature_algorithm.algorithm_identifier(),
+            &signature,
+        )?;
+        let audit = AuditEntry {
+            actor,
+            action: "certificate.issue".into(),
+            target: serial.clone(),
+            detail: serde_json::json!({ "profile": profile, "issuer": issuer.name }),
+        };
+        self.store
+            .insert(
+                NewCertificate {
+                    serial: serial.clone(),
+                    ca_id: issuer.id,
+                    profile,
+                    channel,
+                    subject_dn,
+                    not_before,
+                    not_after,
+                    der: der.clone(),
+                },
+                audit,
+            )
+            .await?;
+        tracing::info!(serial = %serial, issuer = %issuer.name, "certificate issued");
+        Ok(IssuedCertificate {
+            serial,
+            der,
+            chain: self.hierarchy.chain(&issuer.name),
+        })
+    }
+
+    /// Prepare and sign in one call.
+    pub async fn issue(&self, req: IssuanceRequest) -> Result<IssuedCertificate, IssuanceError> {
+        let prepared = self.prepare(req)?;
+        self.sign(prepared).await
+    }
+}
+
+fn check_subject(subject: &BTreeMap<String, String>) -> Result<(), IssuanceError> {
+    for (key, value) in subject {
+        if !SUBJECT_FIELDS.contains(&key.as_str()) {
+            return Err(IssuanceError::Subject(format!(
+                "unknown subject attribute {key:?} (accepted: {})",
+                SUBJECT_FIELDS.join(", ")
+            )));
+        }
+        if value.chars().count() > 128 {
+            return Err(IssuanceError::Subject(format!(
+                "subject attribute {key:?} is longer than 128 characters"
+            )));
+        }
+    }
+    if let Some(email) = subject.get("email") {
+        let ok = email.is_ascii()
+            && email.split('@').count() == 2
+            && email.split('@').all(|p| !p.is_empty())
+            && !email.contains(char::is_whitespace);
+        if !ok {
+            return Err(IssuanceError::Subject(
+                "email is not a valid address".into(),
+            ));
+        }
+    }
+    if let Some(uscc) = subject.get("uscc") {
+        if identifiers::uscc::Uscc::parse(uscc).is_err() {
+            return Err(IssuanceError::Subject(
+                "uscc is not a valid unified social credit code".into(),
+            ));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,357 @@
+//! The appliance's TOML configuration, deserialised straight into validated types.
+//!
+//! Secrets never live here: the HSM PIN is named by a [`PinConfig`] source (a 0600 file, an
+//! environment variable or a systemd credential), never written inline.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::profile::{Profile, ProfileError};
+
+/// Errors reading or validating the configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The TOML does not match the schema.
+    #[error("{path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message (line and column included).
+        message: String,
+    },
+    /// A value is out of its allowed range or inconsistent with another.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+    /// A certificate profile is invalid.
+    #[error(transparent)]
+    Profile(#[from] ProfileError),
+}
+
+/// The whole appliance configuration (`appliance.toml`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApplianceConfig {
+    /// Listeners and TLS.
+    pub server: ServerConfig,
+    /// The PKCS#11 token holding the CA keys.
+    pub hsm: HsmSection,
+    /// Where state lives.
+    pub database: DatabaseConfig,
+    /// The CA hierarchy created by the ceremony, root first.
+    #[serde(rename = "ca")]
+    pub cas: Vec<CaConfig>,
+    /// Directory of certificate profile TOML files (relative to this file's directory).
+    pub profiles_dir: PathBuf,
+    /// Directory where the ceremony writes CA certificates as PEM (relative to this file).
+    pub ca_output_dir: PathBuf,
+    /// API clients: who a verified client certificate is.
+    #[serde(default, rename = "client")]
+    pub clients: Vec<ClientConfig>,
+    /// Channels (partner platforms) and what each may do.
+    #[serde(default, rename = "channel")]
+    pub channels: Vec<ChannelConfig>,
+}
+
+/// Listener addresses and TLS material for the mTLS API.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// mTLS API listener (operators and channels).
+    pub api_addr: SocketAddr,
+    /// Plain-HTTP listener for relying parties (CA certificates, OCSP, CRLs).
+    pub public_addr: SocketAddr,
+    /// Base URL relying parties use to reach the public listener; written into certificates.
+    pub public_url: String,
+    /// Server certificate chain (PEM) for the API listener.
+    pub tls_cert: PathBuf,
+    /// Server private key (PEM) for the API listener.
+    pub tls_key: PathBuf,
+    /// Trust anchor(s) (PEM) that client certificates must chain to.
+    pub client_ca: PathBuf,
+    /// Largest request body accepted, in bytes (default 64 KiB).
+    #[serde(default = "default_body_limit")]
+    pub max_body_bytes: usize,
+}
+
+fn default_body_limit() -> usize {
+    64 * 1024
+}
+
+/// Where the HSM PIN comes from. Exactly one field must be set.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct PinConfig {
+    /// A file readable only by the service user (mode 0600).
+    pub file: Option<PathBuf>,
+    /// An environment variable name.
+    pub env: Option<String>,
+    /// A systemd credential name (read from `$CREDENTIALS_DIRECTORY`).
+    pub systemd_credential: Option<String>,
+}
+
+/// The PKCS#11 module and token.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HsmSection {
+    /// Path of the PKCS#11 module (`libsofthsm2.so` for the demo).
+    pub module: PathBuf,
+    /// Label of the token holding the CA keys.
+    pub token_label: String,
+    /// Where the user PIN comes from; never the PIN itself.
+    pub pin: PinConfig,
+    /// Logged-in sessions kept open (default 2: one per core).
+    #[serde(default = "default_pool")]
+    pub pool_size: usize,
+    /// SoftHSM2 only: its configuration file, exported as `SOFTHSM2_CONF` before the module loads.
+    pub softhsm2_conf: Option<PathBuf>,
+}
+
+fn default_pool() -> usize {
+    2
+}
+
+/// The database.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// `sqlite://PATH` (embedded default).
+    pub url: String,
+}
+
+/// One CA of the hierarchy.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaConfig {
+    /// Short name used in URLs and profiles (`root`, `personal`, `organisation`).
+    pub name: String,
+    /// The CA that signs this one; absent for the root.
+    pub parent: Option<String>,
+    /// Key type generated in the HSM (`ec-p256`, `ec-p384`, `rsa-2048`, `rsa-3072`, `rsa-4096`).
+    pub key: String,
+    /// Subject DN in RFC 4514 form, e.g. `CN=Demo Root CA,O=Demo,C=CN`.
+    pub subject: String,
+    /// Validity of the CA certificate in days.
+    pub validity_days: u32,
+}
+
+/// What role a client certificate grants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientRole {
+    /// CA operator: every API action.
+    Operator,
+    /// A channel: only what its [`ChannelConfig`] allows.
+    Channel,
+}
+
+/// Maps a verified client certificate to a caller.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientConfig {
+    /// The certificate's subject common name (under the configured client CA).
+    pub common_name: String,
+    /// Role granted.
+    pub role: ClientRole,
+    /// For `role = "channel"`: the channel's name.
+    pub channel: Option<String>,
+}
+
+/// A partner platform and what it may do.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelConfig {
+    /// Channel name.
+    pub name: String,
+    /// Profiles it may request.
+    pub profiles: Vec<String>,
+    /// May it call `POST /api/v1/certificates` directly (its own identity proofing is trusted)?
+    #[serde(default)]
+    pub may_issue_directly: bool,
+}
+
+impl ApplianceConfig {
+    /// Reads, parses and validates `path`; relative paths inside become relative to its directory.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut config: ApplianceConfig =
+            toml::from_str(&text).map_err(|e| ConfigError::Parse {
+                path: path.to_owned(),
+                message: e.to_string(),
+            })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        config.resolve_paths(base);
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        fix(&mut self.server.tls_cert);
+        fix(&mut self.server.tls_key);
+        fix(&mut self.server.client_ca);
+        fix(&mut self.profiles_dir);
+        fix(&mut self.ca_output_dir);
+        if let Some(f) = self.hsm.pin.file.as_mut() {
+            fix(f);
+        }
+        if let Some(f) = self.hsm.softhsm2_conf.as_mut() {
+            fix(f);
+        }
+        if let Some(rest) = self.database.url.strip_prefix("sqlite://") {
+            let p = Path::new(rest);
+            if p.is_relative() {
+                self.database.url = format!("sqlite://{}", base.join(p).display());
+            }
+        }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let pin = &self.hsm.pin;
+        let sources = [
+            pin.file.is_some(),
+            pin.env.is_some(),
+            pin.systemd_credential.is_some(),
+        ];
+        if sources.iter().filter(|s| **s).count() != 1 {
+            return Err(ConfigError::Invalid(
+                "[hsm.pin] needs exactly one of file, env, systemd_credential".into(),
+            ));
+        }
+        if !(1..=64).contains(&self.hsm.pool_size) {
+            return Err(ConfigError::Invalid("hsm.pool_size must be 1..=64".into()));
+        }
+        if !(1024..=16 * 1024 * 1024).contains(&self.server.max_body_bytes) {
+            return Err(ConfigError::Invalid(
+                "server.max_body_bytes must be 1 KiB..=16 MiB".into(),
+            ));
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for (i, ca) in self.cas.iter().enumerate() {
+            if !is_simple_name(&ca.name) {
+                return Err(ConfigError::Invalid(format!(
+                    "CA name {:?} must be lowercase letters, digits and '-'",
+                    ca.name
+                )));
+            }
+            match (&ca.parent, i) {
+                (None, 0) => {}
+                (None, _) => {
+                    return Err(ConfigError::Invalid(format!(
+                        "CA {} has no parent; only the first [[ca]] is the root",
+                        ca.name
+                    )))
+                }
+                (Some(p), _) if !names.contains(p.as_str()) => {
+                    return Err(ConfigError::Invalid(format!(
+                        "CA {}'s parent {p} must be listed before it",
+                        ca.name
+                    )))
+                }
+                _ => {}
+            }
+            ca.key.parse::<hsm::KeyKind>().map_err(|_| {
+                ConfigError::Invalid(format!("CA {}: unknown key type {:?}", ca.name, ca.key))
+            })?;
+            if !names.insert(ca.name.as_str()) {
+                return Err(ConfigError::Invalid(format!("CA {} listed twice", ca.name)));
+            }
+        }
+        if self.cas.is_empty() {
+            return Err(ConfigError::Invalid("at least one [[ca]] is needed".into()));
+        }
+        for client in &self.clients {
+            match (client.role, &client.channel) {
+                (ClientRole::Channel, Some(name)) => {
+                    if !self.channels.iter().any(|c| &c.name == name) {
+                        return Err(ConfigError::Invalid(format!(
+                            "client {} names unknown channel {name}",
+                            client.common_name
+                        )));
+                    }
+                }
+                (ClientRole::Channel, None) => {
+                    return Err(ConfigError::Invalid(format!(
+                        "client {} has role channel but no channel",
+                        client.common_name
+                    )))
+                }
+                (ClientRole::Operator, Some(_)) => {
+                    return Err(ConfigError::Invalid(format!(
+                        "operator client {} must not name a channel",
+                        client.common_name
+                    )))
+                }
+                (ClientRole::Operator, None) => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Loads every profile from `profiles_dir` and checks each names a configured CA.
+    pub fn load_profiles(&self) -> Result<BTreeMap<String, Profile>, ConfigError> {
+        let profiles = crate::profile::load_dir(&self.profiles_dir, &self.server.public_url)?;
+        for profile in profiles.values() {
+            if !self.cas.iter().any(|c| c.name == profile.issuer) {
+                return Err(ConfigError::Invalid(format!(
+                    "profile {} names unknown issuer CA {}",
+                    profile.name, profile.issuer
+                )));
+            }
+        }
+        for channel in &self.channels {
+            for p in &channel.profiles {
+                if !profiles.contains_key(p) {
+                    return Err(ConfigError::Invalid(format!(
+                        "channel {} allows unknown profile {p}",
+                        channel.name
+                    )));
+                }
+            }
+        }
+        Ok(profiles)
+    }
+
+    /// The HSM settings in the form the `hsm` crate takes.
+    pub fn hsm_config(&self) -> hsm::HsmConfig {
+        let pin = &self.hsm.pin;
+        let source = if let Some(f) = &pin.file {
+            hsm::PinSource::File(f.clone())
+        } else if let Some(e) = &pin.env {
+            hsm::PinSource::Env(e.clone())
+        } else {
+            hsm::PinSource::SystemdCredential(pin.systemd_credential.clone().unwrap_or_default())
+        };
+        hsm::HsmConfig {
+            module: self.hsm.module.clone(),
+            token_label: self.hsm.token_label.clone(),
+            pin: source,
+            pool_size: self.hsm.pool_size,
+        }
+    }
+}
+
+/// Lowercase ASCII letters, digits and dashes: safe in URLs, file names and key labels.
+pub fn is_simple_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}

@@ -1,0 +1,292 @@
+//! `init --demo`: a self-contained appliance under one directory.
+//!
+//! A SoftHSM2 token with its own `softhsm2.conf`, PINs in 0600 files, the SQLite database, the
+//! example profiles and channel, a demo TLS PKI for the mTLS API, and the ceremony already run.
+//! The demo TLS PKI's keys are ordinary files: it stands in for the operator's own transport PKI.
+//! The CA keys themselves are generated in the token and never leave it.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use rand::RngCore;
+
+/// The demo token's label.
+pub const TOKEN_LABEL: &str = "ca-appliance-demo";
+
+const PERSONAL_PROFILE: &str = include_str!("../../config/profiles/personal.toml");
+const ORGANISATION_PROFILE: &str = include_str!("../../config/profiles/organisation.toml");
+
+/// Why the demo could not be created.
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    /// The directory already holds an appliance.
+    #[error("{0} already holds an appliance (appliance.toml exists); choose an empty directory")]
+    AlreadyInitialised(PathBuf),
+    /// No SoftHSM2 module was found.
+    #[error("SoftHSM2 module not found (tried {0}); install softhsm2 or pass --module")]
+    NoModule(String),
+    /// A file could not be written.
+    #[error("cannot write {path}: {reason}")]
+    Write {
+        /// File.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The demo TLS PKI could not be generated.
+    #[error("demo TLS PKI: {0}")]
+    Tls(String),
+    /// The HSM token could not be created.
+    #[error("HSM: {0}")]
+    Hsm(#[from] hsm::HsmError),
+}
+
+/// Paths and settings decided before the PKCS#11 module is loaded.
+#[derive(Debug, Clone)]
+pub struct DemoLayout {
+    /// The appliance directory.
+    pub dir: PathBuf,
+    /// The SoftHSM2 module.
+    pub module: PathBuf,
+    /// The SoftHSM2 configuration file (export as `SOFTHSM2_CONF` before loading the module).
+    pub softhsm2_conf: PathBuf,
+}
+
+/// Finds the SoftHSM2 module in the usual Debian locations.
+pub fn find_softhsm_module() -> Result<PathBuf, DemoError> {
+    let candidates = [
+        "/usr/lib/softhsm/libsofthsm2.so",
+        "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
+        "/usr/lib/aarch64-linux-gnu/softhsm/libsofthsm2.so",
+        "/usr/local/lib/softhsm/libsofthsm2.so",
+    ];
+    candidates
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .ok_or_else(|| DemoError::NoModule(candidates.join(", ")))
+}
+
+/// Step 1 (no PKCS#11 yet): create the directory tree and the SoftHSM2 configuration.
+pub fn prepare(dir: &Path, module: Option<PathBuf>) -> Result<DemoLayout, DemoError> {
+    if dir.join("appliance.toml").exists() {
+        return Err(DemoError::AlreadyInitialised(dir.to_owned()));
+    }
+    let module = match module {
+        Some(m) => m,
+        None => find_softhsm_module()?,
+    };
+    for sub in ["tokens", "secrets", "tls", "data", "ca", "profiles"] {
+        create_dir(&dir.join(sub))?;
+    }
+    let dir = std::fs::canonicalize(dir).map_err(|e| write_err(dir, e))?;
+    let softhsm2_conf = dir.join("softhsm2.conf");
+    write_file(
+        &softhsm2_conf,
+        format!(
+            "# SoftHSM2 token store of this demo appliance\ndirectories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n",
+            dir.join("tokens").display()
+        )
+        .as_bytes(),
+        0o600,
+    )?;
+    Ok(DemoLayout {
+        dir,
+        module,
+        softhsm2_conf,
+    })
+}
+
+/// Step 2 (after `SOFTHSM2_CONF` is exported): token, PINs, TLS PKI, profiles and config.
+/// Returns the path of the written `appliance.toml`.
+pub fn write_demo(
+    layout: &DemoLayout,
+    api_addr: SocketAddr,
+    public_addr: SocketAddr,
+) -> Result<PathBuf, DemoError> {
+    let dir = &layout.dir;
+    let so_pin = random_pin();
+    let user_pin = random_pin();
+    hsm::init_token(&layout.module, TOKEN_LABEL, &so_pin, &user_pin)?;
+    write_file(&dir.join("secrets/hsm-so.pin"), so_pin.as_bytes(), 0o600)?;
+    write_file(
+        &dir.join("secrets/hsm-user.pin"),
+        user_pin.as_bytes(),
+        0o600,
+    )?;
+
+    write_tls_pki(&dir.join("tls")).map_err(|e| DemoError::Tls(e.to_string()))?;
+    write_file(
+        &dir.join("profiles/personal.toml"),
+        PERSONAL_PROFILE.as_bytes(),
+        0o644,
+    )?;
+    write_file(
+        &dir.join("profiles/organisation.toml"),
+        ORGANISATION_PROFILE.as_bytes(),
+        0o644,
+    )?;
+    let config = demo_config(&layout.module, api_addr, public_addr);
+    let path = dir.join("appliance.toml");
+    write_file(&path, config.as_bytes(), 0o644)?;
+    Ok(path)
+}
+
+fn demo_config(module: &Path, api: SocketAddr, public: SocketAddr) -> String {
+    format!(
+        r#"# Demo appliance written by `ca-appliance init --demo`. Paths are relative to this file.
+# The HSM PIN is not here: it is read from the 0600 file named in [hsm.pin].
+profiles_dir = "profiles"
+ca_output_dir = "ca"
+
+[server]
+api_addr = "{api}"
+public_addr = "{public}"
+public_url = "http://{public}"
+tls_cert = "tls/server.pem"
+tls_key = "tls/server.key"
+client_ca = "tls/ca.pem"
+
+[hsm]
+module = "{module}"
+token_label = "{TOKEN_LABEL}"
+softhsm2_conf = "softhsm2.conf"
+pool_size = 2
+
+[hsm.pin]
+file = "secrets/hsm-user.pin"
+
+[database]
+url = "sqlite://data/appliance.db"
+
+[[ca]]
+name = "root"
+key = "ec-p384"
+subject = "CN=Demo Root CA,O=Demo CA Operator,C=CN"
+validity_days = 7300
+
+[[ca]]
+name = "personal"
+parent = "root"
+key = "ec-p256"
+subject = "CN=Demo Personal Issuing CA,O=Demo CA Operator,C=CN"
+validity_days = 3650
+
+[[ca]]
+name = "organisation"
+parent = "root"
+key = "ec-p256"
+subject = "CN=Demo Organisation Issuing CA,O=Demo CA Operator,C=CN"
+validity_days = 3650
+
+[[client]]
+common_name = "operator"
+role = "operator"
+
+[[client]]
+common_name = "channel-demo"
+role = "channel"
+channel = "demo"
+
+[[channel]]
+name = "demo"
+profiles = ["personal", "organisation"]
+may_issue_directly = true
+"#,
+        module = module.display()
+    )
+}
+
+fn write_tls_pki(dir: &Path) -> Result<(), Box<dyn std::error::Error>> {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
+        IsCa, KeyPair, KeyUsagePurpose, SanType,
+    };
+    let now = time::OffsetDateTime::now_utc();
+    let name = |cn: &str| {
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::OrganizationName, "Demo CA Operator");
+        dn.push(DnType::CommonName, cn);
+        dn
+    };
+    let mut ca_params = CertificateParams::default();
+    ca_params.distinguished_name = name("Demo Appliance TLS CA");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    ca_params.not_before = now - time::Duration::days(1);
+    ca_params.not_after = now + time::Duration::days(3 * 365);
+    let ca_key = KeyPair::generate()?;
+    let ca_cert = ca_params.self_signed(&ca_key)?;
+    write_file(&dir.join("ca.pem"), ca_cert.pem().as_bytes(), 0o644)?;
+    write_file(
+        &dir.join("ca.key"),
+        ca_key.serialize_pem().as_bytes(),
+        0o600,
+    )?;
+
+    let leaf = |file: &str, cn: &str, server: bool| -> Result<(), Box<dyn std::error::Error>> {
+        let mut params = CertificateParams::default();
+        params.distinguished_name = name(cn);
+        params.not_before = now - time::Duration::days(1);
+        params.not_after = now + time::Duration::days(2 * 365);
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        if server {
+            params.subject_alt_names = vec![
+                SanType::DnsName("localhost".try_into()?),
+                SanType::IpAddress("127.0.0.1".parse()?),
+                SanType::IpAddress("::1".parse()?),
+            ];
+            params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        } else {
+            params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        }
+        let key = KeyPair::generate()?;
+        let cert = params.signed_by(&key, &ca_cert, &ca_key)?;
+        write_file(
+            &dir.join(format!("{file}.pem")),
+            cert.pem().as_bytes(),
+            0o644,
+        )?;
+        write_file(
+            &dir.join(format!("{file}.key")),
+            key.serialize_pem().as_bytes(),
+            0o600,
+        )?;
+        Ok(())
+    };
+    leaf("server", "localhost", true)?;
+    leaf("operator", "operator", false)?;
+    leaf("channel-demo", "channel-demo", false)?;
+    Ok(())
+}
+
+fn random_pin() -> String {
+    let mut bytes = [0u8; 12];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    hex::encode(bytes)
+}
+
+fn create_dir(path: &Path) -> Result<(), DemoError> {
+    std::fs::create_dir_all(path).map_err(|e| write_err(path, e))
+}
+
+fn write_err(path: &Path, e: std::io::Error) -> DemoError {
+    DemoError::Write {
+        path: path.to_owned(),
+        reason: e.to_string(),
+    }
+}
+
+/// Writes a file created with `mode` (so a secret is never briefly world-readable).
+fn write_file(path: &Path, contents: &[u8], mode: u32) -> Result<(), DemoError> {
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .map_err(|e| write_err(path, e))?;
+    f.write_all(contents).map_err(|e| write_err(path, e))?;
+    f.sync_all().map_err(|e| write_err(path, e))
+}

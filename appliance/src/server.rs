@@ -1,0 +1,133 @@
+//! `serve`: open the HSM and database, load the hierarchy, and run both listeners.
+
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+
+use crate::api::{self, mtls, AppState};
+use crate::ca::issuance::Issuer;
+use crate::ca::{Hierarchy, HierarchyError};
+use crate::config::{ApplianceConfig, ConfigError};
+use crate::storage::{Storage, StorageError};
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// Configuration or profiles are invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The HSM could not be opened (wrong PIN, missing token...).
+    #[error("HSM: {0}")]
+    Hsm(#[from] hsm::HsmError),
+    /// The database could not be opened.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// The stored hierarchy is unusable.
+    #[error(transparent)]
+    Hierarchy(#[from] HierarchyError),
+    /// TLS material is unusable.
+    #[error(transparent)]
+    Tls(#[from] mtls::TlsSetupError),
+    /// A listener could not bind.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// Address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// Runs the appliance until SIGINT/SIGTERM.
+pub async fn serve(config: ApplianceConfig) -> Result<(), ServeError> {
+    let profiles = config.load_profiles()?;
+    let tls = mtls::server_config(
+        &config.server.tls_cert,
+        &config.server.tls_key,
+        &config.server.client_ca,
+    )?;
+    let hsm = hsm::Hsm::open(&config.hsm_config()).await?;
+    let storage = Storage::open(&config.database.url).await?;
+    let hierarchy = Arc::new(Hierarchy::from_records(
+        storage.authorities().current().await?,
+    )?);
+    for profile in profiles.values() {
+        if hierarchy.get(&profile.issuer).is_none() {
+            tracing::warn!(profile = %profile.name, issuer = %profile.issuer,
+                "issuing CA not created yet; run `ca-appliance ceremony`");
+        }
+    }
+    let certificates = storage.certificates();
+    let state = Arc::new(AppState {
+        issuer: Issuer::new(
+            hsm,
+            hierarchy.clone(),
+            Arc::new(profiles),
+            certificates.clone(),
+        ),
+        hierarchy,
+        certificates,
+    });
+    let clients = Arc::new(mtls::ClientDirectory::new(
+        &config.clients,
+        &config.channels,
+    ));
+
+    let bind = |addr| async move {
+        TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServeError::Bind { addr, source })
+    };
+    let api_listener = bind(config.server.api_addr).await?;
+    let public_listener = bind(config.server.public_addr).await?;
+    let api_addr = api_listener
+        .local_addr()
+        .map_err(|source| ServeError::Bind {
+            addr: config.server.api_addr,
+            source,
+        })?;
+    let public_addr = public_listener
+        .local_addr()
+        .map_err(|source| ServeError::Bind {
+            addr: config.server.public_addr,
+            source,
+        })?;
+    tracing::info!(%api_addr, %public_addr, "serving");
+    // One machine-readable line for scripts and tests.
+    println!(
+        "{}",
+        serde_json::json!({ "api": api_addr.to_string(), "public": public_addr.to_string() })
+    );
+
+    let api = mtls::serve(
+        api_listener,
+        tls,
+        clients,
+        api::api_router(state.clone(), config.server.max_body_bytes),
+    );
+    let public = axum::serve(public_listener, api::public_router(state));
+    tokio::select! {
+        () = api => {}
+        r = public => { if let Err(e) = r { tracing::error!(error = %e, "public listener failed"); } }
+        () = shutdown_signal() => { tracing::info!("shutting down"); }
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { () = ctrl_c => {}, () = term => {} }
+}

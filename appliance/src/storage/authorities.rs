@@ -1,0 +1,100 @@
+//! The CA hierarchy: one row per CA generation (key URI + certificate).
+
+use sqlx::{Row, SqlitePool};
+
+use super::audit::{append_in, AuditEntry};
+use super::{unix_now, StorageError};
+
+/// A CA generation as stored.
+#[derive(Debug, Clone)]
+pub struct CaRecord {
+    /// Row id (referenced by issued certificates).
+    pub id: i64,
+    /// CA name.
+    pub name: String,
+    /// Generation, 1 for the first ceremony.
+    pub generation: i64,
+    /// Parent row id; `None` for a root.
+    pub parent_id: Option<i64>,
+    /// RFC 7512 URI of the key in the HSM.
+    pub key_uri: String,
+    /// The CA certificate (DER).
+    pub certificate: Vec<u8>,
+}
+
+/// A CA generation to store.
+#[derive(Debug, Clone)]
+pub struct NewCa<'a> {
+    /// CA name.
+    pub name: &'a str,
+    /// Generation number.
+    pub generation: i64,
+    /// Parent row id.
+    pub parent_id: Option<i64>,
+    /// Key URI.
+    pub key_uri: &'a str,
+    /// Certificate DER.
+    pub certificate: &'a [u8],
+    /// notBefore, unix seconds.
+    pub not_before: i64,
+    /// notAfter, unix seconds.
+    pub not_after: i64,
+}
+
+/// Reads and writes CA generations.
+#[derive(Clone)]
+pub struct CaStore {
+    pool: SqlitePool,
+}
+
+impl CaStore {
+    pub(super) fn new(pool: SqlitePool) -> Self {
+        Self { pool }
+    }
+
+    /// Stores a new CA generation and its audit record in one transaction; returns its row id.
+    pub async fn insert(&self, ca: &NewCa<'_>, audit: &AuditEntry) -> Result<i64, StorageError> {
+        let mut tx = self.pool.begin().await?;
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO certificate_authorities (name, generation, parent_id, key_uri, certificate, not_before, not_after, created_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+        )
+        .bind(ca.name)
+        .bind(ca.generation)
+        .bind(ca.parent_id)
+        .bind(ca.key_uri)
+        .bind(ca.certificate)
+        .bind(ca.not_before)
+        .bind(ca.not_after)
+        .bind(unix_now())
+        .fetch_one(&mut *tx)
+        .await?;
+        append_in(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    /// The newest generation of each CA.
+    pub async fn current(&self) -> Result<Vec<CaRecord>, StorageError> {
+        let rows = sqlx::query(
+            "SELECT id, name, generation, parent_id, key_uri, certificate FROM certificate_authorities c
+             WHERE generation = (SELECT MAX(generation) FROM certificate_authorities d WHERE d.name = c.name)
+             ORDER BY id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(CaRecord {
+                    id: r.try_get("id")?,
+                    name: r.try_get("name")?,
+                    generation: r.try_get("generation")?,
+                    parent_id: r.try_get("parent_id")?,
+                    key_uri: r.try_get("key_uri")?,
+                    certificate: r.try_get("certificate")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StorageError::from)
+    }
+}

@@ -1,0 +1,168 @@
+//! Issued certificates, written by a group-commit writer.
+//!
+//! Concurrent issuances hand their rows to one writer task, which commits everything waiting in a
+//! single transaction (certificate rows and their audit rows together) and only then answers each
+//! caller. One fsync then covers many certificates, and no certificate is returned before it is
+//! durable.
+
+use sqlx::{Row, SqlitePool};
+use tokio::sync::{mpsc, oneshot};
+
+use super::audit::{append_in, AuditEntry};
+use super::{unix_now, StorageError};
+
+/// Largest number of certificates committed in one transaction.
+const MAX_BATCH: usize = 256;
+
+/// A signed certificate to store.
+#[derive(Debug, Clone)]
+pub struct NewCertificate {
+    /// Serial as lowercase hex of the DER INTEGER content (no leading zero byte).
+    pub serial: String,
+    /// Issuing CA row id.
+    pub ca_id: i64,
+    /// Profile name.
+    pub profile: String,
+    /// Channel that requested it, if any.
+    pub channel: Option<String>,
+    /// Subject DN (RFC 4514).
+    pub subject_dn: String,
+    /// notBefore, unix seconds.
+    pub not_before: i64,
+    /// notAfter, unix seconds.
+    pub not_after: i64,
+    /// The certificate DER.
+    pub der: Vec<u8>,
+}
+
+/// A stored certificate and its status.
+#[derive(Debug, Clone)]
+pub struct CertificateRecord {
+    /// Serial (hex).
+    pub serial: String,
+    /// Issuing CA row id.
+    pub ca_id: i64,
+    /// Profile name.
+    pub profile: String,
+    /// Requesting channel.
+    pub channel: Option<String>,
+    /// notAfter, unix seconds.
+    pub not_after: i64,
+    /// DER.
+    pub der: Vec<u8>,
+    /// `valid`, `revoked` or `hold`.
+    pub status: String,
+    /// When revoked, unix seconds.
+    pub revoked_at: Option<i64>,
+    /// RFC 5280 CRLReason code.
+    pub revocation_reason: Option<i64>,
+}
+
+type Pending = (
+    NewCertificate,
+    AuditEntry,
+    oneshot::Sender<Result<(), StorageError>>,
+);
+
+/// Writes and reads issued certificates.
+#[derive(Clone)]
+pub struct CertificateStore {
+    pool: SqlitePool,
+    writer: mpsc::Sender<Pending>,
+}
+
+impl CertificateStore {
+    pub(super) fn new(pool: SqlitePool) -> Self {
+        let (writer, inbox) = mpsc::channel(4 * MAX_BATCH);
+        tokio::spawn(run_writer(pool.clone(), inbox));
+        Self { pool, writer }
+    }
+
+    /// Stores `cert` and its audit entry durably; returns once committed.
+    pub async fn insert(
+        &self,
+        cert: NewCertificate,
+        audit: AuditEntry,
+    ) -> Result<(), StorageError> {
+        let (done, wait) = oneshot::channel();
+        self.writer
+            .send((cert, audit, done))
+            .await
+            .map_err(|_| StorageError::WriterStopped)?;
+        wait.await.map_err(|_| StorageError::WriterStopped)?
+    }
+
+    /// Looks a certificate up by serial (lowercase hex).
+    pub async fn get(&self, serial: &str) -> Result<Option<CertificateRecord>, StorageError> {
+        let row = sqlx::query(
+            "SELECT serial, ca_id, profile, channel, not_after, der, status, revoked_at, revocation_reason
+             FROM certificates WHERE serial = ?",
+        )
+        .bind(serial)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(r) = row else { return Ok(None) };
+        Ok(Some(CertificateRecord {
+            serial: r.try_get("serial")?,
+            ca_id: r.try_get("ca_id")?,
+            profile: r.try_get("profile")?,
+            channel: r.try_get("channel")?,
+            not_after: r.try_get("not_after")?,
+            der: r.try_get("der")?,
+            status: r.try_get("status")?,
+            revoked_at: r.try_get("revoked_at")?,
+            revocation_reason: r.try_get("revocation_reason")?,
+        }))
+    }
+}
+
+async fn run_writer(pool: SqlitePool, mut inbox: mpsc::Receiver<Pending>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while inbox.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let rows: Vec<_> = batch.drain(..).collect();
+        match commit_batch(&pool, &rows).await {
+            Ok(()) => {
+                for (_, _, done) in rows {
+                    let _ = done.send(Ok(()));
+                }
+            }
+            // One bad row (a serial collision) must not fail its neighbours: retry them alone.
+            Err(_) if rows.len() > 1 => {
+                for (cert, audit, done) in rows {
+                    let one = [(cert, audit, oneshot::channel().0)];
+                    let _ = done.send(commit_batch(&pool, &one).await);
+                }
+            }
+            Err(e) => {
+                for (_, _, done) in rows {
+                    let _ = done.send(Err(StorageError::Database(e.to_string())));
+                }
+            }
+        }
+    }
+}
+
+async fn commit_batch(pool: &SqlitePool, rows: &[Pending]) -> Result<(), StorageError> {
+    let mut tx = pool.begin().await?;
+    let issued_at = unix_now();
+    for (cert, audit, _) in rows {
+        sqlx::query(
+            "INSERT INTO certificates (serial, ca_id, profile, channel, subject_dn, not_before, not_after, der, issued_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&cert.serial)
+        .bind(cert.ca_id)
+        .bind(&cert.profile)
+        .bind(&cert.channel)
+        .bind(&cert.subject_dn)
+        .bind(cert.not_before)
+        .bind(cert.not_after)
+        .bind(&cert.der)
+        .bind(issued_at)
+        .execute(&mut *tx)
+        .await?;
+        append_in(&mut tx, audit).await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}

@@ -1,0 +1,98 @@
+//! Durable state: the only module that names sqlx.
+//!
+//! Consumers get narrow views: [`CaStore`] for the hierarchy, [`CertificateStore`] for issued
+//! certificates (with group commit), [`AuditLog`] for the tamper-evident log.
+
+mod audit;
+mod authorities;
+mod certificates;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::SqlitePool;
+
+pub use audit::{AuditEntry, AuditLog};
+pub use authorities::{CaRecord, CaStore, NewCa};
+pub use certificates::{CertificateRecord, CertificateStore, NewCertificate};
+
+/// Errors from the database.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// The database could not be opened or migrated.
+    #[error("cannot open database: {0}")]
+    Open(String),
+    /// A uniqueness rule was violated (e.g. a serial number collision).
+    #[error("duplicate: {0}")]
+    Duplicate(String),
+    /// Any other database failure.
+    #[error("database error: {0}")]
+    Database(String),
+    /// The batch writer is gone (the server is shutting down).
+    #[error("storage writer stopped")]
+    WriterStopped,
+}
+
+impl From<sqlx::Error> for StorageError {
+    fn from(e: sqlx::Error) -> Self {
+        if let sqlx::Error::Database(db) = &e {
+            if db.is_unique_violation() {
+                return StorageError::Duplicate(db.message().to_owned());
+            }
+        }
+        StorageError::Database(e.to_string())
+    }
+}
+
+/// The opened database; cheap to clone.
+#[derive(Clone)]
+pub struct Storage {
+    pool: SqlitePool,
+}
+
+impl Storage {
+    /// Opens (creating if missing) and migrates the database at `url` (`sqlite://PATH`).
+    pub async fn open(url: &str) -> Result<Self, StorageError> {
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(|e| StorageError::Open(e.to_string()))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await
+            .map_err(|e| StorageError::Open(e.to_string()))?;
+        sqlx::migrate!("./migrations")
+            .run(&pool)
+            .await
+            .map_err(|e| StorageError::Open(format!("migration failed: {e}")))?;
+        Ok(Self { pool })
+    }
+
+    /// The CA hierarchy view.
+    pub fn authorities(&self) -> CaStore {
+        CaStore::new(self.pool.clone())
+    }
+
+    /// The issued-certificates view; starts its group-commit writer on the current runtime.
+    pub fn certificates(&self) -> CertificateStore {
+        CertificateStore::new(self.pool.clone())
+    }
+
+    /// The audit log view.
+    pub fn audit(&self) -> AuditLog {
+        AuditLog::new(self.pool.clone())
+    }
+}
+
+/// Seconds since the Unix epoch, as stored in every time column.
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
