@@ -62,7 +62,7 @@ impl Date {
         if b.len() < 10 || b[4] != b'-' || b[7] != b'-' {
             return Err(DateError::Format);
         }
-        if b.len() > 10 && b[10] != b'T' && b[10] != b't' && b[10] != b' ' {
+        if b.len() > 10 && b[10] != b'T' && b[10] != b't' {
             return Err(DateError::Format);
         }
         let year = digits(&b[0..4]).ok_or(DateError::Format)?;

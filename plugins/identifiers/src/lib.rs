@@ -12,6 +12,7 @@ pub mod mask;
 pub mod mobile;
 pub mod permit;
 pub mod resident_id;
+pub mod timestamp;
 pub mod uscc;
 
 pub use bank_card::{BankCard, BankCardError};
@@ -20,4 +21,5 @@ pub use mask::{mask_card, mask_id_number, mask_middle, mask_phone};
 pub use mobile::{Mobile, MobileError};
 pub use permit::{HomeReturnPermit, PermitError, TaiwanPermit};
 pub use resident_id::{ResidentId, ResidentIdError, ResidentIdKind};
+pub use timestamp::Timestamp;
 pub use uscc::{Uscc, UsccChecksum, UsccError};
