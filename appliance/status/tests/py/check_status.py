@@ -6,6 +6,8 @@
       given, REASON (cryptography's ReasonFlags name); signature verifies with SIGNER's key;
       the nonce extension equals NONCE_HEX (or is absent for '-').
   check_status.py ocsp-error RESP.DER STATUS_NAME
+  check_status.py make-req CA.PEM EE.PEM NONCE_LEN OUT.DER
+      writes an OCSP request (SHA-1 CertID) with a nonce of NONCE_LEN random octets.
   check_status.py crl CRL.DER CA.PEM COUNT
       CRL loads, is_signature_valid against CA, has COUNT entries; prints entries.
 Exits non-zero with a message on any mismatch.
@@ -91,12 +93,26 @@ def check_crl(crl_path, ca_pem, count):
     print("PY CRL OK")
 
 
+def make_req(ca_pem, ee_pem, nonce_len, out):
+    import os
+    from cryptography.hazmat.primitives import hashes, serialization
+    b = ocsp.OCSPRequestBuilder().add_certificate(load_cert(ee_pem), load_cert(ca_pem), hashes.SHA1())
+    n = int(nonce_len)
+    if n >= 0:
+        b = b.add_extension(x509.OCSPNonce(os.urandom(n)), critical=False)
+    with open(out, "wb") as f:
+        f.write(b.build().public_bytes(serialization.Encoding.DER))
+    print("PY REQ OK")
+
+
 def main(argv):
     cmd = argv[1]
     if cmd == "ocsp":
         check_ocsp(*argv[2:7])
     elif cmd == "ocsp-error":
         check_ocsp_error(*argv[2:4])
+    elif cmd == "make-req":
+        make_req(*argv[2:6])
     elif cmd == "crl":
         check_crl(*argv[2:5])
     else:
