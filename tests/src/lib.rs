@@ -1,1 +1,334 @@
-//! Helpers shared by the end-to-end tests: start the appliance, talk mTLS, run openssl.
+//! Helpers shared by the end-to-end tests: build and start the real `ca-appliance` binary on a
+//! fresh demo directory, talk to it over real mTLS, and run the independent checkers (`openssl`,
+//! Python `cryptography`).
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, OnceLock};
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+
+/// The workspace root.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ sits inside the workspace")
+        .to_owned()
+}
+
+/// The cargo target directory in use.
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"))
+}
+
+/// Builds the workspace binaries once per test process; returns the debug bin directory.
+pub fn binaries() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let status = Command::new(env!("CARGO"))
+                .args(["build", "--quiet", "-p", "ca-appliance"])
+                .current_dir(workspace_root())
+                .status()
+                .expect("cargo runs");
+            assert!(status.success(), "building ca-appliance failed");
+            target_dir().join("debug")
+        })
+        .clone()
+}
+
+/// Path of the `ca-appliance` binary (built on first use).
+pub fn appliance_bin() -> PathBuf {
+    binaries().join("ca-appliance")
+}
+
+/// A free loopback port (bound then released; good enough for tests on one machine).
+pub fn free_addr() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+    l.local_addr().expect("local addr")
+}
+
+/// Runs a command, returning (success, stdout, stderr).
+pub fn run(cmd: &mut Command) -> (bool, String, String) {
+    let out = cmd.output().expect("command starts");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A demo appliance directory made by `ca-appliance init --demo`.
+pub struct DemoDir {
+    /// Keeps the directory alive.
+    pub tmp: tempfile::TempDir,
+    /// mTLS API address.
+    pub api: SocketAddr,
+    /// Public listener address.
+    pub public: SocketAddr,
+}
+
+impl DemoDir {
+    /// Runs `init --demo` in a fresh temp directory on free ports.
+    pub fn create() -> DemoDir {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let (api, public) = (free_addr(), free_addr());
+        let (ok, out, err) = run(Command::new(appliance_bin()).args([
+            "init",
+            "--dir",
+            tmp.path().to_str().expect("utf-8 temp path"),
+            "--demo",
+            "--api-addr",
+            &api.to_string(),
+            "--public-addr",
+            &public.to_string(),
+        ]));
+        assert!(ok, "init --demo failed:\n{out}\n{err}");
+        DemoDir { tmp, api, public }
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        self.tmp.path()
+    }
+
+    /// `DIR/appliance.toml`.
+    pub fn config(&self) -> PathBuf {
+        self.path().join("appliance.toml")
+    }
+
+    /// Starts `serve` and waits for its address line.
+    pub fn serve(&self) -> Server {
+        Server::start(&self.config())
+    }
+}
+
+/// A running `ca-appliance serve`; killed on drop.
+pub struct Server {
+    child: Child,
+    /// Its stderr log file.
+    pub log: PathBuf,
+}
+
+impl Server {
+    /// Starts `serve --config path` and waits until it prints its listening line.
+    pub fn start(config: &Path) -> Server {
+        let log = config.with_file_name("serve.log");
+        let child = Command::new(appliance_bin())
+            .args(["serve", "--config", config.to_str().expect("utf-8 path")])
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("serve starts");
+        let mut server = Server { child, log };
+        let stdout = server.child.stdout.take().expect("piped stdout");
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).expect("read stdout");
+        assert!(
+            line.contains("\"api\""),
+            "serve did not start: {line}\n{}",
+            std::fs::read_to_string(&server.log).unwrap_or_default()
+        );
+        server
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// The log written so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Client identity for an mTLS request.
+pub enum Identity<'a> {
+    /// No client certificate at all.
+    None,
+    /// Certificate + key PEM files.
+    Files(&'a Path, &'a Path),
+}
+
+/// Why an mTLS request did not produce an HTTP response.
+#[derive(Debug)]
+pub struct TransportError(pub String);
+
+/// A TLS client trusting `ca_pem`, presenting `identity`.
+pub fn tls_client(ca_pem: &Path, identity: Identity<'_>) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(ca_pem).expect("ca pem") {
+        roots.add(c.expect("ca cert")).expect("add root");
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("protocol versions")
+        .with_root_certificates(roots);
+    let config = match identity {
+        Identity::None => builder.with_no_client_auth(),
+        Identity::Files(cert, key) => {
+            let chain: Vec<_> = CertificateDer::pem_file_iter(cert)
+                .expect("cert pem")
+                .map(|c| c.expect("cert"))
+                .collect();
+            let key = PrivateKeyDer::from_pem_file(key).expect("key pem");
+            builder
+                .with_client_auth_cert(chain, key)
+                .expect("client auth")
+        }
+    };
+    Arc::new(config)
+}
+
+/// A keep-alive HTTP/1.1 connection over TLS.
+pub struct ApiConnection {
+    sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    host: String,
+}
+
+impl ApiConnection {
+    /// Connects and completes the TLS handshake (and, for TLS 1.3, learns of a refusal on first use).
+    pub async fn connect(
+        addr: SocketAddr,
+        config: Arc<rustls::ClientConfig>,
+    ) -> Result<ApiConnection, TransportError> {
+        let tcp = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| TransportError(e.to_string()))?;
+        tcp.set_nodelay(true).ok();
+        let connector = tokio_rustls::TlsConnector::from(config);
+        let name = ServerName::try_from("localhost").expect("valid name");
+        let tls = connector
+            .connect(name, tcp)
+            .await
+            .map_err(|e| TransportError(e.to_string()))?;
+        let (sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+                .await
+                .map_err(|e| TransportError(e.to_string()))?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(ApiConnection {
+            sender,
+            host: addr.to_string(),
+        })
+    }
+
+    /// Sends one request; returns status and body.
+    pub async fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<(u16, Vec<u8>), TransportError> {
+        let req = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", &self.host)
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .map_err(|e| TransportError(e.to_string()))?;
+        self.sender
+            .ready()
+            .await
+            .map_err(|e| TransportError(e.to_string()))?;
+        let resp = self
+            .sender
+            .send_request(req)
+            .await
+            .map_err(|e| TransportError(e.to_string()))?;
+        let status = resp.status().as_u16();
+        let bytes = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| TransportError(e.to_string()))?
+            .to_bytes();
+        Ok((status, bytes.to_vec()))
+    }
+}
+
+/// One request on a fresh connection.
+pub async fn api_request(
+    addr: SocketAddr,
+    config: Arc<rustls::ClientConfig>,
+    method: &str,
+    path: &str,
+    body: Option<Vec<u8>>,
+) -> Result<(u16, Vec<u8>), TransportError> {
+    let mut conn = ApiConnection::connect(addr, config).await?;
+    conn.request(method, path, body).await
+}
+
+/// Plain HTTP GET on the public listener; returns status, headers and body.
+pub async fn public_get(addr: SocketAddr, path: &str) -> (u16, hyper::HeaderMap, Vec<u8>) {
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+        .await
+        .expect("http handshake");
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let req = hyper::Request::builder()
+        .uri(path)
+        .header("host", addr.to_string())
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    let resp = sender.send_request(req).await.expect("response");
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    (status, headers, body.to_vec())
+}
+
+/// Makes a key and CSR with the openssl CLI in `dir`; returns the CSR PEM.
+/// `key_spec` is `ec:P-256`, `ec:P-384` or `rsa:BITS`.
+pub fn openssl_csr(dir: &Path, stem: &str, key_spec: &str) -> String {
+    let key = dir.join(format!("{stem}.key"));
+    let csr = dir.join(format!("{stem}.csr"));
+    let mut gen = Command::new("openssl");
+    match key_spec.split_once(':') {
+        Some(("ec", curve)) => gen.args(["genpkey", "-algorithm", "EC", "-pkeyopt"]).arg(format!("ec_paramgen_curve:{curve}")),
+        Some(("rsa", bits)) => gen.args(["genpkey", "-algorithm", "RSA", "-pkeyopt"]).arg(format!("rsa_keygen_bits:{bits}")),
+        _ => panic!("bad key spec {key_spec}"),
+    };
+    let (ok, _, err) = run(gen.arg("-out").arg(&key));
+    assert!(ok, "openssl genpkey: {err}");
+    let (ok, _, err) = run(Command::new("openssl")
+        .args(["req", "-new", "-subj", "/CN=from-csr-ignored", "-key"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&csr));
+    assert!(ok, "openssl req: {err}");
+    std::fs::read_to_string(csr).expect("csr written")
+}
+
+/// JSON body of an issuance request.
+pub fn issue_body(profile: &str, csr: &str, subject: serde_json::Value) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({ "profile": profile, "csr": csr, "subject": subject }))
+        .expect("json")
+}
+
+/// Parses a JSON API answer.
+pub fn json(body: &[u8]) -> serde_json::Value {
+    serde_json::from_slice(body).unwrap_or_else(|e| {
+        panic!("not JSON ({e}): {}", String::from_utf8_lossy(body))
+    })
+}
