@@ -66,7 +66,7 @@ impl Run {
     }
 
     /// Start with the matching identity and get to the code challenge.
-    fn to_challenge(&mut self) -> StepOutput {
+    fn reach_challenge(&mut self) -> StepOutput {
         self.start("张三", "11010519491231002X", "+86 138 0013 8000");
         self.reply(
             CARRIER_CHECK,
@@ -252,7 +252,7 @@ fn carrier_verdicts_map_to_failure_codes() {
 #[test]
 fn wrong_codes_count_down_then_exceed() {
     let mut r = Run::new(json!({"max_attempts": 3}));
-    r.to_challenge();
+    r.reach_challenge();
     for left in [2, 1] {
         r.code("000000");
         let out = r.reply(SMS_VERIFY, 200, json!({"result": "wrong"}));
@@ -269,7 +269,7 @@ fn wrong_codes_count_down_then_exceed() {
 #[test]
 fn malformed_code_counts_as_wrong_without_vendor_call() {
     let mut r = Run::new(json!({}));
-    r.to_challenge();
+    r.reach_challenge();
     let out = r.code("12ab56");
     assert_eq!(out.status, Status::AwaitingUser);
     assert_eq!(outcome(&out), Some(Outcome::OtpWrong));
@@ -284,7 +284,7 @@ fn malformed_code_counts_as_wrong_without_vendor_call() {
 #[test]
 fn code_after_expiry_is_otp_expired() {
     let mut r = Run::new(json!({"code_ttl_secs": 60}));
-    r.to_challenge();
+    r.reach_challenge();
     r.now = "2026-11-24T12:01:00Z".into();
     let out = r.code("123456");
     assert_eq!(out.status, Status::Failed);
@@ -294,7 +294,7 @@ fn code_after_expiry_is_otp_expired() {
 #[test]
 fn expiry_timer_ends_the_challenge_and_early_timer_rearms() {
     let mut r = Run::new(json!({}));
-    r.to_challenge();
+    r.reach_challenge();
     r.now = "2026-11-24T12:04:00Z".into();
     let out = r.step(json!({"type": "timer", "id": OTP_EXPIRY_TIMER}));
     assert_eq!(out.status, Status::AwaitingUser);
@@ -310,7 +310,7 @@ fn expiry_timer_ends_the_challenge_and_early_timer_rearms() {
 #[test]
 fn gateway_forgetting_the_code_is_otp_expired() {
     let mut r = Run::new(json!({}));
-    r.to_challenge();
+    r.reach_challenge();
     r.code("123456");
     let out = r.reply(SMS_VERIFY, 200, json!({"result": "unknown"}));
     assert_eq!(outcome(&out), Some(Outcome::OtpExpired));
@@ -368,7 +368,7 @@ fn refused_host_and_4xx_are_not_retried() {
 #[test]
 fn duplicate_or_stale_answers_are_ignored() {
     let mut r = Run::new(json!({}));
-    r.to_challenge();
+    r.reach_challenge();
     let before = r.state.clone();
     let out = r.reply(SMS_SEND, 200, json!({"otp_id": "otp_other"}));
     assert_eq!(out.status, Status::AwaitingUser);
@@ -380,7 +380,7 @@ fn duplicate_or_stale_answers_are_ignored() {
 #[test]
 fn cancel_fails_with_cancelled_and_finished_rejects_events() {
     let mut r = Run::new(json!({}));
-    r.to_challenge();
+    r.reach_challenge();
     let out = r.step(json!({"type": "cancel"}));
     assert_eq!(outcome(&out), Some(Outcome::Cancelled));
     let err = r.try_step(json!({"type": "user_input", "challenge": "sms_code", "data": "123456"}));
@@ -400,7 +400,7 @@ fn protocol_errors_are_typed() {
         Err(StepError::State(_))
     ));
     let mut r = Run::new(json!({}));
-    r.to_challenge();
+    r.reach_challenge();
     let err =
         r.try_step(json!({"type": "user_input", "challenge": "deposit_amount", "data": "0.10"}));
     assert!(matches!(err, Err(StepError::InvalidArgument(_))));
@@ -417,6 +417,6 @@ fn protocol_errors_are_typed() {
 fn same_inputs_give_same_outputs() {
     let mut a = Run::new(json!({}));
     let mut b = Run::new(json!({}));
-    assert_eq!(a.to_challenge(), b.to_challenge());
+    assert_eq!(a.reach_challenge(), b.reach_challenge());
     assert_eq!(a.state, b.state);
 }
