@@ -171,9 +171,11 @@ async fn bad_requests_get_specific_errors_and_change_nothing() {
     let mut der = base64::engine::general_purpose::STANDARD.decode(der_b64).unwrap();
     let last = der.len() - 3;
     der[last] ^= 0x01;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&der);
+    let lines: Vec<&str> = b64.as_bytes().chunks(64).map(|c| std::str::from_utf8(c).unwrap()).collect();
     let tampered = format!(
         "-----BEGIN CERTIFICATE REQUEST-----\n{}\n-----END CERTIFICATE REQUEST-----\n",
-        base64::engine::general_purpose::STANDARD.encode(&der)
+        lines.join("\n")
     );
     let cert_pem = std::fs::read_to_string(dir.join("ca/root.pem")).unwrap();
 

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::mtls::Caller;
 use super::{ApiError, AppState};
-use crate::ca::issuance::IssuanceRequest;
+use crate::ca::issuance::{IssuanceError, IssuanceRequest};
 use crate::ca::pem_rfc7468_encode;
 
 /// Body of an issuance request.
@@ -94,6 +94,9 @@ pub async fn issue(
         }
     };
     let body: IssueBody = json_body(body)?;
+    if !state.issuer.profiles().contains_key(&body.profile) {
+        return Err(IssuanceError::UnknownProfile(body.profile).into());
+    }
     if let Some(channel) = &channel {
         if !channel.may_issue_directly {
             return Err(ApiError::forbidden(

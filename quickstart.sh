@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Quick start: install the Debian packages the appliance needs, build it, create a demo appliance
+# (SoftHSM2 token, SQLite database, demo TLS PKI, CA ceremony) and serve it in the foreground.
+# Usage: ./quickstart.sh [DIR]   (DIR defaults to ./demo; an existing demo is reused)
+set -euo pipefail
+
+cd "$(dirname "$0")"
+DIR="${1:-demo}"
+API_ADDR="${API_ADDR:-127.0.0.1:8443}"
+PUBLIC_ADDR="${PUBLIC_ADDR:-127.0.0.1:8080}"
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+need=()
+for pkg in softhsm2 opensc openssl curl; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
+done
+if [ "${#need[@]}" -gt 0 ]; then
+    $SUDO apt-get update
+    $SUDO apt-get install -y --no-install-recommends "${need[@]}"
+fi
+
+cargo build --release --bin ca-appliance
+BIN="$PWD/target/release/ca-appliance"
+
+if [ ! -f "$DIR/appliance.toml" ]; then
+    "$BIN" init --dir "$DIR" --demo --api-addr "$API_ADDR" --public-addr "$PUBLIC_ADDR"
+fi
+DIR="$(cd "$DIR" && pwd)"
+
+if [ ! -f "$DIR/quickstart.csr" ]; then
+    openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+        -keyout "$DIR/quickstart.key" -out "$DIR/quickstart.csr" -subj "/CN=ignored" 2>/dev/null
+fi
+
+cat <<MSG
+
+The appliance is starting (Ctrl-C stops it). In another terminal, issue a certificate as the
+demo channel over mTLS:
+
+curl --cacert $DIR/tls/ca.pem --cert $DIR/tls/channel-demo.pem --key $DIR/tls/channel-demo.key \\
+  -H 'content-type: application/json' https://$API_ADDR/api/v1/certificates \\
+  --data "\$(python3 -c 'import json,sys; print(json.dumps({"profile":"personal","csr":open(sys.argv[1]).read(),"subject":{"name":"Demo User"}}))' $DIR/quickstart.csr)"
+
+CA certificates: http://$PUBLIC_ADDR/ca/root.pem  http://$PUBLIC_ADDR/ca/personal.pem
+MSG
+
+exec "$BIN" serve --config "$DIR/appliance.toml"
