@@ -17,6 +17,7 @@ use plugin_abi::doc::{ApplicantField, Manifest, PluginKind, StepInput, StepOutpu
 use plugin_abi::sdk::{ConfigError, StepError, Verifier};
 
 pub use config::Config;
+pub use flow::{CARRIER_CHECK, OTP_EXPIRY_TIMER, SMS_SEND, SMS_VERIFY};
 
 /// The plugin: a validated config.
 #[derive(Debug)]

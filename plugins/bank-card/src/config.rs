@@ -1,0 +1,113 @@
+//! The plugin's config: vendor base URLs, code lifetime, attempts, timeouts and retries.
+//! The secret `bank_api_key` is not in it: the host injects it.
+
+use plugin_abi::sdk::ConfigError;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::vendor::RetryPolicy;
+
+/// Operator config (JSON), validated by [`Config::validate`].
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Bank 4-element API base URL (`https://bank.example.cn`).
+    pub bank_url: String,
+    /// Lifetime of a code in seconds, 30-3600 (default 300).
+    #[serde(default = "default_ttl")]
+    pub code_ttl_secs: u32,
+    /// Wrong codes allowed before `otp_attempts_exceeded`, 1-10 (default 5).
+    #[serde(default = "default_attempts")]
+    pub max_attempts: u32,
+    /// Per-request timeout in ms, 100-30000 (default 5000).
+    #[serde(default = "default_timeout")]
+    pub timeout_ms: u32,
+    /// Retries of a transient vendor failure, 0-10 (default 3).
+    #[serde(default = "default_retries")]
+    pub max_retries: u32,
+    /// First retry delay in ms, doubling, 10-600000 (default 2000).
+    #[serde(default = "default_retry_after")]
+    pub retry_after_ms: u64,
+}
+
+fn default_ttl() -> u32 {
+    300
+}
+fn default_attempts() -> u32 {
+    5
+}
+fn default_timeout() -> u32 {
+    5000
+}
+fn default_retries() -> u32 {
+    3
+}
+fn default_retry_after() -> u64 {
+    2000
+}
+
+fn check_url(name: &str, url: &str) -> Result<(), ConfigError> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"));
+    match rest {
+        Some(r) if !r.is_empty() && !r.starts_with('/') => Ok(()),
+        _ => Err(ConfigError::new(format!(
+            "{name} must be an absolute http(s) URL"
+        ))),
+    }
+}
+
+fn check_range<T: PartialOrd + std::fmt::Display>(
+    name: &str,
+    v: T,
+    lo: T,
+    hi: T,
+) -> Result<(), ConfigError> {
+    if v < lo || v > hi {
+        return Err(ConfigError::new(format!(
+            "{name} must be between {lo} and {hi}"
+        )));
+    }
+    Ok(())
+}
+
+impl Config {
+    /// Checks every field's limits.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        check_url("bank_url", &self.bank_url)?;
+        check_range("code_ttl_secs", self.code_ttl_secs, 30, 3600)?;
+        check_range("max_attempts", self.max_attempts, 1, 10)?;
+        check_range("timeout_ms", self.timeout_ms, 100, 30_000)?;
+        check_range("max_retries", self.max_retries, 0, 10)?;
+        check_range("retry_after_ms", self.retry_after_ms, 10, 600_000)?;
+        Ok(())
+    }
+
+    /// The retry policy for vendor calls.
+    pub fn retry(&self) -> RetryPolicy {
+        RetryPolicy {
+            max_retries: self.max_retries,
+            retry_after_ms: self.retry_after_ms,
+        }
+    }
+}
+
+/// JSON Schema of the config; the secrets are declared with `x-secret` and never sent to us.
+pub fn schema() -> Value {
+    json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "type": "object",
+        "additionalProperties": false,
+        "required": ["bank_url"],
+        "properties": {
+            "bank_url": {"type": "string", "format": "uri"},
+            "code_ttl_secs": {"type": "integer", "minimum": 30, "maximum": 3600, "default": 300},
+            "max_attempts": {"type": "integer", "minimum": 1, "maximum": 10, "default": 5},
+            "timeout_ms": {"type": "integer", "minimum": 100, "maximum": 30000, "default": 5000},
+            "max_retries": {"type": "integer", "minimum": 0, "maximum": 10, "default": 3},
+            "retry_after_ms": {"type": "integer", "minimum": 10, "maximum": 600000, "default": 2000},
+            "bank_api_key": {"type": "string", "x-secret": true, "description": "sent as x-api-key to the bank"}
+        }
+    })
+}

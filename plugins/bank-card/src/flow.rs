@@ -1,0 +1,386 @@
+//! The verification state machine: one pure step from (config, state, event, now).
+
+use identifiers::{BankCard as CardNumber, Mobile, ResidentId, Timestamp};
+use plugin_abi::doc::{
+    Action, ApplicantField, Challenge, ChallengeKind, Event, Outcome, Status, StepInput,
+    StepOutput, Timer,
+};
+use plugin_abi::sdk::{self, StepError};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::config::Config;
+use crate::vendor::{classify_error, classify_response, post_json, InFlight, Reply, RETRY_TIMER};
+
+/// Id of the 4-element request (the bank sends the code on success).
+pub const BANK_INIT: &str = "bank-init";
+/// Id of the request confirming the code the user typed.
+pub const BANK_CONFIRM: &str = "bank-confirm";
+/// Id of the timer that ends the challenge when the code expires.
+pub const OTP_EXPIRY_TIMER: &str = "otp-expiry";
+
+/// Where the verification stands.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Waiting for the bank's 4-element verdict.
+    Init,
+    /// Waiting for the user to type the code.
+    AwaitCode,
+    /// Waiting for the bank to confirm the typed code.
+    Confirm,
+    /// Finished; the bank token has been dropped.
+    Done,
+}
+
+/// The opaque state the host persists between steps. Holds no card or ID number: they are only
+/// in the `bank-init` request while it is in flight.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct State {
+    /// Phase.
+    pub phase: Phase,
+    /// Masked reserved phone for the challenge.
+    pub phone_masked: String,
+    /// Masked card for the challenge.
+    pub card_masked: String,
+    /// Whether the card number passed Luhn (a warning only; the bank decides).
+    pub luhn_ok: bool,
+    /// The request in flight.
+    #[serde(default)]
+    pub inflight: InFlight,
+    /// The bank's token for `confirm`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// When the code expires (Unix seconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code_expires: Option<i64>,
+    /// Wrong codes so far.
+    #[serde(default)]
+    pub wrong_codes: u32,
+    /// Bank's request id (evidence).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bank_request_id: Option<String>,
+}
+
+/// Bank answer to `init`.
+#[derive(Deserialize)]
+struct InitAnswer {
+    result: String,
+    #[serde(default)]
+    token: Option<String>,
+}
+
+/// Bank answer to `confirm`.
+#[derive(Deserialize)]
+struct ConfirmAnswer {
+    result: String,
+    #[serde(default)]
+    bank_request_id: Option<String>,
+}
+
+struct Ctx<'a> {
+    cfg: &'a Config,
+    vid: &'a str,
+    now: Timestamp,
+}
+
+/// Runs one step.
+pub fn step(cfg: &Config, input: StepInput) -> Result<StepOutput, StepError> {
+    let now = Timestamp::parse(&input.now)
+        .map_err(|_| StepError::InvalidArgument("now is not an RFC 3339 time".into()))?;
+    let ctx = Ctx {
+        cfg,
+        vid: &input.verification_id,
+        now,
+    };
+    let state: Option<State> = sdk::parse_state(&input.state)?;
+    match (state, input.event) {
+        (None, Event::Start { applicant }) => ctx.start(&applicant),
+        (None, _) => Err(StepError::InvalidArgument(
+            "the first event must be start".into(),
+        )),
+        (Some(_), Event::Start { .. }) => Err(StepError::InvalidArgument(
+            "verification already started".into(),
+        )),
+        (Some(s), _) if s.phase == Phase::Done => Err(StepError::InvalidArgument(
+            "verification already finished".into(),
+        )),
+        (Some(s), Event::Cancel) => ctx.fail(s, Outcome::Cancelled),
+        (Some(s), Event::HttpResponse { id, status, body }) => {
+            if !s.inflight.is(&id) {
+                return ctx.unchanged(s); // a duplicate or late answer: actions are at-least-once
+            }
+            ctx.on_reply(s, classify_response(status, body))
+        }
+        (Some(s), Event::HttpError { id, error }) => {
+            if !s.inflight.is(&id) {
+                return ctx.unchanged(s);
+            }
+            ctx.on_reply(s, classify_error(error))
+        }
+        (Some(s), Event::Timer { id }) => ctx.on_timer(s, &id),
+        (Some(s), Event::UserInput { challenge, data }) => {
+            if challenge != ChallengeKind::SmsCode {
+                return Err(StepError::InvalidArgument(
+                    "this verification only asks for an sms_code".into(),
+                ));
+            }
+            ctx.on_code(s, &data)
+        }
+        (Some(_), Event::Callback { .. }) => Err(StepError::Unsupported(
+            "bank-card takes no vendor callbacks".into(),
+        )),
+    }
+}
+
+fn status_of(phase: Phase) -> Status {
+    match phase {
+        Phase::AwaitCode => Status::AwaitingUser,
+        Phase::Done => Status::Failed,
+        _ => Status::Pending,
+    }
+}
+
+impl Ctx<'_> {
+    fn start(&self, a: &plugin_abi::doc::Applicant) -> Result<StepOutput, StepError> {
+        let name = a.name.as_deref().map(str::trim).unwrap_or_default();
+        if name.is_empty() {
+            return Err(StepError::InvalidArgument(
+                "applicant name is required".into(),
+            ));
+        }
+        let blank = State {
+            phase: Phase::Done,
+            phone_masked: String::new(),
+            card_masked: String::new(),
+            luhn_ok: false,
+            inflight: InFlight::default(),
+            token: None,
+            code_expires: None,
+            wrong_codes: 0,
+            bank_request_id: None,
+        };
+        let today = self
+            .now
+            .utc_date()
+            .map_err(|_| StepError::InvalidArgument("now is out of range".into()))?;
+        let Ok(id) = ResidentId::parse(a.id_number.as_deref().unwrap_or_default(), today) else {
+            return self.fail(blank, Outcome::InvalidIdNumber);
+        };
+        let Ok(phone) = Mobile::parse(a.phone.as_deref().unwrap_or_default()) else {
+            return self.fail(blank, Outcome::InvalidPhone);
+        };
+        let Ok(card) = CardNumber::parse(a.bank_card.as_deref().unwrap_or_default()) else {
+            return self.fail(blank, Outcome::InvalidCard);
+        };
+        let mut s = State {
+            phase: Phase::Init,
+            phone_masked: phone.masked(),
+            card_masked: card.masked(),
+            luhn_ok: card.luhn_ok(),
+            ..blank
+        };
+        let body = json!({
+            "order_id": format!("{}:bank", self.vid),
+            "name": name,
+            "id_number": id.as_str(),
+            "card_number": card.as_str(),
+            "phone": phone.as_str(),
+        });
+        let action = s.inflight.send(post_json(
+            BANK_INIT,
+            &self.cfg.bank_url,
+            "/bank/v1/auth/init",
+            "bank_api_key",
+            &body,
+            self.cfg.timeout_ms,
+        ));
+        self.out(s, vec![action])
+    }
+
+    fn on_reply(&self, mut s: State, reply: Reply) -> Result<StepOutput, StepError> {
+        let body = match reply {
+            Reply::Body(b) => b,
+            Reply::Transient => {
+                return match s.inflight.on_transient(self.cfg.retry()) {
+                    Some(timer) => self.out(s, vec![timer]),
+                    None => self.fail(s, Outcome::VendorUnavailable),
+                }
+            }
+            Reply::Permanent => return self.fail(s, Outcome::VendorUnavailable),
+        };
+        s.inflight.clear();
+        match s.phase {
+            Phase::Init => {
+                let Ok(a) = serde_json::from_str::<InitAnswer>(&body) else {
+                    return self.fail(s, Outcome::VendorUnavailable);
+                };
+                match (a.result.as_str(), a.token) {
+                    ("code_sent", Some(token)) => self.challenge(s, token),
+                    ("mismatch", _) => self.fail(s, Outcome::Mismatch),
+                    ("card_invalid" | "card_expired", _) => self.fail(s, Outcome::CardInvalid),
+                    ("card_lost", _) => self.fail(s, Outcome::CardLost),
+                    ("card_restricted" | "cnp_disabled", _) => {
+                        self.fail(s, Outcome::CardRestricted)
+                    }
+                    _ => self.fail(s, Outcome::VendorUnavailable),
+                }
+            }
+            Phase::Confirm => {
+                let Ok(a) = serde_json::from_str::<ConfirmAnswer>(&body) else {
+                    return self.fail(s, Outcome::VendorUnavailable);
+                };
+                match a.result.as_str() {
+                    "verified" => {
+                        s.bank_request_id = a.bank_request_id;
+                        self.succeed(s)
+                    }
+                    "wrong_code" => self.wrong_code(s),
+                    "unknown_token" | "expired" => self.fail(s, Outcome::OtpExpired),
+                    _ => self.fail(s, Outcome::VendorUnavailable),
+                }
+            }
+            Phase::AwaitCode | Phase::Done => self.unchanged(s),
+        }
+    }
+
+    fn challenge(&self, mut s: State, token: String) -> Result<StepOutput, StepError> {
+        let expires = self.now.plus_secs(i64::from(self.cfg.code_ttl_secs));
+        s.phase = Phase::AwaitCode;
+        s.token = Some(token);
+        s.code_expires = Some(expires.unix());
+        let challenge = Action::Challenge(Challenge {
+            kind: ChallengeKind::SmsCode,
+            payload: json!({
+                "phone_masked": s.phone_masked,
+                "card_masked": s.card_masked,
+                "length": 6,
+                "sent_by": "bank",
+            }),
+            expires_at: expires.to_string(),
+        });
+        let timer = Action::Timer(Timer {
+            id: OTP_EXPIRY_TIMER.into(),
+            after_ms: u64::from(self.cfg.code_ttl_secs) * 1000,
+        });
+        self.out(s, vec![challenge, timer])
+    }
+
+    fn expired(&self, s: &State) -> bool {
+        s.code_expires.is_some_and(|t| self.now.unix() >= t)
+    }
+
+    fn on_code(&self, mut s: State, data: &str) -> Result<StepOutput, StepError> {
+        if s.phase != Phase::AwaitCode {
+            return Err(StepError::InvalidArgument(
+                "no code is being asked for".into(),
+            ));
+        }
+        if self.expired(&s) {
+            return self.fail(s, Outcome::OtpExpired);
+        }
+        let code = data.trim();
+        if code.len() != 6 || !code.bytes().all(|b| b.is_ascii_digit()) {
+            return self.wrong_code(s);
+        }
+        let Some(token) = s.token.clone() else {
+            return Err(StepError::State(
+                "no bank token while awaiting a code".into(),
+            ));
+        };
+        s.phase = Phase::Confirm;
+        let action = s.inflight.send(post_json(
+            BANK_CONFIRM,
+            &self.cfg.bank_url,
+            "/bank/v1/auth/confirm",
+            "bank_api_key",
+            &json!({"token": token, "code": code}),
+            self.cfg.timeout_ms,
+        ));
+        self.out(s, vec![action])
+    }
+
+    fn wrong_code(&self, mut s: State) -> Result<StepOutput, StepError> {
+        s.wrong_codes += 1;
+        if s.wrong_codes >= self.cfg.max_attempts {
+            return self.fail(s, Outcome::OtpAttemptsExceeded);
+        }
+        s.phase = Phase::AwaitCode;
+        let evidence = json!({"attempts_left": self.cfg.max_attempts - s.wrong_codes});
+        let mut out = self.out(s, Vec::new())?;
+        out.result = sdk::failed(Value::Null, Outcome::OtpWrong, evidence).result;
+        Ok(out)
+    }
+
+    fn on_timer(&self, s: State, id: &str) -> Result<StepOutput, StepError> {
+        match id {
+            RETRY_TIMER => match s.inflight.resend() {
+                Some(action) => self.out(s, vec![action]),
+                None => self.unchanged(s),
+            },
+            OTP_EXPIRY_TIMER if s.phase == Phase::AwaitCode && self.expired(&s) => {
+                self.fail(s, Outcome::OtpExpired)
+            }
+            OTP_EXPIRY_TIMER if s.phase == Phase::AwaitCode => {
+                let left = s.code_expires.unwrap_or_default() - self.now.unix();
+                let after_ms = u64::try_from(left.max(1)).unwrap_or(1) * 1000;
+                let timer = Action::Timer(Timer {
+                    id: OTP_EXPIRY_TIMER.into(),
+                    after_ms,
+                });
+                self.out(s, vec![timer])
+            }
+            _ => self.unchanged(s),
+        }
+    }
+
+    fn evidence(&self, s: &State) -> Value {
+        json!({"vendor_request_id": s.bank_request_id, "luhn_ok": s.luhn_ok})
+    }
+
+    fn succeed(&self, s: State) -> Result<StepOutput, StepError> {
+        let evidence = self.evidence(&s);
+        Ok(sdk::succeeded(
+            sdk::state_value(&finished(s))?,
+            vec![
+                ApplicantField::Name,
+                ApplicantField::IdNumber,
+                ApplicantField::Phone,
+                ApplicantField::BankCard,
+            ],
+            "L2",
+            evidence,
+        ))
+    }
+
+    fn fail(&self, s: State, outcome: Outcome) -> Result<StepOutput, StepError> {
+        let evidence = self.evidence(&s);
+        Ok(sdk::failed(
+            sdk::state_value(&finished(s))?,
+            outcome,
+            evidence,
+        ))
+    }
+
+    fn out(&self, s: State, actions: Vec<Action>) -> Result<StepOutput, StepError> {
+        let mut out = sdk::output(status_of(s.phase), sdk::state_value(&s)?);
+        out.actions = actions;
+        Ok(out)
+    }
+
+    fn unchanged(&self, s: State) -> Result<StepOutput, StepError> {
+        self.out(s, Vec::new())
+    }
+}
+
+/// The state kept after the end: nothing in flight, no token.
+fn finished(s: State) -> State {
+    State {
+        phase: Phase::Done,
+        inflight: InFlight::default(),
+        token: None,
+        code_expires: None,
+        ..s
+    }
+}
