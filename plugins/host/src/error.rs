@@ -91,7 +91,9 @@ impl PluginError {
                     message: format!("unknown status code {code}: {message}"),
                 },
             },
-            CallError::Oversize { cap } => PluginError::BadOutput { reason: format!("reply over the {cap}-byte cap") },
+            CallError::Oversize { cap } => PluginError::BadOutput {
+                reason: format!("reply over the {cap}-byte cap"),
+            },
             CallError::Abi(m) => PluginError::Abi(m),
         }
     }

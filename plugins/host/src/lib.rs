@@ -1,1 +1,63 @@
-//! Loading and calling plugins.
+//! The host side of the plugin ABI (`plugins/abi/include/ca_plugin.h`): loading plugins only if
+//! their SHA-256 is the approved one, running them in a supervised worker process (or in-process
+//! for first-party plugins), distrusting their output, performing their HTTP actions under an
+//! allowlist, and driving verifications with an outbox that survives restarts.
+//!
+//! # Public API (stable; other crates build on it)
+//! - [`PluginSpec`] / [`Isolation`] / [`Secret`]: what the operator approved for one plugin.
+//! - [`Plugin::load`] / [`Plugin::load_with`] (+ [`WorkerOptions`]): hash check (refused with
+//!   [`PluginError::HashMismatch`]), dlopen of the hashed fd, ABI check, manifest validation,
+//!   configure. Then [`Plugin::step`] returns a validated `StepOutput` or a typed [`PluginError`]
+//!   (`WorkerCrashed`, `Timeout`, `CircuitOpen`, `BadOutput`, `Panicked`, `Status`, ...).
+//! - [`Egress`] / [`EgressPolicy`] / [`EgressOptions`]: performs one HTTP action and returns the
+//!   event to feed back (`http_error` `refused_host` for anything off the allowlist).
+//! - [`VerificationRunner`] over a [`VerificationStore`] ([`MemoryStore`] for tests only):
+//!   `start`, `deliver`, `view`, `resume_pending`, `fire_due_timers`.
+//! - [`conformance::check`]: the `ca-appliance plugin check PATH` suite, returning a printable
+//!   [`conformance::Report`].
+//! - [`sha256_file`]: what an operator approves.
+//!
+//! # Worker binary
+//! Worker mode spawns `ca-plugin-worker` (built from this crate: `cargo build -p plugin-host`).
+//! It is looked up in [`WorkerOptions::worker_path`], else `$CA_PLUGIN_WORKER`, else next to the
+//! current executable or one directory up (so test binaries in `target/debug/deps` find
+//! `target/debug/ca-plugin-worker`).
+//!
+//! # Example
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::sync::Arc;
+//! use plugin_host::{Egress, EgressOptions, Isolation, MemoryStore, Plugin, PluginSpec, RunnerOptions, VerificationRunner};
+//! let path = "target/debug/libplugin_misbehaving.so";
+//! let mut spec = PluginSpec::new("misbehaving", path, plugin_host::sha256_file(path.as_ref())?);
+//! spec.isolation = Isolation::Worker;
+//! spec.config = serde_json::json!({"behaviour": "ok"});
+//! let plugin = Arc::new(Plugin::load(spec).await?);
+//! let runner = VerificationRunner::new(plugin, Arc::new(MemoryStore::new()), Egress::new(EgressOptions::default())?, RunnerOptions::default());
+//! let view = runner.start("vrf_1", &Default::default()).await?;
+//! println!("{:?}", view.status);
+//! # Ok(()) }
+//! ```
+
+pub mod conformance;
+pub mod egress;
+pub mod error;
+mod inprocess;
+pub mod load;
+mod plugin;
+pub mod protocol;
+pub mod runner;
+pub mod sandbox;
+pub mod spec;
+pub mod store;
+pub mod validate;
+pub mod worker;
+
+pub use egress::{Egress, EgressError, EgressOptions, EgressPolicy};
+pub use error::PluginError;
+pub use load::sha256_file;
+pub use plugin::Plugin;
+pub use runner::{Clock, RunnerError, RunnerOptions, VerificationRunner, VerificationView};
+pub use spec::{Isolation, PluginSpec, Secret};
+pub use store::{MemoryStore, PendingTimer, StoreError, VerificationRecord, VerificationStore};
+pub use worker::{Health, WorkerOptions};

@@ -16,7 +16,10 @@ use crate::error::PluginError;
 
 /// Opens `path` without following symlinks and returns the file and its SHA-256 (lowercase hex).
 pub fn open_and_hash(path: &Path) -> Result<(File, String), PluginError> {
-    let open_err = |reason: String| PluginError::Open { path: path.display().to_string(), reason };
+    let open_err = |reason: String| PluginError::Open {
+        path: path.display().to_string(),
+        reason,
+    };
     let mut file = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
@@ -63,18 +66,29 @@ pub fn load_verified(path: &Path, expected_sha256: &str) -> Result<PluginTable, 
     let fd_path = format!("/proc/self/fd/{}", file.as_raw_fd());
     // SAFETY: loading runs the library's initialisers; the file's hash was approved by the
     // operator, and dlopen reads the same open file we hashed (no path race).
-    let lib = unsafe { libloading::Library::new(&fd_path) }.map_err(|e| PluginError::Load(e.to_string()))?;
+    let lib = unsafe { libloading::Library::new(&fd_path) }
+        .map_err(|e| PluginError::Load(e.to_string()))?;
     drop(file);
     let lib: &'static libloading::Library = Box::leak(Box::new(lib));
     // SAFETY: the symbol's type is fixed by ca_plugin.h (ca_plugin_init_v1_fn).
-    let init: libloading::Symbol<'static, InitFn> =
-        unsafe { lib.get(ffi::INIT_SYMBOL) }.map_err(|e| PluginError::Load(format!("entry symbol: {e}")))?;
+    let init: libloading::Symbol<'static, InitFn> = unsafe { lib.get(ffi::INIT_SYMBOL) }
+        .map_err(|e| PluginError::Load(format!("entry symbol: {e}")))?;
     let host = host_api();
     // SAFETY: init is the library's ca_plugin_init_v1 and the library is never unloaded (leaked).
     unsafe { PluginTable::from_init(*init, host) }.map_err(|e| PluginError::Abi(e.to_string()))
 }
 
+/// The process-wide host table handed to every plugin.
+struct HostApiRef(&'static ffi::CaHostApi);
+
+// SAFETY: the table is leaked and never mutated after creation; its raw context pointer points to
+// an immutable leaked `fn` pointer, so sharing it between threads is sound.
+unsafe impl Sync for HostApiRef {}
+// SAFETY: as above: immutable, 'static data.
+unsafe impl Send for HostApiRef {}
+
 fn host_api() -> &'static ffi::CaHostApi {
-    static HOST: std::sync::OnceLock<&'static ffi::CaHostApi> = std::sync::OnceLock::new();
-    HOST.get_or_init(|| ffi::leak_host_api(host_log))
+    static HOST: std::sync::OnceLock<HostApiRef> = std::sync::OnceLock::new();
+    HOST.get_or_init(|| HostApiRef(ffi::leak_host_api(host_log)))
+        .0
 }

@@ -72,7 +72,11 @@ pub struct PluginSpec {
 
 impl PluginSpec {
     /// A spec with defaults: worker isolation, no secrets, manifest egress hosts, 5 s deadline.
-    pub fn new(name: impl Into<String>, path: impl Into<PathBuf>, sha256: impl Into<String>) -> Self {
+    pub fn new(
+        name: impl Into<String>,
+        path: impl Into<PathBuf>,
+        sha256: impl Into<String>,
+    ) -> Self {
         PluginSpec {
             name: name.into(),
             path: path.into(),
@@ -88,13 +92,15 @@ impl PluginSpec {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests may unwrap
 mod tests {
     use super::*;
 
     #[test]
     fn secret_debug_is_redacted() {
         let mut spec = PluginSpec::new("p", "/x.so", "00");
-        spec.secrets.insert("api_key".into(), Secret::new("sk-live-123"));
+        spec.secrets
+            .insert("api_key".into(), Secret::new("sk-live-123"));
         let dbg = format!("{spec:?}");
         assert!(!dbg.contains("sk-live-123"), "{dbg}");
         assert!(dbg.contains("redacted"));

@@ -1,1 +1,152 @@
-fn main() {}
+//! `ca-plugin-worker`: hosts ONE plugin library in a process of its own, so that a plugin that
+//! segfaults, aborts, hangs or panics costs only this process.
+//!
+//! The host spawns it with an empty environment and talks length-prefixed frames over
+//! stdin/stdout (see `plugin_host::protocol`). Startup: rlimits, parent-death signal, read the
+//! load request, hash-check + dlopen + describe + configure, then seccomp (no socket / connect /
+//! exec / ptrace), then answer steps until stdin closes.
+//!
+//! Arguments: `--parent-pid N --rlimit-as BYTES --rlimit-cpu SECS --rlimit-nofile N`.
+
+use std::io::{self, BufReader, BufWriter, Write};
+use std::process::ExitCode;
+
+use plugin_abi::ffi::CallError;
+use plugin_host::protocol::{self, LoadRequest, WorkerFailure};
+use plugin_host::sandbox::{self, Limits};
+use plugin_host::PluginError;
+
+fn failure_bytes(f: &WorkerFailure) -> Vec<u8> {
+    serde_json::to_vec(f)
+        .unwrap_or_else(|_| b"{\"kind\":\"protocol\",\"message\":\"encode\"}".to_vec())
+}
+
+fn call_failure(e: CallError) -> WorkerFailure {
+    match e {
+        CallError::Status { code, message, .. } => WorkerFailure::Status { code, message },
+        CallError::Oversize { cap } => WorkerFailure::Oversize { cap },
+        CallError::Abi(message) => WorkerFailure::Load { message },
+    }
+}
+
+fn load_failure(e: PluginError) -> WorkerFailure {
+    match e {
+        PluginError::HashMismatch { expected, actual } => {
+            WorkerFailure::HashMismatch { expected, actual }
+        }
+        other => WorkerFailure::Load {
+            message: other.to_string(),
+        },
+    }
+}
+
+struct Args {
+    parent_pid: Option<u32>,
+    limits: Limits,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args {
+        parent_pid: None,
+        limits: Limits::default(),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
+        let n: u64 = value.parse().map_err(|_| format!("{flag}: not a number"))?;
+        match flag.as_str() {
+            "--parent-pid" => args.parent_pid = Some(u32::try_from(n).map_err(|_| "pid range")?),
+            "--rlimit-as" => args.limits.address_space = n,
+            "--rlimit-cpu" => args.limits.cpu_seconds = n,
+            "--rlimit-nofile" => args.limits.open_files = n,
+            _ => return Err(format!("unknown flag {flag}")),
+        }
+    }
+    Ok(args)
+}
+
+fn run() -> Result<(), String> {
+    let args = parse_args()?;
+    sandbox::die_with_parent(args.parent_pid).map_err(|e| e.to_string())?;
+    sandbox::apply_limits(args.limits).map_err(|e| e.to_string())?;
+
+    let mut input = BufReader::new(io::stdin().lock());
+    let mut output = BufWriter::new(io::stdout().lock());
+    let reply = |out: &mut BufWriter<_>, tag: u8, payload: &[u8]| -> Result<(), String> {
+        protocol::write_frame(out, tag, payload).map_err(|e| format!("write: {e}"))
+    };
+
+    let Some((tag, payload)) =
+        protocol::read_frame(&mut input).map_err(|e| format!("read: {e}"))?
+    else {
+        return Ok(());
+    };
+    if tag != protocol::TAG_LOAD {
+        let f = WorkerFailure::Protocol {
+            message: "first frame must be a load request".into(),
+        };
+        return reply(&mut output, protocol::TAG_FAILURE, &failure_bytes(&f));
+    }
+    let req: LoadRequest = match serde_json::from_slice(&payload) {
+        Ok(r) => r,
+        Err(e) => {
+            let f = WorkerFailure::Protocol {
+                message: format!("load request: {e}"),
+            };
+            return reply(&mut output, protocol::TAG_FAILURE, &failure_bytes(&f));
+        }
+    };
+    let loaded = plugin_host::load::load_verified(std::path::Path::new(&req.path), &req.sha256)
+        .map_err(load_failure)
+        .and_then(|table| {
+            let manifest = table.describe().map_err(call_failure)?;
+            let cfg = serde_json::to_vec(&req.config).map_err(|e| WorkerFailure::Protocol {
+                message: format!("config: {e}"),
+            })?;
+            let instance = table.configure(&cfg).map_err(call_failure)?;
+            Ok((manifest, instance))
+        });
+    let (manifest, mut instance) = match loaded {
+        Ok(x) => x,
+        Err(f) => return reply(&mut output, protocol::TAG_FAILURE, &failure_bytes(&f)),
+    };
+    if let Err(e) = sandbox::deny_network_and_exec() {
+        let f = WorkerFailure::Load {
+            message: e.to_string(),
+        };
+        return reply(&mut output, protocol::TAG_FAILURE, &failure_bytes(&f));
+    }
+    reply(&mut output, protocol::TAG_READY, &manifest)?;
+
+    loop {
+        let frame = protocol::read_frame(&mut input).map_err(|e| format!("read: {e}"))?;
+        let Some((tag, payload)) = frame else {
+            return Ok(());
+        };
+        if tag != protocol::TAG_STEP {
+            let f = WorkerFailure::Protocol {
+                message: format!("unexpected frame tag {tag}"),
+            };
+            reply(&mut output, protocol::TAG_FAILURE, &failure_bytes(&f))?;
+            continue;
+        }
+        match instance.step(&payload) {
+            Ok(out) => reply(&mut output, protocol::TAG_OUTPUT, &out)?,
+            Err(e) => reply(
+                &mut output,
+                protocol::TAG_FAILURE,
+                &failure_bytes(&call_failure(e)),
+            )?,
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let _ = writeln!(io::stderr(), "ca-plugin-worker: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
