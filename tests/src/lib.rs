@@ -28,18 +28,30 @@ pub fn target_dir() -> PathBuf {
         .unwrap_or_else(|| workspace_root().join("target"))
 }
 
-/// Builds the workspace binaries once per test process; returns the debug bin directory.
+static RELEASE: OnceLock<bool> = OnceLock::new();
+
+/// Makes [`binaries`] build and use release binaries (benchmarks); call before anything else.
+pub fn use_release_build() {
+    let _ = RELEASE.set(true);
+}
+
+/// Builds the workspace binaries once per process; returns their bin directory.
 pub fn binaries() -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT
         .get_or_init(|| {
-            let status = Command::new(env!("CARGO"))
-                .args(["build", "--quiet", "-p", "ca-appliance"])
+            let release = *RELEASE.get_or_init(|| false);
+            let mut cargo = Command::new(env!("CARGO"));
+            cargo.args(["build", "--quiet", "-p", "ca-appliance"]);
+            if release {
+                cargo.arg("--release");
+            }
+            let status = cargo
                 .current_dir(workspace_root())
                 .status()
                 .expect("cargo runs");
             assert!(status.success(), "building ca-appliance failed");
-            target_dir().join("debug")
+            target_dir().join(if release { "release" } else { "debug" })
         })
         .clone()
 }
