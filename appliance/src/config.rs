@@ -61,6 +61,95 @@ pub struct ApplianceConfig {
     /// Channels (partner platforms) and what each may do.
     #[serde(default, rename = "channel")]
     pub channels: Vec<ChannelConfig>,
+    /// OCSP responder and CRL publication (all optional).
+    #[serde(default)]
+    pub status: StatusConfig,
+}
+
+/// What the OCSP responder answers for a serial its issuer never issued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum UnknownSerialAnswer {
+    /// `unknown` (RFC 6960).
+    #[default]
+    Unknown,
+    /// `revoked`, certificateHold, 1970-01-01, extended-revoke (RFC 6960 2.2, CA/B Forum).
+    Revoked,
+}
+
+/// `[status]`: OCSP and CRL settings; every field has a default.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StatusConfig {
+    /// Echo request nonces in freshly signed responses (costs one HSM signature per request).
+    pub ocsp_nonce: bool,
+    /// Answer for never-issued serials of a known issuer.
+    pub unknown_serial: UnknownSerialAnswer,
+    /// Validity (nextUpdate - thisUpdate) of OCSP responses, hours (8..=240).
+    pub ocsp_validity_hours: u32,
+    /// Re-sign a response when less than this many hours of validity remain (>= 8).
+    pub ocsp_refresh_hours: u32,
+    /// Validity of delegated OCSP responder certificates, days (1..=90).
+    pub responder_validity_days: u32,
+    /// Renew a responder certificate when fewer than this many days remain.
+    pub responder_renew_days: u32,
+    /// CRL validity (nextUpdate - thisUpdate), hours (1..=240).
+    pub crl_validity_hours: u32,
+    /// Full and delta CRLs are regenerated at least this often, minutes.
+    pub crl_interval_minutes: u32,
+    /// Delay between a revocation and the CRL regeneration it triggers, seconds.
+    pub crl_delay_secs: u32,
+    /// Where CRLs are written for publication (relative to this file; default `crl`).
+    pub crl_dir: PathBuf,
+    /// How often the pre-signer looks for new or stale responses, seconds.
+    pub presign_interval_secs: u32,
+}
+
+impl Default for StatusConfig {
+    fn default() -> Self {
+        Self {
+            ocsp_nonce: false,
+            unknown_serial: UnknownSerialAnswer::Unknown,
+            ocsp_validity_hours: 96,
+            ocsp_refresh_hours: 48,
+            responder_validity_days: 7,
+            responder_renew_days: 3,
+            crl_validity_hours: 168,
+            crl_interval_minutes: 60,
+            crl_delay_secs: 2,
+            crl_dir: PathBuf::from("crl"),
+            presign_interval_secs: 10,
+        }
+    }
+}
+
+impl StatusConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: &str| Err(ConfigError::Invalid(format!("[status] {m}")));
+        if !(8..=240).contains(&self.ocsp_validity_hours) {
+            return bad("ocsp_validity_hours must be 8..=240");
+        }
+        if self.ocsp_refresh_hours < 8 || self.ocsp_refresh_hours >= self.ocsp_validity_hours {
+            return bad("ocsp_refresh_hours must be >= 8 and below ocsp_validity_hours");
+        }
+        if !(1..=90).contains(&self.responder_validity_days)
+            || self.responder_renew_days >= self.responder_validity_days
+        {
+            return bad("responder_validity_days must be 1..=90 and above responder_renew_days");
+        }
+        if !(1..=240).contains(&self.crl_validity_hours) {
+            return bad("crl_validity_hours must be 1..=240");
+        }
+        if self.crl_interval_minutes == 0
+            || self.crl_interval_minutes / 60 >= self.crl_validity_hours
+        {
+            return bad("crl_interval_minutes must be above 0 and well below crl_validity_hours");
+        }
+        if !(1..=3600).contains(&self.presign_interval_secs) || self.crl_delay_secs > 3600 {
+            return bad("presign_interval_secs must be 1..=3600 and crl_delay_secs <= 3600");
+        }
+        Ok(())
+    }
 }
 
 /// Listener addresses and TLS material for the mTLS API.
@@ -209,6 +298,7 @@ impl ApplianceConfig {
         fix(&mut self.server.client_ca);
         fix(&mut self.profiles_dir);
         fix(&mut self.ca_output_dir);
+        fix(&mut self.status.crl_dir);
         if let Some(f) = self.hsm.pin.file.as_mut() {
             fix(f);
         }
@@ -274,6 +364,7 @@ impl ApplianceConfig {
                 return Err(ConfigError::Invalid(format!("CA {} listed twice", ca.name)));
             }
         }
+        self.status.validate()?;
         if self.cas.is_empty() {
             return Err(ConfigError::Invalid("at least one [[ca]] is needed".into()));
         }

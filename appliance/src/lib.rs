@@ -8,4 +8,5 @@ pub mod config;
 pub mod demo;
 pub mod profile;
 pub mod server;
+pub mod status;
 pub mod storage;

@@ -8,6 +8,7 @@ use crate::api::{self, mtls, AppState};
 use crate::ca::issuance::Issuer;
 use crate::ca::{Hierarchy, HierarchyError};
 use crate::config::{ApplianceConfig, ConfigError};
+use crate::status::StatusService;
 use crate::storage::{Storage, StorageError};
 
 /// Why the server could not start.
@@ -28,6 +29,9 @@ pub enum ServeError {
     /// TLS material is unusable.
     #[error(transparent)]
     Tls(#[from] mtls::TlsSetupError),
+    /// The OCSP responder or CRL publisher could not start.
+    #[error("status services: {0}")]
+    Status(#[from] crate::status::StatusError),
     /// A listener could not bind.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -58,6 +62,7 @@ pub async fn serve(config: ApplianceConfig) -> Result<(), ServeError> {
         }
     }
     let certificates = storage.certificates();
+    let status = StatusService::start(hsm.clone(), &storage, &hierarchy, &config).await?;
     let state = Arc::new(AppState {
         issuer: Issuer::new(
             hsm,
@@ -67,6 +72,7 @@ pub async fn serve(config: ApplianceConfig) -> Result<(), ServeError> {
         ),
         hierarchy,
         certificates,
+        status,
     });
     let clients = Arc::new(mtls::ClientDirectory::new(
         &config.clients,

@@ -7,6 +7,8 @@ pub mod certificates;
 pub mod error;
 pub mod mtls;
 pub mod public;
+pub mod revocation;
+pub mod status_routes;
 
 use std::sync::Arc;
 
@@ -16,6 +18,7 @@ use axum::Router;
 
 use crate::ca::issuance::Issuer;
 use crate::ca::Hierarchy;
+use crate::status::StatusService;
 use crate::storage::CertificateStore;
 
 pub use error::ApiError;
@@ -28,6 +31,8 @@ pub struct AppState {
     pub hierarchy: Arc<Hierarchy>,
     /// Issued certificates.
     pub certificates: CertificateStore,
+    /// Revocation, OCSP and CRLs.
+    pub status: Arc<StatusService>,
 }
 
 /// The mTLS API routes.
@@ -36,6 +41,15 @@ pub fn api_router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
         .route("/healthz", get(public::healthz))
         .route("/api/v1/certificates", post(certificates::issue))
         .route("/api/v1/certificates/{serial}", get(certificates::get))
+        .route(
+            "/api/v1/certificates/{serial}/revoke",
+            post(revocation::revoke),
+        )
+        .route(
+            "/api/v1/certificates/{serial}/unhold",
+            post(revocation::unhold),
+        )
+        .merge(status_routes::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body_bytes))
@@ -47,6 +61,7 @@ pub fn public_router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/healthz", get(public::healthz))
         .route("/ca/{file}", get(public::ca_certificate))
+        .merge(status_routes::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(16 * 1024))

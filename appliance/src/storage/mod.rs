@@ -6,6 +6,9 @@
 mod audit;
 mod authorities;
 mod certificates;
+mod crl;
+mod ocsp;
+mod revocation;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -16,6 +19,9 @@ use sqlx::SqlitePool;
 pub use audit::{AuditEntry, AuditLog};
 pub use authorities::{CaRecord, CaStore, NewCa};
 pub use certificates::{CertificateRecord, CertificateStore, NewCertificate};
+pub use crl::{CrlRecord, CrlRow, CrlStore};
+pub use ocsp::{CertStatusRow, OcspStore, ResponderRecord, StoredResponse};
+pub use revocation::{Revocation, RevocationError, RevocationStore, StatusChange};
 
 /// Errors from the database.
 #[derive(Debug, thiserror::Error)]
@@ -86,6 +92,21 @@ impl Storage {
     /// The audit log view.
     pub fn audit(&self) -> AuditLog {
         AuditLog::new(self.pool.clone())
+    }
+
+    /// Revocation and unhold.
+    pub fn revocations(&self) -> RevocationStore {
+        RevocationStore::new(self.pool.clone())
+    }
+
+    /// CRL numbering, history and entry streams.
+    pub fn crls(&self) -> CrlStore {
+        CrlStore::new(self.pool.clone())
+    }
+
+    /// OCSP responder certificates and pre-signed responses.
+    pub fn ocsp(&self) -> OcspStore {
+        OcspStore::new(self.pool.clone())
     }
 }
 

@@ -156,6 +156,7 @@ pub(crate) fn single(input: &[u8], tag: u8) -> Result<Tlv<'_>, DerError> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -181,14 +182,17 @@ mod tests {
             Reader::new(&[0x04, 0x02, 0]).read_any().err(),
             Some(DerError::Truncated)
         );
-        assert_eq!(single(&[0x05, 0x00, 0x00], 0x05).err(), Some(DerError::TrailingData));
+        assert_eq!(
+            single(&[0x05, 0x00, 0x00], 0x05).err(),
+            Some(DerError::TrailingData)
+        );
         assert!(single(&[0x05, 0x00], 0x05).is_ok());
     }
 
     #[test]
     fn long_form_lengths_are_read() {
         let mut v = vec![0x04, 0x81, 0x80];
-        v.extend(std::iter::repeat(7).take(0x80));
+        v.extend(std::iter::repeat_n(7, 0x80));
         let t = single(&v, 0x04).unwrap();
         assert_eq!(t.content.len(), 0x80);
         assert_eq!(t.raw.len(), v.len());

@@ -107,6 +107,7 @@ pub(crate) fn is_minimal_integer(content: &[u8]) -> bool {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -21,6 +21,7 @@ pub fn check_serial(serial: &[u8]) -> Result<(), InvalidSerial> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -10,7 +10,7 @@ pub struct InvalidRawEcdsaSignature;
 /// Converts a raw `r || s` ECDSA signature (as PKCS#11 returns it) into DER
 /// `Ecdsa-Sig-Value ::= SEQUENCE { r INTEGER, s INTEGER }`, the form X.509 and OCSP carry.
 pub fn ecdsa_raw_to_der(raw: &[u8]) -> Result<Vec<u8>, InvalidRawEcdsaSignature> {
-    if raw.is_empty() || raw.len() % 2 != 0 {
+    if raw.is_empty() || !raw.len().is_multiple_of(2) {
         return Err(InvalidRawEcdsaSignature);
     }
     let (r, s) = raw.split_at(raw.len() / 2);
@@ -35,13 +35,17 @@ fn uint(v: &[u8]) -> Vec<u8> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
     #[test]
     fn converts_and_pads_high_bit() {
         let der = ecdsa_raw_to_der(&[0x00, 0x01, 0x80, 0x00]).unwrap();
-        assert_eq!(der, [0x30, 0x08, 0x02, 0x01, 0x01, 0x02, 0x03, 0x00, 0x80, 0x00]);
+        assert_eq!(
+            der,
+            [0x30, 0x08, 0x02, 0x01, 0x01, 0x02, 0x03, 0x00, 0x80, 0x00]
+        );
         assert_eq!(ecdsa_raw_to_der(&[1, 2, 3]), Err(InvalidRawEcdsaSignature));
         assert_eq!(ecdsa_raw_to_der(&[]), Err(InvalidRawEcdsaSignature));
     }

@@ -62,6 +62,7 @@ pub(crate) fn push_x509_time(out: &mut Vec<u8>, t: OffsetDateTime) -> Result<(),
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use time::macros::datetime;

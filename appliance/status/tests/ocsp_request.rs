@@ -1,6 +1,8 @@
 //! OCSP request parsing: requests made by `openssl ocsp` and Python `cryptography`, the
 //! RFC 5019 GET encoding, and malformed input (each with its typed error, never a panic).
 
+#![allow(clippy::unwrap_used)] // tests fail loudly on broken fixtures
+
 mod common;
 
 use ca_status::ocsp::{
@@ -13,7 +15,12 @@ use std::path::PathBuf;
 use std::process::Command;
 
 /// A request for `ee` made by `openssl ocsp` with extra flags; returns (path, DER).
-fn openssl_request(pki: &Pki, name: &str, flags: &[&str], certs: &[&PathBuf]) -> (PathBuf, Vec<u8>) {
+fn openssl_request(
+    pki: &Pki,
+    name: &str,
+    flags: &[&str],
+    certs: &[&PathBuf],
+) -> (PathBuf, Vec<u8>) {
     let out = pki.path(name);
     let mut cmd = openssl();
     cmd.arg("ocsp").args(flags).arg("-issuer").arg(&pki.ca.pem);
@@ -43,10 +50,18 @@ fn openssl_request_without_nonce() {
     let ours = CertId::new(HashAlgorithm::Sha1, &hashes, &ee.serial).unwrap();
     assert_eq!(ours.der(), id.der());
     // And openssl agrees on the hashes it printed.
-    let text = run_ok(openssl().args(["ocsp", "-reqin"]).arg(pki.path("req.der")).arg("-req_text"));
+    let text = run_ok(
+        openssl()
+            .args(["ocsp", "-reqin"])
+            .arg(pki.path("req.der"))
+            .arg("-req_text"),
+    );
     let name_hash = hex::encode_upper(id.issuer_name_hash());
     let key_hash = hex::encode_upper(id.issuer_key_hash());
-    assert!(text.contains(&name_hash) && text.contains(&key_hash), "{text}");
+    assert!(
+        text.contains(&name_hash) && text.contains(&key_hash),
+        "{text}"
+    );
 }
 
 #[test]
@@ -54,13 +69,26 @@ fn openssl_request_with_nonce_and_sha256_and_two_certs() {
     let pki = Pki::new();
     let ee1 = pki.issue("ee1", "0x0101", "v3_ee", None);
     let ee2 = pki.issue("ee2", "0x0202", "v3_ee", None);
-    let (path, der) = openssl_request(&pki, "req.der", &["-nonce", "-sha256"], &[&ee1.pem, &ee2.pem]);
+    let (path, der) = openssl_request(
+        &pki,
+        "req.der",
+        &["-nonce", "-sha256"],
+        &[&ee1.pem, &ee2.pem],
+    );
     let req = OcspRequest::parse(&der).unwrap();
     let nonce = req.nonce.clone().unwrap();
     assert_eq!(nonce.as_bytes().len(), 16);
-    let text = run_ok(openssl().args(["ocsp", "-reqin"]).arg(&path).arg("-req_text"));
+    let text = run_ok(
+        openssl()
+            .args(["ocsp", "-reqin"])
+            .arg(&path)
+            .arg("-req_text"),
+    );
     let printed = text.replace([' ', '\n', ':'], "").to_uppercase();
-    assert!(printed.contains(&hex::encode_upper(nonce.as_bytes())), "{text}");
+    assert!(
+        printed.contains(&hex::encode_upper(nonce.as_bytes())),
+        "{text}"
+    );
     let serials: Vec<&[u8]> = req.cert_ids.iter().map(|c| c.serial()).collect();
     assert_eq!(serials, [&[0x01, 0x01][..], &[0x02, 0x02][..]]);
     let hashes = pki.ca_hashes();
@@ -82,11 +110,25 @@ fn get_path_accepts_base64_cli_output_and_percent_encoding() {
     let mut seen_special = false;
     for i in 0..12 {
         let (path, der) = openssl_request(&pki, &format!("req{i}.der"), &["-nonce"], &[&ee.pem]);
-        let b64 = run_ok(Command::new("base64").arg("-w0").arg(&path)).trim().to_string();
+        let b64 = run_ok(Command::new("base64").arg("-w0").arg(&path))
+            .trim()
+            .to_string();
         seen_special |= b64.contains('+') || b64.contains('/');
-        let pct = b64.replace('+', "%2B").replace('/', "%2F").replace('=', "%3D");
-        let url_safe = b64.replace('+', "-").replace('/', "_").trim_end_matches('=').to_string();
-        for form in [&b64, &pct, &url_safe, &b64.trim_end_matches('=').to_string()] {
+        let pct = b64
+            .replace('+', "%2B")
+            .replace('/', "%2F")
+            .replace('=', "%3D");
+        let url_safe = b64
+            .replace('+', "-")
+            .replace('/', "_")
+            .trim_end_matches('=')
+            .to_string();
+        for form in [
+            &b64,
+            &pct,
+            &url_safe,
+            &b64.trim_end_matches('=').to_string(),
+        ] {
             let decoded = decode_get_path(form).unwrap();
             assert_eq!(decoded, der, "{form}");
             OcspRequest::parse(&decoded).unwrap();
@@ -103,7 +145,14 @@ fn get_path_accepts_base64_cli_output_and_percent_encoding() {
 fn nonce_lengths_from_python_cryptography() {
     let pki = Pki::new();
     let ee = pki.issue("ee", "0x4444", "v3_ee", None);
-    for (len, ok) in [(1, true), (32, true), (128, true), (129, false), (0, false), (200, false)] {
+    for (len, ok) in [
+        (1, true),
+        (32, true),
+        (128, true),
+        (129, false),
+        (0, false),
+        (200, false),
+    ] {
         let out = pki.path(&format!("req{len}.der"));
         python_check(&[
             "make-req",
@@ -143,7 +192,9 @@ fn cat(parts: &[&[u8]]) -> Vec<u8> {
     parts.concat()
 }
 
-const NONCE_OID: &[u8] = &[0x06, 0x09, 0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x30, 0x01, 0x02];
+const NONCE_OID: &[u8] = &[
+    0x06, 0x09, 0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x30, 0x01, 0x02,
+];
 const OTHER_OID: &[u8] = &[0x06, 0x03, 0x2a, 0x03, 0x04];
 
 fn ext(oid: &[u8], critical: bool, value: &[u8]) -> Vec<u8> {
@@ -168,7 +219,10 @@ fn cert_id() -> Vec<u8> {
         sha256_name: [3; 32],
         sha256_key: [4; 32],
     };
-    CertId::new(HashAlgorithm::Sha1, &hashes, &[0x12, 0x34]).unwrap().der().to_vec()
+    CertId::new(HashAlgorithm::Sha1, &hashes, &[0x12, 0x34])
+        .unwrap()
+        .der()
+        .to_vec()
 }
 
 fn nonce_ext(n: &[u8]) -> Vec<u8> {
@@ -178,49 +232,95 @@ fn nonce_ext(n: &[u8]) -> Vec<u8> {
 #[test]
 fn grammar_corners_get_specific_errors() {
     let id = cert_id();
-    let good = request(&[], &[id.clone()], &[nonce_ext(&[7; 8])]);
+    let good = request(&[], std::slice::from_ref(&id), &[nonce_ext(&[7; 8])]);
     let parsed = OcspRequest::parse(&good).unwrap();
     assert_eq!(parsed.nonce.unwrap().as_bytes(), [7; 8]);
     assert_eq!(parsed.cert_ids[0].der(), id.as_slice());
 
     let v1 = tlv(0xa0, &[0x02, 0x01, 0x00]);
     let v2 = tlv(0xa0, &[0x02, 0x01, 0x01]);
-    assert!(OcspRequest::parse(&request(&v1, &[id.clone()], &[])).is_ok());
+    assert!(OcspRequest::parse(&request(&v1, std::slice::from_ref(&id), &[])).is_ok());
     assert_eq!(
-        OcspRequest::parse(&request(&v2, &[id.clone()], &[])),
+        OcspRequest::parse(&request(&v2, std::slice::from_ref(&id), &[])),
         Err(OcspRequestError::UnsupportedVersion)
     );
-    assert_eq!(OcspRequest::parse(&request(&[], &[], &[])), Err(OcspRequestError::NoRequests));
-    // Unknown extensions: ignored when non-critical, refused when critical.
-    assert!(OcspRequest::parse(&request(&[], &[id.clone()], &[ext(OTHER_OID, false, &[5, 0])])).is_ok());
     assert_eq!(
-        OcspRequest::parse(&request(&[], &[id.clone()], &[ext(OTHER_OID, true, &[5, 0])])),
+        OcspRequest::parse(&request(&[], &[], &[])),
+        Err(OcspRequestError::NoRequests)
+    );
+    // Unknown extensions: ignored when non-critical, refused when critical.
+    assert!(OcspRequest::parse(&request(
+        &[],
+        std::slice::from_ref(&id),
+        &[ext(OTHER_OID, false, &[5, 0])]
+    ))
+    .is_ok());
+    assert_eq!(
+        OcspRequest::parse(&request(
+            &[],
+            std::slice::from_ref(&id),
+            &[ext(OTHER_OID, true, &[5, 0])]
+        )),
         Err(OcspRequestError::UnsupportedCriticalExtension)
     );
     assert_eq!(
-        OcspRequest::parse(&request(&[], &[id.clone()], &[nonce_ext(&[1]), nonce_ext(&[2])])),
+        OcspRequest::parse(&request(
+            &[],
+            std::slice::from_ref(&id),
+            &[nonce_ext(&[1]), nonce_ext(&[2])]
+        )),
         Err(OcspRequestError::DuplicateExtension)
     );
     // A nonce that is not an OCTET STRING inside the extension value.
     assert_eq!(
-        OcspRequest::parse(&request(&[], &[id.clone()], &[ext(NONCE_OID, false, &[1, 2, 3])])),
+        OcspRequest::parse(&request(
+            &[],
+            std::slice::from_ref(&id),
+            &[ext(NONCE_OID, false, &[1, 2, 3])]
+        )),
         Err(OcspRequestError::InvalidNonce { len: 0 })
     );
     // Unsupported CertID hash algorithm (SHA-384) -> unauthorized.
-    let sha384 = [0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x02];
-    let odd_id = tlv(0x30, &cat(&[&tlv(0x30, &cat(&[&sha384, &[0x05, 0x00]])), &tlv(0x04, &[1; 48]), &tlv(0x04, &[2; 48]), &[0x02, 0x01, 0x05]]));
+    let sha384 = [
+        0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x02,
+    ];
+    let odd_id = tlv(
+        0x30,
+        &cat(&[
+            &tlv(0x30, &cat(&[&sha384, &[0x05, 0x00]])),
+            &tlv(0x04, &[1; 48]),
+            &tlv(0x04, &[2; 48]),
+            &[0x02, 0x01, 0x05],
+        ]),
+    );
     let err = OcspRequest::parse(&request(&[], &[odd_id], &[])).unwrap_err();
     assert_eq!(err, OcspRequestError::UnsupportedHashAlgorithm);
     assert_eq!(err.response_status(), OcspErrorStatus::Unauthorized);
     // SHA-1 with a 32-octet hash.
     let sha1 = [0x06, 0x05, 0x2b, 0x0e, 0x03, 0x02, 0x1a];
-    let bad_len = tlv(0x30, &cat(&[&tlv(0x30, &sha1), &tlv(0x04, &[1; 32]), &tlv(0x04, &[2; 20]), &[0x02, 0x01, 0x05]]));
+    let bad_len = tlv(
+        0x30,
+        &cat(&[
+            &tlv(0x30, &sha1),
+            &tlv(0x04, &[1; 32]),
+            &tlv(0x04, &[2; 20]),
+            &[0x02, 0x01, 0x05],
+        ]),
+    );
     assert_eq!(
         OcspRequest::parse(&request(&[], &[bad_len], &[])),
         Err(OcspRequestError::HashLengthMismatch)
     );
     // Non-minimal serial INTEGER.
-    let bad_serial = tlv(0x30, &cat(&[&tlv(0x30, &sha1), &tlv(0x04, &[1; 20]), &tlv(0x04, &[2; 20]), &[0x02, 0x02, 0x00, 0x05]]));
+    let bad_serial = tlv(
+        0x30,
+        &cat(&[
+            &tlv(0x30, &sha1),
+            &tlv(0x04, &[1; 20]),
+            &tlv(0x04, &[2; 20]),
+            &[0x02, 0x02, 0x00, 0x05],
+        ]),
+    );
     assert_eq!(
         OcspRequest::parse(&request(&[], &[bad_serial], &[])),
         Err(OcspRequestError::Malformed(DerError::BadInteger))
@@ -234,7 +334,9 @@ fn truncation_trailing_bytes_and_wrong_tags_are_malformed() {
     let (_, der) = openssl_request(&pki, "req.der", &["-nonce"], &[&ee.pem]);
     assert_eq!(
         OcspRequest::parse(&[]),
-        Err(OcspRequestError::Malformed(DerError::Missing { expected: 0x30 }))
+        Err(OcspRequestError::Malformed(DerError::Missing {
+            expected: 0x30
+        }))
     );
     for cut in 1..der.len() {
         assert_eq!(
@@ -253,7 +355,10 @@ fn truncation_trailing_bytes_and_wrong_tags_are_malformed() {
     wrong[0] = 0x31;
     assert_eq!(
         OcspRequest::parse(&wrong),
-        Err(OcspRequestError::Malformed(DerError::UnexpectedTag { expected: 0x30, found: 0x31 }))
+        Err(OcspRequestError::Malformed(DerError::UnexpectedTag {
+            expected: 0x30,
+            found: 0x31
+        }))
     );
     // Every error maps to malformedRequest.
     assert_eq!(

@@ -1,6 +1,8 @@
 //! OCSP responses built by ca-status, signed with a software P-256 key, checked by
 //! `openssl ocsp`, Python `cryptography` and the x509-ocsp parser.
 
+#![allow(clippy::unwrap_used)] // tests fail loudly on broken fixtures
+
 mod common;
 
 use ca_status::ocsp::{
@@ -37,7 +39,10 @@ fn signed(data: &ResponseData, key: &SigningKey, certs: &[&[u8]]) -> Vec<u8> {
 /// `openssl ocsp -respin` verification; returns its text output (asserting success).
 fn openssl_check(pki: &Pki, resp: &Path, certs: &[&Issued], extra: &[&str]) -> String {
     let mut cmd = openssl();
-    cmd.args(["ocsp", "-respin"]).arg(resp).arg("-issuer").arg(&pki.ca.pem);
+    cmd.args(["ocsp", "-respin"])
+        .arg(resp)
+        .arg("-issuer")
+        .arg(&pki.ca.pem);
     cmd.args(extra); // digest options must precede -cert
     for c in certs {
         cmd.arg("-cert").arg(&c.pem);
@@ -84,7 +89,8 @@ fn good_revoked_unknown_verify_with_openssl_and_python() {
         (CertStatus::Unknown, "unknown", "-", None),
     ];
     for (i, (status, word, py_reason, extra_text)) in cases.into_iter().enumerate() {
-        let data = ResponseData::new(hashes.sha1_key, now()).with_response(single(id.clone(), status));
+        let data =
+            ResponseData::new(hashes.sha1_key, now()).with_response(single(id.clone(), status));
         let der = signed(&data, &pki.ca_key, &[]);
         let path = write(&pki, &format!("resp{i}.der"), &der);
         let text = openssl_check(&pki, &path, &[&ee], &[]);
@@ -103,7 +109,10 @@ fn good_revoked_unknown_verify_with_openssl_and_python() {
         assert!(py.contains("PY OCSP OK"), "{py}");
         // Third opinion: the RustCrypto parser reads it back with the same status.
         let parsed = x509_ocsp::OcspResponse::from_der(&der).unwrap();
-        assert_eq!(parsed.response_status, x509_ocsp::OcspResponseStatus::Successful);
+        assert_eq!(
+            parsed.response_status,
+            x509_ocsp::OcspResponseStatus::Successful
+        );
     }
 }
 
@@ -196,7 +205,10 @@ fn sha256_certids_and_several_certificates_in_one_response() {
     let der = signed(&data, &pki.ca_key, &[]);
     let path = write(&pki, "resp.der", &der);
     let text = openssl_check(&pki, &path, &[&ee1, &ee2], &["-sha256"]);
-    assert!(text.contains("ee1.pem: good") && text.contains("ee2.pem: good"), "{text}");
+    assert!(
+        text.contains("ee1.pem: good") && text.contains("ee2.pem: good"),
+        "{text}"
+    );
     let py = python_check(&[
         "ocsp",
         path.to_str().unwrap(),
@@ -214,7 +226,9 @@ fn delegated_responder_certificate_is_carried_and_verifies() {
     let ee = pki.issue("ee", "0x7777", "v3_ee", None);
     let responder_key = SigningKey::random(&mut rand::rngs::OsRng);
     let responder = pki.issue("responder", "0x0c5b", "v3_ocsp", Some(&responder_key));
-    let responder_hash = IssuerKeyHashes::from_cert_der(&responder.der).unwrap().sha1_key;
+    let responder_hash = IssuerKeyHashes::from_cert_der(&responder.der)
+        .unwrap()
+        .sha1_key;
     let id = CertId::new(HashAlgorithm::Sha1, &pki.ca_hashes(), &ee.serial).unwrap();
     let data = ResponseData::new(responder_hash, now()).with_response(single(
         id,
@@ -226,7 +240,10 @@ fn delegated_responder_certificate_is_carried_and_verifies() {
     let der = signed(&data, &responder_key, &[&responder.der]);
     let path = write(&pki, "resp.der", &der);
     let text = openssl_check(&pki, &path, &[&ee], &[]);
-    assert!(text.contains("ee.pem: revoked") && text.contains("superseded"), "{text}");
+    assert!(
+        text.contains("ee.pem: revoked") && text.contains("superseded"),
+        "{text}"
+    );
     let py = python_check(&[
         "ocsp",
         path.to_str().unwrap(),
@@ -294,19 +311,31 @@ fn never_issued_serial_is_revoked_with_extended_revoke() {
         x509_ocsp::BasicOcspResponse::from_der(resp.response_bytes.unwrap().response.as_bytes())
             .unwrap();
     let exts = basic.tbs_response_data.response_extensions.unwrap();
-    assert!(exts.iter().any(|e| e.extn_id
-        == const_oid::db::rfc6960::ID_PKIX_OCSP_EXTENDED_REVOKE
-        && !e.critical));
+    assert!(exts
+        .iter()
+        .any(|e| e.extn_id == const_oid::db::rfc6960::ID_PKIX_OCSP_EXTENDED_REVOKE && !e.critical));
 }
 
 #[test]
 fn error_responses_have_status_and_no_bytes() {
     let dir = tempfile::tempdir().unwrap();
     for (status, name, py_name) in [
-        (OcspErrorStatus::MalformedRequest, "malformedrequest", "MALFORMED_REQUEST"),
-        (OcspErrorStatus::InternalError, "internalerror", "INTERNAL_ERROR"),
+        (
+            OcspErrorStatus::MalformedRequest,
+            "malformedrequest",
+            "MALFORMED_REQUEST",
+        ),
+        (
+            OcspErrorStatus::InternalError,
+            "internalerror",
+            "INTERNAL_ERROR",
+        ),
         (OcspErrorStatus::TryLater, "trylater", "TRY_LATER"),
-        (OcspErrorStatus::Unauthorized, "unauthorized", "UNAUTHORIZED"),
+        (
+            OcspErrorStatus::Unauthorized,
+            "unauthorized",
+            "UNAUTHORIZED",
+        ),
     ] {
         let der = error_response(status);
         let parsed = x509_ocsp::OcspResponse::from_der(&der).unwrap();
@@ -314,7 +343,12 @@ fn error_responses_have_status_and_no_bytes() {
         assert_eq!(parsed.response_status as u8, status.code());
         let path = dir.path().join(format!("{name}.der"));
         std::fs::write(&path, &der).unwrap();
-        let (_, text) = run_text(openssl().args(["ocsp", "-respin"]).arg(&path).arg("-resp_text"));
+        let (_, text) = run_text(
+            openssl()
+                .args(["ocsp", "-respin"])
+                .arg(&path)
+                .arg("-resp_text"),
+        );
         assert!(text.to_lowercase().contains(name), "{text}");
         python_check(&["ocsp-error", path.to_str().unwrap(), py_name]);
     }
@@ -334,7 +368,10 @@ fn invalid_response_inputs_are_typed_errors() {
     let mut backwards = single(id.clone(), CertStatus::Good);
     backwards.next_update = backwards.this_update;
     let data = ResponseData::new([0; 20], now()).with_response(backwards);
-    assert_eq!(data.tbs_der(), Err(ResponseError::NextUpdateNotAfterThisUpdate));
+    assert_eq!(
+        data.tbs_der(),
+        Err(ResponseError::NextUpdateNotAfterThisUpdate)
+    );
 
     let data = ResponseData::new([0; 20], now()).with_response(single(id, CertStatus::Good));
     let tbs = data.tbs_der().unwrap();
@@ -343,7 +380,10 @@ fn invalid_response_inputs_are_typed_errors() {
         assemble(&tbs[..tbs.len() - 1], &alg, &[1], &[]),
         Err(ResponseError::MalformedTbs)
     );
-    assert_eq!(assemble(&tbs, &alg, &[], &[]), Err(ResponseError::EmptySignature));
+    assert_eq!(
+        assemble(&tbs, &alg, &[], &[]),
+        Err(ResponseError::EmptySignature)
+    );
     assert_eq!(
         assemble(&tbs, &alg, &[1], &[&[0x30, 0x00], &[0x31, 0x00]]),
         Err(ResponseError::MalformedCertificate { index: 1 })

@@ -10,8 +10,7 @@ use crate::der_write::{
 use crate::serial::InvalidSerial;
 use crate::time_enc::{push_x509_time, TimeOutOfRange};
 use const_oid::db::rfc5280::{
-    ID_CE_AUTHORITY_KEY_IDENTIFIER, ID_CE_CRL_NUMBER, ID_CE_DELTA_CRL_INDICATOR,
-    ID_CE_FRESHEST_CRL,
+    ID_CE_AUTHORITY_KEY_IDENTIFIER, ID_CE_CRL_NUMBER, ID_CE_DELTA_CRL_INDICATOR, ID_CE_FRESHEST_CRL,
 };
 use der::Encode;
 use sha2::{Digest, Sha256, Sha384};
@@ -297,7 +296,12 @@ fn copy_spool(spool: &mut File, len: usize, out: &mut impl Write) -> Result<(), 
 fn crl_extensions(p: &CrlParams) -> Result<Vec<u8>, CrlError> {
     let mut exts = Vec::with_capacity(256);
     let aki = tlv(SEQUENCE, &tlv(0x80, &p.authority_key_id));
-    push_extension(&mut exts, ID_CE_AUTHORITY_KEY_IDENTIFIER.as_bytes(), false, &aki);
+    push_extension(
+        &mut exts,
+        ID_CE_AUTHORITY_KEY_IDENTIFIER.as_bytes(),
+        false,
+        &aki,
+    );
     let number = tlv(INTEGER, &uint_content(p.crl_number));
     push_extension(&mut exts, ID_CE_CRL_NUMBER.as_bytes(), false, &number);
     if let Some(base) = p.delta_of {

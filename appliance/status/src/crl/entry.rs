@@ -38,7 +38,12 @@ pub(crate) fn encode_entry(
     if entry.reason.is_some() || entry.invalidity_date.is_some() {
         let mut exts = Vec::with_capacity(48);
         if let Some(reason) = entry.reason {
-            push_extension(&mut exts, ID_CE_CRL_REASONS.as_bytes(), false, &reason.der());
+            push_extension(
+                &mut exts,
+                ID_CE_CRL_REASONS.as_bytes(),
+                false,
+                &reason.der(),
+            );
         }
         if let Some(when) = entry.invalidity_date {
             let mut t = Vec::with_capacity(17);

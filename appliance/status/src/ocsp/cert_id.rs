@@ -12,8 +12,7 @@ use super::issuer::IssuerKeyHashes;
 use super::request::OcspRequestError;
 use crate::der_read::{DerError, Reader};
 use crate::der_write::{
-    is_minimal_integer, push_header, push_tlv, tlv_len, INTEGER, NULL, OCTET_STRING, OID,
-    SEQUENCE,
+    is_minimal_integer, push_header, push_tlv, tlv_len, INTEGER, NULL, OCTET_STRING, OID, SEQUENCE,
 };
 use crate::serial::{check_serial, InvalidSerial};
 use const_oid::db::rfc5912::{ID_SHA_1, ID_SHA_256};

@@ -68,6 +68,7 @@ fn hex_val(c: u8) -> Option<u8> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -93,7 +94,10 @@ mod tests {
         assert_eq!(decode_get_path("+/8=").unwrap(), vec![0xfb, 0xff]);
         assert_eq!(decode_get_path(" /8="), Err(GetPathError::BadBase64));
         assert_eq!(decode_get_path("%2"), Err(GetPathError::BadPercentEncoding));
-        assert_eq!(decode_get_path("%zz"), Err(GetPathError::BadPercentEncoding));
+        assert_eq!(
+            decode_get_path("%zz"),
+            Err(GetPathError::BadPercentEncoding)
+        );
         assert_eq!(decode_get_path("A"), Err(GetPathError::BadBase64));
     }
 }

@@ -163,9 +163,8 @@ fn request_extensions(content: &[u8]) -> Result<Option<Nonce>, OcspRequestError>
             return Err(OcspRequestError::DuplicateExtension);
         }
         seen_nonce = true;
-        let inner = single(value, OCTET_STRING).map_err(|_| OcspRequestError::InvalidNonce {
-            len: 0,
-        })?;
+        let inner =
+            single(value, OCTET_STRING).map_err(|_| OcspRequestError::InvalidNonce { len: 0 })?;
         nonce = Some(Nonce::new(inner.content)?);
         Ok(())
     })?;

@@ -28,8 +28,7 @@ use super::cert_id::CertId;
 use super::request::Nonce;
 use crate::der_read::single;
 use crate::der_write::{
-    push_extension, push_header, push_tlv, tlv, BIT_STRING, ENUMERATED, OCTET_STRING, OID,
-    SEQUENCE,
+    push_extension, push_header, push_tlv, tlv, BIT_STRING, ENUMERATED, OCTET_STRING, OID, SEQUENCE,
 };
 use crate::reason::Reason;
 use crate::time_enc::{push_generalized, TimeOutOfRange};

@@ -99,7 +99,13 @@ pub fn python_check(args: &[&str]) -> String {
 
 fn read_cert(pem: &Path) -> Issued {
     let der_path = pem.with_extension("der");
-    run_ok(openssl().args(["x509", "-in"]).arg(pem).args(["-outform", "DER", "-out"]).arg(&der_path));
+    run_ok(
+        openssl()
+            .args(["x509", "-in"])
+            .arg(pem)
+            .args(["-outform", "DER", "-out"])
+            .arg(&der_path),
+    );
     let der = std::fs::read(&der_path).unwrap();
     let cert = Certificate::from_der(&der).unwrap();
     let serial = cert.tbs_certificate.serial_number.as_bytes().to_vec();
@@ -131,7 +137,13 @@ impl Pki {
                 .arg(&key_path)
                 .arg("-config")
                 .arg(&cnf)
-                .args(["-extensions", "v3_ca", "-set_serial", "0x01a2b3c4d5", "-out"])
+                .args([
+                    "-extensions",
+                    "v3_ca",
+                    "-set_serial",
+                    "0x01a2b3c4d5",
+                    "-out",
+                ])
                 .arg(&pem),
         );
         let ca = read_cert(&pem);
@@ -158,7 +170,13 @@ impl Pki {
 
     /// Issues a certificate with `serial_hex` (e.g. "0x4f...") and the config section `ext`;
     /// `key` chooses the subject key (a fresh openssl key if `None`).
-    pub fn issue(&self, name: &str, serial_hex: &str, ext: &str, key: Option<&SigningKey>) -> Issued {
+    pub fn issue(
+        &self,
+        name: &str,
+        serial_hex: &str,
+        ext: &str,
+        key: Option<&SigningKey>,
+    ) -> Issued {
         let key_path = self.path(&format!("{name}.key"));
         let csr = self.path(&format!("{name}.csr"));
         let pem = self.path(&format!("{name}.pem"));
@@ -167,7 +185,14 @@ impl Pki {
             None => {
                 run_ok(
                     openssl()
-                        .args(["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out"])
+                        .args([
+                            "genpkey",
+                            "-algorithm",
+                            "EC",
+                            "-pkeyopt",
+                            "ec_paramgen_curve:P-256",
+                            "-out",
+                        ])
                         .arg(&key_path),
                 );
             }

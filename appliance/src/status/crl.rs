@@ -1,0 +1,377 @@
+//! CRL publication: a full and a delta CRL per issuing CA, signed by the CA key, streamed from
+//! the database through `CrlBuilder`, written atomically to the publication directory and
+//! served from there.
+
+use std::collections::{BTreeSet, HashMap};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use axum::http::HeaderValue;
+use ca_status::crl::{CrlBuilder, CrlDigest, CrlParams, RevokedEntry};
+use ca_status::Reason;
+use der::Encode;
+use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+use tokio::sync::Notify;
+
+use super::cache::http_date;
+use super::{serial_bytes, StatusError};
+use crate::ca::{CertificateAuthority, Hierarchy};
+use crate::config::StatusConfig;
+use crate::storage::{unix_now, CrlRecord, CrlRow, CrlStore};
+
+/// A published CRL file and its HTTP caching data.
+#[derive(Debug, Clone)]
+pub struct PublishedCrl {
+    /// Where it is.
+    pub path: PathBuf,
+    /// CRLNumber.
+    pub number: i64,
+    /// thisUpdate (`Last-Modified`).
+    pub this_update: i64,
+    /// nextUpdate (`Expires`, bounds `max-age`).
+    pub next_update: i64,
+    /// Quoted hex SHA-256 of the file.
+    pub etag: String,
+    /// Number of entries.
+    pub entries: i64,
+}
+
+impl PublishedCrl {
+    /// `Last-Modified` value.
+    pub fn last_modified(&self) -> HeaderValue {
+        HeaderValue::from_str(&http_date(self.this_update))
+            .unwrap_or_else(|_| HeaderValue::from_static(""))
+    }
+
+    /// `Expires` value.
+    pub fn expires(&self) -> HeaderValue {
+        HeaderValue::from_str(&http_date(self.next_update))
+            .unwrap_or_else(|_| HeaderValue::from_static(""))
+    }
+}
+
+/// Generates, writes and indexes CRLs.
+pub struct CrlPublisher {
+    hsm: hsm::Hsm,
+    store: CrlStore,
+    cas: Vec<Arc<CertificateAuthority>>,
+    dir: PathBuf,
+    public_url: String,
+    validity_secs: i64,
+    interval_secs: i64,
+    delay: Duration,
+    published: RwLock<HashMap<String, Arc<PublishedCrl>>>,
+    dirty: Mutex<BTreeSet<i64>>,
+    wake: Notify,
+}
+
+/// Writes everything also into a SHA-256 (the ETag of the file).
+struct HashingWriter<W> {
+    inner: W,
+    hash: Sha256,
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hash.update(&buf[..n]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+fn ts(unix: i64) -> Result<OffsetDateTime, StatusError> {
+    OffsetDateTime::from_unix_timestamp(unix).map_err(|_| StatusError::Time)
+}
+
+/// The CRL entry for a row: `None` for a valid certificate on a full CRL.
+fn entry(row: &CrlRow, delta: bool) -> Result<Option<RevokedEntry>, StatusError> {
+    let serial = serial_bytes(&row.serial)
+        .ok_or_else(|| StatusError::Build(format!("stored serial {:?}", row.serial)))?;
+    let (reason, date, invalidity) = match row.status.as_str() {
+        "revoked" => (
+            row.revocation_reason
+                .and_then(|c| u8::try_from(c).ok())
+                .and_then(Reason::from_code),
+            row.revoked_at,
+            row.invalidity_date,
+        ),
+        "hold" => (Some(Reason::CertificateHold), row.revoked_at, None),
+        "valid" if delta => (Some(Reason::RemoveFromCrl), row.status_changed_at, None),
+        _ => return Ok(None),
+    };
+    Ok(Some(RevokedEntry {
+        serial,
+        revocation_date: ts(date.unwrap_or(0))?,
+        reason,
+        invalidity_date: invalidity.map(ts).transpose()?,
+    }))
+}
+
+impl CrlPublisher {
+    /// A publisher for every issuing CA of `hierarchy`; indexes CRLs already on disk.
+    pub async fn new(
+        hsm: hsm::Hsm,
+        store: CrlStore,
+        hierarchy: &Hierarchy,
+        config: &StatusConfig,
+        public_url: &str,
+    ) -> Result<CrlPublisher, StatusError> {
+        std::fs::create_dir_all(&config.crl_dir)
+            .map_err(|e| StatusError::Io(format!("{}: {e}", config.crl_dir.display())))?;
+        let cas: Vec<_> = hierarchy
+            .iter()
+            .filter(|c| c.parent.is_some())
+            .cloned()
+            .collect();
+        let publisher = CrlPublisher {
+            hsm,
+            store,
+            cas,
+            dir: config.crl_dir.clone(),
+            public_url: public_url.trim_end_matches('/').to_owned(),
+            validity_secs: i64::from(config.crl_validity_hours) * 3600,
+            interval_secs: i64::from(config.crl_interval_minutes) * 60,
+            delay: Duration::from_secs(u64::from(config.crl_delay_secs)),
+            published: RwLock::new(HashMap::new()),
+            dirty: Mutex::new(BTreeSet::new()),
+            wake: Notify::new(),
+        };
+        for ca in &publisher.cas {
+            for (kind, file) in [
+                ("full", full_name(&ca.name)),
+                ("delta", delta_name(&ca.name)),
+            ] {
+                let Some(rec) = publisher.store.latest(ca.id, kind).await? else {
+                    continue;
+                };
+                let path = publisher.dir.join(&file);
+                if path.exists() {
+                    publisher.index(&file, path, &rec);
+                }
+            }
+        }
+        Ok(publisher)
+    }
+
+    fn index(&self, file: &str, path: PathBuf, rec: &CrlRecord) {
+        let published = Arc::new(PublishedCrl {
+            path,
+            number: rec.number,
+            this_update: rec.this_update,
+            next_update: rec.next_update,
+            etag: rec.etag.clone(),
+            entries: rec.entries,
+        });
+        self.published
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(file.to_owned(), published);
+    }
+
+    /// The published CRL served as `/crl/{file}`.
+    pub fn get(&self, file: &str) -> Option<Arc<PublishedCrl>> {
+        self.published
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(file)
+            .cloned()
+    }
+
+    /// Schedules regeneration of `ca_id`'s CRLs after the configured short delay.
+    pub fn mark_dirty(&self, ca_id: i64) {
+        self.dirty
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(ca_id);
+        self.wake.notify_one();
+    }
+
+    /// Publishes a full then a delta CRL for `ca`.
+    pub async fn publish(&self, ca: &CertificateAuthority) -> Result<(), StatusError> {
+        let full = self.publish_full(ca).await?;
+        self.publish_delta(ca, &full).await?;
+        Ok(())
+    }
+
+    /// Generates and publishes the full CRL of `ca`; returns its record.
+    pub async fn publish_full(&self, ca: &CertificateAuthority) -> Result<CrlRecord, StatusError> {
+        let freshest = format!("{}/crl/{}", self.public_url, delta_name(&ca.name));
+        self.generate(ca, None, Some(freshest), &full_name(&ca.name))
+            .await
+    }
+
+    async fn publish_delta(
+        &self,
+        ca: &CertificateAuthority,
+        newest_full: &CrlRecord,
+    ) -> Result<CrlRecord, StatusError> {
+        // Based on the oldest full CRL a relying party may still hold, so every valid full
+        // CRL plus this delta gives the current status.
+        let base = self
+            .store
+            .oldest_valid(ca.id, "full", unix_now())
+            .await?
+            .unwrap_or_else(|| newest_full.clone());
+        self.generate(ca, Some(&base), None, &delta_name(&ca.name))
+            .await
+    }
+
+    async fn generate(
+        &self,
+        ca: &CertificateAuthority,
+        base: Option<&CrlRecord>,
+        freshest_crl_url: Option<String>,
+        file: &str,
+    ) -> Result<CrlRecord, StatusError> {
+        let number = self.store.next_crl_number().await?;
+        let now = unix_now();
+        let next_update = now + self.validity_secs;
+        let digest = match ca.signature_algorithm.hash_len() {
+            32 => CrlDigest::Sha256,
+            48 => CrlDigest::Sha384,
+            n => return Err(StatusError::Build(format!("no CRL digest of {n} bytes"))),
+        };
+        let issuer_name_der = ca
+            .certificate
+            .tbs_certificate
+            .subject
+            .to_der()
+            .map_err(|e| StatusError::Build(e.to_string()))?;
+        let mut builder = CrlBuilder::new(CrlParams {
+            issuer_name_der,
+            authority_key_id: ca.subject_key_id.clone(),
+            crl_number: u128::try_from(number).map_err(|_| StatusError::Time)?,
+            this_update: ts(now)?,
+            next_update: ts(next_update)?,
+            delta_of: base.map(|b| b.number as u128),
+            freshest_crl_url,
+            sig_alg: ca.signature_algorithm.algorithm_identifier(),
+            digest,
+        })?;
+        let delta = base.is_some();
+        let seq = self
+            .store
+            .stream_entries(ca.id, base.map(|b| b.status_seq), |row| {
+                if let Some(e) = entry(&row, delta)? {
+                    builder.push(&e)?;
+                }
+                Ok::<(), StatusError>(())
+            })
+            .await?;
+        let pending = builder.finish()?;
+        let entries = pending.entry_count() as i64;
+        let signature = self
+            .hsm
+            .sign_digest(&ca.key, ca.signature_algorithm, pending.digest())
+            .await?;
+        let path = self.dir.join(file);
+        let etag = write_atomically(&path, |w| {
+            pending
+                .write_signed(&signature, w)
+                .map(|_| ())
+                .map_err(StatusError::from)
+        })?;
+        let rec = CrlRecord {
+            number,
+            ca_id: ca.id,
+            kind: if delta { "delta" } else { "full" }.into(),
+            base_number: base.map(|b| b.number),
+            status_seq: seq,
+            entries,
+            this_update: now,
+            next_update,
+            etag,
+        };
+        self.store.record(&rec).await?;
+        self.index(file, path, &rec);
+        tracing::info!(ca = %ca.name, number, entries, kind = %rec.kind, "CRL published");
+        Ok(rec)
+    }
+
+    /// Publishes every CA whose CRLs are missing or older than the interval, or marked dirty.
+    pub async fn publish_due(&self, include_dirty: bool) -> Result<(), StatusError> {
+        let dirty: BTreeSet<i64> = if include_dirty {
+            std::mem::take(&mut *self.dirty.lock().unwrap_or_else(|p| p.into_inner()))
+        } else {
+            BTreeSet::new()
+        };
+        let now = unix_now();
+        let mut result = Ok(());
+        for ca in &self.cas {
+            let stale = |file: String| {
+                self.get(&file)
+                    .is_none_or(|p| now - p.this_update >= self.interval_secs)
+            };
+            if dirty.contains(&ca.id) || stale(full_name(&ca.name)) || stale(delta_name(&ca.name)) {
+                if let Err(e) = self.publish(ca).await {
+                    tracing::warn!(ca = %ca.name, error = %e, "CRL publication failed");
+                    if include_dirty {
+                        self.mark_dirty_quiet(ca.id);
+                    }
+                    result = Err(e);
+                }
+            }
+        }
+        result
+    }
+
+    fn mark_dirty_quiet(&self, ca_id: i64) {
+        self.dirty
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(ca_id);
+    }
+
+    /// Publishes on schedule, and a few seconds after revocations.
+    pub async fn run(self: Arc<Self>) {
+        loop {
+            let _ = self.publish_due(true).await;
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_secs(30)) => {}
+                () = self.wake.notified() => { tokio::time::sleep(self.delay).await; }
+            }
+        }
+    }
+}
+
+/// `{ca}.crl`.
+pub fn full_name(ca: &str) -> String {
+    format!("{ca}.crl")
+}
+
+/// `{ca}-delta.crl`.
+pub fn delta_name(ca: &str) -> String {
+    format!("{ca}-delta.crl")
+}
+
+/// Writes `path` through a temp file in the same directory, fsync, rename; returns the
+/// quoted hex SHA-256 of what was written.
+fn write_atomically(
+    path: &Path,
+    write: impl FnOnce(&mut HashingWriter<std::io::BufWriter<std::fs::File>>) -> Result<(), StatusError>,
+) -> Result<String, StatusError> {
+    let io = |e: std::io::Error| StatusError::Io(format!("{}: {e}", path.display()));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.tmp"));
+    let file = std::fs::File::create(&tmp).map_err(io)?;
+    let mut w = HashingWriter {
+        inner: std::io::BufWriter::with_capacity(256 * 1024, file),
+        hash: Sha256::new(),
+    };
+    write(&mut w)?;
+    w.flush().map_err(io)?;
+    let etag = format!("\"{}\"", hex::encode(w.hash.finalize()));
+    let file = w.inner.into_inner().map_err(|e| io(e.into_error()))?;
+    file.sync_all().map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(io)?;
+    Ok(etag)
+}

@@ -1,0 +1,510 @@
+//! The OCSP responder: answers from pre-signed responses, signs live only when it must
+//! (nonce echo, several CertIDs, SHA-256 CertIDs, a cache miss), and keeps every known
+//! certificate's response fresh in the background.
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use ca_status::ocsp::{
+    self, CertId, CertStatus, HashAlgorithm, IssuerKeyHashes, OcspErrorStatus, OcspRequest,
+    ResponseData, SingleResponse,
+};
+use ca_status::Reason;
+use futures_util::StreamExt;
+use time::OffsetDateTime;
+use tokio::sync::Notify;
+
+use super::cache::{CachedResponse, ResponseCache};
+use super::responder::{self, RESPONDER_ALGORITHM};
+use super::{serial_bytes, StatusError};
+use crate::ca::{CertificateAuthority, Hierarchy};
+use crate::config::{StatusConfig, UnknownSerialAnswer};
+use crate::storage::{unix_now, CertStatusRow, OcspStore, ResponderRecord, StoredResponse};
+
+/// Rows fetched per pre-signing round.
+const PRESIGN_BATCH: i64 = 2000;
+
+/// The signing key and certificate currently answering for one issuer.
+#[derive(Debug)]
+struct ActiveResponder {
+    key: hsm::KeyUri,
+    cert_der: Vec<u8>,
+    key_hash: [u8; 20],
+    not_after: i64,
+}
+
+impl ActiveResponder {
+    fn from_record(rec: &ResponderRecord) -> Result<ActiveResponder, StatusError> {
+        let hashes = IssuerKeyHashes::from_cert_der(&rec.certificate)
+            .map_err(|e| StatusError::Build(format!("stored responder certificate: {e}")))?;
+        Ok(ActiveResponder {
+            key: rec
+                .key_uri
+                .parse()
+                .map_err(|_| StatusError::Build("stored responder key URI".into()))?,
+            cert_der: rec.certificate.clone(),
+            key_hash: hashes.sha1_key,
+            not_after: rec.not_after,
+        })
+    }
+}
+
+/// One issuing CA the responder answers for.
+struct IssuerState {
+    ca: Arc<CertificateAuthority>,
+    hashes: IssuerKeyHashes,
+    responder: RwLock<Arc<ActiveResponder>>,
+    cache: ResponseCache,
+}
+
+impl IssuerState {
+    fn responder(&self) -> Arc<ActiveResponder> {
+        self.responder
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+/// What to send back for one request.
+#[derive(Debug)]
+pub enum OcspReply {
+    /// A pre-signed response (with its caching headers).
+    Cached(Arc<CachedResponse>),
+    /// A response signed for this request.
+    Live {
+        /// The DER `OCSPResponse`.
+        der: Vec<u8>,
+        /// thisUpdate (for `Last-Modified`).
+        this_update: i64,
+        /// nextUpdate (for `Expires`, `max-age`).
+        next_update: i64,
+        /// It echoes the request's nonce (so it must not be cached by intermediaries).
+        nonce: bool,
+    },
+    /// An error status without `responseBytes`.
+    Error(OcspErrorStatus),
+}
+
+/// Timing and policy of the responder, from `[status]`.
+#[derive(Debug, Clone)]
+struct Settings {
+    nonce: bool,
+    unknown_serial: UnknownSerialAnswer,
+    validity_secs: i64,
+    refresh_secs: i64,
+    responder_validity_days: u32,
+    renew_secs: i64,
+    interval: Duration,
+    concurrency: usize,
+}
+
+/// The OCSP responder for every issuing CA of the hierarchy.
+pub struct OcspResponder {
+    hsm: hsm::Hsm,
+    store: OcspStore,
+    issuers: Vec<IssuerState>,
+    settings: Settings,
+    wake: Notify,
+}
+
+fn ts(unix: i64) -> Result<OffsetDateTime, StatusError> {
+    OffsetDateTime::from_unix_timestamp(unix).map_err(|_| StatusError::Time)
+}
+
+impl OcspResponder {
+    /// Makes sure every issuing CA has a current responder certificate (creating it in the
+    /// HSM if missing or near expiry) and loads the stored pre-signed responses.
+    pub async fn start(
+        hsm: hsm::Hsm,
+        store: OcspStore,
+        hierarchy: &Hierarchy,
+        config: &StatusConfig,
+        concurrency: usize,
+    ) -> Result<OcspResponder, StatusError> {
+        let settings = Settings {
+            nonce: config.ocsp_nonce,
+            unknown_serial: config.unknown_serial,
+            validity_secs: i64::from(config.ocsp_validity_hours) * 3600,
+            refresh_secs: i64::from(config.ocsp_refresh_hours) * 3600,
+            responder_validity_days: config.responder_validity_days,
+            renew_secs: i64::from(config.responder_renew_days) * 86_400,
+            interval: Duration::from_secs(u64::from(config.presign_interval_secs)),
+            concurrency: concurrency.max(1),
+        };
+        let now = unix_now();
+        let mut issuers = Vec::new();
+        for ca in hierarchy.iter().filter(|c| c.parent.is_some()) {
+            let mut rec = store.current_responder(ca.id).await?;
+            if responder::needs_renewal(rec.as_ref(), now, settings.renew_secs) {
+                rec = Some(
+                    responder::create(&hsm, &store, ca, settings.responder_validity_days).await?,
+                );
+            }
+            let rec = rec.ok_or_else(|| StatusError::Build("responder missing".into()))?;
+            let hashes = IssuerKeyHashes::from_cert_der(&ca.certificate_der)
+                .map_err(|e| StatusError::Build(format!("CA {} certificate: {e}", ca.name)))?;
+            let cache = ResponseCache::default();
+            let stored = store.load_responses(ca.id, now).await?;
+            let count = stored.len();
+            cache.extend(stored.into_iter().filter_map(|r| {
+                let serial = serial_bytes(&r.serial)?;
+                Some((
+                    serial,
+                    Arc::new(CachedResponse::new(r.der, r.this_update, r.next_update)),
+                ))
+            }));
+            tracing::info!(ca = %ca.name, responses = count, "OCSP responses loaded");
+            issuers.push(IssuerState {
+                ca: ca.clone(),
+                hashes,
+                responder: RwLock::new(Arc::new(ActiveResponder::from_record(&rec)?)),
+                cache,
+            });
+        }
+        Ok(OcspResponder {
+            hsm,
+            store,
+            issuers,
+            settings,
+            wake: Notify::new(),
+        })
+    }
+
+    /// The responder certificate (DER) currently answering for CA `name`.
+    pub fn responder_certificate(&self, name: &str) -> Option<Vec<u8>> {
+        self.issuers
+            .iter()
+            .find(|i| i.ca.name == name)
+            .map(|i| i.responder().cert_der.clone())
+    }
+
+    /// Number of pre-signed responses held in memory.
+    pub fn cached_count(&self) -> usize {
+        self.issuers.iter().map(|i| i.cache.len()).sum()
+    }
+
+    /// Asks the background pre-signer to look for new certificates now.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    fn issuer_of(&self, id: &CertId) -> Option<&IssuerState> {
+        self.issuers.iter().find(|i| i.hashes.matches(id))
+    }
+
+    /// Answers one DER `OCSPRequest` (POST body or decoded GET path).
+    pub async fn answer(&self, der: &[u8]) -> OcspReply {
+        let req = match OcspRequest::parse(der) {
+            Ok(r) => r,
+            Err(e) => return OcspReply::Error(e.response_status()),
+        };
+        let mut issuer: Option<&IssuerState> = None;
+        for id in &req.cert_ids {
+            let Some(found) = self.issuer_of(id) else {
+                return OcspReply::Error(OcspErrorStatus::Unauthorized);
+            };
+            match issuer {
+                // One response has one signer: CertIDs of different issuers cannot share it.
+                Some(prev) if prev.ca.id != found.ca.id => {
+                    return OcspReply::Error(OcspErrorStatus::Unauthorized)
+                }
+                _ => issuer = Some(found),
+            }
+        }
+        let Some(issuer) = issuer else {
+            return OcspReply::Error(OcspErrorStatus::MalformedRequest);
+        };
+        let now = unix_now();
+        let echo = self.settings.nonce && req.nonce.is_some();
+        if let [id] = req.cert_ids.as_slice() {
+            if !echo && id.hash_algorithm() == HashAlgorithm::Sha1 {
+                if let Some(hit) = issuer.cache.get(id.serial(), now) {
+                    return OcspReply::Cached(hit);
+                }
+            }
+        }
+        match self.sign_live(issuer, &req, echo, now).await {
+            Ok(reply) => reply,
+            Err(e) => {
+                tracing::warn!(error = %e, "live OCSP signing failed");
+                OcspReply::Error(e.ocsp_status())
+            }
+        }
+    }
+
+    /// Signs one response for the whole request; caches it when it is the plain pre-signable kind.
+    async fn sign_live(
+        &self,
+        issuer: &IssuerState,
+        req: &OcspRequest,
+        echo: bool,
+        now: i64,
+    ) -> Result<OcspReply, StatusError> {
+        let responder = issuer.responder();
+        let next_update = (now + self.settings.validity_secs).min(responder.not_after);
+        let mut data = ResponseData::new(responder.key_hash, ts(now)?);
+        let mut all_known = true;
+        for id in &req.cert_ids {
+            let row = self
+                .store
+                .status_of(issuer.ca.id, &hex::encode(id.serial()))
+                .await?;
+            all_known &= row.is_some();
+            let (status, extended) = self.status_for(row.as_ref(), now)?;
+            data.extended_revoke |= extended;
+            data.responses.push(SingleResponse {
+                cert_id: id.clone(),
+                status,
+                this_update: ts(now)?,
+                next_update: ts(next_update)?,
+            });
+        }
+        if echo {
+            data.nonce = req.nonce.clone();
+        }
+        let der = self.sign(&responder, &data).await?;
+        let cacheable = !echo
+            && all_known
+            && matches!(req.cert_ids.as_slice(), [id] if id.hash_algorithm() == HashAlgorithm::Sha1);
+        if let (true, [id]) = (cacheable, req.cert_ids.as_slice()) {
+            let stored = StoredResponse {
+                ca_id: issuer.ca.id,
+                serial: hex::encode(id.serial()),
+                der: der.clone(),
+                this_update: now,
+                next_update,
+            };
+            if let Err(e) = self
+                .store
+                .save_responses(std::slice::from_ref(&stored))
+                .await
+            {
+                tracing::warn!(error = %e, "could not store a live-signed OCSP response");
+            }
+            let cached = Arc::new(CachedResponse::new(der, now, next_update));
+            issuer.cache.insert(id.serial(), cached.clone());
+            return Ok(OcspReply::Cached(cached));
+        }
+        Ok(OcspReply::Live {
+            der,
+            this_update: now,
+            next_update,
+            nonce: echo,
+        })
+    }
+
+    /// The status to state for a stored row (or a never-issued serial), and whether the
+    /// extended-revoke extension is needed.
+    fn status_for(
+        &self,
+        row: Option<&CertStatusRow>,
+        now: i64,
+    ) -> Result<(CertStatus, bool), StatusError> {
+        let Some(row) = row else {
+            return Ok(match self.settings.unknown_serial {
+                UnknownSerialAnswer::Unknown => (CertStatus::Unknown, false),
+                UnknownSerialAnswer::Revoked => (CertStatus::never_issued_revoked(), true),
+            });
+        };
+        let revoked = |reason: Option<Reason>| -> Result<CertStatus, StatusError> {
+            Ok(CertStatus::Revoked {
+                time: ts(row.revoked_at.unwrap_or(now))?,
+                reason,
+            })
+        };
+        let status = match row.status.as_str() {
+            "revoked" => revoked(
+                row.revocation_reason
+                    .and_then(|c| u8::try_from(c).ok())
+                    .and_then(Reason::from_code),
+            )?,
+            "hold" => revoked(Some(Reason::CertificateHold))?,
+            // `good` only for unexpired certificates.
+            "valid" if row.not_after > now => CertStatus::Good,
+            _ => CertStatus::Unknown,
+        };
+        Ok((status, false))
+    }
+
+    async fn sign(
+        &self,
+        responder: &ActiveResponder,
+        data: &ResponseData,
+    ) -> Result<Vec<u8>, StatusError> {
+        let tbs = data.tbs_der()?;
+        let signature = self
+            .hsm
+            .sign(&responder.key, RESPONDER_ALGORITHM, &tbs)
+            .await?;
+        Ok(ocsp::assemble(
+            &tbs,
+            &RESPONDER_ALGORITHM.algorithm_identifier(),
+            &signature,
+            &[&responder.cert_der],
+        )?)
+    }
+
+    /// Signs the canonical (SHA-1 CertID) response for one stored certificate.
+    async fn presign_one(
+        &self,
+        issuer: &IssuerState,
+        row: &CertStatusRow,
+        now: i64,
+    ) -> Result<(Vec<u8>, StoredResponse), StatusError> {
+        let serial = serial_bytes(&row.serial)
+            .ok_or_else(|| StatusError::Build(format!("stored serial {:?}", row.serial)))?;
+        let cert_id = CertId::new(HashAlgorithm::Sha1, &issuer.hashes, &serial)
+            .map_err(|e| StatusError::Build(e.to_string()))?;
+        let responder = issuer.responder();
+        let next_update = (now + self.settings.validity_secs).min(responder.not_after);
+        let (status, extended) = self.status_for(Some(row), now)?;
+        let mut data =
+            ResponseData::new(responder.key_hash, ts(now)?).with_response(SingleResponse {
+                cert_id,
+                status,
+                this_update: ts(now)?,
+                next_update: ts(next_update)?,
+            });
+        data.extended_revoke = extended;
+        let der = self.sign(&responder, &data).await?;
+        Ok((
+            serial,
+            StoredResponse {
+                ca_id: issuer.ca.id,
+                serial: row.serial.clone(),
+                der,
+                this_update: now,
+                next_update,
+            },
+        ))
+    }
+
+    /// Signs, stores and caches responses for `rows`; returns how many succeeded.
+    async fn presign(
+        &self,
+        issuer: &IssuerState,
+        rows: &[CertStatusRow],
+    ) -> (usize, Option<StatusError>) {
+        let now = unix_now();
+        let results: Vec<_> = futures_util::stream::iter(rows.to_vec())
+            .map(|row| async move { self.presign_one(issuer, &row, now).await })
+            .buffer_unordered(self.settings.concurrency)
+            .collect()
+            .await;
+        let mut first_error = None;
+        let mut done = Vec::with_capacity(results.len());
+        for r in results {
+            match r {
+                Ok(ok) => done.push(ok),
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        let stored: Vec<StoredResponse> = done.iter().map(|(_, s)| s.clone()).collect();
+        if let Err(e) = self.store.save_responses(&stored).await {
+            return (0, Some(e.into()));
+        }
+        let count = done.len();
+        issuer.cache.extend(done.into_iter().map(|(serial, s)| {
+            (
+                serial,
+                Arc::new(CachedResponse::new(s.der, s.this_update, s.next_update)),
+            )
+        }));
+        (count, first_error)
+    }
+
+    /// Re-signs the response of one certificate after its status changed. On failure the old
+    /// answer is withdrawn (memory and database), so a stale `good` is never served.
+    pub async fn on_status_change(&self, ca_id: i64, serial: &str) -> Result<(), StatusError> {
+        let Some(issuer) = self.issuers.iter().find(|i| i.ca.id == ca_id) else {
+            return Ok(()); // not an issuing CA we answer for
+        };
+        let result = async {
+            let row = self
+                .store
+                .status_of(ca_id, serial)
+                .await?
+                .ok_or_else(|| StatusError::Build("certificate vanished".into()))?;
+            let (count, err) = self.presign(issuer, std::slice::from_ref(&row)).await;
+            match (count, err) {
+                (1, _) => Ok(()),
+                (_, Some(e)) => Err(e),
+                _ => Err(StatusError::Build("re-signing produced nothing".into())),
+            }
+        }
+        .await;
+        if result.is_err() {
+            if let Some(bytes) = serial_bytes(serial) {
+                issuer.cache.remove(&bytes);
+            }
+            if let Err(e) = self.store.delete_response(ca_id, serial).await {
+                tracing::error!(error = %e, "could not withdraw a stale OCSP response");
+            }
+        }
+        result
+    }
+
+    /// One pass: renew responder certificates near expiry, pre-sign every certificate whose
+    /// response is missing or due for refresh, drop expired responses from memory.
+    pub async fn refresh_once(&self) -> Result<usize, StatusError> {
+        let mut signed = 0;
+        for issuer in &self.issuers {
+            let now = unix_now();
+            let current = issuer.responder();
+            if current.not_after - now < self.settings.renew_secs {
+                let rec = responder::create(
+                    &self.hsm,
+                    &self.store,
+                    &issuer.ca,
+                    self.settings.responder_validity_days,
+                )
+                .await?;
+                *issuer.responder.write().unwrap_or_else(|p| p.into_inner()) =
+                    Arc::new(ActiveResponder::from_record(&rec)?);
+            }
+            loop {
+                let now = unix_now();
+                let rows = self
+                    .store
+                    .due_for_signing(
+                        issuer.ca.id,
+                        now + self.settings.refresh_secs,
+                        now,
+                        PRESIGN_BATCH,
+                    )
+                    .await?;
+                if rows.is_empty() {
+                    break;
+                }
+                let (count, err) = self.presign(issuer, &rows).await;
+                signed += count;
+                if let Some(e) = err {
+                    return Err(e);
+                }
+                if count < rows.len() {
+                    break;
+                }
+            }
+            issuer.cache.purge_expired(unix_now());
+        }
+        Ok(signed)
+    }
+
+    /// Runs [`OcspResponder::refresh_once`] every interval and whenever woken.
+    pub async fn run(self: Arc<Self>) {
+        loop {
+            match self.refresh_once().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(signed = n, "OCSP responses pre-signed"),
+                Err(e) => tracing::warn!(error = %e, "OCSP pre-signing pass failed"),
+            }
+            tokio::select! {
+                () = tokio::time::sleep(self.settings.interval) => {}
+                () = self.wake.notified() => {}
+            }
+        }
+    }
+}

@@ -1,0 +1,212 @@
+//! CRL numbering, CRL history and the revoked-certificate streams CRLs are built from.
+
+use futures_util::TryStreamExt;
+use sqlx::{Row, SqlitePool};
+
+use super::StorageError;
+
+/// A published CRL.
+#[derive(Debug, Clone)]
+pub struct CrlRecord {
+    /// CRLNumber (shared sequence of full and delta CRLs).
+    pub number: i64,
+    /// Issuing CA row id.
+    pub ca_id: i64,
+    /// `full` or `delta`.
+    pub kind: String,
+    /// For a delta: the full CRL number it is based on.
+    pub base_number: Option<i64>,
+    /// The `status_seq` snapshot the CRL covers.
+    pub status_seq: i64,
+    /// Number of entries.
+    pub entries: i64,
+    /// thisUpdate, unix seconds.
+    pub this_update: i64,
+    /// nextUpdate, unix seconds.
+    pub next_update: i64,
+    /// Strong ETag (hex SHA-256 of the DER).
+    pub etag: String,
+}
+
+/// A certificate as a CRL needs it.
+#[derive(Debug, Clone)]
+pub struct CrlRow {
+    /// Serial (lowercase hex).
+    pub serial: String,
+    /// `valid` (only on deltas: unheld), `revoked` or `hold`.
+    pub status: String,
+    /// revocationDate.
+    pub revoked_at: Option<i64>,
+    /// Reason code.
+    pub revocation_reason: Option<i64>,
+    /// invalidityDate.
+    pub invalidity_date: Option<i64>,
+    /// When the status last changed.
+    pub status_changed_at: Option<i64>,
+}
+
+fn crl_record(r: &sqlx::sqlite::SqliteRow) -> Result<CrlRecord, sqlx::Error> {
+    Ok(CrlRecord {
+        number: r.try_get("number")?,
+        ca_id: r.try_get("ca_id")?,
+        kind: r.try_get("kind")?,
+        base_number: r.try_get("base_number")?,
+        status_seq: r.try_get("status_seq")?,
+        entries: r.try_get("entries")?,
+        this_update: r.try_get("this_update")?,
+        next_update: r.try_get("next_update")?,
+        etag: r.try_get("etag")?,
+    })
+}
+
+/// CRL bookkeeping.
+#[derive(Clone)]
+pub struct CrlStore {
+    pool: SqlitePool,
+}
+
+impl CrlStore {
+    pub(super) fn new(pool: SqlitePool) -> Self {
+        Self { pool }
+    }
+
+    /// Allocates the next CRL number (durably, so it only grows across restarts).
+    pub async fn next_crl_number(&self) -> Result<i64, StorageError> {
+        Ok(sqlx::query_scalar(
+            "UPDATE counters SET value = value + 1 WHERE name = 'crl_number' RETURNING value",
+        )
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    /// Records a published CRL.
+    pub async fn record(&self, rec: &CrlRecord) -> Result<(), StorageError> {
+        sqlx::query(
+            "INSERT INTO crls (number, ca_id, kind, base_number, status_seq, entries, this_update, next_update, etag)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(rec.number)
+        .bind(rec.ca_id)
+        .bind(&rec.kind)
+        .bind(rec.base_number)
+        .bind(rec.status_seq)
+        .bind(rec.entries)
+        .bind(rec.this_update)
+        .bind(rec.next_update)
+        .bind(&rec.etag)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The newest CRL of `kind` for `ca_id`.
+    pub async fn latest(&self, ca_id: i64, kind: &str) -> Result<Option<CrlRecord>, StorageError> {
+        let row = sqlx::query(
+            "SELECT number, ca_id, kind, base_number, status_seq, entries, this_update, next_update, etag
+             FROM crls WHERE ca_id = ? AND kind = ? ORDER BY number DESC LIMIT 1",
+        )
+        .bind(ca_id)
+        .bind(kind)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref()
+            .map(crl_record)
+            .transpose()
+            .map_err(StorageError::from)
+    }
+
+    /// The oldest CRL of `kind` for `ca_id` whose nextUpdate is after `now`.
+    pub async fn oldest_valid(
+        &self,
+        ca_id: i64,
+        kind: &str,
+        now: i64,
+    ) -> Result<Option<CrlRecord>, StorageError> {
+        let number: Option<i64> = sqlx::query_scalar(
+            "SELECT number FROM crls WHERE ca_id = ? AND kind = ? AND next_update > ?
+             ORDER BY number ASC LIMIT 1",
+        )
+        .bind(ca_id)
+        .bind(kind)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        match number {
+            None => Ok(None),
+            Some(n) => self.by_number(n).await,
+        }
+    }
+
+    /// The CRL numbered `number`.
+    pub async fn by_number(&self, number: i64) -> Result<Option<CrlRecord>, StorageError> {
+        let row = sqlx::query(
+            "SELECT number, ca_id, kind, base_number, status_seq, entries, this_update, next_update, etag
+             FROM crls WHERE number = ?",
+        )
+        .bind(number)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref()
+            .map(crl_record)
+            .transpose()
+            .map_err(StorageError::from)
+    }
+
+    /// The current `status_seq` counter.
+    pub async fn status_seq(&self) -> Result<i64, StorageError> {
+        Ok(
+            sqlx::query_scalar("SELECT value FROM counters WHERE name = 'status_seq'")
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+
+    /// Streams the certificates of `ca_id` changed after `since_seq` (all revoked and held
+    /// ones when `since_seq` is `None`) into `visit`, in one read transaction; returns the
+    /// `status_seq` snapshot they are consistent with. Memory stays bounded at any count.
+    pub async fn stream_entries<E, F>(
+        &self,
+        ca_id: i64,
+        since_seq: Option<i64>,
+        mut visit: F,
+    ) -> Result<i64, E>
+    where
+        E: From<StorageError>,
+        F: FnMut(CrlRow) -> Result<(), E>,
+    {
+        let mut tx = self.pool.begin().await.map_err(StorageError::from)?;
+        let seq: i64 = sqlx::query_scalar("SELECT value FROM counters WHERE name = 'status_seq'")
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(StorageError::from)?;
+        let cols =
+            "serial, status, revoked_at, revocation_reason, invalidity_date, status_changed_at";
+        let sql = match since_seq {
+            None => format!(
+                "SELECT {cols} FROM certificates WHERE ca_id = ? AND status IN ('revoked', 'hold')"
+            ),
+            Some(_) => format!(
+                "SELECT {cols} FROM certificates WHERE ca_id = ? AND status_seq > ? AND status_seq <= ?"
+            ),
+        };
+        let mut q = sqlx::query(&sql).bind(ca_id);
+        if let Some(since) = since_seq {
+            q = q.bind(since).bind(seq);
+        }
+        let mut rows = q.fetch(&mut *tx);
+        while let Some(r) = rows.try_next().await.map_err(StorageError::from)? {
+            let row = CrlRow {
+                serial: r.try_get("serial").map_err(StorageError::from)?,
+                status: r.try_get("status").map_err(StorageError::from)?,
+                revoked_at: r.try_get("revoked_at").map_err(StorageError::from)?,
+                revocation_reason: r.try_get("revocation_reason").map_err(StorageError::from)?,
+                invalidity_date: r.try_get("invalidity_date").map_err(StorageError::from)?,
+                status_changed_at: r.try_get("status_changed_at").map_err(StorageError::from)?,
+            };
+            visit(row)?;
+        }
+        drop(rows);
+        tx.commit().await.map_err(StorageError::from)?;
+        Ok(seq)
+    }
+}

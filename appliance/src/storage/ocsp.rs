@@ -1,0 +1,279 @@
+//! Delegated OCSP responder certificates and the pre-signed OCSP responses.
+
+use sqlx::{Row, SqlitePool};
+
+use super::audit::{append_in, AuditEntry};
+use super::{unix_now, StorageError};
+
+/// Largest number of rows written per transaction.
+const CHUNK: usize = 1000;
+
+/// A delegated OCSP responder certificate and its HSM key.
+#[derive(Debug, Clone)]
+pub struct ResponderRecord {
+    /// The issuing CA row id it answers for.
+    pub ca_id: i64,
+    /// RFC 7512 URI of its key.
+    pub key_uri: String,
+    /// The responder certificate, DER.
+    pub certificate: Vec<u8>,
+    /// notBefore, unix seconds.
+    pub not_before: i64,
+    /// notAfter, unix seconds.
+    pub not_after: i64,
+}
+
+/// A pre-signed `OCSPResponse` for one certificate.
+#[derive(Debug, Clone)]
+pub struct StoredResponse {
+    /// Issuing CA row id.
+    pub ca_id: i64,
+    /// Serial (lowercase hex).
+    pub serial: String,
+    /// The complete `OCSPResponse` DER.
+    pub der: Vec<u8>,
+    /// thisUpdate, unix seconds.
+    pub this_update: i64,
+    /// nextUpdate, unix seconds.
+    pub next_update: i64,
+}
+
+/// What the signer needs to know about a certificate.
+#[derive(Debug, Clone)]
+pub struct CertStatusRow {
+    /// Issuing CA row id.
+    pub ca_id: i64,
+    /// Serial (lowercase hex).
+    pub serial: String,
+    /// `valid`, `revoked` or `hold`.
+    pub status: String,
+    /// revocationTime.
+    pub revoked_at: Option<i64>,
+    /// Reason code.
+    pub revocation_reason: Option<i64>,
+    /// notAfter.
+    pub not_after: i64,
+}
+
+fn status_row(r: &sqlx::sqlite::SqliteRow) -> Result<CertStatusRow, sqlx::Error> {
+    Ok(CertStatusRow {
+        ca_id: r.try_get("ca_id")?,
+        serial: r.try_get("serial")?,
+        status: r.try_get("status")?,
+        revoked_at: r.try_get("revoked_at")?,
+        revocation_reason: r.try_get("revocation_reason")?,
+        not_after: r.try_get("not_after")?,
+    })
+}
+
+/// Reads and writes responder certificates and pre-signed responses.
+#[derive(Clone)]
+pub struct OcspStore {
+    pool: SqlitePool,
+}
+
+impl OcspStore {
+    pub(super) fn new(pool: SqlitePool) -> Self {
+        Self { pool }
+    }
+
+    /// The responder certificate of `ca_id` that expires last, if any.
+    pub async fn current_responder(
+        &self,
+        ca_id: i64,
+    ) -> Result<Option<ResponderRecord>, StorageError> {
+        let row = sqlx::query(
+            "SELECT ca_id, key_uri, certificate, not_before, not_after FROM ocsp_responders
+             WHERE ca_id = ? ORDER BY not_after DESC, id DESC LIMIT 1",
+        )
+        .bind(ca_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(r) = row else { return Ok(None) };
+        Ok(Some(ResponderRecord {
+            ca_id: r.try_get("ca_id")?,
+            key_uri: r.try_get("key_uri")?,
+            certificate: r.try_get("certificate")?,
+            not_before: r.try_get("not_before")?,
+            not_after: r.try_get("not_after")?,
+        }))
+    }
+
+    /// Stores a new responder certificate with its audit row.
+    pub async fn insert_responder(
+        &self,
+        rec: &ResponderRecord,
+        audit: &AuditEntry,
+    ) -> Result<(), StorageError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO ocsp_responders (ca_id, key_uri, certificate, not_before, not_after, created_at)
+             VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(rec.ca_id)
+        .bind(&rec.key_uri)
+        .bind(&rec.certificate)
+        .bind(rec.not_before)
+        .bind(rec.not_after)
+        .bind(unix_now())
+        .execute(&mut *tx)
+        .await?;
+        append_in(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Every stored response of `ca_id` still valid at `now`.
+    pub async fn load_responses(
+        &self,
+        ca_id: i64,
+        now: i64,
+    ) -> Result<Vec<StoredResponse>, StorageError> {
+        let rows = sqlx::query(
+            "SELECT ca_id, serial, der, this_update, next_update FROM ocsp_responses
+             WHERE ca_id = ? AND next_update > ?",
+        )
+        .bind(ca_id)
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(StoredResponse {
+                    ca_id: r.try_get("ca_id")?,
+                    serial: r.try_get("serial")?,
+                    der: r.try_get("der")?,
+                    this_update: r.try_get("this_update")?,
+                    next_update: r.try_get("next_update")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StorageError::from)
+    }
+
+    /// Stores (replacing) pre-signed responses, in transactions of up to 1000.
+    pub async fn save_responses(&self, responses: &[StoredResponse]) -> Result<(), StorageError> {
+        for chunk in responses.chunks(CHUNK) {
+            let mut tx = self.pool.begin().await?;
+            for r in chunk {
+                sqlx::query(
+                    "INSERT INTO ocsp_responses (ca_id, serial, der, this_update, next_update)
+                     VALUES (?, ?, ?, ?, ?)
+                     ON CONFLICT (ca_id, serial) DO UPDATE SET der = excluded.der,
+                         this_update = excluded.this_update, next_update = excluded.next_update",
+                )
+                .bind(r.ca_id)
+                .bind(&r.serial)
+                .bind(&r.der)
+                .bind(r.this_update)
+                .bind(r.next_update)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+        }
+        Ok(())
+    }
+
+    /// Forgets the stored response of one certificate (its status changed and re-signing failed).
+    pub async fn delete_response(&self, ca_id: i64, serial: &str) -> Result<(), StorageError> {
+        sqlx::query("DELETE FROM ocsp_responses WHERE ca_id = ? AND serial = ?")
+            .bind(ca_id)
+            .bind(serial)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Up to `limit` certificates of `ca_id` that need a (new) pre-signed response: none stored
+    /// or the stored one's nextUpdate is before `refresh_before`. Expired, unrevoked
+    /// certificates are skipped (they are answered live).
+    pub async fn due_for_signing(
+        &self,
+        ca_id: i64,
+        refresh_before: i64,
+        now: i64,
+        limit: i64,
+    ) -> Result<Vec<CertStatusRow>, StorageError> {
+        let rows = sqlx::query(
+            "SELECT c.ca_id, c.serial, c.status, c.revoked_at, c.revocation_reason, c.not_after
+             FROM certificates c
+             LEFT JOIN ocsp_responses o ON o.ca_id = c.ca_id AND o.serial = c.serial
+             WHERE c.ca_id = ? AND (c.not_after > ? OR c.status <> 'valid')
+               AND (o.serial IS NULL OR o.next_update < ?)
+             LIMIT ?",
+        )
+        .bind(ca_id)
+        .bind(now)
+        .bind(refresh_before)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(status_row)
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StorageError::from)
+    }
+
+    /// The status of one certificate of `ca_id`.
+    pub async fn status_of(
+        &self,
+        ca_id: i64,
+        serial: &str,
+    ) -> Result<Option<CertStatusRow>, StorageError> {
+        let row = sqlx::query(
+            "SELECT ca_id, serial, status, revoked_at, revocation_reason, not_after
+             FROM certificates WHERE ca_id = ? AND serial = ?",
+        )
+        .bind(ca_id)
+        .bind(serial)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref()
+            .map(status_row)
+            .transpose()
+            .map_err(StorageError::from)
+    }
+
+    /// Number of stored responses (all CAs).
+    pub async fn count_responses(&self) -> Result<i64, StorageError> {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM ocsp_responses")
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    /// Benchmarks only: inserts placeholder certificate rows (empty DER, no audit rows) for
+    /// `serials` under `ca_id`, `revoked` or valid, in large transactions.
+    #[doc(hidden)]
+    pub async fn insert_synthetic_certificates(
+        &self,
+        ca_id: i64,
+        serials: &[String],
+        revoked: bool,
+    ) -> Result<(), StorageError> {
+        let now = unix_now();
+        for chunk in serials.chunks(10 * CHUNK) {
+            let mut tx = self.pool.begin().await?;
+            for serial in chunk {
+                sqlx::query(
+                    "INSERT INTO certificates (serial, ca_id, profile, channel, subject_dn, not_before,
+                         not_after, der, issued_at, status, revoked_at, revocation_reason, invalidity_date)
+                     VALUES (?, ?, 'bench', NULL, 'CN=bench', ?, ?, x'', ?, ?, ?, ?, ?)",
+                )
+                .bind(serial)
+                .bind(ca_id)
+                .bind(now - 60)
+                .bind(now + 86_400 * 365)
+                .bind(now)
+                .bind(if revoked { "revoked" } else { "valid" })
+                .bind(revoked.then_some(now))
+                .bind(revoked.then_some(1i64))
+                .bind(revoked.then_some(now - 3600))
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+        }
+        Ok(())
+    }
+}

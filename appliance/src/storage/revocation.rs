@@ -1,0 +1,212 @@
+//! Revocation and unhold: one transaction each, with its audit row, durable before it returns.
+
+use sqlx::{Row, SqliteConnection, SqlitePool};
+
+use super::audit::{append_in, AuditEntry};
+use super::{unix_now, StorageError};
+
+/// RFC 5280 CRLReason code of certificateHold.
+pub const HOLD_REASON: i64 = 6;
+/// RFC 5280 CRLReason code of keyCompromise.
+pub const KEY_COMPROMISE: i64 = 1;
+
+/// A revocation to record.
+#[derive(Debug, Clone)]
+pub struct Revocation {
+    /// Serial (lowercase hex).
+    pub serial: String,
+    /// RFC 5280 reason code; 0 = unspecified, 6 = certificateHold.
+    pub reason: i64,
+    /// invalidityDate, unix seconds.
+    pub invalidity_date: Option<i64>,
+}
+
+/// Why a status change was refused. Nothing was written.
+#[derive(Debug, thiserror::Error)]
+pub enum RevocationError {
+    /// No certificate with this serial.
+    #[error("no certificate with this serial")]
+    NotFound,
+    /// The certificate is already revoked (and this is not a keyCompromise upgrade).
+    #[error("certificate is already revoked")]
+    AlreadyRevoked,
+    /// Unhold of a certificate that is not on hold.
+    #[error("certificate is not on hold")]
+    NotOnHold,
+    /// The database failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+impl From<sqlx::Error> for RevocationError {
+    fn from(e: sqlx::Error) -> Self {
+        RevocationError::Storage(e.into())
+    }
+}
+
+/// The certificate's status after a change.
+#[derive(Debug, Clone)]
+pub struct StatusChange {
+    /// Serial (hex).
+    pub serial: String,
+    /// Issuing CA row id.
+    pub ca_id: i64,
+    /// `valid`, `revoked` or `hold`.
+    pub status: String,
+    /// revocationTime, unix seconds.
+    pub revoked_at: Option<i64>,
+    /// Reason code.
+    pub revocation_reason: Option<i64>,
+    /// invalidityDate.
+    pub invalidity_date: Option<i64>,
+    /// True when an existing revocation's reason was upgraded to keyCompromise.
+    pub upgraded: bool,
+}
+
+/// Records revocations and unholds.
+#[derive(Clone)]
+pub struct RevocationStore {
+    pool: SqlitePool,
+}
+
+/// Takes the next `status_seq`; as the first statement of a transaction it also takes the write lock.
+async fn next_status_seq(conn: &mut SqliteConnection) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "UPDATE counters SET value = value + 1 WHERE name = 'status_seq' RETURNING value",
+    )
+    .fetch_one(conn)
+    .await
+}
+
+impl RevocationStore {
+    pub(super) fn new(pool: SqlitePool) -> Self {
+        Self { pool }
+    }
+
+    /// Revokes (or holds, reason 6) a certificate. A revoked certificate can only be upgraded
+    /// to keyCompromise; a held one can be revoked for good (its date stays the hold date).
+    pub async fn revoke(
+        &self,
+        rev: &Revocation,
+        actor: &str,
+    ) -> Result<StatusChange, RevocationError> {
+        let mut tx = self.pool.begin().await?;
+        let seq = next_status_seq(&mut tx).await?;
+        let row = sqlx::query(
+            "SELECT ca_id, status, revoked_at, revocation_reason FROM certificates WHERE serial = ?",
+        )
+        .bind(&rev.serial)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(RevocationError::NotFound)?;
+        let ca_id: i64 = row.try_get("ca_id")?;
+        let status: String = row.try_get("status")?;
+        let revoked_at: Option<i64> = row.try_get("revoked_at")?;
+        let old_reason: Option<i64> = row.try_get("revocation_reason")?;
+        let now = unix_now();
+        let (new_status, at, upgraded) = match status.as_str() {
+            "valid" if rev.reason == HOLD_REASON => ("hold", now, false),
+            "valid" => ("revoked", now, false),
+            "hold" if rev.reason != HOLD_REASON => ("revoked", revoked_at.unwrap_or(now), false),
+            "revoked" if rev.reason == KEY_COMPROMISE && old_reason != Some(KEY_COMPROMISE) => {
+                ("revoked", revoked_at.unwrap_or(now), true)
+            }
+            _ => return Err(RevocationError::AlreadyRevoked),
+        };
+        let reason = (rev.reason != 0).then_some(rev.reason);
+        sqlx::query(
+            "UPDATE certificates SET status = ?, revoked_at = ?, revocation_reason = ?,
+                 invalidity_date = COALESCE(?, invalidity_date), status_seq = ?, status_changed_at = ?
+             WHERE serial = ?",
+        )
+        .bind(new_status)
+        .bind(at)
+        .bind(reason)
+        .bind(rev.invalidity_date)
+        .bind(seq)
+        .bind(now)
+        .bind(&rev.serial)
+        .execute(&mut *tx)
+        .await?;
+        let action = match (new_status, upgraded) {
+            ("hold", _) => "certificate.hold",
+            (_, true) => "certificate.revoke_upgrade",
+            _ => "certificate.revoke",
+        };
+        append_in(
+            &mut tx,
+            &AuditEntry {
+                actor: actor.to_owned(),
+                action: action.into(),
+                target: rev.serial.clone(),
+                detail: serde_json::json!({
+                    "reason": rev.reason,
+                    "previous_status": status,
+                    "invalidity_date": rev.invalidity_date,
+                }),
+            },
+        )
+        .await?;
+        let invalidity_date: Option<i64> =
+            sqlx::query_scalar("SELECT invalidity_date FROM certificates WHERE serial = ?")
+                .bind(&rev.serial)
+                .fetch_one(&mut *tx)
+                .await?;
+        tx.commit().await?;
+        Ok(StatusChange {
+            serial: rev.serial.clone(),
+            ca_id,
+            status: new_status.into(),
+            revoked_at: Some(at),
+            revocation_reason: reason,
+            invalidity_date,
+            upgraded,
+        })
+    }
+
+    /// Lifts a certificateHold: the certificate is valid again (removeFromCRL on the next delta).
+    pub async fn unhold(&self, serial: &str, actor: &str) -> Result<StatusChange, RevocationError> {
+        let mut tx = self.pool.begin().await?;
+        let seq = next_status_seq(&mut tx).await?;
+        let row = sqlx::query("SELECT ca_id, status FROM certificates WHERE serial = ?")
+            .bind(serial)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(RevocationError::NotFound)?;
+        let ca_id: i64 = row.try_get("ca_id")?;
+        let status: String = row.try_get("status")?;
+        if status != "hold" {
+            return Err(RevocationError::NotOnHold);
+        }
+        sqlx::query(
+            "UPDATE certificates SET status = 'valid', revoked_at = NULL, revocation_reason = NULL,
+                 invalidity_date = NULL, status_seq = ?, status_changed_at = ?
+             WHERE serial = ?",
+        )
+        .bind(seq)
+        .bind(unix_now())
+        .bind(serial)
+        .execute(&mut *tx)
+        .await?;
+        append_in(
+            &mut tx,
+            &AuditEntry {
+                actor: actor.to_owned(),
+                action: "certificate.unhold".into(),
+                target: serial.to_owned(),
+                detail: serde_json::json!({}),
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(StatusChange {
+            serial: serial.to_owned(),
+            ca_id,
+            status: "valid".into(),
+            revoked_at: None,
+            revocation_reason: None,
+            invalidity_date: None,
+            upgraded: false,
+        })
+    }
+}
