@@ -2,7 +2,8 @@
 //!
 //! Config `{"behaviour": "..."}` picks what `step` does: `segfault`, `abort`, `hang`, `panic`,
 //! `huge_output` (2 MiB reply), `bad_json`, `unknown_action`, `ok` (succeeds at once), or `http`
-//! (GET `url` from the config, succeed on 200, fail `vendor_unavailable` otherwise).
+//! (GET `url` from the config, succeed on 200, fail `vendor_unavailable` otherwise), `socket`
+//! (try to connect a TCP socket itself and report whether the sandbox denied it).
 
 use plugin_abi::doc::{
     self, Action, ApplicantField, Event, HttpAction, HttpMethod, Manifest, Outcome, PluginKind,
@@ -33,6 +34,9 @@ pub enum Behaviour {
     Ok,
     /// One HTTP GET to `url`, then succeed on 200.
     Http,
+    /// Tries to open a TCP connection itself (denied by the worker's seccomp filter); succeeds
+    /// with evidence `{"socket": "denied" | "refused" | "connected" | "other"}`.
+    Socket,
 }
 
 /// The plugin's config.
@@ -70,7 +74,7 @@ impl Verifier for Misbehaving {
                 "type": "object",
                 "required": ["behaviour"],
                 "properties": {
-                    "behaviour": {"enum": ["segfault","abort","hang","panic","huge_output","bad_json","unknown_action","ok","http"]},
+                    "behaviour": {"enum": ["segfault","abort","hang","panic","huge_output","bad_json","unknown_action","ok","http","socket"]},
                     "url": {"type": "string"}
                 },
                 "additionalProperties": false
@@ -102,6 +106,20 @@ impl Verifier for Misbehaving {
                 json!({}),
             )),
             Behaviour::Http => self.http_flow(input),
+            Behaviour::Socket => {
+                let what = match std::net::TcpStream::connect(("127.0.0.1", 9)) {
+                    Ok(_) => "connected",
+                    Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => "denied",
+                    Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => "refused",
+                    Err(_) => "other",
+                };
+                Ok(sdk::succeeded(
+                    json!(null),
+                    vec![ApplicantField::Name],
+                    "L1",
+                    json!({"socket": what}),
+                ))
+            }
             // raw replies are produced by raw_reply_for_tests
             Behaviour::HugeOutput | Behaviour::BadJson | Behaviour::UnknownAction => {
                 Err(StepError::Internal("unreachable behaviour".into()))

@@ -1,0 +1,66 @@
+//! Shared test helpers: build the cdylibs under test, find them, make specs.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Once;
+use std::time::Duration;
+
+use plugin_host::{Isolation, PluginSpec, WorkerOptions};
+
+/// The cargo target dir (`CARGO_TARGET_DIR` or the workspace's `target`).
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target"))
+}
+
+/// Builds `plugin-misbehaving` (debug) once per test binary and returns the .so path.
+pub fn misbehaving_so() -> PathBuf {
+    static BUILD: Once = Once::new();
+    BUILD.call_once(|| {
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "-q", "-p", "plugin-misbehaving"])
+            .status()
+            .unwrap();
+        assert!(status.success(), "cargo build -p plugin-misbehaving failed");
+    });
+    target_dir().join("debug/libplugin_misbehaving.so")
+}
+
+/// Worker options using this package's freshly built worker binary, with fast backoff.
+pub fn worker_options() -> WorkerOptions {
+    WorkerOptions {
+        worker_path: Some(PathBuf::from(env!("CARGO_BIN_EXE_ca-plugin-worker"))),
+        backoff_initial: Duration::from_millis(20),
+        backoff_max: Duration::from_millis(200),
+        ..WorkerOptions::default()
+    }
+}
+
+/// A spec for the misbehaving plugin with the given behaviour.
+pub fn misbehaving(behaviour: &str, isolation: Isolation) -> PluginSpec {
+    let path = misbehaving_so();
+    let sha = plugin_host::sha256_file(&path).unwrap();
+    let mut spec = PluginSpec::new("misbehaving", path, sha);
+    spec.isolation = isolation;
+    spec.config = serde_json::json!({ "behaviour": behaviour });
+    spec.step_deadline = Duration::from_secs(2);
+    spec
+}
+
+/// A start StepInput with a name.
+pub fn start_input(id: &str) -> plugin_abi::doc::StepInput {
+    plugin_abi::doc::StepInput {
+        v: 1,
+        verification_id: id.into(),
+        now: "2026-11-24T12:00:00Z".into(),
+        state: None,
+        event: plugin_abi::doc::Event::Start {
+            applicant: plugin_abi::doc::Applicant {
+                name: Some("Test".into()),
+                ..Default::default()
+            },
+        },
+    }
+}

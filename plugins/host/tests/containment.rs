@@ -1,0 +1,211 @@
+//! Crash containment: misbehaving plugins cost only their worker; the host lives, other plugins
+//! answer meanwhile, the bad one is restarted and then circuit-broken. In-process panics are
+//! caught by the SDK. Malformed output is rejected in both modes. Hash mismatches are refused.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{misbehaving, start_input, worker_options};
+use plugin_abi::doc::Status;
+use plugin_host::{Isolation, Plugin, PluginError, WorkerOptions};
+
+async fn load(behaviour: &str, isolation: Isolation, opts: WorkerOptions) -> Plugin {
+    Plugin::load_with(misbehaving(behaviour, isolation), opts)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn healthy_plugin_works_in_both_modes() {
+    for iso in [Isolation::InProcess, Isolation::Worker] {
+        let p = load("ok", iso, worker_options()).await;
+        assert_eq!(p.manifest().name, "misbehaving");
+        let out = p.step(&start_input("vrf_ok")).await.unwrap();
+        assert_eq!(out.status, Status::Succeeded, "{iso:?}");
+    }
+}
+
+async fn assert_contained(behaviour: &str, check: fn(&PluginError) -> bool) {
+    let bad = load(behaviour, Isolation::Worker, worker_options()).await;
+    let good = load("ok", Isolation::Worker, worker_options()).await;
+    let bad_call = tokio::spawn(async move {
+        let r = bad.step(&start_input("vrf_bad")).await;
+        (bad, r)
+    });
+    // While the bad call is in progress (or already failed), the healthy plugin answers.
+    let out = good.step(&start_input("vrf_good")).await.unwrap();
+    assert_eq!(out.status, Status::Succeeded);
+    let (bad, r) = bad_call.await.unwrap();
+    let err = r.unwrap_err();
+    assert!(check(&err), "{behaviour}: unexpected {err:?}");
+    let h = bad.health().await.unwrap();
+    assert_eq!(
+        (h.spawns, h.failures, h.running),
+        (1, 1, false),
+        "{behaviour}: {h:?}"
+    );
+    // The next call restarts the worker (and fails again: the plugin is still bad).
+    let err2 = bad.step(&start_input("vrf_bad2")).await.unwrap_err();
+    assert!(check(&err2), "{behaviour}: unexpected {err2:?}");
+    assert_eq!(
+        bad.health().await.unwrap().spawns,
+        2,
+        "{behaviour}: restarted"
+    );
+    // The host process is alive and the healthy plugin still answers.
+    assert!(good.step(&start_input("vrf_good2")).await.is_ok());
+}
+
+#[tokio::test]
+async fn segfault_costs_only_the_worker() {
+    assert_contained(
+        "segfault",
+        |e| matches!(e, PluginError::WorkerCrashed { reason } if reason.contains("SIGSEGV")),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn abort_costs_only_the_worker() {
+    assert_contained(
+        "abort",
+        |e| matches!(e, PluginError::WorkerCrashed { reason } if reason.contains("SIGABRT")),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn panic_in_worker_fails_the_call_and_replaces_the_worker() {
+    assert_contained("panic", |e| matches!(e, PluginError::Panicked)).await;
+}
+
+#[tokio::test]
+async fn hang_is_killed_at_the_deadline() {
+    let started = Instant::now();
+    assert_contained("hang", |e| matches!(e, PluginError::Timeout { .. })).await;
+    // two deadlines of 2 s, not a hang
+    assert!(started.elapsed() < Duration::from_secs(15));
+}
+
+#[tokio::test]
+async fn repeated_crashes_open_the_circuit_then_a_trial_after_cooldown() {
+    let opts = WorkerOptions {
+        failure_threshold: 3,
+        cooldown: Duration::from_millis(800),
+        ..worker_options()
+    };
+    let bad = load("abort", Isolation::Worker, opts).await;
+    for i in 1..=3 {
+        let e = bad.step(&start_input("vrf_cb")).await.unwrap_err();
+        assert!(
+            matches!(e, PluginError::WorkerCrashed { .. }),
+            "call {i}: {e:?}"
+        );
+    }
+    let h = bad.health().await.unwrap();
+    assert!(h.circuit_open, "{h:?}");
+    assert_eq!(h.spawns, 3);
+    let e = bad.step(&start_input("vrf_cb")).await.unwrap_err();
+    assert!(matches!(e, PluginError::CircuitOpen { .. }), "{e:?}");
+    assert!(e.to_string().contains("circuit breaker open"));
+    assert_eq!(bad.health().await.unwrap().spawns, 3, "no spawn while open");
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    // Half-open: one trial call gets a fresh worker; it crashes, so the circuit opens again.
+    let e = bad.step(&start_input("vrf_cb")).await.unwrap_err();
+    assert!(matches!(e, PluginError::WorkerCrashed { .. }), "{e:?}");
+    assert_eq!(bad.health().await.unwrap().spawns, 4);
+    let e = bad.step(&start_input("vrf_cb")).await.unwrap_err();
+    assert!(matches!(e, PluginError::CircuitOpen { .. }), "{e:?}");
+}
+
+#[tokio::test]
+async fn in_process_panic_is_caught_and_poisons_the_instance() {
+    let p = load("panic", Isolation::InProcess, worker_options()).await;
+    for _ in 0..2 {
+        let e = p.step(&start_input("vrf_p")).await.unwrap_err();
+        assert!(matches!(e, PluginError::Panicked), "{e:?}");
+    }
+    // The host process is alive: another in-process plugin instance works.
+    let ok = load("ok", Isolation::InProcess, worker_options()).await;
+    assert!(ok.step(&start_input("vrf_ok")).await.is_ok());
+}
+
+#[tokio::test]
+async fn malformed_output_is_rejected_in_both_modes() {
+    for iso in [Isolation::InProcess, Isolation::Worker] {
+        for (behaviour, needle) in [
+            ("huge_output", "cap"),
+            ("bad_json", "not valid JSON"),
+            ("unknown_action", "unknown type"),
+        ] {
+            let p = load(behaviour, iso, worker_options()).await;
+            match p.step(&start_input("vrf_bad")).await {
+                Err(PluginError::BadOutput { reason }) => {
+                    assert!(reason.contains(needle), "{iso:?} {behaviour}: {reason}")
+                }
+                other => panic!("{iso:?} {behaviour}: expected BadOutput, got {other:?}"),
+            }
+            if let Some(h) = p.health().await {
+                assert_eq!(h.failures, 1, "{behaviour}: counted against the plugin");
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn hash_mismatch_is_refused_with_a_clear_error() {
+    for iso in [Isolation::InProcess, Isolation::Worker] {
+        let mut spec = misbehaving("ok", iso);
+        let actual = spec.sha256.clone();
+        spec.sha256 = "00".repeat(32);
+        let e = Plugin::load_with(spec, worker_options()).await.unwrap_err();
+        match &e {
+            PluginError::HashMismatch {
+                expected,
+                actual: got,
+            } => {
+                assert_eq!(expected, &"00".repeat(32));
+                assert_eq!(got, &actual);
+            }
+            other => panic!("expected HashMismatch, got {other:?}"),
+        }
+        let msg = e.to_string();
+        assert!(
+            msg.contains("hash mismatch") && msg.contains("refusing to load"),
+            "{msg}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn symlinked_plugin_path_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let link = dir.path().join("lib.so");
+    let mut spec = misbehaving("ok", Isolation::InProcess);
+    std::os::unix::fs::symlink(&spec.path, &link).unwrap();
+    spec.path = link;
+    let e = Plugin::load_with(spec, worker_options()).await.unwrap_err();
+    assert!(matches!(e, PluginError::Open { .. }), "{e:?}");
+}
+
+#[tokio::test]
+async fn bad_config_is_a_config_error() {
+    let mut spec = misbehaving("ok", Isolation::Worker);
+    spec.config = serde_json::json!({"behaviour": "fly"});
+    let e = Plugin::load_with(spec, worker_options()).await.unwrap_err();
+    assert!(matches!(e, PluginError::Config(_)), "{e:?}");
+}
+
+#[tokio::test]
+async fn worker_seccomp_denies_sockets() {
+    let p = load("socket", Isolation::Worker, worker_options()).await;
+    let out = p.step(&start_input("vrf_sock")).await.unwrap();
+    let evidence = &out.result.unwrap().evidence;
+    assert_eq!(evidence["socket"], "denied", "{evidence}");
+    // In-process (no seccomp) the same call is not denied: proves the filter made the difference.
+    let p = load("socket", Isolation::InProcess, worker_options()).await;
+    let out = p.step(&start_input("vrf_sock")).await.unwrap();
+    assert_ne!(out.result.unwrap().evidence["socket"], "denied");
+}
