@@ -124,6 +124,8 @@ pub async fn issue(
             actor: caller.actor(),
         })
         .await?;
+    // Pre-sign its OCSP response now (a request before that is answered live).
+    state.status.certificate_issued();
     Ok((
         StatusCode::CREATED,
         Json(IssuedBody {
