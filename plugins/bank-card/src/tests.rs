@@ -235,6 +235,9 @@ fn wrong_codes_then_attempts_exceeded() {
     let out = r.reply(BANK_CONFIRM, 200, json!({"result": "wrong_code"}));
     assert_eq!(out.status, Status::AwaitingUser);
     assert_eq!(outcome(&out), Some(Outcome::OtpWrong));
+    assert!(
+        matches!(out.actions.as_slice(), [Action::Challenge(c)] if c.payload["card_masked"] == "6222***********0018")
+    );
     let out = r.code("12345"); // too short: wrong without asking the bank
     assert!(out.actions.is_empty());
     assert_eq!(out.status, Status::Failed);

@@ -243,16 +243,22 @@ impl Ctx<'_> {
         s.payout_id = Some(payout_id);
         s.deadline = Some(deadline.unix());
         s.poll_armed = true;
-        let challenge = Action::Challenge(Challenge {
+        let challenge = self.amount_challenge(&s);
+        self.out(s, vec![challenge, self.poll_timer()])
+    }
+
+    /// The `deposit_amount` challenge (expires with the window).
+    fn amount_challenge(&self, s: &State) -> Action {
+        let deadline = Timestamp::from_unix(s.deadline.unwrap_or_default());
+        Action::Challenge(Challenge {
             kind: ChallengeKind::DepositAmount,
             payload: json!({
                 "remark": s.remark,
                 "account_masked": s.account_masked,
-                "attempts": self.cfg.max_attempts,
+                "attempts_left": self.cfg.max_attempts.saturating_sub(s.wrong_amounts),
             }),
             expires_at: deadline.to_string(),
-        });
-        self.out(s, vec![challenge, self.poll_timer()])
+        })
     }
 
     fn poll_timer(&self) -> Action {
@@ -364,7 +370,8 @@ impl Ctx<'_> {
             return self.fail(s, Outcome::AttemptsExceeded);
         }
         let evidence = json!({"attempts_left": self.cfg.max_attempts - s.wrong_amounts});
-        let mut out = self.out(s, Vec::new())?;
+        let again = self.amount_challenge(&s); // shown again with the attempts left
+        let mut out = self.out(s, vec![again])?;
         out.result = sdk::failed(Value::Null, Outcome::WrongAmount, evidence).result;
         Ok(out)
     }

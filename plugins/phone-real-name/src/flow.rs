@@ -249,11 +249,7 @@ impl Ctx<'_> {
                 s.phone = None; // minimisation: the gateway has it now
                 s.otp_id = Some(a.otp_id);
                 s.code_expires = Some(expires.unix());
-                let challenge = Action::Challenge(Challenge {
-                    kind: ChallengeKind::SmsCode,
-                    payload: json!({"phone_masked": s.phone_masked, "length": 6}),
-                    expires_at: expires.to_string(),
-                });
+                let challenge = code_challenge(&s);
                 let timer = Action::Timer(Timer {
                     id: OTP_EXPIRY_TIMER.into(),
                     after_ms: u64::from(self.cfg.code_ttl_secs) * 1000,
@@ -334,7 +330,8 @@ impl Ctx<'_> {
         }
         s.phase = Phase::AwaitCode;
         let evidence = json!({"attempts_left": self.cfg.max_attempts - s.wrong_codes});
-        let mut out = self.out(s, Vec::new())?;
+        let again = code_challenge(&s); // shown again: the same code, the same expiry
+        let mut out = self.out(s, vec![again])?;
         out.result = sdk::failed(Value::Null, Outcome::OtpWrong, evidence).result;
         Ok(out)
     }
@@ -396,6 +393,16 @@ impl Ctx<'_> {
     fn unchanged(&self, s: State) -> Result<StepOutput, StepError> {
         self.out(s, Vec::new())
     }
+}
+
+/// The `sms_code` challenge for the code in `s` (its expiry is the code's).
+fn code_challenge(s: &State) -> Action {
+    let expires = Timestamp::from_unix(s.code_expires.unwrap_or_default());
+    Action::Challenge(Challenge {
+        kind: ChallengeKind::SmsCode,
+        payload: json!({"phone_masked": s.phone_masked, "length": 6}),
+        expires_at: expires.to_string(),
+    })
 }
 
 /// The state kept after the end: no personal data, nothing in flight.

@@ -273,7 +273,10 @@ fn malformed_code_counts_as_wrong_without_vendor_call() {
     let out = r.code("12ab56");
     assert_eq!(out.status, Status::AwaitingUser);
     assert_eq!(outcome(&out), Some(Outcome::OtpWrong));
-    assert!(out.actions.is_empty());
+    match out.actions.as_slice() {
+        [Action::Challenge(c)] => assert_eq!(c.expires_at, "2026-11-24T12:05:00Z", "same expiry"),
+        other => panic!("no vendor call, the challenge shown again; got {other:?}"),
+    }
     // still possible to answer correctly afterwards
     let out = r.code("654321");
     assert_eq!(http(&out).id, SMS_VERIFY);
