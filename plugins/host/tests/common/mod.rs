@@ -1,5 +1,8 @@
 //! Shared test helpers: build the cdylibs under test, find them, make specs.
+
 #![allow(dead_code, clippy::unwrap_used)]
+
+pub mod http;
 
 use std::path::PathBuf;
 use std::process::Command;

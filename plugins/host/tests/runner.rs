@@ -1,0 +1,269 @@
+//! The verification runner and egress against a local HTTP server: allowlist enforcement, secret
+//! injection, the outbox surviving a "crash" between commit and perform, event rules.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::sync::Arc;
+
+use common::http::TestServer;
+use common::{misbehaving, worker_options};
+use plugin_abi::doc::{Applicant, Event, HttpAction, HttpErrorKind, HttpMethod, Outcome, Status};
+use plugin_host::{
+    Egress, EgressOptions, EgressPolicy, Isolation, MemoryStore, Plugin, PluginSpec, RunnerError,
+    RunnerOptions, Secret, VerificationRunner,
+};
+
+fn http_spec(url: &str, hosts: Vec<String>, plain: bool, iso: Isolation) -> PluginSpec {
+    let mut spec = misbehaving("http", iso);
+    spec.config = serde_json::json!({"behaviour": "http", "url": url});
+    spec.egress_hosts = hosts;
+    spec.allow_plain_http = plain;
+    spec.secrets
+        .insert("api_key".into(), Secret::new("sk-test-4711"));
+    spec
+}
+
+async fn runner(
+    spec: PluginSpec,
+    store: Arc<MemoryStore>,
+    inline: bool,
+) -> VerificationRunner<MemoryStore> {
+    let plugin = Arc::new(Plugin::load_with(spec, worker_options()).await.unwrap());
+    let options = RunnerOptions {
+        perform_inline: inline,
+        ..RunnerOptions::default()
+    };
+    VerificationRunner::new(
+        plugin,
+        store,
+        Egress::new(EgressOptions::default()).unwrap(),
+        options,
+    )
+}
+
+fn applicant() -> Applicant {
+    Applicant {
+        name: Some("Test".into()),
+        phone: Some("13800138000".into()),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn allowlisted_action_is_performed_with_the_secret_injected() {
+    let server = TestServer::start().await;
+    for iso in [Isolation::InProcess, Isolation::Worker] {
+        let before = server.count();
+        let spec = http_spec(&server.url("/check"), vec![server.host_port()], true, iso);
+        let r = runner(spec, Arc::new(MemoryStore::new()), true).await;
+        let view = r.start("vrf_allow", &applicant()).await.unwrap();
+        assert_eq!(view.status, Status::Succeeded, "{iso:?}: {view:?}");
+        assert_eq!(view.pending_actions, 0);
+        assert_eq!(server.count(), before + 1);
+        let head = server.requests.lock().unwrap().last().cloned().unwrap();
+        assert!(head.starts_with("GET /check "), "{head}");
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("x-api-key: sk-test-4711"),
+            "secret injected"
+        );
+    }
+}
+
+#[tokio::test]
+async fn host_outside_the_allowlist_is_refused_and_the_step_fails_cleanly() {
+    let server = TestServer::start().await;
+    let spec = http_spec(
+        &server.url("/check"),
+        vec!["vendor.example.cn:443".into()],
+        true,
+        Isolation::Worker,
+    );
+    let r = runner(spec, Arc::new(MemoryStore::new()), true).await;
+    let view = r.start("vrf_refused", &applicant()).await.unwrap();
+    assert_eq!(view.status, Status::Failed);
+    let result = view.result.unwrap();
+    assert_eq!(result.outcome, Outcome::VendorUnavailable);
+    assert_eq!(result.evidence["error"], "refused_host");
+    assert_eq!(server.count(), 0, "no request reached the server");
+}
+
+#[tokio::test]
+async fn plain_http_needs_the_spec_flag() {
+    let server = TestServer::start().await;
+    let spec = http_spec(
+        &server.url("/check"),
+        vec![server.host_port()],
+        false,
+        Isolation::InProcess,
+    );
+    let r = runner(spec, Arc::new(MemoryStore::new()), true).await;
+    let view = r.start("vrf_plain", &applicant()).await.unwrap();
+    assert_eq!(view.result.unwrap().evidence["error"], "refused_host");
+    assert_eq!(server.count(), 0);
+}
+
+#[tokio::test]
+async fn committed_action_runs_after_a_restart_and_the_flow_completes() {
+    let server = TestServer::start().await;
+    let store = Arc::new(MemoryStore::new());
+    let spec = http_spec(
+        &server.url("/check"),
+        vec![server.host_port()],
+        true,
+        Isolation::Worker,
+    );
+    // "Crash" between commit and perform: the first runner commits the step but performs nothing.
+    let first = runner(spec.clone(), Arc::clone(&store), false).await;
+    let view = first.start("vrf_restart", &applicant()).await.unwrap();
+    assert_eq!(view.status, Status::Pending);
+    assert_eq!(view.pending_actions, 1);
+    assert_eq!(server.count(), 0);
+    drop(first);
+    // After the restart a new runner (new worker, same store) resumes the outbox.
+    let second = runner(spec, Arc::clone(&store), true).await;
+    let resumed = second.resume_pending().await.unwrap();
+    assert_eq!(resumed, vec!["vrf_restart".to_owned()]);
+    assert_eq!(server.count(), 1);
+    let view = second.view("vrf_restart").await.unwrap();
+    assert_eq!(view.status, Status::Succeeded);
+    assert_eq!(view.pending_actions, 0);
+    assert!(
+        second.resume_pending().await.unwrap().is_empty(),
+        "nothing left"
+    );
+}
+
+#[tokio::test]
+async fn runner_event_rules() {
+    let store = Arc::new(MemoryStore::new());
+    let r = runner(misbehaving("ok", Isolation::InProcess), store, true).await;
+    let view = r.start("vrf_rules", &applicant()).await.unwrap();
+    assert_eq!(view.status, Status::Succeeded);
+    assert!(matches!(
+        r.start("vrf_rules", &applicant()).await,
+        Err(RunnerError::AlreadyExists(_))
+    ));
+    assert!(matches!(
+        r.deliver("vrf_rules", Event::Cancel).await,
+        Err(RunnerError::Finished { .. })
+    ));
+    assert!(matches!(
+        r.deliver("vrf_none", Event::Cancel).await,
+        Err(RunnerError::NotFound(_))
+    ));
+    let forged = Event::HttpResponse {
+        id: "x".into(),
+        status: 200,
+        body: String::new(),
+    };
+    assert!(matches!(
+        r.deliver("vrf_rules", forged).await,
+        Err(RunnerError::Event(_))
+    ));
+}
+
+#[tokio::test]
+async fn failed_step_leaves_nothing_committed() {
+    let store = Arc::new(MemoryStore::new());
+    let r = runner(
+        misbehaving("bad_json", Isolation::Worker),
+        Arc::clone(&store),
+        true,
+    )
+    .await;
+    let e = r.start("vrf_badout", &applicant()).await.unwrap_err();
+    assert!(
+        matches!(
+            e,
+            RunnerError::Plugin(plugin_host::PluginError::BadOutput { .. })
+        ),
+        "{e:?}"
+    );
+    assert!(matches!(
+        r.view("vrf_badout").await,
+        Err(RunnerError::NotFound(_))
+    ));
+}
+
+fn policy(server: &TestServer) -> EgressPolicy {
+    EgressPolicy {
+        plugin: "t".into(),
+        hosts: vec![server.host_port()],
+        allow_plain_http: true,
+        secrets: Default::default(),
+    }
+}
+
+fn get(url: String, timeout_ms: u32) -> HttpAction {
+    HttpAction {
+        id: "a".into(),
+        method: HttpMethod::GET,
+        url,
+        headers: Default::default(),
+        body: None,
+        timeout_ms,
+    }
+}
+
+#[tokio::test]
+async fn egress_size_cap_timeout_and_unknown_secret() {
+    let server = TestServer::start().await;
+    let egress = Egress::new(EgressOptions {
+        max_response_bytes: 64 * 1024,
+        ..EgressOptions::default()
+    })
+    .unwrap();
+    let p = policy(&server);
+    let too_large = egress.perform(&p, &get(server.url("/big"), 5000)).await;
+    assert_eq!(
+        too_large,
+        Event::HttpError {
+            id: "a".into(),
+            error: HttpErrorKind::TooLarge
+        }
+    );
+    let slow = egress.perform(&p, &get(server.url("/slow"), 300)).await;
+    assert_eq!(
+        slow,
+        Event::HttpError {
+            id: "a".into(),
+            error: HttpErrorKind::Timeout
+        }
+    );
+    let mut with_secret = get(server.url("/x"), 5000);
+    with_secret
+        .headers
+        .insert("authorization".into(), "Bearer {{secret:missing}}".into());
+    let before = server.count();
+    let refused = egress.perform(&p, &with_secret).await;
+    assert_eq!(
+        refused,
+        Event::HttpError {
+            id: "a".into(),
+            error: HttpErrorKind::RefusedHost
+        }
+    );
+    assert_eq!(
+        server.count(),
+        before,
+        "nothing sent with an unfilled placeholder"
+    );
+    let closed = egress
+        .perform(
+            &EgressPolicy {
+                hosts: vec!["127.0.0.1:1".into()],
+                ..p
+            },
+            &get("http://127.0.0.1:1/".into(), 2000),
+        )
+        .await;
+    assert_eq!(
+        closed,
+        Event::HttpError {
+            id: "a".into(),
+            error: HttpErrorKind::Connect
+        }
+    );
+}
