@@ -67,3 +67,29 @@ pub fn start_input(id: &str) -> plugin_abi::doc::StepInput {
         },
     }
 }
+
+/// Compiles `plugins/reference-c/static_code.c` with `cc` into `dir` and returns the .so path.
+pub fn build_reference_c(dir: &std::path::Path) -> PathBuf {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let out = dir.join("libstatic_code.so");
+    let status = Command::new("cc")
+        .args([
+            "-std=c11",
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            "-O2",
+            "-shared",
+            "-fPIC",
+            "-fvisibility=hidden",
+        ])
+        .arg("-I")
+        .arg(root.join("plugins/abi/include"))
+        .arg(root.join("plugins/reference-c/static_code.c"))
+        .arg("-o")
+        .arg(&out)
+        .status()
+        .unwrap();
+    assert!(status.success(), "cc failed");
+    out
+}
