@@ -75,78 +75,43 @@ pub fn verify_der(der: &[u8]) -> Result<VerifiedCsr, CsrError> {
         .signature
         .as_bytes()
         .ok_or_else(|| CsrError::Malformed("signature has unused bits".into()))?;
-    let spki_der = csr
+    let public_key = csr
         .info
         .public_key
-        .to_der()
-        .map_err(|e| CsrError::Malformed(e.to_string()))?;
-    verify_signature(&csr.algorithm.oid, key_kind, &spki_der, &signed, signature)?;
+        .subject_public_key
+        .as_bytes()
+        .ok_or_else(|| CsrError::Malformed("public key has unused bits".into()))?;
+    verify_signature(&csr.algorithm.oid, key_kind, public_key, &signed, signature)?;
     Ok(VerifiedCsr {
         public_key: csr.info.public_key,
         key_kind,
     })
 }
 
+/// Verifies the CSR's self-signature with `ring` (the same code rustls trusts for TLS, and
+/// several times faster than a pure-Rust verifier: this is on every issuance's hot path).
 fn verify_signature(
     alg: &const_oid::ObjectIdentifier,
     kind: hsm::KeyKind,
-    spki_der: &[u8],
+    public_key: &[u8],
     message: &[u8],
     signature: &[u8],
 ) -> Result<(), CsrError> {
-    use ecdsa::signature::hazmat::PrehashVerifier;
-    use ecdsa::signature::Verifier;
-    use sha2::{Digest, Sha256, Sha384, Sha512};
-    use spki::DecodePublicKey;
-    let bad_key = |e: String| CsrError::UnsupportedKey(format!("public key: {e}"));
-    let ok = match (*alg, kind) {
-        (rfc5912::ECDSA_WITH_SHA_256 | rfc5912::ECDSA_WITH_SHA_384, hsm::KeyKind::EcP256) => {
-            let key = p256::ecdsa::VerifyingKey::from_public_key_der(spki_der)
-                .map_err(|e| bad_key(e.to_string()))?;
-            let sig =
-                p256::ecdsa::Signature::from_der(signature).map_err(|_| CsrError::BadSignature)?;
-            if *alg == rfc5912::ECDSA_WITH_SHA_256 {
-                key.verify(message, &sig).is_ok()
-            } else {
-                key.verify_prehash(&Sha384::digest(message), &sig).is_ok()
-            }
+    use ring::signature as sig;
+    use hsm::KeyKind as K;
+    let algorithm: &'static dyn sig::VerificationAlgorithm = match (*alg, kind) {
+        (rfc5912::ECDSA_WITH_SHA_256, K::EcP256) => &sig::ECDSA_P256_SHA256_ASN1,
+        (rfc5912::ECDSA_WITH_SHA_384, K::EcP256) => &sig::ECDSA_P256_SHA384_ASN1,
+        (rfc5912::ECDSA_WITH_SHA_256, K::EcP384) => &sig::ECDSA_P384_SHA256_ASN1,
+        (rfc5912::ECDSA_WITH_SHA_384, K::EcP384) => &sig::ECDSA_P384_SHA384_ASN1,
+        (rfc5912::SHA_256_WITH_RSA_ENCRYPTION, K::Rsa2048 | K::Rsa3072 | K::Rsa4096) => {
+            &sig::RSA_PKCS1_2048_8192_SHA256
         }
-        (rfc5912::ECDSA_WITH_SHA_256 | rfc5912::ECDSA_WITH_SHA_384, hsm::KeyKind::EcP384) => {
-            let key = p384::ecdsa::VerifyingKey::from_public_key_der(spki_der)
-                .map_err(|e| bad_key(e.to_string()))?;
-            let sig =
-                p384::ecdsa::Signature::from_der(signature).map_err(|_| CsrError::BadSignature)?;
-            if *alg == rfc5912::ECDSA_WITH_SHA_384 {
-                key.verify(message, &sig).is_ok()
-            } else {
-                key.verify_prehash(&Sha256::digest(message), &sig).is_ok()
-            }
+        (rfc5912::SHA_384_WITH_RSA_ENCRYPTION, K::Rsa2048 | K::Rsa3072 | K::Rsa4096) => {
+            &sig::RSA_PKCS1_2048_8192_SHA384
         }
-        (
-            rfc5912::SHA_256_WITH_RSA_ENCRYPTION
-            | rfc5912::SHA_384_WITH_RSA_ENCRYPTION
-            | rfc5912::SHA_512_WITH_RSA_ENCRYPTION,
-            hsm::KeyKind::Rsa2048 | hsm::KeyKind::Rsa3072 | hsm::KeyKind::Rsa4096,
-        ) => {
-            let key = rsa::RsaPublicKey::from_public_key_der(spki_der)
-                .map_err(|e| bad_key(e.to_string()))?;
-            let sig = rsa::pkcs1v15::Signature::try_from(signature)
-                .map_err(|_| CsrError::BadSignature)?;
-            match *alg {
-                rfc5912::SHA_256_WITH_RSA_ENCRYPTION => {
-                    rsa::pkcs1v15::VerifyingKey::<Sha256>::new(key)
-                        .verify(message, &sig)
-                        .is_ok()
-                }
-                rfc5912::SHA_384_WITH_RSA_ENCRYPTION => {
-                    rsa::pkcs1v15::VerifyingKey::<Sha384>::new(key)
-                        .verify(message, &sig)
-                        .is_ok()
-                }
-                _ => rsa::pkcs1v15::VerifyingKey::<Sha512>::new(key)
-                    .verify(message, &sig)
-                    .is_ok(),
-            }
+        (rfc5912::SHA_512_WITH_RSA_ENCRYPTION, K::Rsa2048 | K::Rsa3072 | K::Rsa4096) => {
+            &sig::RSA_PKCS1_2048_8192_SHA512
         }
         (other, _) => {
             return Err(CsrError::UnsupportedSignatureAlgorithm(format!(
@@ -154,9 +119,7 @@ fn verify_signature(
             )))
         }
     };
-    if ok {
-        Ok(())
-    } else {
-        Err(CsrError::BadSignature)
-    }
+    sig::UnparsedPublicKey::new(algorithm, public_key)
+        .verify(message, signature)
+        .map_err(|_| CsrError::BadSignature)
 }
