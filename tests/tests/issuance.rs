@@ -372,3 +372,50 @@ fn init_refuses_to_overwrite_an_existing_appliance() {
     ]));
     assert!(!ok && err.contains("already holds an appliance"), "{err}");
 }
+
+#[tokio::test]
+async fn a_lost_token_answers_503_and_the_server_keeps_serving() {
+    let demo = DemoDir::create();
+    let mut server = demo.serve();
+    let dir = demo.path();
+    let csr = openssl_csr(dir, "ee", "ec:P-256");
+    let body = issue_body("personal", &csr, serde_json::json!({"name": "A"}));
+    let (status, resp) = api_request(demo.api, channel(&demo), "POST", "/api/v1/certificates", Some(body.clone()))
+        .await
+        .unwrap();
+    assert_eq!(status, 201, "{}", String::from_utf8_lossy(&resp));
+    let serial = json(&resp)["serial"].as_str().unwrap().to_owned();
+    let before = certificate_count(&demo);
+
+    // The token's storage disappears under the running server.
+    std::fs::rename(dir.join("tokens"), dir.join("tokens.away")).unwrap();
+    for _ in 0..3 {
+        let (status, resp) = api_request(demo.api, channel(&demo), "POST", "/api/v1/certificates", Some(body.clone()))
+            .await
+            .unwrap();
+        let resp = json(&resp);
+        assert_eq!(status, 503, "{resp}");
+        let code = resp["error"].as_str().unwrap();
+        assert!(matches!(code, "hsm_unavailable" | "ca_key_unavailable"), "{resp}");
+        let pin = std::fs::read_to_string(dir.join("secrets/hsm-user.pin")).unwrap();
+        assert!(!resp.to_string().contains(pin.trim()), "PIN leaked");
+    }
+    assert!(server.is_running(), "the server died:\n{}", server.log_text());
+    assert_eq!(certificate_count(&demo), before, "nothing stored for refused issuances");
+    // Everything that does not need the HSM keeps working.
+    let (status, _, _) = public_get(demo.public, "/healthz").await;
+    assert_eq!(status, 200);
+    let (status, resp) = api_request(demo.api, operator(&demo), "GET", &format!("/api/v1/certificates/{serial}"), None)
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&resp));
+
+    // The operator restores the token and restarts: issuance works again.
+    std::fs::rename(dir.join("tokens.away"), dir.join("tokens")).unwrap();
+    drop(server);
+    let _server = demo.serve();
+    let (status, resp) = api_request(demo.api, channel(&demo), "POST", "/api/v1/certificates", Some(body))
+        .await
+        .unwrap();
+    assert_eq!(status, 201, "{}", String::from_utf8_lossy(&resp));
+}

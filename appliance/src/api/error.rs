@@ -95,6 +95,15 @@ impl From<IssuanceError> for ApiError {
 /// HSM failures: 503 when the token is unreachable (retry later), 500 otherwise; details logged.
 pub fn hsm_error(e: &hsm::HsmError) -> ApiError {
     tracing::error!(error = %e, "HSM operation failed");
+    if let hsm::HsmError::KeyNotFound { .. } = e {
+        // The CA's key was there at start-up: the token lost it (or was swapped). Retryable once
+        // the operator restores the token; nothing was signed or stored.
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ca_key_unavailable",
+            "the CA key is not available on the HSM; retry later",
+        );
+    }
     if e.is_unavailable() {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
