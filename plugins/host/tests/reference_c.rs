@@ -122,3 +122,38 @@ async fn c_plugin_rejects_bad_config() {
         assert!(matches!(e, PluginError::Config(_)), "{iso:?}: {e:?}");
     }
 }
+
+#[tokio::test]
+async fn steps_of_one_verification_run_one_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let so = build_reference_c(dir.path());
+    let r = Arc::new(
+        runner(
+            &so,
+            Isolation::Worker,
+            serde_json::json!({"code": "246810", "max_attempts": 9}),
+        )
+        .await,
+    );
+    let applicant = Applicant {
+        phone: Some("13800138000".into()),
+        ..Default::default()
+    };
+    r.start("vrf_serial", &applicant).await.unwrap();
+    // Eight concurrent wrong codes: without per-id serialisation the store's revision check
+    // would refuse lost updates; with it every one is applied in turn.
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let r = Arc::clone(&r);
+            tokio::spawn(async move { r.deliver("vrf_serial", code("000000")).await })
+        })
+        .collect();
+    for t in tasks {
+        let v = t.await.unwrap().unwrap();
+        assert_eq!(v.result.unwrap().outcome, Outcome::OtpWrong);
+    }
+    // The ninth wrong code is the last attempt.
+    let v = r.deliver("vrf_serial", code("000000")).await.unwrap();
+    assert_eq!(v.status, Status::Failed);
+    assert_eq!(v.result.unwrap().outcome, Outcome::OtpAttemptsExceeded);
+}

@@ -267,3 +267,72 @@ async fn egress_size_cap_timeout_and_unknown_secret() {
         }
     );
 }
+
+#[tokio::test]
+async fn timers_are_recorded_with_due_time_and_fire_when_due() {
+    use std::sync::atomic::{AtomicI64, Ordering};
+    let now = Arc::new(AtomicI64::new(1_795_000_000));
+    let clock_now = Arc::clone(&now);
+    let plugin = Arc::new(
+        Plugin::load_with(misbehaving("timer", Isolation::Worker), worker_options())
+            .await
+            .unwrap(),
+    );
+    let r = VerificationRunner::new(
+        plugin,
+        Arc::new(MemoryStore::new()),
+        Egress::new(EgressOptions::default()).unwrap(),
+        RunnerOptions {
+            perform_inline: true,
+            clock: Arc::new(move || {
+                time::OffsetDateTime::from_unix_timestamp(clock_now.load(Ordering::SeqCst)).unwrap()
+            }),
+        },
+    );
+    let v = r.start("vrf_timer", &applicant()).await.unwrap();
+    assert_eq!(v.status, Status::Pending);
+    assert_eq!(v.timers.len(), 1);
+    assert_eq!(v.timers[0].id, "poll");
+    assert_eq!(
+        v.timers[0].due_unix, 1_795_000_002,
+        "1500 ms rounds up to 2 s"
+    );
+    assert!(v.timers[0].due_at.ends_with('Z'));
+    assert_eq!(r.fire_due_timers().await.unwrap(), 0, "not due yet");
+    now.fetch_add(2, Ordering::SeqCst);
+    assert_eq!(r.fire_due_timers().await.unwrap(), 1);
+    let v = r.view("vrf_timer").await.unwrap();
+    assert_eq!(v.status, Status::Succeeded);
+    assert!(v.timers.is_empty());
+    assert!(matches!(
+        r.deliver("vrf_timer", Event::Timer { id: "poll".into() })
+            .await,
+        Err(RunnerError::Finished { .. })
+    ));
+}
+
+#[tokio::test]
+async fn only_the_manifest_applicant_fields_reach_the_plugin() {
+    let r = runner(
+        misbehaving("echo_fields", Isolation::InProcess),
+        Arc::new(MemoryStore::new()),
+        true,
+    )
+    .await;
+    assert_eq!(
+        r.plugin().manifest().applicant_fields,
+        vec![plugin_abi::doc::ApplicantField::Name]
+    );
+    let full = Applicant {
+        name: Some("Test".into()),
+        id_number: Some("11010519491231002X".into()),
+        phone: Some("13800138000".into()),
+        bank_card: Some("6222021234567890128".into()),
+        ..Default::default()
+    };
+    let v = r.start("vrf_fields", &full).await.unwrap();
+    assert_eq!(
+        v.result.unwrap().evidence["fields"],
+        serde_json::json!(["name"])
+    );
+}

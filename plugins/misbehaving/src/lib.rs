@@ -3,7 +3,8 @@
 //! Config `{"behaviour": "..."}` picks what `step` does: `segfault`, `abort`, `hang`, `panic`,
 //! `huge_output` (2 MiB reply), `bad_json`, `unknown_action`, `ok` (succeeds at once), or `http`
 //! (GET `url` from the config, succeed on 200, fail `vendor_unavailable` otherwise), `socket`
-//! (try to connect a TCP socket itself and report whether the sandbox denied it).
+//! (try to connect a TCP socket itself and report whether the sandbox denied it), `timer` (wait
+//! for a 1.5 s timer, then succeed), `echo_fields` (report which applicant fields arrived).
 
 use plugin_abi::doc::{
     self, Action, ApplicantField, Event, HttpAction, HttpMethod, Manifest, Outcome, PluginKind,
@@ -37,6 +38,11 @@ pub enum Behaviour {
     /// Tries to open a TCP connection itself (denied by the worker's seccomp filter); succeeds
     /// with evidence `{"socket": "denied" | "refused" | "connected" | "other"}`.
     Socket,
+    /// Start sets a timer `poll` (after 1500 ms); the timer event succeeds.
+    Timer,
+    /// Succeeds with evidence `{"fields": [...]}`: the applicant fields it received (proves the
+    /// host passes only the manifest's `applicant_fields`).
+    EchoFields,
 }
 
 /// The plugin's config.
@@ -74,7 +80,7 @@ impl Verifier for Misbehaving {
                 "type": "object",
                 "required": ["behaviour"],
                 "properties": {
-                    "behaviour": {"enum": ["segfault","abort","hang","panic","huge_output","bad_json","unknown_action","ok","http","socket"]},
+                    "behaviour": {"enum": ["segfault","abort","hang","panic","huge_output","bad_json","unknown_action","ok","http","socket","timer","echo_fields"]},
                     "url": {"type": "string"}
                 },
                 "additionalProperties": false
@@ -106,6 +112,46 @@ impl Verifier for Misbehaving {
                 json!({}),
             )),
             Behaviour::Http => self.http_flow(input),
+            Behaviour::Timer => match input.event {
+                Event::Start { .. } => {
+                    let mut out = sdk::output(doc::Status::Pending, json!({"waiting": true}));
+                    out.actions.push(Action::Timer(doc::Timer {
+                        id: "poll".into(),
+                        after_ms: 1500,
+                    }));
+                    Ok(out)
+                }
+                Event::Timer { id } if id == "poll" => Ok(sdk::succeeded(
+                    json!({"waiting": false}),
+                    vec![ApplicantField::Name],
+                    "L1",
+                    json!({}),
+                )),
+                _ => Err(StepError::Unsupported(
+                    "event not used by this plugin".into(),
+                )),
+            },
+            Behaviour::EchoFields => {
+                let Event::Start { applicant } = input.event else {
+                    return Err(StepError::Unsupported("start only".into()));
+                };
+                let fields: Vec<&str> = [
+                    ("name", applicant.name.is_some()),
+                    ("id_number", applicant.id_number.is_some()),
+                    ("phone", applicant.phone.is_some()),
+                    ("bank_card", applicant.bank_card.is_some()),
+                ]
+                .into_iter()
+                .filter(|(_, present)| *present)
+                .map(|(n, _)| n)
+                .collect();
+                Ok(sdk::succeeded(
+                    json!(null),
+                    vec![ApplicantField::Name],
+                    "L1",
+                    json!({ "fields": fields }),
+                ))
+            }
             Behaviour::Socket => {
                 let what = match std::net::TcpStream::connect(("127.0.0.1", 9)) {
                     Ok(_) => "connected",
