@@ -328,6 +328,7 @@ fn eku_oid(name: &str) -> Result<ObjectIdentifier, String> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests may unwrap
 mod tests {
     use super::*;
 

@@ -142,7 +142,9 @@ impl Server {
         let mut server = Server { child, log };
         let stdout = server.child.stdout.take().expect("piped stdout");
         let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).expect("read stdout");
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read stdout");
         assert!(
             line.contains("\"api\""),
             "serve did not start: {line}\n{}",
@@ -292,9 +294,10 @@ pub async fn api_request(
 /// Plain HTTP GET on the public listener; returns status, headers and body.
 pub async fn public_get(addr: SocketAddr, path: &str) -> (u16, hyper::HeaderMap, Vec<u8>) {
     let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
-        .await
-        .expect("http handshake");
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .expect("http handshake");
     tokio::spawn(async move {
         let _ = conn.await;
     });
@@ -317,8 +320,12 @@ pub fn openssl_csr(dir: &Path, stem: &str, key_spec: &str) -> String {
     let csr = dir.join(format!("{stem}.csr"));
     let mut gen = Command::new("openssl");
     match key_spec.split_once(':') {
-        Some(("ec", curve)) => gen.args(["genpkey", "-algorithm", "EC", "-pkeyopt"]).arg(format!("ec_paramgen_curve:{curve}")),
-        Some(("rsa", bits)) => gen.args(["genpkey", "-algorithm", "RSA", "-pkeyopt"]).arg(format!("rsa_keygen_bits:{bits}")),
+        Some(("ec", curve)) => gen
+            .args(["genpkey", "-algorithm", "EC", "-pkeyopt"])
+            .arg(format!("ec_paramgen_curve:{curve}")),
+        Some(("rsa", bits)) => gen
+            .args(["genpkey", "-algorithm", "RSA", "-pkeyopt"])
+            .arg(format!("rsa_keygen_bits:{bits}")),
         _ => panic!("bad key spec {key_spec}"),
     };
     let (ok, _, err) = run(gen.arg("-out").arg(&key));
@@ -340,7 +347,44 @@ pub fn issue_body(profile: &str, csr: &str, subject: serde_json::Value) -> Vec<u
 
 /// Parses a JSON API answer.
 pub fn json(body: &[u8]) -> serde_json::Value {
-    serde_json::from_slice(body).unwrap_or_else(|e| {
-        panic!("not JSON ({e}): {}", String::from_utf8_lossy(body))
-    })
+    serde_json::from_slice(body)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(body)))
+}
+
+/// Plain HTTP request on the public listener with extra headers; returns status, headers, body.
+pub async fn public_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+) -> (u16, hyper::HeaderMap, Vec<u8>) {
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .expect("http handshake");
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let mut req = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", addr.to_string());
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    let req = req.body(Full::new(Bytes::from(body))).expect("request");
+    let resp = sender.send_request(req).await.expect("response");
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    (status, headers, body.to_vec())
+}
+
+/// Appends `text` to the demo's `appliance.toml` (e.g. a `[status]` section).
+pub fn append_config(demo: &DemoDir, text: &str) {
+    let mut config = std::fs::read_to_string(demo.config()).expect("read config");
+    config.push_str(text);
+    std::fs::write(demo.config(), config).expect("write config");
 }

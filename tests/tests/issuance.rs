@@ -1,4 +1,5 @@
 //! End to end: `init --demo`, `serve`, issuance over mTLS, checked by openssl and Python.
+#![allow(clippy::unwrap_used)] // tests may unwrap: a failure is the test failing
 
 use std::process::Command;
 
@@ -42,9 +43,15 @@ async fn issued_certificate_verifies_with_openssl_and_matches_its_profile() {
         &csr,
         serde_json::json!({"name": "张三", "email": "zhang.san@example.cn"}),
     );
-    let (status, resp) = api_request(demo.api, channel(&demo), "POST", "/api/v1/certificates", Some(body))
-        .await
-        .unwrap();
+    let (status, resp) = api_request(
+        demo.api,
+        channel(&demo),
+        "POST",
+        "/api/v1/certificates",
+        Some(body),
+    )
+    .await
+    .unwrap();
     assert_eq!(status, 201, "{}", String::from_utf8_lossy(&resp));
     let resp = json(&resp);
     let serial = resp["serial"].as_str().unwrap().to_owned();
@@ -67,7 +74,9 @@ async fn issued_certificate_verifies_with_openssl_and_matches_its_profile() {
     ]));
     assert!(ok && out.contains("ee.pem: OK"), "{out}{err}");
     // the serial openssl reads is the one the API answered
-    let (_, out, _) = run(Command::new("openssl").current_dir(dir).args(["x509", "-noout", "-serial", "-in", "ee.pem"]));
+    let (_, out, _) = run(Command::new("openssl")
+        .current_dir(dir)
+        .args(["x509", "-noout", "-serial", "-in", "ee.pem"]));
     assert_eq!(out.trim().to_ascii_lowercase(), format!("serial={serial}"));
 
     // extensions match the profile, checked by Python cryptography (not our parser)
@@ -93,9 +102,15 @@ async fn issued_certificate_verifies_with_openssl_and_matches_its_profile() {
     assert!(ok, "profile mismatches:\n{out}{err}");
 
     // the certificate is stored and readable with its status
-    let (status, got) = api_request(demo.api, channel(&demo), "GET", &format!("/api/v1/certificates/{serial}"), None)
-        .await
-        .unwrap();
+    let (status, got) = api_request(
+        demo.api,
+        channel(&demo),
+        "GET",
+        &format!("/api/v1/certificates/{serial}"),
+        None,
+    )
+    .await
+    .unwrap();
     assert_eq!(status, 200);
     let got = json(&got);
     assert_eq!(got["status"], "valid");
@@ -117,9 +132,9 @@ async fn public_listener_serves_ca_certificates_in_der_and_pem() {
         assert!(headers.contains_key("cache-control"));
         // DER converted by openssl equals the PEM file
         std::fs::write(demo.path().join("x.der"), &der).unwrap();
-        let (ok, out, _) = run(Command::new("openssl").current_dir(demo.path()).args([
-            "x509", "-inform", "DER", "-in", "x.der",
-        ]));
+        let (ok, out, _) = run(Command::new("openssl")
+            .current_dir(demo.path())
+            .args(["x509", "-inform", "DER", "-in", "x.der"]));
         assert!(ok);
         assert_eq!(out, pem_file);
     }
@@ -137,24 +152,66 @@ async fn rsa_and_p384_keys_are_issued_and_small_rsa_refused() {
     let dir = demo.path();
     for (stem, spec) in [("rsa2048", "rsa:2048"), ("p384", "ec:P-384")] {
         let csr = openssl_csr(dir, stem, spec);
-        let body = issue_body("organisation", &csr, serde_json::json!({"name": "Agent Li", "organisation": "示例科技有限公司", "uscc": "91350100M000100Y43"}));
-        let (status, resp) = api_request(demo.api, operator(&demo), "POST", "/api/v1/certificates", Some(body)).await.unwrap();
+        let body = issue_body(
+            "organisation",
+            &csr,
+            serde_json::json!({"name": "Agent Li", "organisation": "示例科技有限公司", "uscc": "91350100M000100Y43"}),
+        );
+        let (status, resp) = api_request(
+            demo.api,
+            operator(&demo),
+            "POST",
+            "/api/v1/certificates",
+            Some(body),
+        )
+        .await
+        .unwrap();
         assert_eq!(status, 201, "{spec}: {}", String::from_utf8_lossy(&resp));
-        std::fs::write(dir.join(format!("{stem}.pem")), json(&resp)["certificate"].as_str().unwrap()).unwrap();
+        std::fs::write(
+            dir.join(format!("{stem}.pem")),
+            json(&resp)["certificate"].as_str().unwrap(),
+        )
+        .unwrap();
         let (ok, out, err) = run(Command::new("openssl").current_dir(dir).args([
-            "verify", "-CAfile", "ca/root.pem", "-untrusted", "ca/organisation.pem", &format!("{stem}.pem"),
+            "verify",
+            "-CAfile",
+            "ca/root.pem",
+            "-untrusted",
+            "ca/organisation.pem",
+            &format!("{stem}.pem"),
         ]));
         assert!(ok, "{out}{err}");
-        let (_, text, _) = run(Command::new("openssl").current_dir(dir).args(["x509", "-noout", "-subject", "-in", &format!("{stem}.pem")]));
-        assert!(text.contains("organizationIdentifier") || text.contains("2.5.4.97"), "{text}");
+        let (_, text, _) = run(Command::new("openssl").current_dir(dir).args([
+            "x509",
+            "-noout",
+            "-subject",
+            "-in",
+            &format!("{stem}.pem"),
+        ]));
+        assert!(
+            text.contains("organizationIdentifier") || text.contains("2.5.4.97"),
+            "{text}"
+        );
     }
     let before = certificate_count(&demo);
     let csr = openssl_csr(dir, "rsa1024", "rsa:1024");
     let body = issue_body("personal", &csr, serde_json::json!({"name": "Small Key"}));
-    let (status, resp) = api_request(demo.api, operator(&demo), "POST", "/api/v1/certificates", Some(body)).await.unwrap();
+    let (status, resp) = api_request(
+        demo.api,
+        operator(&demo),
+        "POST",
+        "/api/v1/certificates",
+        Some(body),
+    )
+    .await
+    .unwrap();
     assert_eq!(status, 400);
     assert_eq!(json(&resp)["error"], "key_too_small");
-    assert_eq!(certificate_count(&demo), before, "a refused request stores nothing");
+    assert_eq!(
+        certificate_count(&demo),
+        before,
+        "a refused request stores nothing"
+    );
 }
 
 #[tokio::test]
@@ -166,13 +223,22 @@ async fn bad_requests_get_specific_errors_and_change_nothing() {
 
     // A CSR whose signature does not verify: flip one byte inside the signature.
     let (_, der_b64) = good_csr.split_once("-----\n").unwrap();
-    let der_b64: String = der_b64.lines().take_while(|l| !l.starts_with("-----")).collect();
+    let der_b64: String = der_b64
+        .lines()
+        .take_while(|l| !l.starts_with("-----"))
+        .collect();
     use base64::Engine;
-    let mut der = base64::engine::general_purpose::STANDARD.decode(der_b64).unwrap();
+    let mut der = base64::engine::general_purpose::STANDARD
+        .decode(der_b64)
+        .unwrap();
     let last = der.len() - 3;
     der[last] ^= 0x01;
     let b64 = base64::engine::general_purpose::STANDARD.encode(&der);
-    let lines: Vec<&str> = b64.as_bytes().chunks(64).map(|c| std::str::from_utf8(c).unwrap()).collect();
+    let lines: Vec<&str> = b64
+        .as_bytes()
+        .chunks(64)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect();
     let tampered = format!(
         "-----BEGIN CERTIFICATE REQUEST-----\n{}\n-----END CERTIFICATE REQUEST-----\n",
         lines.join("\n")
@@ -181,36 +247,160 @@ async fn bad_requests_get_specific_errors_and_change_nothing() {
 
     let cases: Vec<(&str, Vec<u8>, u16, &str)> = vec![
         ("not JSON", b"{nope".to_vec(), 400, "malformed_json"),
-        ("unknown field", br#"{"profile":"personal","csr":"x","subject":{},"extra":1}"#.to_vec(), 400, "malformed_json"),
-        ("unknown profile", issue_body("gold", &good_csr, serde_json::json!({"name":"A"})), 400, "unknown_profile"),
-        ("garbage PEM", issue_body("personal", "hello", serde_json::json!({"name":"A"})), 400, "malformed_csr"),
-        ("a certificate, not a CSR", issue_body("personal", &cert_pem, serde_json::json!({"name":"A"})), 400, "malformed_csr"),
-        ("truncated DER", issue_body("personal", &good_csr.replace("\n-----END", "AAAA\n-----END").replacen("MII", "MIJ", 1), serde_json::json!({"name":"A"})), 400, "malformed_csr"),
-        ("tampered signature", issue_body("personal", &tampered, serde_json::json!({"name":"A"})), 400, "csr_signature_invalid"),
-        ("missing name", issue_body("personal", &good_csr, serde_json::json!({})), 400, "missing_subject_attribute"),
-        ("unknown attribute", issue_body("personal", &good_csr, serde_json::json!({"name":"A","id_number":"11010519491231002X"})), 400, "invalid_subject"),
-        ("CN too long", issue_body("personal", &good_csr, serde_json::json!({"name": "x".repeat(65)})), 400, "invalid_subject"),
-        ("bad email", issue_body("personal", &good_csr, serde_json::json!({"name":"A","email":"not an email"})), 400, "invalid_subject"),
-        ("bad USCC", issue_body("organisation", &good_csr, serde_json::json!({"name":"A","organisation":"B","uscc":"123"})), 400, "invalid_subject"),
-        ("oversize body", vec![b' '; 200 * 1024], 413, "body_too_large"),
+        (
+            "unknown field",
+            br#"{"profile":"personal","csr":"x","subject":{},"extra":1}"#.to_vec(),
+            400,
+            "malformed_json",
+        ),
+        (
+            "unknown profile",
+            issue_body("gold", &good_csr, serde_json::json!({"name":"A"})),
+            400,
+            "unknown_profile",
+        ),
+        (
+            "garbage PEM",
+            issue_body("personal", "hello", serde_json::json!({"name":"A"})),
+            400,
+            "malformed_csr",
+        ),
+        (
+            "a certificate, not a CSR",
+            issue_body("personal", &cert_pem, serde_json::json!({"name":"A"})),
+            400,
+            "malformed_csr",
+        ),
+        (
+            "truncated DER",
+            issue_body(
+                "personal",
+                &good_csr
+                    .replace("\n-----END", "AAAA\n-----END")
+                    .replacen("MII", "MIJ", 1),
+                serde_json::json!({"name":"A"}),
+            ),
+            400,
+            "malformed_csr",
+        ),
+        (
+            "tampered signature",
+            issue_body("personal", &tampered, serde_json::json!({"name":"A"})),
+            400,
+            "csr_signature_invalid",
+        ),
+        (
+            "missing name",
+            issue_body("personal", &good_csr, serde_json::json!({})),
+            400,
+            "missing_subject_attribute",
+        ),
+        (
+            "unknown attribute",
+            issue_body(
+                "personal",
+                &good_csr,
+                serde_json::json!({"name":"A","id_number":"11010519491231002X"}),
+            ),
+            400,
+            "invalid_subject",
+        ),
+        (
+            "CN too long",
+            issue_body(
+                "personal",
+                &good_csr,
+                serde_json::json!({"name": "x".repeat(65)}),
+            ),
+            400,
+            "invalid_subject",
+        ),
+        (
+            "bad email",
+            issue_body(
+                "personal",
+                &good_csr,
+                serde_json::json!({"name":"A","email":"not an email"}),
+            ),
+            400,
+            "invalid_subject",
+        ),
+        (
+            "bad USCC",
+            issue_body(
+                "organisation",
+                &good_csr,
+                serde_json::json!({"name":"A","organisation":"B","uscc":"123"}),
+            ),
+            400,
+            "invalid_subject",
+        ),
+        (
+            "oversize body",
+            vec![b' '; 200 * 1024],
+            413,
+            "body_too_large",
+        ),
     ];
     let before = certificate_count(&demo);
     for (what, body, want_status, want_code) in cases {
-        let (status, resp) = api_request(demo.api, channel(&demo), "POST", "/api/v1/certificates", Some(body))
-            .await
-            .unwrap();
+        let (status, resp) = api_request(
+            demo.api,
+            channel(&demo),
+            "POST",
+            "/api/v1/certificates",
+            Some(body),
+        )
+        .await
+        .unwrap();
         let resp = json(&resp);
-        assert_eq!((status, resp["error"].as_str().unwrap()), (want_status, want_code), "{what}: {resp}");
-        assert!(resp["message"].as_str().is_some_and(|m| !m.is_empty()), "{what}: message");
-        assert!(!resp.to_string().contains("11010519491231002X"), "{what}: personal number echoed");
+        assert_eq!(
+            (status, resp["error"].as_str().unwrap()),
+            (want_status, want_code),
+            "{what}: {resp}"
+        );
+        assert!(
+            resp["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{what}: message"
+        );
+        assert!(
+            !resp.to_string().contains("11010519491231002X"),
+            "{what}: personal number echoed"
+        );
     }
-    assert_eq!(certificate_count(&demo), before, "refused requests store nothing");
+    assert_eq!(
+        certificate_count(&demo),
+        before,
+        "refused requests store nothing"
+    );
 
     // Unknown serials and malformed serials.
-    let (status, resp) = api_request(demo.api, operator(&demo), "GET", "/api/v1/certificates/00ff", None).await.unwrap();
-    assert_eq!((status, json(&resp)["error"].as_str().unwrap()), (404, "not_found"));
-    let (status, resp) = api_request(demo.api, operator(&demo), "GET", "/api/v1/certificates/zz", None).await.unwrap();
-    assert_eq!((status, json(&resp)["error"].as_str().unwrap()), (400, "invalid_serial"));
+    let (status, resp) = api_request(
+        demo.api,
+        operator(&demo),
+        "GET",
+        "/api/v1/certificates/00ff",
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (status, json(&resp)["error"].as_str().unwrap()),
+        (404, "not_found")
+    );
+    let (status, resp) = api_request(
+        demo.api,
+        operator(&demo),
+        "GET",
+        "/api/v1/certificates/zz",
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (status, json(&resp)["error"].as_str().unwrap()),
+        (400, "invalid_serial")
+    );
 }
 
 #[tokio::test]
@@ -223,43 +413,124 @@ async fn client_certificate_is_required_and_must_come_from_the_client_ca() {
 
     // No client certificate: the handshake (or the first request, under TLS 1.3) is refused.
     let no_cert = tls_client(&tls.join("ca.pem"), Identity::None);
-    let r = api_request(demo.api, no_cert, "POST", "/api/v1/certificates", Some(body.clone())).await;
-    assert!(r.is_err(), "request without client certificate answered: {r:?}");
+    let r = api_request(
+        demo.api,
+        no_cert,
+        "POST",
+        "/api/v1/certificates",
+        Some(body.clone()),
+    )
+    .await;
+    assert!(
+        r.is_err(),
+        "request without client certificate answered: {r:?}"
+    );
 
     // A certificate from another CA (the openssl CLI makes a self-signed one).
     let (ok, _, err) = run(Command::new("openssl").current_dir(demo.path()).args([
-        "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-        "-keyout", "foreign.key", "-out", "foreign.pem", "-subj", "/CN=operator", "-days", "2",
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        "foreign.key",
+        "-out",
+        "foreign.pem",
+        "-subj",
+        "/CN=operator",
+        "-days",
+        "2",
     ]));
     assert!(ok, "{err}");
     let foreign = tls_client(
         &tls.join("ca.pem"),
-        Identity::Files(&demo.path().join("foreign.pem"), &demo.path().join("foreign.key")),
+        Identity::Files(
+            &demo.path().join("foreign.pem"),
+            &demo.path().join("foreign.key"),
+        ),
     );
-    let r = api_request(demo.api, foreign, "POST", "/api/v1/certificates", Some(body.clone())).await;
-    assert!(r.is_err(), "request with a foreign client certificate answered: {r:?}");
+    let r = api_request(
+        demo.api,
+        foreign,
+        "POST",
+        "/api/v1/certificates",
+        Some(body.clone()),
+    )
+    .await;
+    assert!(
+        r.is_err(),
+        "request with a foreign client certificate answered: {r:?}"
+    );
 
     // A certificate from the right CA whose name no [[client]] entry knows: 403.
     let (ok, _, err) = run(Command::new("openssl").current_dir(demo.path()).args([
-        "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-        "-keyout", "stranger.key", "-out", "stranger.csr", "-subj", "/CN=stranger",
+        "req",
+        "-new",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        "stranger.key",
+        "-out",
+        "stranger.csr",
+        "-subj",
+        "/CN=stranger",
     ]));
     assert!(ok, "{err}");
     std::fs::write(demo.path().join("ext.cnf"), "extendedKeyUsage=clientAuth\n").unwrap();
     let (ok, _, err) = run(Command::new("openssl").current_dir(demo.path()).args([
-        "x509", "-req", "-in", "stranger.csr", "-CA", "tls/ca.pem", "-CAkey", "tls/ca.key",
-        "-out", "stranger.pem", "-days", "2", "-extfile", "ext.cnf",
+        "x509",
+        "-req",
+        "-in",
+        "stranger.csr",
+        "-CA",
+        "tls/ca.pem",
+        "-CAkey",
+        "tls/ca.key",
+        "-out",
+        "stranger.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
     ]));
     assert!(ok, "{err}");
     let stranger = tls_client(
         &tls.join("ca.pem"),
-        Identity::Files(&demo.path().join("stranger.pem"), &demo.path().join("stranger.key")),
+        Identity::Files(
+            &demo.path().join("stranger.pem"),
+            &demo.path().join("stranger.key"),
+        ),
     );
-    let (status, resp) = api_request(demo.api, stranger, "POST", "/api/v1/certificates", Some(body.clone())).await.unwrap();
-    assert_eq!((status, json(&resp)["error"].as_str().unwrap()), (403, "unknown_client"));
+    let (status, resp) = api_request(
+        demo.api,
+        stranger,
+        "POST",
+        "/api/v1/certificates",
+        Some(body.clone()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (status, json(&resp)["error"].as_str().unwrap()),
+        (403, "unknown_client")
+    );
 
     // The server is still up and serving the legitimate channel.
-    let (status, _) = api_request(demo.api, channel(&demo), "POST", "/api/v1/certificates", Some(body)).await.unwrap();
+    let (status, _) = api_request(
+        demo.api,
+        channel(&demo),
+        "POST",
+        "/api/v1/certificates",
+        Some(body),
+    )
+    .await
+    .unwrap();
     assert_eq!(status, 201);
 }
 
@@ -278,7 +549,10 @@ async fn concurrent_issuance_gives_unique_serials_all_stored() {
             let mut conn = ApiConnection::connect(addr, config).await.unwrap();
             let mut serials = Vec::new();
             for _ in 0..25 {
-                let (status, resp) = conn.request("POST", "/api/v1/certificates", Some(body.clone())).await.unwrap();
+                let (status, resp) = conn
+                    .request("POST", "/api/v1/certificates", Some(body.clone()))
+                    .await
+                    .unwrap();
                 assert_eq!(status, 201);
                 serials.push(json(&resp)["serial"].as_str().unwrap().to_owned());
             }
@@ -301,17 +575,31 @@ fn wrong_pin_stops_start_up_without_revealing_it() {
     let pin_file = demo.path().join("secrets/hsm-user.pin");
     let real_pin = std::fs::read_to_string(&pin_file).unwrap();
     std::fs::write(&pin_file, "000000wrong").unwrap();
-    let (ok, out, err) = run(Command::new(appliance_bin()).args(["serve", "--config", demo.config().to_str().unwrap()]));
+    let (ok, out, err) = run(Command::new(appliance_bin()).args([
+        "serve",
+        "--config",
+        demo.config().to_str().unwrap(),
+    ]));
     assert!(!ok, "serve started with a wrong PIN");
-    assert!(err.to_lowercase().contains("pin"), "error should name the PIN problem: {err}");
-    assert!(!err.contains("000000wrong") && !out.contains("000000wrong"), "PIN leaked");
+    assert!(
+        err.to_lowercase().contains("pin"),
+        "error should name the PIN problem: {err}"
+    );
+    assert!(
+        !err.contains("000000wrong") && !out.contains("000000wrong"),
+        "PIN leaked"
+    );
     assert!(!err.contains(real_pin.trim()), "real PIN leaked");
 
     // A PIN file readable by others is refused too.
     std::fs::write(&pin_file, real_pin).unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&pin_file, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let (ok, _, err) = run(Command::new(appliance_bin()).args(["serve", "--config", demo.config().to_str().unwrap()]));
+    let (ok, _, err) = run(Command::new(appliance_bin()).args([
+        "serve",
+        "--config",
+        demo.config().to_str().unwrap(),
+    ]));
     assert!(!ok && err.contains("0600"), "{err}");
 }
 
@@ -321,24 +609,47 @@ fn ceremony_is_idempotent_and_new_generations_are_explicit() {
     let root_before = std::fs::read_to_string(demo.path().join("ca/root.pem")).unwrap();
     let personal_before = std::fs::read_to_string(demo.path().join("ca/personal.pem")).unwrap();
     let cfg = demo.config();
-    let (ok, out, err) = run(Command::new(appliance_bin()).args(["ceremony", "--config", cfg.to_str().unwrap()]));
+    let (ok, out, err) =
+        run(Command::new(appliance_bin()).args(["ceremony", "--config", cfg.to_str().unwrap()]));
     assert!(ok, "{err}");
-    assert!(out.contains("CA root exists (generation 1); left alone"), "{out}");
-    assert_eq!(std::fs::read_to_string(demo.path().join("ca/root.pem")).unwrap(), root_before);
+    assert!(
+        out.contains("CA root exists (generation 1); left alone"),
+        "{out}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(demo.path().join("ca/root.pem")).unwrap(),
+        root_before
+    );
 
     let (ok, out, err) = run(Command::new(appliance_bin()).args([
-        "ceremony", "--config", cfg.to_str().unwrap(), "--new-generation", "personal",
+        "ceremony",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--new-generation",
+        "personal",
     ]));
     assert!(ok, "{err}");
     assert!(out.contains("created CA personal (generation 2)"), "{out}");
     let personal_after = std::fs::read_to_string(demo.path().join("ca/personal.pem")).unwrap();
     assert_ne!(personal_after, personal_before);
-    assert_eq!(std::fs::read_to_string(demo.path().join("ca/root.pem")).unwrap(), root_before);
-    let (ok, out, err) = run(Command::new("openssl").current_dir(demo.path()).args(["verify", "-CAfile", "ca/root.pem", "ca/personal.pem"]));
+    assert_eq!(
+        std::fs::read_to_string(demo.path().join("ca/root.pem")).unwrap(),
+        root_before
+    );
+    let (ok, out, err) = run(Command::new("openssl").current_dir(demo.path()).args([
+        "verify",
+        "-CAfile",
+        "ca/root.pem",
+        "ca/personal.pem",
+    ]));
     assert!(ok, "{out}{err}");
 
     let (ok, _, err) = run(Command::new(appliance_bin()).args([
-        "ceremony", "--config", cfg.to_str().unwrap(), "--new-generation", "nosuch",
+        "ceremony",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--new-generation",
+        "nosuch",
     ]));
     assert!(!ok && err.contains("nosuch"), "{err}");
 }
@@ -347,20 +658,46 @@ fn ceremony_is_idempotent_and_new_generations_are_explicit() {
 fn check_config_accepts_the_demo_and_rejects_mistakes() {
     let demo = DemoDir::create();
     let cfg = demo.config();
-    let (ok, out, err) = run(Command::new(appliance_bin()).args(["check-config", "--config", cfg.to_str().unwrap()]));
+    let (ok, out, err) = run(Command::new(appliance_bin()).args([
+        "check-config",
+        "--config",
+        cfg.to_str().unwrap(),
+    ]));
     assert!(ok && out.contains("configuration OK"), "{out}{err}");
 
     let text = std::fs::read_to_string(&cfg).unwrap();
     let cases = [
-        (text.replace("file = \"secrets/hsm-user.pin\"", "file = \"secrets/hsm-user.pin\"\nenv = \"PIN\""), "exactly one"),
-        (text.replace("profiles = [\"personal\", \"organisation\"]", "profiles = [\"gold\"]"), "gold"),
-        (text.replace("key = \"ec-p256\"", "key = \"ec-p999\""), "ec-p999"),
+        (
+            text.replace(
+                "file = \"secrets/hsm-user.pin\"",
+                "file = \"secrets/hsm-user.pin\"\nenv = \"PIN\"",
+            ),
+            "exactly one",
+        ),
+        (
+            text.replace(
+                "profiles = [\"personal\", \"organisation\"]",
+                "profiles = [\"gold\"]",
+            ),
+            "gold",
+        ),
+        (
+            text.replace("key = \"ec-p256\"", "key = \"ec-p999\""),
+            "ec-p999",
+        ),
         (format!("{text}\nsurprise = true\n"), "surprise"),
     ];
     for (bad, needle) in cases {
         std::fs::write(&cfg, bad).unwrap();
-        let (ok, _, err) = run(Command::new(appliance_bin()).args(["check-config", "--config", cfg.to_str().unwrap()]));
-        assert!(!ok && err.contains(needle), "expected an error naming {needle}: {err}");
+        let (ok, _, err) = run(Command::new(appliance_bin()).args([
+            "check-config",
+            "--config",
+            cfg.to_str().unwrap(),
+        ]));
+        assert!(
+            !ok && err.contains(needle),
+            "expected an error naming {needle}: {err}"
+        );
     }
 }
 
@@ -368,7 +705,10 @@ fn check_config_accepts_the_demo_and_rejects_mistakes() {
 fn init_refuses_to_overwrite_an_existing_appliance() {
     let demo = DemoDir::create();
     let (ok, _, err) = run(Command::new(appliance_bin()).args([
-        "init", "--dir", demo.path().to_str().unwrap(), "--demo",
+        "init",
+        "--dir",
+        demo.path().to_str().unwrap(),
+        "--demo",
     ]));
     assert!(!ok && err.contains("already holds an appliance"), "{err}");
 }
@@ -380,9 +720,15 @@ async fn a_lost_token_answers_503_and_the_server_keeps_serving() {
     let dir = demo.path();
     let csr = openssl_csr(dir, "ee", "ec:P-256");
     let body = issue_body("personal", &csr, serde_json::json!({"name": "A"}));
-    let (status, resp) = api_request(demo.api, channel(&demo), "POST", "/api/v1/certificates", Some(body.clone()))
-        .await
-        .unwrap();
+    let (status, resp) = api_request(
+        demo.api,
+        channel(&demo),
+        "POST",
+        "/api/v1/certificates",
+        Some(body.clone()),
+    )
+    .await
+    .unwrap();
     assert_eq!(status, 201, "{}", String::from_utf8_lossy(&resp));
     let serial = json(&resp)["serial"].as_str().unwrap().to_owned();
     let before = certificate_count(&demo);
@@ -390,32 +736,61 @@ async fn a_lost_token_answers_503_and_the_server_keeps_serving() {
     // The token's storage disappears under the running server.
     std::fs::rename(dir.join("tokens"), dir.join("tokens.away")).unwrap();
     for _ in 0..3 {
-        let (status, resp) = api_request(demo.api, channel(&demo), "POST", "/api/v1/certificates", Some(body.clone()))
-            .await
-            .unwrap();
+        let (status, resp) = api_request(
+            demo.api,
+            channel(&demo),
+            "POST",
+            "/api/v1/certificates",
+            Some(body.clone()),
+        )
+        .await
+        .unwrap();
         let resp = json(&resp);
         assert_eq!(status, 503, "{resp}");
         let code = resp["error"].as_str().unwrap();
-        assert!(matches!(code, "hsm_unavailable" | "ca_key_unavailable"), "{resp}");
+        assert!(
+            matches!(code, "hsm_unavailable" | "ca_key_unavailable"),
+            "{resp}"
+        );
         let pin = std::fs::read_to_string(dir.join("secrets/hsm-user.pin")).unwrap();
         assert!(!resp.to_string().contains(pin.trim()), "PIN leaked");
     }
-    assert!(server.is_running(), "the server died:\n{}", server.log_text());
-    assert_eq!(certificate_count(&demo), before, "nothing stored for refused issuances");
+    assert!(
+        server.is_running(),
+        "the server died:\n{}",
+        server.log_text()
+    );
+    assert_eq!(
+        certificate_count(&demo),
+        before,
+        "nothing stored for refused issuances"
+    );
     // Everything that does not need the HSM keeps working.
     let (status, _, _) = public_get(demo.public, "/healthz").await;
     assert_eq!(status, 200);
-    let (status, resp) = api_request(demo.api, operator(&demo), "GET", &format!("/api/v1/certificates/{serial}"), None)
-        .await
-        .unwrap();
+    let (status, resp) = api_request(
+        demo.api,
+        operator(&demo),
+        "GET",
+        &format!("/api/v1/certificates/{serial}"),
+        None,
+    )
+    .await
+    .unwrap();
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&resp));
 
     // The operator restores the token and restarts: issuance works again.
     std::fs::rename(dir.join("tokens.away"), dir.join("tokens")).unwrap();
     drop(server);
     let _server = demo.serve();
-    let (status, resp) = api_request(demo.api, channel(&demo), "POST", "/api/v1/certificates", Some(body))
-        .await
-        .unwrap();
+    let (status, resp) = api_request(
+        demo.api,
+        channel(&demo),
+        "POST",
+        "/api/v1/certificates",
+        Some(body),
+    )
+    .await
+    .unwrap();
     assert_eq!(status, 201, "{}", String::from_utf8_lossy(&resp));
 }

@@ -97,8 +97,8 @@ fn verify_signature(
     message: &[u8],
     signature: &[u8],
 ) -> Result<(), CsrError> {
-    use ring::signature as sig;
     use hsm::KeyKind as K;
+    use ring::signature as sig;
     let algorithm: &'static dyn sig::VerificationAlgorithm = match (*alg, kind) {
         (rfc5912::ECDSA_WITH_SHA_256, K::EcP256) => &sig::ECDSA_P256_SHA256_ASN1,
         (rfc5912::ECDSA_WITH_SHA_384, K::EcP256) => &sig::ECDSA_P256_SHA384_ASN1,

@@ -119,7 +119,7 @@ impl CertificateStore {
 async fn run_writer(pool: SqlitePool, mut inbox: mpsc::Receiver<Pending>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while inbox.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let rows: Vec<_> = batch.drain(..).collect();
+        let rows = std::mem::take(&mut batch);
         match commit_batch(&pool, &rows).await {
             Ok(()) => {
                 for (_, _, done) in rows {

@@ -62,7 +62,10 @@ fn raw_sign_rate(hsm: &Hsm, key: &KeyUri, threads: usize, run: Duration) -> Resu
             .collect();
         workers
             .into_iter()
-            .map(|w| w.join().map_err(|_| "signing thread panicked".to_string())?)
+            .map(|w| {
+                w.join()
+                    .map_err(|_| "signing thread panicked".to_string())?
+            })
             .sum::<Result<u64, String>>()
     })?;
     Ok(total as f64 / start.elapsed().as_secs_f64())
