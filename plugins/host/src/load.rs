@@ -5,7 +5,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Read;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, IntoRawFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
@@ -56,7 +56,8 @@ fn host_log(level: i32, msg: &str) {
 }
 
 /// Verifies the hash, dlopens the very file that was hashed and returns its checked table.
-/// The library is leaked on purpose: unloading plugins is unsound, so it is never dlclose'd.
+/// The library is leaked on purpose: unloading plugins is unsound, so it is never dlclose'd; its
+/// fd stays open too (one per load) so that no later load can reuse its `/proc/self/fd/N` name.
 pub fn load_verified(path: &Path, expected_sha256: &str) -> Result<PluginTable, PluginError> {
     let (file, actual) = open_and_hash(path)?;
     let expected = expected_sha256.trim().to_ascii_lowercase();
@@ -68,7 +69,10 @@ pub fn load_verified(path: &Path, expected_sha256: &str) -> Result<PluginTable, 
     // operator, and dlopen reads the same open file we hashed (no path race).
     let lib = unsafe { libloading::Library::new(&fd_path) }
         .map_err(|e| PluginError::Load(e.to_string()))?;
-    drop(file);
+    // Keep the fd open for the life of the process, like the library itself: glibc's dlopen
+    // matches already-loaded objects by name, so if fd N were closed and reused by the next
+    // plugin, dlopen("/proc/self/fd/N") would hand back the FIRST plugin's library.
+    let _ = file.into_raw_fd();
     let lib: &'static libloading::Library = Box::leak(Box::new(lib));
     // SAFETY: the symbol's type is fixed by ca_plugin.h (ca_plugin_init_v1_fn).
     let init: libloading::Symbol<'static, InitFn> = unsafe { lib.get(ffi::INIT_SYMBOL) }

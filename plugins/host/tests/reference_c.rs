@@ -157,3 +157,42 @@ async fn steps_of_one_verification_run_one_at_a_time() {
     assert_eq!(v.status, Status::Failed);
     assert_eq!(v.result.unwrap().outcome, Outcome::OtpAttemptsExceeded);
 }
+
+/// Two different libraries in-process in one process must each run their own code (regression:
+/// a reused `/proc/self/fd/N` name made glibc's dlopen return the first library again).
+#[tokio::test]
+async fn two_different_libraries_in_process_stay_distinct() {
+    let dir = tempfile::tempdir().unwrap();
+    let so = build_reference_c(dir.path());
+    for _ in 0..2 {
+        let c = runner(
+            &so,
+            Isolation::InProcess,
+            serde_json::json!({"code": "246810"}),
+        )
+        .await;
+        let m = Plugin::load_with(
+            common::misbehaving("ok", Isolation::InProcess),
+            worker_options(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(c.plugin().manifest().name, "static-code");
+        assert_eq!(m.manifest().name, "misbehaving");
+        let v = c
+            .start(
+                "vrf_two",
+                &Applicant {
+                    phone: Some("13800138000".into()),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(v.status, Status::AwaitingUser);
+        assert_eq!(
+            m.step(&common::start_input("vrf_m")).await.unwrap().status,
+            Status::Succeeded
+        );
+    }
+}
