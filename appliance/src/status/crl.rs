@@ -114,7 +114,7 @@ fn entry(row: &CrlRow, delta: bool) -> Result<Option<RevokedEntry>, StatusError>
 }
 
 impl CrlPublisher {
-    /// A publisher for every issuing CA of `hierarchy`; indexes CRLs already on disk.
+    /// A publisher for every CA of `hierarchy`; indexes CRLs already on disk.
     pub async fn new(
         hsm: hsm::Hsm,
         store: CrlStore,
@@ -124,11 +124,8 @@ impl CrlPublisher {
     ) -> Result<CrlPublisher, StatusError> {
         std::fs::create_dir_all(&config.crl_dir)
             .map_err(|e| StatusError::Io(format!("{}: {e}", config.crl_dir.display())))?;
-        let cas: Vec<_> = hierarchy
-            .iter()
-            .filter(|c| c.parent.is_some())
-            .cloned()
-            .collect();
+        // Every CA, the root included: `-crl_check_all` needs a CRL for each chain level.
+        let cas: Vec<_> = hierarchy.iter().cloned().collect();
         let publisher = CrlPublisher {
             hsm,
             store,

@@ -51,11 +51,13 @@ pub enum StatusError {
 }
 
 impl StatusError {
-    /// The OCSP status for a request this error stopped: tryLater when the HSM or database
-    /// is unreachable, internalError otherwise.
+    /// The OCSP status for a request this error stopped: tryLater when the HSM (or the
+    /// responder key in it) or the database is unreachable, internalError otherwise.
     pub fn ocsp_status(&self) -> OcspErrorStatus {
         match self {
             StatusError::Hsm(h) if h.is_unavailable() => OcspErrorStatus::TryLater,
+            // The responder key was resolved at start: gone now means the token went away.
+            StatusError::Hsm(hsm::HsmError::KeyNotFound { .. }) => OcspErrorStatus::TryLater,
             StatusError::Storage(_) => OcspErrorStatus::TryLater,
             _ => OcspErrorStatus::InternalError,
         }

@@ -136,6 +136,23 @@ impl OcspResponder {
         let mut issuers = Vec::new();
         for ca in hierarchy.iter().filter(|c| c.parent.is_some()) {
             let mut rec = store.current_responder(ca.id).await?;
+            // Resolve the stored key now: a key missing from the token means a new responder,
+            // and a resolved key keeps signing (or fails as unavailable) if the token goes away.
+            if let Some(r) = &rec {
+                let key: Option<hsm::KeyUri> = r.key_uri.parse().ok();
+                let usable = match key {
+                    Some(k) => match hsm.key_kind(&k).await {
+                        Ok(_) => true,
+                        Err(hsm::HsmError::KeyNotFound { .. }) => false,
+                        Err(e) => return Err(e.into()),
+                    },
+                    None => false,
+                };
+                if !usable {
+                    tracing::warn!(ca = %ca.name, "OCSP responder key missing from the token; issuing a new responder");
+                    rec = None;
+                }
+            }
             if responder::needs_renewal(rec.as_ref(), now, settings.renew_secs) {
                 rec = Some(
                     responder::create(&hsm, &store, ca, settings.responder_validity_days).await?,
