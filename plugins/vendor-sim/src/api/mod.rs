@@ -8,6 +8,9 @@ pub mod registry;
 pub mod sim;
 pub mod sms;
 
+#[cfg(test)]
+mod tests;
+
 use std::sync::Arc;
 use std::time::Duration;
 
