@@ -64,6 +64,97 @@ pub struct ApplianceConfig {
     /// OCSP responder and CRL publication (all optional).
     #[serde(default)]
     pub status: StatusConfig,
+    /// Identity-verification plugins the operator approved (`[[plugin]]`, optional).
+    #[serde(default, rename = "plugin")]
+    pub plugins: Vec<PluginConfig>,
+    /// Settings of the verification service (`[verification]`, needed once a plugin is listed).
+    #[serde(default)]
+    pub verification: VerificationSettings,
+}
+
+/// Where a plugin runs (`isolation = "worker" | "in_process"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum PluginIsolation {
+    /// In a `ca-plugin-worker` process of its own (default; third-party plugins).
+    #[default]
+    Worker,
+    /// Inside the appliance process (first-party plugins only).
+    InProcess,
+}
+
+/// Where a secret value comes from; exactly one field. The value itself is never in the file.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct SecretSourceConfig {
+    /// An environment variable name.
+    pub env: Option<String>,
+    /// A file readable only by the service user (mode 0600); surrounding whitespace is trimmed.
+    pub file: Option<PathBuf>,
+}
+
+/// One approved plugin (`[[plugin]]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginConfig {
+    /// Name; must equal the plugin manifest's name and is what channels list.
+    pub name: String,
+    /// Path of the shared library (relative to this file).
+    pub path: PathBuf,
+    /// Approved SHA-256 of the library, hex.
+    pub sha256: String,
+    /// Where it runs.
+    #[serde(default)]
+    pub isolation: PluginIsolation,
+    /// The plugin's own config object (no secrets: the plugin writes `{{secret:NAME}}`).
+    #[serde(default)]
+    pub config: serde_json::Map<String, serde_json::Value>,
+    /// Secrets the host substitutes into the plugin's HTTP actions, by name.
+    #[serde(default)]
+    pub secrets: BTreeMap<String, SecretSourceConfig>,
+    /// Egress allowlist (`host:port`); empty = the manifest's defaults.
+    #[serde(default)]
+    pub egress_hosts: Vec<String>,
+    /// Allow plain `http://` to loopback hosts (demo and test vendors only).
+    #[serde(default)]
+    pub allow_plain_http: bool,
+    /// Deadline of one step call, milliseconds (default 5000).
+    #[serde(default = "default_step_deadline_ms")]
+    pub step_deadline_ms: u64,
+}
+
+fn default_step_deadline_ms() -> u64 {
+    5000
+}
+
+/// `[verification]`: how verification data is protected and driven.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VerificationSettings {
+    /// The AES-256-GCM data key (64 hex characters) sealing applicant data and plugin state.
+    pub data_key: SecretSourceConfig,
+    /// How often due timers fire and unperformed actions are retried, seconds (1..=3600).
+    pub tick_secs: u32,
+}
+
+impl Default for VerificationSettings {
+    fn default() -> Self {
+        Self {
+            data_key: SecretSourceConfig::default(),
+            tick_secs: 1,
+        }
+    }
+}
+
+impl SecretSourceConfig {
+    fn validate(&self, what: &str) -> Result<(), ConfigError> {
+        if self.env.is_some() == self.file.is_some() {
+            return Err(ConfigError::Invalid(format!(
+                "{what} needs exactly one of env, file"
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// What the OCSP responder answers for a serial its issuer never issued.
@@ -267,6 +358,9 @@ pub struct ChannelConfig {
     /// May it call `POST /api/v1/certificates` directly (its own identity proofing is trusted)?
     #[serde(default)]
     pub may_issue_directly: bool,
+    /// Verification plugins (by `[[plugin]]` name) it may start verifications with.
+    #[serde(default)]
+    pub verifications: Vec<String>,
 }
 
 impl ApplianceConfig {
@@ -299,6 +393,17 @@ impl ApplianceConfig {
         fix(&mut self.profiles_dir);
         fix(&mut self.ca_output_dir);
         fix(&mut self.status.crl_dir);
+        for plugin in &mut self.plugins {
+            fix(&mut plugin.path);
+            for secret in plugin.secrets.values_mut() {
+                if let Some(f) = secret.file.as_mut() {
+                    fix(f);
+                }
+            }
+        }
+        if let Some(f) = self.verification.data_key.file.as_mut() {
+            fix(f);
+        }
         if let Some(f) = self.hsm.pin.file.as_mut() {
             fix(f);
         }
@@ -392,6 +497,61 @@ impl ApplianceConfig {
                 }
                 (ClientRole::Operator, None) => {}
             }
+        }
+        self.validate_plugins()
+    }
+
+    fn validate_plugins(&self) -> Result<(), ConfigError> {
+        let mut names = std::collections::BTreeSet::new();
+        for p in &self.plugins {
+            if !is_simple_name(&p.name) {
+                return Err(ConfigError::Invalid(format!(
+                    "plugin name {:?} must be lowercase letters, digits and '-'",
+                    p.name
+                )));
+            }
+            if !names.insert(p.name.as_str()) {
+                return Err(ConfigError::Invalid(format!(
+                    "plugin {} listed twice",
+                    p.name
+                )));
+            }
+            let sha = p.sha256.trim();
+            if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(ConfigError::Invalid(format!(
+                    "plugin {}: sha256 must be 64 hex characters",
+                    p.name
+                )));
+            }
+            for (name, source) in &p.secrets {
+                source.validate(&format!("plugin {} secret {name}", p.name))?;
+            }
+            if !(10..=60_000).contains(&p.step_deadline_ms) {
+                return Err(ConfigError::Invalid(format!(
+                    "plugin {}: step_deadline_ms must be 10..=60000",
+                    p.name
+                )));
+            }
+        }
+        for channel in &self.channels {
+            for v in &channel.verifications {
+                if !names.contains(v.as_str()) {
+                    return Err(ConfigError::Invalid(format!(
+                        "channel {} lists unknown verification plugin {v}",
+                        channel.name
+                    )));
+                }
+            }
+        }
+        if !self.plugins.is_empty() {
+            self.verification
+                .data_key
+                .validate("[verification] data_key")?;
+        }
+        if !(1..=3600).contains(&self.verification.tick_secs) {
+            return Err(ConfigError::Invalid(
+                "[verification] tick_secs must be 1..=3600".into(),
+            ));
         }
         Ok(())
     }

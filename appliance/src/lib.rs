@@ -10,3 +10,4 @@ pub mod profile;
 pub mod server;
 pub mod status;
 pub mod storage;
+pub mod verification;

@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 
 use ca_appliance::ca::ceremony::{self, CeremonyOutcome};
 use ca_appliance::config::ApplianceConfig;
-use ca_appliance::{demo, server, storage};
+use ca_appliance::{demo, server, storage, verification};
 
 #[derive(Parser)]
 #[command(
@@ -61,6 +61,27 @@ enum Command {
         /// The appliance configuration file.
         #[arg(long)]
         config: PathBuf,
+    },
+    /// Verification plugins (dynamic libraries).
+    Plugin {
+        #[command(subcommand)]
+        command: PluginCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PluginCommand {
+    /// Run the conformance suite against a plugin library (in a worker process); prints one
+    /// PASS/FAIL line per check and exits 0 only if every check passes.
+    Check {
+        /// Path of the plugin's shared library.
+        path: PathBuf,
+        /// The plugin's config as a JSON file.
+        #[arg(long, conflicts_with = "config_json")]
+        config: Option<PathBuf>,
+        /// The plugin's config as inline JSON.
+        #[arg(long)]
+        config_json: Option<String>,
     },
 }
 
@@ -124,15 +145,54 @@ fn run(cli: Cli) -> Result<(), String> {
         Command::CheckConfig { config } => {
             let config = ApplianceConfig::load(&config).map_err(|e| e.to_string())?;
             let profiles = config.load_profiles().map_err(|e| e.to_string())?;
+            verification::registry::check_all(&config).map_err(|e| e.to_string())?;
+            if !config.plugins.is_empty() {
+                verification::DataKey::load(&config.verification.data_key)
+                    .map_err(|e| e.to_string())?;
+            }
             println!(
-                "configuration OK: {} CA(s), {} profile(s), {} client(s), {} channel(s)",
+                "configuration OK: {} CA(s), {} profile(s), {} client(s), {} channel(s), {} plugin(s)",
                 config.cas.len(),
                 profiles.len(),
                 config.clients.len(),
-                config.channels.len()
+                config.channels.len(),
+                config.plugins.len()
             );
             Ok(())
         }
+        Command::Plugin {
+            command:
+                PluginCommand::Check {
+                    path,
+                    config,
+                    config_json,
+                },
+        } => plugin_check(&path, config.as_deref(), config_json.as_deref()),
+    }
+}
+
+fn plugin_check(
+    path: &std::path::Path,
+    config_file: Option<&std::path::Path>,
+    config_json: Option<&str>,
+) -> Result<(), String> {
+    let text = match (config_file, config_json) {
+        (Some(f), _) => {
+            std::fs::read_to_string(f).map_err(|e| format!("cannot read {}: {e}", f.display()))?
+        }
+        (None, Some(j)) => j.to_owned(),
+        (None, None) => "{}".to_owned(),
+    };
+    let config: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| format!("plugin config is not JSON: {e}"))?;
+    // The worker runs elsewhere: hand it an absolute path.
+    let path = &std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
+    let report = runtime()?.block_on(plugin_host::conformance::check(path, config));
+    print!("{report}");
+    if report.passed() {
+        Ok(())
+    } else {
+        Err(format!("{} failed the conformance suite", path.display()))
     }
 }
 

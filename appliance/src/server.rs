@@ -32,6 +32,9 @@ pub enum ServeError {
     /// The OCSP responder or CRL publisher could not start.
     #[error("status services: {0}")]
     Status(#[from] crate::status::StatusError),
+    /// The verification data key could not be read.
+    #[error("verification data key: {0}")]
+    DataKey(#[from] crate::verification::SealError),
     /// A listener could not bind.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -63,6 +66,10 @@ pub async fn serve(config: ApplianceConfig) -> Result<(), ServeError> {
     }
     let certificates = storage.certificates();
     let status = StatusService::start(hsm.clone(), &storage, &hierarchy, &config).await?;
+    // Plugins that cannot load are marked unavailable (logged), not fatal: issuance and status
+    // services keep running; `check-config` refuses the same faults up front.
+    let verifications = crate::verification::start(&config, &storage).await?;
+    let _verification_task = verifications.spawn_background();
     let state = Arc::new(AppState {
         issuer: Issuer::new(
             hsm,
@@ -73,6 +80,7 @@ pub async fn serve(config: ApplianceConfig) -> Result<(), ServeError> {
         hierarchy,
         certificates,
         status,
+        verifications,
     });
     let clients = Arc::new(mtls::ClientDirectory::new(
         &config.clients,

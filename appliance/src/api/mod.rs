@@ -9,6 +9,7 @@ pub mod mtls;
 pub mod public;
 pub mod revocation;
 pub mod status_routes;
+pub mod verifications;
 
 use std::sync::Arc;
 
@@ -33,6 +34,8 @@ pub struct AppState {
     pub certificates: CertificateStore,
     /// Revocation, OCSP and CRLs.
     pub status: Arc<StatusService>,
+    /// Identity verification through plugins.
+    pub verifications: Arc<crate::verification::VerificationService>,
 }
 
 /// The mTLS API routes.
@@ -50,6 +53,16 @@ pub fn api_router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
             post(revocation::unhold),
         )
         .merge(status_routes::routes())
+        .route("/api/v1/verifications", post(verifications::start))
+        .route("/api/v1/verifications/{id}", get(verifications::get))
+        .route(
+            "/api/v1/verifications/{id}/input",
+            post(verifications::input),
+        )
+        .route(
+            "/api/v1/verifications/{id}/cancel",
+            post(verifications::cancel),
+        )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body_bytes))

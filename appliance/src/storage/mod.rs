@@ -9,6 +9,7 @@ mod certificates;
 mod crl;
 mod ocsp;
 mod revocation;
+mod verifications;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -22,6 +23,7 @@ pub use certificates::{CertificateRecord, CertificateStore, NewCertificate};
 pub use crl::{CrlRecord, CrlRow, CrlStore};
 pub use ocsp::{CertStatusRow, OcspStore, ResponderRecord, StoredResponse};
 pub use revocation::{Revocation, RevocationError, RevocationStore, StatusChange};
+pub use verifications::{VerificationRow, VerificationRows};
 
 /// Errors from the database.
 #[derive(Debug, thiserror::Error)]
@@ -107,6 +109,11 @@ impl Storage {
     /// OCSP responder certificates and pre-signed responses.
     pub fn ocsp(&self) -> OcspStore {
         OcspStore::new(self.pool.clone())
+    }
+
+    /// Plugin-driven identity verifications.
+    pub fn verifications(&self) -> VerificationRows {
+        VerificationRows::new(self.pool.clone())
     }
 }
 

@@ -1,0 +1,388 @@
+//! [`VerificationService`]: what the API calls. Decides who may start which plugin, keeps a
+//! channel to its own verifications, and drives the runners; plus the background task that
+//! performs committed-but-unperformed actions after a restart and fires due timers.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use plugin_abi::doc::{Applicant, ChallengeKind, Event, VerificationResult};
+use plugin_host::{PendingTimer, RunnerError, VerificationView};
+use rand::RngCore;
+
+use super::registry::{PluginRegistry, PluginSlot, Runner};
+use super::store::{SqlVerificationStore, StartIntent, StoredVerification};
+
+/// Why a verification request failed. Messages carry no personal data.
+#[derive(Debug, thiserror::Error)]
+pub enum VerificationError {
+    /// No `[[plugin]]` of that name.
+    #[error("no verification plugin named {0:?}")]
+    UnknownPlugin(String),
+    /// The channel's `verifications` list does not include the plugin.
+    #[error("channel {channel} may not use verification plugin {plugin}")]
+    NotAllowed {
+        /// Channel.
+        channel: String,
+        /// Plugin.
+        plugin: String,
+    },
+    /// The plugin was refused at start-up.
+    #[error("verification plugin {plugin} is unavailable: {reason}")]
+    Unavailable {
+        /// Plugin.
+        plugin: String,
+        /// Why (names the fault, e.g. a hash mismatch).
+        reason: String,
+    },
+    /// No such verification visible to the caller.
+    #[error("no verification {0}")]
+    NotFound(String),
+    /// The runner refused or failed.
+    #[error("{source}")]
+    Runner {
+        /// Plugin.
+        plugin: String,
+        /// Why.
+        source: RunnerError,
+    },
+}
+
+/// A verification as the API shows it.
+#[derive(Debug, Clone)]
+pub struct VerificationInfo {
+    /// The runner's view (status, challenges, result, pending work).
+    pub view: VerificationView,
+    /// Plugin name.
+    pub plugin: String,
+    /// The caller's idempotency key.
+    pub reference: Option<String>,
+    /// The applicant (mask before showing).
+    pub applicant: Applicant,
+    /// False when a start with an existing reference returned the earlier verification.
+    pub created: bool,
+}
+
+/// Who is asking: an operator sees every verification, a channel only its own.
+#[derive(Debug, Clone)]
+pub enum Requester<'a> {
+    /// An operator (`operator:<cn>`).
+    Operator(&'a str),
+    /// A channel, with the plugins it may use.
+    Channel {
+        /// Channel name.
+        name: &'a str,
+        /// Its `verifications` list.
+        allowed: &'a [String],
+    },
+}
+
+impl Requester<'_> {
+    fn owner(&self) -> String {
+        match self {
+            Requester::Operator(cn) => format!("operator:{cn}"),
+            Requester::Channel { name, .. } => format!("channel:{name}"),
+        }
+    }
+
+    fn may_see(&self, owner: &str) -> bool {
+        match self {
+            Requester::Operator(_) => true,
+            Requester::Channel { .. } => owner == self.owner(),
+        }
+    }
+}
+
+/// The verification service.
+pub struct VerificationService {
+    registry: PluginRegistry,
+    store: Arc<SqlVerificationStore>,
+    tick: Duration,
+}
+
+impl std::fmt::Debug for VerificationService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerificationService")
+            .field("registry", &self.registry)
+            .finish_non_exhaustive()
+    }
+}
+
+fn new_id() -> String {
+    let mut b = [0u8; 16];
+    rand::rngs::OsRng.fill_bytes(&mut b);
+    format!("vrf_{}", hex::encode(b))
+}
+
+fn view_of(r: &plugin_host::VerificationRecord) -> VerificationView {
+    VerificationView {
+        id: r.id.clone(),
+        status: r.status,
+        challenges: r.challenges.clone(),
+        result: r.result.clone(),
+        pending_actions: r.outbox.len(),
+        timers: r.timers.clone(),
+    }
+}
+
+fn info_of(v: StoredVerification, created: bool) -> VerificationInfo {
+    VerificationInfo {
+        view: view_of(&v.record),
+        plugin: v.record.plugin.clone(),
+        reference: v.reference,
+        applicant: v.applicant,
+        created,
+    }
+}
+
+impl VerificationService {
+    /// A service over loaded plugins; `tick` paces timers and retries.
+    pub fn new(registry: PluginRegistry, store: Arc<SqlVerificationStore>, tick: Duration) -> Self {
+        Self {
+            registry,
+            store,
+            tick,
+        }
+    }
+
+    /// The plugin registry.
+    pub fn registry(&self) -> &PluginRegistry {
+        &self.registry
+    }
+
+    fn runner(&self, plugin: &str) -> Result<&Arc<Runner>, VerificationError> {
+        match self.registry.get(plugin) {
+            None => Err(VerificationError::UnknownPlugin(plugin.to_owned())),
+            Some(PluginSlot::Unavailable(reason)) => Err(VerificationError::Unavailable {
+                plugin: plugin.to_owned(),
+                reason: reason.clone(),
+            }),
+            Some(PluginSlot::Ready(r)) => Ok(r),
+        }
+    }
+
+    fn runner_err(plugin: &str) -> impl FnOnce(RunnerError) -> VerificationError + '_ {
+        move |source| VerificationError::Runner {
+            plugin: plugin.to_owned(),
+            source,
+        }
+    }
+
+    async fn load_visible(
+        &self,
+        who: &Requester<'_>,
+        id: &str,
+    ) -> Result<StoredVerification, VerificationError> {
+        let found = self
+            .store
+            .load_full(id)
+            .await
+            .map_err(|e| VerificationError::Runner {
+                plugin: String::new(),
+                source: RunnerError::Store(e),
+            })?;
+        match found {
+            Some(v) if who.may_see(&v.owner) => Ok(v),
+            _ => Err(VerificationError::NotFound(id.to_owned())),
+        }
+    }
+
+    /// Starts a verification with `plugin`. With a `reference` the caller already used, returns
+    /// that verification instead (`created = false`): a retried request never starts twice.
+    pub async fn start(
+        &self,
+        who: &Requester<'_>,
+        plugin: &str,
+        applicant: Applicant,
+        reference: Option<String>,
+    ) -> Result<VerificationInfo, VerificationError> {
+        if let Requester::Channel { name, allowed } = who {
+            if self.registry.get(plugin).is_none() {
+                return Err(VerificationError::UnknownPlugin(plugin.to_owned()));
+            }
+            if !allowed.iter().any(|p| p == plugin) {
+                return Err(VerificationError::NotAllowed {
+                    channel: (*name).to_owned(),
+                    plugin: plugin.to_owned(),
+                });
+            }
+        }
+        let owner = who.owner();
+        if let Some(existing) = self.existing(who, &owner, reference.as_deref()).await? {
+            return Ok(existing);
+        }
+        let runner = self.runner(plugin)?;
+        let id = new_id();
+        self.store.register_intent(
+            &id,
+            StartIntent {
+                owner: owner.clone(),
+                reference: reference.clone(),
+                applicant: applicant.clone(),
+            },
+        );
+        let started = runner.start(&id, &applicant).await;
+        self.store.forget_intent(&id);
+        match started {
+            Ok(view) => {
+                tracing::info!(verification = %id, %plugin, status = ?view.status, "verification started");
+                Ok(VerificationInfo {
+                    view,
+                    plugin: plugin.to_owned(),
+                    reference,
+                    applicant,
+                    created: true,
+                })
+            }
+            // The same reference raced in from a concurrent request.
+            Err(RunnerError::Store(plugin_host::StoreError::Conflict(_))) => {
+                match self.existing(who, &owner, reference.as_deref()).await? {
+                    Some(existing) => Ok(existing),
+                    None => Err(VerificationError::Runner {
+                        plugin: plugin.to_owned(),
+                        source: RunnerError::AlreadyExists(id),
+                    }),
+                }
+            }
+            Err(e) => Err(Self::runner_err(plugin)(e)),
+        }
+    }
+
+    async fn existing(
+        &self,
+        who: &Requester<'_>,
+        owner: &str,
+        reference: Option<&str>,
+    ) -> Result<Option<VerificationInfo>, VerificationError> {
+        let Some(reference) = reference else {
+            return Ok(None);
+        };
+        let id = self
+            .store
+            .find_reference(owner, reference)
+            .await
+            .map_err(|e| VerificationError::Runner {
+                plugin: String::new(),
+                source: RunnerError::Store(plugin_host::StoreError::Backend(e.to_string())),
+            })?;
+        match id {
+            Some(id) => Ok(Some(info_of(self.load_visible(who, &id).await?, false))),
+            None => Ok(None),
+        }
+    }
+
+    /// Delivers what the user entered for a challenge.
+    pub async fn input(
+        &self,
+        who: &Requester<'_>,
+        id: &str,
+        challenge: ChallengeKind,
+        data: String,
+    ) -> Result<VerificationInfo, VerificationError> {
+        self.deliver(who, id, Event::UserInput { challenge, data })
+            .await
+    }
+
+    /// Cancels a verification.
+    pub async fn cancel(
+        &self,
+        who: &Requester<'_>,
+        id: &str,
+    ) -> Result<VerificationInfo, VerificationError> {
+        self.deliver(who, id, Event::Cancel).await
+    }
+
+    async fn deliver(
+        &self,
+        who: &Requester<'_>,
+        id: &str,
+        event: Event,
+    ) -> Result<VerificationInfo, VerificationError> {
+        let stored = self.load_visible(who, id).await?;
+        let plugin = stored.record.plugin.clone();
+        let runner = self.runner(&plugin)?;
+        let view = runner
+            .deliver(id, event)
+            .await
+            .map_err(Self::runner_err(&plugin))?;
+        Ok(VerificationInfo {
+            view,
+            plugin,
+            reference: stored.reference,
+            applicant: stored.applicant,
+            created: false,
+        })
+    }
+
+    /// The current state of a verification.
+    pub async fn get(
+        &self,
+        who: &Requester<'_>,
+        id: &str,
+    ) -> Result<VerificationInfo, VerificationError> {
+        Ok(info_of(self.load_visible(who, id).await?, false))
+    }
+
+    /// Performs every committed-but-unperformed action now (start-up after a crash).
+    pub async fn resume_all(&self) {
+        for runner in self.registry.ready() {
+            match runner.resume_pending().await {
+                Ok(ids) if !ids.is_empty() => {
+                    tracing::info!(plugin = %runner.plugin().name(), resumed = ids.len(), "resumed verifications with unperformed actions")
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(plugin = %runner.plugin().name(), error = %e, "resume failed")
+                }
+            }
+        }
+    }
+
+    async fn fire_timers(&self) {
+        for runner in self.registry.ready() {
+            if let Err(e) = runner.fire_due_timers().await {
+                tracing::warn!(plugin = %runner.plugin().name(), error = %e, "timers failed");
+            }
+        }
+    }
+
+    /// Spawns the background task: resume at once, then fire due timers every tick and retry
+    /// unperformed actions every ten ticks.
+    pub fn spawn_background(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            this.resume_all().await;
+            let mut interval = tokio::time::interval(this.tick);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut n: u64 = 0;
+            loop {
+                interval.tick().await;
+                n = n.wrapping_add(1);
+                this.fire_timers().await;
+                if n.is_multiple_of(10) {
+                    this.resume_all().await;
+                }
+            }
+        })
+    }
+}
+
+/// The result's failure code (`otp_wrong`, `mismatch`, ...), if the outcome is not `verified`.
+pub fn failure_code(result: Option<&VerificationResult>) -> Option<String> {
+    let r = result?;
+    if r.outcome == plugin_abi::doc::Outcome::Verified {
+        return None;
+    }
+    serde_json::to_value(r.outcome)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+}
+
+/// Timers as the API shows them (id and due time).
+pub fn timers_json(timers: &[PendingTimer]) -> serde_json::Value {
+    serde_json::Value::Array(
+        timers
+            .iter()
+            .map(|t| serde_json::json!({"id": t.id, "due_at": t.due_at}))
+            .collect(),
+    )
+}
