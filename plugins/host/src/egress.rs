@@ -65,7 +65,17 @@ enum Refusal {
     Scheme,
     NotAllowlisted,
     UnknownSecret,
+    ForbiddenHeader,
 }
+
+/// Headers a plugin may not set: the host owns routing and framing.
+const FORBIDDEN_HEADERS: [&str; 5] = [
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "upgrade",
+];
 
 impl Refusal {
     fn describe(&self) -> &'static str {
@@ -76,6 +86,9 @@ impl Refusal {
             }
             Refusal::NotAllowlisted => "host:port not on the plugin's egress allowlist",
             Refusal::UnknownSecret => "a {{secret:NAME}} placeholder names no configured secret",
+            Refusal::ForbiddenHeader => {
+                "a header the host owns (host, content-length, ...) was set"
+            }
         }
     }
 }
@@ -186,6 +199,12 @@ impl Egress {
         let prepared = (|| -> Result<_, Refusal> {
             let mut headers = reqwest::header::HeaderMap::new();
             for (name, value) in &action.headers {
+                if FORBIDDEN_HEADERS
+                    .iter()
+                    .any(|h| name.eq_ignore_ascii_case(h))
+                {
+                    return Err(Refusal::ForbiddenHeader);
+                }
                 let value = substitute(value, &policy.secrets)?;
                 let name = reqwest::header::HeaderName::from_bytes(name.as_bytes())
                     .map_err(|_| Refusal::BadUrl)?;

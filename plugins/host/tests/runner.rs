@@ -250,6 +250,23 @@ async fn egress_size_cap_timeout_and_unknown_secret() {
         before,
         "nothing sent with an unfilled placeholder"
     );
+    let mut with_host = get(server.url("/x"), 5000);
+    with_host
+        .headers
+        .insert("Host".into(), "internal.example".into());
+    let refused = egress.perform(&p, &with_host).await;
+    assert_eq!(
+        refused,
+        Event::HttpError {
+            id: "a".into(),
+            error: HttpErrorKind::RefusedHost
+        }
+    );
+    assert_eq!(
+        server.count(),
+        before,
+        "no request with a forged Host header"
+    );
     let closed = egress
         .perform(
             &EgressPolicy {
