@@ -99,12 +99,73 @@ pub fn prepare(dir: &Path, module: Option<PathBuf>) -> Result<DemoLayout, DemoEr
     })
 }
 
+/// The verifier plugins the demo wires to vendor-sim: (name, library stem, config URL key,
+/// secret name).
+const DEMO_PLUGINS: [(&str, &str, &str, &str); 5] = [
+    ("phone-real-name", "phone_real_name", "", ""),
+    ("bank-card", "bank_card", "bank_url", "bank_api_key"),
+    ("face", "face", "face_url", "face_api_key"),
+    (
+        "corporate-transfer",
+        "corporate_transfer",
+        "payout_url",
+        "payout_api_key",
+    ),
+    (
+        "org-registry",
+        "org_registry",
+        "registry_url",
+        "registry_api_key",
+    ),
+];
+
+/// File (under the demo directory) holding the vendor-sim API key the demo plugins use.
+pub const VENDOR_SIM_KEY_FILE: &str = "secrets/vendor-sim-api-key";
+
+/// The `[[plugin]]` tables and the channel's `verifications` list for the plugin libraries found
+/// in `plugin_dir` (next to the `ca-appliance` binary), all pointed at vendor-sim on `vendor_sim`.
+/// Plugins run in a worker when `ca-plugin-worker` is there too, else in-process (they are
+/// first-party). Hashes are computed now: what the operator approves.
+fn demo_plugins(plugin_dir: &Path, vendor_sim: SocketAddr) -> (Vec<String>, String) {
+    let worker = plugin_dir.join("ca-plugin-worker").is_file();
+    let isolation = if worker { "worker" } else { "in_process" };
+    let base = format!("http://{vendor_sim}");
+    let key = format!("{{ file = \"{VENDOR_SIM_KEY_FILE}\" }}");
+    let mut names = Vec::new();
+    let mut text = String::new();
+    for (name, stem, url_key, secret) in DEMO_PLUGINS {
+        let path = plugin_dir.join(format!("libplugin_{stem}.so"));
+        let Ok(sha) = plugin_host::sha256_file(&path) else {
+            continue;
+        };
+        let (config, secrets) = if name == "phone-real-name" {
+            (
+                format!("{{ carrier_url = \"{base}\", sms_url = \"{base}\" }}"),
+                format!("{{ carrier_api_key = {key}, sms_api_key = {key} }}"),
+            )
+        } else {
+            (
+                format!("{{ {url_key} = \"{base}\" }}"),
+                format!("{{ {secret} = {key} }}"),
+            )
+        };
+        text.push_str(&format!(
+            "\n[[plugin]]\nname = \"{name}\"\npath = \"{}\"\nsha256 = \"{sha}\"\nisolation = \"{isolation}\"\nconfig = {config}\nsecrets = {secrets}\negress_hosts = [\"{vendor_sim}\"]\nallow_plain_http = true\n",
+            path.display()
+        ));
+        names.push(name.to_owned());
+    }
+    (names, text)
+}
+
 /// Step 2 (after `SOFTHSM2_CONF` is exported): token, PINs, TLS PKI, profiles and config.
-/// Returns the path of the written `appliance.toml`.
+/// The demo channel may use the verifier plugins found next to the binary, pointed at a
+/// vendor-sim on `vendor_sim`. Returns the path of the written `appliance.toml`.
 pub fn write_demo(
     layout: &DemoLayout,
     api_addr: SocketAddr,
     public_addr: SocketAddr,
+    vendor_sim: SocketAddr,
 ) -> Result<PathBuf, DemoError> {
     let dir = &layout.dir;
     let so_pin = random_pin();
@@ -128,7 +189,28 @@ pub fn write_demo(
         ORGANISATION_PROFILE.as_bytes(),
         0o644,
     )?;
-    let config = demo_config(&layout.module, api_addr, public_addr);
+    write_file(
+        &dir.join("secrets/verification-data.key"),
+        crate::verification::DataKey::generate_hex().as_bytes(),
+        0o600,
+    )?;
+    write_file(
+        &dir.join(VENDOR_SIM_KEY_FILE),
+        random_pin().as_bytes(),
+        0o600,
+    )?;
+    let plugin_dir = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(Path::to_owned))
+        .unwrap_or_default();
+    let (names, plugins) = demo_plugins(&plugin_dir, vendor_sim);
+    let mut config = demo_config(&layout.module, api_addr, public_addr);
+    let list: Vec<String> = names.iter().map(|n| format!("\"{n}\"")).collect();
+    config.push_str(&format!("verifications = [{}]\n", list.join(", ")));
+    config.push_str(
+        "\n# Verification data (applicant documents, plugin state) is sealed at rest with this key.\n[verification]\ndata_key = { file = \"secrets/verification-data.key\" }\n",
+    );
+    config.push_str(&plugins);
     let path = dir.join("appliance.toml");
     write_file(&path, config.as_bytes(), 0o644)?;
     Ok(path)

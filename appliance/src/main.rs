@@ -40,6 +40,9 @@ enum Command {
         /// PKCS#11 module (default: SoftHSM2 where Debian installs it).
         #[arg(long)]
         module: Option<PathBuf>,
+        /// Where the demo's verifier plugins reach vendor-sim (the vendor simulator).
+        #[arg(long, default_value = "127.0.0.1:8099")]
+        vendor_sim_addr: SocketAddr,
     },
     /// Run the appliance.
     Serve {
@@ -110,17 +113,30 @@ fn run(cli: Cli) -> Result<(), String> {
             api_addr,
             public_addr,
             module,
+            vendor_sim_addr,
         } => {
             if !demo {
                 return Err("only `init --demo` is available; production set-up writes appliance.toml by hand (see README)".into());
             }
             let layout = demo::prepare(&dir, module).map_err(|e| e.to_string())?;
             export_softhsm_conf(Some(&layout.softhsm2_conf));
-            let config_path =
-                demo::write_demo(&layout, api_addr, public_addr).map_err(|e| e.to_string())?;
+            let config_path = demo::write_demo(&layout, api_addr, public_addr, vendor_sim_addr)
+                .map_err(|e| e.to_string())?;
             let config = ApplianceConfig::load(&config_path).map_err(|e| e.to_string())?;
             runtime()?.block_on(run_ceremony(&config, &[], "cli:init"))?;
             println!("demo appliance created in {}", layout.dir.display());
+            if !config.plugins.is_empty() {
+                println!(
+                    "verifier plugins: {}; they expect vendor-sim: vendor-sim --addr {vendor_sim_addr} --api-key \"$(cat {})\"",
+                    config
+                        .plugins
+                        .iter()
+                        .map(|p| p.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    layout.dir.join(demo::VENDOR_SIM_KEY_FILE).display()
+                );
+            }
             println!(
                 "start it with: ca-appliance serve --config {}",
                 config_path.display()
