@@ -5,7 +5,8 @@ use std::sync::{Arc, Mutex};
 
 use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::object::{ObjectClass, ObjectHandle};
-use cryptoki::session::Session;
+use cryptoki::context::Function;
+use cryptoki::session::{Session, SessionState};
 use cryptoki::types::AuthPin;
 
 use crate::algorithm::{KeyKind, SignatureAlgorithm};
@@ -292,8 +293,18 @@ impl Hsm {
     }
 
     fn find_private(&self, session: &Session, key: &KeyUri) -> Result<CachedKey, OpError> {
-        let private = keys::find(session, ObjectClass::PRIVATE_KEY, key)?
-            .ok_or_else(|| HsmError::KeyNotFound { uri: key.clone() })?;
+        let Some(private) = keys::find(session, ObjectClass::PRIVATE_KEY, key)? else {
+            // Private objects are invisible to a session that lost its login: that is a session
+            // failure (reopen, log in, retry once), not a missing key.
+            let state = session.get_session_info()?.session_state();
+            if matches!(state, SessionState::RoPublic | SessionState::RwPublic) {
+                return Err(OpError::Ck(CkError::Pkcs11(
+                    RvError::UserNotLoggedIn,
+                    Function::FindObjects,
+                )));
+            }
+            return Err(HsmError::KeyNotFound { uri: key.clone() }.into());
+        };
         let kind = keys::kind_of(session, private, key)?;
         let cached = CachedKey { private, kind };
         self.cache().insert(key.clone(), cached);
