@@ -3,9 +3,9 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use cryptoki::context::Function;
 use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::object::{ObjectClass, ObjectHandle};
-use cryptoki::context::Function;
 use cryptoki::session::{Session, SessionState};
 use cryptoki::types::AuthPin;
 
