@@ -102,6 +102,8 @@ pub struct Health {
     pub circuit_open: bool,
     /// Whether a worker process is currently running.
     pub running: bool,
+    /// The running worker's process id, if any.
+    pub pid: Option<u32>,
 }
 
 struct Process {
@@ -264,6 +266,7 @@ impl WorkerHost {
             failures: st.failures,
             circuit_open: st.breaker.open_until.is_some_and(|t| Instant::now() < t),
             running: st.process.is_some(),
+            pid: st.process.as_ref().and_then(|p| p.child.id()),
         }
     }
 

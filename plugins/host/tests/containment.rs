@@ -209,3 +209,96 @@ async fn worker_seccomp_denies_sockets() {
     let out = p.step(&start_input("vrf_sock")).await.unwrap();
     assert_ne!(out.result.unwrap().evidence["socket"], "denied");
 }
+
+#[tokio::test]
+async fn worker_runs_confined() {
+    let p = load("ok", Isolation::Worker, worker_options()).await;
+    let pid = p.health().await.unwrap().pid.unwrap();
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = |name: &str| {
+        limits
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("{name} in {limits}"))
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let d = plugin_host::sandbox::Limits::default();
+    assert!(
+        line("Max address space").contains(&d.address_space.to_string()),
+        "{limits}"
+    );
+    assert!(
+        line("Max cpu time").contains(&d.cpu_seconds.to_string()),
+        "{limits}"
+    );
+    assert!(
+        line("Max open files").contains(&d.open_files.to_string()),
+        "{limits}"
+    );
+    assert!(line("Max core file size").contains(" 0 0 "), "{limits}");
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    assert!(environ.is_empty(), "empty environment");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.trim().to_owned())
+            .unwrap_or_default()
+    };
+    assert_eq!(field("Seccomp:"), "2", "seccomp filter mode");
+    assert_eq!(field("NoNewPrivs:"), "1");
+}
+
+#[test]
+fn worker_dies_with_its_parent() {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    let worker = env!("CARGO_BIN_EXE_ca-plugin-worker");
+    // A shell starts the worker in the background (as its parent), prints its pid and exits.
+    let mut sh = Command::new("sh")
+        .arg("-c")
+        .arg(format!("'{worker}' --parent-pid $$ & echo $!; sleep 0.3"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(sh.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let pid: u32 = line.trim().parse().unwrap();
+    let alive = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    assert!(
+        !alive.rsplit(')').next().unwrap().trim().starts_with('Z'),
+        "running while sh lives"
+    );
+    assert!(sh.wait().unwrap().success());
+    // The worker's stdin (our pipe) is still open, so only the death signal can end it.
+    let gone = (0..100).any(|_| {
+        let state = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| s.rsplit(')').next().map(|r| r.trim().chars().next()))
+            .flatten();
+        if matches!(state, None | Some('Z') | Some('X')) {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        false
+    });
+    assert!(gone, "worker {pid} outlived its parent");
+    drop(sh.stdin.take());
+}
+
+#[test]
+fn worker_refuses_to_start_orphaned() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ca-plugin-worker"))
+        .args(["--parent-pid", "1"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("parent process already exited"));
+}
