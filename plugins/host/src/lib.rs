@@ -23,6 +23,23 @@
 //! current executable or one directory up (so test binaries in `target/debug/deps` find
 //! `target/debug/ca-plugin-worker`).
 //!
+//! # Behaviour worth knowing
+//! - Worker mode: one worker per plugin, calls to one plugin are serialised through it. A crash,
+//!   hang (killed at `PluginSpec::step_deadline`), panic or protocol break fails only that call;
+//!   the worker is restarted lazily on the next call after an exponential backoff; after
+//!   `failure_threshold` faults within `failure_window` calls fail fast with
+//!   `PluginError::CircuitOpen` until `cooldown` passes, then one trial call decides.
+//! - In-process mode: same checks; a panic is caught by the SDK and poisons the instance; a hang
+//!   is reported as `Timeout` but its thread cannot be stopped (use Worker for third parties).
+//! - Every loaded library stays mapped (never dlclose'd) and its fd stays open.
+//! - Runner: the caller should run `resume_pending()` at startup and, with
+//!   `perform_inline = false`, periodically; and `fire_due_timers()` periodically.
+//!
+//! # Tests and benchmark
+//! `cargo test -p plugin-host` (builds `plugin-misbehaving` and compiles
+//! `plugins/reference-c/static_code.c` with `cc`); per-call overhead:
+//! `cargo run --release -p plugin-host --example step_overhead`.
+//!
 //! # Example
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {

@@ -107,6 +107,16 @@ impl Plugin {
 
     /// Runs one step on raw StepInput bytes (conformance tests send garbage on purpose).
     pub async fn step_bytes(&self, input: Vec<u8>) -> Result<StepOutput, PluginError> {
+        if input.len() > plugin_abi::doc::MAX_INPUT_BYTES {
+            return Err(PluginError::Status {
+                status: plugin_abi::StatusCode::InvalidArgument,
+                message: format!(
+                    "StepInput is {} bytes, over the {}-byte cap; not sent",
+                    input.len(),
+                    plugin_abi::doc::MAX_INPUT_BYTES
+                ),
+            });
+        }
         let deadline = self.spec.step_deadline;
         let reply = self.call(input, deadline).await?;
         match validate::parse_step_output(&reply) {

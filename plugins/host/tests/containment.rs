@@ -302,3 +302,26 @@ fn worker_refuses_to_start_orphaned() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("parent process already exited"));
 }
+
+#[tokio::test]
+async fn oversized_input_is_refused_before_the_plugin_sees_it() {
+    let p = load("ok", Isolation::Worker, worker_options()).await;
+    let huge = vec![b' '; plugin_abi::doc::MAX_INPUT_BYTES + 1];
+    let e = p.step_bytes(huge).await.unwrap_err();
+    assert!(
+        matches!(
+            e,
+            PluginError::Status {
+                status: plugin_abi::StatusCode::InvalidArgument,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    let h = p.health().await.unwrap();
+    assert_eq!(
+        (h.spawns, h.failures),
+        (1, 0),
+        "the worker was not involved"
+    );
+}
