@@ -315,3 +315,73 @@ fn cancel_and_protocol_errors() {
         r.try_step(json!({"type": "start", "applicant": {"bank_account": "110060000000001"}}));
     assert!(matches!(err, Err(StepError::InvalidArgument(_))));
 }
+
+/// One action as `"<type> <id or kind>"`, the form recorded in `fixtures/*.json`.
+fn action_summary(a: &Action) -> String {
+    match a {
+        Action::Http(h) => format!("http {}", h.id),
+        Action::Challenge(c) => format!(
+            "challenge {}",
+            serde_json::to_value(c.kind).unwrap().as_str().unwrap()
+        ),
+        Action::Timer(t) => format!("timer {}", t.id),
+    }
+}
+
+/// Replays a recorded flow (`fixtures/*.json`): each step's event (an HTTP body may be written
+/// as JSON) must give the recorded status, outcome and actions.
+fn replay<V: Verifier>(name: &str, text: &str) {
+    let fixture: Value = serde_json::from_str(text).unwrap();
+    let plugin = V::configure(serde_json::from_value(fixture["config"].clone()).unwrap()).unwrap();
+    let mut state = Value::Null;
+    for (i, step) in fixture["steps"].as_array().unwrap().iter().enumerate() {
+        let mut event = step["event"].clone();
+        if event["type"] == "http_response" && !event["body"].is_string() {
+            event["body"] = json!(event["body"].to_string());
+        }
+        let input: StepInput = serde_json::from_value(json!({
+            "v": 1, "verification_id": "vrf_fixture", "now": step["now"], "state": state, "event": event,
+        }))
+        .unwrap();
+        let out = V::step(&plugin, input).unwrap_or_else(|e| panic!("{name} step {i}: {e}"));
+        out.check_rules().unwrap();
+        assert_eq!(
+            serde_json::to_value(out.status).unwrap(),
+            step["status"],
+            "{name} step {i} status"
+        );
+        let outcome = out
+            .result
+            .as_ref()
+            .map_or(Value::Null, |r| serde_json::to_value(r.outcome).unwrap());
+        assert_eq!(
+            &outcome,
+            step.get("outcome").unwrap_or(&Value::Null),
+            "{name} step {i} outcome"
+        );
+        let actions: Vec<String> = out.actions.iter().map(action_summary).collect();
+        assert_eq!(json!(actions), step["actions"], "{name} step {i} actions");
+        state = out.state;
+    }
+}
+
+#[test]
+fn recorded_flows_replay() {
+    let fixtures = [
+        (
+            "deposit_wrong_then_right",
+            include_str!("../fixtures/deposit_wrong_then_right.json"),
+        ),
+        (
+            "deposit_async_name_mismatch",
+            include_str!("../fixtures/deposit_async_name_mismatch.json"),
+        ),
+        (
+            "deposit_window_expired",
+            include_str!("../fixtures/deposit_window_expired.json"),
+        ),
+    ];
+    for (name, text) in fixtures {
+        replay::<CorporateTransfer>(name, text);
+    }
+}
