@@ -242,15 +242,10 @@ async fn wrong_secret_and_off_allowlist_host_fail_cleanly() {
     assert_eq!(sim.calls("carrier").await, 0);
 }
 
-/// Host bug found by these tests: two *different* plugin libraries loaded in-process in one
-/// process share a handle. `plugin_host::load::load_verified` dlopens `/proc/self/fd/N` and then
-/// closes the fd; the next load reuses fd N, and glibc's dlopen returns the already-loaded
-/// library whose name is that same path. The second plugin then runs the first one's code (seen
-/// as "unknown field `carrier_url`, expected one of `face_url`, ..."). Fix belongs in
-/// plugins/host (keep the fd open, or dlopen a unique name). Until then each plugin_*.rs test
-/// binary loads at most one distinct library in-process.
+/// Regression: two *different* plugin libraries loaded in-process in one process must stay
+/// apart. The host used to dlopen `/proc/self/fd/N` and close the fd, so the next load reused N
+/// and glibc returned the first library (fixed in plugin-host f5823b9 by keeping the fd open).
 #[tokio::test]
-#[ignore = "plugin-host bug: in-process libraries loaded via a reused /proc/self/fd/N collide"]
 async fn two_different_plugins_in_process_in_one_process() {
     let sim = Sim::start();
     let face_config = json!({"face_url": sim.base()});

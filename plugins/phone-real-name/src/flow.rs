@@ -77,6 +77,8 @@ struct CarrierAnswer {
 #[derive(Deserialize)]
 struct SendAnswer {
     otp_id: String,
+    #[serde(default)]
+    expires_in: Option<u32>,
 }
 
 /// SMS gateway answer to `verify`.
@@ -243,8 +245,11 @@ impl Ctx<'_> {
                 let Ok(a) = serde_json::from_str::<SendAnswer>(&body) else {
                     return self.fail(s, Outcome::VendorUnavailable);
                 };
-                let ttl = i64::from(self.cfg.code_ttl_secs);
-                let expires = self.now.plus_secs(ttl);
+                // The gateway's own lifetime wins when it is shorter than ours.
+                let ttl = a
+                    .expires_in
+                    .map_or(self.cfg.code_ttl_secs, |v| v.min(self.cfg.code_ttl_secs));
+                let expires = self.now.plus_secs(i64::from(ttl));
                 s.phase = Phase::AwaitCode;
                 s.phone = None; // minimisation: the gateway has it now
                 s.otp_id = Some(a.otp_id);
@@ -252,7 +257,7 @@ impl Ctx<'_> {
                 let challenge = code_challenge(&s);
                 let timer = Action::Timer(Timer {
                     id: OTP_EXPIRY_TIMER.into(),
-                    after_ms: u64::from(self.cfg.code_ttl_secs) * 1000,
+                    after_ms: u64::from(ttl) * 1000,
                 });
                 self.out(s, vec![challenge, timer])
             }

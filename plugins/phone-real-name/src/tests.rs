@@ -311,6 +311,21 @@ fn expiry_timer_ends_the_challenge_and_early_timer_rearms() {
 }
 
 #[test]
+fn gateway_lifetime_shorter_than_config_wins() {
+    let mut r = Run::new(json!({"code_ttl_secs": 600}));
+    r.start("张三", "11010519491231002X", "13800138000");
+    r.reply(CARRIER_CHECK, 200, json!({"result": "match"}));
+    let out = r.reply(SMS_SEND, 200, json!({"otp_id": "otp_1", "expires_in": 120}));
+    match out.actions.as_slice() {
+        [Action::Challenge(c), Action::Timer(t)] => {
+            assert_eq!(c.expires_at, "2026-11-24T12:02:00Z");
+            assert_eq!(t.after_ms, 120_000);
+        }
+        other => panic!("expected challenge + timer, got {other:?}"),
+    }
+}
+
+#[test]
 fn gateway_forgetting_the_code_is_otp_expired() {
     let mut r = Run::new(json!({}));
     r.reach_challenge();

@@ -1,8 +1,7 @@
 //! Shared harness for the `plugin_*.rs` system tests: builds the plugin libraries, the vendor
 //! simulator and the worker binary once; starts `vendor-sim`; loads a plugin through the real host
 //! (`plugin_host::Plugin` + `VerificationRunner` + `Egress`) with a fake clock; receives vendor
-//! callbacks. One test file per plugin: each test binary is its own process, so each loads at
-//! most one distinct plugin library in-process (see the note in `plugin_phone_real_name.rs`).
+//! callbacks. One test file per plugin (`plugin_<name>.rs`).
 
 // Shared by several test crates; each uses a subset of it.
 #![allow(dead_code, unused_imports)]
@@ -34,28 +33,7 @@ pub const ZHANG_PHONE: &str = "13800138000";
 
 /// Builds the plugin libraries, the simulator and the worker binary once per process.
 pub fn built() -> PathBuf {
-    static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let status = Command::new(env!("CARGO"))
-                .args(["build", "--quiet"])
-                .args(["-p", "plugin-phone-real-name", "-p", "plugin-bank-card"])
-                .args(["-p", "plugin-face", "-p", "plugin-corporate-transfer"])
-                .args([
-                    "-p",
-                    "plugin-org-registry",
-                    "-p",
-                    "vendor-sim",
-                    "-p",
-                    "plugin-host",
-                ])
-                .current_dir(system_tests::workspace_root())
-                .status()
-                .expect("cargo runs");
-            assert!(status.success(), "building the plugins failed");
-            system_tests::target_dir().join("debug")
-        })
-        .clone()
+    system_tests::binaries()
 }
 
 /// A running `vendor-sim` process (killed on drop).
