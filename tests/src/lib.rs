@@ -35,14 +35,20 @@ pub fn use_release_build() {
     let _ = RELEASE.set(true);
 }
 
-/// Builds the workspace binaries once per process; returns their bin directory.
+/// The one cargo invocation (plus `--release` for benchmarks) every test uses to build binaries.
+pub const WORKSPACE_BUILD: [&str; 5] = ["build", "--quiet", "--workspace", "--lib", "--bins"];
+
+/// Builds the workspace binaries and plugin libraries once per process; returns their directory.
 pub fn binaries() -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT
         .get_or_init(|| {
             let release = *RELEASE.get_or_init(|| false);
+            // Always the same selection (the whole workspace's libraries and binaries: the
+            // appliance, the worker, vendor-sim, every plugin cdylib), so every test binary
+            // shares one build with one feature resolution instead of rebuilding dependencies.
             let mut cargo = Command::new(env!("CARGO"));
-            cargo.args(["build", "--quiet", "-p", "ca-appliance"]);
+            cargo.args(WORKSPACE_BUILD);
             if release {
                 cargo.arg("--release");
             }

@@ -23,7 +23,9 @@ pub fn misbehaving_so() -> PathBuf {
     static BUILD: Once = Once::new();
     BUILD.call_once(|| {
         let status = Command::new(env!("CARGO"))
-            .args(["build", "-q", "-p", "plugin-misbehaving"])
+            // The same invocation as the system tests (tests/src/lib.rs WORKSPACE_BUILD): one
+            // feature resolution, one build of the dependencies for every test binary.
+            .args(["build", "--quiet", "--workspace", "--lib", "--bins"])
             .status()
             .unwrap();
         assert!(status.success(), "cargo build -p plugin-misbehaving failed");
