@@ -8,6 +8,7 @@ cd "$(dirname "$0")"
 DIR="${1:-demo}"
 API_ADDR="${API_ADDR:-127.0.0.1:8443}"
 PUBLIC_ADDR="${PUBLIC_ADDR:-127.0.0.1:8080}"
+VENDOR_SIM_ADDR="${VENDOR_SIM_ADDR:-127.0.0.1:8099}"
 
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
@@ -20,13 +21,24 @@ if [ "${#need[@]}" -gt 0 ]; then
     $SUDO apt-get install -y --no-install-recommends "${need[@]}"
 fi
 
-cargo build --release --bin ca-appliance
+# The appliance, the plugin worker, vendor-sim and the verifier plugin libraries.
+cargo build --release --workspace --lib --bins
 BIN="$PWD/target/release/ca-appliance"
 
 if [ ! -f "$DIR/appliance.toml" ]; then
-    "$BIN" init --dir "$DIR" --demo --api-addr "$API_ADDR" --public-addr "$PUBLIC_ADDR"
+    "$BIN" init --dir "$DIR" --demo --api-addr "$API_ADDR" --public-addr "$PUBLIC_ADDR" \
+        --vendor-sim-addr "$VENDOR_SIM_ADDR"
 fi
 DIR="$(cd "$DIR" && pwd)"
+
+# The vendor simulator stands in for the carrier, bank, SMS, face, payout and registry APIs the
+# demo channel's verifier plugins call; it stops with this script.
+if [ -f "$DIR/secrets/vendor-sim-api-key" ]; then
+    "$PWD/target/release/vendor-sim" --addr "$VENDOR_SIM_ADDR" \
+        --api-key "$(cat "$DIR/secrets/vendor-sim-api-key")" >"$DIR/vendor-sim.log" 2>&1 &
+    SIM_PID=$!
+    trap 'kill $SIM_PID 2>/dev/null' EXIT
+fi
 
 if [ ! -f "$DIR/quickstart.csr" ]; then
     openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
@@ -45,4 +57,4 @@ curl --cacert $DIR/tls/ca.pem --cert $DIR/tls/channel-demo.pem --key $DIR/tls/ch
 CA certificates: http://$PUBLIC_ADDR/ca/root.pem  http://$PUBLIC_ADDR/ca/personal.pem
 MSG
 
-exec "$BIN" serve --config "$DIR/appliance.toml"
+"$BIN" serve --config "$DIR/appliance.toml"
