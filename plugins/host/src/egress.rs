@@ -149,18 +149,27 @@ fn check_url(policy: &EgressPolicy, url: &str) -> Result<(reqwest::Url, String),
 }
 
 fn is_tls_error(e: &reqwest::Error) -> bool {
+    // hyper-util wraps the connector's io::Error, which wraps another io::Error holding the
+    // rustls::Error; io::Error::source() skips its payload, so descend with get_ref() too.
+    fn in_io(mut io: &std::io::Error) -> bool {
+        loop {
+            match io.get_ref() {
+                Some(inner) if inner.downcast_ref::<rustls::Error>().is_some() => return true,
+                Some(inner) => match inner.downcast_ref::<std::io::Error>() {
+                    Some(next) => io = next,
+                    None => return false,
+                },
+                None => return false,
+            }
+        }
+    }
     let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
     while let Some(s) = source {
         if s.downcast_ref::<rustls::Error>().is_some() {
             return true;
         }
-        if let Some(io) = s.downcast_ref::<std::io::Error>() {
-            if io
-                .get_ref()
-                .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some())
-            {
-                return true;
-            }
+        if s.downcast_ref::<std::io::Error>().is_some_and(in_io) {
+            return true;
         }
         source = s.source();
     }

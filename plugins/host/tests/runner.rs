@@ -353,3 +353,63 @@ async fn only_the_manifest_applicant_fields_reach_the_plugin() {
         serde_json::json!(["name"])
     );
 }
+
+#[tokio::test]
+async fn tls_is_verified_against_the_webpki_roots() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // A local HTTPS server with a self-signed certificate: not trusted, so the request must fail
+    // with `tls` (and never reach the handler).
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(cert.key_pair.serialize_der().into());
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![cert.cert.der().clone()], key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let served = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let served2 = Arc::clone(&served);
+    tokio::spawn(async move {
+        while let Ok((sock, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            let served = Arc::clone(&served2);
+            tokio::spawn(async move {
+                if let Ok(mut tls) = acceptor.accept(sock).await {
+                    served.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let mut buf = [0u8; 1024];
+                    let _ = tls.read(&mut buf).await;
+                    let _ = tls
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                        .await;
+                }
+            });
+        }
+    });
+    let egress = Egress::new(EgressOptions::default()).unwrap();
+    let policy = EgressPolicy {
+        plugin: "t".into(),
+        hosts: vec![format!("localhost:{port}")],
+        allow_plain_http: false,
+        secrets: Default::default(),
+    };
+    let ev = egress
+        .perform(&policy, &get(format!("https://localhost:{port}/"), 3000))
+        .await;
+    assert_eq!(
+        ev,
+        Event::HttpError {
+            id: "a".into(),
+            error: HttpErrorKind::Tls
+        }
+    );
+    assert_eq!(
+        served.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "no handshake completed"
+    );
+}
