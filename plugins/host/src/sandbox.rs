@@ -44,6 +44,14 @@ pub enum SandboxError {
     /// prctl(PR_SET_PDEATHSIG) failed.
     #[error("prctl(PR_SET_PDEATHSIG) failed: {0}")]
     DeathSignal(std::io::Error),
+    /// Moving the protocol fds failed.
+    #[error("redirecting standard fds failed ({what}): {err}")]
+    Fds {
+        /// Which step.
+        what: &'static str,
+        /// OS error.
+        err: std::io::Error,
+    },
     /// The parent is already gone.
     #[error("parent process already exited")]
     Orphaned,
@@ -132,4 +140,44 @@ pub fn deny_network_and_exec() -> Result<(), SandboxError> {
         .try_into()
         .map_err(|e: seccompiler::BackendError| SandboxError::Seccomp(e.to_string()))?;
     seccompiler::apply_filter(&program).map_err(|e| SandboxError::Seccomp(e.to_string()))
+}
+
+/// Moves the protocol off fds 0 and 1: returns private duplicates of stdin and stdout (close-on-
+/// exec) and points fd 0 at /dev/null and fd 1 at stderr, so a plugin that prints (or reads)
+/// cannot corrupt the frame stream.
+pub fn protocol_pipes() -> Result<(std::fs::File, std::fs::File), SandboxError> {
+    use std::os::fd::FromRawFd;
+    let err = |what: &'static str| SandboxError::Fds {
+        what,
+        err: std::io::Error::last_os_error(),
+    };
+    // SAFETY: fcntl(F_DUPFD_CLOEXEC) on fds 0 and 1, which the host opened as pipes.
+    let input = unsafe { libc::fcntl(0, libc::F_DUPFD_CLOEXEC, 3) };
+    if input < 0 {
+        return Err(err("dup stdin"));
+    }
+    // SAFETY: as above.
+    let output = unsafe { libc::fcntl(1, libc::F_DUPFD_CLOEXEC, 3) };
+    if output < 0 {
+        return Err(err("dup stdout"));
+    }
+    let null = std::fs::File::open("/dev/null").map_err(|e| SandboxError::Fds {
+        what: "open /dev/null",
+        err: e,
+    })?;
+    // SAFETY: dup2 onto the standard fds; both source fds are open.
+    if unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), 0) } < 0 {
+        return Err(err("dup2 stdin"));
+    }
+    // SAFETY: as above; fd 2 is the inherited stderr.
+    if unsafe { libc::dup2(2, 1) } < 0 {
+        return Err(err("dup2 stdout"));
+    }
+    // SAFETY: input and output are fresh fds we own exclusively from here on.
+    Ok(unsafe {
+        (
+            std::fs::File::from_raw_fd(input),
+            std::fs::File::from_raw_fd(output),
+        )
+    })
 }

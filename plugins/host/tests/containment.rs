@@ -325,3 +325,14 @@ async fn oversized_input_is_refused_before_the_plugin_sees_it() {
         "the worker was not involved"
     );
 }
+
+#[tokio::test]
+async fn plugin_printing_to_stdout_cannot_corrupt_the_protocol() {
+    let p = load("chatty", Isolation::Worker, worker_options()).await;
+    for i in 0..3 {
+        let out = p.step(&start_input("vrf_chatty")).await.unwrap();
+        assert_eq!(out.status, Status::Succeeded, "call {i}");
+    }
+    let h = p.health().await.unwrap();
+    assert_eq!((h.spawns, h.failures), (1, 0));
+}

@@ -4,7 +4,7 @@
 //! `huge_output` (2 MiB reply), `bad_json`, `unknown_action`, `ok` (succeeds at once), or `http`
 //! (GET `url` from the config, succeed on 200, fail `vendor_unavailable` otherwise), `socket`
 //! (try to connect a TCP socket itself and report whether the sandbox denied it), `timer` (wait
-//! for a 1.5 s timer, then succeed), `echo_fields` (report which applicant fields arrived).
+//! for a 1.5 s timer, then succeed), `echo_fields` (report which applicant fields arrived), `chatty` (print to stdout, then succeed).
 
 use plugin_abi::doc::{
     self, Action, ApplicantField, Event, HttpAction, HttpMethod, Manifest, Outcome, PluginKind,
@@ -38,6 +38,8 @@ pub enum Behaviour {
     /// Tries to open a TCP connection itself (denied by the worker's seccomp filter); succeeds
     /// with evidence `{"socket": "denied" | "refused" | "connected" | "other"}`.
     Socket,
+    /// Prints to stdout (bytes that would corrupt a naive frame stream), then succeeds.
+    Chatty,
     /// Start sets a timer `poll` (after 1500 ms); the timer event succeeds.
     Timer,
     /// Succeeds with evidence `{"fields": [...]}`: the applicant fields it received (proves the
@@ -80,7 +82,7 @@ impl Verifier for Misbehaving {
                 "type": "object",
                 "required": ["behaviour"],
                 "properties": {
-                    "behaviour": {"enum": ["segfault","abort","hang","panic","huge_output","bad_json","unknown_action","ok","http","socket","timer","echo_fields"]},
+                    "behaviour": {"enum": ["segfault","abort","hang","panic","huge_output","bad_json","unknown_action","ok","http","socket","timer","echo_fields","chatty"]},
                     "url": {"type": "string"}
                 },
                 "additionalProperties": false
@@ -112,6 +114,18 @@ impl Verifier for Misbehaving {
                 json!({}),
             )),
             Behaviour::Http => self.http_flow(input),
+            Behaviour::Chatty => {
+                use std::io::Write;
+                let mut out = std::io::stdout();
+                let _ = out.write_all(b"\xff\xff\xff\x7f chatty plugin debug output\n");
+                let _ = out.flush();
+                Ok(sdk::succeeded(
+                    json!(null),
+                    vec![ApplicantField::Name],
+                    "L1",
+                    json!({}),
+                ))
+            }
             Behaviour::Timer => match input.event {
                 Event::Start { .. } => {
                     let mut out = sdk::output(doc::Status::Pending, json!({"waiting": true}));

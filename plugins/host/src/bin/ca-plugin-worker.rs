@@ -4,7 +4,8 @@
 //! The host spawns it with an empty environment and talks length-prefixed frames over
 //! stdin/stdout (see `plugin_host::protocol`). Startup: rlimits, parent-death signal, read the
 //! load request, hash-check + dlopen + describe + configure, then seccomp (no socket / connect /
-//! exec / ptrace), then answer steps until stdin closes.
+//! exec / ptrace), then answer steps until stdin closes. The frames move to private fds first,
+//! so a plugin printing to stdout cannot corrupt them (its output goes to stderr).
 //!
 //! Arguments: `--parent-pid N --rlimit-as BYTES --rlimit-cpu SECS --rlimit-nofile N`.
 
@@ -70,8 +71,9 @@ fn run() -> Result<(), String> {
     sandbox::die_with_parent(args.parent_pid).map_err(|e| e.to_string())?;
     sandbox::apply_limits(args.limits).map_err(|e| e.to_string())?;
 
-    let mut input = BufReader::new(io::stdin().lock());
-    let mut output = BufWriter::new(io::stdout().lock());
+    let (input, output) = sandbox::protocol_pipes().map_err(|e| e.to_string())?;
+    let mut input = BufReader::new(input);
+    let mut output = BufWriter::new(output);
     let reply = |out: &mut BufWriter<_>, tag: u8, payload: &[u8]| -> Result<(), String> {
         protocol::write_frame(out, tag, payload).map_err(|e| format!("write: {e}"))
     };
