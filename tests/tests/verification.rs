@@ -11,7 +11,7 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -22,29 +22,7 @@ const ZHANG: (&str, &str, &str) = ("张三", "11010519491231002X", "13800138000"
 
 /// Builds the appliance, the plugins, the worker binary and vendor-sim once.
 fn built() -> PathBuf {
-    static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let status = Command::new(env!("CARGO"))
-                .args([
-                    "build",
-                    "--quiet",
-                    "-p",
-                    "ca-appliance",
-                    "-p",
-                    "plugin-host",
-                ])
-                .args(["-p", "plugin-phone-real-name", "-p", "plugin-bank-card"])
-                .args(["-p", "plugin-face", "-p", "plugin-corporate-transfer"])
-                .args(["-p", "plugin-org-registry", "-p", "plugin-misbehaving"])
-                .args(["-p", "vendor-sim"])
-                .current_dir(workspace_root())
-                .status()
-                .expect("cargo runs");
-            assert!(status.success(), "building the plugins failed");
-            binaries()
-        })
-        .clone()
+    binaries()
 }
 
 /// A running vendor-sim; killed on drop.
@@ -354,6 +332,17 @@ async fn phone_real_name_end_to_end_with_wrong_code_failure_and_channel_isolatio
         )
         .await;
     assert_eq!((status, v["error"].as_str()), (400, Some("malformed_json")));
+    // ... without echoing what was sent (an ID number typed as a JSON number).
+    let (status, v) = s
+        .call(
+            "channel-demo",
+            "POST",
+            "/api/v1/verifications",
+            Some(json!({"plugin": "phone-real-name", "applicant": {"id_number": 110105194912310020_u64}})),
+        )
+        .await;
+    assert_eq!((status, v["error"].as_str()), (400, Some("malformed_json")));
+    assert!(!v.to_string().contains("110105194912310020"), "{v}");
 
     // Personal data is sealed at rest and never logged.
     assert!(server.is_running());
@@ -586,4 +575,39 @@ async fn check_config_refuses_a_wrong_hash_and_serve_marks_the_plugin_unavailabl
         "{err}"
     );
     assert!(!err.contains(std::fs::read_to_string(&key).unwrap().trim()));
+}
+
+#[tokio::test]
+async fn plugin_timers_fire_in_the_background() {
+    let s = Setup::new();
+    let lib = built().join("libplugin_misbehaving.so");
+    let sha = plugin_host::sha256_file(&lib).unwrap();
+    append_config(
+        &s.demo,
+        &format!(
+            "\n[[plugin]]\nname = \"misbehaving\"\npath = \"{}\"\nsha256 = \"{sha}\"\nisolation = \"in_process\"\nconfig = {{ behaviour = \"timer\" }}\n",
+            lib.display()
+        ),
+    );
+    let _server = s.demo.serve();
+    // The plugin asks for a 1.5 s timer; nobody calls the appliance again, its background task
+    // fires the timer and the verification completes.
+    let (status, v) = s.start("operator", "misbehaving", json!({})).await;
+    assert_eq!(status, 201, "{v}");
+    assert_eq!(v["status"], "pending");
+    assert_eq!(v["timers"][0]["id"], "poll");
+    let id = v["id"].as_str().unwrap().to_owned();
+    let path = format!("/api/v1/verifications/{id}");
+    let mut last = Value::Null;
+    for _ in 0..100 {
+        let (code, v) = s.call("operator", "GET", &path, None).await;
+        assert_eq!(code, 200, "{v}");
+        if v["status"] == "succeeded" {
+            assert_eq!(v["timers"], json!([]));
+            return;
+        }
+        last = v;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the timer never fired: {last}");
 }

@@ -19,7 +19,6 @@ use plugin_host::{PluginError, RunnerError};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::certificates::json_body;
 use super::mtls::Caller;
 use super::{ApiError, AppState};
 use crate::verification::mask::masked_applicant;
@@ -48,6 +47,38 @@ pub struct InputBody {
     pub kind: ChallengeKind,
     /// What the user entered.
     pub value: String,
+}
+
+/// Parses a body like `json_body`, but the error never echoes the input: serde's messages may
+/// quote a value (an ID number sent as a JSON number would come back in the error text).
+fn private_json_body<T: serde::de::DeserializeOwned>(
+    body: Result<Bytes, BytesRejection>,
+) -> Result<T, ApiError> {
+    let bytes = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                e.body_text(),
+            )
+        } else {
+            ApiError::bad_request("unreadable_body", e.body_text())
+        }
+    })?;
+    serde_json::from_slice(&bytes).map_err(|e| {
+        let what = match e.classify() {
+            serde_json::error::Category::Data => "does not match the expected fields and types",
+            _ => "is not valid JSON",
+        };
+        ApiError::bad_request(
+            "malformed_json",
+            format!(
+                "request body {what} (line {}, column {})",
+                e.line(),
+                e.column()
+            ),
+        )
+    })
 }
 
 fn requester(caller: &Caller) -> Result<Requester<'_>, ApiError> {
@@ -114,6 +145,9 @@ pub fn verification_error(e: VerificationError) -> ApiError {
             ApiError::new(S::SERVICE_UNAVAILABLE, "plugin_unavailable", msg)
         }
         VerificationError::NotFound(_) => ApiError::not_found(msg),
+        VerificationError::NotVerified(_) => {
+            ApiError::new(S::CONFLICT, "verification_not_succeeded", msg)
+        }
         VerificationError::Runner { plugin, source } => runner_error(&plugin, source),
     }
 }
@@ -181,7 +215,7 @@ pub async fn start(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let who = requester(&caller)?;
-    let body: StartBody = json_body(body)?;
+    let body: StartBody = private_json_body(body)?;
     if let Some(r) = &body.reference {
         if r.is_empty() || r.len() > 128 || r.chars().any(char::is_control) {
             return Err(ApiError::bad_request(
@@ -211,7 +245,7 @@ pub async fn input(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let who = requester(&caller)?;
-    let body: InputBody = json_body(body)?;
+    let body: InputBody = private_json_body(body)?;
     if body.value.len() > 256 {
         return Err(ApiError::bad_request(
             "invalid_input",

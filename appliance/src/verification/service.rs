@@ -37,6 +37,9 @@ pub enum VerificationError {
     /// No such verification visible to the caller.
     #[error("no verification {0}")]
     NotFound(String),
+    /// The verification has not succeeded (still open, or failed).
+    #[error("verification {0} has not succeeded")]
+    NotVerified(String),
     /// The runner refused or failed.
     #[error("{source}")]
     Runner {
@@ -322,6 +325,28 @@ impl VerificationService {
         Ok(info_of(self.load_visible(who, id).await?, false))
     }
 
+    /// The verified attributes of a succeeded verification, keyed as certificate profiles name
+    /// subject placeholders (`name`, `organisation`, `id_number`, `phone`, ...): what an
+    /// issuance request that cites this verification may put in the subject.
+    pub async fn verified_subject(
+        &self,
+        who: &Requester<'_>,
+        id: &str,
+    ) -> Result<std::collections::BTreeMap<String, String>, VerificationError> {
+        let v = self.load_visible(who, id).await?;
+        let result = match (&v.record.status, &v.record.result) {
+            (plugin_abi::doc::Status::Succeeded, Some(r)) => r,
+            _ => return Err(VerificationError::NotVerified(id.to_owned())),
+        };
+        let mut subject = std::collections::BTreeMap::new();
+        for field in &result.verified_attributes {
+            if let Some(value) = v.applicant.get(*field) {
+                subject.insert(subject_key(*field).to_owned(), value.to_owned());
+            }
+        }
+        Ok(subject)
+    }
+
     /// Performs every committed-but-unperformed action now (start-up after a crash).
     pub async fn resume_all(&self) {
         for runner in self.registry.ready() {
@@ -363,6 +388,23 @@ impl VerificationService {
                 }
             }
         })
+    }
+}
+
+/// The subject-attribute name a profile uses for an applicant field.
+pub fn subject_key(field: plugin_abi::doc::ApplicantField) -> &'static str {
+    use plugin_abi::doc::ApplicantField as F;
+    match field {
+        F::Name => "name",
+        F::IdNumber => "id_number",
+        F::Phone => "phone",
+        F::BankCard => "bank_card",
+        F::OrgName => "organisation",
+        F::Uscc => "uscc",
+        F::LegalRepName => "legal_rep_name",
+        F::LegalRepId => "legal_rep_id",
+        F::BankAccount => "bank_account",
+        F::BankName => "bank_name",
     }
 }
 

@@ -297,3 +297,141 @@ impl VerificationStore for SqlVerificationStore {
         Ok(due)
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests may unwrap
+mod tests {
+    use plugin_abi::doc::{HttpMethod, Outcome};
+
+    use super::*;
+    use crate::storage::Storage;
+
+    async fn store(dir: &tempfile::TempDir) -> (Storage, SqlVerificationStore) {
+        let url = format!("sqlite://{}", dir.path().join("v.db").display());
+        let storage = Storage::open(&url).await.unwrap();
+        let key = DataKey::from_hex(&DataKey::generate_hex()).unwrap();
+        let s = SqlVerificationStore::new(storage.verifications(), key);
+        (storage, s)
+    }
+
+    fn record(id: &str) -> VerificationRecord {
+        VerificationRecord {
+            id: id.into(),
+            plugin: "phone-real-name".into(),
+            status: Status::Pending,
+            state: serde_json::json!({"phone": "13800138000"}),
+            result: None,
+            challenges: Vec::new(),
+            outbox: vec![HttpAction {
+                id: "carrier".into(),
+                method: HttpMethod::POST,
+                url: "https://carrier.example.cn/v1".into(),
+                headers: Default::default(),
+                body: Some(r#"{"id_number":"11010519491231002X"}"#.into()),
+                timeout_ms: 1000,
+            }],
+            timers: vec![PendingTimer {
+                id: "retry".into(),
+                due_at: "2026-01-01T00:00:10Z".into(),
+                due_unix: 10,
+            }],
+            revision: 1,
+            updated_at: "2026-01-01T00:00:00Z".into(),
+        }
+    }
+
+    fn intent() -> StartIntent {
+        StartIntent {
+            owner: "channel:demo".into(),
+            reference: Some("order-1".into()),
+            applicant: serde_json::from_value(
+                serde_json::json!({"name": "张三", "id_number": "11010519491231002X"}),
+            )
+            .unwrap(),
+        }
+    }
+
+    #[tokio::test]
+    async fn create_load_save_with_revision_check_outbox_timers_and_audit() {
+        let dir = tempfile::tempdir().unwrap();
+        let (storage, s) = store(&dir).await;
+        let rec = record("vrf_1");
+        // No owner registered: refused, nothing stored.
+        assert!(matches!(s.create(&rec).await, Err(StoreError::Backend(_))));
+        s.register_intent("vrf_1", intent());
+        s.create(&rec).await.unwrap();
+        assert!(matches!(s.create(&rec).await, Err(StoreError::Conflict(_))));
+        let full = s.load_full("vrf_1").await.unwrap().unwrap();
+        assert_eq!(full.record, rec);
+        assert_eq!(full.owner, "channel:demo");
+        assert_eq!(
+            full.applicant.id_number.as_deref(),
+            Some("11010519491231002X")
+        );
+        assert_eq!(
+            s.find_reference("channel:demo", "order-1").await.unwrap(),
+            Some("vrf_1".into())
+        );
+        assert_eq!(s.with_outbox("phone-real-name").await.unwrap(), ["vrf_1"]);
+        assert!(s.with_outbox("face").await.unwrap().is_empty());
+        assert!(s.due_timers("phone-real-name", 9).await.unwrap().is_empty());
+        assert_eq!(
+            s.due_timers("phone-real-name", 10).await.unwrap(),
+            [("vrf_1".to_owned(), "retry".to_owned())]
+        );
+
+        // A save must follow the stored revision.
+        let mut next = rec.clone();
+        next.revision = 3;
+        assert!(matches!(s.save(&next).await, Err(StoreError::Conflict(_))));
+        next.revision = 2;
+        next.status = Status::Succeeded;
+        next.outbox.clear();
+        next.timers.clear();
+        next.result = Some(VerificationResult {
+            outcome: Outcome::Verified,
+            verified_attributes: Vec::new(),
+            assurance: Some("L2".into()),
+            evidence: serde_json::Value::Null,
+        });
+        s.save(&next).await.unwrap();
+        assert_eq!(s.load("vrf_1").await.unwrap().unwrap(), next);
+        assert!(s.with_outbox("phone-real-name").await.unwrap().is_empty());
+        assert!(s
+            .due_timers("phone-real-name", 100)
+            .await
+            .unwrap()
+            .is_empty());
+        // start + complete audit rows, chain intact.
+        assert_eq!(storage.audit().verify().await.unwrap(), Ok(2));
+
+        // Nothing personal is stored in the clear.
+        drop(s);
+        drop(storage);
+        for f in ["v.db", "v.db-wal"] {
+            let bytes = std::fs::read(dir.path().join(f)).unwrap_or_default();
+            for needle in ["11010519491231002X", "13800138000", "张三"] {
+                assert!(
+                    !bytes.windows(needle.len()).any(|w| w == needle.as_bytes()),
+                    "{needle} in {f}"
+                );
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_row_sealed_under_another_key_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (storage, s) = store(&dir).await;
+        s.register_intent("vrf_2", intent());
+        s.create(&record("vrf_2")).await.unwrap();
+        let other = SqlVerificationStore::new(
+            storage.verifications(),
+            DataKey::from_hex(&DataKey::generate_hex()).unwrap(),
+        );
+        assert!(matches!(
+            other.load("vrf_2").await,
+            Err(StoreError::Backend(_))
+        ));
+    }
+}
