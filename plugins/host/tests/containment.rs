@@ -336,3 +336,30 @@ async fn plugin_printing_to_stdout_cannot_corrupt_the_protocol() {
     let h = p.health().await.unwrap();
     assert_eq!((h.spawns, h.failures), (1, 0));
 }
+
+#[test]
+fn in_process_hang_times_out_and_later_calls_fail_fast() {
+    // Own runtime: the hung blocking thread never ends, so shut down without waiting for it.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut spec = misbehaving("hang", Isolation::InProcess);
+        spec.step_deadline = Duration::from_millis(500);
+        let p = Plugin::load_with(spec, worker_options()).await.unwrap();
+        let t = Instant::now();
+        let e = p.step(&start_input("vrf_hang")).await.unwrap_err();
+        assert!(matches!(e, PluginError::Timeout { .. }), "{e:?}");
+        assert!(t.elapsed() >= Duration::from_millis(500));
+        let t = Instant::now();
+        let e = p.step(&start_input("vrf_hang")).await.unwrap_err();
+        assert!(matches!(e, PluginError::Timeout { .. }), "{e:?}");
+        assert!(
+            t.elapsed() < Duration::from_millis(100),
+            "fails fast while the first call hangs"
+        );
+    });
+    rt.shutdown_background();
+}
