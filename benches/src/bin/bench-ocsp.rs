@@ -8,7 +8,7 @@
 //! a doc-hidden bench-only method: real serials, placeholder DER, no audit rows) into a fresh
 //! demo appliance before `serve` starts; the server then pre-signs them in the HSM (SoftHSM2)
 //! exactly as in production. Load: `wrk -t2 -c8 --latency` (keep-alive) for our POST and GET
-//! and for nginx; `ab -c 8` (a new connection per request, which is all `openssl ocsp` supports)
+//! and for nginx (and again with 2 connections, for latency at moderate load); `ab -c 8` (a new connection per request, which is all `openssl ocsp` supports)
 //! for `openssl ocsp` and, for comparison, for our POST. Each figure is the median of R rounds.
 
 use std::io::Write;
@@ -125,10 +125,7 @@ fn random_serials(n: usize) -> Vec<Vec<u8>> {
 
 fn pem_to_der(pem_path: &Path) -> Result<Vec<u8>, String> {
     let text = std::fs::read_to_string(pem_path).map_err(|e| e.to_string())?;
-    let b64: String = text
-        .lines()
-        .filter(|l| !l.starts_with("-----"))
-        .collect();
+    let b64: String = text.lines().filter(|l| !l.starts_with("-----")).collect();
     base64::engine::general_purpose::STANDARD
         .decode(b64)
         .map_err(|e| e.to_string())
@@ -145,7 +142,10 @@ fn wrk_script(dir: &Path, name: &str, requests: &[Vec<u8>], post: bool) -> Resul
                 i + 1
             ));
         } else {
-            lua.push_str(&format!("reqs[{}] = wrk.format(\"GET\", \"{esc}\")\n", i + 1));
+            lua.push_str(&format!(
+                "reqs[{}] = wrk.format(\"GET\", \"{esc}\")\n",
+                i + 1
+            ));
         }
     }
     lua.push_str(&format!(
@@ -170,9 +170,15 @@ fn wrk_ms(s: &str) -> Option<f64> {
     })
 }
 
-fn wrk(url: &str, script: Option<&Path>, seconds: u32) -> Result<Load, String> {
+fn wrk(url: &str, script: Option<&Path>, seconds: u32, conns: u32) -> Result<Load, String> {
     let mut cmd = Command::new("wrk");
-    cmd.args(["-t2", "-c8", &format!("-d{seconds}s"), "--latency"]);
+    let threads = conns.min(2);
+    cmd.args([
+        &format!("-t{threads}"),
+        &format!("-c{conns}"),
+        &format!("-d{seconds}s"),
+        "--latency",
+    ]);
     if let Some(s) = script {
         cmd.arg("-s").arg(s);
     }
@@ -205,7 +211,17 @@ fn wrk(url: &str, script: Option<&Path>, seconds: u32) -> Result<Load, String> {
 
 fn ab(url: &str, body: &Path, seconds: u32) -> Result<Load, String> {
     let (ok, out, err) = run(Command::new("ab")
-        .args(["-q", "-r", "-c", "8", "-n", "10000000", "-t", &seconds.to_string(), "-p"])
+        .args([
+            "-q",
+            "-r",
+            "-c",
+            "8",
+            "-n",
+            "10000000",
+            "-t",
+            &seconds.to_string(),
+            "-p",
+        ])
         .arg(body)
         .args(["-T", "application/ocsp-request", url]));
     if !ok {
@@ -268,35 +284,100 @@ fn start_openssl_ocsp(
     serials: &[Vec<u8>],
 ) -> Result<(ChildGuard, SocketAddr, IssuerKeyHashes), String> {
     let o = |args: &[&str]| sh(Command::new("openssl").current_dir(dir).args(args));
-    o(&["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-        "-keyout", "ossl-ca.key", "-out", "ossl-ca.pem", "-subj", "/CN=openssl bench CA", "-days", "30",
-        "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"])?;
-    o(&["req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-        "-keyout", "ossl-rsp.key", "-out", "ossl-rsp.csr", "-subj", "/CN=openssl bench responder"])?;
+    o(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        "ossl-ca.key",
+        "-out",
+        "ossl-ca.pem",
+        "-subj",
+        "/CN=openssl bench CA",
+        "-days",
+        "30",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+    ])?;
+    o(&[
+        "req",
+        "-new",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        "ossl-rsp.key",
+        "-out",
+        "ossl-rsp.csr",
+        "-subj",
+        "/CN=openssl bench responder",
+    ])?;
     std::fs::write(
         dir.join("ossl-rsp.ext"),
         "extendedKeyUsage=OCSPSigning\nkeyUsage=critical,digitalSignature\nbasicConstraints=CA:FALSE\n",
     )
     .map_err(|e| e.to_string())?;
-    o(&["x509", "-req", "-in", "ossl-rsp.csr", "-CA", "ossl-ca.pem", "-CAkey", "ossl-ca.key",
-        "-CAcreateserial", "-days", "7", "-extfile", "ossl-rsp.ext", "-out", "ossl-rsp.pem"])?;
+    o(&[
+        "x509",
+        "-req",
+        "-in",
+        "ossl-rsp.csr",
+        "-CA",
+        "ossl-ca.pem",
+        "-CAkey",
+        "ossl-ca.key",
+        "-CAcreateserial",
+        "-days",
+        "7",
+        "-extfile",
+        "ossl-rsp.ext",
+        "-out",
+        "ossl-rsp.pem",
+    ])?;
     let mut index = std::io::BufWriter::new(
         std::fs::File::create(dir.join("index.txt")).map_err(|e| e.to_string())?,
     );
     for s in serials {
-        writeln!(index, "V\t301231235959Z\t\t{}\tunknown\t/CN=bench", hex::encode_upper(s))
-            .map_err(|e| e.to_string())?;
+        writeln!(
+            index,
+            "V\t301231235959Z\t\t{}\tunknown\t/CN=bench",
+            hex::encode_upper(s)
+        )
+        .map_err(|e| e.to_string())?;
     }
     index.flush().map_err(|e| e.to_string())?;
     drop(index);
-    std::fs::write(dir.join("index.txt.attr"), "unique_subject = no\n").map_err(|e| e.to_string())?;
+    std::fs::write(dir.join("index.txt.attr"), "unique_subject = no\n")
+        .map_err(|e| e.to_string())?;
     let addr = free_addr();
     let child = Command::new("openssl")
         .current_dir(dir)
-        .args(["ocsp", "-index", "index.txt", "-port", &addr.port().to_string(),
-            "-rsigner", "ossl-rsp.pem", "-rkey", "ossl-rsp.key", "-CA", "ossl-ca.pem", "-nmin", "60",
+        .args([
+            "ocsp",
+            "-index",
+            "index.txt",
+            "-port",
+            &addr.port().to_string(),
+            "-rsigner",
+            "ossl-rsp.pem",
+            "-rkey",
+            "ossl-rsp.key",
+            "-CA",
+            "ossl-ca.pem",
+            "-nmin",
+            "60",
             // drop a connection that sends nothing (ab leaves some at its time limit)
-            "-timeout", "2"])
+            "-timeout",
+            "2",
+        ])
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(dir.join("ossl.log")).map_err(|e| e.to_string())?)
         .spawn()
@@ -359,9 +440,19 @@ fn export_softhsm(config: &ApplianceConfig) {
 /// Child mode `--fill-revoked CONFIG N`: adds N revoked certificate rows under `personal`.
 async fn fill_revoked(config: &Path, n: usize) -> Result<(), String> {
     let config = ApplianceConfig::load(config).map_err(|e| e.to_string())?;
-    let storage = Storage::open(&config.database.url).await.map_err(|e| e.to_string())?;
-    let ca = storage.authorities().current().await.map_err(|e| e.to_string())?;
-    let ca_id = ca.iter().find(|c| c.name == "personal").ok_or("no personal CA")?.id;
+    let storage = Storage::open(&config.database.url)
+        .await
+        .map_err(|e| e.to_string())?;
+    let ca = storage
+        .authorities()
+        .current()
+        .await
+        .map_err(|e| e.to_string())?;
+    let ca_id = ca
+        .iter()
+        .find(|c| c.name == "personal")
+        .ok_or("no personal CA")?
+        .id;
     let serials: Vec<String> = random_serials(n).iter().map(hex::encode).collect();
     storage
         .ocsp()
@@ -375,10 +466,18 @@ async fn fill_revoked(config: &Path, n: usize) -> Result<(), String> {
 async fn generate_crl(config: &Path) -> Result<(), String> {
     let config = ApplianceConfig::load(config).map_err(|e| e.to_string())?;
     export_softhsm(&config);
-    let hsm = hsm::Hsm::open(&config.hsm_config()).await.map_err(|e| e.to_string())?;
-    let storage = Storage::open(&config.database.url).await.map_err(|e| e.to_string())?;
+    let hsm = hsm::Hsm::open(&config.hsm_config())
+        .await
+        .map_err(|e| e.to_string())?;
+    let storage = Storage::open(&config.database.url)
+        .await
+        .map_err(|e| e.to_string())?;
     let hierarchy = Hierarchy::from_records(
-        storage.authorities().current().await.map_err(|e| e.to_string())?,
+        storage
+            .authorities()
+            .current()
+            .await
+            .map_err(|e| e.to_string())?,
     )
     .map_err(|e| e.to_string())?;
     let publisher = CrlPublisher::new(
@@ -393,7 +492,10 @@ async fn generate_crl(config: &Path) -> Result<(), String> {
     let ca = hierarchy.get("personal").ok_or("no personal CA")?;
     let before = vm_hwm_kb();
     let start = Instant::now();
-    let rec = publisher.publish_full(ca).await.map_err(|e| e.to_string())?;
+    let rec = publisher
+        .publish_full(ca)
+        .await
+        .map_err(|e| e.to_string())?;
     let secs = start.elapsed().as_secs_f64();
     let bytes = std::fs::metadata(config.status.crl_dir.join("personal.crl"))
         .map(|m| m.len())
@@ -427,24 +529,44 @@ async fn bench(o: Options) -> Result<(), String> {
     let serials = random_serials(o.certs);
     let hex_serials: Vec<String> = serials.iter().map(hex::encode).collect();
     {
-        let storage = Storage::open(&config.database.url).await.map_err(|e| e.to_string())?;
-        let cas = storage.authorities().current().await.map_err(|e| e.to_string())?;
-        let ca_id = cas.iter().find(|c| c.name == "personal").ok_or("no personal CA")?.id;
+        let storage = Storage::open(&config.database.url)
+            .await
+            .map_err(|e| e.to_string())?;
+        let cas = storage
+            .authorities()
+            .current()
+            .await
+            .map_err(|e| e.to_string())?;
+        let ca_id = cas
+            .iter()
+            .find(|c| c.name == "personal")
+            .ok_or("no personal CA")?
+            .id;
         let t = Instant::now();
         storage
             .ocsp()
             .insert_synthetic_certificates(ca_id, &hex_serials, false)
             .await
             .map_err(|e| e.to_string())?;
-        println!("inserted {} certificate rows in {:.1} s", o.certs, t.elapsed().as_secs_f64());
+        println!(
+            "inserted {} certificate rows in {:.1} s",
+            o.certs,
+            t.elapsed().as_secs_f64()
+        );
     }
 
     // 2. serve; it pre-signs every certificate in the background
     let start = Instant::now();
     let server = demo.serve();
-    let storage = Storage::open(&config.database.url).await.map_err(|e| e.to_string())?;
+    let storage = Storage::open(&config.database.url)
+        .await
+        .map_err(|e| e.to_string())?;
     loop {
-        let n = storage.ocsp().count_responses().await.map_err(|e| e.to_string())?;
+        let n = storage
+            .ocsp()
+            .count_responses()
+            .await
+            .map_err(|e| e.to_string())?;
         if n as usize >= o.certs {
             break;
         }
@@ -473,13 +595,22 @@ async fn bench(o: Options) -> Result<(), String> {
         .iter()
         .map(|b| {
             let b64 = base64::engine::general_purpose::STANDARD.encode(b);
-            format!("/ocsp/{}", b64.replace('+', "%2B").replace('/', "%2F").replace('=', "%3D"))
-                .into_bytes()
+            format!(
+                "/ocsp/{}",
+                b64.replace('+', "%2B")
+                    .replace('/', "%2F")
+                    .replace('=', "%3D")
+            )
+            .into_bytes()
         })
         .collect();
-    let (status, headers, one) = public_request(demo.public, "POST", "/ocsp", &[], bodies[0].clone()).await;
+    let (status, headers, one) =
+        public_request(demo.public, "POST", "/ocsp", &[], bodies[0].clone()).await;
     if status != 200 || one.get(..7) != Some(&[0x30, 0x82, one[2], one[3], 0x0a, 0x01, 0x00][..]) {
-        return Err(format!("unexpected answer {status} {headers:?} {:02x?}", &one[..one.len().min(8)]));
+        return Err(format!(
+            "unexpected answer {status} {headers:?} {:02x?}",
+            &one[..one.len().min(8)]
+        ));
     }
     let post_lua = wrk_script(&work, "post.lua", &bodies, true)?;
     let get_lua = wrk_script(&work, "get.lua", &paths, false)?;
@@ -487,21 +618,34 @@ async fn bench(o: Options) -> Result<(), String> {
 
     let (_nginx, nginx_addr) = start_nginx(&work, &one)?;
     let (_ossl, ossl_addr, ossl_issuer) = start_openssl_ocsp(&work, &serials)?;
-    std::fs::write(work.join("ossl-req.der"), ocsp_request(&ossl_issuer, serials[0].as_slice())?)
-        .map_err(|e| e.to_string())?;
+    std::fs::write(
+        work.join("ossl-req.der"),
+        ocsp_request(&ossl_issuer, serials[0].as_slice())?,
+    )
+    .map_err(|e| e.to_string())?;
     // openssl must answer good for that request before we time it (it loads its index first)
     let start = Instant::now();
     loop {
         let (ok, out, err) = run(Command::new("openssl").current_dir(&work).args([
-            "ocsp", "-reqin", "ossl-req.der", "-url", &format!("http://{ossl_addr}/"), "-CAfile", "ossl-ca.pem",
-            "-issuer", "ossl-ca.pem", "-resp_text",
+            "ocsp",
+            "-reqin",
+            "ossl-req.der",
+            "-url",
+            &format!("http://{ossl_addr}/"),
+            "-CAfile",
+            "ossl-ca.pem",
+            "-issuer",
+            "ossl-ca.pem",
+            "-resp_text",
         ]));
         if ok && out.contains("Cert Status: good") {
             break;
         }
         if start.elapsed() > Duration::from_secs(60) {
             let log = std::fs::read_to_string(work.join("ossl.log")).unwrap_or_default();
-            return Err(format!("openssl ocsp self-check failed: {out}{err}\nresponder log: {log}"));
+            return Err(format!(
+                "openssl ocsp self-check failed: {out}{err}\nresponder log: {log}"
+            ));
         }
         std::thread::sleep(Duration::from_millis(300));
     }
@@ -513,14 +657,24 @@ async fn bench(o: Options) -> Result<(), String> {
         ("nginx static (wrk keep-alive)", vec![]),
         ("ours POST  (ab, new conn each)", vec![]),
         ("openssl ocsp (ab, new conn each)", vec![]),
+        ("ours POST  (wrk, 2 conns)", vec![]),
+        ("ours GET   (wrk, 2 conns)", vec![]),
+        ("nginx static (wrk, 2 conns)", vec![]),
     ];
     for round in 0..o.rounds {
         let runs = [
-            wrk(&ours, Some(&post_lua), o.seconds),
-            wrk(&ours, Some(&get_lua), o.seconds),
-            wrk(&format!("http://{nginx_addr}/ocsp"), None, o.seconds),
+            wrk(&ours, Some(&post_lua), o.seconds, 8),
+            wrk(&ours, Some(&get_lua), o.seconds, 8),
+            wrk(&format!("http://{nginx_addr}/ocsp"), None, o.seconds, 8),
             ab(&format!("{ours}/ocsp"), &work.join("req.der"), o.seconds),
-            ab(&format!("http://{ossl_addr}/"), &work.join("ossl-req.der"), o.seconds),
+            ab(
+                &format!("http://{ossl_addr}/"),
+                &work.join("ossl-req.der"),
+                o.seconds,
+            ),
+            wrk(&ours, Some(&post_lua), o.seconds, 2),
+            wrk(&ours, Some(&get_lua), o.seconds, 2),
+            wrk(&format!("http://{nginx_addr}/ocsp"), None, o.seconds, 2),
         ];
         for (slot, r) in results.iter_mut().zip(runs) {
             match r {
@@ -537,42 +691,73 @@ async fn bench(o: Options) -> Result<(), String> {
     }
     drop(server);
 
-    println!("\nOCSP, {} pre-signed responses, 2 cores, median of {} rounds of {} s:", o.certs, o.rounds, o.seconds);
-    println!("{:<34} {:>10} {:>9} {:>9}", "target", "resp/s", "p50 ms", "p99 ms");
+    println!(
+        "\nOCSP, {} pre-signed responses, 2 cores, median of {} rounds of {} s:",
+        o.certs, o.rounds, o.seconds
+    );
+    println!(
+        "{:<34} {:>10} {:>9} {:>9}",
+        "target", "resp/s", "p50 ms", "p99 ms"
+    );
     let medians: Vec<Load> = results.iter().map(|(_, v)| median(v.clone())).collect();
     for ((name, _), m) in results.iter().zip(&medians) {
-        println!("{name:<34} {:>10.0} {:>9.3} {:>9.3}", m.rps, m.p50_ms, m.p99_ms);
+        println!(
+            "{name:<34} {:>10.0} {:>9.3} {:>9.3}",
+            m.rps, m.p50_ms, m.p99_ms
+        );
     }
-    let (post, get, nginx, ours_ab, ossl) = (medians[0], medians[1], medians[2], medians[3], medians[4]);
+    let (post, get, nginx, ours_ab, ossl) =
+        (medians[0], medians[1], medians[2], medians[3], medians[4]);
+    let (post2, get2, nginx2) = (medians[5], medians[6], medians[7]);
     println!(
         "ratios: POST/openssl {:.1}x, GET/openssl {:.1}x (goal >= 5x); POST/nginx {:.2}, GET/nginx {:.2} (goal >= 0.7); \
-         ours/openssl both new-conn {:.1}x; p99 POST {:.2} ms GET {:.2} ms (goal < 2 ms)",
+         ours/openssl both new-conn {:.1}x; p99 POST {:.2} ms GET {:.2} ms (goal < 2 ms); \
+         at 2 connections p99 POST {:.2} ms GET {:.2} ms (nginx {:.2} ms)",
         post.rps / ossl.rps,
         get.rps / ossl.rps,
         post.rps / nginx.rps,
         get.rps / nginx.rps,
         ours_ab.rps / ossl.rps,
         post.p99_ms,
-        get.p99_ms
+        get.p99_ms,
+        post2.p99_ms,
+        get2.p99_ms,
+        nginx2.p99_ms
     );
 
     // 3. CRL with crl_entries revoked certificates (in child processes: own peak RSS)
     if o.crl_entries > 0 {
         let cfg = demo.config();
         let t = Instant::now();
-        sh(Command::new(&me).arg("--fill-revoked").arg(&cfg).arg(o.crl_entries.to_string()))?;
-        println!("\ninserted {} revoked rows in {:.1} s", o.crl_entries, t.elapsed().as_secs_f64());
+        sh(Command::new(&me)
+            .arg("--fill-revoked")
+            .arg(&cfg)
+            .arg(o.crl_entries.to_string()))?;
+        println!(
+            "\ninserted {} revoked rows in {:.1} s",
+            o.crl_entries,
+            t.elapsed().as_secs_f64()
+        );
         let mut runs = Vec::new();
         for _ in 0..o.rounds {
             let out = sh(Command::new(&me).arg("--crl").arg(&cfg))?;
             runs.push(out);
         }
         let mut secs: Vec<f64> = runs.iter().filter_map(|r| child_value(r, "secs")).collect();
-        let mut hwm: Vec<f64> = runs.iter().filter_map(|r| child_value(r, "hwm_kb")).collect();
+        let mut hwm: Vec<f64> = runs
+            .iter()
+            .filter_map(|r| child_value(r, "hwm_kb"))
+            .collect();
         secs.sort_by(f64::total_cmp);
         hwm.sort_by(f64::total_cmp);
         let last = runs.last().cloned().unwrap_or_default();
-        println!("full CRL runs: {}", runs.iter().map(|r| r.trim()).collect::<Vec<_>>().join(" | "));
+        println!(
+            "full CRL runs: {}",
+            runs.iter()
+                .map(|r| r.trim())
+                .collect::<Vec<_>>()
+                .join(" | ")
+        );
         println!(
             "full CRL, {} entries, {:.1} MB: median {:.2} s (goal < 10 s), peak RSS of the generating process {:.0} MB",
             child_value(&last, "entries").unwrap_or(0.0),
@@ -586,14 +771,24 @@ async fn bench(o: Options) -> Result<(), String> {
             .arg(&crl)
             .arg("-CAfile")
             .arg(&pem));
-        println!("openssl crl -verify of the 1M CRL: {}", if ok && err.contains("verify OK") { "OK" } else { "FAILED" });
+        println!(
+            "openssl crl -verify of the 1M CRL: {}",
+            if ok && err.contains("verify OK") {
+                "OK"
+            } else {
+                "FAILED"
+            }
+        );
     }
     Ok(())
 }
 
 fn main() -> std::process::ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("runtime: {e}");
