@@ -472,6 +472,22 @@ async fn a_crashing_worker_plugin_does_not_take_the_server_down() {
         server.is_running(),
         "the appliance survived the plugin's crashes"
     );
+    // The operator sees the crashes and the open circuit; a channel may not look.
+    let (status, v) = s.call("operator", "GET", "/api/v1/plugins", None).await;
+    assert_eq!(status, 200, "{v}");
+    let bad = v["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "misbehaving")
+        .unwrap()
+        .clone();
+    assert_eq!(bad["status"], "ready", "{bad}");
+    assert_eq!(bad["isolation"], "worker");
+    assert!(bad["worker"]["failures"].as_u64().unwrap() >= 3, "{bad}");
+    assert_eq!(bad["worker"]["circuit_open"], true, "{bad}");
+    let (status, _) = s.call("channel-demo", "GET", "/api/v1/plugins", None).await;
+    assert_eq!(status, 403);
     let (status, _, _) = public_get(s.demo.public, "/healthz").await;
     assert_eq!(status, 200);
     // Other plugins and requests are still served.

@@ -53,6 +53,7 @@ pub fn api_router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
             post(revocation::unhold),
         )
         .merge(status_routes::routes())
+        .route("/api/v1/plugins", get(verifications::plugins))
         .route("/api/v1/verifications", post(verifications::start))
         .route("/api/v1/verifications/{id}", get(verifications::get))
         .route(

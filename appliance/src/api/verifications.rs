@@ -1,4 +1,4 @@
-//! `POST /api/v1/verifications`, `GET /api/v1/verifications/{id}`,
+//! `GET /api/v1/plugins` (operators), `POST /api/v1/verifications`, `GET /api/v1/verifications/{id}`,
 //! `POST /api/v1/verifications/{id}/input` and `POST /api/v1/verifications/{id}/cancel`.
 //!
 //! A channel may start only the plugins its `verifications` list names and sees only its own
@@ -288,4 +288,20 @@ pub async fn get(
         .await
         .map_err(verification_error)?;
     Ok(Json(view_json(&info)))
+}
+
+/// Every configured plugin with its state and worker health (operators only).
+pub async fn plugins(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Json<Value>, ApiError> {
+    if !matches!(caller, Caller::Operator { .. }) {
+        return Err(ApiError::forbidden(
+            "operator_only",
+            "only an operator may list plugins",
+        ));
+    }
+    Ok(Json(
+        json!({ "plugins": state.verifications.plugins_status().await }),
+    ))
 }

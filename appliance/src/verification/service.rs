@@ -325,6 +325,38 @@ impl VerificationService {
         Ok(info_of(self.load_visible(who, id).await?, false))
     }
 
+    /// Every configured plugin with its state (operators only: for monitoring).
+    pub async fn plugins_status(&self) -> serde_json::Value {
+        let mut out = Vec::new();
+        for name in self.registry.names() {
+            let entry = match self.registry.get(name) {
+                Some(PluginSlot::Ready(r)) => {
+                    let plugin = r.plugin();
+                    let health = plugin.health().await;
+                    serde_json::json!({
+                        "name": name,
+                        "status": "ready",
+                        "version": plugin.manifest().version,
+                        "methods": plugin.manifest().methods,
+                        "isolation": if health.is_some() { "worker" } else { "in_process" },
+                        "worker": health.map(|h| serde_json::json!({
+                            "spawns": h.spawns,
+                            "failures": h.failures,
+                            "circuit_open": h.circuit_open,
+                            "running": h.running,
+                        })),
+                    })
+                }
+                Some(PluginSlot::Unavailable(reason)) => {
+                    serde_json::json!({"name": name, "status": "unavailable", "reason": reason})
+                }
+                None => continue,
+            };
+            out.push(entry);
+        }
+        serde_json::Value::Array(out)
+    }
+
     /// The verified attributes of a succeeded verification, keyed as certificate profiles name
     /// subject placeholders (`name`, `organisation`, `id_number`, `phone`, ...): what an
     /// issuance request that cites this verification may put in the subject.
