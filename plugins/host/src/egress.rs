@@ -66,6 +66,7 @@ enum Refusal {
     NotAllowlisted,
     UnknownSecret,
     ForbiddenHeader,
+    BadHeader,
 }
 
 /// Headers a plugin may not set: the host owns routing and framing.
@@ -86,6 +87,7 @@ impl Refusal {
             }
             Refusal::NotAllowlisted => "host:port not on the plugin's egress allowlist",
             Refusal::UnknownSecret => "a {{secret:NAME}} placeholder names no configured secret",
+            Refusal::BadHeader => "a header name or value is not valid HTTP",
             Refusal::ForbiddenHeader => {
                 "a header the host owns (host, content-length, ...) was set"
             }
@@ -216,9 +218,9 @@ impl Egress {
                 }
                 let value = substitute(value, &policy.secrets)?;
                 let name = reqwest::header::HeaderName::from_bytes(name.as_bytes())
-                    .map_err(|_| Refusal::BadUrl)?;
-                let mut value =
-                    reqwest::header::HeaderValue::from_str(&value).map_err(|_| Refusal::BadUrl)?;
+                    .map_err(|_| Refusal::BadHeader)?;
+                let mut value = reqwest::header::HeaderValue::from_str(&value)
+                    .map_err(|_| Refusal::BadHeader)?;
                 value.set_sensitive(true);
                 headers.append(name, value);
             }
