@@ -318,6 +318,15 @@ async fn phone_real_name_end_to_end_with_wrong_code_failure_and_channel_isolatio
     assert_eq!(v["failure_code"], "mismatch");
     assert_eq!(v["verification"]["status"], "failed");
 
+    // A one-step plugin (organisation registry) succeeds in the start call itself.
+    let org = json!({"org_name": "示例科技有限公司", "uscc": "91350100M000100Y43",
+        "legal_rep_name": "张三", "legal_rep_id": ZHANG.1});
+    let (status, v) = s.start("channel-demo", "org-registry", org).await;
+    assert_eq!(status, 201, "{v}");
+    assert_eq!(v["status"], "succeeded");
+    assert_eq!(v["applicant"]["legal_rep_id"], "110***********002X");
+    assert_eq!(v["applicant"]["org_name"], "示例科技有限公司");
+
     // Bad requests get specific errors.
     let (status, v) = s
         .start("channel-demo", "no-such-plugin", person(ZHANG))
