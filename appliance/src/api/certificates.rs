@@ -125,7 +125,9 @@ pub async fn issue(
         })
         .await?;
     // Pre-sign its OCSP response now (a request before that is answered live).
-    state.status.certificate_issued();
+    state
+        .status
+        .certificate_issued(issued.ca_id, &issued.serial, issued.not_after);
     Ok((
         StatusCode::CREATED,
         Json(IssuedBody {

@@ -98,6 +98,10 @@ pub struct IssuedCertificate {
     pub der: Vec<u8>,
     /// The issuing CA and its ancestors, nearest first.
     pub chain: Vec<Arc<CertificateAuthority>>,
+    /// The issuing CA's row id.
+    pub ca_id: i64,
+    /// notAfter, unix seconds.
+    pub not_after: i64,
 }
 
 /// Issues end-entity certificates.
@@ -241,6 +245,8 @@ impl Issuer {
             serial,
             der,
             chain: self.hierarchy.chain(&issuer.name),
+            ca_id: issuer.id,
+            not_after,
         })
     }
 

@@ -159,8 +159,8 @@ impl StatusService {
         self.crls.mark_dirty(change.ca_id);
     }
 
-    /// Tells the pre-signer a certificate was just issued.
-    pub fn certificate_issued(&self) {
-        self.ocsp.wake();
+    /// Tells the pre-signer a certificate was just issued (it signs that one response, no scan).
+    pub fn certificate_issued(&self, ca_id: i64, serial: &str, not_after: i64) {
+        self.ocsp.certificate_issued(ca_id, serial, not_after);
     }
 }

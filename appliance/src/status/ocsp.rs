@@ -24,6 +24,9 @@ use crate::storage::{unix_now, CertStatusRow, OcspStore, ResponderRecord, Stored
 /// Rows fetched per pre-signing round.
 const PRESIGN_BATCH: i64 = 2000;
 
+/// How long the pre-signer waits after an issuance to batch the ones that follow.
+const PRESIGN_COALESCE: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// The signing key and certificate currently answering for one issuer.
 #[derive(Debug)]
 struct ActiveResponder {
@@ -106,6 +109,8 @@ pub struct OcspResponder {
     issuers: Vec<IssuerState>,
     settings: Settings,
     wake: Notify,
+    /// Certificates issued since the pre-signer last ran: signed one by one, without a scan.
+    issued: std::sync::Mutex<Vec<CertStatusRow>>,
 }
 
 fn ts(unix: i64) -> Result<OffsetDateTime, StatusError> {
@@ -185,6 +190,7 @@ impl OcspResponder {
             issuers,
             settings,
             wake: Notify::new(),
+            issued: std::sync::Mutex::new(Vec::new()),
         })
     }
 
@@ -201,9 +207,41 @@ impl OcspResponder {
         self.issuers.iter().map(|i| i.cache.len()).sum()
     }
 
-    /// Asks the background pre-signer to look for new certificates now.
-    pub fn wake(&self) {
+    /// Queues a just-issued certificate for pre-signing and wakes the pre-signer.
+    pub fn certificate_issued(&self, ca_id: i64, serial: &str, not_after: i64) {
+        self.issued
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(CertStatusRow {
+                ca_id,
+                serial: serial.to_owned(),
+                status: "valid".into(),
+                revoked_at: None,
+                revocation_reason: None,
+                not_after,
+            });
         self.wake.notify_one();
+    }
+
+    /// Pre-signs the queued just-issued certificates (a failure is left to the periodic pass).
+    async fn presign_issued(&self) -> usize {
+        let queued = std::mem::take(&mut *self.issued.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut signed = 0;
+        for issuer in &self.issuers {
+            let rows: Vec<CertStatusRow> = queued
+                .iter()
+                .filter(|r| r.ca_id == issuer.ca.id)
+                .cloned()
+                .collect();
+            for chunk in rows.chunks(PRESIGN_BATCH as usize) {
+                let (count, err) = self.presign(issuer, chunk).await;
+                signed += count;
+                if let Some(e) = err {
+                    tracing::warn!(error = %e, "pre-signing new certificates failed; the periodic pass retries");
+                }
+            }
+        }
+        signed
     }
 
     fn issuer_of(&self, id: &CertId) -> Option<&IssuerState> {
@@ -510,17 +548,31 @@ impl OcspResponder {
         Ok(signed)
     }
 
-    /// Runs [`OcspResponder::refresh_once`] every interval and whenever woken.
+    /// Runs the full [`OcspResponder::refresh_once`] pass every interval, and signs newly
+    /// issued certificates whenever woken (a wake never scans the certificates table).
     pub async fn run(self: Arc<Self>) {
+        let mut full_pass = true;
         loop {
-            match self.refresh_once().await {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(signed = n, "OCSP responses pre-signed"),
-                Err(e) => tracing::warn!(error = %e, "OCSP pre-signing pass failed"),
+            if full_pass {
+                match self.refresh_once().await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(signed = n, "OCSP responses pre-signed"),
+                    Err(e) => tracing::warn!(error = %e, "OCSP pre-signing pass failed"),
+                }
             }
-            tokio::select! {
-                () = tokio::time::sleep(self.settings.interval) => {}
-                () = self.wake.notified() => {}
+            let n = self.presign_issued().await;
+            if n > 0 {
+                tracing::debug!(signed = n, "OCSP responses pre-signed for new certificates");
+            }
+            full_pass = tokio::select! {
+                () = tokio::time::sleep(self.settings.interval) => true,
+                () = self.wake.notified() => false,
+            };
+            if !full_pass {
+                // Gather the certificates issued in the next moment into one batch: one
+                // database write per batch instead of one per issuance, so the pre-signer does
+                // not compete with issuance for the write lock. Meanwhile they are answered live.
+                tokio::time::sleep(PRESIGN_COALESCE).await;
             }
         }
     }
