@@ -54,7 +54,16 @@ curl --cacert $DIR/tls/ca.pem --cert $DIR/tls/channel-demo.pem --key $DIR/tls/ch
   -H 'content-type: application/json' https://$API_ADDR/api/v1/certificates \\
   --data "\$(python3 -c 'import json,sys; print(json.dumps({"profile":"personal","csr":open(sys.argv[1]).read(),"subject":{"name":"Demo User"}}))' $DIR/quickstart.csr)"
 
+Verify a (simulated) phone owner with the phone-real-name plugin, then read the SMS code the
+simulator "sent" and submit it (replace ID with the verification id from the first answer):
+
+C="curl -s --cacert $DIR/tls/ca.pem --cert $DIR/tls/channel-demo.pem --key $DIR/tls/channel-demo.key -H content-type:application/json"
+\$C https://$API_ADDR/api/v1/verifications --data '{"plugin":"phone-real-name","applicant":{"name":"张三","id_number":"11010519491231002X","phone":"13800138000"}}'
+curl -s 'http://$VENDOR_SIM_ADDR/_sim/sms?phone=13800138000'
+\$C https://$API_ADDR/api/v1/verifications/ID/input --data '{"kind":"sms_code","value":"CODE"}'
+
 CA certificates: http://$PUBLIC_ADDR/ca/root.pem  http://$PUBLIC_ADDR/ca/personal.pem
+OCSP: http://$PUBLIC_ADDR/ocsp   CRL: http://$PUBLIC_ADDR/crl/personal.crl
 MSG
 
 "$BIN" serve --config "$DIR/appliance.toml"
