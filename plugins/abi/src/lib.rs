@@ -5,6 +5,7 @@
 //! - [`doc`] holds the JSON documents that cross the boundary (manifest, StepInput, StepOutput).
 //! - [`sdk`] is what a Rust plugin author uses: the [`sdk::Verifier`] trait and
 //!   [`export_verifier!`]. See `examples/static_code.rs` for a complete small verifier.
+//! - [`vendor`] helps a plugin call a vendor API through host HTTP actions, with retries.
 //!
 //! ```ignore
 //! struct MyVerifier;
@@ -18,5 +19,6 @@ pub mod doc;
 pub mod ffi;
 pub mod sdk;
 pub mod status;
+pub mod vendor;
 
 pub use status::StatusCode;

@@ -12,7 +12,7 @@
 pub mod amount;
 pub mod config;
 mod flow;
-pub mod vendor;
+pub use plugin_abi::vendor;
 
 use plugin_abi::doc::{ApplicantField, Manifest, PluginKind, StepInput, StepOutput, DOC_VERSION};
 use plugin_abi::sdk::{ConfigError, StepError, Verifier};

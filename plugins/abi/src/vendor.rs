@@ -1,9 +1,7 @@
-//! Calling a vendor through host HTTP actions, retrying transient failures with a timer.
-//!
-//! The same small module is in each verifier plugin (plugins depend on `plugin-abi` and
-//! `identifiers` only; a shared plugin-support crate would need a new workspace member).
+//! SDK helper: calling a vendor through host HTTP actions, retrying transient failures with a
+//! timer. Shared by every first-party verifier plugin; third-party plugins may use it too.
 
-use plugin_abi::doc::{Action, HttpAction, HttpErrorKind, HttpMethod, Timer};
+use crate::doc::{Action, HttpAction, HttpErrorKind, HttpMethod, Timer};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
