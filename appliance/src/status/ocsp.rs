@@ -24,9 +24,6 @@ use crate::storage::{unix_now, CertStatusRow, OcspStore, ResponderRecord, Stored
 /// Rows fetched per pre-signing round.
 const PRESIGN_BATCH: i64 = 2000;
 
-/// How long the pre-signer waits after an issuance to batch the ones that follow.
-const PRESIGN_COALESCE: std::time::Duration = std::time::Duration::from_millis(250);
-
 /// The signing key and certificate currently answering for one issuer.
 #[derive(Debug)]
 struct ActiveResponder {
@@ -549,7 +546,8 @@ impl OcspResponder {
     }
 
     /// Runs the full [`OcspResponder::refresh_once`] pass every interval, and signs newly
-    /// issued certificates whenever woken (a wake never scans the certificates table).
+    /// issued certificates whenever woken (a wake never scans the certificates table). Under
+    /// load the queue fills while a batch is being signed, so batches grow by themselves.
     pub async fn run(self: Arc<Self>) {
         let mut full_pass = true;
         loop {
@@ -568,12 +566,6 @@ impl OcspResponder {
                 () = tokio::time::sleep(self.settings.interval) => true,
                 () = self.wake.notified() => false,
             };
-            if !full_pass {
-                // Gather the certificates issued in the next moment into one batch: one
-                // database write per batch instead of one per issuance, so the pre-signer does
-                // not compete with issuance for the write lock. Meanwhile they are answered live.
-                tokio::time::sleep(PRESIGN_COALESCE).await;
-            }
         }
     }
 }
