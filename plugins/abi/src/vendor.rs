@@ -2,6 +2,7 @@
 //! timer. Shared by every first-party verifier plugin; third-party plugins may use it too.
 
 use crate::doc::{Action, HttpAction, HttpErrorKind, HttpMethod, Timer};
+use crate::sdk::ConfigError;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -127,6 +128,51 @@ impl InFlight {
         self.action = None;
         self.failures = 0;
     }
+}
+
+// Configuration checks and defaults shared by the vendor-calling plugins.
+
+/// Default per-request vendor timeout, milliseconds.
+pub fn default_timeout() -> u32 {
+    5000
+}
+
+/// Default retries of a transient vendor failure.
+pub fn default_retries() -> u32 {
+    3
+}
+
+/// Default delay before the first retry, milliseconds (doubles each time).
+pub fn default_retry_after() -> u64 {
+    2000
+}
+
+/// Checks that a configured vendor URL is an absolute http(s) URL.
+pub fn check_url(name: &str, url: &str) -> Result<(), ConfigError> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"));
+    match rest {
+        Some(r) if !r.is_empty() && !r.starts_with('/') => Ok(()),
+        _ => Err(ConfigError::new(format!(
+            "{name} must be an absolute http(s) URL"
+        ))),
+    }
+}
+
+/// Checks that a configured number lies within `lo..=hi`.
+pub fn check_range<T: PartialOrd + std::fmt::Display>(
+    name: &str,
+    v: T,
+    lo: T,
+    hi: T,
+) -> Result<(), ConfigError> {
+    if v < lo || v > hi {
+        return Err(ConfigError::new(format!(
+            "{name} must be between {lo} and {hi}"
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -2,6 +2,9 @@
 //! The secret `bank_api_key` is not in it: the host injects it.
 
 use plugin_abi::sdk::ConfigError;
+use plugin_abi::vendor::{
+    check_range, check_url, default_retries, default_retry_after, default_timeout,
+};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -35,41 +38,6 @@ fn default_ttl() -> u32 {
 }
 fn default_attempts() -> u32 {
     5
-}
-fn default_timeout() -> u32 {
-    5000
-}
-fn default_retries() -> u32 {
-    3
-}
-fn default_retry_after() -> u64 {
-    2000
-}
-
-fn check_url(name: &str, url: &str) -> Result<(), ConfigError> {
-    let rest = url
-        .strip_prefix("https://")
-        .or_else(|| url.strip_prefix("http://"));
-    match rest {
-        Some(r) if !r.is_empty() && !r.starts_with('/') => Ok(()),
-        _ => Err(ConfigError::new(format!(
-            "{name} must be an absolute http(s) URL"
-        ))),
-    }
-}
-
-fn check_range<T: PartialOrd + std::fmt::Display>(
-    name: &str,
-    v: T,
-    lo: T,
-    hi: T,
-) -> Result<(), ConfigError> {
-    if v < lo || v > hi {
-        return Err(ConfigError::new(format!(
-            "{name} must be between {lo} and {hi}"
-        )));
-    }
-    Ok(())
 }
 
 impl Config {

@@ -2,6 +2,7 @@
 //! The secret `registry_api_key` is not in it: the host injects it.
 
 use plugin_abi::sdk::ConfigError;
+use plugin_abi::vendor::{check_range, default_retries, default_retry_after, default_timeout};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -22,30 +23,6 @@ pub struct Config {
     /// First retry delay in ms, doubling, 10-600000 (default 2000).
     #[serde(default = "default_retry_after")]
     pub retry_after_ms: u64,
-}
-
-fn default_timeout() -> u32 {
-    5000
-}
-fn default_retries() -> u32 {
-    3
-}
-fn default_retry_after() -> u64 {
-    2000
-}
-
-fn check_range<T: PartialOrd + std::fmt::Display>(
-    name: &str,
-    v: T,
-    lo: T,
-    hi: T,
-) -> Result<(), ConfigError> {
-    if v < lo || v > hi {
-        return Err(ConfigError::new(format!(
-            "{name} must be between {lo} and {hi}"
-        )));
-    }
-    Ok(())
 }
 
 impl Config {
