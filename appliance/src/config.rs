@@ -194,6 +194,16 @@ pub struct StatusConfig {
     pub crl_dir: PathBuf,
     /// How often the pre-signer looks for new or stale responses, seconds.
     pub presign_interval_secs: u32,
+    /// Most CertIDs accepted in one OCSP request (RFC 5019 clients send one); more is
+    /// `malformedRequest`.
+    pub ocsp_max_cert_ids: u32,
+    /// Live OCSP signatures (nonce echoes, SHA-256 CertIDs on first demand, unknown serials,
+    /// several CertIDs) at once; below `hsm.pool_size`, so issuance and re-signing always find
+    /// an HSM session. 0 disables live signing (such requests get `tryLater`).
+    pub ocsp_live_concurrency: u32,
+    /// Live OCSP signatures per second on average (burst: one second's worth); over it the
+    /// pre-signed answer without the nonce, or `tryLater`.
+    pub ocsp_live_per_second: u32,
 }
 
 impl Default for StatusConfig {
@@ -210,6 +220,9 @@ impl Default for StatusConfig {
             crl_delay_secs: 2,
             crl_dir: PathBuf::from("crl"),
             presign_interval_secs: 10,
+            ocsp_max_cert_ids: 1,
+            ocsp_live_concurrency: 1,
+            ocsp_live_per_second: 200,
         }
     }
 }
@@ -238,6 +251,9 @@ impl StatusConfig {
         }
         if !(1..=3600).contains(&self.presign_interval_secs) || self.crl_delay_secs > 3600 {
             return bad("presign_interval_secs must be 1..=3600 and crl_delay_secs <= 3600");
+        }
+        if !(1..=64).contains(&self.ocsp_max_cert_ids) {
+            return bad("ocsp_max_cert_ids must be 1..=64");
         }
         Ok(())
     }
@@ -470,6 +486,14 @@ impl ApplianceConfig {
             }
         }
         self.status.validate()?;
+        let live = self.status.ocsp_live_concurrency as usize;
+        if live > 0 && live >= self.hsm.pool_size {
+            return Err(ConfigError::Invalid(format!(
+                "[status] ocsp_live_concurrency ({live}) must be below hsm.pool_size ({}) so that \
+                 live OCSP signing never takes every HSM session (0 disables live signing)",
+                self.hsm.pool_size
+            )));
+        }
         if self.cas.is_empty() {
             return Err(ConfigError::Invalid("at least one [[ca]] is needed".into()));
         }

@@ -12,9 +12,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use ca_status::ocsp::{decode_get_path, error_response, OcspErrorStatus};
+use sha2::{Digest, Sha256};
 
 use super::{ApiError, AppState};
-use crate::status::cache::{cache_control, http_date};
+use crate::status::cache::{cache_control, http_date, parse_http_date};
 use crate::status::OcspReply;
 use crate::storage::unix_now;
 
@@ -39,67 +40,108 @@ fn ocsp_error(status: OcspErrorStatus) -> Response {
     r
 }
 
-fn if_none_match(headers: &HeaderMap, etag: &HeaderValue) -> bool {
-    headers
+/// Longest `/ocsp/{request}` path segment accepted: a one-CertID request with a nonce is well
+/// under 300 characters even %-encoded; anything longer is not a request we answer.
+const MAX_GET_SEGMENT: usize = 1024;
+
+/// Whether a conditional GET (RFC 9110 13.1) can be answered 304 for a representation with
+/// `etag` last modified at `last_modified`: If-None-Match wins when present.
+fn not_modified(headers: &HeaderMap, etag: &HeaderValue, last_modified: i64) -> bool {
+    let mut tags = headers
         .get_all(header::IF_NONE_MATCH)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .any(|t| {
+        .peekable();
+    if tags.peek().is_some() {
+        return tags.any(|t| {
             let t = t.trim();
             t == "*" || t.trim_start_matches("W/").as_bytes() == etag.as_bytes()
-        })
+        });
+    }
+    headers
+        .get(header::IF_MODIFIED_SINCE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_http_date)
+        .is_some_and(|since| last_modified <= since)
 }
 
-fn reply(reply: OcspReply, headers: &HeaderMap) -> Response {
+/// The headers of a cacheable OCSP answer; a 304 carries them too (RFC 9110 15.4.5).
+struct Validators {
+    cache_control: HeaderValue,
+    etag: HeaderValue,
+    last_modified: HeaderValue,
+    expires: HeaderValue,
+}
+
+impl Validators {
+    fn apply(self, h: &mut HeaderMap) {
+        h.insert(header::CACHE_CONTROL, self.cache_control);
+        h.insert(header::ETAG, self.etag);
+        h.insert(header::LAST_MODIFIED, self.last_modified);
+        h.insert(header::EXPIRES, self.expires);
+    }
+}
+
+fn date_header(unix: i64) -> HeaderValue {
+    HeaderValue::from_str(&http_date(unix)).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// How a request arrived: only a GET may be answered 304 (a POST is not a cache lookup).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Method {
+    Get,
+    Post,
+}
+
+fn reply(reply: OcspReply, method: Method, headers: &HeaderMap) -> Response {
     let now = unix_now();
-    match reply {
-        OcspReply::Error(status) => ocsp_error(status),
-        OcspReply::Cached(c) => {
-            if if_none_match(headers, &c.etag) {
-                let mut r = StatusCode::NOT_MODIFIED.into_response();
-                r.headers_mut().insert(header::ETAG, c.etag.clone());
-                r.headers_mut()
-                    .insert(header::CACHE_CONTROL, c.cache_control(now));
-                return r;
-            }
-            let mut r = Response::new(axum::body::Body::from(c.der.clone()));
-            let h = r.headers_mut();
-            h.insert(header::CONTENT_TYPE, OCSP_RESPONSE);
-            h.insert(header::CACHE_CONTROL, c.cache_control(now));
-            h.insert(header::ETAG, c.etag.clone());
-            h.insert(header::LAST_MODIFIED, c.last_modified.clone());
-            h.insert(header::EXPIRES, c.expires.clone());
-            r
-        }
+    let (der, validators, this_update) = match reply {
+        OcspReply::Error(status) => return ocsp_error(status),
+        OcspReply::Cached(c) => (
+            c.der.clone(),
+            Validators {
+                cache_control: c.cache_control(now),
+                etag: c.etag.clone(),
+                last_modified: c.last_modified.clone(),
+                expires: c.expires.clone(),
+            },
+            c.this_update,
+        ),
         OcspReply::Live {
             der,
             this_update,
             next_update,
-            nonce,
+            private,
         } => {
-            let mut r = Response::new(axum::body::Body::from(der));
-            let h = r.headers_mut();
-            h.insert(header::CONTENT_TYPE, OCSP_RESPONSE);
-            if nonce {
-                h.insert(
-                    header::CACHE_CONTROL,
-                    HeaderValue::from_static("private, max-age=0, no-transform"),
-                );
+            let etag = format!("\"{}\"", hex::encode(Sha256::digest(&der)));
+            let cache_control = if private {
+                HeaderValue::from_static("private, max-age=0, no-transform")
             } else {
-                h.insert(header::CACHE_CONTROL, cache_control(now, next_update));
-            }
-            for (name, t) in [
-                (header::LAST_MODIFIED, this_update),
-                (header::EXPIRES, next_update),
-            ] {
-                if let Ok(v) = HeaderValue::from_str(&http_date(t)) {
-                    h.insert(name, v);
-                }
-            }
-            r
+                cache_control(now, next_update)
+            };
+            (
+                Bytes::from(der),
+                Validators {
+                    cache_control,
+                    etag: HeaderValue::from_str(&etag)
+                        .unwrap_or_else(|_| HeaderValue::from_static("\"\"")),
+                    last_modified: date_header(this_update),
+                    expires: date_header(next_update),
+                },
+                this_update,
+            )
         }
+    };
+    if method == Method::Get && not_modified(headers, &validators.etag, this_update) {
+        let mut r = StatusCode::NOT_MODIFIED.into_response();
+        validators.apply(r.headers_mut());
+        return r;
     }
+    let mut r = Response::new(axum::body::Body::from(der));
+    r.headers_mut().insert(header::CONTENT_TYPE, OCSP_RESPONSE);
+    validators.apply(r.headers_mut());
+    r
 }
 
 /// `POST /ocsp` with a DER `OCSPRequest` body.
@@ -112,7 +154,11 @@ pub async fn ocsp_post(
         // Over the body limit or unreadable: not a request we can parse.
         return ocsp_error(OcspErrorStatus::MalformedRequest);
     };
-    reply(state.status.ocsp.answer(&body).await, &headers)
+    reply(
+        state.status.ocsp.answer(&body).await,
+        Method::Post,
+        &headers,
+    )
 }
 
 /// `GET /ocsp/{base64 DER}` (RFC 5019): the raw path, since base64 contains `/`.
@@ -122,8 +168,11 @@ pub async fn ocsp_get(
     uri: Uri,
 ) -> Response {
     let segment = uri.path().strip_prefix("/ocsp/").unwrap_or_default();
+    if segment.len() > MAX_GET_SEGMENT {
+        return ocsp_error(OcspErrorStatus::MalformedRequest);
+    }
     match decode_get_path(segment) {
-        Ok(der) => reply(state.status.ocsp.answer(&der).await, &headers),
+        Ok(der) => reply(state.status.ocsp.answer(&der).await, Method::Get, &headers),
         Err(_) => ocsp_error(OcspErrorStatus::MalformedRequest),
     }
 }
@@ -148,10 +197,13 @@ pub async fn crl(
     .unwrap_or_else(|_| HeaderValue::from_static("max-age=0"));
     let etag =
         HeaderValue::from_str(&published.etag).unwrap_or_else(|_| HeaderValue::from_static("\"\""));
-    if if_none_match(&headers, &etag) {
+    if not_modified(&headers, &etag, published.this_update) {
         let mut r = StatusCode::NOT_MODIFIED.into_response();
-        r.headers_mut().insert(header::ETAG, etag);
-        r.headers_mut().insert(header::CACHE_CONTROL, cache);
+        let h = r.headers_mut();
+        h.insert(header::ETAG, etag);
+        h.insert(header::CACHE_CONTROL, cache);
+        h.insert(header::LAST_MODIFIED, published.last_modified());
+        h.insert(header::EXPIRES, published.expires());
         return Ok(r);
     }
     let body = tokio::fs::read(&published.path).await.map_err(|e| {

@@ -69,51 +69,137 @@ pub fn http_date(unix: i64) -> String {
         .unwrap_or_default()
 }
 
-/// The pre-signed responses of one issuer, keyed by serial INTEGER content octets.
+/// Parses an RFC 9110 IMF-fixdate (`If-Modified-Since`) to unix seconds; `None` for anything
+/// else (the obsolete formats are ignored: the full response is sent).
+pub fn parse_http_date(text: &str) -> Option<i64> {
+    let format = time::macros::format_description!(
+        "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
+    );
+    time::PrimitiveDateTime::parse(text.trim(), &format)
+        .ok()
+        .map(|t| t.assume_utc().unix_timestamp())
+}
+
+/// Which CertID hash a cached response answers (a response must repeat the request's CertID).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CertIdHash {
+    /// SHA-1 CertIDs: pre-signed for every certificate.
+    Sha1,
+    /// SHA-256 CertIDs: signed on first demand (within the live-signing budget), then cached.
+    Sha256,
+}
+
+/// What one serial holds: the status version its responses are for, and those responses.
+#[derive(Debug, Default)]
+struct Slot {
+    status_seq: i64,
+    sha1: Option<Arc<CachedResponse>>,
+    sha256: Option<Arc<CachedResponse>>,
+}
+
+impl Slot {
+    fn response(&mut self, hash: CertIdHash) -> &mut Option<Arc<CachedResponse>> {
+        match hash {
+            CertIdHash::Sha1 => &mut self.sha1,
+            CertIdHash::Sha256 => &mut self.sha256,
+        }
+    }
+}
+
+/// The responses of one issuer, keyed by serial INTEGER content octets. Each serial remembers
+/// the newest status version seen, so a response signed for an older version (a slow signer
+/// racing a revocation) is refused instead of replacing a newer answer.
 #[derive(Debug, Default)]
 pub struct ResponseCache {
-    map: RwLock<HashMap<Box<[u8]>, Arc<CachedResponse>>>,
+    map: RwLock<HashMap<Box<[u8]>, Slot>>,
 }
 
 impl ResponseCache {
-    /// The response for `serial` if present and still valid at `now`.
-    pub fn get(&self, serial: &[u8], now: i64) -> Option<Arc<CachedResponse>> {
+    /// The `hash` response for `serial` if present and still valid at `now`.
+    pub fn get(&self, serial: &[u8], hash: CertIdHash, now: i64) -> Option<Arc<CachedResponse>> {
         let map = self.map.read().unwrap_or_else(|p| p.into_inner());
-        map.get(serial).filter(|r| r.next_update > now).cloned()
+        let slot = map.get(serial)?;
+        let response = match hash {
+            CertIdHash::Sha1 => slot.sha1.as_ref(),
+            CertIdHash::Sha256 => slot.sha256.as_ref(),
+        };
+        response.filter(|r| r.next_update > now).cloned()
     }
 
-    /// Inserts or replaces the response for `serial`.
-    pub fn insert(&self, serial: &[u8], response: Arc<CachedResponse>) {
+    /// Offers a response signed for status version `status_seq`: kept unless the serial is
+    /// already at a newer version. A newer version drops the other hash's older response.
+    pub fn offer(
+        &self,
+        serial: &[u8],
+        status_seq: i64,
+        hash: CertIdHash,
+        response: Arc<CachedResponse>,
+    ) -> bool {
         let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
-        map.insert(serial.into(), response);
+        Self::offer_in(&mut map, serial, status_seq, hash, response)
     }
 
-    /// Inserts many at once (one lock acquisition).
-    pub fn extend(&self, items: impl IntoIterator<Item = (Vec<u8>, Arc<CachedResponse>)>) {
+    fn offer_in(
+        map: &mut HashMap<Box<[u8]>, Slot>,
+        serial: &[u8],
+        status_seq: i64,
+        hash: CertIdHash,
+        response: Arc<CachedResponse>,
+    ) -> bool {
+        let slot = map.entry(serial.into()).or_default();
+        if status_seq < slot.status_seq {
+            return false;
+        }
+        if status_seq > slot.status_seq {
+            *slot = Slot {
+                status_seq,
+                ..Slot::default()
+            };
+        }
+        *slot.response(hash) = Some(response);
+        true
+    }
+
+    /// Offers many SHA-1 responses at once (one lock acquisition).
+    pub fn offer_all(&self, items: impl IntoIterator<Item = (Vec<u8>, i64, Arc<CachedResponse>)>) {
         let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
-        for (serial, r) in items {
-            map.insert(serial.into_boxed_slice(), r);
+        for (serial, seq, r) in items {
+            Self::offer_in(&mut map, &serial, seq, CertIdHash::Sha1, r);
         }
     }
 
-    /// Forgets `serial` (its status changed and could not be re-signed).
-    pub fn remove(&self, serial: &[u8]) {
+    /// The status of `serial` changed to version `status_seq`: every response for an older
+    /// version is withdrawn at once, and none can be offered back.
+    pub fn invalidate(&self, serial: &[u8], status_seq: i64) {
         let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
-        map.remove(serial);
+        let slot = map.entry(serial.into()).or_default();
+        if status_seq > slot.status_seq {
+            *slot = Slot {
+                status_seq,
+                ..Slot::default()
+            };
+        }
     }
 
-    /// Drops responses whose nextUpdate has passed.
+    /// Drops responses whose nextUpdate has passed (the serial keeps its version).
     pub fn purge_expired(&self, now: i64) {
         let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
-        map.retain(|_, r| r.next_update > now);
+        for slot in map.values_mut() {
+            for r in [&mut slot.sha1, &mut slot.sha256] {
+                if r.as_ref().is_some_and(|r| r.next_update <= now) {
+                    *r = None;
+                }
+            }
+        }
     }
 
-    /// Number of responses held.
+    /// Number of pre-signed (SHA-1) responses held.
     pub fn len(&self) -> usize {
-        self.map.read().unwrap_or_else(|p| p.into_inner()).len()
+        let map = self.map.read().unwrap_or_else(|p| p.into_inner());
+        map.values().filter(|s| s.sha1.is_some()).count()
     }
 
-    /// Whether no response is held.
+    /// Whether no pre-signed response is held.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -127,6 +213,12 @@ mod tests {
     #[test]
     fn http_date_is_imf_fixdate() {
         assert_eq!(http_date(784_111_777), "Sun, 06 Nov 1994 08:49:37 GMT");
+        assert_eq!(
+            parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT"),
+            Some(784_111_777)
+        );
+        assert_eq!(parse_http_date("Sunday, 06-Nov-94 08:49:37 GMT"), None);
+        assert_eq!(parse_http_date("yesterday"), None);
     }
 
     #[test]
@@ -142,9 +234,46 @@ mod tests {
             .unwrap()
             .starts_with("max-age=0,"));
         let cache = ResponseCache::default();
-        cache.insert(&[1], Arc::new(r));
-        assert!(cache.get(&[1], 1999).is_some());
-        assert!(cache.get(&[1], 2000).is_none());
-        assert!(cache.get(&[2], 1500).is_none());
+        assert!(cache.offer(&[1], 0, CertIdHash::Sha1, Arc::new(r)));
+        assert!(cache.get(&[1], CertIdHash::Sha1, 1999).is_some());
+        assert!(cache.get(&[1], CertIdHash::Sha1, 2000).is_none());
+        assert!(cache.get(&[1], CertIdHash::Sha256, 1500).is_none());
+        assert!(cache.get(&[2], CertIdHash::Sha1, 1500).is_none());
+    }
+
+    fn response(tag: u8) -> Arc<CachedResponse> {
+        Arc::new(CachedResponse::new(vec![0x30, 1, tag], 1000, 2000))
+    }
+
+    #[test]
+    fn a_response_for_an_older_status_version_never_replaces_a_newer_one() {
+        let cache = ResponseCache::default();
+        assert!(cache.offer(&[7], 5, CertIdHash::Sha1, response(5)));
+        // A slow signer that read the status before the change finishes last: refused.
+        assert!(!cache.offer(&[7], 4, CertIdHash::Sha1, response(4)));
+        assert_eq!(cache.get(&[7], CertIdHash::Sha1, 1500).unwrap().der[2], 5);
+        // Same version (a refresh) replaces.
+        assert!(cache.offer(&[7], 5, CertIdHash::Sha1, response(6)));
+        assert_eq!(cache.get(&[7], CertIdHash::Sha1, 1500).unwrap().der[2], 6);
+    }
+
+    #[test]
+    fn invalidation_withdraws_every_hash_and_blocks_older_offers() {
+        let cache = ResponseCache::default();
+        cache.offer(&[9], 1, CertIdHash::Sha1, response(1));
+        cache.offer(&[9], 1, CertIdHash::Sha256, response(1));
+        cache.invalidate(&[9], 2);
+        assert!(cache.get(&[9], CertIdHash::Sha1, 1500).is_none());
+        assert!(cache.get(&[9], CertIdHash::Sha256, 1500).is_none());
+        assert!(!cache.offer(&[9], 1, CertIdHash::Sha1, response(1)));
+        assert!(cache.get(&[9], CertIdHash::Sha1, 1500).is_none());
+        // Invalidating to an older version changes nothing.
+        cache.offer(&[9], 2, CertIdHash::Sha1, response(2));
+        cache.invalidate(&[9], 1);
+        assert!(cache.get(&[9], CertIdHash::Sha1, 1500).is_some());
+        // A newer version for one hash drops the other hash's older answer.
+        cache.offer(&[9], 2, CertIdHash::Sha256, response(2));
+        cache.offer(&[9], 3, CertIdHash::Sha1, response(3));
+        assert!(cache.get(&[9], CertIdHash::Sha256, 1500).is_none());
     }
 }

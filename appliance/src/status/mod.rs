@@ -7,6 +7,7 @@
 
 pub mod cache;
 pub mod crl;
+pub mod live_budget;
 pub mod ocsp;
 pub mod responder;
 
@@ -137,6 +138,7 @@ impl StatusService {
         actor: &str,
     ) -> Result<StatusChange, RevocationError> {
         let change = self.revocations.revoke(revocation, actor).await?;
+        fault_point("after-revocation-commit");
         self.after_change(&change).await;
         Ok(change)
     }
@@ -151,16 +153,26 @@ impl StatusService {
     async fn after_change(&self, change: &StatusChange) {
         if let Err(e) = self
             .ocsp
-            .on_status_change(change.ca_id, &change.serial)
+            .on_status_change(change.ca_id, &change.serial, change.status_seq)
             .await
         {
-            tracing::warn!(error = %e, "OCSP re-signing after a status change failed; the response was withdrawn");
+            tracing::warn!(error = %e, "OCSP re-signing after a status change failed; answered live until the pre-signer catches up");
         }
         self.crls.mark_dirty(change.ca_id);
     }
 
     /// Tells the pre-signer a certificate was just issued (it signs that one response, no scan).
-    pub fn certificate_issued(&self, ca_id: i64, serial: &str, not_after: i64) {
-        self.ocsp.certificate_issued(ca_id, serial, not_after);
+    pub fn certificate_issued(&self, ca_id: i64, serial: &str) {
+        self.ocsp.certificate_issued(ca_id, serial);
+    }
+}
+
+/// Crash-test hook: with `CA_APPLIANCE_FAULT=<name>` in the environment the process aborts at
+/// the point so named (e.g. `after-revocation-commit`: committed, not yet re-signed), so tests
+/// can play the crash that recovery promises to survive. Unset in production: a no-op.
+fn fault_point(name: &str) {
+    if std::env::var_os("CA_APPLIANCE_FAULT").is_some_and(|v| v == name) {
+        tracing::error!(point = name, "CA_APPLIANCE_FAULT: aborting on purpose");
+        std::process::abort();
     }
 }

@@ -1,6 +1,13 @@
 //! The OCSP responder: answers from pre-signed responses, signs live only when it must
-//! (nonce echo, several CertIDs, SHA-256 CertIDs, a cache miss), and keeps every known
-//! certificate's response fresh in the background.
+//! (nonce echo, several CertIDs, SHA-256 CertIDs on first demand, a cache miss) and only within
+//! the live-signing budget, and keeps every known certificate's response fresh in the
+//! background.
+//!
+//! One rule makes every answer agree with the database: a response carries the certificate's
+//! status version (`status_seq`) it was signed for, the status is read from the database when
+//! signing (never from a queued snapshot), and a response replaces another only if it was signed
+//! for the same or a newer version (conditional upsert in the database, compare-and-swap in
+//! memory). A stored response for an older version is never loaded; the pre-signer replaces it.
 
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -14,7 +21,8 @@ use futures_util::StreamExt;
 use time::OffsetDateTime;
 use tokio::sync::Notify;
 
-use super::cache::{CachedResponse, ResponseCache};
+use super::cache::{CachedResponse, CertIdHash, ResponseCache};
+use super::live_budget::LiveBudget;
 use super::responder::{self, RESPONDER_ALGORITHM};
 use super::{serial_bytes, StatusError};
 use crate::ca::{CertificateAuthority, Hierarchy};
@@ -79,8 +87,9 @@ pub enum OcspReply {
         this_update: i64,
         /// nextUpdate (for `Expires`, `max-age`).
         next_update: i64,
-        /// It echoes the request's nonce (so it must not be cached by intermediaries).
-        nonce: bool,
+        /// Not for shared caches: it echoes the request's nonce, or the status changed while
+        /// it was being signed (correct for this request, not to be kept).
+        private: bool,
     },
     /// An error status without `responseBytes`.
     Error(OcspErrorStatus),
@@ -97,6 +106,7 @@ struct Settings {
     renew_secs: i64,
     interval: Duration,
     concurrency: usize,
+    max_cert_ids: usize,
 }
 
 /// The OCSP responder for every issuing CA of the hierarchy.
@@ -106,8 +116,18 @@ pub struct OcspResponder {
     issuers: Vec<IssuerState>,
     settings: Settings,
     wake: Notify,
-    /// Certificates issued since the pre-signer last ran: signed one by one, without a scan.
-    issued: std::sync::Mutex<Vec<CertStatusRow>>,
+    /// Certificates issued since the pre-signer last ran (CA id, serial): their status is read
+    /// when they are signed, without a scan.
+    issued: std::sync::Mutex<Vec<(i64, String)>>,
+    live: LiveBudget,
+}
+
+/// Which cached response kind answers `id`.
+fn cert_id_hash(id: &CertId) -> CertIdHash {
+    match id.hash_algorithm() {
+        HashAlgorithm::Sha1 => CertIdHash::Sha1,
+        HashAlgorithm::Sha256 => CertIdHash::Sha256,
+    }
 }
 
 fn ts(unix: i64) -> Result<OffsetDateTime, StatusError> {
@@ -133,6 +153,7 @@ impl OcspResponder {
             renew_secs: i64::from(config.responder_renew_days) * 86_400,
             interval: Duration::from_secs(u64::from(config.presign_interval_secs)),
             concurrency: concurrency.max(1),
+            max_cert_ids: config.ocsp_max_cert_ids as usize,
         };
         let now = unix_now();
         let mut issuers = Vec::new();
@@ -166,10 +187,11 @@ impl OcspResponder {
             let cache = ResponseCache::default();
             let stored = store.load_responses(ca.id, now).await?;
             let count = stored.len();
-            cache.extend(stored.into_iter().filter_map(|r| {
+            cache.offer_all(stored.into_iter().filter_map(|r| {
                 let serial = serial_bytes(&r.serial)?;
                 Some((
                     serial,
+                    r.status_seq,
                     Arc::new(CachedResponse::new(r.der, r.this_update, r.next_update)),
                 ))
             }));
@@ -188,6 +210,10 @@ impl OcspResponder {
             settings,
             wake: Notify::new(),
             issued: std::sync::Mutex::new(Vec::new()),
+            live: LiveBudget::new(
+                config.ocsp_live_concurrency as usize,
+                config.ocsp_live_per_second,
+            ),
         })
     }
 
@@ -205,33 +231,34 @@ impl OcspResponder {
     }
 
     /// Queues a just-issued certificate for pre-signing and wakes the pre-signer.
-    pub fn certificate_issued(&self, ca_id: i64, serial: &str, not_after: i64) {
+    pub fn certificate_issued(&self, ca_id: i64, serial: &str) {
         self.issued
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .push(CertStatusRow {
-                ca_id,
-                serial: serial.to_owned(),
-                status: "valid".into(),
-                revoked_at: None,
-                revocation_reason: None,
-                not_after,
-            });
+            .push((ca_id, serial.to_owned()));
         self.wake.notify_one();
     }
 
-    /// Pre-signs the queued just-issued certificates (a failure is left to the periodic pass).
+    /// Pre-signs the queued just-issued certificates from their status as read now (a failure
+    /// is left to the periodic pass).
     async fn presign_issued(&self) -> usize {
         let queued = std::mem::take(&mut *self.issued.lock().unwrap_or_else(|p| p.into_inner()));
         let mut signed = 0;
         for issuer in &self.issuers {
-            let rows: Vec<CertStatusRow> = queued
+            let serials: Vec<String> = queued
                 .iter()
-                .filter(|r| r.ca_id == issuer.ca.id)
-                .cloned()
+                .filter(|(ca_id, _)| *ca_id == issuer.ca.id)
+                .map(|(_, serial)| serial.clone())
                 .collect();
-            for chunk in rows.chunks(PRESIGN_BATCH as usize) {
-                let (count, err) = self.presign(issuer, chunk).await;
+            for chunk in serials.chunks(PRESIGN_BATCH as usize) {
+                let rows = match self.store.statuses_of(issuer.ca.id, chunk).await {
+                    Ok(rows) => rows,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "reading new certificates for pre-signing failed; the periodic pass retries");
+                        continue;
+                    }
+                };
+                let (count, err) = self.presign(issuer, &rows).await;
                 signed += count;
                 if let Some(e) = err {
                     tracing::warn!(error = %e, "pre-signing new certificates failed; the periodic pass retries");
@@ -251,6 +278,9 @@ impl OcspResponder {
             Ok(r) => r,
             Err(e) => return OcspReply::Error(e.response_status()),
         };
+        if req.cert_ids.len() > self.settings.max_cert_ids {
+            return OcspReply::Error(OcspErrorStatus::MalformedRequest);
+        }
         let mut issuer: Option<&IssuerState> = None;
         for id in &req.cert_ids {
             let Some(found) = self.issuer_of(id) else {
@@ -269,13 +299,21 @@ impl OcspResponder {
         };
         let now = unix_now();
         let echo = self.settings.nonce && req.nonce.is_some();
-        if let [id] = req.cert_ids.as_slice() {
-            if !echo && id.hash_algorithm() == HashAlgorithm::Sha1 {
-                if let Some(hit) = issuer.cache.get(id.serial(), now) {
-                    return OcspReply::Cached(hit);
-                }
-            }
+        let cached = match req.cert_ids.as_slice() {
+            [id] => issuer.cache.get(id.serial(), cert_id_hash(id), now),
+            _ => None,
+        };
+        if let (Some(hit), false) = (&cached, echo) {
+            return OcspReply::Cached(hit.clone());
         }
+        let Some(_permit) = self.live.acquire().await else {
+            // Over budget: a nonce is optional for the responder (RFC 8954), so the pre-signed
+            // answer without it is still correct; anything else waits for later.
+            return match cached {
+                Some(hit) => OcspReply::Cached(hit),
+                None => OcspReply::Error(OcspErrorStatus::TryLater),
+            };
+        };
         match self.sign_live(issuer, &req, echo, now).await {
             Ok(reply) => reply,
             Err(e) => {
@@ -285,7 +323,8 @@ impl OcspResponder {
         }
     }
 
-    /// Signs one response for the whole request; caches it when it is the plain pre-signable kind.
+    /// Signs one response for the whole request from the status read now; keeps it (memory,
+    /// and the database for SHA-1) when it is the plain single-CertID kind.
     async fn sign_live(
         &self,
         issuer: &IssuerState,
@@ -296,13 +335,12 @@ impl OcspResponder {
         let responder = issuer.responder();
         let next_update = (now + self.settings.validity_secs).min(responder.not_after);
         let mut data = ResponseData::new(responder.key_hash, ts(now)?);
-        let mut all_known = true;
+        let mut rows = Vec::with_capacity(req.cert_ids.len());
         for id in &req.cert_ids {
             let row = self
                 .store
                 .status_of(issuer.ca.id, &hex::encode(id.serial()))
                 .await?;
-            all_known &= row.is_some();
             let (status, extended) = self.status_for(row.as_ref(), now)?;
             data.extended_revoke |= extended;
             data.responses.push(SingleResponse {
@@ -311,38 +349,56 @@ impl OcspResponder {
                 this_update: ts(now)?,
                 next_update: ts(next_update)?,
             });
+            rows.push(row);
         }
         if echo {
             data.nonce = req.nonce.clone();
         }
         let der = self.sign(&responder, &data).await?;
-        let cacheable = !echo
-            && all_known
-            && matches!(req.cert_ids.as_slice(), [id] if id.hash_algorithm() == HashAlgorithm::Sha1);
-        if let (true, [id]) = (cacheable, req.cert_ids.as_slice()) {
-            let stored = StoredResponse {
-                ca_id: issuer.ca.id,
-                serial: hex::encode(id.serial()),
-                der: der.clone(),
+        if let ([id], [Some(row)], false) = (req.cert_ids.as_slice(), rows.as_slice(), echo) {
+            let hash = cert_id_hash(id);
+            let mut kept = true;
+            if hash == CertIdHash::Sha1 {
+                let stored = StoredResponse {
+                    ca_id: issuer.ca.id,
+                    serial: row.serial.clone(),
+                    der: der.clone(),
+                    this_update: now,
+                    next_update,
+                    status_seq: row.status_seq,
+                };
+                match self
+                    .store
+                    .save_responses(std::slice::from_ref(&stored))
+                    .await
+                {
+                    Ok(flags) => kept = flags.first().copied().unwrap_or(false),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not store a live-signed OCSP response")
+                    }
+                }
+            }
+            let cached = Arc::new(CachedResponse::new(der.clone(), now, next_update));
+            if kept
+                && issuer
+                    .cache
+                    .offer(id.serial(), row.status_seq, hash, cached.clone())
+            {
+                return Ok(OcspReply::Cached(cached));
+            }
+            // The status changed while this was signed: right for this request, never kept.
+            return Ok(OcspReply::Live {
+                der,
                 this_update: now,
                 next_update,
-            };
-            if let Err(e) = self
-                .store
-                .save_responses(std::slice::from_ref(&stored))
-                .await
-            {
-                tracing::warn!(error = %e, "could not store a live-signed OCSP response");
-            }
-            let cached = Arc::new(CachedResponse::new(der, now, next_update));
-            issuer.cache.insert(id.serial(), cached.clone());
-            return Ok(OcspReply::Cached(cached));
+                private: true,
+            });
         }
         Ok(OcspReply::Live {
             der,
             this_update: now,
             next_update,
-            nonce: echo,
+            private: echo,
         })
     }
 
@@ -428,6 +484,7 @@ impl OcspResponder {
                 der,
                 this_update: now,
                 next_update,
+                status_seq: row.status_seq,
             },
         ))
     }
@@ -455,48 +512,57 @@ impl OcspResponder {
             }
         }
         let stored: Vec<StoredResponse> = done.iter().map(|(_, s)| s.clone()).collect();
-        if let Err(e) = self.store.save_responses(&stored).await {
-            return (0, Some(e.into()));
-        }
-        let count = done.len();
-        issuer.cache.extend(done.into_iter().map(|(serial, s)| {
-            (
-                serial,
-                Arc::new(CachedResponse::new(s.der, s.this_update, s.next_update)),
-            )
-        }));
+        let kept = match self.store.save_responses(&stored).await {
+            Ok(kept) => kept,
+            Err(e) => return (0, Some(e.into())),
+        };
+        // Only what the database kept (signed for the current status version) is cached; the
+        // cache refuses it anyway if a newer version arrived in between.
+        let current: Vec<_> = done
+            .into_iter()
+            .zip(kept)
+            .filter_map(|(item, kept)| kept.then_some(item))
+            .collect();
+        let count = current.len();
+        issuer
+            .cache
+            .offer_all(current.into_iter().map(|(serial, s)| {
+                (
+                    serial,
+                    s.status_seq,
+                    Arc::new(CachedResponse::new(s.der, s.this_update, s.next_update)),
+                )
+            }));
         (count, first_error)
     }
 
-    /// Re-signs the response of one certificate after its status changed. On failure the old
-    /// answer is withdrawn (memory and database), so a stale `good` is never served.
-    pub async fn on_status_change(&self, ca_id: i64, serial: &str) -> Result<(), StatusError> {
+    /// A certificate's status changed to version `status_seq` (committed): its answers for
+    /// older versions are withdrawn from memory at once, then it is re-signed from the status
+    /// read now. On failure the certificate is answered live (within budget) or `tryLater`
+    /// until the periodic pass re-signs it; the stale response is never served again.
+    pub async fn on_status_change(
+        &self,
+        ca_id: i64,
+        serial: &str,
+        status_seq: i64,
+    ) -> Result<(), StatusError> {
         let Some(issuer) = self.issuers.iter().find(|i| i.ca.id == ca_id) else {
             return Ok(()); // not an issuing CA we answer for
         };
-        let result = async {
-            let row = self
-                .store
-                .status_of(ca_id, serial)
-                .await?
-                .ok_or_else(|| StatusError::Build("certificate vanished".into()))?;
-            let (count, err) = self.presign(issuer, std::slice::from_ref(&row)).await;
-            match (count, err) {
-                (1, _) => Ok(()),
-                (_, Some(e)) => Err(e),
-                _ => Err(StatusError::Build("re-signing produced nothing".into())),
-            }
+        if let Some(bytes) = serial_bytes(serial) {
+            issuer.cache.invalidate(&bytes, status_seq);
         }
-        .await;
-        if result.is_err() {
-            if let Some(bytes) = serial_bytes(serial) {
-                issuer.cache.remove(&bytes);
-            }
-            if let Err(e) = self.store.delete_response(ca_id, serial).await {
-                tracing::error!(error = %e, "could not withdraw a stale OCSP response");
-            }
+        let row = self
+            .store
+            .status_of(ca_id, serial)
+            .await?
+            .ok_or_else(|| StatusError::Build("certificate vanished".into()))?;
+        match self.presign(issuer, std::slice::from_ref(&row)).await {
+            (1, _) => Ok(()),
+            (_, Some(e)) => Err(e),
+            // Not kept: an even newer change won, and its own re-sign covers it.
+            _ => Ok(()),
         }
-        result
     }
 
     /// One pass: renew responder certificates near expiry, pre-sign every certificate whose

@@ -36,6 +36,8 @@ pub struct StoredResponse {
     pub this_update: i64,
     /// nextUpdate, unix seconds.
     pub next_update: i64,
+    /// The certificate's `status_seq` this response was signed for.
+    pub status_seq: i64,
 }
 
 /// What the signer needs to know about a certificate.
@@ -53,10 +55,13 @@ pub struct CertStatusRow {
     pub revocation_reason: Option<i64>,
     /// notAfter.
     pub not_after: i64,
+    /// Version of this status: the `status_seq` of the certificate's last status change.
+    pub status_seq: i64,
 }
 
 fn status_row(r: &sqlx::sqlite::SqliteRow) -> Result<CertStatusRow, sqlx::Error> {
     Ok(CertStatusRow {
+        status_seq: r.try_get("status_seq")?,
         ca_id: r.try_get("ca_id")?,
         serial: r.try_get("serial")?,
         status: r.try_get("status")?,
@@ -123,15 +128,18 @@ impl OcspStore {
         Ok(())
     }
 
-    /// Every stored response of `ca_id` still valid at `now`.
+    /// Every stored response of `ca_id` still valid at `now` and signed for its certificate's
+    /// current status version (a stale one is never loaded: the pre-signer replaces it).
     pub async fn load_responses(
         &self,
         ca_id: i64,
         now: i64,
     ) -> Result<Vec<StoredResponse>, StorageError> {
         let rows = sqlx::query(
-            "SELECT ca_id, serial, der, this_update, next_update FROM ocsp_responses
-             WHERE ca_id = ? AND next_update > ?",
+            "SELECT o.ca_id, o.serial, o.der, o.this_update, o.next_update, o.status_seq
+             FROM ocsp_responses o
+             JOIN certificates c ON c.ca_id = o.ca_id AND c.serial = o.serial
+             WHERE o.ca_id = ? AND o.next_update > ? AND o.status_seq = c.status_seq",
         )
         .bind(ca_id)
         .bind(now)
@@ -145,49 +153,55 @@ impl OcspStore {
                     der: r.try_get("der")?,
                     this_update: r.try_get("this_update")?,
                     next_update: r.try_get("next_update")?,
+                    status_seq: r.try_get("status_seq")?,
                 })
             })
             .collect::<Result<_, sqlx::Error>>()
             .map_err(StorageError::from)
     }
 
-    /// Stores (replacing) pre-signed responses, in transactions of up to 1000.
-    pub async fn save_responses(&self, responses: &[StoredResponse]) -> Result<(), StorageError> {
+    /// Stores pre-signed responses, in transactions of up to 1000, and returns which were kept.
+    /// A response is kept only if it was signed for its certificate's current status version,
+    /// and it never replaces one signed for a newer version: a response signed from a status
+    /// that has since changed is dropped here, whatever order the signers finish in.
+    pub async fn save_responses(
+        &self,
+        responses: &[StoredResponse],
+    ) -> Result<Vec<bool>, StorageError> {
+        let mut kept = Vec::with_capacity(responses.len());
         for chunk in responses.chunks(CHUNK) {
             let mut tx = self.pool.begin().await?;
             for r in chunk {
-                sqlx::query(
-                    "INSERT INTO ocsp_responses (ca_id, serial, der, this_update, next_update)
-                     VALUES (?, ?, ?, ?, ?)
+                let done = sqlx::query(
+                    "INSERT INTO ocsp_responses (ca_id, serial, der, this_update, next_update, status_seq)
+                     SELECT ?, ?, ?, ?, ?, ? WHERE EXISTS (
+                         SELECT 1 FROM certificates WHERE ca_id = ? AND serial = ? AND status_seq = ?)
                      ON CONFLICT (ca_id, serial) DO UPDATE SET der = excluded.der,
-                         this_update = excluded.this_update, next_update = excluded.next_update",
+                         this_update = excluded.this_update, next_update = excluded.next_update,
+                         status_seq = excluded.status_seq
+                     WHERE excluded.status_seq >= ocsp_responses.status_seq",
                 )
                 .bind(r.ca_id)
                 .bind(&r.serial)
                 .bind(&r.der)
                 .bind(r.this_update)
                 .bind(r.next_update)
+                .bind(r.status_seq)
+                .bind(r.ca_id)
+                .bind(&r.serial)
+                .bind(r.status_seq)
                 .execute(&mut *tx)
                 .await?;
+                kept.push(done.rows_affected() > 0);
             }
             tx.commit().await?;
         }
-        Ok(())
+        Ok(kept)
     }
 
-    /// Forgets the stored response of one certificate (its status changed and re-signing failed).
-    pub async fn delete_response(&self, ca_id: i64, serial: &str) -> Result<(), StorageError> {
-        sqlx::query("DELETE FROM ocsp_responses WHERE ca_id = ? AND serial = ?")
-            .bind(ca_id)
-            .bind(serial)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    /// Up to `limit` certificates of `ca_id` that need a (new) pre-signed response: none stored
-    /// or the stored one's nextUpdate is before `refresh_before`. Expired, unrevoked
-    /// certificates are skipped (they are answered live).
+    /// Up to `limit` certificates of `ca_id` that need a (new) pre-signed response: none stored,
+    /// the stored one signed for an older status version, or its nextUpdate before
+    /// `refresh_before`. Expired, unrevoked certificates are skipped (they are answered live).
     pub async fn due_for_signing(
         &self,
         ca_id: i64,
@@ -196,11 +210,12 @@ impl OcspStore {
         limit: i64,
     ) -> Result<Vec<CertStatusRow>, StorageError> {
         let rows = sqlx::query(
-            "SELECT c.ca_id, c.serial, c.status, c.revoked_at, c.revocation_reason, c.not_after
+            "SELECT c.ca_id, c.serial, c.status, c.revoked_at, c.revocation_reason, c.not_after,
+                    c.status_seq
              FROM certificates c
              LEFT JOIN ocsp_responses o ON o.ca_id = c.ca_id AND o.serial = c.serial
              WHERE c.ca_id = ? AND (c.not_after > ? OR c.status <> 'valid')
-               AND (o.serial IS NULL OR o.next_update < ?)
+               AND (o.serial IS NULL OR o.status_seq <> c.status_seq OR o.next_update < ?)
              LIMIT ?",
         )
         .bind(ca_id)
@@ -222,7 +237,7 @@ impl OcspStore {
         serial: &str,
     ) -> Result<Option<CertStatusRow>, StorageError> {
         let row = sqlx::query(
-            "SELECT ca_id, serial, status, revoked_at, revocation_reason, not_after
+            "SELECT ca_id, serial, status, revoked_at, revocation_reason, not_after, status_seq
              FROM certificates WHERE ca_id = ? AND serial = ?",
         )
         .bind(ca_id)
@@ -233,6 +248,31 @@ impl OcspStore {
             .map(status_row)
             .transpose()
             .map_err(StorageError::from)
+    }
+
+    /// The current status of those of `serials` that are certificates of `ca_id`, read now
+    /// (the pre-signer signs from this, never from a snapshot taken when work was queued).
+    pub async fn statuses_of(
+        &self,
+        ca_id: i64,
+        serials: &[String],
+    ) -> Result<Vec<CertStatusRow>, StorageError> {
+        let mut out = Vec::with_capacity(serials.len());
+        for chunk in serials.chunks(500) {
+            let marks = vec!["?"; chunk.len()].join(", ");
+            let sql = format!(
+                "SELECT ca_id, serial, status, revoked_at, revocation_reason, not_after, status_seq
+                 FROM certificates WHERE ca_id = ? AND serial IN ({marks})"
+            );
+            let mut query = sqlx::query(&sql).bind(ca_id);
+            for serial in chunk {
+                query = query.bind(serial);
+            }
+            for row in query.fetch_all(&self.pool).await? {
+                out.push(status_row(&row)?);
+            }
+        }
+        Ok(out)
     }
 
     /// Number of stored responses (all CAs).

@@ -61,6 +61,8 @@ pub struct StatusChange {
     pub invalidity_date: Option<i64>,
     /// True when an existing revocation's reason was upgraded to keyCompromise.
     pub upgraded: bool,
+    /// The certificate's new status version (`status_seq`): answers signed for older ones are stale.
+    pub status_seq: i64,
 }
 
 /// Records revocations and unholds.
@@ -161,6 +163,7 @@ impl RevocationStore {
             revocation_reason: reason,
             invalidity_date,
             upgraded,
+            status_seq: seq,
         })
     }
 
@@ -207,6 +210,7 @@ impl RevocationStore {
             revocation_reason: None,
             invalidity_date: None,
             upgraded: false,
+            status_seq: seq,
         })
     }
 }
