@@ -279,6 +279,8 @@ const UNAUTHORIZED: [u8; 5] = [0x30, 0x03, 0x0a, 0x01, 0x06];
 #[tokio::test]
 async fn ocsp_and_crls_follow_revocation_hold_and_unhold() {
     let demo = DemoDir::create();
+    // Two CertIDs in one request are asked below (the default cap is RFC 5019's one).
+    append_config(&demo, "\n[status]\nocsp_max_cert_ids = 4\n");
     let mut server = demo.serve();
     let dir = demo.path().to_owned();
     let s1 = issue(&demo, "channel-demo", "ee1").await;
