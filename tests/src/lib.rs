@@ -126,6 +126,47 @@ impl DemoDir {
     pub fn serve(&self) -> Server {
         Server::start(&self.config())
     }
+
+    /// The mTLS client configuration of the demo identity `who` (`operator`, `channel-demo`).
+    pub fn client_tls(&self, who: &str) -> Arc<rustls::ClientConfig> {
+        let tls = self.path().join("tls");
+        tls_client(
+            &tls.join("ca.pem"),
+            Identity::Files(
+                &tls.join(format!("{who}.pem")),
+                &tls.join(format!("{who}.key")),
+            ),
+        )
+    }
+
+    /// Issues a `personal` certificate for `csr` as `who` (expects 201); returns the JSON
+    /// answer (`serial`, `certificate`, `chain`).
+    pub async fn issue_personal(&self, who: &str, csr: &str) -> serde_json::Value {
+        let body = issue_body("personal", csr, serde_json::json!({"name": "Test Person"}));
+        let (status, resp) = api_request(
+            self.api,
+            self.client_tls(who),
+            "POST",
+            "/api/v1/certificates",
+            Some(body),
+        )
+        .await
+        .expect("issuance request");
+        assert_eq!(status, 201, "{}", String::from_utf8_lossy(&resp));
+        json(&resp)
+    }
+
+    /// An OCSP request about the personal CA's certificates, written by `openssl ocsp
+    /// ... -reqout out` in this directory (`args`: `-cert F`, `-serial 0xN`, `-no_nonce`...).
+    pub fn openssl_ocsp_request(&self, args: &[&str], out: &str) -> Vec<u8> {
+        let (ok, _, err) = run(Command::new("openssl")
+            .current_dir(self.path())
+            .args(["ocsp", "-issuer", "ca/personal.pem"])
+            .args(args)
+            .args(["-reqout", out]));
+        assert!(ok, "openssl ocsp -reqout: {err}");
+        std::fs::read(self.path().join(out)).expect("request written")
+    }
 }
 
 /// A running `ca-appliance serve`; killed on drop.

@@ -72,17 +72,6 @@ for serial in serials:
 print(f"checked {len(serials)} serials, answers {counts}")
 "#;
 
-fn tls_identity(demo: &DemoDir, who: &str) -> Arc<rustls::ClientConfig> {
-    let tls = demo.path().join("tls");
-    tls_client(
-        &tls.join("ca.pem"),
-        Identity::Files(
-            &tls.join(format!("{who}.pem")),
-            &tls.join(format!("{who}.key")),
-        ),
-    )
-}
-
 /// Runs [`CHECK_ALL`] for `serials`; panics with its output unless every answer is `want`.
 fn check_all(demo: &DemoDir, serials: &[String], want: &str) -> String {
     let file = demo.path().join(format!("serials-{want}.txt"));
@@ -140,7 +129,7 @@ async fn every_acknowledged_revocation_is_revoked_at_once_and_after_restart() {
     let csrs: Vec<String> = (0..CLIENTS)
         .map(|i| openssl_csr(demo.path(), &format!("race{i}"), "ec:P-256"))
         .collect();
-    let config = tls_identity(&demo, "channel-demo");
+    let config = demo.client_tls("channel-demo");
     let tasks: Vec<_> = csrs
         .into_iter()
         .map(|csr| tokio::spawn(issue_and_revoke(config.clone(), demo.api, csr, PER_CLIENT)))
@@ -221,19 +210,8 @@ async fn a_revocation_committed_before_a_crash_is_published_after_restart_withou
     let (mut child, log) =
         serve_with_env(&demo, &[("CA_APPLIANCE_FAULT", "after-revocation-commit")]);
     let csr = openssl_csr(demo.path(), "ee", "ec:P-256");
-    let config = tls_identity(&demo, "operator");
-    let body = issue_body("personal", &csr, serde_json::json!({"name": "Crash Test"}));
-    let (status, resp) = api_request(
-        demo.api,
-        config.clone(),
-        "POST",
-        "/api/v1/certificates",
-        Some(body),
-    )
-    .await
-    .unwrap();
-    assert_eq!(status, 201);
-    let resp = json(&resp);
+    let config = demo.client_tls("operator");
+    let resp = demo.issue_personal("operator", &csr).await;
     let serial = resp["serial"].as_str().unwrap().to_owned();
     std::fs::write(
         demo.path().join("ee.pem"),
@@ -303,18 +281,6 @@ fn get_path(der: &[u8]) -> String {
     )
 }
 
-/// An OCSP request made by openssl (`-no_nonce` unless `nonce`) for certificate `cert` or
-/// `-serial` arguments.
-fn openssl_request(demo: &DemoDir, args: &[&str], out: &str) -> Vec<u8> {
-    let (ok, _, err) = run(Command::new("openssl")
-        .current_dir(demo.path())
-        .args(["ocsp", "-issuer", "ca/personal.pem"])
-        .args(args)
-        .args(["-reqout", out]));
-    assert!(ok, "{err}");
-    std::fs::read(demo.path().join(out)).unwrap()
-}
-
 const MALFORMED: [u8; 5] = [0x30, 0x03, 0x0a, 0x01, 0x01];
 
 #[tokio::test]
@@ -323,23 +289,13 @@ async fn conditional_requests_carry_the_cache_headers_and_posts_are_never_304() 
     append_config(&demo, "\n[status]\nocsp_max_cert_ids = 2\n");
     let _server = demo.serve();
     let csr = openssl_csr(demo.path(), "ee", "ec:P-256");
-    let body = issue_body("personal", &csr, serde_json::json!({"name": "Cache Test"}));
-    let (status, resp) = api_request(
-        demo.api,
-        tls_identity(&demo, "operator"),
-        "POST",
-        "/api/v1/certificates",
-        Some(body),
-    )
-    .await
-    .unwrap();
-    assert_eq!(status, 201);
+    let resp = demo.issue_personal("operator", &csr).await;
     std::fs::write(
         demo.path().join("ee.pem"),
-        json(&resp)["certificate"].as_str().unwrap(),
+        resp["certificate"].as_str().unwrap(),
     )
     .unwrap();
-    let req = openssl_request(&demo, &["-cert", "ee.pem", "-no_nonce"], "q.der");
+    let req = demo.openssl_ocsp_request(&["-cert", "ee.pem", "-no_nonce"], "q.der");
     let path = get_path(&req);
     let (status, headers, _) = public_get(demo.public, &path).await;
     assert_eq!(status, 200);
@@ -390,7 +346,7 @@ async fn conditional_requests_carry_the_cache_headers_and_posts_are_never_304() 
     assert!(body.len() > 100, "a full response");
 
     // A live-signed GET answer (never-issued serial) carries an ETag and validators too.
-    let unknown = openssl_request(&demo, &["-serial", "0x4242", "-no_nonce"], "u.der");
+    let unknown = demo.openssl_ocsp_request(&["-serial", "0x4242", "-no_nonce"], "u.der");
     let (status, h, body) = public_get(demo.public, &get_path(&unknown)).await;
     assert_eq!(status, 200);
     assert!(body.len() > 100);
@@ -399,8 +355,7 @@ async fn conditional_requests_carry_the_cache_headers_and_posts_are_never_304() 
     }
 
     // The CertID cap (2 here): three CertIDs are malformedRequest; two are answered.
-    let three = openssl_request(
-        &demo,
+    let three = demo.openssl_ocsp_request(
         &[
             "-serial",
             "0x11",
@@ -421,8 +376,7 @@ async fn conditional_requests_carry_the_cache_headers_and_posts_are_never_304() 
     )
     .await;
     assert_eq!(body, MALFORMED);
-    let two = openssl_request(
-        &demo,
+    let two = demo.openssl_ocsp_request(
         &["-serial", "0x11", "-serial", "0x12", "-no_nonce"],
         "two.der",
     );

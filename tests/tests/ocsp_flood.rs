@@ -19,27 +19,6 @@ const TRY_LATER: [u8; 5] = [0x30, 0x03, 0x0a, 0x01, 0x03];
 /// The budget configured below.
 const LIVE_PER_SECOND: u64 = 40;
 
-fn tls_identity(demo: &DemoDir, who: &str) -> Arc<rustls::ClientConfig> {
-    let tls = demo.path().join("tls");
-    tls_client(
-        &tls.join("ca.pem"),
-        Identity::Files(
-            &tls.join(format!("{who}.pem")),
-            &tls.join(format!("{who}.key")),
-        ),
-    )
-}
-
-fn openssl_request(demo: &DemoDir, args: &[&str], out: &str) -> Vec<u8> {
-    let (ok, _, err) = run(Command::new("openssl")
-        .current_dir(demo.path())
-        .args(["ocsp", "-issuer", "ca/personal.pem"])
-        .args(args)
-        .args(["-reqout", out]));
-    assert!(ok, "{err}");
-    std::fs::read(demo.path().join(out)).unwrap()
-}
-
 /// Sends `bodies` round-robin as OCSP POSTs on one keep-alive connection, paced at `per_second`,
 /// until `stop`; returns every answer body.
 async fn flood(
@@ -88,7 +67,7 @@ async fn issuance_count(demo: &DemoDir, csr: &str, clients: usize, secs: u64) ->
     let deadline = Instant::now() + Duration::from_secs(secs);
     let tasks: Vec<_> = (0..clients)
         .map(|_| {
-            let config = tls_identity(demo, "operator");
+            let config = demo.client_tls("operator");
             let api = demo.api;
             let body = issue_body("personal", csr, serde_json::json!({"name": "Flood Test"}));
             tokio::spawn(async move {
@@ -126,32 +105,19 @@ async fn a_live_signing_flood_stays_within_budget_and_never_delays_revocation() 
     let csr = openssl_csr(demo.path(), "ee", "ec:P-256");
 
     // A known certificate with a pre-signed answer, for nonce requests.
-    let body = issue_body("personal", &csr, serde_json::json!({"name": "Flood Test"}));
-    let (status, resp) = api_request(
-        demo.api,
-        tls_identity(&demo, "operator"),
-        "POST",
-        "/api/v1/certificates",
-        Some(body),
-    )
-    .await
-    .unwrap();
-    assert_eq!(status, 201);
+    let resp = demo.issue_personal("operator", &csr).await;
     std::fs::write(
         demo.path().join("known.pem"),
-        json(&resp)["certificate"].as_str().unwrap(),
+        resp["certificate"].as_str().unwrap(),
     )
     .unwrap();
-    let mut bodies = vec![openssl_request(&demo, &["-cert", "known.pem"], "nonce.der")];
+    let mut bodies = vec![demo.openssl_ocsp_request(&["-cert", "known.pem"], "nonce.der")];
     for i in 0..16 {
         let serial = format!("0x{:x}", 0x5eed_0000u64 + i);
-        bodies.push(openssl_request(
-            &demo,
-            &["-serial", &serial, "-no_nonce"],
-            &format!("u{i}.der"),
-        ));
-        bodies.push(openssl_request(
-            &demo,
+        bodies.push(
+            demo.openssl_ocsp_request(&["-serial", &serial, "-no_nonce"], &format!("u{i}.der")),
+        );
+        bodies.push(demo.openssl_ocsp_request(
             &["-sha256", "-serial", &serial, "-no_nonce"],
             &format!("s{i}.der"),
         ));
@@ -170,20 +136,10 @@ async fn a_live_signing_flood_stays_within_budget_and_never_delays_revocation() 
     let loaded = issuance_count(&demo, &csr, 4, 3).await;
 
     // Revocations during the flood are re-signed at once: the next query says revoked.
-    let config = tls_identity(&demo, "operator");
+    let config = demo.client_tls("operator");
     for i in 0..10 {
-        let body = issue_body("personal", &csr, serde_json::json!({"name": "Flood Test"}));
-        let (status, resp) = api_request(
-            demo.api,
-            config.clone(),
-            "POST",
-            "/api/v1/certificates",
-            Some(body),
-        )
-        .await
-        .unwrap();
-        assert_eq!(status, 201);
-        let serial = json(&resp)["serial"].as_str().unwrap().to_owned();
+        let resp = demo.issue_personal("operator", &csr).await;
+        let serial = resp["serial"].as_str().unwrap().to_owned();
         let (status, _) = api_request(
             demo.api,
             config.clone(),

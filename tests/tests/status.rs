@@ -5,7 +5,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -62,24 +61,13 @@ for single, want in zip(singles, wants):
     print(f"{single.serial_number:x} {single.certificate_status.name}")
 "#;
 
-fn tls_identity(demo: &DemoDir, who: &str) -> Arc<rustls::ClientConfig> {
-    let tls = demo.path().join("tls");
-    tls_client(
-        &tls.join("ca.pem"),
-        Identity::Files(
-            &tls.join(format!("{who}.pem")),
-            &tls.join(format!("{who}.key")),
-        ),
-    )
-}
-
 /// Issues a personal certificate as `who`; writes `{stem}.pem`; returns its serial.
 async fn issue(demo: &DemoDir, who: &str, stem: &str) -> String {
     let csr = openssl_csr(demo.path(), stem, "ec:P-256");
     let body = issue_body("personal", &csr, serde_json::json!({"name": "Li Si"}));
     let (status, resp) = api_request(
         demo.api,
-        tls_identity(demo, who),
+        demo.client_tls(who),
         "POST",
         "/api/v1/certificates",
         Some(body),
@@ -104,7 +92,7 @@ async fn api_post(
 ) -> (u16, serde_json::Value) {
     let (status, resp) = api_request(
         demo.api,
-        tls_identity(demo, who),
+        demo.client_tls(who),
         "POST",
         path,
         Some(serde_json::to_vec(&body).unwrap()),
@@ -388,7 +376,7 @@ async fn ocsp_and_crls_follow_revocation_hold_and_unhold() {
     // The mTLS listener answers OCSP too.
     let (status, _) = api_request(
         demo.api,
-        tls_identity(&demo, "operator"),
+        demo.client_tls("operator"),
         "POST",
         "/ocsp",
         Some(q2.clone()),
