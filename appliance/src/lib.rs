@@ -5,6 +5,7 @@
 pub mod api;
 pub mod ca;
 pub mod config;
+pub mod listener;
 pub mod demo;
 pub mod profile;
 pub mod server;
