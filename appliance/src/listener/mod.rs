@@ -220,7 +220,7 @@ async fn connection<H: Handshake>(
             Ok(Some(connected)) => connected,
             Ok(None) => return,
             Err(_) => {
-                tracing::info!(listener = name, %peer, "handshake timed out; closed");
+                tracing::debug!(listener = name, %peer, "handshake timed out; closed");
                 return;
             }
         },
