@@ -426,6 +426,11 @@ impl Server {
     /// code (`None`: killed by a signal). Panics if the process is still running after `deadline`.
     pub fn stop_with(&mut self, signal: &str, deadline: std::time::Duration) -> Option<i32> {
         signal_process(self.pid(), signal);
+        self.wait(deadline)
+    }
+
+    /// Waits up to `deadline` for the exit; returns the exit code (see [`wait_exit`]).
+    pub fn wait(&mut self, deadline: std::time::Duration) -> Option<i32> {
         wait_exit(&mut self.child, deadline)
     }
 }
