@@ -491,8 +491,14 @@ impl ApplianceConfig {
             ));
         }
         let timeouts = [
-            ("tls_handshake_timeout_secs", self.server.tls_handshake_timeout_secs),
-            ("header_read_timeout_secs", self.server.header_read_timeout_secs),
+            (
+                "tls_handshake_timeout_secs",
+                self.server.tls_handshake_timeout_secs,
+            ),
+            (
+                "header_read_timeout_secs",
+                self.server.header_read_timeout_secs,
+            ),
             ("body_read_timeout_secs", self.server.body_read_timeout_secs),
             ("idle_timeout_secs", self.server.idle_timeout_secs),
             ("shutdown_grace_secs", self.server.shutdown_grace_secs),

@@ -5,8 +5,8 @@
 pub mod api;
 pub mod ca;
 pub mod config;
-pub mod listener;
 pub mod demo;
+pub mod listener;
 pub mod profile;
 pub mod server;
 pub mod status;

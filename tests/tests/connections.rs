@@ -115,10 +115,11 @@ async fn check_service(
     .expect("OCSP answers");
     assert_eq!(status, 200, "OCSP");
     assert!(ocsp_successful(&body), "OCSP response not successful");
-    let (status, _) = tokio::time::timeout(limit, api_request(api, client, "GET", "/healthz", None))
-        .await
-        .expect("API /healthz answers")
-        .expect("API /healthz transport");
+    let (status, _) =
+        tokio::time::timeout(limit, api_request(api, client, "GET", "/healthz", None))
+            .await
+            .expect("API /healthz answers")
+            .expect("API /healthz transport");
     assert_eq!(status, 200, "API /healthz");
 }
 
@@ -147,8 +148,8 @@ async fn hold<S: AsyncRead + AsyncWrite + Unpin>(
 ) -> Option<Closed> {
     let start = Instant::now();
     let until = tokio::time::Instant::now() + deadline;
-    let mut writable = first.is_empty()
-        || (stream.write_all(first).await.is_ok() && stream.flush().await.is_ok());
+    let mut writable =
+        first.is_empty() || (stream.write_all(first).await.is_ok() && stream.flush().await.is_ok());
     let mut received = Vec::new();
     let mut buf = [0u8; 4096];
     let mut tick = tokio::time::interval(Duration::from_millis(300));
@@ -336,8 +337,52 @@ async fn held_connections_do_not_exhaust_a_512_descriptor_limit() {
     assert!(server.is_running(), "{}", server.log_text());
     let log = server.log_text();
     assert!(log.contains("lowered per listener"), "{log}");
-    assert!(!log.contains("accept failed"), "descriptors ran out:\n{log}");
+    assert!(
+        !log.contains("accept failed"),
+        "descriptors ran out:\n{log}"
+    );
     // (512 - 256 reserved) / 2 = 128 places per listener.
-    assert!(public_closed >= 600 - 128, "public: {public_closed} of 600 closed");
+    assert!(
+        public_closed >= 600 - 128,
+        "public: {public_closed} of 600 closed"
+    );
     assert!(api_closed >= 200 - 128, "API: {api_closed} of 200 closed");
+}
+
+#[test]
+fn check_config_refuses_out_of_range_connection_settings() {
+    let demo = DemoDir::create();
+    let original = std::fs::read_to_string(demo.config()).unwrap();
+    for (keys, message) in [
+        (
+            "idle_timeout_secs = 0",
+            "server.idle_timeout_secs must be 1..=3600 seconds",
+        ),
+        (
+            "header_read_timeout_secs = 3601",
+            "server.header_read_timeout_secs must be 1..=3600 seconds",
+        ),
+        (
+            "max_connections = 0",
+            "server.max_connections must be 1..=1000000",
+        ),
+    ] {
+        std::fs::write(demo.config(), &original).unwrap();
+        server_config(&demo, keys);
+        let (ok, out, err) = run(Command::new(appliance_bin()).args([
+            "check-config",
+            "--config",
+            demo.config().to_str().unwrap(),
+        ]));
+        assert!(!ok, "{keys} accepted: {out}");
+        assert!(err.contains(message), "{keys}: {err}");
+    }
+    std::fs::write(demo.config(), &original).unwrap();
+    server_config(&demo, SHORT);
+    let (ok, out, err) = run(Command::new(appliance_bin()).args([
+        "check-config",
+        "--config",
+        demo.config().to_str().unwrap(),
+    ]));
+    assert!(ok, "{out}{err}");
 }

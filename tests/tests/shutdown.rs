@@ -111,7 +111,10 @@ async fn sigterm_during_issuance_answers_and_stores_every_accepted_request() {
     }
     tokio::task::block_in_place(|| {
         await_condition("issuance under way", Duration::from_secs(120), || {
-            outcome.try_lock().map(|o| o.issued.len() >= 24).unwrap_or(false)
+            outcome
+                .try_lock()
+                .map(|o| o.issued.len() >= 24)
+                .unwrap_or(false)
         })
     });
     signal_process(pid, "TERM");
@@ -161,7 +164,12 @@ async fn sigterm_during_issuance_answers_and_stores_every_accepted_request() {
 }
 
 /// `quickstart.sh` on the already-built debug binaries (no package install, no release build).
-fn quickstart(dir: &std::path::Path, api: SocketAddr, public: SocketAddr, sim: SocketAddr) -> std::process::Child {
+fn quickstart(
+    dir: &std::path::Path,
+    api: SocketAddr,
+    public: SocketAddr,
+    sim: SocketAddr,
+) -> std::process::Child {
     Command::new("bash")
         .arg(workspace_root().join("quickstart.sh"))
         .arg(dir)
@@ -182,8 +190,7 @@ fn answers_healthz(public: SocketAddr) -> bool {
     };
     use std::io::{Read, Write};
     let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-    if s
-        .write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+    if s.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
         .is_err()
     {
         return false;
@@ -195,19 +202,29 @@ fn answers_healthz(public: SocketAddr) -> bool {
 
 /// Starts quickstart, waits until it serves, stops it with `signal`, and checks that the
 /// server, vendor-sim and the plugin workers are all gone.
-fn run_and_stop_quickstart(dir: &std::path::Path, addrs: (SocketAddr, SocketAddr, SocketAddr), signal: &str) {
+fn run_and_stop_quickstart(
+    dir: &std::path::Path,
+    addrs: (SocketAddr, SocketAddr, SocketAddr),
+    signal: &str,
+) {
     let (api, public, sim) = addrs;
     let mut script = quickstart(dir, api, public, sim);
     let pid = script.id();
     let log = dir.with_extension("log");
     await_condition(
-        &format!("quickstart serves: {}", std::fs::read_to_string(&log).unwrap_or_default()),
+        &format!(
+            "quickstart serves: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        ),
         Duration::from_secs(180),
         || answers_healthz(public),
     );
     // The script's PID is now the server's (exec).
     let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
-    assert!(exe.ends_with("ca-appliance"), "{pid} runs {exe:?}, not the server");
+    assert!(
+        exe.ends_with("ca-appliance"),
+        "{pid} runs {exe:?}, not the server"
+    );
     let sim_pids = processes_with_args(&["--addr", &sim.to_string()]);
     assert_eq!(sim_pids.len(), 1, "one vendor-sim: {sim_pids:?}");
     let workers = plugin_workers_of(pid);
@@ -217,9 +234,11 @@ fn run_and_stop_quickstart(dir: &std::path::Path, addrs: (SocketAddr, SocketAddr
     let code = wait_exit(&mut script, Duration::from_secs(30));
     assert_eq!(code, Some(0), "server exit status");
     for p in sim_pids.iter().chain(&workers) {
-        await_condition(&format!("process {p} left behind"), Duration::from_secs(10), || {
-            !process_alive(*p)
-        });
+        await_condition(
+            &format!("process {p} left behind"),
+            Duration::from_secs(10),
+            || !process_alive(*p),
+        );
     }
     assert!(processes_with_args(&["--addr", &sim.to_string()]).is_empty());
 }
