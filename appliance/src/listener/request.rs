@@ -1,5 +1,6 @@
 //! The hyper service of one connection: hands each request to the router with the connection's
-//! extension attached, marks the connection busy while the handler runs, and answers 408 if the
+//! extension attached, marks the connection busy while the handler runs (and evictable while
+//! the request body is still arriving), and answers 408 if the
 //! request body is not complete within the body timeout (the handler, which cannot have acted
 //! on a body it has not finished reading, is dropped).
 
@@ -39,11 +40,16 @@ impl<E: Clone + Send + Sync + 'static> hyper::service::Service<Request<Incoming>
     fn call(&self, mut req: Request<Incoming>) -> Self::Future {
         let busy = self.timing.request_started();
         req.extensions_mut().insert(self.extension.clone());
-        let complete = Arc::new(AtomicBool::new(req.body().is_end_stream()));
+        let empty = req.body().is_end_stream();
+        let complete = Arc::new(AtomicBool::new(empty));
+        if !empty {
+            self.timing.body_started();
+        }
         let req = req.map(|body| {
             axum::body::Body::new(WatchedBody {
                 inner: body,
                 complete: complete.clone(),
+                pending: (!empty).then(|| self.timing.clone()),
             })
         });
         let deadline = tokio::time::Instant::now() + self.body_timeout;
@@ -78,10 +84,26 @@ fn request_timeout() -> Response<axum::body::Body> {
     resp
 }
 
-/// A request body that records when it has been read to the end.
+/// A request body that records when it has been read to the end (or dropped).
 struct WatchedBody {
     inner: Incoming,
     complete: Arc<AtomicBool>,
+    /// The connection to tell once the body is no longer arriving.
+    pending: Option<Arc<Timing>>,
+}
+
+impl WatchedBody {
+    fn finished(&mut self) {
+        if let Some(timing) = self.pending.take() {
+            timing.body_finished();
+        }
+    }
+}
+
+impl Drop for WatchedBody {
+    fn drop(&mut self) {
+        self.finished();
+    }
 }
 
 impl Body for WatchedBody {
@@ -95,6 +117,7 @@ impl Body for WatchedBody {
         let r = Pin::new(&mut self.inner).poll_frame(cx);
         if matches!(r, Poll::Ready(None)) || self.inner.is_end_stream() {
             self.complete.store(true, Ordering::Release);
+            self.finished();
         }
         r
     }

@@ -1,8 +1,9 @@
 //! The connection cap: a listener holds at most `max` connections. At the cap, a new connection
 //! takes the place of the oldest one with no request in progress (idle keep-alive, still in its
-//! handshake or still sending its request head), so a crowd of slow or idle clients cannot lock
-//! out a client that sends its request promptly; if every connection is busy the newcomer is
-//! closed at once. Closed sockets are never queued, so descriptors stay bounded.
+//! handshake or still sending its request head) or still sending its request body, so a crowd of
+//! slow or idle clients cannot lock out a client that sends its request promptly; if every
+//! connection is busy the newcomer is closed at once. Closed sockets are never queued, so
+//! descriptors stay bounded.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -39,7 +40,7 @@ pub(crate) struct Slot {
 pub(crate) enum Admission {
     /// Admitted below the cap.
     Free(Slot),
-    /// Admitted at the cap by evicting the oldest connection with no request in progress.
+    /// Admitted at the cap by evicting the oldest idle or slow connection.
     Evicted(Slot),
     /// At the cap with every connection busy: refused.
     Refused,
@@ -71,7 +72,7 @@ impl Slots {
             let victim = inner
                 .open
                 .iter()
-                .find(|(_, e)| !e.timing.is_busy())
+                .find(|(_, e)| e.timing.is_evictable())
                 .map(|(id, _)| *id);
             let Some(victim) = victim else {
                 return Admission::Refused;

@@ -29,6 +29,7 @@ const NONE: u64 = u64::MAX;
 pub(crate) struct Timing {
     base: Instant,
     in_flight: AtomicUsize,
+    bodies_pending: AtomicUsize,
     served: AtomicBool,
     ready_or_idle_since: AtomicU64,
     head_started: AtomicU64,
@@ -53,6 +54,7 @@ impl Timing {
         Self {
             base: Instant::now(),
             in_flight: AtomicUsize::new(0),
+            bodies_pending: AtomicUsize::new(0),
             served: AtomicBool::new(false),
             ready_or_idle_since: AtomicU64::new(0),
             head_started: AtomicU64::new(NONE),
@@ -69,9 +71,25 @@ impl Timing {
         self.base + Duration::from_millis(ms)
     }
 
-    /// Whether a request is in progress (such a connection is never evicted).
+    /// Whether a request is in progress.
     pub(crate) fn is_busy(&self) -> bool {
         self.in_flight.load(Ordering::Acquire) > 0
+    }
+
+    /// Whether the connection may give its place to a new one at the cap: no request in
+    /// progress, or one whose body is still arriving (its handler cannot have acted on it yet).
+    pub(crate) fn is_evictable(&self) -> bool {
+        !self.is_busy() || self.bodies_pending.load(Ordering::Acquire) > 0
+    }
+
+    /// A request body started arriving.
+    pub(crate) fn body_started(&self) {
+        self.bodies_pending.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// A request body was read to its end, or given up by its handler.
+    pub(crate) fn body_finished(&self) {
+        self.bodies_pending.fetch_sub(1, Ordering::AcqRel);
     }
 
     /// The connection finished its handshake: the first request head is due from now.
