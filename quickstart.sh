@@ -2,6 +2,12 @@
 # Quick start: install the Debian packages the appliance needs, build it, create a demo appliance
 # (SoftHSM2 token, SQLite database, demo TLS PKI, CA ceremony) and serve it in the foreground.
 # Usage: ./quickstart.sh [DIR]   (DIR defaults to ./demo; an existing demo is reused)
+#
+# Stopping it (Ctrl-C, or SIGTERM to this script's PID) stops everything it started: the script
+# `exec`s the server, so its PID is the server's, and vendor-sim runs under a parent-death signal
+# (`setpriv --pdeathsig TERM`), so it goes when the server goes.
+# QUICKSTART_BIN_DIR=DIR skips the package install and the release build and uses the binaries
+# already in DIR (e.g. target/debug); the system tests run the script that way.
 set -euo pipefail
 
 cd "$(dirname "$0")"
@@ -10,20 +16,24 @@ API_ADDR="${API_ADDR:-127.0.0.1:8443}"
 PUBLIC_ADDR="${PUBLIC_ADDR:-127.0.0.1:8080}"
 VENDOR_SIM_ADDR="${VENDOR_SIM_ADDR:-127.0.0.1:8099}"
 
-SUDO=""
-if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
-need=()
-for pkg in softhsm2 opensc openssl curl; do
-    dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
-done
-if [ "${#need[@]}" -gt 0 ]; then
-    $SUDO apt-get update
-    $SUDO apt-get install -y --no-install-recommends "${need[@]}"
+if [ -n "${QUICKSTART_BIN_DIR:-}" ]; then
+    BIN_DIR="$(cd "$QUICKSTART_BIN_DIR" && pwd)"
+else
+    SUDO=""
+    if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+    need=()
+    for pkg in softhsm2 opensc openssl curl; do
+        dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
+    done
+    if [ "${#need[@]}" -gt 0 ]; then
+        $SUDO apt-get update
+        $SUDO apt-get install -y --no-install-recommends "${need[@]}"
+    fi
+    # The appliance, the plugin worker, vendor-sim and the verifier plugin libraries.
+    cargo build --release --workspace --lib --bins
+    BIN_DIR="$PWD/target/release"
 fi
-
-# The appliance, the plugin worker, vendor-sim and the verifier plugin libraries.
-cargo build --release --workspace --lib --bins
-BIN="$PWD/target/release/ca-appliance"
+BIN="$BIN_DIR/ca-appliance"
 
 if [ ! -f "$DIR/appliance.toml" ]; then
     "$BIN" init --dir "$DIR" --demo --api-addr "$API_ADDR" --public-addr "$PUBLIC_ADDR" \
@@ -32,12 +42,11 @@ fi
 DIR="$(cd "$DIR" && pwd)"
 
 # The vendor simulator stands in for the carrier, bank, SMS, face, payout and registry APIs the
-# demo channel's verifier plugins call; it stops with this script.
+# demo channel's verifier plugins call. Its parent is this process, which becomes the server
+# (exec below): the kernel sends it SIGTERM when the server exits, however it is stopped.
 if [ -f "$DIR/secrets/vendor-sim-api-key" ]; then
-    "$PWD/target/release/vendor-sim" --addr "$VENDOR_SIM_ADDR" \
+    setpriv --pdeathsig TERM -- "$BIN_DIR/vendor-sim" --addr "$VENDOR_SIM_ADDR" \
         --api-key "$(cat "$DIR/secrets/vendor-sim-api-key")" >"$DIR/vendor-sim.log" 2>&1 &
-    SIM_PID=$!
-    trap 'kill $SIM_PID 2>/dev/null' EXIT
 fi
 
 if [ ! -f "$DIR/quickstart.csr" ]; then
@@ -66,4 +75,6 @@ CA certificates: http://$PUBLIC_ADDR/ca/root.pem  http://$PUBLIC_ADDR/ca/persona
 OCSP: http://$PUBLIC_ADDR/ocsp   CRL: http://$PUBLIC_ADDR/crl/personal.crl
 MSG
 
-"$BIN" serve --config "$DIR/appliance.toml"
+# exec: the server takes this script's PID, so a signal to the script reaches the server, which
+# shuts down gracefully (in-flight requests answered, plugin workers stopped).
+exec "$BIN" serve --config "$DIR/appliance.toml"

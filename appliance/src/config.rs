@@ -278,10 +278,57 @@ pub struct ServerConfig {
     /// Largest request body accepted, in bytes (default 64 KiB).
     #[serde(default = "default_body_limit")]
     pub max_body_bytes: usize,
+    /// Concurrent connections per listener (default 4096); lowered at start to fit the
+    /// open-files limit. At the cap, a new connection evicts the oldest one with no request in
+    /// progress, or is closed at once.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Seconds a client has to complete the TLS handshake on the API listener (default 10).
+    #[serde(default = "default_handshake_secs")]
+    pub tls_handshake_timeout_secs: u64,
+    /// Seconds a client has to send a complete request head, counted from the connection
+    /// being ready (new connection) or from the first byte of a keep-alive request (default 10).
+    #[serde(default = "default_header_secs")]
+    pub header_read_timeout_secs: u64,
+    /// Seconds a client has to send a complete request body, counted from its head (default 30).
+    #[serde(default = "default_body_secs")]
+    pub body_read_timeout_secs: u64,
+    /// Seconds a keep-alive connection may stay idle between requests, or stall while its
+    /// response is written (default 60).
+    #[serde(default = "default_idle_secs")]
+    pub idle_timeout_secs: u64,
+    /// Seconds in-flight requests get to finish after SIGTERM/SIGINT before the remaining
+    /// connections are dropped (default 10).
+    #[serde(default = "default_grace_secs")]
+    pub shutdown_grace_secs: u64,
 }
 
 fn default_body_limit() -> usize {
     64 * 1024
+}
+
+fn default_max_connections() -> usize {
+    4096
+}
+
+fn default_handshake_secs() -> u64 {
+    10
+}
+
+fn default_header_secs() -> u64 {
+    10
+}
+
+fn default_body_secs() -> u64 {
+    30
+}
+
+fn default_idle_secs() -> u64 {
+    60
+}
+
+fn default_grace_secs() -> u64 {
+    10
 }
 
 /// Where the HSM PIN comes from. Exactly one field must be set.
@@ -453,6 +500,31 @@ impl ApplianceConfig {
             return Err(ConfigError::Invalid(
                 "server.max_body_bytes must be 1 KiB..=16 MiB".into(),
             ));
+        }
+        if !(1..=1_000_000).contains(&self.server.max_connections) {
+            return Err(ConfigError::Invalid(
+                "server.max_connections must be 1..=1000000".into(),
+            ));
+        }
+        let timeouts = [
+            (
+                "tls_handshake_timeout_secs",
+                self.server.tls_handshake_timeout_secs,
+            ),
+            (
+                "header_read_timeout_secs",
+                self.server.header_read_timeout_secs,
+            ),
+            ("body_read_timeout_secs", self.server.body_read_timeout_secs),
+            ("idle_timeout_secs", self.server.idle_timeout_secs),
+            ("shutdown_grace_secs", self.server.shutdown_grace_secs),
+        ];
+        for (name, secs) in timeouts {
+            if !(1..=3600).contains(&secs) {
+                return Err(ConfigError::Invalid(format!(
+                    "server.{name} must be 1..=3600 seconds"
+                )));
+            }
         }
         let mut names = std::collections::BTreeSet::new();
         for (i, ca) in self.cas.iter().enumerate() {

@@ -6,6 +6,7 @@ pub mod api;
 pub mod ca;
 pub mod config;
 pub mod demo;
+pub mod listener;
 pub mod profile;
 pub mod server;
 pub mod status;

@@ -146,9 +146,11 @@ fn run(cli: Cli) -> Result<(), String> {
         Command::Serve { config } => {
             let config = ApplianceConfig::load(&config).map_err(|e| e.to_string())?;
             export_softhsm_conf(config.hsm.softhsm2_conf.as_deref());
-            runtime()?
-                .block_on(server::serve(config))
-                .map_err(|e| e.to_string())
+            let runtime = runtime()?;
+            let served = runtime.block_on(server::serve(config));
+            // Bounded exit: a blocking task (an HSM call) still running is not waited for.
+            runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+            served.map_err(|e| e.to_string())
         }
         Command::Ceremony {
             config,

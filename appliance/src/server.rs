@@ -1,6 +1,7 @@
 //! `serve`: open the HSM and database, load the hierarchy, and run both listeners.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 
@@ -8,6 +9,7 @@ use crate::api::{self, mtls, AppState};
 use crate::ca::issuance::Issuer;
 use crate::ca::{Hierarchy, HierarchyError};
 use crate::config::{ApplianceConfig, ConfigError};
+use crate::listener::{self, ConnectionLimits, Shutdown};
 use crate::status::StatusService;
 use crate::storage::{Storage, StorageError};
 
@@ -45,8 +47,20 @@ pub enum ServeError {
     },
 }
 
-/// Runs the appliance until SIGINT/SIGTERM.
+/// Runs the appliance until SIGINT/SIGTERM, then shuts down gracefully: no new connections,
+/// in-flight requests answered (for at most `shutdown_grace_secs`), background tasks stopped.
 pub async fn serve(config: ApplianceConfig) -> Result<(), ServeError> {
+    // Before anything opens files: room for the connection caps of both listeners.
+    let open_files = listener::raise_open_files_limit();
+    let max_connections = listener::connection_budget(config.server.max_connections, open_files);
+    if max_connections < config.server.max_connections {
+        tracing::warn!(
+            configured = config.server.max_connections,
+            max_connections,
+            ?open_files,
+            "open-files limit too low for server.max_connections; lowered per listener"
+        );
+    }
     let profiles = config.load_profiles()?;
     let tls = mtls::server_config(
         &config.server.tls_cert,
@@ -69,7 +83,7 @@ pub async fn serve(config: ApplianceConfig) -> Result<(), ServeError> {
     // Plugins that cannot load are marked unavailable (logged), not fatal: issuance and status
     // services keep running; `check-config` refuses the same faults up front.
     let verifications = crate::verification::start(&config, &storage).await?;
-    let _verification_task = verifications.spawn_background();
+    let verification_task = verifications.spawn_background();
     let state = Arc::new(AppState {
         issuer: Issuer::new(
             hsm,
@@ -113,21 +127,54 @@ pub async fn serve(config: ApplianceConfig) -> Result<(), ServeError> {
         serde_json::json!({ "api": api_addr.to_string(), "public": public_addr.to_string() })
     );
 
-    let api = mtls::serve(
+    let limits = ConnectionLimits::from_config(&config.server, max_connections);
+    let grace = Duration::from_secs(config.server.shutdown_grace_secs);
+    let (trigger, shutdown) = Shutdown::channel();
+    let mut api = tokio::spawn(listener::serve(
+        "api",
         api_listener,
-        tls,
-        clients,
+        limits,
+        mtls::MtlsHandshake::new(tls, clients),
         api::api_router(state.clone(), config.server.max_body_bytes),
-    );
-    let public = axum::serve(public_listener, api::public_router(state));
+        shutdown.clone(),
+    ));
+    let mut public = tokio::spawn(listener::serve(
+        "public",
+        public_listener,
+        limits,
+        listener::PlainHttp,
+        api::public_router(state.clone()),
+        shutdown,
+    ));
+    drop(state);
+
     tokio::select! {
-        () = api => {}
-        r = public => { if let Err(e) = r { tracing::error!(error = %e, "public listener failed"); } }
-        () = shutdown_signal() => { tracing::info!("shutting down"); }
+        () = shutdown_signal() => tracing::info!(?grace, "shutting down: no new connections; finishing in-flight requests"),
+        r = &mut api => tracing::error!(?r, "API listener stopped"),
+        r = &mut public => tracing::error!(?r, "public listener stopped"),
     }
+    trigger.trigger();
+    let drained = async {
+        let _ = (&mut api).await;
+        let _ = (&mut public).await;
+    };
+    tokio::select! {
+        () = drained => tracing::info!("all connections finished"),
+        () = tokio::time::sleep(grace) => {
+            tracing::warn!("shutdown grace period over; dropping the remaining connections");
+        }
+        () = shutdown_signal() => tracing::warn!("second signal; dropping the remaining connections"),
+    }
+    api.abort();
+    public.abort();
+    // The plugin workers: killed when their hosts drop (the last reference was held by the
+    // connections and this task); the kernel kills any left at exit (parent-death signal).
+    verification_task.abort();
+    let _ = verification_task.await;
     Ok(())
 }
 
+/// Resolves on SIGINT or SIGTERM.
 async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;

@@ -179,8 +179,22 @@ pub struct Server {
 impl Server {
     /// Starts `serve --config path` and waits until it prints its listening line.
     pub fn start(config: &Path) -> Server {
+        Server::start_under(config, &[])
+    }
+
+    /// Like [`Server::start`], run under `wrapper` (e.g. `["prlimit", "--nofile=512:512", "--"]`).
+    pub fn start_under(config: &Path, wrapper: &[&str]) -> Server {
         let log = config.with_file_name("serve.log");
-        let child = Command::new(appliance_bin())
+        let bin = appliance_bin();
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(&bin);
+                c
+            }
+            None => Command::new(&bin),
+        };
+        let child = command
             .args(["serve", "--config", config.to_str().expect("utf-8 path")])
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).expect("log file"))
@@ -434,4 +448,101 @@ pub fn append_config(demo: &DemoDir, text: &str) {
     let mut config = std::fs::read_to_string(demo.config()).expect("read config");
     config.push_str(text);
     std::fs::write(demo.config(), config).expect("write config");
+}
+
+/// Sets `keys` (TOML lines) at the top of the demo's `[server]` section.
+pub fn server_config(demo: &DemoDir, keys: &str) {
+    let config = std::fs::read_to_string(demo.config()).expect("read config");
+    let config = config.replacen("[server]\n", &format!("[server]\n{keys}\n"), 1);
+    std::fs::write(demo.config(), config).expect("write config");
+}
+
+impl Server {
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends `signal` (e.g. "TERM") and waits up to `deadline` for the exit; returns the exit
+    /// code (`None`: killed by a signal). Panics if the process is still running after `deadline`.
+    pub fn stop_with(&mut self, signal: &str, deadline: std::time::Duration) -> Option<i32> {
+        signal_process(self.pid(), signal);
+        self.wait(deadline)
+    }
+
+    /// Waits up to `deadline` for the exit; returns the exit code (see [`wait_exit`]).
+    pub fn wait(&mut self, deadline: std::time::Duration) -> Option<i32> {
+        wait_exit(&mut self.child, deadline)
+    }
+}
+
+/// Sends `signal` (e.g. "TERM", "INT") to `pid` with kill(1).
+pub fn signal_process(pid: u32, signal: &str) {
+    let ok = Command::new("kill")
+        .args([&format!("-{signal}"), &pid.to_string()])
+        .status()
+        .expect("kill runs")
+        .success();
+    assert!(ok, "kill -{signal} {pid} failed");
+}
+
+/// Waits up to `deadline` for `child` to exit; returns its exit code (`None`: by a signal).
+pub fn wait_exit(child: &mut Child, deadline: std::time::Duration) -> Option<i32> {
+    let until = std::time::Instant::now() + deadline;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status.code();
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "process {} still running after {deadline:?}",
+            child.id()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// Live (not zombie) processes whose command line contains `args` in sequence, as pids.
+pub fn processes_with_args(args: &[&str]) -> Vec<u32> {
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return found;
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let words: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        let matches = words
+            .windows(args.len())
+            .any(|w| w.iter().zip(args).all(|(a, b)| *a == b.as_bytes()));
+        if matches && process_alive(pid) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+/// Whether `pid` exists and is not a zombie.
+pub fn process_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // state is the field after the parenthesised command name
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .map(|(_, rest)| !rest.trim_start().starts_with(['Z', 'X']))
+            .unwrap_or(false),
+        Err(_) => false,
+    }
+}
+
+/// The `ca-plugin-worker` processes started by the appliance process `pid`.
+pub fn plugin_workers_of(pid: u32) -> Vec<u32> {
+    processes_with_args(&["--parent-pid", &pid.to_string()])
 }

@@ -1,6 +1,6 @@
 //! HTTP only: routes, the caller's role, and error -> response. Logic lives in `ca` and `storage`.
 //!
-//! Two listeners: the mTLS API ([`api_router`], served by [`mtls::serve`]) for operators and
+//! Two listeners: the mTLS API ([`api_router`], handshake [`mtls::MtlsHandshake`]) for operators and
 //! channels, and the plain-HTTP public listener ([`public_router`]) for relying parties.
 
 pub mod certificates;

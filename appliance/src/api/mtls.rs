@@ -5,21 +5,20 @@
 //! to a [`Caller`] through the `[[client]]` table, attached to every request of the connection.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
-use axum::Router;
 use der::Decode;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::server::WebPkiClientVerifier;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use tokio::net::TcpListener;
+use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
-use tower::ServiceExt;
 
 use crate::config::{ChannelConfig, ClientConfig, ClientRole};
+use crate::listener::Handshake;
 
 /// Errors setting up TLS.
 #[derive(Debug, thiserror::Error)]
@@ -169,55 +168,44 @@ pub fn server_config(
     Ok(Arc::new(config))
 }
 
-/// Accepts TLS connections forever, serving `router` with the connection's [`Caller`] attached.
-pub async fn serve(
-    listener: TcpListener,
-    tls: Arc<rustls::ServerConfig>,
+/// The API listener's handshake: TLS with a required, verified client certificate, whose
+/// [`Caller`] is attached to every request of the connection. Served by [`crate::listener`]
+/// (connection cap, handshake and request timeouts, graceful shutdown).
+#[derive(Clone)]
+pub struct MtlsHandshake {
+    acceptor: TlsAcceptor,
     clients: Arc<ClientDirectory>,
-    router: Router,
-) {
-    let acceptor = TlsAcceptor::from(tls);
-    loop {
-        let (tcp, peer) = match listener.accept().await {
-            Ok(conn) => conn,
+}
+
+impl MtlsHandshake {
+    /// Handshakes with `tls`, identifying callers through `clients`.
+    pub fn new(tls: Arc<rustls::ServerConfig>, clients: Arc<ClientDirectory>) -> Self {
+        Self {
+            acceptor: TlsAcceptor::from(tls),
+            clients,
+        }
+    }
+}
+
+impl Handshake for MtlsHandshake {
+    type Io = TlsStream<TcpStream>;
+    type Extension = Caller;
+
+    async fn handshake(
+        &self,
+        tcp: TcpStream,
+        peer: SocketAddr,
+    ) -> Option<(TlsStream<TcpStream>, Caller)> {
+        let tls = match self.acceptor.accept(tcp).await {
+            Ok(tls) => tls,
             Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
+                tracing::info!(%peer, error = %e, "TLS handshake refused");
+                return None;
             }
         };
-        let _ = tcp.set_nodelay(true);
-        let acceptor = acceptor.clone();
-        let clients = clients.clone();
-        let router = router.clone();
-        tokio::spawn(async move {
-            let tls =
-                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
-                    Ok(Ok(tls)) => tls,
-                    Ok(Err(e)) => {
-                        tracing::info!(%peer, error = %e, "TLS handshake refused");
-                        return;
-                    }
-                    Err(_) => {
-                        tracing::info!(%peer, "TLS handshake timed out");
-                        return;
-                    }
-                };
-            let caller = match tls.get_ref().1.peer_certificates().and_then(|c| c.first()) {
-                Some(leaf) => clients.identify(leaf.as_ref()),
-                // Unreachable with a required-client-auth verifier; refuse rather than assume.
-                None => return,
-            };
-            let service = hyper::service::service_fn(
-                move |mut req: hyper::Request<hyper::body::Incoming>| {
-                    req.extensions_mut().insert(caller.clone());
-                    router.clone().oneshot(req.map(axum::body::Body::new))
-                },
-            );
-            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            if let Err(e) = builder.serve_connection(TokioIo::new(tls), service).await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
-            }
-        });
+        // A required-client-auth verifier always yields a leaf; refuse rather than assume.
+        let leaf = tls.get_ref().1.peer_certificates()?.first()?;
+        let caller = self.clients.identify(leaf.as_ref());
+        Some((tls, caller))
     }
 }

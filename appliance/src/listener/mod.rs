@@ -1,0 +1,282 @@
+//! The accept loop both listeners share: a cap on concurrent connections, a handshake timeout,
+//! request head, body and idle keep-alive timeouts, and graceful shutdown.
+//!
+//! A listener never runs out of descriptors: [`raise_open_files_limit`] lifts the soft limit to
+//! the hard one at start, [`connection_budget`] fits the caps of both listeners under it with room
+//! for the database, the HSM and the plugin workers, and [`slots`] closes anything over the cap
+//! at once. Every connection is bounded in time by [`timing`], so slow or idle clients give
+//! their place back.
+
+mod request;
+mod slots;
+mod timing;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::Router;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+use crate::config::ServerConfig;
+use request::RequestService;
+use slots::{Admission, Slots};
+use timing::{Deadlines, TimedIo};
+
+/// Descriptors kept free of connections: database, HSM, plugin worker pipes, CRL files, egress.
+pub const RESERVED_DESCRIPTORS: u64 = 256;
+
+/// The limits every connection of a listener is held to.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionLimits {
+    /// Concurrent connections.
+    pub max_connections: usize,
+    /// TLS handshake (API listener).
+    pub handshake: Duration,
+    /// Complete request head.
+    pub header: Duration,
+    /// Complete request body, from its head.
+    pub body: Duration,
+    /// Idle keep-alive between requests.
+    pub idle: Duration,
+}
+
+impl ConnectionLimits {
+    /// The limits configured in `[server]`, with the cap fitted to `max_connections`.
+    pub fn from_config(server: &ServerConfig, max_connections: usize) -> Self {
+        Self {
+            max_connections,
+            handshake: Duration::from_secs(server.tls_handshake_timeout_secs),
+            header: Duration::from_secs(server.header_read_timeout_secs),
+            body: Duration::from_secs(server.body_read_timeout_secs),
+            idle: Duration::from_secs(server.idle_timeout_secs),
+        }
+    }
+}
+
+/// Raises the soft open-files limit to the hard limit; returns the soft limit now in force
+/// (`None` if unlimited or unknown).
+pub fn raise_open_files_limit() -> Option<u64> {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let current = getrlimit(Resource::Nofile);
+    if current.current != current.maximum {
+        let raised = Rlimit {
+            current: current.maximum,
+            maximum: current.maximum,
+        };
+        if let Err(e) = setrlimit(Resource::Nofile, raised) {
+            tracing::warn!(error = %e, "cannot raise the open-files limit");
+        }
+    }
+    getrlimit(Resource::Nofile).current
+}
+
+/// The per-listener connection cap that fits two listeners under `open_files` descriptors with
+/// [`RESERVED_DESCRIPTORS`] to spare: `configured`, or less (at least 1).
+pub fn connection_budget(configured: usize, open_files: Option<u64>) -> usize {
+    let Some(limit) = open_files else {
+        return configured;
+    };
+    let per_listener = limit.saturating_sub(RESERVED_DESCRIPTORS) / 2;
+    usize::try_from(per_listener)
+        .unwrap_or(usize::MAX)
+        .clamp(1, configured.max(1))
+}
+
+/// Tells listeners to stop accepting and to close their connections once in-flight requests are
+/// answered.
+#[derive(Clone)]
+pub struct Shutdown(watch::Receiver<bool>);
+
+/// The sending side of [`Shutdown`].
+pub struct ShutdownTrigger(watch::Sender<bool>);
+
+impl Shutdown {
+    /// A new trigger and its signal.
+    pub fn channel() -> (ShutdownTrigger, Shutdown) {
+        let (tx, rx) = watch::channel(false);
+        (ShutdownTrigger(tx), Shutdown(rx))
+    }
+
+    /// Resolves once shutdown is requested (never if the trigger is dropped unused).
+    pub async fn requested(&mut self) {
+        if self.0.wait_for(|stop| *stop).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+impl ShutdownTrigger {
+    /// Requests shutdown.
+    pub fn trigger(&self) {
+        self.0.send_replace(true);
+    }
+}
+
+/// Turns an accepted TCP stream into the connection's transport (e.g. completes TLS) and the
+/// value attached to every request of that connection (e.g. the caller).
+pub trait Handshake: Clone + Send + Sync + 'static {
+    /// The transport after the handshake.
+    type Io: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+    /// Inserted into every request's extensions.
+    type Extension: Clone + Send + Sync + 'static;
+    /// `None` refuses the connection (the reason is logged by the implementation).
+    fn handshake(
+        &self,
+        tcp: TcpStream,
+        peer: SocketAddr,
+    ) -> impl Future<Output = Option<(Self::Io, Self::Extension)>> + Send;
+}
+
+/// Plain HTTP: no handshake, nothing attached.
+#[derive(Clone, Copy, Debug)]
+pub struct PlainHttp;
+
+impl Handshake for PlainHttp {
+    type Io = TcpStream;
+    type Extension = ();
+    async fn handshake(&self, tcp: TcpStream, _peer: SocketAddr) -> Option<(TcpStream, ())> {
+        Some((tcp, ()))
+    }
+}
+
+/// Accepts connections until `shutdown`, serving `router` on each within `limits`; then closes
+/// the listening socket and returns once every connection has finished (idle ones at once,
+/// busy ones after their response).
+pub async fn serve<H: Handshake>(
+    name: &'static str,
+    listener: TcpListener,
+    limits: ConnectionLimits,
+    handshake: H,
+    router: Router,
+    mut shutdown: Shutdown,
+) {
+    let slots = Slots::new(limits.max_connections);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            biased;
+            () = shutdown.requested() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(listener = name, error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let slot = match slots.admit() {
+            Admission::Free(slot) => slot,
+            Admission::Evicted(slot) => {
+                tracing::debug!(listener = name, %peer, "at the connection cap: closed the oldest idle connection");
+                slot
+            }
+            Admission::Refused => {
+                tracing::debug!(listener = name, %peer, "at the connection cap, every connection busy: refused");
+                continue;
+            }
+        };
+        tokio::spawn(connection(
+            name,
+            tcp,
+            peer,
+            slot,
+            limits,
+            handshake.clone(),
+            router.clone(),
+            shutdown.clone(),
+        ));
+    }
+    drop(listener);
+    let open = slots.len();
+    if open > 0 {
+        tracing::info!(
+            listener = name,
+            open,
+            "stopped accepting; finishing open connections"
+        );
+    }
+    slots.drained().await;
+}
+
+#[allow(clippy::too_many_arguments)] // one connection's whole context, passed once
+async fn connection<H: Handshake>(
+    name: &'static str,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    slot: slots::Slot,
+    limits: ConnectionLimits,
+    handshake: H,
+    router: Router,
+    mut shutdown: Shutdown,
+) {
+    let _ = tcp.set_nodelay(true);
+    let (io, extension) = tokio::select! {
+        done = tokio::time::timeout(limits.handshake, handshake.handshake(tcp, peer)) => match done {
+            Ok(Some(connected)) => connected,
+            Ok(None) => return,
+            Err(_) => {
+                tracing::debug!(listener = name, %peer, "handshake timed out; closed");
+                return;
+            }
+        },
+        () = slot.evicted() => return,
+        () = shutdown.requested() => return,
+    };
+    let timing = slot.timing().clone();
+    timing.ready();
+    let service = RequestService {
+        router,
+        extension,
+        timing: timing.clone(),
+        body_timeout: limits.body,
+    };
+    let conn = hyper::server::conn::http1::Builder::new()
+        .keep_alive(true)
+        .serve_connection(TokioIo::new(TimedIo::new(io, timing.clone())), service);
+    tokio::pin!(conn);
+    let deadlines = Deadlines {
+        header: limits.header,
+        idle: limits.idle,
+    };
+    let expired = timing.expired(deadlines);
+    tokio::pin!(expired);
+    let mut draining = false;
+    loop {
+        tokio::select! {
+            done = conn.as_mut() => {
+                if let Err(e) = done {
+                    tracing::debug!(listener = name, %peer, error = %e, "connection ended with an error");
+                }
+                return;
+            }
+            () = &mut expired => {
+                tracing::debug!(listener = name, %peer, "request head or idle timeout; closed");
+                return;
+            }
+            () = slot.evicted() => return,
+            () = shutdown.requested(), if !draining => {
+                conn.as_mut().graceful_shutdown();
+                draining = true;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn budget_fits_two_listeners_under_the_descriptor_limit() {
+        assert_eq!(connection_budget(4096, None), 4096);
+        assert_eq!(connection_budget(4096, Some(1_048_576)), 4096);
+        assert_eq!(connection_budget(4096, Some(512)), 128);
+        assert_eq!(connection_budget(100, Some(512)), 100);
+        assert_eq!(connection_budget(4096, Some(100)), 1);
+    }
+}
