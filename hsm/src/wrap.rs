@@ -50,8 +50,8 @@ fn gcm_run<T>(
     op: impl FnOnce(&Session, &Mechanism<'_>, ObjectHandle) -> Result<T, cryptoki::error::Error>,
 ) -> Result<T, OpError> {
     let mut iv = *iv;
-    let params = GcmParams::new(&mut iv, aad, TAG_BITS.into())
-        .map_err(|e| HsmError::InvalidArgument {
+    let params =
+        GcmParams::new(&mut iv, aad, TAG_BITS.into()).map_err(|e| HsmError::InvalidArgument {
             what: "GCM parameters",
             reason: e.to_string(),
         })?;
