@@ -2,6 +2,7 @@
 //! seal small secrets for storage outside the HSM (the appliance's personal-data key) with
 //! CKM_AES_GCM. The secret is in process memory only after [`Hsm::unwrap_secret`].
 
+use cryptoki::error::RvError;
 use cryptoki::mechanism::aead::GcmParams;
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, KeyType, ObjectClass, ObjectHandle};
@@ -188,17 +189,13 @@ impl Hsm {
                 s.decrypt(m, k, &wrapped.ciphertext)
             }) {
                 Ok(plain) => Ok(Zeroizing::new(plain)),
-                Err(OpError::Ck(cryptoki::error::Error::Pkcs11(rv, _)))
-                    if matches!(
-                        rv,
-                        cryptoki::error::RvError::EncryptedDataInvalid
-                            | cryptoki::error::RvError::EncryptedDataLenRange
-                            // SoftHSM2 reports a failed GCM tag check as a general error.
-                            | cryptoki::error::RvError::GeneralError
-                    ) =>
-                {
-                    Err(HsmError::UnwrapFailed { uri: key.clone() }.into())
-                }
+                Err(OpError::Ck(cryptoki::error::Error::Pkcs11(
+                    RvError::EncryptedDataInvalid
+                    | RvError::EncryptedDataLenRange
+                    // SoftHSM2 reports a failed GCM tag check as a general error.
+                    | RvError::GeneralError,
+                    _,
+                ))) => Err(HsmError::UnwrapFailed { uri: key.clone() }.into()),
                 Err(e) => Err(e),
             }
         })
