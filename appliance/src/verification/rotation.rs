@@ -16,8 +16,8 @@ use crate::storage::{Storage, StorageError};
 
 /// Rows re-sealed per look-up.
 const BATCH: i64 = 200;
-/// Rounds of "re-seal what is left, then delete unused keys" before giving up.
-const MAX_ROUNDS: usize = 1000;
+/// Rounds in a row without progress (rows busy, keys still referenced) before giving up.
+const MAX_IDLE_ROUNDS: usize = 200;
 
 /// What a rotation did.
 #[derive(Debug)]
@@ -53,8 +53,11 @@ pub enum RotationError {
         reason: String,
     },
     /// Rows kept appearing under old keys (should not happen: writes under them are refused).
-    #[error("rows under retiring keys remain after {MAX_ROUNDS} rounds; run the rotation again")]
+    #[error("rows under retiring keys remain after {MAX_IDLE_ROUNDS} rounds without progress; run the rotation again")]
     Unfinished,
+    /// Another rotation made a newer key active meanwhile; it finishes the work.
+    #[error("another data-key rotation made a newer key active; it re-seals the rows")]
+    Superseded,
 }
 
 /// Runs one rotation as `actor` (audited) with the wrapping key labelled `wrapping_label`.
@@ -90,35 +93,46 @@ pub async fn rotate(
     let rows = storage.verifications();
     let mut resealed = 0;
     let mut destroyed = Vec::new();
-    for _ in 0..MAX_ROUNDS {
-        loop {
-            let ids = rows.sealed_by_other_keys(new_key, BATCH).await?;
-            if ids.is_empty() {
-                break;
+    let mut idle_rounds = 0;
+    while idle_rounds < MAX_IDLE_ROUNDS {
+        let ids = rows.sealed_by_other_keys(new_key, BATCH).await?;
+        if ids.is_empty() {
+            let (gone, left) = keys.destroy_unused_retiring(actor).await?;
+            destroyed.extend(gone);
+            if left == 0 {
+                return Ok(RotationReport {
+                    new_key,
+                    resealed,
+                    destroyed,
+                    created_wrapping_key,
+                });
             }
-            for id in ids {
-                match store.reseal(&id).await {
-                    Ok(true) => resealed += 1,
-                    // Changed meanwhile (a step wrote it under the new key, or will be retried).
-                    Ok(false) => {}
-                    Err(e) => {
-                        return Err(RotationError::Reseal {
-                            id,
-                            reason: e.to_string(),
-                        })
-                    }
+            idle_rounds += 1;
+            continue;
+        }
+        let mut progress = 0;
+        for id in ids {
+            match store.reseal(&id).await {
+                Ok(true) => progress += 1,
+                // Changed meanwhile (a step wrote it under the new key): looked at again.
+                Ok(false) => {}
+                Err(e) => {
+                    return Err(RotationError::Reseal {
+                        id,
+                        reason: e.to_string(),
+                    })
                 }
             }
         }
-        let (gone, left) = keys.destroy_unused_retiring(actor).await?;
-        destroyed.extend(gone);
-        if left == 0 {
-            return Ok(RotationReport {
-                new_key,
-                resealed,
-                destroyed,
-                created_wrapping_key,
-            });
+        resealed += progress;
+        if progress == 0 {
+            if keys.active_id().await? != Some(new_key) {
+                return Err(RotationError::Superseded);
+            }
+            idle_rounds += 1;
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        } else {
+            idle_rounds = 0;
         }
     }
     Err(RotationError::Unfinished)
