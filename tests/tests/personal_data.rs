@@ -640,3 +640,28 @@ for (d,) in c.execute("SELECT detail FROM audit_log WHERE action = 'verification
     }
     drop(server);
 }
+
+#[test]
+fn a_clear_data_key_file_of_earlier_versions_is_refused_with_instructions() {
+    let demo = DemoDir::create();
+    let key = demo.path().join("secrets/verification-data.key");
+    std::fs::write(&key, "00".repeat(32)).unwrap();
+    let text = std::fs::read_to_string(demo.config()).unwrap();
+    let text = text.replacen(
+        "[verification]\n",
+        "[verification]\ndata_key = { file = \"secrets/verification-data.key\" }\n",
+        1,
+    );
+    std::fs::write(demo.config(), text).unwrap();
+    for command in ["check-config", "serve"] {
+        let (ok, out, err) = run(Command::new(appliance_bin())
+            .args([command, "--config"])
+            .arg(demo.config()));
+        assert!(!ok, "{command} accepted a clear data key:\n{out}");
+        assert!(
+            err.contains("[verification] data_key") && err.contains("data-key rotate"),
+            "{command}: {err}"
+        );
+        assert!(!err.contains(&"00".repeat(32)));
+    }
+}
