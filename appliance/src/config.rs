@@ -131,16 +131,30 @@ fn default_step_deadline_ms() -> u64 {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct VerificationSettings {
-    /// The AES-256-GCM data key (64 hex characters) sealing applicant data and plugin state.
+    /// Refused: the clear data-key file of earlier versions (the data keys are now wrapped by
+    /// the HSM and kept in the database; `ca-appliance data-key rotate` creates them).
     pub data_key: SecretSourceConfig,
+    /// Label of the AES-256 key on the `[hsm]` token that wraps the personal-data keys.
+    pub wrapping_key: String,
+    /// Days after a verification finished when its applicant data is purged (0..=3650; the
+    /// result and its evidence are kept).
+    pub retention_days: u32,
+    /// How often the retention purge runs, seconds (1..=86400).
+    pub purge_every_secs: u32,
     /// How often due timers fire and unperformed actions are retried, seconds (1..=3600).
     pub tick_secs: u32,
 }
+
+/// Default label of the HSM key wrapping the personal-data keys.
+pub const DEFAULT_WRAPPING_KEY: &str = "verification-data-wrap";
 
 impl Default for VerificationSettings {
     fn default() -> Self {
         Self {
             data_key: SecretSourceConfig::default(),
+            wrapping_key: DEFAULT_WRAPPING_KEY.into(),
+            retention_days: 30,
+            purge_every_secs: 3600,
             tick_secs: 1,
         }
     }
@@ -639,10 +653,30 @@ impl ApplianceConfig {
                 }
             }
         }
-        if !self.plugins.is_empty() {
-            self.verification
-                .data_key
-                .validate("[verification] data_key")?;
+        if self.verification.data_key.env.is_some() || self.verification.data_key.file.is_some() {
+            return Err(ConfigError::Invalid(
+                "[verification] data_key: a data key in a clear file or variable is no longer \
+                 accepted. The personal-data keys are now wrapped by the HSM and kept in the \
+                 database: remove data_key, run `ca-appliance data-key rotate --config FILE` once, \
+                 and shred the old key file. Verifications sealed under the old key were dropped \
+                 by the 0005 migration."
+                    .into(),
+            ));
+        }
+        if self.verification.wrapping_key.is_empty() || self.verification.wrapping_key.len() > 128 {
+            return Err(ConfigError::Invalid(
+                "[verification] wrapping_key must be a key label of 1 to 128 bytes".into(),
+            ));
+        }
+        if self.verification.retention_days > 3650 {
+            return Err(ConfigError::Invalid(
+                "[verification] retention_days must be 0..=3650".into(),
+            ));
+        }
+        if !(1..=86_400).contains(&self.verification.purge_every_secs) {
+            return Err(ConfigError::Invalid(
+                "[verification] purge_every_secs must be 1..=86400".into(),
+            ));
         }
         if !(1..=3600).contains(&self.verification.tick_secs) {
             return Err(ConfigError::Invalid(

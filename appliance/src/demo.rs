@@ -190,11 +190,6 @@ pub fn write_demo(
         0o644,
     )?;
     write_file(
-        &dir.join("secrets/verification-data.key"),
-        crate::verification::DataKey::generate_hex().as_bytes(),
-        0o600,
-    )?;
-    write_file(
         &dir.join(VENDOR_SIM_KEY_FILE),
         random_pin().as_bytes(),
         0o600,
@@ -208,7 +203,7 @@ pub fn write_demo(
     let list: Vec<String> = names.iter().map(|n| format!("\"{n}\"")).collect();
     config.push_str(&format!("verifications = [{}]\n", list.join(", ")));
     config.push_str(
-        "\n# Verification data (applicant documents, plugin state) is sealed at rest with this key.\n[verification]\ndata_key = { file = \"secrets/verification-data.key\" }\n",
+        "\n# Personal data of verifications is sealed at rest with data keys wrapped by this HSM key\n# (`init --demo` made the first one; `ca-appliance data-key rotate` makes the next).\n[verification]\nwrapping_key = \"verification-data-wrap\"\nretention_days = 30\n",
     );
     config.push_str(&plugins);
     let path = dir.join("appliance.toml");

@@ -70,6 +70,23 @@ enum Command {
         #[command(subcommand)]
         command: PluginCommand,
     },
+    /// The personal-data keys (wrapped by the HSM, kept in the database).
+    DataKey {
+        #[command(subcommand)]
+        command: DataKeyCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum DataKeyCommand {
+    /// Make a new personal-data key active and re-seal every verification under it, while the
+    /// server runs; the old keys are deleted once nothing refers to them. Creates the HSM
+    /// wrapping key and the first data key on first use.
+    Rotate {
+        /// The appliance configuration file.
+        #[arg(long)]
+        config: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -124,6 +141,7 @@ fn run(cli: Cli) -> Result<(), String> {
                 .map_err(|e| e.to_string())?;
             let config = ApplianceConfig::load(&config_path).map_err(|e| e.to_string())?;
             runtime()?.block_on(run_ceremony(&config, &[], "cli:init"))?;
+            runtime()?.block_on(data_key_rotate(&config, "cli:init"))?;
             println!("demo appliance created in {}", layout.dir.display());
             if !config.plugins.is_empty() {
                 println!(
@@ -164,10 +182,6 @@ fn run(cli: Cli) -> Result<(), String> {
             let config = ApplianceConfig::load(&config).map_err(|e| e.to_string())?;
             let profiles = config.load_profiles().map_err(|e| e.to_string())?;
             verification::registry::check_all(&config).map_err(|e| e.to_string())?;
-            if !config.plugins.is_empty() {
-                verification::DataKey::load(&config.verification.data_key)
-                    .map_err(|e| e.to_string())?;
-            }
             println!(
                 "configuration OK: {} CA(s), {} profile(s), {} client(s), {} channel(s), {} plugin(s)",
                 config.cas.len(),
@@ -186,7 +200,35 @@ fn run(cli: Cli) -> Result<(), String> {
                     config_json,
                 },
         } => plugin_check(&path, config.as_deref(), config_json.as_deref()),
+        Command::DataKey {
+            command: DataKeyCommand::Rotate { config },
+        } => {
+            let config = ApplianceConfig::load(&config).map_err(|e| e.to_string())?;
+            export_softhsm_conf(config.hsm.softhsm2_conf.as_deref());
+            runtime()?.block_on(data_key_rotate(&config, "cli:data-key"))
+        }
     }
+}
+
+async fn data_key_rotate(config: &ApplianceConfig, actor: &str) -> Result<(), String> {
+    let hsm = hsm::Hsm::open(&config.hsm_config())
+        .await
+        .map_err(|e| format!("HSM: {e}"))?;
+    let storage = storage::Storage::open(&config.database.url)
+        .await
+        .map_err(|e| e.to_string())?;
+    let label = &config.verification.wrapping_key;
+    let report = verification::rotation::rotate(&hsm, &storage, label, actor)
+        .await
+        .map_err(|e| format!("data-key rotate: {e}"))?;
+    if report.created_wrapping_key {
+        println!("created the HSM wrapping key {}", hsm.key_uri(label));
+    }
+    println!(
+        "personal-data key {} active; {} verification(s) re-sealed; key(s) destroyed: {:?}",
+        report.new_key, report.resealed, report.destroyed
+    );
+    Ok(())
 }
 
 fn plugin_check(

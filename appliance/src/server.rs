@@ -34,9 +34,9 @@ pub enum ServeError {
     /// The OCSP responder or CRL publisher could not start.
     #[error("status services: {0}")]
     Status(#[from] crate::status::StatusError),
-    /// The verification data key could not be read.
-    #[error("verification data key: {0}")]
-    DataKey(#[from] crate::verification::SealError),
+    /// The personal-data keys could not be unwrapped.
+    #[error("personal-data keys: {0}")]
+    DataKey(#[from] crate::verification::KeyringError),
     /// A listener could not bind.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -82,7 +82,7 @@ pub async fn serve(config: ApplianceConfig) -> Result<(), ServeError> {
     let status = StatusService::start(hsm.clone(), &storage, &hierarchy, &config).await?;
     // Plugins that cannot load are marked unavailable (logged), not fatal: issuance and status
     // services keep running; `check-config` refuses the same faults up front.
-    let verifications = crate::verification::start(&config, &storage).await?;
+    let verifications = crate::verification::start(&config, &storage, &hsm).await?;
     let verification_task = verifications.spawn_background();
     let state = Arc::new(AppState {
         issuer: Issuer::new(

@@ -108,6 +108,13 @@ pub enum HsmError {
         /// Why it is refused.
         reason: String,
     },
+    /// A wrapped secret could not be opened: wrong wrapping key, wrong associated data or a
+    /// tampered value.
+    #[error("the value wrapped by {uri} cannot be unwrapped (wrong key, wrong label or tampered)")]
+    UnwrapFailed {
+        /// The wrapping key.
+        uri: KeyUri,
+    },
     /// The token returned data this crate could not interpret (public key, signature).
     #[error("unexpected data from the token: {0}")]
     Malformed(String),

@@ -54,7 +54,7 @@ impl std::fmt::Debug for Hsm {
 }
 
 /// Run blocking PKCS#11 work on tokio's blocking pool.
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, HsmError> + Send + 'static,
 ) -> Result<T, HsmError> {
     tokio::task::spawn_blocking(work)
@@ -128,18 +128,9 @@ impl Hsm {
         object_label: &str,
         kind: KeyKind,
     ) -> Result<KeyUri, HsmError> {
-        if object_label.is_empty() || object_label.len() > MAX_OBJECT_LABEL_BYTES {
-            return Err(HsmError::InvalidArgument {
-                what: "key label",
-                reason: format!("must be 1 to {MAX_OBJECT_LABEL_BYTES} bytes"),
-            });
-        }
+        self.check_label(object_label)?;
         let uri = self.key_uri(object_label);
-        let _one_at_a_time = self
-            .inner
-            .generating
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let _one_at_a_time = self.generation_lock();
         let _span =
             tracing::info_span!("hsm.generate", key = %object_label, kind = %kind).entered();
         let (private, kind) = self.inner.pool.run(|session| {
@@ -264,6 +255,30 @@ impl Hsm {
             }
         })?;
         signature::finish(alg, raw)
+    }
+
+    /// Refuses an empty or overlong object label.
+    pub(crate) fn check_label(&self, object_label: &str) -> Result<(), HsmError> {
+        if object_label.is_empty() || object_label.len() > MAX_OBJECT_LABEL_BYTES {
+            return Err(HsmError::InvalidArgument {
+                what: "key label",
+                reason: format!("must be 1 to {MAX_OBJECT_LABEL_BYTES} bytes"),
+            });
+        }
+        Ok(())
+    }
+
+    /// Serialises key generation so "refuse if the label exists" cannot race.
+    pub(crate) fn generation_lock(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.inner
+            .generating
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The session pool.
+    pub(crate) fn pool(&self) -> &Pool {
+        &self.inner.pool
     }
 
     fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<KeyUri, CachedKey>> {

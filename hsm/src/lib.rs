@@ -1,7 +1,8 @@
 //! PKCS#11 access for the CA: the only crate that names cryptoki.
 //!
 //! CA private keys are generated on the token and never leave it; this crate signs digests
-//! through a pool of logged-in sessions and hands back signatures in X.509 form.
+//! through a pool of logged-in sessions and hands back signatures in X.509 form. AES-256
+//! wrapping keys generated on the token seal small secrets (the personal-data key) kept outside.
 //! No `unsafe` here: cryptoki owns the FFI edge.
 
 mod algorithm;
@@ -15,6 +16,7 @@ mod pool;
 mod signature;
 mod token;
 mod uri;
+mod wrap;
 
 pub use algorithm::{KeyKind, SignatureAlgorithm};
 pub use config::{HsmConfig, DEFAULT_POOL_SIZE};
@@ -25,3 +27,4 @@ pub use pin::PinSource;
 pub use pkcs11::raw_context;
 pub use token::init_token;
 pub use uri::KeyUri;
+pub use wrap::{WrappedSecret, WRAP_IV_LEN};

@@ -7,6 +7,7 @@ mod audit;
 mod authorities;
 mod certificates;
 mod crl;
+mod data_keys;
 mod ocsp;
 mod revocation;
 mod verifications;
@@ -21,6 +22,7 @@ pub use audit::{AuditEntry, AuditLog};
 pub use authorities::{CaRecord, CaStore, NewCa};
 pub use certificates::{CertificateRecord, CertificateStore, NewCertificate};
 pub use crl::{CrlRecord, CrlRow, CrlStore};
+pub use data_keys::{DataKeyRecord, DataKeyRows};
 pub use ocsp::{CertStatusRow, OcspStore, ResponderRecord, StoredResponse};
 pub use revocation::{Revocation, RevocationError, RevocationStore, StatusChange};
 pub use verifications::{VerificationRow, VerificationRows};
@@ -114,6 +116,11 @@ impl Storage {
     /// Plugin-driven identity verifications.
     pub fn verifications(&self) -> VerificationRows {
         VerificationRows::new(self.pool.clone())
+    }
+
+    /// The wrapped data keys sealing personal data.
+    pub fn data_keys(&self) -> DataKeyRows {
+        DataKeyRows::new(self.pool.clone())
     }
 }
 

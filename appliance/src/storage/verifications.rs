@@ -1,6 +1,9 @@
 //! Verification rows: one per plugin-driven identity verification. Each committed step replaces
 //! the row in ONE transaction (sealed state + outbox + timers + status, with its audit row when
-//! the verification starts or finishes). Personal data arrives here already sealed.
+//! the verification starts or finishes). Personal data arrives here already sealed, every sealed
+//! column of a row by the same data key (`key_id`); a write is refused unless that key is the
+//! active one, so after a rotation commits no new value is sealed under an old key. Finished rows
+//! lose their personal columns after the retention time ([`VerificationRows::purge_finished`]).
 
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqlitePool};
@@ -15,30 +18,38 @@ pub struct VerificationRow {
     pub id: String,
     /// `channel:<name>` or `operator:<cn>`: who may see it.
     pub owner: String,
-    /// The caller's own idempotency key, unique per owner.
-    pub reference: Option<String>,
+    /// Keyed MAC of the caller's idempotency key (unique per owner), for look-ups.
+    pub reference_mac: Option<Vec<u8>>,
+    /// The caller's idempotency key, sealed.
+    pub sealed_reference: Option<Vec<u8>>,
     /// Plugin name.
     pub plugin: String,
     /// `pending`, `awaiting_user`, `succeeded`, `failed`.
     pub status: String,
     /// Committed steps.
     pub revision: i64,
-    /// The applicant document, sealed.
-    pub sealed_applicant: Vec<u8>,
-    /// `{state, outbox, challenges}`, sealed.
-    pub sealed_state: Vec<u8>,
+    /// The data key that sealed every sealed column of this row.
+    pub key_id: u32,
+    /// The applicant document, sealed (None once purged).
+    pub sealed_applicant: Option<Vec<u8>>,
+    /// `{state, outbox, challenges}`, sealed (None once purged).
+    pub sealed_state: Option<Vec<u8>>,
     /// HTTP actions committed and not yet answered.
     pub outbox_len: i64,
     /// Pending timers as JSON (ids and due times only).
     pub timers: String,
     /// Earliest timer due, unix seconds.
     pub next_due: Option<i64>,
-    /// The result as JSON (outcome, attributes, evidence; no personal data).
-    pub result: Option<String>,
+    /// The result (outcome, attributes, evidence), sealed.
+    pub sealed_result: Option<Vec<u8>>,
     /// Creation time, unix seconds.
     pub created_at: i64,
     /// RFC 3339 time of the last committed step.
     pub updated_at: String,
+    /// When it finished, unix seconds.
+    pub finished_at: Option<i64>,
+    /// When its personal data was purged, unix seconds.
+    pub purged_at: Option<i64>,
 }
 
 impl std::fmt::Debug for VerificationRow {
@@ -49,29 +60,40 @@ impl std::fmt::Debug for VerificationRow {
             .field("plugin", &self.plugin)
             .field("status", &self.status)
             .field("revision", &self.revision)
+            .field("key_id", &self.key_id)
             .finish_non_exhaustive()
     }
 }
 
-const COLUMNS: &str = "id, owner, reference, plugin, status, revision, sealed_applicant, \
-    sealed_state, outbox_len, timers, next_due, result, created_at, updated_at";
+const COLUMNS: &str = "id, owner, reference_mac, sealed_reference, plugin, status, revision, \
+    key_id, sealed_applicant, sealed_state, outbox_len, timers, next_due, sealed_result, \
+    created_at, updated_at, finished_at, purged_at";
+
+/// The data key of a row.
+fn key_id_of(id: i64) -> Result<u32, sqlx::Error> {
+    u32::try_from(id).map_err(|e| sqlx::Error::Decode(Box::new(e)))
+}
 
 fn row_of(r: &SqliteRow) -> Result<VerificationRow, sqlx::Error> {
     Ok(VerificationRow {
         id: r.try_get("id")?,
         owner: r.try_get("owner")?,
-        reference: r.try_get("reference")?,
+        reference_mac: r.try_get("reference_mac")?,
+        sealed_reference: r.try_get("sealed_reference")?,
         plugin: r.try_get("plugin")?,
         status: r.try_get("status")?,
         revision: r.try_get("revision")?,
+        key_id: key_id_of(r.try_get("key_id")?)?,
         sealed_applicant: r.try_get("sealed_applicant")?,
         sealed_state: r.try_get("sealed_state")?,
         outbox_len: r.try_get("outbox_len")?,
         timers: r.try_get("timers")?,
         next_due: r.try_get("next_due")?,
-        result: r.try_get("result")?,
+        sealed_result: r.try_get("sealed_result")?,
         created_at: r.try_get("created_at")?,
         updated_at: r.try_get("updated_at")?,
+        finished_at: r.try_get("finished_at")?,
+        purged_at: r.try_get("purged_at")?,
     })
 }
 
@@ -81,67 +103,93 @@ pub struct VerificationRows {
     pool: SqlitePool,
 }
 
+/// Only write when the row's key is the active data key.
+const WHEN_KEY_ACTIVE: &str = "(SELECT id FROM data_keys WHERE state = 'active')";
+
 impl VerificationRows {
     pub(super) fn new(pool: SqlitePool) -> Self {
         Self { pool }
     }
 
-    /// Inserts a new row with its audit entries; `Duplicate` if the id or (owner, reference)
-    /// exists.
+    /// Inserts a new row with its audit entries. Returns false (nothing written) when
+    /// `row.key_id` is no longer the active data key; `Duplicate` if the id or
+    /// (owner, reference) exists.
     pub async fn insert(
         &self,
         row: &VerificationRow,
         audit: &[AuditEntry],
-    ) -> Result<(), StorageError> {
+    ) -> Result<bool, StorageError> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query(&format!(
-            "INSERT INTO verifications ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        let done = sqlx::query(&format!(
+            "INSERT INTO verifications ({COLUMNS}) SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, \
+             ?, ?, ?, ?, ? WHERE ? = {WHEN_KEY_ACTIVE}"
         ))
         .bind(&row.id)
         .bind(&row.owner)
-        .bind(&row.reference)
+        .bind(&row.reference_mac)
+        .bind(&row.sealed_reference)
         .bind(&row.plugin)
         .bind(&row.status)
         .bind(row.revision)
+        .bind(i64::from(row.key_id))
         .bind(&row.sealed_applicant)
         .bind(&row.sealed_state)
         .bind(row.outbox_len)
         .bind(&row.timers)
         .bind(row.next_due)
-        .bind(&row.result)
+        .bind(&row.sealed_result)
         .bind(row.created_at)
         .bind(&row.updated_at)
+        .bind(row.finished_at)
+        .bind(row.purged_at)
+        .bind(i64::from(row.key_id))
         .execute(&mut *tx)
         .await?;
+        if done.rows_affected() != 1 {
+            return Ok(false);
+        }
         for entry in audit {
             append_in(&mut tx, entry).await?;
         }
         tx.commit().await?;
-        Ok(())
+        Ok(true)
     }
 
-    /// Replaces the step-driven columns if the stored revision is `row.revision - 1`; returns
-    /// false (nothing written) when it is not. `audit` is appended in the same transaction.
+    /// Replaces every mutable column if the stored row still has `expected_revision` and
+    /// `expected_key`, and `row.key_id` is the active data key; returns false (nothing written)
+    /// otherwise. `audit` is appended in the same transaction. A step passes
+    /// `row.revision - 1`; a re-seal by a key rotation passes `row.revision`.
     pub async fn update(
         &self,
         row: &VerificationRow,
+        expected_revision: i64,
+        expected_key: u32,
         audit: Option<&AuditEntry>,
     ) -> Result<bool, StorageError> {
         let mut tx = self.pool.begin().await?;
-        let done = sqlx::query(
-            "UPDATE verifications SET status = ?, revision = ?, sealed_state = ?, outbox_len = ?, \
-             timers = ?, next_due = ?, result = ?, updated_at = ? WHERE id = ? AND revision = ?",
-        )
+        let done = sqlx::query(&format!(
+            "UPDATE verifications SET status = ?, revision = ?, key_id = ?, reference_mac = ?, \
+             sealed_reference = ?, sealed_applicant = ?, sealed_state = ?, outbox_len = ?, \
+             timers = ?, next_due = ?, sealed_result = ?, updated_at = ?, finished_at = ? \
+             WHERE id = ? AND revision = ? AND key_id = ? AND ? = {WHEN_KEY_ACTIVE}"
+        ))
         .bind(&row.status)
         .bind(row.revision)
+        .bind(i64::from(row.key_id))
+        .bind(&row.reference_mac)
+        .bind(&row.sealed_reference)
+        .bind(&row.sealed_applicant)
         .bind(&row.sealed_state)
         .bind(row.outbox_len)
         .bind(&row.timers)
         .bind(row.next_due)
-        .bind(&row.result)
+        .bind(&row.sealed_result)
         .bind(&row.updated_at)
+        .bind(row.finished_at)
         .bind(&row.id)
-        .bind(row.revision - 1)
+        .bind(expected_revision)
+        .bind(i64::from(expected_key))
+        .bind(i64::from(row.key_id))
         .execute(&mut *tx)
         .await?;
         if done.rows_affected() != 1 {
@@ -163,19 +211,96 @@ impl VerificationRows {
         Ok(row.as_ref().map(row_of).transpose()?)
     }
 
-    /// The id of `owner`'s verification with this reference, if any.
+    /// The id of `owner`'s verification whose reference MAC is one of `macs` (one per data key
+    /// still in use), if any.
     pub async fn find_reference(
         &self,
         owner: &str,
-        reference: &str,
+        macs: &[Vec<u8>],
     ) -> Result<Option<String>, StorageError> {
+        if macs.is_empty() {
+            return Ok(None);
+        }
+        let marks = vec!["?"; macs.len()].join(", ");
+        let sql =
+            format!("SELECT id FROM verifications WHERE owner = ? AND reference_mac IN ({marks})");
+        let mut q = sqlx::query_scalar(&sql).bind(owner);
+        for mac in macs {
+            q = q.bind(mac);
+        }
+        Ok(q.fetch_optional(&self.pool).await?)
+    }
+
+    /// Up to `limit` ids of rows sealed by a key other than `key_id` (what a rotation re-seals).
+    pub async fn sealed_by_other_keys(
+        &self,
+        key_id: u32,
+        limit: i64,
+    ) -> Result<Vec<String>, StorageError> {
         Ok(
-            sqlx::query_scalar("SELECT id FROM verifications WHERE owner = ? AND reference = ?")
-                .bind(owner)
-                .bind(reference)
-                .fetch_optional(&self.pool)
+            sqlx::query_scalar(
+                "SELECT id FROM verifications WHERE key_id <> ? ORDER BY id LIMIT ?",
+            )
+            .bind(i64::from(key_id))
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?,
+        )
+    }
+
+    /// Every verification id (for checks and tests).
+    pub async fn all_ids(&self) -> Result<Vec<String>, StorageError> {
+        Ok(
+            sqlx::query_scalar("SELECT id FROM verifications ORDER BY id")
+                .fetch_all(&self.pool)
                 .await?,
         )
+    }
+
+    /// Purges the personal data of every verification that finished at or before `cutoff`
+    /// (applicant, plugin state, idempotency key; the sealed result stays as evidence), with one
+    /// audit row naming them, in one transaction. Open verifications are never touched.
+    /// Returns the ids purged.
+    pub async fn purge_finished(
+        &self,
+        cutoff: i64,
+        now: i64,
+        actor: &str,
+        detail: serde_json::Value,
+    ) -> Result<Vec<String>, StorageError> {
+        let mut tx = self.pool.begin().await?;
+        let ids: Vec<String> = sqlx::query_scalar(
+            "UPDATE verifications SET sealed_applicant = NULL, sealed_state = NULL, \
+             sealed_reference = NULL, reference_mac = NULL, purged_at = ? \
+             WHERE status IN ('succeeded', 'failed') AND finished_at IS NOT NULL \
+             AND finished_at <= ? AND purged_at IS NULL RETURNING id",
+        )
+        .bind(now)
+        .bind(cutoff)
+        .fetch_all(&mut *tx)
+        .await?;
+        if ids.is_empty() {
+            return Ok(ids);
+        }
+        let mut ids = ids;
+        ids.sort();
+        let mut detail = detail;
+        if let Some(map) = detail.as_object_mut() {
+            map.insert("count".into(), ids.len().into());
+            map.insert("verifications".into(), ids.clone().into());
+        }
+        append_in(
+            &mut tx,
+            &AuditEntry {
+                actor: actor.to_owned(),
+                action: "verification.purge".into(),
+                target: "verifications".into(),
+                detail,
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(ids)
     }
 
     /// Ids of this plugin's rows with committed, unanswered HTTP actions, oldest first.

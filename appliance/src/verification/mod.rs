@@ -1,10 +1,14 @@
 //! Identity verification through plugins: the `[[plugin]]` registry loaded through plugin-host
 //! ([`registry`]), the SQL-backed outbox store with personal data sealed at rest ([`store`],
-//! [`seal`]), and the [`service`] the API calls, with its background task that performs
-//! committed-but-unperformed actions after a restart and fires due timers.
+//! [`seal`]) under data keys wrapped by the HSM ([`keyring`], rotated online by [`rotation`]),
+//! the retention purge ([`retention`]), and the [`service`] the API calls, with its background
+//! task that performs committed-but-unperformed actions after a restart and fires due timers.
 
+pub mod keyring;
 pub mod mask;
 pub mod registry;
+pub mod retention;
+pub mod rotation;
 pub mod seal;
 pub mod secrets;
 pub mod service;
@@ -13,30 +17,44 @@ pub mod store;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use keyring::{Keyring, KeyringError};
 pub use registry::{PluginRegistry, PluginSetupError, PluginSlot};
-pub use seal::{DataKey, SealError};
+pub use seal::{DataKey, KeySet, SealError};
 pub use service::{Requester, VerificationError, VerificationInfo, VerificationService};
 pub use store::SqlVerificationStore;
 
 use crate::config::ApplianceConfig;
 use crate::storage::Storage;
 
-/// Builds the service from the configuration: the data key (only needed once a plugin is
-/// configured) and every plugin. A plugin that cannot load is marked unavailable, not fatal.
+/// Builds the service from the configuration: the data keys (unwrapped by `hsm`; needed once a
+/// plugin is configured), every plugin, and the retention purge task. A plugin that cannot load
+/// is marked unavailable, not fatal.
 pub async fn start(
     config: &ApplianceConfig,
     storage: &Storage,
-) -> Result<Arc<VerificationService>, SealError> {
-    let key = if config.plugins.is_empty()
-        && config.verification.data_key.env.is_none()
-        && config.verification.data_key.file.is_none()
-    {
-        // No plugins: nothing will be sealed; a random key keeps the types simple.
-        DataKey::from_hex(&DataKey::generate_hex())?
+    hsm: &hsm::Hsm,
+) -> Result<Arc<VerificationService>, KeyringError> {
+    let keyring = if config.plugins.is_empty() {
+        // No plugins: nothing will be sealed.
+        Keyring::fixed(KeySet::default())
     } else {
-        DataKey::load(&config.verification.data_key)?
+        let keyring = Keyring::load(hsm.clone(), storage.data_keys()).await?;
+        if keyring.current().active().is_err() {
+            return Err(KeyringError::NoActiveKey);
+        }
+        keyring
     };
-    let store = Arc::new(SqlVerificationStore::new(storage.verifications(), key));
+    let store = Arc::new(SqlVerificationStore::new(
+        storage.verifications(),
+        Arc::new(keyring),
+    ));
+    if !config.plugins.is_empty() {
+        let _purge = retention::spawn(
+            store.clone(),
+            config.verification.retention_days,
+            Duration::from_secs(u64::from(config.verification.purge_every_secs)),
+        );
+    }
     let registry = PluginRegistry::load(config, store.clone()).await;
     Ok(Arc::new(VerificationService::new(
         registry,

@@ -237,8 +237,8 @@ unsafe extern "C" fn configure_trampoline<T: Verifier>(
         return StatusCode::InvalidArgument.code();
     };
     let made = catch_unwind(AssertUnwindSafe(|| -> Result<T, String> {
-        let config: T::Config = serde_json::from_slice(cfg)
-            .map_err(|e| format!("config does not match the schema: {e}"))?;
+        let config: T::Config =
+            serde_json::from_slice(cfg).map_err(|e| crate::sdk::json_error("config", &e))?;
         T::configure(config).map_err(|e| e.to_string())
     }));
     match made {
@@ -284,8 +284,12 @@ unsafe extern "C" fn step_trampoline<T: Verifier>(
     };
     let result = catch_unwind(AssertUnwindSafe(
         || -> Result<Vec<u8>, (StatusCode, String)> {
-            let doc: doc::StepInput = serde_json::from_slice(input)
-                .map_err(|e| (StatusCode::InvalidArgument, format!("StepInput: {e}")))?;
+            let doc: doc::StepInput = serde_json::from_slice(input).map_err(|e| {
+                (
+                    StatusCode::InvalidArgument,
+                    crate::sdk::json_error("StepInput", &e),
+                )
+            })?;
             if doc.v != doc::DOC_VERSION {
                 return Err((
                     StatusCode::InvalidArgument,
@@ -299,8 +303,12 @@ unsafe extern "C" fn step_trampoline<T: Verifier>(
                 .inner
                 .step(doc)
                 .map_err(|e: StepError| (e.code(), e.to_string()))?;
-            serde_json::to_vec(&output)
-                .map_err(|e| (StatusCode::Internal, format!("StepOutput: {e}")))
+            serde_json::to_vec(&output).map_err(|e| {
+                (
+                    StatusCode::Internal,
+                    crate::sdk::json_error("StepOutput", &e),
+                )
+            })
         },
     ));
     match result {

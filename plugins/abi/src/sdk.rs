@@ -42,7 +42,8 @@ impl ConfigError {
     }
 }
 
-/// A step that could not run (not an outcome). Messages must not contain personal data.
+/// A step that could not run (not an outcome). Messages must not contain personal data: name
+/// the field or the rule, never the value (the host scrubs number-like runs as a second line).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StepError {
     /// The event is malformed or does not fit the verification (CA_INVALID_ARGUMENT).
@@ -71,20 +72,54 @@ impl StepError {
     }
 }
 
+/// Describes a JSON (de)serialisation error WITHOUT quoting the document: serde's own messages
+/// quote the offending value (`invalid type: string "13800138000"`), which may be personal data.
+/// Keeps the kind, the position and, for a missing or unknown field, the field's name.
+pub fn json_error(what: &str, e: &serde_json::Error) -> String {
+    use serde_json::error::Category;
+    let kind = match e.classify() {
+        Category::Io => "could not be read",
+        Category::Syntax => "is not valid JSON",
+        Category::Eof => "ends early",
+        Category::Data => "does not match the expected shape",
+    };
+    let text = e.to_string();
+    let field = ["missing field `", "unknown field `", "duplicate field `"]
+        .iter()
+        .find_map(|p| {
+            let rest = text.strip_prefix(p)?;
+            let name = rest.split('`').next()?;
+            let safe = !name.is_empty()
+                && name.len() <= 64
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            safe.then(|| format!(" ({}`{name}`)", &p[..p.len() - 1]))
+        })
+        .unwrap_or_default();
+    if e.line() == 0 {
+        format!("{what} {kind}{field}")
+    } else {
+        format!(
+            "{what} {kind}{field} at line {} column {}",
+            e.line(),
+            e.column()
+        )
+    }
+}
+
 /// Parses the opaque state into the plugin's own type: `Ok(None)` for `null` (first step),
-/// `Err(StepError::State)` if it does not parse.
+/// `Err(StepError::State)` if it does not parse (the message never quotes the state).
 pub fn parse_state<S: DeserializeOwned>(state: &Option<Value>) -> Result<Option<S>, StepError> {
     match state {
         None | Some(Value::Null) => Ok(None),
         Some(v) => S::deserialize(v)
             .map(Some)
-            .map_err(|e| StepError::State(e.to_string())),
+            .map_err(|e| StepError::State(json_error("state", &e))),
     }
 }
 
 /// Serialises the plugin's state type into the opaque JSON for a StepOutput.
 pub fn state_value<S: Serialize>(state: &S) -> Result<Value, StepError> {
-    serde_json::to_value(state).map_err(|e| StepError::Internal(format!("state: {e}")))
+    serde_json::to_value(state).map_err(|e| StepError::Internal(json_error("state", &e)))
 }
 
 /// A StepOutput with the given status and state, no actions, no result.
@@ -163,4 +198,46 @@ macro_rules! export_verifier {
             unsafe { $crate::ffi::plugin_init(host, out, &API) }
         }
     };
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests may unwrap
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Person {
+        phone: u64,
+        id_number: String,
+    }
+
+    #[test]
+    fn json_errors_name_the_field_never_the_value() {
+        for doc in [
+            serde_json::json!({"phone": "13800138000", "id_number": "11010519491231002X"}),
+            serde_json::json!({"phone": 13800138000u64, "id_number": 11010519491231002u64}),
+            serde_json::json!({"phone": 13800138000u64, "id_number": "x", "card": "6222020000000000018"}),
+        ] {
+            let err = parse_state::<Person>(&Some(doc)).unwrap_err();
+            let text = err.to_string();
+            for needle in ["13800138000", "11010519491231002", "6222020000000000018"] {
+                assert!(!text.contains(needle), "{needle} in {text}");
+            }
+            assert!(matches!(err, StepError::State(_)));
+        }
+        let missing = parse_state::<Person>(&Some(serde_json::json!({"phone": 1}))).unwrap_err();
+        assert!(
+            missing.to_string().contains("missing field `id_number`"),
+            "{missing}"
+        );
+        let bytes = br#"{"phone": "13800138000""#;
+        let e = serde_json::from_slice::<Person>(bytes).unwrap_err();
+        let text = json_error("StepInput", &e);
+        assert!(
+            !text.contains("1380") && text.starts_with("StepInput"),
+            "{text}"
+        );
+    }
 }

@@ -79,18 +79,22 @@ pub enum PluginError {
 }
 
 impl PluginError {
-    /// Maps a call error from the ABI wrapper.
+    /// Maps a call error from the ABI wrapper; the plugin's message is scrubbed of personal
+    /// numbers and capped ([`crate::scrub`]).
     pub(crate) fn from_call(e: CallError) -> PluginError {
         match e {
-            CallError::Status { code, message, .. } => match StatusCode::from_code(code) {
-                Some(StatusCode::Panic) => PluginError::Panicked,
-                Some(StatusCode::Config) => PluginError::Config(message),
-                Some(status) => PluginError::Status { status, message },
-                None => PluginError::Status {
-                    status: StatusCode::Internal,
-                    message: format!("unknown status code {code}: {message}"),
-                },
-            },
+            CallError::Status { code, message, .. } => {
+                let message = crate::scrub::scrub_plugin_text(&message);
+                match StatusCode::from_code(code) {
+                    Some(StatusCode::Panic) => PluginError::Panicked,
+                    Some(StatusCode::Config) => PluginError::Config(message),
+                    Some(status) => PluginError::Status { status, message },
+                    None => PluginError::Status {
+                        status: StatusCode::Internal,
+                        message: format!("unknown status code {code}: {message}"),
+                    },
+                }
+            }
             CallError::Oversize { cap } => PluginError::BadOutput {
                 reason: format!("reply over the {cap}-byte cap"),
             },

@@ -31,6 +31,8 @@
 //!   `PluginError::CircuitOpen` until `cooldown` passes, then one trial call decides.
 //! - In-process mode: same checks; a panic is caught by the SDK and poisons the instance; a hang
 //!   is reported as `Timeout` but its thread cannot be stopped (use Worker for third parties).
+//! - Plugin-supplied text (log lines, error messages, a worker's stderr) is scrubbed of ID,
+//!   phone and card numbers and length-capped before it is logged ([`scrub`]).
 //! - Every loaded library stays mapped (never dlclose'd) and its fd stays open.
 //! - Runner: the caller should run `resume_pending()` at startup and, with
 //!   `perform_inline = false`, periodically; and `fire_due_timers()` periodically.
@@ -65,6 +67,7 @@ mod plugin;
 pub mod protocol;
 pub mod runner;
 pub mod sandbox;
+pub mod scrub;
 pub mod spec;
 pub mod store;
 pub mod validate;

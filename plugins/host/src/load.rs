@@ -47,12 +47,7 @@ pub fn sha256_file(path: &Path) -> Result<String, PluginError> {
 }
 
 fn host_log(level: i32, msg: &str) {
-    match level {
-        1 => tracing::error!(target: "plugin", "{msg}"),
-        2 => tracing::warn!(target: "plugin", "{msg}"),
-        3 => tracing::info!(target: "plugin", "{msg}"),
-        _ => tracing::debug!(target: "plugin", "{msg}"),
-    }
+    crate::scrub::emit_plugin_log(level, msg);
 }
 
 /// Verifies the hash, dlopens the very file that was hashed and returns its checked table.

@@ -210,10 +210,13 @@ impl WorkerHost {
             ])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
             .map_err(|e| PluginError::Worker(format!("spawn {}: {e}", self.binary.display())))?;
+        if let Some(stderr) = child.stderr.take() {
+            crate::scrub::forward_worker_stderr(self.spec.name.clone(), stderr);
+        }
         let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
             return Err(PluginError::Worker("worker pipes missing".into()));
         };
