@@ -2,12 +2,16 @@
 //! segfaults, aborts, hangs or panics costs only this process.
 //!
 //! The host spawns it with an empty environment and talks length-prefixed frames over
-//! stdin/stdout (see `plugin_host::protocol`). Startup: rlimits, parent-death signal, read the
-//! load request, hash-check + dlopen + describe + configure, then seccomp (no socket / connect /
-//! exec / ptrace), then answer steps until stdin closes. The frames move to private fds first,
-//! so a plugin printing to stdout cannot corrupt them (its output goes to stderr).
+//! stdin/stdout (see `plugin_host::protocol`). Startup: close inherited fds, rlimits (NPROC
+//! included), parent-death signal, read the load request, copy the library into a sealed memfd
+//! and check its hash, then confine (no_new_privs, Landlock, the seccomp allow-list; see
+//! `plugin_host::sandbox`), and only then dlopen (constructors run confined) + describe +
+//! configure; then a last filter forbids opening files at all, and steps are answered until stdin
+//! closes. The frames move to private fds first, so a plugin printing to stdout cannot corrupt
+//! them (its output goes to stderr).
 //!
-//! Arguments: `--parent-pid N --rlimit-as BYTES --rlimit-cpu SECS --rlimit-nofile N`.
+//! Arguments: `--parent-pid N --rlimit-as BYTES --rlimit-cpu SECS --rlimit-nofile N
+//! [--rlimit-nproc N]`.
 
 use std::io::{self, BufReader, BufWriter, Write};
 use std::process::ExitCode;
@@ -60,6 +64,7 @@ fn parse_args() -> Result<Args, String> {
             "--rlimit-as" => args.limits.address_space = n,
             "--rlimit-cpu" => args.limits.cpu_seconds = n,
             "--rlimit-nofile" => args.limits.open_files = n,
+            "--rlimit-nproc" => args.limits.processes = n,
             _ => return Err(format!("unknown flag {flag}")),
         }
     }
@@ -67,6 +72,7 @@ fn parse_args() -> Result<Args, String> {
 }
 
 fn run() -> Result<(), String> {
+    sandbox::close_inherited_fds().map_err(|e| e.to_string())?;
     let args = parse_args()?;
     sandbox::die_with_parent(args.parent_pid).map_err(|e| e.to_string())?;
     sandbox::apply_limits(args.limits).map_err(|e| e.to_string())?;
@@ -98,7 +104,26 @@ fn run() -> Result<(), String> {
             return reply(&mut output, protocol::TAG_FAILURE, &failure_bytes(&f));
         }
     };
-    let loaded = plugin_host::load::load_verified(std::path::Path::new(&req.path), &req.sha256)
+    let sealed = plugin_host::load::seal(std::path::Path::new(&req.path))
+        .and_then(|sealed| sealed.verify(&req.sha256).map(|()| sealed));
+    let sealed = match sealed {
+        Ok(s) => s,
+        Err(e) => return reply(&mut output, protocol::TAG_FAILURE, &failure_bytes(&load_failure(e))),
+    };
+    match sandbox::confine() {
+        Ok(confinement) => {
+            if let Some(warning) = confinement.warning() {
+                let _ = writeln!(io::stderr(), "ca-plugin-worker: {warning}");
+            }
+        }
+        Err(e) => {
+            let f = WorkerFailure::Load {
+                message: format!("confinement: {e}"),
+            };
+            return reply(&mut output, protocol::TAG_FAILURE, &failure_bytes(&f));
+        }
+    }
+    let loaded = plugin_host::load::load_sealed(sealed)
         .map_err(load_failure)
         .and_then(|table| {
             let manifest = table.describe().map_err(call_failure)?;
@@ -112,7 +137,7 @@ fn run() -> Result<(), String> {
         Ok(x) => x,
         Err(f) => return reply(&mut output, protocol::TAG_FAILURE, &failure_bytes(&f)),
     };
-    if let Err(e) = sandbox::deny_network_and_exec() {
+    if let Err(e) = sandbox::seccomp::deny_file_opens() {
         let f = WorkerFailure::Load {
             message: e.to_string(),
         };
