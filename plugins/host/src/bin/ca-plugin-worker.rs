@@ -108,7 +108,13 @@ fn run() -> Result<(), String> {
         .and_then(|sealed| sealed.verify(&req.sha256).map(|()| sealed));
     let sealed = match sealed {
         Ok(s) => s,
-        Err(e) => return reply(&mut output, protocol::TAG_FAILURE, &failure_bytes(&load_failure(e))),
+        Err(e) => {
+            return reply(
+                &mut output,
+                protocol::TAG_FAILURE,
+                &failure_bytes(&load_failure(e)),
+            )
+        }
     };
     match sandbox::confine() {
         Ok(confinement) => {
