@@ -83,6 +83,9 @@ pub enum SandboxError {
     /// prctl(PR_SET_NO_NEW_PRIVS) failed.
     #[error("prctl(PR_SET_NO_NEW_PRIVS) failed: {0}")]
     NoNewPrivs(std::io::Error),
+    /// prctl(PR_SET_DUMPABLE, 0) failed.
+    #[error("prctl(PR_SET_DUMPABLE) failed: {0}")]
+    Dumpable(std::io::Error),
 }
 
 fn set_limit(
@@ -139,6 +142,23 @@ pub fn no_new_privs() -> Result<(), SandboxError> {
     Ok(())
 }
 
+/// Makes this process non-dumpable (`PR_SET_DUMPABLE` 0): a process of the same user can then
+/// neither ptrace it nor read `/proc/PID/mem`, `environ` or its fds, and it never dumps core.
+/// The appliance calls it first thing; the worker too.
+pub fn make_undumpable() -> Result<(), std::io::Error> {
+    // SAFETY: prctl(PR_SET_DUMPABLE, 0) takes integers only.
+    let rc = unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Whether Landlock is usable here (its ABI version), for the appliance's start-up warning.
+pub fn landlock_status() -> Result<u32, String> {
+    landlock::abi_version().map_err(|e| e.to_string())
+}
+
 /// Which layers [`confine`] put in place (the worker prints it when one is missing).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Confinement {
@@ -164,6 +184,7 @@ impl Confinement {
 /// (degrading with a report where the kernel lacks it) and the seccomp allow-list.
 pub fn confine() -> Result<Confinement, SandboxError> {
     no_new_privs()?;
+    make_undumpable().map_err(SandboxError::Dumpable)?;
     let landlock = match landlock::restrict() {
         Ok(enforced) => Ok(enforced),
         Err(SandboxError::LandlockUnsupported(why)) => Err(why),
