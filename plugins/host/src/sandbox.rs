@@ -3,6 +3,7 @@
 //! 1. inherited fds beyond 0-2 closed; resource limits (address space, CPU, open files, no core
 //!    dumps, `RLIMIT_NPROC` 0: no new process for an unprivileged worker); death with the parent;
 //!    no_new_privs;
+//!    optionally a separate user ([`switch_user`]);
 //! 2. [`landlock`]: read access to system library directories only (no file of the appliance),
 //!    no TCP, no signals or ptrace outside the worker. Where the kernel lacks Landlock the worker
 //!    prints a loud warning and goes on with the other layers;
@@ -83,6 +84,14 @@ pub enum SandboxError {
     /// prctl(PR_SET_NO_NEW_PRIVS) failed.
     #[error("prctl(PR_SET_NO_NEW_PRIVS) failed: {0}")]
     NoNewPrivs(std::io::Error),
+    /// Switching to the worker user failed.
+    #[error("switching to the worker user failed ({what}): {err}")]
+    User {
+        /// Which call.
+        what: &'static str,
+        /// OS error.
+        err: std::io::Error,
+    },
     /// prctl(PR_SET_DUMPABLE, 0) failed.
     #[error("prctl(PR_SET_DUMPABLE) failed: {0}")]
     Dumpable(std::io::Error),
@@ -127,6 +136,45 @@ pub fn close_inherited_fds() -> Result<(), SandboxError> {
         return Err(SandboxError::Fds {
             what: "close_range",
             err: std::io::Error::last_os_error(),
+        });
+    }
+    Ok(())
+}
+
+/// A user the worker switches to before loading the plugin (a dedicated, file-less account:
+/// then even a kernel without Landlock keeps the appliance's 0600 files out of reach, and
+/// `RLIMIT_NPROC` binds). Needs the appliance to run as root or with CAP_SETUID/CAP_SETGID.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WorkerUser {
+    /// Numeric user id.
+    pub uid: u32,
+    /// Numeric group id (the only group kept).
+    pub gid: u32,
+}
+
+/// Drops every supplementary group and switches real, effective and saved ids to `user`.
+pub fn switch_user(user: WorkerUser) -> Result<(), SandboxError> {
+    let err = |what: &'static str| SandboxError::User {
+        what,
+        err: std::io::Error::last_os_error(),
+    };
+    // SAFETY: setgroups with an empty list reads no memory.
+    if unsafe { libc::setgroups(0, std::ptr::null()) } != 0 {
+        return Err(err("setgroups"));
+    }
+    // SAFETY: integer arguments only.
+    if unsafe { libc::setresgid(user.gid, user.gid, user.gid) } != 0 {
+        return Err(err("setresgid"));
+    }
+    // SAFETY: integer arguments only.
+    if unsafe { libc::setresuid(user.uid, user.uid, user.uid) } != 0 {
+        return Err(err("setresuid"));
+    }
+    // SAFETY: getuid/getgid cannot fail.
+    if unsafe { (libc::getuid(), libc::getgid()) } != (user.uid, user.gid) {
+        return Err(SandboxError::User {
+            what: "verify",
+            err: std::io::Error::other("ids did not change"),
         });
     }
     Ok(())

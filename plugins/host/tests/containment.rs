@@ -600,3 +600,44 @@ async fn library_runs_from_a_sealed_copy_of_the_approved_bytes() {
         .unwrap_err();
     assert_eq!(e.raw_os_error(), Some(libc::EPERM), "{e}");
 }
+
+#[tokio::test]
+async fn worker_can_run_as_a_separate_user() {
+    if running_as_root() {
+        let opts = WorkerOptions {
+            user: Some(plugin_host::sandbox::WorkerUser {
+                uid: 65534,
+                gid: 65534,
+            }),
+            ..worker_options()
+        };
+        let p = load("hostile", Isolation::Worker, opts).await;
+        let pid = p.health().await.unwrap().pid.unwrap();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let line = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(|v| v.split_whitespace().collect::<Vec<_>>().join(" "))
+                .unwrap_or_default()
+        };
+        assert_eq!(line("Uid:"), "65534 65534 65534 65534", "{status}");
+        assert_eq!(line("Gid:"), "65534 65534 65534 65534", "{status}");
+        assert_eq!(line("Groups:"), "", "{status}");
+        let r = hostile_report(&p).await;
+        assert_eq!(r["at_load"]["seccomp"], 2, "{r}");
+        assert_eq!(r["fork"]["processes_started"], 0, "{r}");
+    } else {
+        eprintln!("skipped: switching users needs root");
+    }
+}
+
+/// Whether this test process runs as root (reads /proc, no FFI).
+fn running_as_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .map(|s| {
+            s.lines()
+                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false)
+}

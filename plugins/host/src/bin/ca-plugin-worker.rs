@@ -11,7 +11,7 @@
 //! them (its output goes to stderr).
 //!
 //! Arguments: `--parent-pid N --rlimit-as BYTES --rlimit-cpu SECS --rlimit-nofile N
-//! [--rlimit-nproc N]`.
+//! [--rlimit-nproc N] [--uid N --gid N]` (the user to switch to once the library is sealed).
 
 use std::io::{self, BufReader, BufWriter, Write};
 use std::process::ExitCode;
@@ -48,12 +48,16 @@ fn load_failure(e: PluginError) -> WorkerFailure {
 struct Args {
     parent_pid: Option<u32>,
     limits: Limits,
+    uid: Option<u32>,
+    gid: Option<u32>,
 }
 
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
         parent_pid: None,
         limits: Limits::default(),
+        uid: None,
+        gid: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -65,8 +69,13 @@ fn parse_args() -> Result<Args, String> {
             "--rlimit-cpu" => args.limits.cpu_seconds = n,
             "--rlimit-nofile" => args.limits.open_files = n,
             "--rlimit-nproc" => args.limits.processes = n,
+            "--uid" => args.uid = Some(u32::try_from(n).map_err(|_| "uid range")?),
+            "--gid" => args.gid = Some(u32::try_from(n).map_err(|_| "gid range")?),
             _ => return Err(format!("unknown flag {flag}")),
         }
+    }
+    if args.uid.is_some() != args.gid.is_some() {
+        return Err("--uid and --gid go together".into());
     }
     Ok(args)
 }
@@ -116,6 +125,14 @@ fn run() -> Result<(), String> {
             )
         }
     };
+    if let (Some(uid), Some(gid)) = (args.uid, args.gid) {
+        if let Err(e) = sandbox::switch_user(sandbox::WorkerUser { uid, gid }) {
+            let f = WorkerFailure::Load {
+                message: format!("confinement: {e}"),
+            };
+            return reply(&mut output, protocol::TAG_FAILURE, &failure_bytes(&f));
+        }
+    }
     match sandbox::confine() {
         Ok(confinement) => {
             if let Some(warning) = confinement.warning() {
