@@ -172,7 +172,7 @@ fn write_library(t: &Targets) -> Value {
             },
         );
     // The file our code is mapped from, as the dynamic loader recorded it.
-    let mut info: libc::Dl_info = unsafe_zeroed_dl_info();
+    let mut info: libc::Dl_info = empty_dl_info();
     // SAFETY: dladdr fills `info` for an address inside this library.
     let found = unsafe { libc::dladdr(at_load as *const libc::c_void, &mut info) };
     let image = if found != 0 && !info.dli_fname.is_null() {
@@ -194,7 +194,7 @@ fn write_library(t: &Targets) -> Value {
     json!({"original": original, "image": image})
 }
 
-fn unsafe_zeroed_dl_info() -> libc::Dl_info {
+fn empty_dl_info() -> libc::Dl_info {
     libc::Dl_info {
         dli_fname: std::ptr::null(),
         dli_fbase: std::ptr::null_mut(),
