@@ -7,8 +7,9 @@
 //! - [`PluginSpec`] / [`Isolation`] / [`Secret`]: what the operator approved for one plugin.
 //! - [`Plugin::load`] / [`Plugin::load_with`] (+ [`WorkerOptions`], [`sandbox::WorkerUser`]):
 //!   hash check (refused with [`PluginError::HashMismatch`]), dlopen of the sealed memfd copy
-//!   whose bytes were hashed, ABI check, manifest validation, configure. Then [`Plugin::step`] returns a validated `StepOutput` or a typed [`PluginError`]
-//!   (`WorkerCrashed`, `Timeout`, `CircuitOpen`, `BadOutput`, `Panicked`, `Status`, ...).
+//!   whose bytes were hashed, ABI check, manifest validation, configure. Then [`Plugin::step`]
+//!   returns a validated `StepOutput` or a typed [`PluginError`] (`WorkerCrashed`, `Timeout`,
+//!   `CircuitOpen`, `BadOutput`, `Panicked`, `Status`, ...).
 //! - [`Egress`] / [`EgressPolicy`] / [`EgressOptions`]: performs one HTTP action and returns the
 //!   event to feed back (`http_error` `refused_host` for anything off the allowlist).
 //! - [`VerificationRunner`] over a [`VerificationStore`] ([`MemoryStore`] for tests only):
