@@ -132,11 +132,30 @@ pub fn apply_limits(limits: Limits) -> Result<(), SandboxError> {
 pub fn close_inherited_fds() -> Result<(), SandboxError> {
     // SAFETY: close_range on fds this process has not handed to any Rust owner yet.
     let rc = unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
-    if rc != 0 {
+    if rc == 0 {
+        return Ok(());
+    }
+    let err = std::io::Error::last_os_error();
+    if err.raw_os_error() != Some(libc::ENOSYS) {
         return Err(SandboxError::Fds {
             what: "close_range",
-            err: std::io::Error::last_os_error(),
+            err,
         });
+    }
+    // Kernels before 5.9: close one by one up to the fd limit.
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into a valid rlimit struct.
+    let max = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 {
+        lim.rlim_cur.min(1 << 20)
+    } else {
+        4096
+    };
+    for fd in 3..max {
+        // SAFETY: as above; EBADF for fds that are not open is expected and ignored.
+        unsafe { libc::close(fd as libc::c_int) };
     }
     Ok(())
 }
