@@ -6,6 +6,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod hardening;
+
 use ca_appliance::ca::ceremony::{self, CeremonyOutcome};
 use ca_appliance::config::ApplianceConfig;
 use ca_appliance::{demo, server, storage, verification};
@@ -106,6 +108,7 @@ enum PluginCommand {
 }
 
 fn main() -> ExitCode {
+    let hardening = hardening::apply();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -113,6 +116,7 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    hardening.log();
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {

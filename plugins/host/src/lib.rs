@@ -5,10 +5,11 @@
 //!
 //! # Public API (stable; other crates build on it)
 //! - [`PluginSpec`] / [`Isolation`] / [`Secret`]: what the operator approved for one plugin.
-//! - [`Plugin::load`] / [`Plugin::load_with`] (+ [`WorkerOptions`]): hash check (refused with
-//!   [`PluginError::HashMismatch`]), dlopen of the hashed fd, ABI check, manifest validation,
-//!   configure. Then [`Plugin::step`] returns a validated `StepOutput` or a typed [`PluginError`]
-//!   (`WorkerCrashed`, `Timeout`, `CircuitOpen`, `BadOutput`, `Panicked`, `Status`, ...).
+//! - [`Plugin::load`] / [`Plugin::load_with`] (+ [`WorkerOptions`], [`sandbox::WorkerUser`]):
+//!   hash check (refused with [`PluginError::HashMismatch`]), dlopen of the sealed memfd copy
+//!   whose bytes were hashed, ABI check, manifest validation, configure. Then [`Plugin::step`]
+//!   returns a validated `StepOutput` or a typed [`PluginError`] (`WorkerCrashed`, `Timeout`,
+//!   `CircuitOpen`, `BadOutput`, `Panicked`, `Status`, ...).
 //! - [`Egress`] / [`EgressPolicy`] / [`EgressOptions`]: performs one HTTP action and returns the
 //!   event to feed back (`http_error` `refused_host` for anything off the allowlist).
 //! - [`VerificationRunner`] over a [`VerificationStore`] ([`MemoryStore`] for tests only):
@@ -33,7 +34,9 @@
 //!   is reported as `Timeout` but its thread cannot be stopped (use Worker for third parties).
 //! - Plugin-supplied text (log lines, error messages, a worker's stderr) is scrubbed of ID,
 //!   phone and card numbers and length-capped before it is logged ([`scrub`]).
-//! - Every loaded library stays mapped (never dlclose'd) and its fd stays open.
+//! - Every loaded library stays mapped (never dlclose'd) and its sealed memfd stays open.
+//! - Worker confinement (see [`sandbox`]) is in place before the library's constructors run;
+//!   the worker prints a loud warning on stderr where the kernel lacks Landlock.
 //! - Runner: the caller should run `resume_pending()` at startup and, with
 //!   `perform_inline = false`, periodically; and `fire_due_timers()` periodically.
 //!

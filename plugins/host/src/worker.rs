@@ -11,7 +11,7 @@ use tokio::sync::Mutex;
 
 use crate::error::PluginError;
 use crate::protocol::{self, aio, LoadRequest, WorkerFailure};
-use crate::sandbox::Limits;
+use crate::sandbox::{Limits, WorkerUser};
 use crate::spec::PluginSpec;
 
 /// The worker binary's file name.
@@ -27,6 +27,9 @@ pub struct WorkerOptions {
     pub worker_path: Option<PathBuf>,
     /// Resource limits applied inside the worker.
     pub limits: Limits,
+    /// A separate user the worker switches to before loading the plugin (`None`: it keeps the
+    /// appliance's user; Landlock then keeps it from the appliance's files).
+    pub user: Option<WorkerUser>,
     /// Deadline for spawning, loading and configuring a worker.
     pub load_deadline: Duration,
     /// First restart delay after a failure; doubles per consecutive failure.
@@ -46,6 +49,7 @@ impl Default for WorkerOptions {
         WorkerOptions {
             worker_path: None,
             limits: Limits::default(),
+            user: None,
             load_deadline: Duration::from_secs(10),
             backoff_initial: Duration::from_millis(100),
             backoff_max: Duration::from_secs(10),
@@ -195,7 +199,12 @@ impl WorkerHost {
 
     async fn spawn(&self) -> Result<(Process, Vec<u8>), PluginError> {
         let l = self.options.limits;
-        let mut child = Command::new(&self.binary)
+        let mut command = Command::new(&self.binary);
+        if let Some(user) = self.options.user {
+            command.args(["--uid".to_owned(), user.uid.to_string()]);
+            command.args(["--gid".to_owned(), user.gid.to_string()]);
+        }
+        let mut child = command
             .env_clear()
             .current_dir("/")
             .args([

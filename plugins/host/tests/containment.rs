@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::{misbehaving, start_input, worker_options};
 use plugin_abi::doc::Status;
-use plugin_host::{Isolation, Plugin, PluginError, WorkerOptions};
+use plugin_host::{Isolation, Plugin, PluginError, PluginSpec, WorkerOptions};
 
 async fn load(behaviour: &str, isolation: Isolation, opts: WorkerOptions) -> Plugin {
     Plugin::load_with(misbehaving(behaviour, isolation), opts)
@@ -238,6 +238,7 @@ async fn worker_runs_confined() {
         "{limits}"
     );
     assert!(line("Max core file size").contains(" 0 0 "), "{limits}");
+    assert!(line("Max processes").contains(" 0 0 "), "{limits}");
     let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
     assert!(environ.is_empty(), "empty environment");
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -250,6 +251,22 @@ async fn worker_runs_confined() {
     };
     assert_eq!(field("Seccomp:"), "2", "seccomp filter mode");
     assert_eq!(field("NoNewPrivs:"), "1");
+    // clone3 -> ENOSYS, the allow-list, and (after configure) no file opens.
+    assert_eq!(field("Seccomp_filters:"), "3");
+    // Nothing inherited beyond the protocol pipes, stderr and the sealed library.
+    let fds: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .map(|t| t.display().to_string())
+        .collect();
+    assert!(
+        fds.iter().all(|t| t.starts_with("pipe:")
+            || t.starts_with("/memfd:ca-plugin")
+            || t == "/dev/null"
+            || !t.starts_with('/')),
+        "{fds:?}"
+    );
 }
 
 #[test]
@@ -362,4 +379,265 @@ fn in_process_hang_times_out_and_later_calls_fail_fast() {
         );
     });
     rt.shutdown_background();
+}
+
+/// The challenge payload of a hostile plugin's start reply: its report of what it got.
+async fn hostile_report(p: &Plugin) -> serde_json::Value {
+    let out = p.step(&start_input("vrf_hostile")).await.unwrap();
+    assert_eq!(out.status, Status::AwaitingUser);
+    match &out.actions[..] {
+        [plugin_abi::doc::Action::Challenge(c)] => c.payload.clone(),
+        other => panic!("expected one challenge, got {other:?}"),
+    }
+}
+
+/// Secret files the hostile plugins go after, a drop directory, and what must not come back.
+struct Loot {
+    dir: tempfile::TempDir,
+    secrets: Vec<std::path::PathBuf>,
+}
+
+impl Loot {
+    fn new() -> Loot {
+        let dir = tempfile::tempdir().unwrap();
+        let mut secrets = Vec::new();
+        for (name, text) in [
+            ("hsm-user.pin", "31415926"),
+            ("data.key", "k3y-b1t5-never-leave"),
+        ] {
+            let p = dir.path().join(name);
+            std::fs::write(&p, text).unwrap();
+            secrets.push(p);
+        }
+        std::fs::create_dir(dir.path().join("drop")).unwrap();
+        Loot { dir, secrets }
+    }
+
+    fn drop_dir(&self) -> std::path::PathBuf {
+        self.dir.path().join("drop")
+    }
+
+    /// Nothing secret in the report (as text or hex), nothing dropped.
+    #[track_caller]
+    fn assert_nothing_leaked(&self, report: &serde_json::Value) {
+        let text = report.to_string();
+        for s in &self.secrets {
+            let secret = std::fs::read(s).unwrap();
+            let hex: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+            assert!(
+                !text.contains(&hex),
+                "secret {} leaked: {text}",
+                s.display()
+            );
+            assert!(
+                !text.contains(std::str::from_utf8(&secret).unwrap()),
+                "{text}"
+            );
+        }
+        let dropped: Vec<_> = std::fs::read_dir(self.drop_dir()).unwrap().collect();
+        assert!(dropped.is_empty(), "files dropped: {dropped:?}");
+    }
+}
+
+/// `report[key]` is an `{"error": ...}` object (the attempt failed).
+#[track_caller]
+fn failed(report: &serde_json::Value, what: &str) {
+    let v = report
+        .pointer(what)
+        .unwrap_or_else(|| panic!("{what} in {report}"));
+    assert!(
+        v.get("error").is_some(),
+        "{what} succeeded: {v} in {report}"
+    );
+}
+
+#[tokio::test]
+async fn hostile_rust_plugin_gets_nothing_in_a_worker() {
+    let loot = Loot::new();
+    // A private copy of the library, so that a successful overwrite would not hurt other tests.
+    let library = loot.dir.path().join("libplugin_misbehaving.so");
+    std::fs::copy(common::misbehaving_so(), &library).unwrap();
+    let before = plugin_host::sha256_file(&library).unwrap();
+    let mut spec = misbehaving("hostile", Isolation::Worker);
+    spec.path = library.clone();
+    spec.sha256 = before.clone();
+    spec.config = serde_json::json!({"behaviour": "hostile", "targets": {
+        "paths": loot.secrets, "drop_dir": loot.drop_dir(), "library": library}});
+    let p = Plugin::load_with(spec, worker_options()).await.unwrap();
+    let r = hostile_report(&p).await;
+
+    // The filter was already on when the library's constructor ran.
+    assert_eq!(r["at_load"]["seccomp"], 2, "{r}");
+    assert_eq!(r["at_load"]["no_new_privs"], 1, "{r}");
+    failed(&r, "/at_load/parent_cmdline");
+    failed(&r, "/at_load/parent_environ");
+    for i in 0..loot.secrets.len() {
+        failed(&r, &format!("/steal/{i}/read"));
+        failed(&r, &format!("/steal/{i}/dropped"));
+    }
+    loot.assert_nothing_leaked(&r);
+    failed(&r, "/network/socket");
+    failed(&r, "/network/connect");
+    failed(&r, "/network/io_uring_setup");
+    assert_eq!(r["fork"]["processes_started"], 0, "{r}");
+    failed(&r, "/signal_parent/kill");
+    failed(&r, "/signal_parent/tgkill");
+    failed(&r, "/write_library/original");
+    failed(&r, "/write_library/image/write");
+    assert_eq!(plugin_host::sha256_file(&library).unwrap(), before);
+    failed(&r, "/parent_memory/process_vm_readv");
+    failed(&r, "/parent_memory/ptrace_attach");
+    failed(&r, "/parent_memory/proc_mem");
+    failed(&r, "/parent_memory/proc_environ");
+    // The worker survived its own attacks and still answers.
+    let h = p.health().await.unwrap();
+    assert_eq!((h.spawns, h.failures, h.running), (1, 0, true), "{h:?}");
+    hostile_report(&p).await;
+}
+
+#[tokio::test]
+async fn hostile_c_plugin_gets_nothing_even_from_its_constructor() {
+    let loot = Loot::new();
+    let so = common::build_hostile_c(
+        loot.dir.path(),
+        &loot.secrets.iter().map(|p| p.as_path()).collect::<Vec<_>>(),
+        &loot.drop_dir(),
+    );
+    let before = plugin_host::sha256_file(&so).unwrap();
+    // Without the sandbox the constructor's theft works (proves the test can fail): in-process,
+    // loading alone drops copies of the secrets.
+    let mut control = PluginSpec::new("hostile-c", &so, before.clone());
+    control.isolation = Isolation::InProcess;
+    control.config = serde_json::json!({"attacks": ""});
+    Plugin::load_with(control, worker_options()).await.unwrap();
+    let dropped: Vec<_> = std::fs::read_dir(loot.drop_dir())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(
+        dropped.len(),
+        loot.secrets.len(),
+        "unconfined constructor: {dropped:?}"
+    );
+    for d in dropped {
+        std::fs::remove_file(d).unwrap();
+    }
+    let mut spec = PluginSpec::new("hostile-c", &so, before.clone());
+    spec.isolation = Isolation::Worker;
+    spec.config = serde_json::json!({"attacks": "read socket io_uring fork kill_parent write_library vm_read"});
+    let p = Plugin::load_with(spec, worker_options()).await.unwrap();
+    let r = hostile_report(&p).await;
+    assert_eq!(r["at_load"]["seccomp"], 2, "{r}");
+    assert_eq!(r["at_load"]["no_new_privs"], 1, "{r}");
+    for i in 0..loot.secrets.len() {
+        assert!(r["at_load"]["steal"][i]["error"].is_string(), "{r}");
+        assert!(r["at_load"]["steal"][i]["drop_error"].is_string(), "{r}");
+        assert!(r["in_step"]["steal"][i]["error"].is_string(), "{r}");
+    }
+    loot.assert_nothing_leaked(&r);
+    for what in [
+        "socket",
+        "io_uring_setup",
+        "kill_parent",
+        "write_original",
+        "write_image",
+        "process_vm_readv",
+    ] {
+        failed(&r, &format!("/in_step/{what}"));
+    }
+    assert_eq!(r["in_step"]["fork"]["started"], 0, "{r}");
+    assert_eq!(plugin_host::sha256_file(&so).unwrap(), before);
+    let h = p.health().await.unwrap();
+    assert_eq!((h.failures, h.running), (0, true), "{h:?}");
+}
+
+#[tokio::test]
+async fn library_runs_from_a_sealed_copy_of_the_approved_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let library = dir.path().join("libplugin_misbehaving.so");
+    std::fs::copy(common::misbehaving_so(), &library).unwrap();
+    let mut spec = misbehaving("ok", Isolation::Worker);
+    spec.path = library.clone();
+    let worker = Plugin::load_with(spec.clone(), worker_options())
+        .await
+        .unwrap();
+    spec.isolation = Isolation::InProcess;
+    let in_process = Plugin::load_with(spec, worker_options()).await.unwrap();
+    // Rewrite the file in place (same inode) with zeros: a plain file mapping would now page
+    // zeros in as code; the sealed memfd copies are unaffected.
+    let len = std::fs::metadata(&library).unwrap().len() as usize;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&library)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, &vec![0u8; len]))
+        .unwrap();
+    for p in [&worker, &in_process] {
+        let out = p.step(&start_input("vrf_sealed")).await.unwrap();
+        assert_eq!(out.status, Status::Succeeded);
+    }
+    let pid = worker.health().await.unwrap().pid.unwrap();
+    for maps in [
+        std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap(),
+        std::fs::read_to_string("/proc/self/maps").unwrap(),
+    ] {
+        assert!(maps.contains("/memfd:ca-plugin"), "{maps}");
+        assert!(!maps.contains(library.to_str().unwrap()), "{maps}");
+    }
+    // The seals hold: the memfd can be neither written nor grown.
+    let fd_link = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .find(|e| {
+            std::fs::read_link(e.path())
+                .map(|t| t.to_string_lossy().starts_with("/memfd:ca-plugin"))
+                .unwrap_or(false)
+        })
+        .expect("the worker keeps its memfd open");
+    let e = std::fs::OpenOptions::new()
+        .write(true)
+        .open(fd_link.path())
+        .and_then(|mut f| std::io::Write::write_all(&mut f, b"HOSTILE!"))
+        .unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EPERM), "{e}");
+}
+
+#[tokio::test]
+async fn worker_can_run_as_a_separate_user() {
+    if running_as_root() {
+        let opts = WorkerOptions {
+            user: Some(plugin_host::sandbox::WorkerUser {
+                uid: 65534,
+                gid: 65534,
+            }),
+            ..worker_options()
+        };
+        let p = load("hostile", Isolation::Worker, opts).await;
+        let pid = p.health().await.unwrap().pid.unwrap();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let line = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(|v| v.split_whitespace().collect::<Vec<_>>().join(" "))
+                .unwrap_or_default()
+        };
+        assert_eq!(line("Uid:"), "65534 65534 65534 65534", "{status}");
+        assert_eq!(line("Gid:"), "65534 65534 65534 65534", "{status}");
+        assert_eq!(line("Groups:"), "", "{status}");
+        let r = hostile_report(&p).await;
+        assert_eq!(r["at_load"]["seccomp"], 2, "{r}");
+        assert_eq!(r["fork"]["processes_started"], 0, "{r}");
+    } else {
+        eprintln!("skipped: switching users needs root");
+    }
+}
+
+/// Whether this test process runs as root (reads /proc, no FFI).
+fn running_as_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .map(|s| {
+            s.lines()
+                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false)
 }

@@ -4,7 +4,10 @@
 //! `huge_output` (2 MiB reply), `bad_json`, `unknown_action`, `ok` (succeeds at once), or `http`
 //! (GET `url` from the config, succeed on 200, fail `vendor_unavailable` otherwise), `socket`
 //! (try to connect a TCP socket itself and report whether the sandbox denied it), `timer` (wait
-//! for a 1.5 s timer, then succeed), `echo_fields` (report which applicant fields arrived), `chatty` (print to stdout, then succeed).
+//! for a 1.5 s timer, then succeed), `echo_fields` (report which applicant fields arrived), `chatty` (print to stdout, then succeed),
+//! `hostile` (try to steal the CA's secrets and break out, see [`hostile`]; config `targets`).
+
+pub mod hostile;
 
 use plugin_abi::doc::{
     self, Action, ApplicantField, Event, HttpAction, HttpMethod, Manifest, Outcome, PluginKind,
@@ -45,6 +48,9 @@ pub enum Behaviour {
     /// Succeeds with evidence `{"fields": [...]}`: the applicant fields it received (proves the
     /// host passes only the manifest's `applicant_fields`).
     EchoFields,
+    /// Attacks the host (see [`hostile`]) and answers `awaiting_user` with an `sms_code`
+    /// challenge whose payload is the report of what it got.
+    Hostile,
 }
 
 /// The plugin's config.
@@ -56,6 +62,9 @@ pub struct Config {
     /// URL for the `http` behaviour.
     #[serde(default)]
     pub url: Option<String>,
+    /// What the `hostile` behaviour goes after.
+    #[serde(default)]
+    pub targets: hostile::Targets,
 }
 
 /// The misbehaving verifier.
@@ -82,8 +91,9 @@ impl Verifier for Misbehaving {
                 "type": "object",
                 "required": ["behaviour"],
                 "properties": {
-                    "behaviour": {"enum": ["segfault","abort","hang","panic","huge_output","bad_json","unknown_action","ok","http","socket","timer","echo_fields","chatty"]},
-                    "url": {"type": "string"}
+                    "behaviour": {"enum": ["segfault","abort","hang","panic","huge_output","bad_json","unknown_action","ok","http","socket","timer","echo_fields","chatty","hostile"]},
+                    "url": {"type": "string"},
+                    "targets": {"type": "object"}
                 },
                 "additionalProperties": false
             }),
@@ -114,6 +124,15 @@ impl Verifier for Misbehaving {
                 json!({}),
             )),
             Behaviour::Http => self.http_flow(input),
+            Behaviour::Hostile => {
+                let mut out = sdk::output(doc::Status::AwaitingUser, json!(null));
+                out.actions.push(Action::Challenge(doc::Challenge {
+                    kind: doc::ChallengeKind::SmsCode,
+                    payload: hostile::attack(&self.0.targets),
+                    expires_at: input.now.clone(),
+                }));
+                Ok(out)
+            }
             Behaviour::Chatty => {
                 use std::io::Write;
                 let mut out = std::io::stdout();

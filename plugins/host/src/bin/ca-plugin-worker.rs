@@ -2,12 +2,16 @@
 //! segfaults, aborts, hangs or panics costs only this process.
 //!
 //! The host spawns it with an empty environment and talks length-prefixed frames over
-//! stdin/stdout (see `plugin_host::protocol`). Startup: rlimits, parent-death signal, read the
-//! load request, hash-check + dlopen + describe + configure, then seccomp (no socket / connect /
-//! exec / ptrace), then answer steps until stdin closes. The frames move to private fds first,
-//! so a plugin printing to stdout cannot corrupt them (its output goes to stderr).
+//! stdin/stdout (see `plugin_host::protocol`). Startup: close inherited fds, rlimits (NPROC
+//! included), parent-death signal, read the load request, copy the library into a sealed memfd
+//! and check its hash, then confine (no_new_privs, Landlock, the seccomp allow-list; see
+//! `plugin_host::sandbox`), and only then dlopen (constructors run confined) + describe +
+//! configure; then a last filter forbids opening files at all, and steps are answered until stdin
+//! closes. The frames move to private fds first, so a plugin printing to stdout cannot corrupt
+//! them (its output goes to stderr).
 //!
-//! Arguments: `--parent-pid N --rlimit-as BYTES --rlimit-cpu SECS --rlimit-nofile N`.
+//! Arguments: `--parent-pid N --rlimit-as BYTES --rlimit-cpu SECS --rlimit-nofile N
+//! [--rlimit-nproc N] [--uid N --gid N]` (the user to switch to once the library is sealed).
 
 use std::io::{self, BufReader, BufWriter, Write};
 use std::process::ExitCode;
@@ -44,12 +48,16 @@ fn load_failure(e: PluginError) -> WorkerFailure {
 struct Args {
     parent_pid: Option<u32>,
     limits: Limits,
+    uid: Option<u32>,
+    gid: Option<u32>,
 }
 
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
         parent_pid: None,
         limits: Limits::default(),
+        uid: None,
+        gid: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -60,13 +68,20 @@ fn parse_args() -> Result<Args, String> {
             "--rlimit-as" => args.limits.address_space = n,
             "--rlimit-cpu" => args.limits.cpu_seconds = n,
             "--rlimit-nofile" => args.limits.open_files = n,
+            "--rlimit-nproc" => args.limits.processes = n,
+            "--uid" => args.uid = Some(u32::try_from(n).map_err(|_| "uid range")?),
+            "--gid" => args.gid = Some(u32::try_from(n).map_err(|_| "gid range")?),
             _ => return Err(format!("unknown flag {flag}")),
         }
+    }
+    if args.uid.is_some() != args.gid.is_some() {
+        return Err("--uid and --gid go together".into());
     }
     Ok(args)
 }
 
 fn run() -> Result<(), String> {
+    sandbox::close_inherited_fds().map_err(|e| e.to_string())?;
     let args = parse_args()?;
     sandbox::die_with_parent(args.parent_pid).map_err(|e| e.to_string())?;
     sandbox::apply_limits(args.limits).map_err(|e| e.to_string())?;
@@ -98,7 +113,40 @@ fn run() -> Result<(), String> {
             return reply(&mut output, protocol::TAG_FAILURE, &failure_bytes(&f));
         }
     };
-    let loaded = plugin_host::load::load_verified(std::path::Path::new(&req.path), &req.sha256)
+    let sealed = plugin_host::load::seal(std::path::Path::new(&req.path))
+        .and_then(|sealed| sealed.verify(&req.sha256).map(|()| sealed));
+    let sealed = match sealed {
+        Ok(s) => s,
+        Err(e) => {
+            return reply(
+                &mut output,
+                protocol::TAG_FAILURE,
+                &failure_bytes(&load_failure(e)),
+            )
+        }
+    };
+    if let (Some(uid), Some(gid)) = (args.uid, args.gid) {
+        if let Err(e) = sandbox::switch_user(sandbox::WorkerUser { uid, gid }) {
+            let f = WorkerFailure::Load {
+                message: format!("confinement: {e}"),
+            };
+            return reply(&mut output, protocol::TAG_FAILURE, &failure_bytes(&f));
+        }
+    }
+    match sandbox::confine() {
+        Ok(confinement) => {
+            if let Some(warning) = confinement.warning() {
+                let _ = writeln!(io::stderr(), "ca-plugin-worker: {warning}");
+            }
+        }
+        Err(e) => {
+            let f = WorkerFailure::Load {
+                message: format!("confinement: {e}"),
+            };
+            return reply(&mut output, protocol::TAG_FAILURE, &failure_bytes(&f));
+        }
+    }
+    let loaded = plugin_host::load::load_sealed(sealed)
         .map_err(load_failure)
         .and_then(|table| {
             let manifest = table.describe().map_err(call_failure)?;
@@ -112,7 +160,7 @@ fn run() -> Result<(), String> {
         Ok(x) => x,
         Err(f) => return reply(&mut output, protocol::TAG_FAILURE, &failure_bytes(&f)),
     };
-    if let Err(e) = sandbox::deny_network_and_exec() {
+    if let Err(e) = sandbox::seccomp::deny_file_opens() {
         let f = WorkerFailure::Load {
             message: e.to_string(),
         };

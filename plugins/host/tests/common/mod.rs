@@ -95,3 +95,39 @@ pub fn build_reference_c(dir: &std::path::Path) -> PathBuf {
     assert!(status.success(), "cc failed");
     out
 }
+
+/// Compiles the hostile C plugin (`plugins/reference-c/hostile.c`) into `dir` with its targets
+/// compiled in (its constructor runs before any config): files to steal, where to drop copies,
+/// and the library path it will be loaded from (to overwrite). Returns the .so path.
+pub fn build_hostile_c(
+    dir: &std::path::Path,
+    targets: &[&std::path::Path],
+    drop_dir: &std::path::Path,
+) -> PathBuf {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let out = dir.join("libhostile_c.so");
+    let list: Vec<String> = targets.iter().map(|p| p.display().to_string()).collect();
+    let status = Command::new("cc")
+        .args([
+            "-std=gnu11",
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            "-O2",
+            "-shared",
+            "-fPIC",
+        ])
+        .arg("-fvisibility=hidden")
+        .arg(format!("-DHOSTILE_TARGETS=\"{}\"", list.join(":")))
+        .arg(format!("-DHOSTILE_DROP_DIR=\"{}\"", drop_dir.display()))
+        .arg(format!("-DHOSTILE_LIBRARY=\"{}\"", out.display()))
+        .arg("-I")
+        .arg(root.join("plugins/abi/include"))
+        .arg(root.join("plugins/reference-c/hostile.c"))
+        .arg("-o")
+        .arg(&out)
+        .status()
+        .unwrap();
+    assert!(status.success(), "cc hostile.c failed");
+    out
+}
