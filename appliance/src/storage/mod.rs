@@ -7,6 +7,7 @@ mod audit;
 mod authorities;
 mod certificates;
 mod crl;
+mod limits;
 mod ocsp;
 mod revocation;
 mod verifications;
@@ -21,6 +22,7 @@ pub use audit::{AuditEntry, AuditLog};
 pub use authorities::{CaRecord, CaStore, NewCa};
 pub use certificates::{CertificateRecord, CertificateStore, NewCertificate};
 pub use crl::{CrlRecord, CrlRow, CrlStore};
+pub use limits::{LimitRows, WindowCount};
 pub use ocsp::{CertStatusRow, OcspStore, ResponderRecord, StoredResponse};
 pub use revocation::{Revocation, RevocationError, RevocationStore, StatusChange};
 pub use verifications::{VerificationRow, VerificationRows};
@@ -114,6 +116,11 @@ impl Storage {
     /// Plugin-driven identity verifications.
     pub fn verifications(&self) -> VerificationRows {
         VerificationRows::new(self.pool.clone())
+    }
+
+    /// Limit counters and vendor callback replay records.
+    pub fn limits(&self) -> LimitRows {
+        LimitRows::new(self.pool.clone())
     }
 }
 

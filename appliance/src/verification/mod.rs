@@ -3,6 +3,8 @@
 //! [`seal`]), and the [`service`] the API calls, with its background task that performs
 //! committed-but-unperformed actions after a restart and fires due timers.
 
+pub mod callbacks;
+pub mod limits;
 pub mod mask;
 pub mod registry;
 pub mod seal;
@@ -37,10 +39,19 @@ pub async fn start(
         DataKey::load(&config.verification.data_key)?
     };
     let store = Arc::new(SqlVerificationStore::new(storage.verifications(), key));
-    let registry = PluginRegistry::load(config, store.clone()).await;
-    Ok(Arc::new(VerificationService::new(
-        registry,
-        store,
-        Duration::from_secs(u64::from(config.verification.tick_secs)),
-    )))
+    let limits = Arc::new(limits::Limits::new(
+        config,
+        storage.limits(),
+        limits::SubjectKey::from_source(&config.verification.data_key),
+    ));
+    let registry = PluginRegistry::load(config, store.clone(), &limits).await;
+    Ok(Arc::new(
+        VerificationService::new(
+            registry,
+            store,
+            Duration::from_secs(u64::from(config.verification.tick_secs)),
+        )
+        .with_limits(limits)
+        .with_callbacks(callbacks::CallbackVerifier::new(storage.limits())),
+    ))
 }

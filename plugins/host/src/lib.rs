@@ -59,6 +59,7 @@
 pub mod conformance;
 pub mod egress;
 pub mod error;
+pub mod gate;
 mod inprocess;
 pub mod load;
 mod plugin;
@@ -72,6 +73,7 @@ pub mod worker;
 
 pub use egress::{Egress, EgressError, EgressOptions, EgressPolicy};
 pub use error::PluginError;
+pub use gate::{ActionGate, GateError};
 pub use load::sha256_file;
 pub use plugin::Plugin;
 pub use runner::{Clock, RunnerError, RunnerOptions, VerificationRunner, VerificationView};
