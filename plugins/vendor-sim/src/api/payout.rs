@@ -107,7 +107,7 @@ pub async fn create(
         let delay = u64::try_from(settle.as_millis())
             .unwrap_or(u64::MAX)
             .saturating_add(50);
-        spawn_notify(url, body, delay);
+        spawn_notify(url, body, delay, sim.config.callback_secret.clone());
     }
     Ok(Json(CreateResponse {
         payout_id: id,

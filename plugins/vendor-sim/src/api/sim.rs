@@ -110,6 +110,11 @@ pub async fn calls(State(sim): State<Arc<Sim>>) -> Json<BTreeMap<String, u64>> {
     Json(map)
 }
 
+/// `GET /_sim/paths`: authenticated calls received per endpoint (`"POST /sms/v1/send": 2`).
+pub async fn paths(State(sim): State<Arc<Sim>>) -> Json<BTreeMap<String, u64>> {
+    Json(sim.lock().paths.clone())
+}
+
 /// `POST /_sim/face/expire` body.
 #[derive(Debug, Deserialize)]
 pub struct ExpireRequest {
