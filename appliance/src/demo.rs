@@ -122,9 +122,7 @@ const DEMO_PLUGINS: [(&str, &str, &str, &str); 5] = [
 /// Which vendor-sim endpoints spend a limited resource, per demo plugin (`limited_actions`).
 fn demo_limited_actions(plugin: &str) -> &'static str {
     match plugin {
-        "phone-real-name" => {
-            "{ carrier = [\"/carrier/v1/verify\"], sms = [\"/sms/v1/send\"] }"
-        }
+        "phone-real-name" => "{ carrier = [\"/carrier/v1/verify\"], sms = [\"/sms/v1/send\"] }",
         "bank-card" => "{ bank = [\"/bank/v1/auth/init\"] }",
         "face" => "{ face = [\"/face/v1/sessions\"] }",
         "corporate-transfer" => "{ payout = [\"/payout/v1/transfers\"] }",

@@ -23,10 +23,10 @@ use serde_json::{json, Value};
 
 use super::mtls::Caller;
 use super::{ApiError, AppState};
+use crate::verification::limits::LimitError;
 use crate::verification::mask::masked_applicant;
 use crate::verification::service::{failure_code, timers_json};
 use crate::verification::store::status_name;
-use crate::verification::limits::LimitError;
 use crate::verification::{Requester, VerificationError, VerificationInfo};
 
 /// Body of `POST /api/v1/verifications`.
@@ -202,9 +202,7 @@ pub fn verification_error(e: VerificationError) -> ApiError {
                 "the database is unavailable; retry later",
             )
         }
-        VerificationError::Limited(_) => {
-            ApiError::new(S::TOO_MANY_REQUESTS, "rate_limited", msg)
-        }
+        VerificationError::Limited(_) => ApiError::new(S::TOO_MANY_REQUESTS, "rate_limited", msg),
     }
 }
 

@@ -97,7 +97,12 @@ impl LimitRows {
     }
 
     /// Fixes the scopes verification `id` counts against.
-    pub async fn save_scopes(&self, id: &str, scopes: &[String], at: i64) -> Result<(), StorageError> {
+    pub async fn save_scopes(
+        &self,
+        id: &str,
+        scopes: &[String],
+        at: i64,
+    ) -> Result<(), StorageError> {
         let json = serde_json::to_string(scopes)
             .map_err(|e| StorageError::Database(format!("scopes not serialisable: {e}")))?;
         sqlx::query(

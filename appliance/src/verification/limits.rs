@@ -271,7 +271,11 @@ impl Limits {
     }
 
     /// Which class an action of `plugin` spends, if any.
-    fn class_of(&self, plugin: &str, action: &HttpAction) -> Result<Option<LimitClass>, LimitError> {
+    fn class_of(
+        &self,
+        plugin: &str,
+        action: &HttpAction,
+    ) -> Result<Option<LimitClass>, LimitError> {
         let Some(classes) = self.actions.get(plugin).filter(|c| !c.is_empty()) else {
             return Ok(None);
         };
@@ -338,7 +342,10 @@ impl Limits {
             scope: scope.kind,
             retry_after: Duration::from_secs(u64::try_from(secs.max(1)).unwrap_or(1)),
         };
-        let day = self.rows.count_since(&scope.key, class.name(), now - DAY + 1).await?;
+        let day = self
+            .rows
+            .count_since(&scope.key, class.name(), now - DAY + 1)
+            .await?;
         if limit.cooldown_secs > 0 {
             if let Some(latest) = day.latest {
                 let ready = latest + i64::from(limit.cooldown_secs);
@@ -468,12 +475,7 @@ struct PluginGate {
 }
 
 impl ActionGate for PluginGate {
-    fn admit<'a>(
-        &'a self,
-        id: &'a str,
-        actions: &'a [HttpAction],
-        record: bool,
-    ) -> GateFuture<'a> {
+    fn admit<'a>(&'a self, id: &'a str, actions: &'a [HttpAction], record: bool) -> GateFuture<'a> {
         Box::pin(async move {
             self.limits
                 .admit_actions(id, &self.plugin, actions, record)

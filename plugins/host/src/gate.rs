@@ -37,6 +37,5 @@ pub type GateFuture<'a> = Pin<Box<dyn Future<Output = Result<(), GateError>> + S
 pub trait ActionGate: Send + Sync {
     /// Admits `actions` of verification `id` all together or not at all; with `record`, counts
     /// them as spent.
-    fn admit<'a>(&'a self, id: &'a str, actions: &'a [HttpAction], record: bool)
-        -> GateFuture<'a>;
+    fn admit<'a>(&'a self, id: &'a str, actions: &'a [HttpAction], record: bool) -> GateFuture<'a>;
 }

@@ -335,7 +335,10 @@ impl<S: VerificationStore> VerificationRunner<S> {
             let Some(action) = rec.outbox.first().cloned() else {
                 return Ok(());
             };
-            let event = match self.admit(&rec.id, std::slice::from_ref(&action), true).await {
+            let event = match self
+                .admit(&rec.id, std::slice::from_ref(&action), true)
+                .await
+            {
                 Ok(()) => self.egress.perform(&self.policy, &action).await,
                 // Never sent: the plugin hears what a rate-limiting vendor would answer.
                 Err(RunnerError::Limited(GateError::Limited { retry_after, .. })) => {

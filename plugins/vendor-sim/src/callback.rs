@@ -84,12 +84,7 @@ pub async fn post_json(
 
 /// Sends a notification in the background after `delay_ms`, retrying a few times (each try
 /// signed afresh with `secret`, if given).
-pub fn spawn_notify(
-    url: String,
-    body: serde_json::Value,
-    delay_ms: u64,
-    secret: Option<String>,
-) {
+pub fn spawn_notify(url: String, body: serde_json::Value, delay_ms: u64, secret: Option<String>) {
     tokio::spawn(async move {
         tokio::time::sleep(std::time::Duration::from_millis(delay_ms)).await;
         for attempt in 0..3u64 {
