@@ -188,15 +188,10 @@ impl PluginRegistry {
             plugin: p.name.clone(),
             source: plugin_host::PluginError::Load("egress HTTP client unavailable".into()),
         })?;
-        Ok(Arc::new(VerificationRunner::new(
-            Arc::new(plugin),
-            store,
-            egress,
-            RunnerOptions {
-                gate: Some(limits.gate(&p.name)),
-                ..RunnerOptions::default()
-            },
-        )))
+        Ok(Arc::new(
+            VerificationRunner::new(Arc::new(plugin), store, egress, RunnerOptions::default())
+                .with_gate(limits.gate(&p.name)),
+        ))
     }
 
     /// The slot of plugin `name`, if configured.

@@ -34,8 +34,6 @@ pub struct RunnerOptions {
     pub perform_inline: bool,
     /// Source of the current time.
     pub clock: Clock,
-    /// Limits on the plugin's HTTP actions (see [`ActionGate`]); `None` admits everything.
-    pub gate: Option<Arc<dyn ActionGate>>,
 }
 
 impl Default for RunnerOptions {
@@ -43,7 +41,6 @@ impl Default for RunnerOptions {
         RunnerOptions {
             perform_inline: true,
             clock: Arc::new(OffsetDateTime::now_utc),
-            gate: None,
         }
     }
 }
@@ -52,7 +49,6 @@ impl std::fmt::Debug for RunnerOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RunnerOptions")
             .field("perform_inline", &self.perform_inline)
-            .field("gate", &self.gate.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -137,6 +133,8 @@ pub struct VerificationRunner<S: VerificationStore> {
     egress: Egress,
     policy: EgressPolicy,
     options: RunnerOptions,
+    /// Limits on the plugin's HTTP actions (see [`ActionGate`]); `None` admits everything.
+    gate: Option<Arc<dyn ActionGate>>,
     locks: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
@@ -168,8 +166,15 @@ impl<S: VerificationStore> VerificationRunner<S> {
             egress,
             policy,
             options,
+            gate: None,
             locks: std::sync::Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Puts `gate` in front of every HTTP action this runner performs (limits).
+    pub fn with_gate(mut self, gate: Arc<dyn ActionGate>) -> Self {
+        self.gate = Some(gate);
+        self
     }
 
     /// The plugin this runner drives.
@@ -369,7 +374,7 @@ impl<S: VerificationStore> VerificationRunner<S> {
         actions: &[plugin_abi::doc::HttpAction],
         record: bool,
     ) -> Result<(), RunnerError> {
-        let Some(gate) = &self.options.gate else {
+        let Some(gate) = &self.gate else {
             return Ok(());
         };
         match gate.admit(id, actions, record).await {

@@ -166,8 +166,10 @@ pub struct Payout {
     pub account: String,
     /// Amount in fen (1-99).
     pub amount_fen: u32,
-    /// Remark code the payer chose.
+    /// Remark the payer chose (a public reference).
     pub remark: String,
+    /// 6-digit verification code drawn by the provider, printed after the remark.
+    pub code: String,
     /// What it will settle to.
     pub outcome: PayoutFinal,
     /// When it was created.
