@@ -121,6 +121,11 @@ pub struct PluginConfig {
     /// Deadline of one step call, milliseconds (default 5000).
     #[serde(default = "default_step_deadline_ms")]
     pub step_deadline_ms: u64,
+    /// Which of the plugin's HTTP actions spend a limited resource: limit class -> URL paths,
+    /// exact or a prefix ending in `*` (`{ sms = ["/sms/v1/send"], payout = ["/v2/pay/*"] }`).
+    /// The host counts and refuses them before they reach the vendor.
+    #[serde(default)]
+    pub limited_actions: BTreeMap<LimitClass, Vec<String>>,
 }
 
 fn default_step_deadline_ms() -> u64 {
@@ -143,6 +148,9 @@ pub struct VerificationSettings {
     pub purge_every_secs: u32,
     /// How often due timers fire and unperformed actions are retried, seconds (1..=3600).
     pub tick_secs: u32,
+    /// Limits per subject (one phone number, ID number, USCC or bank account, whichever
+    /// channel asks): `[verification.subject_limits]`.
+    pub subject_limits: LimitSet,
 }
 
 /// Default label of the HSM key wrapping the personal-data keys.
@@ -156,7 +164,138 @@ impl Default for VerificationSettings {
             retention_days: 30,
             purge_every_secs: 3600,
             tick_secs: 1,
+            subject_limits: LimitSet::subject_defaults(),
         }
+    }
+}
+
+/// What a limit counts: verification starts, or one kind of vendor action that costs money or
+/// reaches a person.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LimitClass {
+    /// Verification starts.
+    Starts,
+    /// SMS sends (a code to a phone).
+    Sms,
+    /// Carrier real-name checks.
+    Carrier,
+    /// Bank element checks.
+    Bank,
+    /// Face liveness sessions.
+    Face,
+    /// Payouts (micro-deposits: real money).
+    Payout,
+}
+
+impl LimitClass {
+    /// Every class, in a stable order.
+    pub const ALL: [LimitClass; 6] = [
+        LimitClass::Starts,
+        LimitClass::Sms,
+        LimitClass::Carrier,
+        LimitClass::Bank,
+        LimitClass::Face,
+        LimitClass::Payout,
+    ];
+
+    /// The class's name in config, the database and error answers.
+    pub fn name(self) -> &'static str {
+        match self {
+            LimitClass::Starts => "starts",
+            LimitClass::Sms => "sms",
+            LimitClass::Carrier => "carrier",
+            LimitClass::Bank => "bank",
+            LimitClass::Face => "face",
+            LimitClass::Payout => "payout",
+        }
+    }
+}
+
+/// One limit: events per rolling hour and per rolling day, and a least gap between two events
+/// (the SMS resend cooldown). An absent count is unlimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    /// Most events in any 3600 s.
+    #[serde(default)]
+    pub per_hour: Option<u32>,
+    /// Most events in any 86400 s.
+    #[serde(default)]
+    pub per_day: Option<u32>,
+    /// Least seconds between two events (0 = none; at most 86400).
+    #[serde(default)]
+    pub cooldown_secs: u32,
+}
+
+/// Limits per class; an absent class is unlimited.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitSet {
+    /// Verification starts.
+    #[serde(default)]
+    pub starts: Option<RateLimit>,
+    /// SMS sends.
+    #[serde(default)]
+    pub sms: Option<RateLimit>,
+    /// Carrier checks.
+    #[serde(default)]
+    pub carrier: Option<RateLimit>,
+    /// Bank checks.
+    #[serde(default)]
+    pub bank: Option<RateLimit>,
+    /// Face sessions.
+    #[serde(default)]
+    pub face: Option<RateLimit>,
+    /// Payouts.
+    #[serde(default)]
+    pub payout: Option<RateLimit>,
+}
+
+impl LimitSet {
+    /// The limit of one class, if any.
+    pub fn get(&self, class: LimitClass) -> Option<&RateLimit> {
+        match class {
+            LimitClass::Starts => self.starts.as_ref(),
+            LimitClass::Sms => self.sms.as_ref(),
+            LimitClass::Carrier => self.carrier.as_ref(),
+            LimitClass::Bank => self.bank.as_ref(),
+            LimitClass::Face => self.face.as_ref(),
+            LimitClass::Payout => self.payout.as_ref(),
+        }
+    }
+
+    /// What protects one person when `[verification.subject_limits]` is absent.
+    pub fn subject_defaults() -> Self {
+        let l = |h, d| {
+            Some(RateLimit {
+                per_hour: Some(h),
+                per_day: Some(d),
+                cooldown_secs: 0,
+            })
+        };
+        LimitSet {
+            starts: l(20, 50),
+            sms: l(10, 20),
+            carrier: l(20, 50),
+            bank: l(20, 50),
+            face: l(10, 30),
+            payout: l(3, 10),
+        }
+    }
+
+    fn validate(&self, what: &str) -> Result<(), ConfigError> {
+        for class in LimitClass::ALL {
+            if let Some(l) = self.get(class) {
+                if l.cooldown_secs > 86_400 {
+                    return Err(ConfigError::Invalid(format!(
+                        "{what} {}: cooldown_secs must be at most 86400",
+                        class.name()
+                    )));
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -438,6 +577,9 @@ pub struct ChannelConfig {
     /// Verification plugins (by `[[plugin]]` name) it may start verifications with.
     #[serde(default)]
     pub verifications: Vec<String>,
+    /// Limits on everything this channel's verifications spend (absent = unlimited).
+    #[serde(default)]
+    pub limits: LimitSet,
 }
 
 impl ApplianceConfig {
@@ -636,6 +778,21 @@ impl ApplianceConfig {
             for (name, source) in &p.secrets {
                 source.validate(&format!("plugin {} secret {name}", p.name))?;
             }
+            for (class, prefixes) in &p.limited_actions {
+                if *class == LimitClass::Starts {
+                    return Err(ConfigError::Invalid(format!(
+                        "plugin {}: limited_actions cannot name starts (every start counts)",
+                        p.name
+                    )));
+                }
+                if prefixes.is_empty() || prefixes.iter().any(|x| !x.starts_with('/')) {
+                    return Err(ConfigError::Invalid(format!(
+                        "plugin {}: limited_actions {} needs URL paths starting with /",
+                        p.name,
+                        class.name()
+                    )));
+                }
+            }
             if !(10..=60_000).contains(&p.step_deadline_ms) {
                 return Err(ConfigError::Invalid(format!(
                     "plugin {}: step_deadline_ms must be 10..=60000",
@@ -643,7 +800,13 @@ impl ApplianceConfig {
                 )));
             }
         }
+        self.verification
+            .subject_limits
+            .validate("[verification.subject_limits]")?;
         for channel in &self.channels {
+            channel
+                .limits
+                .validate(&format!("channel {} limits", channel.name))?;
             for v in &channel.verifications {
                 if !names.contains(v.as_str()) {
                     return Err(ConfigError::Invalid(format!(

@@ -119,6 +119,17 @@ const DEMO_PLUGINS: [(&str, &str, &str, &str); 5] = [
     ),
 ];
 
+/// Which vendor-sim endpoints spend a limited resource, per demo plugin (`limited_actions`).
+fn demo_limited_actions(plugin: &str) -> &'static str {
+    match plugin {
+        "phone-real-name" => "{ carrier = [\"/carrier/v1/verify\"], sms = [\"/sms/v1/send\"] }",
+        "bank-card" => "{ bank = [\"/bank/v1/auth/init\"] }",
+        "face" => "{ face = [\"/face/v1/sessions\"] }",
+        "corporate-transfer" => "{ payout = [\"/payout/v1/transfers\"] }",
+        _ => "{}",
+    }
+}
+
 /// File (under the demo directory) holding the vendor-sim API key the demo plugins use.
 pub const VENDOR_SIM_KEY_FILE: &str = "secrets/vendor-sim-api-key";
 
@@ -150,8 +161,9 @@ fn demo_plugins(plugin_dir: &Path, vendor_sim: SocketAddr) -> (Vec<String>, Stri
             )
         };
         text.push_str(&format!(
-            "\n[[plugin]]\nname = \"{name}\"\npath = \"{}\"\nsha256 = \"{sha}\"\nisolation = \"{isolation}\"\nconfig = {config}\nsecrets = {secrets}\negress_hosts = [\"{vendor_sim}\"]\nallow_plain_http = true\n",
-            path.display()
+            "\n[[plugin]]\nname = \"{name}\"\npath = \"{}\"\nsha256 = \"{sha}\"\nisolation = \"{isolation}\"\nconfig = {config}\nsecrets = {secrets}\negress_hosts = [\"{vendor_sim}\"]\nallow_plain_http = true\nlimited_actions = {}\n",
+            path.display(),
+            demo_limited_actions(name)
         ));
         names.push(name.to_owned());
     }

@@ -3,6 +3,7 @@
 //! Two listeners: the mTLS API ([`api_router`], handshake [`mtls::MtlsHandshake`]) for operators and
 //! channels, and the plain-HTTP public listener ([`public_router`]) for relying parties.
 
+pub mod callbacks;
 pub mod certificates;
 pub mod error;
 pub mod mtls;
@@ -75,6 +76,7 @@ pub fn public_router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/healthz", get(public::healthz))
         .route("/ca/{file}", get(public::ca_certificate))
+        .route("/callbacks/{plugin}/{id}", post(callbacks::receive))
         .merge(status_routes::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

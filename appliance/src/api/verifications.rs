@@ -4,7 +4,9 @@
 //! A channel may start only the plugins its `verifications` list names and sees only its own
 //! verifications (another's answers 404, as if it did not exist); an operator may do anything.
 //! Applicant data is masked in every answer. A verification that ends `failed` answers 422
-//! `verification_failed` with the plugin's `failure_code` and the verification itself.
+//! `verification_failed` with the plugin's `failure_code` and the verification itself. A request
+//! over a channel or subject limit answers 429 `rate_limited` with `Retry-After` (seconds), the
+//! limit's class and scope, and changes nothing.
 
 use std::sync::Arc;
 
@@ -15,12 +17,13 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use plugin_abi::doc::{Applicant, ChallengeKind, Status};
-use plugin_host::{PluginError, RunnerError};
+use plugin_host::{GateError, PluginError, RunnerError};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::mtls::Caller;
 use super::{ApiError, AppState};
+use crate::verification::limits::LimitError;
 use crate::verification::mask::masked_applicant;
 use crate::verification::service::{failure_code, timers_json};
 use crate::verification::store::status_name;
@@ -134,6 +137,48 @@ fn answer(info: &VerificationInfo, ok: StatusCode) -> Response {
     (ok, Json(body)).into_response()
 }
 
+/// 429 `rate_limited` with `Retry-After`, naming the limit's class and scope (never a subject).
+fn rate_limited(class: &str, scope: &str, retry_after: std::time::Duration) -> Response {
+    let secs = retry_after.as_secs().max(1);
+    let mut resp = (
+        StatusCode::TOO_MANY_REQUESTS,
+        Json(json!({
+            "error": "rate_limited",
+            "message": format!("the {scope} limit on {class} is reached; retry after {secs} s"),
+            "limit": class,
+            "scope": scope,
+            "retry_after_secs": secs,
+        })),
+    )
+        .into_response();
+    resp.headers_mut().insert(
+        axum::http::header::RETRY_AFTER,
+        axum::http::HeaderValue::from(secs),
+    );
+    resp
+}
+
+/// The answer for a service error: 429 with `Retry-After` for a limit, else the JSON error.
+pub fn error_response(e: VerificationError) -> Response {
+    match e {
+        VerificationError::Limited(LimitError::Limited {
+            class,
+            scope,
+            retry_after,
+        }) => rate_limited(class.name(), scope, retry_after),
+        VerificationError::Runner {
+            source:
+                RunnerError::Limited(GateError::Limited {
+                    class,
+                    scope,
+                    retry_after,
+                }),
+            ..
+        } => rate_limited(&class, &scope, retry_after),
+        other => verification_error(other).into_response(),
+    }
+}
+
 /// Maps a service error to its JSON error.
 pub fn verification_error(e: VerificationError) -> ApiError {
     use StatusCode as S;
@@ -149,6 +194,15 @@ pub fn verification_error(e: VerificationError) -> ApiError {
             ApiError::new(S::CONFLICT, "verification_not_succeeded", msg)
         }
         VerificationError::Runner { plugin, source } => runner_error(&plugin, source),
+        VerificationError::Limited(LimitError::Storage(_)) => {
+            tracing::error!(error = %msg, "limit counters unavailable");
+            ApiError::new(
+                S::SERVICE_UNAVAILABLE,
+                "storage_unavailable",
+                "the database is unavailable; retry later",
+            )
+        }
+        VerificationError::Limited(_) => ApiError::new(S::TOO_MANY_REQUESTS, "rate_limited", msg),
     }
 }
 
@@ -174,6 +228,7 @@ fn runner_error(plugin: &str, e: RunnerError) -> ApiError {
             )
         }
         RunnerError::Plugin(p) => plugin_error(plugin, p),
+        RunnerError::Limited(_) => ApiError::new(S::TOO_MANY_REQUESTS, "rate_limited", msg),
         _ => ApiError::new(S::INTERNAL_SERVER_ERROR, "plugin_error", msg),
     }
 }
@@ -224,11 +279,14 @@ pub async fn start(
             ));
         }
     }
-    let info = state
+    let info = match state
         .verifications
         .start(&who, &body.plugin, body.applicant, body.reference)
         .await
-        .map_err(verification_error)?;
+    {
+        Ok(info) => info,
+        Err(e) => return Ok(error_response(e)),
+    };
     let ok = if info.created {
         StatusCode::CREATED
     } else {
@@ -252,11 +310,14 @@ pub async fn input(
             "value is longer than 256 bytes",
         ));
     }
-    let info = state
+    let info = match state
         .verifications
         .input(&who, &id, body.kind, body.value)
         .await
-        .map_err(verification_error)?;
+    {
+        Ok(info) => info,
+        Err(e) => return Ok(error_response(e)),
+    };
     Ok(answer(&info, StatusCode::OK))
 }
 
@@ -267,11 +328,10 @@ pub async fn cancel(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let who = requester(&caller)?;
-    let info = state
-        .verifications
-        .cancel(&who, &id)
-        .await
-        .map_err(verification_error)?;
+    let info = match state.verifications.cancel(&who, &id).await {
+        Ok(info) => info,
+        Err(e) => return Ok(error_response(e)),
+    };
     Ok((StatusCode::OK, Json(view_json(&info))).into_response())
 }
 

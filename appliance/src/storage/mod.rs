@@ -8,6 +8,7 @@ mod authorities;
 mod certificates;
 mod crl;
 mod data_keys;
+mod limits;
 mod ocsp;
 mod revocation;
 mod verifications;
@@ -23,6 +24,7 @@ pub use authorities::{CaRecord, CaStore, NewCa};
 pub use certificates::{CertificateRecord, CertificateStore, NewCertificate};
 pub use crl::{CrlRecord, CrlRow, CrlStore};
 pub use data_keys::{DataKeyRecord, DataKeyRows};
+pub use limits::{LimitRows, WindowCount};
 pub use ocsp::{CertStatusRow, OcspStore, ResponderRecord, StoredResponse};
 pub use revocation::{Revocation, RevocationError, RevocationStore, StatusChange};
 pub use verifications::{VerificationRow, VerificationRows};
@@ -121,6 +123,11 @@ impl Storage {
     /// The wrapped data keys sealing personal data.
     pub fn data_keys(&self) -> DataKeyRows {
         DataKeyRows::new(self.pool.clone())
+    }
+
+    /// Limit counters and vendor callback replay records.
+    pub fn limits(&self) -> LimitRows {
+        LimitRows::new(self.pool.clone())
     }
 }
 

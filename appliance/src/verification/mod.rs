@@ -4,6 +4,8 @@
 //! the retention purge ([`retention`]), and the [`service`] the API calls, with its background
 //! task that performs committed-but-unperformed actions after a restart and fires due timers.
 
+pub mod callbacks;
+pub mod limits;
 pub mod keyring;
 pub mod mask;
 pub mod registry;
@@ -44,6 +46,11 @@ pub async fn start(
         }
         keyring
     };
+    let subject_key = match keyring.current().active() {
+        // Subjects are keyed under the active data key (a rotation starts the counters afresh).
+        Ok(key) => limits::SubjectKey::derive(&key.reference_mac("limits", "subject key v1")),
+        Err(_) => limits::SubjectKey::random(),
+    };
     let store = Arc::new(SqlVerificationStore::new(
         storage.verifications(),
         Arc::new(keyring),
@@ -55,10 +62,15 @@ pub async fn start(
             Duration::from_secs(u64::from(config.verification.purge_every_secs)),
         );
     }
-    let registry = PluginRegistry::load(config, store.clone()).await;
-    Ok(Arc::new(VerificationService::new(
-        registry,
-        store,
-        Duration::from_secs(u64::from(config.verification.tick_secs)),
-    )))
+    let limits = Arc::new(limits::Limits::new(config, storage.limits(), subject_key));
+    let registry = PluginRegistry::load(config, store.clone(), &limits).await;
+    Ok(Arc::new(
+        VerificationService::new(
+            registry,
+            store,
+            Duration::from_secs(u64::from(config.verification.tick_secs)),
+        )
+        .with_limits(limits)
+        .with_callbacks(callbacks::CallbackVerifier::new(storage.limits())),
+    ))
 }

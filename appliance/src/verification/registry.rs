@@ -12,6 +12,7 @@ use plugin_host::{
     Egress, EgressOptions, Isolation, Plugin, PluginSpec, RunnerOptions, Secret, VerificationRunner,
 };
 
+use super::limits::Limits;
 use super::secrets::{read_secret, SecretError};
 use super::store::SqlVerificationStore;
 use crate::config::{ApplianceConfig, PluginConfig, PluginIsolation};
@@ -140,7 +141,11 @@ impl std::fmt::Debug for PluginRegistry {
 
 impl PluginRegistry {
     /// Loads every `[[plugin]]`; failures become [`PluginSlot::Unavailable`] (logged).
-    pub async fn load(config: &ApplianceConfig, store: Arc<SqlVerificationStore>) -> Self {
+    pub async fn load(
+        config: &ApplianceConfig,
+        store: Arc<SqlVerificationStore>,
+        limits: &Arc<Limits>,
+    ) -> Self {
         let mut slots = BTreeMap::new();
         let egress = match Egress::new(EgressOptions::default()) {
             Ok(e) => Some(e),
@@ -150,7 +155,7 @@ impl PluginRegistry {
             }
         };
         for p in &config.plugins {
-            let slot = match Self::load_one(p, egress.clone(), store.clone()).await {
+            let slot = match Self::load_one(p, egress.clone(), store.clone(), limits).await {
                 Ok(runner) => {
                     tracing::info!(plugin = %p.name, isolation = ?p.isolation, "plugin loaded");
                     PluginSlot::Ready(runner)
@@ -169,6 +174,7 @@ impl PluginRegistry {
         p: &PluginConfig,
         egress: Option<Egress>,
         store: Arc<SqlVerificationStore>,
+        limits: &Arc<Limits>,
     ) -> Result<Arc<Runner>, PluginSetupError> {
         check_file(p)?;
         let spec = spec_of(p)?;
@@ -182,12 +188,10 @@ impl PluginRegistry {
             plugin: p.name.clone(),
             source: plugin_host::PluginError::Load("egress HTTP client unavailable".into()),
         })?;
-        Ok(Arc::new(VerificationRunner::new(
-            Arc::new(plugin),
-            store,
-            egress,
-            RunnerOptions::default(),
-        )))
+        Ok(Arc::new(
+            VerificationRunner::new(Arc::new(plugin), store, egress, RunnerOptions::default())
+                .with_gate(limits.gate(&p.name)),
+        ))
     }
 
     /// The slot of plugin `name`, if configured.

@@ -9,6 +9,8 @@ use plugin_abi::doc::{Applicant, ChallengeKind, Event, VerificationResult};
 use plugin_host::{PendingTimer, RunnerError, VerificationView};
 use rand::RngCore;
 
+use super::callbacks::{CallbackError, CallbackVerifier, SECRET_NAME};
+use super::limits::{LimitError, Limits};
 use super::registry::{PluginRegistry, PluginSlot, Runner};
 use super::store::{SqlVerificationStore, StartIntent, StoredVerification};
 
@@ -40,6 +42,9 @@ pub enum VerificationError {
     /// The verification has not succeeded (still open, or failed).
     #[error("verification {0} has not succeeded")]
     NotVerified(String),
+    /// A limit of the channel or of a subject is reached; nothing was started or sent.
+    #[error(transparent)]
+    Limited(#[from] LimitError),
     /// The runner refused or failed.
     #[error("{source}")]
     Runner {
@@ -100,6 +105,28 @@ pub struct VerificationService {
     registry: PluginRegistry,
     store: Arc<SqlVerificationStore>,
     tick: Duration,
+    limits: Option<Arc<Limits>>,
+    callbacks: Option<CallbackVerifier>,
+}
+
+/// What became of an authenticated vendor callback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallbackOutcome {
+    /// Delivered to the verification as its `callback` event.
+    Delivered,
+    /// The verification had already finished; nothing to do (the vendor may stop retrying).
+    AlreadyFinished,
+}
+
+/// Why a vendor callback was not delivered.
+#[derive(Debug, thiserror::Error)]
+pub enum CallbackFailure {
+    /// Refused before delivery: authentication, window, replay, body.
+    #[error(transparent)]
+    Refused(#[from] CallbackError),
+    /// Authenticated, but the verification could not take it.
+    #[error(transparent)]
+    Verification(#[from] VerificationError),
 }
 
 impl std::fmt::Debug for VerificationService {
@@ -144,7 +171,21 @@ impl VerificationService {
             registry,
             store,
             tick,
+            limits: None,
+            callbacks: None,
         }
+    }
+
+    /// Enforces channel and subject limits on starts and on the plugins' actions.
+    pub fn with_limits(mut self, limits: Arc<Limits>) -> Self {
+        self.limits = Some(limits);
+        self
+    }
+
+    /// Accepts signed vendor callbacks.
+    pub fn with_callbacks(mut self, callbacks: CallbackVerifier) -> Self {
+        self.callbacks = Some(callbacks);
+        self
     }
 
     /// The plugin registry.
@@ -215,6 +256,12 @@ impl VerificationService {
         }
         let runner = self.runner(plugin)?;
         let id = new_id();
+        if let Some(limits) = &self.limits {
+            // Only the subjects this plugin is given count (a channel cannot spend another
+            // person's allowance by sending fields the plugin never sees).
+            let seen = applicant.only(&runner.plugin().manifest().applicant_fields);
+            limits.admit_start(&id, plugin, &owner, &seen).await?;
+        }
         self.store.register_intent(
             &id,
             StartIntent {
@@ -225,6 +272,11 @@ impl VerificationService {
         );
         let started = runner.start(&id, &applicant).await;
         self.store.forget_intent(&id);
+        if started.is_err() {
+            if let Some(limits) = &self.limits {
+                limits.forget(&id).await;
+            }
+        }
         match started {
             Ok(view) => {
                 tracing::info!(verification = %id, %plugin, status = ?view.status, "verification started");
@@ -314,6 +366,50 @@ impl VerificationService {
             applicant: stored.applicant,
             created: false,
         })
+    }
+
+    /// Authenticates a vendor callback for verification `id` of `plugin` and delivers its body
+    /// as the `callback` event. A refused callback changes nothing.
+    pub async fn callback(
+        &self,
+        plugin: &str,
+        id: &str,
+        timestamp: Option<&str>,
+        signature: Option<&str>,
+        body: &[u8],
+    ) -> Result<CallbackOutcome, CallbackFailure> {
+        let not_accepted = || CallbackError::NotAccepted(plugin.to_owned());
+        let (Some(verifier), Some(PluginSlot::Ready(runner))) =
+            (&self.callbacks, self.registry.get(plugin))
+        else {
+            return Err(not_accepted().into());
+        };
+        let secret = runner
+            .plugin()
+            .spec()
+            .secrets
+            .get(SECRET_NAME)
+            .ok_or_else(not_accepted)?;
+        let body = verifier
+            .verify(
+                plugin,
+                secret.expose().as_bytes(),
+                timestamp,
+                signature,
+                body,
+            )
+            .await?;
+        match runner.deliver(id, Event::Callback { body }).await {
+            Ok(view) => {
+                tracing::info!(verification = %id, %plugin, status = ?view.status, "vendor callback delivered");
+                Ok(CallbackOutcome::Delivered)
+            }
+            Err(RunnerError::Finished { .. }) => Ok(CallbackOutcome::AlreadyFinished),
+            Err(RunnerError::NotFound(_) | RunnerError::WrongPlugin { .. }) => {
+                Err(VerificationError::NotFound(id.to_owned()).into())
+            }
+            Err(e) => Err(Self::runner_err(plugin)(e).into()),
+        }
     }
 
     /// The current state of a verification.

@@ -9,7 +9,7 @@ use plugin_abi::sdk::{self, StepError};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::amount::parse_fen;
+use crate::amount::{parse_entry, CODE_DIGITS};
 use crate::config::Config;
 use crate::vendor::{classify_error, classify_response, post_json, InFlight, Reply, RETRY_TIMER};
 
@@ -60,6 +60,9 @@ pub struct State {
     /// An entered amount (fen) waiting for the provider's status to be compared.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub entered_fen: Option<u32>,
+    /// The verification code entered with it (from the statement's remark).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entered_code: Option<String>,
     /// Wrong amounts so far.
     #[serde(default)]
     pub wrong_amounts: u32,
@@ -77,6 +80,9 @@ struct StatusAnswer {
     amount_fen: Option<u32>,
     #[serde(default)]
     failure_reason: Option<String>,
+    /// The secret code the provider drew and printed in the statement's remark.
+    #[serde(default)]
+    verification_code: Option<String>,
 }
 
 /// The remark code for a verification: 6 digits derived from its id (FNV-1a), so retries and
@@ -184,6 +190,7 @@ impl Ctx<'_> {
             paid: false,
             poll_armed: false,
             entered_fen: None,
+            entered_code: None,
             wrong_amounts: 0,
         };
         let account_ok =
@@ -254,6 +261,8 @@ impl Ctx<'_> {
             kind: ChallengeKind::DepositAmount,
             payload: json!({
                 "remark": s.remark,
+                "code_digits": CODE_DIGITS,
+                "enter": "the amount and the code printed after the remark, e.g. 0.37 123456",
                 "account_masked": s.account_masked,
                 "attempts_left": self.cfg.max_attempts.saturating_sub(s.wrong_amounts),
             }),
@@ -320,11 +329,12 @@ impl Ctx<'_> {
         if self.past_deadline(&s) {
             return self.fail(s, Outcome::Expired);
         }
-        let Ok(fen) = parse_fen(data) else {
-            return self.wrong_amount(s);
+        let Ok((fen, code)) = parse_entry(data) else {
+            return self.wrong_amount(s); // cannot be right: an attempt spent
         };
         let mut s = s;
         s.entered_fen = Some(fen);
+        s.entered_code = Some(code);
         if s.inflight.id().is_some() {
             return self.unchanged(s); // the status read in flight will settle it
         }
@@ -339,11 +349,21 @@ impl Ctx<'_> {
             },
             "paid" => {
                 s.paid = true;
-                let Some(paid_fen) = a.amount_fen else {
+                // Without the provider's code the check would be an amount alone (1 in 99 per
+                // guess): refuse to decide on it.
+                let (Some(paid_fen), Some(paid_code)) = (a.amount_fen, a.verification_code) else {
                     return self.fail(s, Outcome::VendorUnavailable);
                 };
+                if paid_code.len() < CODE_DIGITS as usize
+                    || !paid_code.bytes().all(|b| b.is_ascii_digit())
+                {
+                    return self.fail(s, Outcome::VendorUnavailable);
+                }
+                let code = s.entered_code.take();
                 match s.entered_fen.take() {
-                    Some(fen) if fen == paid_fen => self.succeed(s),
+                    Some(fen) if fen == paid_fen && code.as_deref() == Some(&paid_code) => {
+                        self.succeed(s)
+                    }
                     Some(_) => self.wrong_amount(s),
                     None => self.unchanged(s),
                 }
@@ -366,6 +386,7 @@ impl Ctx<'_> {
     fn wrong_amount(&self, mut s: State) -> Result<StepOutput, StepError> {
         s.wrong_amounts += 1;
         s.entered_fen = None;
+        s.entered_code = None;
         if s.wrong_amounts >= self.cfg.max_attempts {
             return self.fail(s, Outcome::AttemptsExceeded);
         }
@@ -421,6 +442,7 @@ fn finished(s: State) -> State {
         inflight: InFlight::default(),
         poll_armed: false,
         entered_fen: None,
+        entered_code: None,
         ..s
     }
 }

@@ -1,7 +1,8 @@
-//! Verifier plugin `corporate-transfer`: a micro-deposit (0.01-0.99 CNY, amount chosen by the
-//! payout provider) with a remark code to the organisation's bank account; the applicant reads
-//! the amount on the statement and enters it back within a window (default 72 h) with limited
-//! attempts. Payout failures arrive asynchronously (poll timer or a callback that triggers a
+//! Verifier plugin `corporate-transfer`: a micro-deposit (0.01-0.99 CNY) to the organisation's
+//! bank account; the payout provider draws the amount and a 6-digit verification code printed in
+//! the remark, and the applicant reads both on the statement and enters them back (`0.37 123456`)
+//! within a window (default 72 h) with limited attempts: guessing succeeds with probability under
+//! 10^-5 (see [`amount`]). Payout failures arrive asynchronously (poll timer or a callback that triggers a
 //! pull). Registry-independent: pair it with `org-registry` for the organisation itself.
 //!
 //! Outcomes: verified | wrong_amount (attempts left) | attempts_exceeded | expired |

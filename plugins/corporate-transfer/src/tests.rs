@@ -8,6 +8,8 @@ use crate::vendor::RETRY_TIMER;
 use crate::{remark_code, Config, CorporateTransfer, PAYOUT_CREATE, PAYOUT_QUERY, POLL_TIMER};
 
 const T0: &str = "2026-11-24T12:00:00Z";
+/// The verification code the provider "printed" in the remark (see `paid`).
+const CODE: &str = "004711";
 
 fn config(extra: Value) -> Config {
     let mut c = json!({"payout_url": "https://payout.test"});
@@ -84,7 +86,8 @@ impl Run {
 }
 
 fn paid(fen: u32) -> Value {
-    json!({"payout_id": "po_1", "status": "paid", "amount_fen": fen, "remark": "x"})
+    json!({"payout_id": "po_1", "status": "paid", "amount_fen": fen, "remark": "x",
+           "verification_code": CODE})
 }
 
 fn http(out: &StepOutput) -> &HttpAction {
@@ -163,7 +166,7 @@ fn success_with_the_paid_amount() {
     assert!(out.actions.is_empty());
 
     r.now = "2026-11-26T09:00:00Z".into();
-    let out = r.enter_against_paid_37("0.37元");
+    let out = r.enter_against_paid_37("0.37元 004711");
     assert_eq!(out.status, Status::Succeeded);
     let res = out.result.unwrap();
     assert_eq!(res.assurance.as_deref(), Some("L2"));
@@ -174,7 +177,7 @@ fn success_with_the_paid_amount() {
 fn wrong_amounts_then_attempts_exceeded() {
     let mut r = Run::new(json!({"max_attempts": 3}));
     r.reach_challenge();
-    let out = r.enter_against_paid_37("0.38");
+    let out = r.enter_against_paid_37("0.38 004711");
     assert_eq!(out.status, Status::AwaitingUser);
     assert_eq!(outcome(&out), Some(Outcome::WrongAmount));
     assert_eq!(out.result.unwrap().evidence["attempts_left"], 2);
@@ -184,7 +187,7 @@ fn wrong_amounts_then_attempts_exceeded() {
         [Action::Challenge(c)] => assert_eq!(c.payload["attempts_left"], 1),
         other => panic!("unreadable: no provider call, the challenge again; got {other:?}"),
     }
-    let out = r.enter_against_paid_37("0.01");
+    let out = r.enter_against_paid_37("0.01 004711");
     assert_eq!(out.status, Status::Failed);
     assert_eq!(outcome(&out), Some(Outcome::AttemptsExceeded));
 }
@@ -193,15 +196,53 @@ fn wrong_amounts_then_attempts_exceeded() {
 fn right_amount_after_a_wrong_one() {
     let mut r = Run::new(json!({}));
     r.reach_challenge();
-    r.enter_against_paid_37("0.73");
-    assert_eq!(r.enter_against_paid_37(".37").status, Status::Succeeded);
+    r.enter_against_paid_37("0.73 004711");
+    assert_eq!(
+        r.enter_against_paid_37(".37 004711").status,
+        Status::Succeeded
+    );
+}
+
+#[test]
+fn the_amount_alone_or_a_wrong_code_is_a_wrong_attempt() {
+    let mut r = Run::new(json!({}));
+    r.reach_challenge();
+    let out = r.enter_against_paid_37("0.37");
+    assert_eq!(
+        outcome(&out),
+        Some(Outcome::WrongAmount),
+        "the code is required"
+    );
+    assert!(!out.actions.iter().any(|a| matches!(a, Action::Http(_))));
+    let out = r.enter_against_paid_37("0.37 004712");
+    assert_eq!(
+        outcome(&out),
+        Some(Outcome::WrongAmount),
+        "right amount, wrong code"
+    );
+    assert_eq!(out.status, Status::AwaitingUser);
+    assert_eq!(
+        r.enter_against_paid_37("0.37 004711").status,
+        Status::Succeeded
+    );
+}
+
+#[test]
+fn a_provider_without_a_verification_code_is_not_trusted_with_the_check() {
+    let mut r = Run::new(json!({}));
+    r.reach_challenge();
+    r.amount("0.37 004711");
+    let amount_only = json!({"payout_id": "po_1", "status": "paid", "amount_fen": 37});
+    let out = r.reply(PAYOUT_QUERY, 200, amount_only);
+    assert_eq!(outcome(&out), Some(Outcome::VendorUnavailable));
+    assert_eq!(out.status, Status::Failed);
 }
 
 #[test]
 fn amount_entered_before_settlement_waits_for_it() {
     let mut r = Run::new(json!({}));
     r.reach_challenge();
-    let out = r.amount("0.37");
+    let out = r.amount("0.37 004711");
     assert_eq!(out.status, Status::Pending);
     let out = r.reply(
         PAYOUT_QUERY,
@@ -299,7 +340,7 @@ fn cancel_and_protocol_errors() {
     r.reach_challenge();
     let err = r.try_step(json!({"type": "user_input", "challenge": "sms_code", "data": "1"}));
     assert!(matches!(err, Err(StepError::InvalidArgument(_))));
-    r.amount("0.37");
+    r.amount("0.37 004711");
     let err =
         r.try_step(json!({"type": "user_input", "challenge": "deposit_amount", "data": "0.37"}));
     assert!(

@@ -25,11 +25,17 @@
 //! `target/debug/ca-plugin-worker`).
 //!
 //! # Behaviour worth knowing
-//! - Worker mode: one worker per plugin, calls to one plugin are serialised through it. A crash,
-//!   hang (killed at `PluginSpec::step_deadline`), panic or protocol break fails only that call;
-//!   the worker is restarted lazily on the next call after an exponential backoff; after
-//!   `failure_threshold` faults within `failure_window` calls fail fast with
-//!   `PluginError::CircuitOpen` until `cooldown` passes, then one trial call decides.
+//! - Worker mode: a pool of up to `WorkerOptions::max_workers` workers per plugin, one call per
+//!   worker at a time. `PluginSpec::step_deadline` covers the wait for a free worker too, and a
+//!   worker that misses it is killed, so a hung call never delays later callers. A crash, hang,
+//!   panic, protocol break or invalid output fails only that call; a replacement is spawned
+//!   lazily after an exponential backoff; after `failure_threshold` faults (invalid output
+//!   included) within `failure_window` calls fail fast with `PluginError::CircuitOpen` until
+//!   `cooldown` passes, then one trial call decides.
+//! - Limits: [`VerificationRunner::with_gate`] puts an [`ActionGate`] in front of every HTTP
+//!   action; a caller's event whose actions are over a limit is refused
+//!   ([`RunnerError::Limited`]) without committing, and an action refused right before it is
+//!   performed is answered to the plugin as HTTP 429, never sent.
 //! - In-process mode: same checks; a panic is caught by the SDK and poisons the instance; a hang
 //!   is reported as `Timeout` but its thread cannot be stopped (use Worker for third parties).
 //! - Plugin-supplied text (log lines, error messages, a worker's stderr) is scrubbed of ID,
@@ -64,6 +70,7 @@
 pub mod conformance;
 pub mod egress;
 pub mod error;
+pub mod gate;
 mod inprocess;
 pub mod load;
 mod plugin;
@@ -78,6 +85,7 @@ pub mod worker;
 
 pub use egress::{Egress, EgressError, EgressOptions, EgressPolicy};
 pub use error::PluginError;
+pub use gate::{ActionGate, GateError};
 pub use load::sha256_file;
 pub use plugin::Plugin;
 pub use runner::{Clock, RunnerError, RunnerOptions, VerificationRunner, VerificationView};

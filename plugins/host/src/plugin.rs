@@ -1,7 +1,5 @@
 //! [`Plugin`]: one loaded, configured plugin, in-process or in a worker, behind one API.
 
-use std::time::Duration;
-
 use plugin_abi::doc::{Manifest, StepInput, StepOutput};
 
 use crate::egress::EgressPolicy;
@@ -118,23 +116,24 @@ impl Plugin {
             });
         }
         let deadline = self.spec.step_deadline;
-        let reply = self.call(input, deadline).await?;
-        match validate::parse_step_output(&reply) {
-            Ok(out) => Ok(out),
-            Err(e) => {
-                tracing::warn!(plugin = %self.spec.name, error = %e, "plugin output rejected");
-                if let Backend::Worker(w) = &self.backend {
-                    w.record_bad_output().await;
-                }
-                Err(e)
+        match &self.backend {
+            Backend::InProcess(p) => {
+                let reply = p.step(input, deadline).await?;
+                validate::parse_step_output(&reply).inspect_err(|e| {
+                    tracing::warn!(plugin = %self.spec.name, error = %e, "plugin output rejected");
+                })
             }
+            // The worker host validates before it counts the call a success: invalid output
+            // counts towards the circuit breaker like a crash.
+            Backend::Worker(w) => w.step(&input, deadline, validate::parse_step_output).await,
         }
     }
 
-    async fn call(&self, input: Vec<u8>, deadline: Duration) -> Result<Vec<u8>, PluginError> {
+    /// Process ids of the idle workers (empty in-process); tests stop one to model a hang.
+    pub fn idle_worker_pids(&self) -> Vec<u32> {
         match &self.backend {
-            Backend::InProcess(p) => p.step(input, deadline).await,
-            Backend::Worker(w) => w.step(&input, deadline).await,
+            Backend::InProcess(_) => Vec::new(),
+            Backend::Worker(w) => w.idle_pids(),
         }
     }
 

@@ -15,6 +15,7 @@ use time::OffsetDateTime;
 
 use crate::egress::{Egress, EgressPolicy};
 use crate::error::PluginError;
+use crate::gate::{ActionGate, GateError};
 use crate::plugin::Plugin;
 use crate::store::{PendingTimer, StoreError, VerificationRecord, VerificationStore};
 
@@ -87,6 +88,9 @@ pub enum RunnerError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A limit refused the actions this event would start; nothing was committed or sent.
+    #[error(transparent)]
+    Limited(GateError),
     /// The plugin kept asking for HTTP beyond [`MAX_ROUNDS`] in one call.
     #[error("verification {0} exceeded {MAX_ROUNDS} HTTP rounds in one call")]
     TooManyRounds(String),
@@ -129,6 +133,8 @@ pub struct VerificationRunner<S: VerificationStore> {
     egress: Egress,
     policy: EgressPolicy,
     options: RunnerOptions,
+    /// Limits on the plugin's HTTP actions (see [`ActionGate`]); `None` admits everything.
+    gate: Option<Arc<dyn ActionGate>>,
     locks: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
@@ -160,8 +166,15 @@ impl<S: VerificationStore> VerificationRunner<S> {
             egress,
             policy,
             options,
+            gate: None,
             locks: std::sync::Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Puts `gate` in front of every HTTP action this runner performs (limits).
+    pub fn with_gate(mut self, gate: Arc<dyn ActionGate>) -> Self {
+        self.gate = Some(gate);
+        self
     }
 
     /// The plugin this runner drives.
@@ -327,13 +340,48 @@ impl<S: VerificationStore> VerificationRunner<S> {
             let Some(action) = rec.outbox.first().cloned() else {
                 return Ok(());
             };
-            let event = self.egress.perform(&self.policy, &action).await;
+            let event = match self
+                .admit(&rec.id, std::slice::from_ref(&action), true)
+                .await
+            {
+                Ok(()) => self.egress.perform(&self.policy, &action).await,
+                // Never sent: the plugin hears what a rate-limiting vendor would answer.
+                Err(RunnerError::Limited(GateError::Limited { retry_after, .. })) => {
+                    Event::HttpResponse {
+                        id: action.id.clone(),
+                        status: 429,
+                        body: serde_json::json!({
+                            "error": "rate_limited",
+                            "retry_after_secs": retry_after.as_secs(),
+                        })
+                        .to_string(),
+                    }
+                }
+                Err(e) => return Err(e),
+            };
             self.step_and_commit(rec, event).await?;
         }
         if rec.status.is_final() || rec.outbox.is_empty() {
             return Ok(());
         }
         Err(RunnerError::TooManyRounds(rec.id.clone()))
+    }
+
+    /// Asks the gate, if any; counters that cannot be read fail closed as a store error.
+    async fn admit(
+        &self,
+        id: &str,
+        actions: &[plugin_abi::doc::HttpAction],
+        record: bool,
+    ) -> Result<(), RunnerError> {
+        let Some(gate) = &self.gate else {
+            return Ok(());
+        };
+        match gate.admit(id, actions, record).await {
+            Ok(()) => Ok(()),
+            Err(GateError::Unavailable(e)) => Err(RunnerError::Store(StoreError::Backend(e))),
+            Err(e) => Err(RunnerError::Limited(e)),
+        }
     }
 
     /// One step; on success the new record is committed in one store call (the outbox before
@@ -352,6 +400,23 @@ impl<S: VerificationStore> VerificationRunner<S> {
             event: event.clone(),
         };
         let out = self.plugin.step(&input).await?;
+        let caller_event = matches!(
+            event,
+            Event::Start { .. } | Event::UserInput { .. } | Event::Callback { .. } | Event::Cancel
+        );
+        if caller_event {
+            let new: Vec<_> = out
+                .actions
+                .iter()
+                .filter_map(|a| match a {
+                    Action::Http(h) => Some(h.clone()),
+                    _ => None,
+                })
+                .collect();
+            if !new.is_empty() {
+                self.admit(&rec.id, &new, false).await?;
+            }
+        }
         let mut next = rec.clone();
         match &event {
             Event::HttpResponse { id, .. } | Event::HttpError { id, .. } => {

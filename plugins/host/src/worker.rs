@@ -1,5 +1,8 @@
-//! Worker mode, host side: one `ca-plugin-worker` process per plugin, a deadline per call, restart
-//! with exponential backoff after a crash, and a circuit breaker after repeated failures.
+//! Worker mode, host side: a small pool of `ca-plugin-worker` processes per plugin (each one
+//! plugin instance, one call at a time), a deadline per call that counts the wait for a free
+//! worker, kill-and-replace of a worker that misses its deadline (so a hung call never makes later
+//! callers queue behind it), restart with exponential backoff after a crash, and a circuit breaker
+//! after repeated failures (crashes, hangs, panics and invalid output alike).
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -7,7 +10,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
-use tokio::sync::Mutex;
+use tokio::sync::Semaphore;
 
 use crate::error::PluginError;
 use crate::protocol::{self, aio, LoadRequest, WorkerFailure};
@@ -42,6 +45,9 @@ pub struct WorkerOptions {
     pub failure_window: Duration,
     /// How long an open circuit refuses calls before one trial call is let through.
     pub cooldown: Duration,
+    /// Most worker processes (concurrent calls) per plugin; further calls wait for a free worker
+    /// within their own deadline.
+    pub max_workers: usize,
 }
 
 impl Default for WorkerOptions {
@@ -56,6 +62,7 @@ impl Default for WorkerOptions {
             failure_threshold: 5,
             failure_window: Duration::from_secs(60),
             cooldown: Duration::from_secs(30),
+            max_workers: 4,
         }
     }
 }
@@ -104,10 +111,12 @@ pub struct Health {
     pub failures: u64,
     /// True while the circuit is open.
     pub circuit_open: bool,
-    /// Whether a worker process is currently running.
+    /// Whether a worker process is currently running (idle or in a call).
     pub running: bool,
-    /// The running worker's process id, if any.
+    /// An idle worker's process id, if any.
     pub pid: Option<u32>,
+    /// Calls in progress right now.
+    pub busy: usize,
 }
 
 struct Process {
@@ -116,21 +125,28 @@ struct Process {
     stdout: ChildStdout,
 }
 
-struct State {
-    process: Option<Process>,
+/// Supervision counters and the breaker, shared by every call (held only briefly, never
+/// across an await).
+struct Supervision {
     breaker: Breaker,
     restart_not_before: Option<Instant>,
     spawns: u64,
     failures: u64,
 }
 
-/// A plugin running in a supervised worker process. Calls are serialised (one worker, one
-/// instance, the ABI forbids overlapping calls).
+/// A plugin running in a pool of supervised worker processes. Each worker serves one call at a
+/// time (one instance: the ABI forbids overlapping calls on an instance); steps are pure, so any
+/// worker may serve any verification.
 pub(crate) struct WorkerHost {
     spec: PluginSpec,
     options: WorkerOptions,
     binary: PathBuf,
-    state: Mutex<State>,
+    /// Workers waiting for a call.
+    idle: std::sync::Mutex<Vec<Process>>,
+    /// One permit per worker slot: bounds concurrent calls (and processes) per plugin.
+    slots: Semaphore,
+    busy: std::sync::atomic::AtomicUsize,
+    sup: std::sync::Mutex<Supervision>,
 }
 
 impl std::fmt::Debug for WorkerHost {
@@ -163,6 +179,15 @@ fn signal_name(sig: i32) -> &'static str {
     }
 }
 
+/// Decrements the busy count when a call ends, however it ends (also when cancelled).
+struct BusyGuard<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl Drop for BusyGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 impl WorkerHost {
     /// Spawns the first worker, loads and configures the plugin; returns the manifest bytes.
     pub(crate) async fn start(
@@ -170,12 +195,15 @@ impl WorkerHost {
         options: WorkerOptions,
     ) -> Result<(WorkerHost, Vec<u8>), PluginError> {
         let binary = locate_worker(options.worker_path.as_deref())?;
+        let slots = Semaphore::new(options.max_workers.max(1));
         let host = WorkerHost {
             spec: spec.clone(),
             options,
             binary,
-            state: Mutex::new(State {
-                process: None,
+            idle: std::sync::Mutex::new(Vec::new()),
+            slots,
+            busy: std::sync::atomic::AtomicUsize::new(0),
+            sup: std::sync::Mutex::new(Supervision {
                 breaker: Breaker {
                     failures: VecDeque::new(),
                     open_until: None,
@@ -187,16 +215,19 @@ impl WorkerHost {
                 failures: 0,
             }),
         };
-        let manifest = {
-            let mut st = host.state.lock().await;
-            let (process, manifest) = host.spawn().await?;
-            st.process = Some(process);
-            st.spawns += 1;
-            manifest
-        };
+        let (process, manifest) = host.spawn().await?;
+        host.sup().spawns += 1;
+        host.idle_pool().push(process);
         Ok((host, manifest))
     }
 
+    fn sup(&self) -> std::sync::MutexGuard<'_, Supervision> {
+        self.sup.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn idle_pool(&self) -> std::sync::MutexGuard<'_, Vec<Process>> {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner())
+    }
     async fn spawn(&self) -> Result<(Process, Vec<u8>), PluginError> {
         let l = self.options.limits;
         let mut command = Command::new(&self.binary);
@@ -272,24 +303,33 @@ impl WorkerHost {
 
     /// Health counters for tests and metrics.
     pub(crate) async fn health(&self) -> Health {
-        let st = self.state.lock().await;
+        let (pid, idle) = {
+            let idle = self.idle_pool();
+            (idle.last().and_then(|p| p.child.id()), idle.len())
+        };
+        let busy = self.busy.load(std::sync::atomic::Ordering::SeqCst);
+        let st = self.sup();
         Health {
             spawns: st.spawns,
             failures: st.failures,
             circuit_open: st.breaker.open_until.is_some_and(|t| Instant::now() < t),
-            running: st.process.is_some(),
-            pid: st.process.as_ref().and_then(|p| p.child.id()),
+            running: idle + busy > 0,
+            pid,
+            busy,
         }
     }
 
-    /// One step through the worker; the reply bytes are validated by the caller, which reports
-    /// invalid output back through [`WorkerHost::record_bad_output`].
-    pub(crate) async fn step(
-        &self,
-        input: &[u8],
-        deadline: Duration,
-    ) -> Result<Vec<u8>, PluginError> {
-        let mut st = self.state.lock().await;
+    /// Process ids of the idle workers (tests stop one to model a hung worker).
+    pub(crate) fn idle_pids(&self) -> Vec<u32> {
+        self.idle_pool()
+            .iter()
+            .filter_map(|p| p.child.id())
+            .collect()
+    }
+
+    /// Refuses the call while the circuit is open; lets one trial through after the cooldown.
+    fn admit(&self) -> Result<(), PluginError> {
+        let mut st = self.sup();
         let now = Instant::now();
         if let Some(until) = st.breaker.open_until {
             if now < until {
@@ -300,87 +340,109 @@ impl WorkerHost {
             st.breaker.open_until = None;
             st.breaker.half_open = true;
         }
-        if st.process.is_none() {
-            if let Some(t) = st.restart_not_before {
-                tokio::time::sleep_until(t.into()).await;
+        Ok(())
+    }
+
+    /// An idle worker, or a freshly spawned one (after the restart backoff, within `end`).
+    async fn checkout(&self, end: Instant, deadline: Duration) -> Result<Process, PluginError> {
+        if let Some(p) = self.idle_pool().pop() {
+            return Ok(p);
+        }
+        let not_before = self.sup().restart_not_before;
+        if let Some(t) = not_before {
+            if t >= end {
+                return Err(PluginError::Timeout { deadline });
             }
-            match self.spawn().await {
-                Ok((p, _manifest)) => {
-                    st.process = Some(p);
-                    st.spawns += 1;
-                }
-                Err(e) => {
-                    self.fail(&mut st);
-                    return Err(e);
-                }
+            tokio::time::sleep_until(t.into()).await;
+        }
+        match self.spawn().await {
+            Ok((p, _manifest)) => {
+                self.sup().spawns += 1;
+                Ok(p)
+            }
+            Err(e) => {
+                self.fail();
+                Err(e)
             }
         }
-        let Some(p) = st.process.as_mut() else {
-            return Err(PluginError::Worker("no worker process".into()));
+    }
+
+    /// One step through a worker, validated by `validate` before the call counts as a success:
+    /// invalid output is a plugin fault like a crash. The deadline covers the wait for a free
+    /// worker; a worker that misses it is killed, so the next call runs on a fresh one.
+    pub(crate) async fn step<T>(
+        &self,
+        input: &[u8],
+        deadline: Duration,
+        validate: impl FnOnce(&[u8]) -> Result<T, PluginError>,
+    ) -> Result<T, PluginError> {
+        self.admit()?;
+        let end = Instant::now() + deadline;
+        let Ok(Ok(_permit)) = tokio::time::timeout_at(end.into(), self.slots.acquire()).await
+        else {
+            // Every worker is busy for the whole deadline: congestion, not this call's fault.
+            return Err(PluginError::Timeout { deadline });
         };
+        self.busy.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let _busy = BusyGuard(&self.busy);
+        let mut p = self.checkout(end, deadline).await?;
         let exchange = async {
             aio::write_frame(&mut p.stdin, protocol::TAG_STEP, input).await?;
             aio::read_frame(&mut p.stdout).await
         };
-        let result = tokio::time::timeout(deadline, exchange).await;
+        let result = tokio::time::timeout_at(end.into(), exchange).await;
         match result {
-            Ok(Ok((protocol::TAG_OUTPUT, out))) => {
-                self.succeed(&mut st);
-                Ok(out)
-            }
+            Ok(Ok((protocol::TAG_OUTPUT, out))) => match validate(&out) {
+                Ok(v) => {
+                    self.succeed();
+                    self.idle_pool().push(p);
+                    Ok(v)
+                }
+                Err(e) => {
+                    tracing::warn!(plugin = %self.spec.name, error = %e, "plugin output rejected");
+                    // An instance that produced garbage is not trusted with the next call.
+                    kill(p).await;
+                    self.fail();
+                    Err(e)
+                }
+            },
             Ok(Ok((protocol::TAG_FAILURE, body))) => {
                 let err = failure_to_error(&body, false);
                 if err.is_plugin_fault() {
-                    // A panicked instance is poisoned: replace the worker on the next call.
-                    self.kill(&mut st).await;
-                    self.fail(&mut st);
+                    // A panicked instance is poisoned: replace the worker.
+                    kill(p).await;
+                    self.fail();
                 } else {
-                    self.succeed(&mut st);
+                    self.succeed();
+                    self.idle_pool().push(p);
                 }
                 Err(err)
             }
             Ok(Ok((tag, _))) => {
-                self.kill(&mut st).await;
-                self.fail(&mut st);
+                kill(p).await;
+                self.fail();
                 Err(PluginError::BadOutput {
                     reason: format!("worker sent unexpected frame tag {tag}"),
                 })
             }
             Ok(Err(e)) => {
-                let reason = match st.process.take() {
-                    Some(mut p) => {
-                        if e.kind() == std::io::ErrorKind::InvalidData {
-                            let _ = p.child.start_kill();
-                        }
-                        reap(&mut p.child).await
-                    }
-                    None => e.to_string(),
-                };
-                self.fail(&mut st);
+                if e.kind() == std::io::ErrorKind::InvalidData {
+                    let _ = p.child.start_kill();
+                }
+                let reason = reap(&mut p.child).await;
+                self.fail();
                 Err(PluginError::WorkerCrashed { reason })
             }
             Err(_) => {
-                self.kill(&mut st).await;
-                self.fail(&mut st);
+                kill(p).await;
+                self.fail();
                 Err(PluginError::Timeout { deadline })
             }
         }
     }
 
-    /// Counts a reply that failed validation against the plugin (the worker stays up).
-    pub(crate) async fn record_bad_output(&self) {
-        let mut st = self.state.lock().await;
-        self.fail(&mut st);
-    }
-
-    async fn kill(&self, st: &mut State) {
-        if let Some(mut p) = st.process.take() {
-            let _ = p.child.start_kill();
-            let _ = p.child.wait().await;
-        }
-    }
-
-    fn succeed(&self, st: &mut State) {
+    fn succeed(&self) {
+        let mut st = self.sup();
         let b = &mut st.breaker;
         b.failures.clear();
         b.half_open = false;
@@ -388,8 +450,10 @@ impl WorkerHost {
         st.restart_not_before = None;
     }
 
-    fn fail(&self, st: &mut State) {
+    fn fail(&self) {
         let now = Instant::now();
+        let mut guard = self.sup();
+        let st = &mut *guard;
         st.failures += 1;
         let o = &self.options;
         let b = &mut st.breaker;
@@ -419,6 +483,12 @@ impl WorkerHost {
             tracing::warn!(plugin = %self.spec.name, cooldown = ?o.cooldown, "plugin circuit breaker opened");
         }
     }
+}
+
+/// Ends a worker and waits for it (a stopped or hung process included).
+async fn kill(mut p: Process) {
+    let _ = p.child.start_kill();
+    let _ = p.child.wait().await;
 }
 
 /// Waits for a dead (or dying) worker and describes how it ended.

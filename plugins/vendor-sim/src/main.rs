@@ -26,6 +26,9 @@ struct Args {
     /// Milliseconds a payout stays `processing` before it settles.
     #[arg(long, default_value_t = 0)]
     payout_settle_ms: u64,
+    /// File holding the secret that signs callbacks (HMAC-SHA256 over `timestamp.body`).
+    #[arg(long)]
+    callback_secret_file: Option<std::path::PathBuf>,
 }
 
 #[tokio::main]
@@ -35,10 +38,25 @@ async fn main() -> ExitCode {
         .with_env_filter("info")
         .init();
     let args = Args::parse();
+    let callback_secret = match &args.callback_secret_file {
+        None => None,
+        Some(path) => match std::fs::read_to_string(path) {
+            Ok(s) if !s.trim().is_empty() => Some(s.trim().to_owned()),
+            Ok(_) => {
+                eprintln!("vendor-sim: {} is empty", path.display());
+                return ExitCode::FAILURE;
+            }
+            Err(e) => {
+                eprintln!("vendor-sim: cannot read {}: {e}", path.display());
+                return ExitCode::FAILURE;
+            }
+        },
+    };
     let config = Config {
         api_key: args.api_key,
         public_base: args.public_base,
         payout_settle: Duration::from_millis(args.payout_settle_ms),
+        callback_secret,
     };
     let bound = match bind(args.addr, config).await {
         Ok(b) => b,

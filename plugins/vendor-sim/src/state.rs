@@ -49,6 +49,9 @@ pub struct Config {
     pub public_base: String,
     /// How long a payout stays `processing` before it settles.
     pub payout_settle: Duration,
+    /// Secret that signs callbacks (`X-CA-Timestamp`, `X-CA-Signature`); `None` sends them
+    /// unsigned.
+    pub callback_secret: Option<String>,
 }
 
 impl Default for Config {
@@ -57,6 +60,7 @@ impl Default for Config {
             api_key: "sim-key".into(),
             public_base: String::new(),
             payout_settle: Duration::ZERO,
+            callback_secret: None,
         }
     }
 }
@@ -162,8 +166,10 @@ pub struct Payout {
     pub account: String,
     /// Amount in fen (1-99).
     pub amount_fen: u32,
-    /// Remark code the payer chose.
+    /// Remark the payer chose (a public reference).
     pub remark: String,
+    /// 6-digit verification code drawn by the provider, printed after the remark.
+    pub code: String,
     /// What it will settle to.
     pub outcome: PayoutFinal,
     /// When it was created.
@@ -197,6 +203,8 @@ pub struct Inner {
     pub faults: HashMap<Api, Fault>,
     /// Calls received per API.
     pub calls: HashMap<Api, u64>,
+    /// Calls received per `METHOD /path` (exact endpoint counts for tests).
+    pub paths: std::collections::BTreeMap<String, u64>,
     /// Counter for ids.
     pub next_id: u64,
 }

@@ -128,7 +128,8 @@ impl Sim {
         )
     }
 
-    /// The amount "paid" to `account`, as the applicant reads it (`0.37`).
+    /// What the applicant reads on the statement of `account` and types back: the amount and
+    /// the verification code from the remark (`0.37 004711`), and the amount in fen.
     pub async fn deposit(&self, account: &str) -> (String, u64) {
         let v = self.get(&format!("/_sim/deposits?account={account}")).await;
         let last = v["deposits"]
@@ -137,7 +138,11 @@ impl Sim {
             .expect("a deposit was paid")
             .clone();
         (
-            last["amount"].as_str().expect("amount").to_owned(),
+            format!(
+                "{} {}",
+                last["amount"].as_str().expect("amount"),
+                last["code"].as_str().expect("code")
+            ),
             last["amount_fen"].as_u64().expect("fen"),
         )
     }

@@ -146,7 +146,7 @@ fn finish(sim: &Sim, token: &str, status: FaceStatus) -> Result<Json<serde_json:
         (body, s.callback_url.clone())
     };
     if let Some(url) = callback {
-        spawn_notify(url, body.clone(), 0);
+        spawn_notify(url, body.clone(), 0, sim.config.callback_secret.clone());
     }
     Ok(Json(json!({"status": body["status"]})))
 }

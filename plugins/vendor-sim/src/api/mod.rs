@@ -66,6 +66,10 @@ async fn vendor_gate(State(sim): State<Arc<Sim>>, req: Request, next: Next) -> R
     if !key_ok {
         return ApiError::Unauthorized.into_response();
     }
+    {
+        let endpoint = format!("{} {}", req.method(), req.uri().path());
+        *sim.lock().paths.entry(endpoint).or_default() += 1;
+    }
     if let Some(api) = Api::from_path(req.uri().path()) {
         match sim.on_call(api) {
             Some(FaultKind::Status { status }) => {
@@ -103,6 +107,7 @@ pub fn router(sim: Arc<Sim>) -> Router {
         .route("/_sim/deposits", get(sim::deposits))
         .route("/_sim/faults", post(sim::faults))
         .route("/_sim/calls", get(sim::calls))
+        .route("/_sim/paths", get(sim::paths))
         .route("/_sim/face/expire", post(sim::face_expire))
         .route("/_sim/reset", post(sim::reset))
         .route("/healthz", get(|| async { "ok" }));

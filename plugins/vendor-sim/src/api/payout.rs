@@ -58,11 +58,13 @@ fn status_json(id: &str, p: &Payout, settled: bool) -> serde_json::Value {
         json!({"payout_id": id, "status": status, "failure_reason": reason, "remark": p.remark});
     if status == "paid" {
         v["amount_fen"] = json!(p.amount_fen);
+        v["verification_code"] = json!(p.code);
     }
     v
 }
 
-/// Creates (or idempotently returns) a payout with a random amount of 0.01-0.99 CNY.
+/// Creates (or idempotently returns) a payout with a random amount of 0.01-0.99 CNY and a random
+/// 6-digit verification code printed after the remark on the statement.
 pub async fn create(
     State(sim): State<Arc<Sim>>,
     Json(req): Json<CreateRequest>,
@@ -89,6 +91,7 @@ pub async fn create(
             account: req.account_number.clone(),
             amount_fen: rand::thread_rng().gen_range(1..=99),
             remark: req.remark.clone(),
+            code: format!("{:06}", rand::thread_rng().gen_range(0..1_000_000u32)),
             outcome,
             created: Instant::now(),
             callback_url: req.callback_url.filter(|u| !u.is_empty()),
@@ -107,7 +110,7 @@ pub async fn create(
         let delay = u64::try_from(settle.as_millis())
             .unwrap_or(u64::MAX)
             .saturating_add(50);
-        spawn_notify(url, body, delay);
+        spawn_notify(url, body, delay, sim.config.callback_secret.clone());
     }
     Ok(Json(CreateResponse {
         payout_id: id,

@@ -36,7 +36,8 @@ pub async fn sms(
     ))
 }
 
-/// `GET /_sim/deposits?account=...`: every payout to the account (amount in fen and as yuan).
+/// `GET /_sim/deposits?account=...`: every payout to the account as the statement shows it
+/// (amount in fen and as yuan, the remark with the verification code, and the code alone).
 pub async fn deposits(
     State(sim): State<Arc<Sim>>,
     Query(q): Query<Lookup>,
@@ -52,7 +53,8 @@ pub async fn deposits(
                 "payout_id": id,
                 "amount_fen": p.amount_fen,
                 "amount": format!("0.{:02}", p.amount_fen),
-                "remark": p.remark,
+                "remark": format!("{} {}", p.remark, p.code).trim().to_owned(),
+                "code": p.code,
             });
             (id, v)
         })
@@ -108,6 +110,11 @@ pub async fn calls(State(sim): State<Arc<Sim>>) -> Json<BTreeMap<String, u64>> {
         })
         .collect();
     Json(map)
+}
+
+/// `GET /_sim/paths`: authenticated calls received per endpoint (`"POST /sms/v1/send": 2`).
+pub async fn paths(State(sim): State<Arc<Sim>>) -> Json<BTreeMap<String, u64>> {
+    Json(sim.lock().paths.clone())
 }
 
 /// `POST /_sim/face/expire` body.

@@ -249,6 +249,14 @@ async fn registry_and_payout_identities() {
     )
     .await;
     assert_eq!(d["deposits"][0]["amount_fen"], q["amount_fen"]);
+    // The statement carries the drawn code after the remark; the query reveals it once paid.
+    let code = q["verification_code"].as_str().unwrap();
+    assert!(
+        code.len() == 6 && code.bytes().all(|b| b.is_ascii_digit()),
+        "{q}"
+    );
+    assert_eq!(d["deposits"][0]["code"], code);
+    assert_eq!(d["deposits"][0]["remark"], format!("CA000002 {code}"));
 }
 
 #[tokio::test]

@@ -1,0 +1,216 @@
+//! Shared by `limits.rs` and `callbacks.rs`: a demo appliance (`init --demo`, the real binary and
+//! plugin workers) wired to a real `vendor-sim`, with the config edited per test, and an mTLS
+//! client that returns headers too.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use serde_json::{json, Value};
+use system_tests::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// 张三: name, ID number, phone (a vendor-sim test identity whose face passes).
+pub const ZHANG: (&str, &str, &str) = ("张三", "11010519491231002X", "13800138000");
+
+/// A running vendor-sim; killed on drop.
+pub struct Sim {
+    child: Child,
+    pub addr: SocketAddr,
+}
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Sim {
+    fn start(addr: SocketAddr, api_key: &str, callback_secret: Option<&PathBuf>) -> Sim {
+        let mut cmd = Command::new(binaries().join("vendor-sim"));
+        cmd.args(["--addr", &addr.to_string(), "--api-key", api_key]);
+        if let Some(f) = callback_secret {
+            cmd.arg("--callback-secret-file").arg(f);
+        }
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("vendor-sim starts");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert!(line.contains("listening"), "vendor-sim: {line}");
+        Sim { child, addr }
+    }
+
+    /// One plain HTTP request to the simulator.
+    pub async fn http(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut s = tokio::net::TcpStream::connect(self.addr).await.unwrap();
+        let payload = body.map(|b| b.to_string()).unwrap_or_default();
+        let req = format!(
+            "{method} {path} HTTP/1.1\r\nhost: {}\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{payload}",
+            self.addr,
+            payload.len()
+        );
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw).await.unwrap();
+        let text = String::from_utf8_lossy(&raw).into_owned();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+        (status, serde_json::from_str(body).unwrap_or(Value::Null))
+    }
+
+    /// Authenticated calls the simulator received at `endpoint` (`"POST /sms/v1/send"`).
+    pub async fn received(&self, endpoint: &str) -> u64 {
+        let (status, v) = self.http("GET", "/_sim/paths", None).await;
+        assert_eq!(status, 200);
+        v[endpoint].as_u64().unwrap_or(0)
+    }
+}
+
+/// A demo appliance and its vendor-sim.
+pub struct Setup {
+    pub demo: DemoDir,
+    pub sim: Sim,
+}
+
+impl Setup {
+    /// `init --demo`, then `edit` rewrites `appliance.toml` (given the vendor-sim and public
+    /// addresses); vendor-sim signs callbacks with `callback_secret` (a 0600 file under
+    /// `secrets/`) when given.
+    pub fn new(callback_secret: Option<&str>, edit: impl FnOnce(String, &str) -> String) -> Setup {
+        let bin = binaries().join("ca-appliance");
+        let tmp = tempfile::tempdir().unwrap();
+        let (api, public, sim_addr) = (free_addr(), free_addr(), free_addr());
+        let (ok, out, err) = run(Command::new(&bin).args([
+            "init",
+            "--dir",
+            tmp.path().to_str().unwrap(),
+            "--demo",
+            "--api-addr",
+            &api.to_string(),
+            "--public-addr",
+            &public.to_string(),
+            "--vendor-sim-addr",
+            &sim_addr.to_string(),
+        ]));
+        assert!(ok, "init --demo failed:\n{out}\n{err}");
+        let secret_file = callback_secret.map(|s| {
+            use std::os::unix::fs::PermissionsExt;
+            let f = tmp.path().join("secrets/callback-secret");
+            std::fs::write(&f, s).unwrap();
+            std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
+            f
+        });
+        let config = tmp.path().join("appliance.toml");
+        let text = std::fs::read_to_string(&config).unwrap();
+        std::fs::write(&config, edit(text, &public.to_string())).unwrap();
+        let key = std::fs::read_to_string(tmp.path().join("secrets/vendor-sim-api-key")).unwrap();
+        let sim = Sim::start(sim_addr, key.trim(), secret_file.as_ref());
+        Setup {
+            demo: DemoDir { tmp, api, public },
+            sim,
+        }
+    }
+
+    /// One mTLS API call as `who` (`channel-demo`, `operator`); returns status, headers, body.
+    pub async fn call(
+        &self,
+        who: &str,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, hyper::HeaderMap, Value) {
+        let tls = self.demo.path().join("tls");
+        let config = tls_client(
+            &tls.join("ca.pem"),
+            Identity::Files(
+                &tls.join(format!("{who}.pem")),
+                &tls.join(format!("{who}.key")),
+            ),
+        );
+        let tcp = tokio::net::TcpStream::connect(self.demo.api).await.unwrap();
+        let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+        let stream = tokio_rustls::TlsConnector::from(config)
+            .connect(name, tcp)
+            .await
+            .unwrap();
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .unwrap();
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let req = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", self.demo.api.to_string())
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(
+                body.map(|b| b.to_string()).unwrap_or_default(),
+            )))
+            .unwrap();
+        let resp = sender.send_request(req).await.unwrap();
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        (
+            status,
+            headers,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+
+    /// Starts a verification as the demo channel.
+    pub async fn start(&self, plugin: &str, applicant: Value) -> (u16, hyper::HeaderMap, Value) {
+        self.call(
+            "channel-demo",
+            "POST",
+            "/api/v1/verifications",
+            Some(json!({"plugin": plugin, "applicant": applicant})),
+        )
+        .await
+    }
+
+    /// The verification as the demo channel sees it.
+    pub async fn get(&self, id: &str) -> Value {
+        let (status, _, v) = self
+            .call(
+                "channel-demo",
+                "GET",
+                &format!("/api/v1/verifications/{id}"),
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "{v}");
+        v
+    }
+
+    /// Waits (bounded by `within`) until the verification has `status`.
+    pub async fn wait_for(&self, id: &str, status: &str, within: Duration) -> Value {
+        let end = Instant::now() + within;
+        loop {
+            let v = self.get(id).await;
+            if v["status"] == status {
+                return v;
+            }
+            assert!(Instant::now() < end, "{id} never reached {status}: {v}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// The applicant fields of a person.
+pub fn person(p: (&str, &str, &str)) -> Value {
+    json!({"name": p.0, "id_number": p.1, "phone": p.2})
+}
