@@ -19,10 +19,8 @@ use plugin_abi::doc::{Applicant, HttpAction};
 use plugin_host::gate::{ActionGate, GateError, GateFuture};
 use ring::hmac;
 
-use crate::config::{ApplianceConfig, LimitClass, LimitSet, SecretSourceConfig};
+use crate::config::{ApplianceConfig, LimitClass, LimitSet};
 use crate::storage::{unix_now, LimitRows, StorageError};
-
-use super::secrets::read_secret;
 
 const HOUR: i64 = 3600;
 const DAY: i64 = 86_400;

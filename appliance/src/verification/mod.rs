@@ -5,8 +5,8 @@
 //! task that performs committed-but-unperformed actions after a restart and fires due timers.
 
 pub mod callbacks;
-pub mod limits;
 pub mod keyring;
+pub mod limits;
 pub mod mask;
 pub mod registry;
 pub mod retention;
