@@ -18,8 +18,8 @@ const REGISTRY: &str = "POST /registry/v1/verify";
 fn limited_setup() -> Setup {
     Setup::new(None, |config, _public| {
         let config = config.replacen(
-            "\n# Verification data",
-            "limits = { starts = { per_hour = 4 } }\n\n# Verification data",
+            "may_issue_directly = true\n",
+            "may_issue_directly = true\nlimits = { starts = { per_hour = 4 } }\n",
             1,
         );
         format!(

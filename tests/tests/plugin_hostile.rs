@@ -1,7 +1,8 @@
 //! Hostile plugins inside the real appliance: a demo directory (`init --demo`, real SoftHSM2
 //! token, real SQLite), a malicious C verifier (theft in its library constructor and in `step`)
 //! and the Rust `misbehaving` plugin's `hostile` behaviour, both with `isolation = "worker"`,
-//! aimed at the HSM user PIN file, the personal-data key, the database and the token files. Each
+//! aimed at the HSM user PIN file, the database (holding the personal-data keys, wrapped by the
+//! HSM) and the token files. Each
 //! attempt (read + drop a copy, socket, io_uring, fork, SIGKILL the parent, overwrite its own
 //! library, read the parent's memory) must fail: nothing secret in what the plugin hands the
 //! channel, nothing dropped, library files unchanged, and the appliance keeps serving (healthz,
@@ -44,12 +45,11 @@ async fn call(
     (status, json(&bytes))
 }
 
-/// The appliance's secrets the plugins go after: PIN, data key, database, SoftHSM token files.
+/// The appliance's secrets the plugins go after: PIN, database (wrapped data keys), token files.
 fn secrets(demo: &DemoDir) -> Vec<PathBuf> {
     let dir = demo.path();
     let mut files = vec![
         dir.join("secrets/hsm-user.pin"),
-        dir.join("secrets/verification-data.key"),
         dir.join("data/appliance.db"),
     ];
     for token in std::fs::read_dir(dir.join("tokens")).unwrap() {
