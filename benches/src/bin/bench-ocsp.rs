@@ -536,6 +536,11 @@ fn child_value(out: &str, key: &str) -> Option<f64> {
 
 async fn bench(o: Options) -> Result<(), String> {
     system_tests::use_release_build();
+    // This binary, read before the demo's workspace build may replace (and unlink) it; a private
+    // copy runs the CRL child processes.
+    let exe = std::env::current_exe()
+        .and_then(std::fs::read)
+        .map_err(|e| format!("reading the bench binary: {e}"))?;
     let demo = DemoDir::create();
     // Nonces are echoed (live-signed within the budget), so the flood phase has something to ask.
     append_config(&demo, "\n[status]\nocsp_nonce = true\n");
@@ -544,7 +549,8 @@ async fn bench(o: Options) -> Result<(), String> {
     std::fs::create_dir_all(&work).map_err(|e| e.to_string())?;
     // A private copy of this binary for the CRL child processes (a rebuild may replace ours).
     let me = work.join("bench-ocsp-child");
-    std::fs::copy(std::env::current_exe().map_err(|e| e.to_string())?, &me)
+    std::fs::write(&me, &exe).map_err(|e| format!("copy of the bench binary: {e}"))?;
+    std::fs::set_permissions(&me, std::os::unix::fs::PermissionsExt::from_mode(0o755))
         .map_err(|e| format!("copy of the bench binary: {e}"))?;
 
     // 1. certificate rows through the storage layer
