@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use axum::Router;
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
@@ -122,7 +122,7 @@ pub trait Handshake: Clone + Send + Sync + 'static {
     /// The transport after the handshake.
     type Io: AsyncRead + AsyncWrite + Unpin + Send + 'static;
     /// Inserted into every request's extensions.
-    type Extension: Clone + Send + Sync + 'static;
+    type Extension: Clone + Send + Sync + Unpin + 'static;
     /// `None` refuses the connection (the reason is logged by the implementation).
     fn handshake(
         &self,
@@ -235,10 +235,9 @@ async fn connection<H: Handshake>(
         timing: timing.clone(),
         body_timeout: limits.body,
     };
-    let conn = hyper::server::conn::http1::Builder::new()
+    let mut conn = hyper::server::conn::http1::Builder::new()
         .keep_alive(true)
         .serve_connection(TokioIo::new(TimedIo::new(io, timing.clone())), service);
-    tokio::pin!(conn);
     let deadlines = Deadlines {
         header: limits.header,
         idle: limits.idle,
@@ -248,9 +247,12 @@ async fn connection<H: Handshake>(
     let mut draining = false;
     loop {
         tokio::select! {
-            done = conn.as_mut() => {
-                if let Err(e) = done {
-                    tracing::debug!(listener = name, %peer, error = %e, "connection ended with an error");
+            done = std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)) => {
+                match done {
+                    Ok(()) => linger(conn.into_parts().io.into_inner()).await,
+                    Err(e) => {
+                        tracing::debug!(listener = name, %peer, error = %e, "connection ended with an error");
+                    }
                 }
                 return;
             }
@@ -260,11 +262,36 @@ async fn connection<H: Handshake>(
             }
             () = slot.evicted() => return,
             () = shutdown.requested(), if !draining => {
-                conn.as_mut().graceful_shutdown();
+                std::pin::Pin::new(&mut conn).graceful_shutdown();
                 draining = true;
             }
         }
     }
+}
+
+/// Longest a finished connection lingers, reading what its client still sends.
+const LINGER: Duration = Duration::from_secs(2);
+/// Most bytes read and discarded while lingering.
+const LINGER_BYTES: usize = 1 << 20;
+
+/// Lingering close (RFC 9112 9.6): after the last response, half-close and read (bounded) what
+/// the client is still sending, so an early answer (413 to an oversize body, 408) reaches it
+/// instead of being destroyed by the TCP reset that closing with unread data causes.
+async fn linger<T: AsyncRead + AsyncWrite + Unpin>(mut io: T) {
+    if io.shutdown().await.is_err() {
+        return;
+    }
+    let mut buf = [0u8; 8192];
+    let mut left = LINGER_BYTES;
+    let _ = tokio::time::timeout(LINGER, async {
+        while left > 0 {
+            match io.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+    })
+    .await;
 }
 
 #[cfg(test)]
