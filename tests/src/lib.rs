@@ -546,3 +546,106 @@ pub fn process_alive(pid: u32) -> bool {
 pub fn plugin_workers_of(pid: u32) -> Vec<u32> {
     processes_with_args(&["--parent-pid", &pid.to_string()])
 }
+
+/// A running `vendor-sim` (the carrier, bank, SMS, face, payout and registry simulator);
+/// killed on drop.
+pub struct VendorSim {
+    child: Child,
+    /// Where it listens.
+    pub addr: SocketAddr,
+}
+
+impl Drop for VendorSim {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl VendorSim {
+    /// Starts it on `addr` with the demo's API key (and a callback secret file, to sign
+    /// callbacks); waits for its listening line.
+    pub fn start(addr: SocketAddr, api_key: &str, callback_secret: Option<&Path>) -> VendorSim {
+        let mut cmd = Command::new(binaries().join("vendor-sim"));
+        cmd.args(["--addr", &addr.to_string(), "--api-key", api_key]);
+        if let Some(f) = callback_secret {
+            cmd.arg("--callback-secret-file").arg(f);
+        }
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("vendor-sim starts");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("piped stdout"))
+            .read_line(&mut line)
+            .expect("vendor-sim stdout");
+        assert!(line.contains("listening"), "vendor-sim: {line}");
+        VendorSim { child, addr }
+    }
+
+    /// One plain HTTP request to the simulator; the JSON answer (`Null` if not JSON).
+    pub async fn http(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(self.addr)
+            .await
+            .expect("vendor-sim reachable");
+        let payload = body.map(|b| b.to_string()).unwrap_or_default();
+        let req = format!(
+            "{method} {path} HTTP/1.1\r\nhost: {}\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{payload}",
+            self.addr,
+            payload.len()
+        );
+        s.write_all(req.as_bytes()).await.expect("request sent");
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw).await.expect("answer read");
+        let text = String::from_utf8_lossy(&raw).into_owned();
+        let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP answer");
+        let status = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .expect("a status code");
+        (
+            status,
+            serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+        )
+    }
+
+    /// Authenticated calls the simulator received at `endpoint` (`"POST /sms/v1/send"`).
+    pub async fn received(&self, endpoint: &str) -> u64 {
+        let (status, v) = self.http("GET", "/_sim/paths", None).await;
+        assert_eq!(status, 200);
+        v[endpoint].as_u64().unwrap_or(0)
+    }
+
+    /// The last SMS code sent to `phone`.
+    pub async fn latest_code(&self, phone: &str) -> String {
+        let (status, v) = self
+            .http("GET", &format!("/_sim/sms?phone={phone}"), None)
+            .await;
+        assert_eq!(status, 200);
+        v["latest"].as_str().expect("a code was sent").to_owned()
+    }
+
+    /// What confirms the last micro-deposit to `account`: its amount and the code printed in
+    /// the remark (`"0.37 004711"`).
+    pub async fn deposit_answer(&self, account: &str) -> String {
+        let (status, v) = self
+            .http("GET", &format!("/_sim/deposits?account={account}"), None)
+            .await;
+        assert_eq!(status, 200, "{v}");
+        let last = v["deposits"].as_array().and_then(|d| d.last()).cloned();
+        let last = last.expect("a deposit was paid");
+        format!(
+            "{} {}",
+            last["amount"].as_str().expect("amount"),
+            last["code"].as_str().expect("code")
+        )
+    }
+}

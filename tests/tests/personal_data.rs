@@ -9,17 +9,14 @@
 //! purge removing applicant data of finished verifications only, keeping evidence, audited.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may unwrap: a failure is the test failing
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use system_tests::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const ZHANG_NAME: &str = "张三";
 const ZHANG_ID: &str = "11010519491231002X";
@@ -30,75 +27,7 @@ const USCC: &str = "91350100M000100Y43";
 const ACCOUNT: &str = "110060000000001";
 const REFERENCE: &str = "order-13800138000";
 
-/// A running vendor-sim; killed on drop.
-struct Sim {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Drop for Sim {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Sim {
-    fn start(addr: SocketAddr, api_key: &str) -> Sim {
-        let mut child = Command::new(binaries().join("vendor-sim"))
-            .args(["--addr", &addr.to_string(), "--api-key", api_key])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("vendor-sim starts");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert!(line.contains("listening"), "vendor-sim: {line}");
-        Sim { child, addr }
-    }
-
-    async fn http(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-        let mut s = tokio::net::TcpStream::connect(self.addr).await.unwrap();
-        let payload = body.map(|b| b.to_string()).unwrap_or_default();
-        let req = format!(
-            "{method} {path} HTTP/1.1\r\nhost: {}\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{payload}",
-            self.addr,
-            payload.len()
-        );
-        s.write_all(req.as_bytes()).await.unwrap();
-        let mut raw = Vec::new();
-        s.read_to_end(&mut raw).await.unwrap();
-        let text = String::from_utf8_lossy(&raw).into_owned();
-        let (head, body) = text.split_once("\r\n\r\n").unwrap();
-        let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-        (status, serde_json::from_str(body).unwrap_or(Value::Null))
-    }
-
-    async fn latest_code(&self, phone: &str) -> String {
-        let (status, v) = self
-            .http("GET", &format!("/_sim/sms?phone={phone}"), None)
-            .await;
-        assert_eq!(status, 200);
-        v["latest"].as_str().expect("a code was sent").to_owned()
-    }
-
-    async fn deposit_amount(&self, account: &str) -> String {
-        let (status, v) = self
-            .http("GET", &format!("/_sim/deposits?account={account}"), None)
-            .await;
-        assert_eq!(status, 200, "{v}");
-        let last = v["deposits"].as_array().and_then(|d| d.last()).cloned();
-        let last = last.expect("a deposit was paid");
-        // The micro-deposit is confirmed by its amount and the code printed in the remark.
-        format!(
-            "{} {}",
-            last["amount"].as_str().expect("amount"),
-            last["code"].as_str().expect("code")
-        )
-    }
-}
+use system_tests::VendorSim as Sim;
 
 /// A demo appliance wired to a vendor-sim that runs with the demo's API key.
 struct Setup {
@@ -125,7 +54,7 @@ impl Setup {
         assert!(ok, "init --demo failed:\n{out}\n{err}");
         assert!(out.contains("personal-data key"), "{out}");
         let key = std::fs::read_to_string(tmp.path().join("secrets/vendor-sim-api-key")).unwrap();
-        let sim = Sim::start(sim_addr, key.trim());
+        let sim = Sim::start(sim_addr, key.trim(), None);
         Setup {
             demo: DemoDir { tmp, api, public },
             sim,
@@ -317,7 +246,7 @@ async fn no_identity_number_or_face_score_in_clear_in_database_wal_or_log_after_
     let (code, v) = s.start("corporate-transfer", company, None).await;
     assert_eq!(code, 201, "{v}");
     let id = v["id"].as_str().unwrap().to_owned();
-    let amount = s.sim.deposit_amount(ACCOUNT).await;
+    let amount = s.sim.deposit_answer(ACCOUNT).await;
     let (code, v) = s.input(&id, "deposit_amount", &amount).await;
     assert_eq!(
         (code, v["status"].as_str()),

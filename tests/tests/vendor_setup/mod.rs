@@ -3,79 +3,19 @@
 //! client that returns headers too.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use serde_json::{json, Value};
 use system_tests::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// 张三: name, ID number, phone (a vendor-sim test identity whose face passes).
 pub const ZHANG: (&str, &str, &str) = ("张三", "11010519491231002X", "13800138000");
 
-/// A running vendor-sim; killed on drop.
-pub struct Sim {
-    child: Child,
-    pub addr: SocketAddr,
-}
-
-impl Drop for Sim {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Sim {
-    fn start(addr: SocketAddr, api_key: &str, callback_secret: Option<&PathBuf>) -> Sim {
-        let mut cmd = Command::new(binaries().join("vendor-sim"));
-        cmd.args(["--addr", &addr.to_string(), "--api-key", api_key]);
-        if let Some(f) = callback_secret {
-            cmd.arg("--callback-secret-file").arg(f);
-        }
-        let mut child = cmd
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("vendor-sim starts");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert!(line.contains("listening"), "vendor-sim: {line}");
-        Sim { child, addr }
-    }
-
-    /// One plain HTTP request to the simulator.
-    pub async fn http(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-        let mut s = tokio::net::TcpStream::connect(self.addr).await.unwrap();
-        let payload = body.map(|b| b.to_string()).unwrap_or_default();
-        let req = format!(
-            "{method} {path} HTTP/1.1\r\nhost: {}\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{payload}",
-            self.addr,
-            payload.len()
-        );
-        s.write_all(req.as_bytes()).await.unwrap();
-        let mut raw = Vec::new();
-        s.read_to_end(&mut raw).await.unwrap();
-        let text = String::from_utf8_lossy(&raw).into_owned();
-        let (head, body) = text.split_once("\r\n\r\n").unwrap();
-        let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-        (status, serde_json::from_str(body).unwrap_or(Value::Null))
-    }
-
-    /// Authenticated calls the simulator received at `endpoint` (`"POST /sms/v1/send"`).
-    pub async fn received(&self, endpoint: &str) -> u64 {
-        let (status, v) = self.http("GET", "/_sim/paths", None).await;
-        assert_eq!(status, 200);
-        v[endpoint].as_u64().unwrap_or(0)
-    }
-}
+/// The simulator, from the shared harness.
+pub use system_tests::VendorSim as Sim;
 
 /// A demo appliance and its vendor-sim.
 pub struct Setup {
@@ -115,7 +55,7 @@ impl Setup {
         let text = std::fs::read_to_string(&config).unwrap();
         std::fs::write(&config, edit(text, &public.to_string())).unwrap();
         let key = std::fs::read_to_string(tmp.path().join("secrets/vendor-sim-api-key")).unwrap();
-        let sim = Sim::start(sim_addr, key.trim(), secret_file.as_ref());
+        let sim = Sim::start(sim_addr, key.trim(), secret_file.as_deref());
         Setup {
             demo: DemoDir { tmp, api, public },
             sim,
