@@ -5,6 +5,7 @@
 pub mod api;
 pub mod ca;
 pub mod config;
+pub mod contact;
 pub mod demo;
 pub mod listener;
 pub mod profile;
