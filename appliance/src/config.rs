@@ -428,6 +428,10 @@ pub struct ServerConfig {
     pub tls_key: PathBuf,
     /// Trust anchor(s) (PEM) that client certificates must chain to.
     pub client_ca: PathBuf,
+    /// Optional CRL file(s) (PEM or DER) of the client CA: a listed client certificate is
+    /// refused at the handshake. Read at start.
+    #[serde(default)]
+    pub client_crl: Option<PathBuf>,
     /// Largest request body accepted, in bytes (default 64 KiB).
     #[serde(default = "default_body_limit")]
     pub max_body_bytes: usize,
@@ -551,12 +555,20 @@ pub enum ClientRole {
     Channel,
 }
 
-/// Maps a verified client certificate to a caller.
+/// Maps a verified client certificate to a caller, by exactly one of its SHA-256
+/// fingerprint, a subjectAltName value, or its single subject common name.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClientConfig {
-    /// The certificate's subject common name (under the configured client CA).
-    pub common_name: String,
+    /// The certificate's subject common name (exact; a certificate with several CNs is refused).
+    #[serde(default)]
+    pub common_name: Option<String>,
+    /// SHA-256 of the certificate DER, hex (colons allowed).
+    #[serde(default)]
+    pub fingerprint_sha256: Option<String>,
+    /// A dNSName, rfc822Name or URI subjectAltName value the certificate carries.
+    #[serde(default)]
+    pub san: Option<String>,
     /// Role granted.
     pub role: ClientRole,
     /// For `role = "channel"`: the channel's name.
@@ -609,6 +621,9 @@ impl ApplianceConfig {
         fix(&mut self.server.tls_cert);
         fix(&mut self.server.tls_key);
         fix(&mut self.server.client_ca);
+        if let Some(f) = self.server.client_crl.as_mut() {
+            fix(f);
+        }
         fix(&mut self.profiles_dir);
         fix(&mut self.ca_output_dir);
         fix(&mut self.status.crl_dir);
@@ -725,26 +740,27 @@ impl ApplianceConfig {
         if self.cas.is_empty() {
             return Err(ConfigError::Invalid("at least one [[ca]] is needed".into()));
         }
+        crate::config::validate_clients(&self.clients)?;
         for client in &self.clients {
             match (client.role, &client.channel) {
                 (ClientRole::Channel, Some(name)) => {
                     if !self.channels.iter().any(|c| &c.name == name) {
                         return Err(ConfigError::Invalid(format!(
                             "client {} names unknown channel {name}",
-                            client.common_name
+                            client.label()
                         )));
                     }
                 }
                 (ClientRole::Channel, None) => {
                     return Err(ConfigError::Invalid(format!(
                         "client {} has role channel but no channel",
-                        client.common_name
+                        client.label()
                     )))
                 }
                 (ClientRole::Operator, Some(_)) => {
                     return Err(ConfigError::Invalid(format!(
                         "operator client {} must not name a channel",
-                        client.common_name
+                        client.label()
                     )))
                 }
                 (ClientRole::Operator, None) => {}
@@ -853,6 +869,12 @@ impl ApplianceConfig {
     pub fn load_profiles(&self) -> Result<BTreeMap<String, Profile>, ConfigError> {
         let profiles = crate::profile::load_dir(&self.profiles_dir, &self.server.public_url)?;
         for profile in profiles.values() {
+            crate::ca::lint::profile(profile).map_err(|e| {
+                ConfigError::Invalid(format!(
+                    "profile {} could only produce certificates the lint refuses: {e}",
+                    profile.name
+                ))
+            })?;
             if !self.cas.iter().any(|c| c.name == profile.issuer) {
                 return Err(ConfigError::Invalid(format!(
                     "profile {} names unknown issuer CA {}",
@@ -898,4 +920,76 @@ pub fn is_simple_name(s: &str) -> bool {
         && s.len() <= 64
         && s.bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+/// How a `[[client]]` entry identifies a certificate.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ClientMatch {
+    /// SHA-256 of the certificate DER (lowercase hex, no colons).
+    Fingerprint(String),
+    /// A subjectAltName value (dNSName, rfc822Name or URI).
+    San(String),
+    /// The single subject common name.
+    CommonName(String),
+}
+
+impl ClientConfig {
+    /// What this entry matches on; `None` unless exactly one of the three fields is set.
+    pub fn matcher(&self) -> Option<ClientMatch> {
+        match (&self.fingerprint_sha256, &self.san, &self.common_name) {
+            (Some(f), None, None) => Some(ClientMatch::Fingerprint(
+                f.chars()
+                    .filter(|c| *c != ':')
+                    .collect::<String>()
+                    .to_ascii_lowercase(),
+            )),
+            (None, Some(s), None) => Some(ClientMatch::San(s.clone())),
+            (None, None, Some(c)) => Some(ClientMatch::CommonName(c.clone())),
+            _ => None,
+        }
+    }
+
+    /// A name for messages: whichever identifier the entry uses.
+    pub fn label(&self) -> String {
+        match self.matcher() {
+            Some(ClientMatch::Fingerprint(f)) => format!("fingerprint {f}"),
+            Some(ClientMatch::San(s)) => format!("san {s}"),
+            Some(ClientMatch::CommonName(c)) => format!("common_name {c}"),
+            None => "(unidentified)".into(),
+        }
+    }
+}
+
+/// Each `[[client]]` names exactly one identifier, well formed, and no two name the same one.
+pub fn validate_clients(clients: &[ClientConfig]) -> Result<(), ConfigError> {
+    let mut seen = std::collections::BTreeSet::new();
+    for client in clients {
+        let Some(m) = client.matcher() else {
+            return Err(ConfigError::Invalid(
+                "each [[client]] needs exactly one of fingerprint_sha256, san, common_name".into(),
+            ));
+        };
+        let ok = match &m {
+            ClientMatch::Fingerprint(f) => {
+                f.len() == 64 && f.bytes().all(|b| b.is_ascii_hexdigit())
+            }
+            ClientMatch::San(s) | ClientMatch::CommonName(s) => {
+                !s.trim().is_empty() && s.len() <= 255 && !s.chars().any(char::is_control)
+            }
+        };
+        if !ok {
+            return Err(ConfigError::Invalid(format!(
+                "client {}: malformed identifier (fingerprint_sha256 is 64 hex digits; san and \
+                 common_name 1..=255 characters)",
+                client.label()
+            )));
+        }
+        if !seen.insert(m) {
+            return Err(ConfigError::Invalid(format!(
+                "client {} is listed twice",
+                client.label()
+            )));
+        }
+    }
+    Ok(())
 }

@@ -278,6 +278,7 @@ async fn run_ceremony(
         new_generation,
         &config.ca_output_dir,
         actor,
+        &config.server.public_url,
     )
     .await
     .map_err(|e| e.to_string())?;

@@ -107,6 +107,22 @@ impl DnAttribute {
         }
     }
 
+    /// The attribute type of `oid`, if a template may use it.
+    pub fn from_oid(oid: ObjectIdentifier) -> Option<Self> {
+        [
+            Self::CommonName,
+            Self::Organization,
+            Self::OrganizationalUnit,
+            Self::Country,
+            Self::Locality,
+            Self::State,
+            Self::SerialNumber,
+            Self::OrganizationIdentifier,
+        ]
+        .into_iter()
+        .find(|a| a.oid() == oid)
+    }
+
     /// RFC 5280 upper bound on the value's length in characters.
     pub fn max_len(self) -> usize {
         match self {

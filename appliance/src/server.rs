@@ -66,6 +66,7 @@ pub async fn serve(config: ApplianceConfig) -> Result<(), ServeError> {
         &config.server.tls_cert,
         &config.server.tls_key,
         &config.server.client_ca,
+        config.server.client_crl.as_deref(),
     )?;
     let hsm = hsm::Hsm::open(&config.hsm_config()).await?;
     let storage = Storage::open(&config.database.url).await?;
@@ -79,18 +80,21 @@ pub async fn serve(config: ApplianceConfig) -> Result<(), ServeError> {
         }
     }
     let certificates = storage.certificates();
-    let status = StatusService::start(hsm.clone(), &storage, &hierarchy, &config).await?;
+    let issuer = Issuer::new(
+        hsm.clone(),
+        &storage,
+        hierarchy.clone(),
+        Arc::new(profiles),
+        certificates.clone(),
+    );
+    let status =
+        StatusService::start(hsm.clone(), issuer.signer(), &storage, &hierarchy, &config).await?;
     // Plugins that cannot load are marked unavailable (logged), not fatal: issuance and status
     // services keep running; `check-config` refuses the same faults up front.
     let verifications = crate::verification::start(&config, &storage, &hsm).await?;
     let verification_task = verifications.spawn_background();
     let state = Arc::new(AppState {
-        issuer: Issuer::new(
-            hsm,
-            hierarchy.clone(),
-            Arc::new(profiles),
-            certificates.clone(),
-        ),
+        issuer,
         hierarchy,
         certificates,
         status,

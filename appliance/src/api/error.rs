@@ -88,6 +88,14 @@ impl From<IssuanceError> for ApiError {
             }
             IssuanceError::Hsm(h) => hsm_error(&h),
             IssuanceError::Storage(s) => storage_error(&s),
+            IssuanceError::BadSignature(m) => {
+                tracing::error!(error = %m, "CA signature failed its verification; discarded");
+                Self::new(
+                    S::INTERNAL_SERVER_ERROR,
+                    "signature_invalid",
+                    "the CA signature failed its verification; nothing was issued",
+                )
+            }
         }
     }
 }

@@ -1,8 +1,10 @@
 //! The mTLS listener: TLS with a required client certificate, and who that certificate is.
 //!
 //! rustls verifies the client chain against the configured client CA during the handshake; a
-//! missing or untrusted certificate never reaches HTTP. The verified leaf's common name then maps
-//! to a [`Caller`] through the `[[client]]` table, attached to every request of the connection.
+//! missing, untrusted or revoked certificate (optional client CRL), one without the clientAuth
+//! EKU or with several common names, never reaches HTTP. The verified leaf's SHA-256
+//! fingerprint, a subjectAltName or its single common name then maps to a [`Caller`] through the
+//! `[[client]]` table, attached to every request of the connection.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -10,14 +12,17 @@ use std::path::Path;
 use std::sync::Arc;
 
 use der::Decode;
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::WebPkiClientVerifier;
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
+use sha2::{Digest, Sha256};
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
-use crate::config::{ChannelConfig, ClientConfig, ClientRole};
+use crate::config::{ChannelConfig, ClientConfig, ClientMatch, ClientRole};
 use crate::listener::Handshake;
 
 /// Errors setting up TLS.
@@ -70,17 +75,23 @@ impl Caller {
 /// Maps verified client certificates to callers.
 #[derive(Debug, Default)]
 pub struct ClientDirectory {
-    by_cn: BTreeMap<String, Caller>,
+    entries: BTreeMap<ClientMatch, Caller>,
 }
 
 impl ClientDirectory {
     /// Builds the directory from the `[[client]]` and `[[channel]]` tables.
     pub fn new(clients: &[ClientConfig], channels: &[ChannelConfig]) -> Self {
-        let mut by_cn = BTreeMap::new();
+        let mut entries = BTreeMap::new();
         for c in clients {
+            let Some(matcher) = c.matcher() else {
+                continue; // rejected by config validation already
+            };
             let caller = match (c.role, &c.channel) {
                 (ClientRole::Operator, _) => Caller::Operator {
-                    name: c.common_name.clone(),
+                    name: match &matcher {
+                        ClientMatch::Fingerprint(f) => f.chars().take(16).collect(),
+                        ClientMatch::San(s) | ClientMatch::CommonName(s) => s.clone(),
+                    },
                 },
                 (ClientRole::Channel, Some(name)) => {
                     match channels.iter().find(|ch| &ch.name == name) {
@@ -92,43 +103,199 @@ impl ClientDirectory {
                 }
                 (ClientRole::Channel, None) => continue,
             };
-            by_cn.insert(c.common_name.clone(), caller);
+            entries.insert(matcher, caller);
         }
-        Self { by_cn }
+        Self { entries }
     }
 
-    /// The caller for a verified leaf certificate (DER).
+    /// The caller for a verified leaf certificate (DER): by fingerprint, then by
+    /// subjectAltName, then by its single common name.
     pub fn identify(&self, leaf: &[u8]) -> Caller {
-        let cn = common_name(leaf);
-        match cn.as_deref().and_then(|cn| self.by_cn.get(cn)) {
-            Some(caller) => caller.clone(),
-            None => Caller::Unknown { common_name: cn },
+        let Ok(identity) = ClientIdentity::parse(leaf) else {
+            return Caller::Unknown { common_name: None };
+        };
+        let fingerprint = ClientMatch::Fingerprint(hex::encode(Sha256::digest(leaf)));
+        let candidates = std::iter::once(fingerprint)
+            .chain(identity.sans.iter().cloned().map(ClientMatch::San))
+            .chain(identity.common_name.clone().map(ClientMatch::CommonName));
+        for m in candidates {
+            if let Some(caller) = self.entries.get(&m) {
+                return caller.clone();
+            }
+        }
+        Caller::Unknown {
+            common_name: identity.common_name,
         }
     }
 }
 
-fn common_name(leaf: &[u8]) -> Option<String> {
-    let cert = x509_cert::Certificate::from_der(leaf).ok()?;
-    for rdn in cert.tbs_certificate.subject.0.iter().rev() {
-        for atv in rdn.0.iter() {
-            if atv.oid == const_oid::db::rfc4519::CN {
-                if let Ok(s) = der::asn1::Utf8StringRef::try_from(&atv.value) {
-                    return Some(s.as_str().to_owned());
-                }
-                if let Ok(s) = der::asn1::PrintableStringRef::try_from(&atv.value) {
-                    return Some(s.as_str().to_owned());
+/// Why a client certificate is refused at the handshake although it chains to the client CA.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClientCertError {
+    /// Not a parsable X.509 certificate.
+    #[error("client certificate does not parse")]
+    Malformed,
+    /// No extendedKeyUsage, or one without id-kp-clientAuth.
+    #[error("client certificate lacks the clientAuth extended key usage")]
+    NoClientAuth,
+    /// More than one subject common name: which one names the caller would be ambiguous.
+    #[error("client certificate has several common names")]
+    SeveralCommonNames,
+}
+
+/// What identifies a client certificate: its single CN and its SAN values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientIdentity {
+    /// The subject common name, if there is exactly one.
+    pub common_name: Option<String>,
+    /// dNSName, rfc822Name and URI subjectAltName values.
+    pub sans: Vec<String>,
+}
+
+impl ClientIdentity {
+    /// Parses `leaf` and enforces the rules a client certificate must meet: the clientAuth EKU
+    /// present, at most one CN.
+    pub fn parse(leaf: &[u8]) -> Result<Self, ClientCertError> {
+        use x509_cert::ext::pkix::name::GeneralName;
+        use x509_cert::ext::pkix::{ExtendedKeyUsage, SubjectAltName};
+        let cert = x509_cert::Certificate::from_der(leaf).map_err(|_| ClientCertError::Malformed)?;
+        let tbs = &cert.tbs_certificate;
+        let exts = tbs.extensions.as_deref().unwrap_or_default();
+        let eku = exts
+            .iter()
+            .find(|e| e.extn_id == const_oid::db::rfc5280::ID_CE_EXT_KEY_USAGE)
+            .and_then(|e| ExtendedKeyUsage::from_der(e.extn_value.as_bytes()).ok());
+        if !eku.is_some_and(|e| e.0.contains(&const_oid::db::rfc5280::ID_KP_CLIENT_AUTH)) {
+            return Err(ClientCertError::NoClientAuth);
+        }
+        let mut cns = Vec::new();
+        for rdn in tbs.subject.0.iter() {
+            for atv in rdn.0.iter() {
+                if atv.oid == const_oid::db::rfc4519::CN {
+                    cns.push(directory_string(&atv.value));
                 }
             }
         }
+        if cns.len() > 1 {
+            return Err(ClientCertError::SeveralCommonNames);
+        }
+        let mut sans = Vec::new();
+        if let Some(san) = exts
+            .iter()
+            .find(|e| e.extn_id == const_oid::db::rfc5280::ID_CE_SUBJECT_ALT_NAME)
+            .and_then(|e| SubjectAltName::from_der(e.extn_value.as_bytes()).ok())
+        {
+            for name in san.0 {
+                match name {
+                    GeneralName::DnsName(s) => sans.push(s.as_str().to_owned()),
+                    GeneralName::Rfc822Name(s) => sans.push(s.as_str().to_owned()),
+                    GeneralName::UniformResourceIdentifier(s) => sans.push(s.as_str().to_owned()),
+                    _ => {}
+                }
+            }
+        }
+        Ok(Self {
+            common_name: cns.pop().flatten(),
+            sans,
+        })
+    }
+}
+
+fn directory_string(value: &der::Any) -> Option<String> {
+    if let Ok(s) = der::asn1::Utf8StringRef::try_from(value) {
+        return Some(s.as_str().to_owned());
+    }
+    if let Ok(s) = der::asn1::PrintableStringRef::try_from(value) {
+        return Some(s.as_str().to_owned());
     }
     None
 }
 
-/// Builds the rustls server configuration requiring client certificates from `client_ca`.
+/// The client CA's verifier (chain, validity, CRL) plus the appliance's own rules
+/// ([`ClientIdentity::parse`]), so a refused certificate fails the handshake itself.
+#[derive(Debug)]
+struct ClientRules {
+    inner: Arc<dyn ClientCertVerifier>,
+}
+
+impl ClientCertVerifier for ClientRules {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        true
+    }
+
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: rustls_pki_types::UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        let verified = self
+            .inner
+            .verify_client_cert(end_entity, intermediates, now)?;
+        ClientIdentity::parse(end_entity.as_ref()).map_err(|e| {
+            tracing::info!(error = %e, "client certificate refused");
+            rustls::Error::InvalidCertificate(rustls::CertificateError::ApplicationVerificationFailure)
+        })?;
+        Ok(verified)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+fn read_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsSetupError> {
+    let pem_err = |reason: String| TlsSetupError::Pem {
+        path: path.display().to_string(),
+        reason,
+    };
+    let bytes = std::fs::read(path).map_err(|e| pem_err(e.to_string()))?;
+    let crls: Vec<CertificateRevocationListDer<'static>> = if bytes.starts_with(b"-----") {
+        CertificateRevocationListDer::pem_slice_iter(&bytes)
+            .collect::<Result<_, _>>()
+            .map_err(|e| pem_err(e.to_string()))?
+    } else {
+        vec![CertificateRevocationListDer::from(bytes)]
+    };
+    if crls.is_empty() {
+        return Err(pem_err("no CRL".into()));
+    }
+    Ok(crls)
+}
+
+/// Builds the rustls server configuration requiring client certificates from `client_ca`
+/// (refusing those listed on `client_crl`, if given, and those breaking [`ClientIdentity`]).
 pub fn server_config(
     cert: &Path,
     key: &Path,
     client_ca: &Path,
+    client_crl: Option<&Path>,
 ) -> Result<Arc<rustls::ServerConfig>, TlsSetupError> {
     let pem_err = |path: &Path, reason: String| TlsSetupError::Pem {
         path: path.display().to_string(),
@@ -155,9 +322,17 @@ pub fn server_config(
         return Err(pem_err(client_ca, "no trust anchor".into()));
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+    let mut builder =
+        WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
+    if let Some(crl) = client_crl {
+        builder = builder
+            .with_crls(read_crls(crl)?)
+            .only_check_end_entity_revocation();
+    }
+    let inner = builder
         .build()
         .map_err(|e| TlsSetupError::Rustls(e.to_string()))?;
+    let verifier: Arc<dyn ClientCertVerifier> = Arc::new(ClientRules { inner });
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsSetupError::Rustls(e.to_string()))?

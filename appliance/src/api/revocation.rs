@@ -58,6 +58,10 @@ const REASONS: &[(&str, i64)] = &[
     ("aACompromise", 10),
 ];
 
+/// Reasons a channel (a subscriber's agent) may give; CA-level reasons are the operator's.
+/// certificateHold (6) additionally needs a profile that allows it.
+const SUBSCRIBER_REASONS: &[i64] = &[0, 1, 3, 4, 5, 6];
+
 fn reason_name(code: i64) -> Option<&'static str> {
     REASONS.iter().find(|(_, c)| *c == code).map(|(n, _)| *n)
 }
@@ -86,6 +90,10 @@ fn revocation_error(e: RevocationError, serial: &str) -> ApiError {
             StatusCode::CONFLICT,
             "not_on_hold",
             "the certificate is not on hold",
+        ),
+        RevocationError::HeldByOperator => ApiError::forbidden(
+            "hold_by_operator",
+            "an operator placed this hold; only an operator can lift it",
         ),
         RevocationError::Storage(s) => storage_error(&s),
     }
@@ -157,6 +165,16 @@ pub async fn revoke(
                 })
         })
         .transpose()?;
+    if matches!(caller, Caller::Channel { .. }) && !SUBSCRIBER_REASONS.contains(&reason) {
+        return Err(ApiError::forbidden(
+            "reason_not_allowed",
+            format!(
+                "a channel may revoke only with a subscriber reason (unspecified, keyCompromise, \
+                 affiliationChanged, superseded, cessationOfOperation, certificateHold), not {}",
+                body.reason
+            ),
+        ));
+    }
     let profile = authorise(&state, &caller, &serial).await?;
     if reason == 6 {
         let allowed = state

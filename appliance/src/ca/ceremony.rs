@@ -6,10 +6,11 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use der::Encode;
 use rand::RngCore;
 use x509_cert::TbsCertificate;
 
+use super::lint::{CertificateKind, IssuerFacts};
+use super::signing::{CaSigner, SigningError, SigningKey};
 use super::tbs::{self, BuildError};
 use super::{lint, CertificateAuthority, Hierarchy, HierarchyError};
 use crate::config::CaConfig;
@@ -41,6 +42,9 @@ pub enum CeremonyError {
     /// The built certificate failed the pre-signing checks.
     #[error("pre-signing check failed: {0}")]
     Lint(#[from] lint::LintError),
+    /// The signing path refused or failed (record, HSM, verification).
+    #[error(transparent)]
+    Signing(#[from] SigningError),
     /// Writing the PEM output failed.
     #[error("cannot write {path}: {reason}")]
     Output {
@@ -71,6 +75,7 @@ pub enum CeremonyOutcome {
 }
 
 /// Runs the ceremony for `cas` (root first); `new_generation` names CAs to re-key.
+/// `public_url` is written into issuing CA certificates (CRL distribution point, caIssuers).
 pub async fn run(
     hsm: &hsm::Hsm,
     storage: &Storage,
@@ -78,7 +83,9 @@ pub async fn run(
     new_generation: &[String],
     output_dir: &Path,
     actor: &str,
+    public_url: &str,
 ) -> Result<Vec<CeremonyOutcome>, CeremonyError> {
+    let signer = CaSigner::new(hsm.clone(), storage);
     for name in new_generation {
         if !cas.iter().any(|c| &c.name == name) {
             return Err(CeremonyError::Config {
@@ -112,7 +119,10 @@ pub async fn run(
                     })?,
             ),
         };
-        create(hsm, storage, ca, generation, parent, actor).await?;
+        create(
+            hsm, &signer, storage, ca, generation, parent, actor, public_url,
+        )
+        .await?;
         outcomes.push(CeremonyOutcome::Created {
             name: ca.name.clone(),
             generation,
@@ -122,13 +132,16 @@ pub async fn run(
     Ok(outcomes)
 }
 
+#[allow(clippy::too_many_arguments)] // one ceremony step's whole context
 async fn create(
     hsm: &hsm::Hsm,
+    signer: &CaSigner,
     storage: &Storage,
     ca: &CaConfig,
     generation: i64,
     parent: Option<Arc<CertificateAuthority>>,
     actor: &str,
+    public_url: &str,
 ) -> Result<(), CeremonyError> {
     let config_err = |reason: String| CeremonyError::Config {
         name: ca.name.clone(),
@@ -154,45 +167,63 @@ async fn create(
     let now = unix_now();
     let not_before = now - 60;
     let mut not_after = now + i64::from(ca.validity_days) * 86_400;
-    let (issuer_name, issuer_key_id, signer_key, signer_alg, path_len) = match &parent {
-        None => (
-            subject.clone(),
-            None,
-            key.clone(),
-            tbs::signature_algorithm_for(kind),
-            None,
-        ),
+    let alg = tbs::signature_algorithm_for(kind);
+    let (issuer_name, issuer_key_id, signer_alg, path_len, urls) = match &parent {
+        None => (subject.clone(), None, alg, None, None),
         Some(p) => {
             not_after = not_after.min(p.validity().1);
+            let base = public_url.trim_end_matches('/');
             (
                 p.certificate.tbs_certificate.subject.clone(),
                 Some(p.subject_key_id.clone()),
-                p.key.clone(),
                 p.signature_algorithm,
                 Some(0),
+                Some(tbs::CaUrls {
+                    crl: format!("{base}/crl/{}.crl", p.name),
+                    ca_issuers: format!("{base}/ca/{}.crt", p.name),
+                }),
             )
         }
     };
     let (serial, _) = tbs::random_serial();
-    let extensions = tbs::ca_extensions(&spki, issuer_key_id.as_deref(), path_len)?;
+    let extensions = tbs::ca_extensions(&spki, issuer_key_id.as_deref(), path_len, urls.as_ref())?;
     let tbs_cert = TbsCertificate {
         version: x509_cert::Version::V3,
         serial_number: serial,
         signature: signer_alg.algorithm_identifier(),
         issuer: issuer_name,
         validity: tbs::validity(not_before, not_after)?,
-        subject,
-        subject_public_key_info: spki,
+        subject: subject.clone(),
+        subject_public_key_info: spki.clone(),
         issuer_unique_id: None,
         subject_unique_id: None,
         extensions: Some(extensions),
     };
-    lint::ca(&tbs_cert, parent.as_deref())?;
-    let tbs_der = tbs_cert
-        .to_der()
-        .map_err(|e| BuildError::Encoding(e.to_string()))?;
-    let signature = hsm.sign(&signer_key, signer_alg, &tbs_der).await?;
-    let der = tbs::assemble(tbs_cert, signer_alg.algorithm_identifier(), &signature)?;
+    let der = match &parent {
+        Some(p) => {
+            signer
+                .sign_certificate(p, tbs_cert, CertificateKind::SubordinateCa, actor)
+                .await?
+        }
+        None => {
+            let self_key = SigningKey {
+                name: &ca.name,
+                generation,
+                key: &key,
+                algorithm: alg,
+                public_key: &spki,
+                facts: IssuerFacts {
+                    subject,
+                    key_id: tbs::subject_key_id(&spki),
+                    validity: (not_before, not_after),
+                    algorithm: alg,
+                },
+            };
+            signer
+                .sign_with(self_key, tbs_cert, CertificateKind::Root, actor)
+                .await?
+        }
+    };
     let key_uri = key.to_string();
     storage
         .authorities()

@@ -1,20 +1,23 @@
-//! Issuing end-entity certificates: prepare (build + lint), then sign (HSM) and store.
+//! Issuing end-entity certificates: prepare (build + lint), then sign and store.
 //!
 //! [`Issuer::prepare`] returns a [`PreparedCertificate`] that is not `Clone` and is consumed by
-//! [`Issuer::sign`]: a linted TBS can be signed at most once, and nothing unlinted reaches the HSM.
+//! [`Issuer::sign`]: a linted TBS can be signed at most once, only through the
+//! [`CaSigner`] path (lint -> record -> sign -> verify), and is stored before anyone sees it.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use der::Encode;
 use x509_cert::TbsCertificate;
 
 use super::csr::{self, CsrError};
-use super::lint::{self, LintError};
+use super::lint::{self, CertificateKind, LintError};
+use super::signing::{CaSigner, SigningError};
 use super::tbs::{self, BuildError};
 use super::{CertificateAuthority, Hierarchy};
 use crate::profile::Profile;
-use crate::storage::{unix_now, AuditEntry, CertificateStore, NewCertificate, StorageError};
+use crate::storage::{
+    unix_now, AuditEntry, CertificateStore, NewCertificate, Storage, StorageError,
+};
 
 /// Subject attributes a request may carry; anything else is refused.
 pub const SUBJECT_FIELDS: &[&str] = &[
@@ -57,6 +60,21 @@ pub enum IssuanceError {
     /// The database failed.
     #[error(transparent)]
     Storage(#[from] StorageError),
+    /// The HSM's signature did not verify with the issuer's public key; nothing was stored.
+    #[error("{0}")]
+    BadSignature(String),
+}
+
+impl From<SigningError> for IssuanceError {
+    fn from(e: SigningError) -> Self {
+        match e {
+            SigningError::Lint(l) => IssuanceError::Lint(l),
+            SigningError::Build(b) => IssuanceError::Build(b),
+            SigningError::Hsm(h) => IssuanceError::Hsm(h),
+            SigningError::Storage(s) => IssuanceError::Storage(s),
+            SigningError::BadSignature(m) => IssuanceError::BadSignature(m),
+        }
+    }
 }
 
 /// What a caller asks for.
@@ -78,7 +96,6 @@ pub struct IssuanceRequest {
 #[derive(Debug)]
 pub struct PreparedCertificate {
     tbs: TbsCertificate,
-    tbs_der: Vec<u8>,
     issuer: Arc<CertificateAuthority>,
     serial: String,
     profile: String,
@@ -87,6 +104,7 @@ pub struct PreparedCertificate {
     subject_dn: String,
     not_before: i64,
     not_after: i64,
+    now: i64,
 }
 
 /// A signed, stored certificate.
@@ -106,26 +124,33 @@ pub struct IssuedCertificate {
 
 /// Issues end-entity certificates.
 pub struct Issuer {
-    hsm: hsm::Hsm,
+    signer: CaSigner,
     hierarchy: Arc<Hierarchy>,
     profiles: Arc<BTreeMap<String, Profile>>,
     store: CertificateStore,
 }
 
 impl Issuer {
-    /// An issuer over a loaded hierarchy and profiles.
+    /// An issuer over a loaded hierarchy and profiles; its CA signatures are recorded in
+    /// `storage`'s signing ledger.
     pub fn new(
         hsm: hsm::Hsm,
+        storage: &Storage,
         hierarchy: Arc<Hierarchy>,
         profiles: Arc<BTreeMap<String, Profile>>,
         store: CertificateStore,
     ) -> Self {
         Self {
-            hsm,
+            signer: CaSigner::new(hsm, storage),
             hierarchy,
             profiles,
             store,
         }
+    }
+
+    /// The signing capability, for the status services (responder certificates, CRLs).
+    pub fn signer(&self) -> CaSigner {
+        self.signer.clone()
     }
 
     /// The loaded profiles.
@@ -155,7 +180,8 @@ impl Issuer {
         let subject = tbs::subject_name(profile, &req.subject)?;
         let now = unix_now();
         let not_before = now - BACKDATE_SECS;
-        let not_after = now + i64::from(profile.validity_days) * 86_400;
+        // Clipped to the issuer: a certificate never outlives the CA certificate above it.
+        let not_after = (now + i64::from(profile.validity_days) * 86_400).min(issuer.validity().1);
         let (serial, serial_hex) = tbs::random_serial();
         let extensions = tbs::end_entity_extensions(
             profile,
@@ -175,14 +201,14 @@ impl Issuer {
             subject_unique_id: None,
             extensions: Some(extensions),
         };
-        lint::end_entity(&tbs, &issuer, profile, now)?;
-        let tbs_der = tbs
-            .to_der()
-            .map_err(|e| BuildError::Encoding(e.to_string()))?;
+        lint::certificate(
+            &tbs,
+            &super::signing::SigningKey::of(&issuer).facts,
+            CertificateKind::EndEntity { profile, now },
+        )?;
         Ok(PreparedCertificate {
             subject_dn: tbs.subject.to_string(),
             tbs,
-            tbs_der,
             issuer,
             serial: serial_hex,
             profile: profile.name.clone(),
@@ -190,6 +216,7 @@ impl Issuer {
             actor: req.actor,
             not_before,
             not_after,
+            now,
         })
     }
 
@@ -200,7 +227,6 @@ impl Issuer {
     ) -> Result<IssuedCertificate, IssuanceError> {
         let PreparedCertificate {
             tbs,
-            tbs_der,
             issuer,
             serial,
             profile,
@@ -209,16 +235,24 @@ impl Issuer {
             subject_dn,
             not_before,
             not_after,
+            now,
         } = prepared;
-        let signature = self
-            .hsm
-            .sign(&issuer.key, issuer.signature_algorithm, &tbs_der)
+        let profile_def = self
+            .profiles
+            .get(&profile)
+            .ok_or_else(|| IssuanceError::UnknownProfile(profile.clone()))?;
+        let der = self
+            .signer
+            .sign_certificate(
+                &issuer,
+                tbs,
+                CertificateKind::EndEntity {
+                    profile: profile_def,
+                    now,
+                },
+                &actor,
+            )
             .await?;
-        let der = tbs::assemble(
-            tbs,
-            issuer.signature_algorithm.algorithm_identifier(),
-            &signature,
-        )?;
         let audit = AuditEntry {
             actor,
             action: "certificate.issue".into(),

@@ -8,6 +8,7 @@ pub mod ceremony;
 pub mod csr;
 pub mod issuance;
 pub mod lint;
+pub mod signing;
 pub mod tbs;
 
 use std::collections::BTreeMap;
@@ -43,8 +44,8 @@ pub struct CertificateAuthority {
     pub name: String,
     /// Generation number.
     pub generation: i64,
-    /// Where its key lives.
-    pub key: hsm::KeyUri,
+    /// Where its key lives: only `ca` (the signing path) may use it.
+    pub(in crate::ca) key: hsm::KeyUri,
     /// How it signs.
     pub signature_algorithm: hsm::SignatureAlgorithm,
     /// Its certificate, DER.

@@ -314,11 +314,21 @@ pub fn end_entity_extensions(
     Ok(exts)
 }
 
+/// Where relying parties find the parent's CRL and certificate (issuing CA certificates).
+#[derive(Debug, Clone)]
+pub struct CaUrls {
+    /// The parent's CRL (CRL distribution point).
+    pub crl: String,
+    /// The parent's certificate (AIA caIssuers).
+    pub ca_issuers: String,
+}
+
 /// The extensions of a CA certificate (root when `issuer_key_id` is `None`).
 pub fn ca_extensions(
     subject_spki: &SubjectPublicKeyInfoOwned,
     issuer_key_id: Option<&[u8]>,
     path_len: Option<u8>,
+    urls: Option<&CaUrls>,
 ) -> Result<Vec<Extension>, BuildError> {
     use x509_cert::ext::pkix::KeyUsages;
     let enc = |e: der::Error| BuildError::Encoding(e.to_string());
@@ -344,6 +354,23 @@ pub fn ca_extensions(
                 authority_cert_issuer: None,
                 authority_cert_serial_number: None,
             },
+        )?);
+    }
+    if let Some(urls) = urls {
+        exts.push(extension(
+            false,
+            &AuthorityInfoAccessSyntax(vec![AccessDescription {
+                access_method: rfc5280::ID_AD_CA_ISSUERS,
+                access_location: uri(&urls.ca_issuers)?,
+            }]),
+        )?);
+        exts.push(extension(
+            false,
+            &CrlDistributionPoints(vec![DistributionPoint {
+                distribution_point: Some(DistributionPointName::FullName(vec![uri(&urls.crl)?])),
+                reasons: None,
+                crl_issuer: None,
+            }]),
         )?);
     }
     Ok(exts)

@@ -18,6 +18,7 @@ use tokio::sync::Notify;
 
 use super::cache::http_date;
 use super::{serial_bytes, StatusError};
+use crate::ca::signing::{CaSigner, CrlToSign, SigningError};
 use crate::ca::{CertificateAuthority, Hierarchy};
 use crate::config::StatusConfig;
 use crate::storage::{unix_now, CrlRecord, CrlRow, CrlStore};
@@ -55,7 +56,7 @@ impl PublishedCrl {
 
 /// Generates, writes and indexes CRLs.
 pub struct CrlPublisher {
-    hsm: hsm::Hsm,
+    signer: CaSigner,
     store: CrlStore,
     cas: Vec<Arc<CertificateAuthority>>,
     dir: PathBuf,
@@ -116,7 +117,7 @@ fn entry(row: &CrlRow, delta: bool) -> Result<Option<RevokedEntry>, StatusError>
 impl CrlPublisher {
     /// A publisher for every CA of `hierarchy`; indexes CRLs already on disk.
     pub async fn new(
-        hsm: hsm::Hsm,
+        signer: CaSigner,
         store: CrlStore,
         hierarchy: &Hierarchy,
         config: &StatusConfig,
@@ -127,7 +128,7 @@ impl CrlPublisher {
         // Every CA, the root included: `-crl_check_all` needs a CRL for each chain level.
         let cas: Vec<_> = hierarchy.iter().cloned().collect();
         let publisher = CrlPublisher {
-            hsm,
+            signer,
             store,
             cas,
             dir: config.crl_dir.clone(),
@@ -241,7 +242,7 @@ impl CrlPublisher {
             .to_der()
             .map_err(|e| StatusError::Build(e.to_string()))?;
         let mut builder = CrlBuilder::new(CrlParams {
-            issuer_name_der,
+            issuer_name_der: issuer_name_der.clone(),
             authority_key_id: ca.subject_key_id.clone(),
             crl_number: u128::try_from(number).map_err(|_| StatusError::Time)?,
             this_update: ts(now)?,
@@ -263,10 +264,29 @@ impl CrlPublisher {
             .await?;
         let pending = builder.finish()?;
         let entries = pending.entry_count() as i64;
+        let sig_alg = ca.signature_algorithm.algorithm_identifier();
         let signature = self
-            .hsm
-            .sign_digest(&ca.key, ca.signature_algorithm, pending.digest())
-            .await?;
+            .signer
+            .sign_crl(
+                ca,
+                CrlToSign {
+                    issuer_name_der: &issuer_name_der,
+                    authority_key_id: &ca.subject_key_id,
+                    algorithm: &sig_alg,
+                    number,
+                    base: base.map(|b| b.number),
+                    this_update: now,
+                    next_update,
+                    digest: pending.digest(),
+                },
+                "system:crl",
+            )
+            .await
+            .map_err(|e| match e {
+                SigningError::Hsm(h) => StatusError::Hsm(h),
+                SigningError::Storage(s) => StatusError::Storage(s),
+                other => StatusError::Build(other.to_string()),
+            })?;
         let path = self.dir.join(file);
         let etag = write_atomically(&path, |w| {
             pending

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use ca_status::crl::CrlError;
 use ca_status::ocsp::{OcspErrorStatus, ResponseError};
 
+use crate::ca::signing::CaSigner;
 use crate::ca::Hierarchy;
 use crate::config::ApplianceConfig;
 use crate::storage::{
@@ -91,11 +92,12 @@ impl StatusService {
     /// responses, and starts the pre-signer and CRL publisher in the background.
     pub async fn start(
         hsm: hsm::Hsm,
+        signer: CaSigner,
         storage: &Storage,
         hierarchy: &Hierarchy,
         config: &ApplianceConfig,
     ) -> Result<Arc<StatusService>, StatusError> {
-        let service = Self::new(hsm, storage, hierarchy, config).await?;
+        let service = Self::new(hsm, signer, storage, hierarchy, config).await?;
         tokio::spawn(service.ocsp.clone().run());
         tokio::spawn(service.crls.clone().run());
         Ok(service)
@@ -104,12 +106,14 @@ impl StatusService {
     /// Like [`StatusService::start`] without the background tasks (benchmarks, tools).
     pub async fn new(
         hsm: hsm::Hsm,
+        signer: CaSigner,
         storage: &Storage,
         hierarchy: &Hierarchy,
         config: &ApplianceConfig,
     ) -> Result<Arc<StatusService>, StatusError> {
         let ocsp = OcspResponder::start(
-            hsm.clone(),
+            hsm,
+            signer.clone(),
             storage.ocsp(),
             hierarchy,
             &config.status,
@@ -117,7 +121,7 @@ impl StatusService {
         )
         .await?;
         let crls = CrlPublisher::new(
-            hsm,
+            signer,
             storage.crls(),
             hierarchy,
             &config.status,

@@ -25,6 +25,7 @@ use super::cache::{CachedResponse, CertIdHash, ResponseCache};
 use super::live_budget::LiveBudget;
 use super::responder::{self, RESPONDER_ALGORITHM};
 use super::{serial_bytes, StatusError};
+use crate::ca::signing::CaSigner;
 use crate::ca::{CertificateAuthority, Hierarchy};
 use crate::config::{StatusConfig, UnknownSerialAnswer};
 use crate::storage::{unix_now, CertStatusRow, OcspStore, ResponderRecord, StoredResponse};
@@ -112,6 +113,7 @@ struct Settings {
 /// The OCSP responder for every issuing CA of the hierarchy.
 pub struct OcspResponder {
     hsm: hsm::Hsm,
+    signer: CaSigner,
     store: OcspStore,
     issuers: Vec<IssuerState>,
     settings: Settings,
@@ -139,6 +141,7 @@ impl OcspResponder {
     /// HSM if missing or near expiry) and loads the stored pre-signed responses.
     pub async fn start(
         hsm: hsm::Hsm,
+        signer: CaSigner,
         store: OcspStore,
         hierarchy: &Hierarchy,
         config: &StatusConfig,
@@ -176,9 +179,10 @@ impl OcspResponder {
                     rec = None;
                 }
             }
-            if responder::needs_renewal(rec.as_ref(), now, settings.renew_secs) {
+            if responder::needs_renewal(rec.as_ref(), now, settings.renew_secs, ca.validity().1) {
                 rec = Some(
-                    responder::create(&hsm, &store, ca, settings.responder_validity_days).await?,
+                    responder::create(&hsm, &signer, &store, ca, settings.responder_validity_days)
+                        .await?,
                 );
             }
             let rec = rec.ok_or_else(|| StatusError::Build("responder missing".into()))?;
@@ -205,6 +209,7 @@ impl OcspResponder {
         }
         Ok(OcspResponder {
             hsm,
+            signer,
             store,
             issuers,
             settings,
@@ -572,9 +577,13 @@ impl OcspResponder {
         for issuer in &self.issuers {
             let now = unix_now();
             let current = issuer.responder();
-            if current.not_after - now < self.settings.renew_secs {
+            // Near the CA's own expiry a responder cannot outlive it: renewing would loop.
+            if current.not_after - now < self.settings.renew_secs
+                && current.not_after < issuer.ca.validity().1
+            {
                 let rec = responder::create(
                     &self.hsm,
+                    &self.signer,
                     &self.store,
                     &issuer.ca,
                     self.settings.responder_validity_days,

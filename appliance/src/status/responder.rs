@@ -5,7 +5,7 @@
 use const_oid::db::rfc5280::ID_KP_OCSP_SIGNING;
 use const_oid::db::rfc6960::ID_PKIX_OCSP_NOCHECK;
 use der::asn1::OctetString;
-use der::{Decode, Encode};
+use der::Decode;
 use rand::RngCore;
 use x509_cert::ext::pkix::{
     AuthorityKeyIdentifier, BasicConstraints, ExtendedKeyUsage, KeyUsage, KeyUsages,
@@ -16,6 +16,8 @@ use x509_cert::name::Name;
 use x509_cert::TbsCertificate;
 
 use super::StatusError;
+use crate::ca::lint::CertificateKind;
+use crate::ca::signing::{CaSigner, SigningError};
 use crate::ca::tbs::{self, extension};
 use crate::ca::CertificateAuthority;
 use crate::storage::{unix_now, AuditEntry, OcspStore, ResponderRecord};
@@ -23,14 +25,21 @@ use crate::storage::{unix_now, AuditEntry, OcspStore, ResponderRecord};
 /// How responders sign (P-256 keys).
 pub const RESPONDER_ALGORITHM: hsm::SignatureAlgorithm = hsm::SignatureAlgorithm::EcdsaSha256;
 
-/// Whether `rec` must be replaced: missing, or fewer than `renew_secs` of validity left.
-pub fn needs_renewal(rec: Option<&ResponderRecord>, now: i64, renew_secs: i64) -> bool {
-    rec.is_none_or(|r| r.not_after - now < renew_secs)
+/// Whether `rec` must be replaced: missing, or fewer than `renew_secs` of validity left
+/// while a new one could last longer (it never outlives the CA's `ca_not_after`).
+pub fn needs_renewal(
+    rec: Option<&ResponderRecord>,
+    now: i64,
+    renew_secs: i64,
+    ca_not_after: i64,
+) -> bool {
+    rec.is_none_or(|r| r.not_after - now < renew_secs && r.not_after < ca_not_after)
 }
 
 /// Generates a key in the HSM and has `ca` issue a responder certificate for it.
 pub async fn create(
     hsm: &hsm::Hsm,
+    signer: &CaSigner,
     store: &OcspStore,
     ca: &CertificateAuthority,
     validity_days: u32,
@@ -100,14 +109,14 @@ pub async fn create(
         subject_unique_id: None,
         extensions: Some(extensions),
     };
-    let tbs_der = tbs_cert.to_der().map_err(enc)?;
-    let signature = hsm.sign(&ca.key, ca.signature_algorithm, &tbs_der).await?;
-    let certificate = tbs::assemble(
-        tbs_cert,
-        ca.signature_algorithm.algorithm_identifier(),
-        &signature,
-    )
-    .map_err(build)?;
+    let certificate = signer
+        .sign_certificate(ca, tbs_cert, CertificateKind::OcspResponder, "system:ocsp")
+        .await
+        .map_err(|e| match e {
+            SigningError::Hsm(h) => StatusError::Hsm(h),
+            SigningError::Storage(s) => StatusError::Storage(s),
+            other => StatusError::Build(other.to_string()),
+        })?;
     let rec = ResponderRecord {
         ca_id: ca.id,
         key_uri: key.to_string(),

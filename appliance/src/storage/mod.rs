@@ -11,6 +11,7 @@ mod data_keys;
 mod limits;
 mod ocsp;
 mod revocation;
+mod signing;
 mod verifications;
 
 use std::str::FromStr;
@@ -27,6 +28,7 @@ pub use data_keys::{DataKeyRecord, DataKeyRows};
 pub use limits::{LimitRows, WindowCount};
 pub use ocsp::{CertStatusRow, OcspStore, ResponderRecord, StoredResponse};
 pub use revocation::{Revocation, RevocationError, RevocationStore, StatusChange};
+pub use signing::{SigningLedger, SigningRecord};
 pub use verifications::{VerificationRow, VerificationRows};
 
 /// Errors from the database.
@@ -123,6 +125,11 @@ impl Storage {
     /// The wrapped data keys sealing personal data.
     pub fn data_keys(&self) -> DataKeyRows {
         DataKeyRows::new(self.pool.clone())
+    }
+
+    /// The signing ledger (record before sign); starts its group-commit writer.
+    pub fn signing_ledger(&self) -> SigningLedger {
+        SigningLedger::new(self.pool.clone())
     }
 
     /// Limit counters and vendor callback replay records.

@@ -33,6 +33,9 @@ pub enum RevocationError {
     /// Unhold of a certificate that is not on hold.
     #[error("certificate is not on hold")]
     NotOnHold,
+    /// A channel tried to lift a hold an operator placed.
+    #[error("the hold was placed by an operator")]
+    HeldByOperator,
     /// The database failed.
     #[error(transparent)]
     Storage(#[from] StorageError),
@@ -118,7 +121,8 @@ impl RevocationStore {
         let reason = (rev.reason != 0).then_some(rev.reason);
         sqlx::query(
             "UPDATE certificates SET status = ?, revoked_at = ?, revocation_reason = ?,
-                 invalidity_date = COALESCE(?, invalidity_date), status_seq = ?, status_changed_at = ?
+                 invalidity_date = COALESCE(?, invalidity_date), status_seq = ?, status_changed_at = ?,
+                 hold_actor = ?
              WHERE serial = ?",
         )
         .bind(new_status)
@@ -127,6 +131,7 @@ impl RevocationStore {
         .bind(rev.invalidity_date)
         .bind(seq)
         .bind(now)
+        .bind((new_status == "hold").then_some(actor))
         .bind(&rev.serial)
         .execute(&mut *tx)
         .await?;
@@ -171,19 +176,27 @@ impl RevocationStore {
     pub async fn unhold(&self, serial: &str, actor: &str) -> Result<StatusChange, RevocationError> {
         let mut tx = self.pool.begin().await?;
         let seq = next_status_seq(&mut tx).await?;
-        let row = sqlx::query("SELECT ca_id, status FROM certificates WHERE serial = ?")
-            .bind(serial)
-            .fetch_optional(&mut *tx)
-            .await?
-            .ok_or(RevocationError::NotFound)?;
+        let row =
+            sqlx::query("SELECT ca_id, status, hold_actor FROM certificates WHERE serial = ?")
+                .bind(serial)
+                .fetch_optional(&mut *tx)
+                .await?
+                .ok_or(RevocationError::NotFound)?;
         let ca_id: i64 = row.try_get("ca_id")?;
         let status: String = row.try_get("status")?;
+        let hold_actor: Option<String> = row.try_get("hold_actor")?;
         if status != "hold" {
             return Err(RevocationError::NotOnHold);
         }
+        // A channel lifts only a hold a channel placed; an operator's hold is the operator's.
+        if actor.starts_with("channel:")
+            && !hold_actor.as_deref().is_some_and(|a| a.starts_with("channel:"))
+        {
+            return Err(RevocationError::HeldByOperator);
+        }
         sqlx::query(
             "UPDATE certificates SET status = 'valid', revoked_at = NULL, revocation_reason = NULL,
-                 invalidity_date = NULL, status_seq = ?, status_changed_at = ?
+                 invalidity_date = NULL, status_seq = ?, status_changed_at = ?, hold_actor = NULL
              WHERE serial = ?",
         )
         .bind(seq)

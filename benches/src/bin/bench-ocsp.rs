@@ -500,8 +500,17 @@ async fn generate_crl(config: &Path) -> Result<(), String> {
             .map_err(|e| e.to_string())?,
     )
     .map_err(|e| e.to_string())?;
-    let publisher = CrlPublisher::new(
+    let hierarchy = std::sync::Arc::new(hierarchy);
+    // The CA signing capability comes from an issuer: CRLs pass the same lint/record/verify path.
+    let issuer = ca_appliance::ca::issuance::Issuer::new(
         hsm,
+        &storage,
+        hierarchy.clone(),
+        std::sync::Arc::new(config.load_profiles().map_err(|e| e.to_string())?),
+        storage.certificates(),
+    );
+    let publisher = CrlPublisher::new(
+        issuer.signer(),
         storage.crls(),
         &hierarchy,
         &config.status,
