@@ -70,6 +70,38 @@ pub struct ApplianceConfig {
     /// Settings of the verification service (`[verification]`, needed once a plugin is listed).
     #[serde(default)]
     pub verification: VerificationSettings,
+    /// Audit log checkpoints (`[audit]`, optional).
+    #[serde(default)]
+    pub audit: AuditSettings,
+}
+
+/// When the audit key signs a checkpoint of the audit log (`[audit]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditSettings {
+    /// After this many new rows (default 1000).
+    #[serde(default = "default_checkpoint_rows")]
+    pub checkpoint_rows: u32,
+    /// At least this often while rows arrive, in minutes (default 10).
+    #[serde(default = "default_checkpoint_minutes")]
+    pub checkpoint_minutes: u32,
+}
+
+impl Default for AuditSettings {
+    fn default() -> Self {
+        Self {
+            checkpoint_rows: default_checkpoint_rows(),
+            checkpoint_minutes: default_checkpoint_minutes(),
+        }
+    }
+}
+
+fn default_checkpoint_rows() -> u32 {
+    1000
+}
+
+fn default_checkpoint_minutes() -> u32 {
+    10
 }
 
 /// Where a plugin runs (`isolation = "worker" | "in_process"`).
@@ -741,6 +773,13 @@ impl ApplianceConfig {
             return Err(ConfigError::Invalid("at least one [[ca]] is needed".into()));
         }
         crate::config::validate_clients(&self.clients)?;
+        if !(1..=1_000_000).contains(&self.audit.checkpoint_rows)
+            || !(1..=1440).contains(&self.audit.checkpoint_minutes)
+        {
+            return Err(ConfigError::Invalid(
+                "[audit] checkpoint_rows must be 1..=1000000 and checkpoint_minutes 1..=1440".into(),
+            ));
+        }
         for client in &self.clients {
             match (client.role, &client.channel) {
                 (ClientRole::Channel, Some(name)) => {

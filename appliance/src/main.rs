@@ -10,7 +10,7 @@ mod hardening;
 
 use ca_appliance::ca::ceremony::{self, CeremonyOutcome};
 use ca_appliance::config::ApplianceConfig;
-use ca_appliance::{demo, server, storage, verification};
+use ca_appliance::{audit, demo, server, storage, verification};
 
 #[derive(Parser)]
 #[command(
@@ -76,6 +76,31 @@ enum Command {
     DataKey {
         #[command(subcommand)]
         command: DataKeyCommand,
+    },
+    /// The audit log: verify its chain and signed checkpoints, or export it.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Verify the hash chain and every signed checkpoint; exit non-zero naming the first bad
+    /// sequence number.
+    Verify {
+        /// The appliance configuration file.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Write the log (and its checkpoints and audit keys) as JSON lines to stdout.
+    Export {
+        /// The appliance configuration file.
+        #[arg(long)]
+        config: PathBuf,
+        /// First sequence number to export.
+        #[arg(long, default_value_t = 1)]
+        since: i64,
     },
 }
 
@@ -204,6 +229,7 @@ fn run(cli: Cli) -> Result<(), String> {
                     config_json,
                 },
         } => plugin_check(&path, config.as_deref(), config_json.as_deref()),
+        Command::Audit { command } => audit_command(command),
         Command::DataKey {
             command: DataKeyCommand::Rotate { config },
         } => {
@@ -211,6 +237,53 @@ fn run(cli: Cli) -> Result<(), String> {
             export_softhsm_conf(config.hsm.softhsm2_conf.as_deref());
             runtime()?.block_on(data_key_rotate(&config, "cli:data-key"))
         }
+    }
+}
+
+fn audit_command(command: AuditCommand) -> Result<(), String> {
+    let (AuditCommand::Verify { config } | AuditCommand::Export { config, .. }) = &command;
+    let config = ApplianceConfig::load(config).map_err(|e| e.to_string())?;
+    export_softhsm_conf(config.hsm.softhsm2_conf.as_deref());
+    runtime()?.block_on(async {
+        let storage = storage::Storage::open(&config.database.url)
+            .await
+            .map_err(|e| e.to_string())?;
+        match command {
+            AuditCommand::Verify { .. } => {
+                let hsm = hsm::Hsm::open(&config.hsm_config())
+                    .await
+                    .map_err(|e| format!("HSM: {e}"))?;
+                let report = audit::verify(&hsm, &storage, false)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                println!(
+                    "audit log intact: {} row(s) up to seq {}, {} signed checkpoint(s)",
+                    report.rows, report.last_seq, report.checkpoints
+                );
+                Ok(())
+            }
+            AuditCommand::Export { since, .. } => {
+                let stdout = std::io::stdout();
+                let mut out = std::io::BufWriter::new(stdout.lock());
+                audit::export(&storage, since, &mut out)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            }
+        }
+    })
+}
+
+/// Signs an audit checkpoint after an operator command (when an audit key exists).
+async fn seal_audit(hsm: &hsm::Hsm, storage: &storage::Storage) -> Result<(), String> {
+    match audit::Sealer::load(hsm, storage).await {
+        Ok(sealer) => sealer
+            .checkpoint()
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("audit checkpoint: {e}")),
+        Err(audit::AuditError::NoKey) => Ok(()),
+        Err(e) => Err(format!("audit checkpoint: {e}")),
     }
 }
 
@@ -225,6 +298,7 @@ async fn data_key_rotate(config: &ApplianceConfig, actor: &str) -> Result<(), St
     let report = verification::rotation::rotate(&hsm, &storage, label, actor)
         .await
         .map_err(|e| format!("data-key rotate: {e}"))?;
+    seal_audit(&hsm, &storage).await?;
     if report.created_wrapping_key {
         println!("created the HSM wrapping key {}", hsm.key_uri(label));
     }
@@ -282,6 +356,7 @@ async fn run_ceremony(
     )
     .await
     .map_err(|e| e.to_string())?;
+    seal_audit(&hsm, &storage).await?;
     for outcome in outcomes {
         match outcome {
             CeremonyOutcome::Created { name, generation } => {

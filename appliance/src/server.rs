@@ -37,6 +37,9 @@ pub enum ServeError {
     /// The personal-data keys could not be unwrapped.
     #[error("personal-data keys: {0}")]
     DataKey(#[from] crate::verification::KeyringError),
+    /// The audit log failed its check at start, or cannot be sealed (fail closed).
+    #[error("audit log: {0}")]
+    Audit(#[from] crate::audit::AuditError),
     /// A listener could not bind.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -70,6 +73,15 @@ pub async fn serve(config: ApplianceConfig) -> Result<(), ServeError> {
     )?;
     let hsm = hsm::Hsm::open(&config.hsm_config()).await?;
     let storage = Storage::open(&config.database.url).await?;
+    // Fail closed: a tampered tail or a missing audit key stops the start.
+    let audit_tail = crate::audit::verify(&hsm, &storage, true).await?;
+    let sealer = crate::audit::Sealer::load(&hsm, &storage).await?;
+    sealer.checkpoint().await?;
+    tracing::info!(rows = audit_tail.rows, last_seq = audit_tail.last_seq, "audit log tail verified");
+    let checkpointer = tokio::spawn(sealer.clone().run(
+        i64::from(config.audit.checkpoint_rows),
+        i64::from(config.audit.checkpoint_minutes) * 60,
+    ));
     let hierarchy = Arc::new(Hierarchy::from_records(
         storage.authorities().current().await?,
     )?);
@@ -175,6 +187,10 @@ pub async fn serve(config: ApplianceConfig) -> Result<(), ServeError> {
     // connections and this task); the kernel kills any left at exit (parent-death signal).
     verification_task.abort();
     let _ = verification_task.await;
+    checkpointer.abort();
+    if let Err(e) = sealer.checkpoint().await {
+        tracing::error!(error = %e, "final audit checkpoint failed");
+    }
     Ok(())
 }
 

@@ -45,6 +45,9 @@ pub enum CeremonyError {
     /// The signing path refused or failed (record, HSM, verification).
     #[error(transparent)]
     Signing(#[from] SigningError),
+    /// The audit key could not be created.
+    #[error("audit key: {0}")]
+    Audit(#[from] crate::audit::AuditError),
     /// Writing the PEM output failed.
     #[error("cannot write {path}: {reason}")]
     Output {
@@ -128,6 +131,8 @@ pub async fn run(
             generation,
         });
     }
+    // The audit key that signs checkpoints of the audit log is made with the CA keys.
+    crate::audit::ensure_key(hsm, storage, actor).await?;
     write_pem_files(storage, output_dir).await?;
     Ok(outcomes)
 }

@@ -139,7 +139,13 @@ fn subject_name_fires() {
     t.subject = x509_cert::name::RdnSequence(Vec::new());
     fires(Rule::SubjectName, check_ee(&t));
     let mut t = clean();
-    t.subject = "C=CN,CN=Zhang San".parse().unwrap(); // C as UTF8String
+    let c_utf8 = x509_cert::attr::AttributeTypeAndValue {
+        oid: const_oid::db::rfc4519::C,
+        value: der::Any::from(der::asn1::Utf8StringRef::new("CN").unwrap()),
+    };
+    t.subject = x509_cert::name::RdnSequence(vec![x509_cert::name::RelativeDistinguishedName(
+        der::asn1::SetOfVec::try_from(vec![c_utf8]).unwrap(),
+    )]);
     fires(Rule::SubjectName, check_ee(&t));
     let mut t = clean();
     t.subject = format!("CN={}", "x".repeat(65)).parse().unwrap();

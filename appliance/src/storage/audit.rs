@@ -121,3 +121,177 @@ fn chain_hash(
     }
     h.finalize().to_vec()
 }
+
+/// One stored audit row, as read back for verification and export.
+#[derive(Debug, Clone)]
+pub struct AuditRow {
+    /// Sequence number (1, 2, ...).
+    pub seq: i64,
+    /// Unix seconds.
+    pub at: i64,
+    /// Who.
+    pub actor: String,
+    /// What.
+    pub action: String,
+    /// On what.
+    pub target: String,
+    /// Extra facts (JSON text).
+    pub detail: String,
+    /// The previous row's hash as stored.
+    pub prev_hash: Vec<u8>,
+    /// This row's hash as stored.
+    pub hash: Vec<u8>,
+}
+
+impl AuditRow {
+    /// The hash this row should have after `prev`.
+    pub fn expected_hash(&self, prev: &[u8]) -> Vec<u8> {
+        chain_hash(
+            prev,
+            self.at,
+            &self.actor,
+            &self.action,
+            &self.target,
+            &self.detail,
+        )
+    }
+}
+
+/// A signed statement: the log up to `seq` has chain hash `hash`.
+#[derive(Debug, Clone)]
+pub struct AuditCheckpoint {
+    /// Last row covered.
+    pub seq: i64,
+    /// That row's chain hash.
+    pub hash: Vec<u8>,
+    /// When it was signed, unix seconds.
+    pub at: i64,
+    /// The audit key that signed it.
+    pub key_id: i64,
+    /// ECDSA P-256 signature (DER).
+    pub signature: Vec<u8>,
+}
+
+/// An audit signing key: its HSM URI and public key.
+#[derive(Debug, Clone)]
+pub struct AuditKeyRecord {
+    /// Row id.
+    pub id: i64,
+    /// RFC 7512 URI of the key in the HSM.
+    pub key_uri: String,
+    /// SubjectPublicKeyInfo DER.
+    pub public_key: Vec<u8>,
+}
+
+impl AuditLog {
+    /// Rows with `seq >= since`, in order.
+    pub async fn rows_since(&self, since: i64) -> Result<Vec<AuditRow>, StorageError> {
+        let rows = sqlx::query(
+            "SELECT seq, at, actor, action, target, detail, prev_hash, hash FROM audit_log
+             WHERE seq >= ? ORDER BY seq",
+        )
+        .bind(since)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(AuditRow {
+                    seq: r.try_get("seq")?,
+                    at: r.try_get("at")?,
+                    actor: r.try_get("actor")?,
+                    action: r.try_get("action")?,
+                    target: r.try_get("target")?,
+                    detail: r.try_get("detail")?,
+                    prev_hash: r.try_get("prev_hash")?,
+                    hash: r.try_get("hash")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StorageError::from)
+    }
+
+    /// The newest row's sequence number and hash (`None` for an empty log).
+    pub async fn tail(&self) -> Result<Option<(i64, Vec<u8>)>, StorageError> {
+        let row = sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| Ok((r.try_get("seq")?, r.try_get("hash")?)))
+            .transpose()
+            .map_err(|e: sqlx::Error| e.into())
+    }
+
+    /// Every checkpoint, oldest first.
+    pub async fn checkpoints(&self) -> Result<Vec<AuditCheckpoint>, StorageError> {
+        let rows = sqlx::query(
+            "SELECT seq, hash, at, key_id, signature FROM audit_checkpoints ORDER BY seq",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(AuditCheckpoint {
+                    seq: r.try_get("seq")?,
+                    hash: r.try_get("hash")?,
+                    at: r.try_get("at")?,
+                    key_id: r.try_get("key_id")?,
+                    signature: r.try_get("signature")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StorageError::from)
+    }
+
+    /// Stores a signed checkpoint (an existing one for the same row is kept).
+    pub async fn insert_checkpoint(&self, cp: &AuditCheckpoint) -> Result<(), StorageError> {
+        sqlx::query(
+            "INSERT INTO audit_checkpoints (seq, hash, at, key_id, signature) VALUES (?, ?, ?, ?, ?)
+             ON CONFLICT (seq) DO NOTHING",
+        )
+        .bind(cp.seq)
+        .bind(&cp.hash)
+        .bind(cp.at)
+        .bind(cp.key_id)
+        .bind(&cp.signature)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Every audit key, oldest first.
+    pub async fn keys(&self) -> Result<Vec<AuditKeyRecord>, StorageError> {
+        let rows = sqlx::query("SELECT id, key_uri, public_key FROM audit_keys ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(AuditKeyRecord {
+                    id: r.try_get("id")?,
+                    key_uri: r.try_get("key_uri")?,
+                    public_key: r.try_get("public_key")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StorageError::from)
+    }
+
+    /// Stores a new audit key with its audit row; returns its id.
+    pub async fn insert_key(
+        &self,
+        key_uri: &str,
+        public_key: &[u8],
+        audit: &AuditEntry,
+    ) -> Result<i64, StorageError> {
+        let mut tx = self.pool.begin().await?;
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO audit_keys (key_uri, public_key, created_at) VALUES (?, ?, ?) RETURNING id",
+        )
+        .bind(key_uri)
+        .bind(public_key)
+        .bind(unix_now())
+        .fetch_one(&mut *tx)
+        .await?;
+        append_in(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+}

@@ -20,7 +20,7 @@ use std::time::Duration;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::SqlitePool;
 
-pub use audit::{AuditEntry, AuditLog};
+pub use audit::{AuditCheckpoint, AuditEntry, AuditKeyRecord, AuditLog, AuditRow};
 pub use authorities::{CaRecord, CaStore, NewCa};
 pub use certificates::{CertificateRecord, CertificateStore, NewCertificate};
 pub use crl::{CrlRecord, CrlRow, CrlStore};
