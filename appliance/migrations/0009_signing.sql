@@ -34,3 +34,7 @@ CREATE TABLE audit_checkpoints (
     key_id INTEGER NOT NULL REFERENCES audit_keys (id),
     signature BLOB NOT NULL
 );
+
+-- A revoked CA generation (listed on its parent's CRL; issues nothing more).
+ALTER TABLE certificate_authorities ADD COLUMN revoked_at BIGINT;
+ALTER TABLE certificate_authorities ADD COLUMN revocation_reason INTEGER;

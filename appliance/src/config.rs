@@ -389,6 +389,11 @@ pub struct StatusConfig {
     /// Live OCSP signatures per second on average (burst: one second's worth); over it the
     /// pre-signed answer without the nonce, or `tryLater`.
     pub ocsp_live_per_second: u32,
+    /// The root key is offline: `serve` never signs the root CRL (it serves the one
+    /// `ca-appliance root sign-crl` wrote) and that CRL is valid `root_crl_validity_days`.
+    pub root_offline: bool,
+    /// Validity of an offline root's CRL, days (1..=400); sign the next one before it ends.
+    pub root_crl_validity_days: u32,
 }
 
 impl Default for StatusConfig {
@@ -408,6 +413,8 @@ impl Default for StatusConfig {
             ocsp_max_cert_ids: 1,
             ocsp_live_concurrency: 1,
             ocsp_live_per_second: 200,
+            root_offline: false,
+            root_crl_validity_days: 90,
         }
     }
 }
@@ -415,6 +422,9 @@ impl Default for StatusConfig {
 impl StatusConfig {
     fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: &str| Err(ConfigError::Invalid(format!("[status] {m}")));
+        if !(1..=400).contains(&self.root_crl_validity_days) {
+            return bad("root_crl_validity_days must be 1..=400");
+        }
         if !(8..=240).contains(&self.ocsp_validity_hours) {
             return bad("ocsp_validity_hours must be 8..=240");
         }

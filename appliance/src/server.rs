@@ -83,7 +83,7 @@ pub async fn serve(config: ApplianceConfig) -> Result<(), ServeError> {
         i64::from(config.audit.checkpoint_minutes) * 60,
     ));
     let hierarchy = Arc::new(Hierarchy::from_records(
-        storage.authorities().current().await?,
+        storage.authorities().all().await?,
     )?);
     for profile in profiles.values() {
         if hierarchy.get(&profile.issuer).is_none() {

@@ -41,10 +41,12 @@ fn client_cert(demo: &DemoDir, stem: &str, subj: &str, ext: &str) -> std::sync::
     )
 }
 
-fn cert_hex(demo: &DemoDir, file: &str, what: &str) -> String {
+fn cert_hex(demo: &DemoDir, file: &str, what: &[&str]) -> String {
     let (ok, out, err) = run(Command::new("openssl")
         .current_dir(demo.path())
-        .args(["x509", "-noout", what, "-in", file]));
+        .args(["x509", "-noout"])
+        .args(what)
+        .args(["-in", file]));
     assert!(ok, "{err}");
     out.trim()
         .split_once('=')
@@ -107,7 +109,7 @@ async fn callers_are_identified_by_fingerprint_san_or_single_cn_with_client_auth
         "/CN=san-op",
         "extendedKeyUsage=clientAuth\nsubjectAltName=DNS:ops.example\n",
     );
-    let fingerprint = cert_hex(&demo, "tls/by-fp.pem", "-fingerprint");
+    let fingerprint = cert_hex(&demo, "tls/by-fp.pem", &["-sha256", "-fingerprint"]);
     append_config(
         &demo,
         &format!(
@@ -147,7 +149,7 @@ async fn callers_are_identified_by_fingerprint_san_or_single_cn_with_client_auth
     server.stop_with("TERM", Duration::from_secs(20));
 
     // A client CRL listing channel-demo: refused at the handshake; the operator still works.
-    let serial = cert_hex(&demo, "tls/channel-demo.pem", "-serial");
+    let serial = cert_hex(&demo, "tls/channel-demo.pem", &["-serial"]);
     let (ok, _, err) = run(Command::new("python3")
         .current_dir(demo.path())
         .args(["-c", CLIENT_CRL, "tls/client-crl.pem", &serial]));

@@ -13,7 +13,8 @@ pub async fn healthz() -> &'static str {
     "ok\n"
 }
 
-/// `GET /ca/{name}.crt` (DER) and `GET /ca/{name}.pem`.
+/// `GET /ca/{name}.crt` (DER) and `GET /ca/{name}.pem`: the newest generation;
+/// `/ca/{name}-gN.crt`/`.pem`: generation N.
 pub async fn ca_certificate(
     State(state): State<Arc<AppState>>,
     Path(file): Path<String>,
@@ -29,7 +30,7 @@ pub async fn ca_certificate(
     };
     let ca = state
         .hierarchy
-        .get(name)
+        .by_stem(name)
         .ok_or_else(|| ApiError::not_found(format!("no CA named {name:?}")))?;
     let cache = (header::CACHE_CONTROL, "public, max-age=3600");
     Ok(if pem {

@@ -99,7 +99,7 @@ pub async fn run(
     }
     let mut outcomes = Vec::new();
     for ca in cas {
-        let hierarchy = Hierarchy::from_records(storage.authorities().current().await?)?;
+        let hierarchy = Hierarchy::from_records(storage.authorities().all().await?)?;
         if let Some(existing) = hierarchy.get(&ca.name) {
             if !new_generation.contains(&ca.name) {
                 outcomes.push(CeremonyOutcome::Existing {
@@ -184,8 +184,8 @@ async fn create(
                 p.signature_algorithm,
                 Some(0),
                 Some(tbs::CaUrls {
-                    crl: format!("{base}/crl/{}.crl", p.name),
-                    ca_issuers: format!("{base}/ca/{}.crt", p.name),
+                    crl: format!("{base}/crl/{}.crl", p.stem()),
+                    ca_issuers: format!("{base}/ca/{}.crt", p.generation_stem()),
                 }),
             )
         }
@@ -261,15 +261,20 @@ async fn create(
 
 /// Writes every current CA certificate to `dir/{name}.pem` (atomically: temp file + rename).
 pub async fn write_pem_files(storage: &Storage, dir: &Path) -> Result<(), CeremonyError> {
-    let hierarchy = Hierarchy::from_records(storage.authorities().current().await?)?;
+    let hierarchy = Hierarchy::from_records(storage.authorities().all().await?)?;
     let out_err = |path: &Path, e: std::io::Error| CeremonyError::Output {
         path: path.display().to_string(),
         reason: e.to_string(),
     };
     std::fs::create_dir_all(dir).map_err(|e| out_err(dir, e))?;
-    for ca in hierarchy.iter() {
-        let path = dir.join(format!("{}.pem", ca.name));
-        let tmp = dir.join(format!(".{}.pem.tmp", ca.name));
+    // `{name}.pem`: the newest generation; `{name}-gN.pem`: every generation.
+    let files = hierarchy
+        .iter()
+        .map(|ca| (ca.name.clone(), ca))
+        .chain(hierarchy.generations().map(|ca| (ca.generation_stem(), ca)));
+    for (stem, ca) in files {
+        let path = dir.join(format!("{stem}.pem"));
+        let tmp = dir.join(format!(".{stem}.pem.tmp"));
         std::fs::write(&tmp, ca.certificate_pem()).map_err(|e| out_err(&tmp, e))?;
         std::fs::rename(&tmp, &path).map_err(|e| out_err(&path, e))?;
     }

@@ -105,6 +105,8 @@ pub struct PreparedCertificate {
     not_before: i64,
     not_after: i64,
     now: i64,
+    /// The profile as applied to this issuer generation (its URLs), for the signing lint.
+    applied: Profile,
 }
 
 /// A signed, stored certificate.
@@ -169,6 +171,13 @@ impl Issuer {
             .get(&profile.issuer)
             .ok_or_else(|| IssuanceError::IssuerMissing(profile.issuer.clone()))?
             .clone();
+        if issuer.revoked_at.is_some() {
+            return Err(IssuanceError::IssuerMissing(format!(
+                "{} (generation {} is revoked; run the ceremony with --new-generation)",
+                issuer.name, issuer.generation
+            )));
+        }
+        let profile = &generation_profile(profile, &issuer);
         check_subject(&req.subject)?;
         let csr = csr::verify_pem(&req.csr_pem)?;
         if !profile.key_types.contains(&csr.key_kind) {
@@ -217,6 +226,7 @@ impl Issuer {
             not_before,
             not_after,
             now,
+            applied: profile.clone(),
         })
     }
 
@@ -236,11 +246,9 @@ impl Issuer {
             not_before,
             not_after,
             now,
+            applied,
         } = prepared;
-        let profile_def = self
-            .profiles
-            .get(&profile)
-            .ok_or_else(|| IssuanceError::UnknownProfile(profile.clone()))?;
+        let profile_def = &applied;
         let der = self
             .signer
             .sign_certificate(
@@ -278,7 +286,7 @@ impl Issuer {
         Ok(IssuedCertificate {
             serial,
             der,
-            chain: self.hierarchy.chain(&issuer.name),
+            chain: self.hierarchy.chain_of(&issuer),
             ca_id: issuer.id,
             not_after,
         })
@@ -289,6 +297,28 @@ impl Issuer {
         let prepared = self.prepare(req)?;
         self.sign(prepared).await
     }
+}
+
+/// `profile` as issued under `issuer`: from generation 2 on, a CRL URL ending in
+/// `/crl/{name}.crl` and a caIssuers URL ending in `/ca/{name}.crt` name that generation's own
+/// files (`{name}-gN`), so older generations keep their CRL and certificate at the URLs their
+/// certificates carry.
+pub fn generation_profile(profile: &Profile, issuer: &CertificateAuthority) -> Profile {
+    let mut p = profile.clone();
+    if issuer.generation > 1 {
+        let stem = issuer.stem();
+        let swap = |url: &mut Option<String>, dir: &str, ext: &str| {
+            if let Some(u) = url {
+                let old = format!("/{dir}/{}.{ext}", issuer.name);
+                if let Some(base) = u.strip_suffix(&old) {
+                    *u = format!("{base}/{dir}/{stem}.{ext}");
+                }
+            }
+        };
+        swap(&mut p.crl_url, "crl", "crl");
+        swap(&mut p.ca_issuers_url, "ca", "crt");
+    }
+    p
 }
 
 fn check_subject(subject: &BTreeMap<String, String>) -> Result<(), IssuanceError> {

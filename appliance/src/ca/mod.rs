@@ -56,12 +56,31 @@ pub struct CertificateAuthority {
     pub subject_key_id: Vec<u8>,
     /// Its parent's name; `None` for a root.
     pub parent: Option<String>,
+    /// Its parent's row id (the exact generation that signed it); `None` for a root.
+    pub parent_id: Option<i64>,
+    /// When this generation was revoked (it issues nothing more).
+    pub revoked_at: Option<i64>,
 }
 
 impl CertificateAuthority {
     /// The certificate as PEM.
     pub fn certificate_pem(&self) -> String {
         pem_rfc7468_encode("CERTIFICATE", &self.certificate_der)
+    }
+
+    /// The file stem of this generation's CRL and of end-entity URLs under it: `name` for
+    /// generation 1 (the URLs written before generations existed), `name-gN` after.
+    pub fn stem(&self) -> String {
+        if self.generation == 1 {
+            self.name.clone()
+        } else {
+            format!("{}-g{}", self.name, self.generation)
+        }
+    }
+
+    /// The generation-specific file stem for its certificate (`/ca/{name}-gN.crt`).
+    pub fn generation_stem(&self) -> String {
+        format!("{}-g{}", self.name, self.generation)
     }
 
     /// notBefore/notAfter as unix seconds.
@@ -74,17 +93,19 @@ impl CertificateAuthority {
     }
 }
 
-/// The current generation of each CA, by name.
+/// Every CA generation, and the newest generation of each CA by name.
 #[derive(Debug, Default)]
 pub struct Hierarchy {
     cas: BTreeMap<String, Arc<CertificateAuthority>>,
+    generations: Vec<Arc<CertificateAuthority>>,
 }
 
 impl Hierarchy {
-    /// Parses stored CA records (newest generation of each).
+    /// Parses stored CA records (any generations; the highest of each name is its newest).
     pub fn from_records(records: Vec<CaRecord>) -> Result<Self, HierarchyError> {
         let names: BTreeMap<i64, String> = records.iter().map(|r| (r.id, r.name.clone())).collect();
         let mut cas = BTreeMap::new();
+        let mut generations = Vec::new();
         for r in records {
             let corrupt = |reason: String| HierarchyError::Corrupt {
                 name: r.name.clone(),
@@ -109,10 +130,41 @@ impl Hierarchy {
                 certificate,
                 subject_key_id,
                 parent: r.parent_id.and_then(|p| names.get(&p).cloned()),
+                parent_id: r.parent_id,
+                revoked_at: r.revoked_at,
             };
-            cas.insert(r.name, Arc::new(ca));
+            let ca = Arc::new(ca);
+            generations.push(ca.clone());
+            let newer = cas
+                .get(&r.name)
+                .is_none_or(|c: &Arc<CertificateAuthority>| c.generation < ca.generation);
+            if newer {
+                cas.insert(r.name, ca);
+            }
         }
-        Ok(Self { cas })
+        Ok(Self { cas, generations })
+    }
+
+    /// Every generation of every CA, in creation order.
+    pub fn generations(&self) -> impl Iterator<Item = &Arc<CertificateAuthority>> {
+        self.generations.iter()
+    }
+
+    /// Generations whose certificate has not expired at `now`.
+    pub fn unexpired(&self, now: i64) -> impl Iterator<Item = &Arc<CertificateAuthority>> {
+        self.generations.iter().filter(move |c| c.validity().1 > now)
+    }
+
+    /// The CA generation served under file stem `stem` (`name`: newest; `name-gN`: generation N).
+    pub fn by_stem(&self, stem: &str) -> Option<&Arc<CertificateAuthority>> {
+        if let Some(ca) = self.cas.get(stem) {
+            return Some(ca);
+        }
+        let (name, generation) = stem.rsplit_once("-g")?;
+        let generation: i64 = generation.parse().ok()?;
+        self.generations
+            .iter()
+            .find(|c| c.name == name && c.generation == generation)
     }
 
     /// The CA called `name`.
@@ -122,7 +174,7 @@ impl Hierarchy {
 
     /// The CA whose row id is `id` (any loaded generation).
     pub fn by_id(&self, id: i64) -> Option<&Arc<CertificateAuthority>> {
-        self.cas.values().find(|c| c.id == id)
+        self.generations.iter().find(|c| c.id == id)
     }
 
     /// All CAs, by name.
@@ -130,16 +182,25 @@ impl Hierarchy {
         self.cas.values()
     }
 
-    /// The chain above `name`, nearest first, including `name` itself and the root.
+    /// The chain above the newest `name`, nearest first, including it and the root.
     pub fn chain(&self, name: &str) -> Vec<Arc<CertificateAuthority>> {
-        let mut out = Vec::new();
-        let mut next = self.cas.get(name);
+        self.cas
+            .get(name)
+            .map(|ca| self.chain_of(ca))
+            .unwrap_or_default()
+    }
+
+    /// The chain above `ca` through the exact generations that signed each (by row id, which
+    /// is by key identifier: each generation has its own key), nearest first.
+    pub fn chain_of(&self, ca: &Arc<CertificateAuthority>) -> Vec<Arc<CertificateAuthority>> {
+        let mut out = vec![ca.clone()];
+        let mut next = ca.parent_id.and_then(|p| self.by_id(p));
         while let Some(ca) = next {
             if out.len() > 8 {
                 break; // a loop in stored parents; never expected
             }
             out.push(ca.clone());
-            next = ca.parent.as_deref().and_then(|p| self.cas.get(p));
+            next = ca.parent_id.and_then(|p| self.by_id(p));
         }
         out
     }

@@ -62,6 +62,8 @@ pub struct CrlPublisher {
     dir: PathBuf,
     public_url: String,
     validity_secs: i64,
+    root_offline: bool,
+    root_validity_secs: i64,
     interval_secs: i64,
     delay: Duration,
     published: RwLock<HashMap<String, Arc<PublishedCrl>>>,
@@ -126,7 +128,8 @@ impl CrlPublisher {
         std::fs::create_dir_all(&config.crl_dir)
             .map_err(|e| StatusError::Io(format!("{}: {e}", config.crl_dir.display())))?;
         // Every CA, the root included: `-crl_check_all` needs a CRL for each chain level.
-        let cas: Vec<_> = hierarchy.iter().cloned().collect();
+        // Every unexpired generation: a re-keyed CA's older generation keeps its own CRL.
+        let cas: Vec<_> = hierarchy.unexpired(unix_now()).cloned().collect();
         let publisher = CrlPublisher {
             signer,
             store,
@@ -134,6 +137,8 @@ impl CrlPublisher {
             dir: config.crl_dir.clone(),
             public_url: public_url.trim_end_matches('/').to_owned(),
             validity_secs: i64::from(config.crl_validity_hours) * 3600,
+            root_offline: config.root_offline,
+            root_validity_secs: i64::from(config.root_crl_validity_days) * 86_400,
             interval_secs: i64::from(config.crl_interval_minutes) * 60,
             delay: Duration::from_secs(u64::from(config.crl_delay_secs)),
             published: RwLock::new(HashMap::new()),
@@ -142,8 +147,8 @@ impl CrlPublisher {
         };
         for ca in &publisher.cas {
             for (kind, file) in [
-                ("full", full_name(&ca.name)),
-                ("delta", delta_name(&ca.name)),
+                ("full", full_name(&ca.stem())),
+                ("delta", delta_name(&ca.stem())),
             ] {
                 let Some(rec) = publisher.store.latest(ca.id, kind).await? else {
                     continue;
@@ -190,8 +195,18 @@ impl CrlPublisher {
         self.wake.notify_one();
     }
 
-    /// Publishes a full then a delta CRL for `ca`.
+    /// Whether `ca` is a root whose key `serve` never uses (`[status] root_offline`).
+    fn offline(&self, ca: &CertificateAuthority) -> bool {
+        self.root_offline && ca.parent_id.is_none()
+    }
+
+    /// Publishes a full then a delta CRL for `ca` (an offline root: a full CRL only).
     pub async fn publish(&self, ca: &CertificateAuthority) -> Result<(), StatusError> {
+        if self.offline(ca) {
+            self.generate(ca, None, None, &full_name(&ca.stem()))
+                .await?;
+            return Ok(());
+        }
         let full = self.publish_full(ca).await?;
         self.publish_delta(ca, &full).await?;
         Ok(())
@@ -199,8 +214,8 @@ impl CrlPublisher {
 
     /// Generates and publishes the full CRL of `ca`; returns its record.
     pub async fn publish_full(&self, ca: &CertificateAuthority) -> Result<CrlRecord, StatusError> {
-        let freshest = format!("{}/crl/{}", self.public_url, delta_name(&ca.name));
-        self.generate(ca, None, Some(freshest), &full_name(&ca.name))
+        let freshest = format!("{}/crl/{}", self.public_url, delta_name(&ca.stem()));
+        self.generate(ca, None, Some(freshest), &full_name(&ca.stem()))
             .await
     }
 
@@ -216,7 +231,7 @@ impl CrlPublisher {
             .oldest_valid(ca.id, "full", unix_now())
             .await?
             .unwrap_or_else(|| newest_full.clone());
-        self.generate(ca, Some(&base), None, &delta_name(&ca.name))
+        self.generate(ca, Some(&base), None, &delta_name(&ca.stem()))
             .await
     }
 
@@ -229,7 +244,12 @@ impl CrlPublisher {
     ) -> Result<CrlRecord, StatusError> {
         let number = self.store.next_crl_number().await?;
         let now = unix_now();
-        let next_update = now + self.validity_secs;
+        let next_update = now
+            + if self.offline(ca) {
+                self.root_validity_secs
+            } else {
+                self.validity_secs
+            };
         let digest = match ca.signature_algorithm.hash_len() {
             32 => CrlDigest::Sha256,
             48 => CrlDigest::Sha384,
@@ -262,6 +282,19 @@ impl CrlPublisher {
                 Ok::<(), StatusError>(())
             })
             .await?;
+        // A CA's CRL also lists the revoked CA generations it signed (the root's CRL).
+        for (der, revoked_at, reason) in self.store.revoked_children(ca.id).await? {
+            let cert = <x509_cert::Certificate as der::Decode>::from_der(&der)
+                .map_err(|e| StatusError::Build(format!("stored CA certificate: {e}")))?;
+            builder.push(&RevokedEntry {
+                serial: cert.tbs_certificate.serial_number.as_bytes().to_vec(),
+                revocation_date: ts(revoked_at)?,
+                reason: reason
+                    .and_then(|c| u8::try_from(c).ok())
+                    .and_then(Reason::from_code),
+                invalidity_date: None,
+            })?;
+        }
         let pending = builder.finish()?;
         let entries = pending.entry_count() as i64;
         let sig_alg = ca.signature_algorithm.algorithm_identifier();
@@ -321,11 +354,22 @@ impl CrlPublisher {
         let now = unix_now();
         let mut result = Ok(());
         for ca in &self.cas {
+            if self.offline(ca) {
+                // Signed by `root sign-crl` only: pick up the newest file it wrote.
+                if let Ok(Some(rec)) = self.store.latest(ca.id, "full").await {
+                    let file = full_name(&ca.stem());
+                    let path = self.dir.join(&file);
+                    if path.exists() && self.get(&file).is_none_or(|p| p.number < rec.number) {
+                        self.index(&file, path, &rec);
+                    }
+                }
+                continue;
+            }
             let stale = |file: String| {
                 self.get(&file)
                     .is_none_or(|p| now - p.this_update >= self.interval_secs)
             };
-            if dirty.contains(&ca.id) || stale(full_name(&ca.name)) || stale(delta_name(&ca.name)) {
+            if dirty.contains(&ca.id) || stale(full_name(&ca.stem())) || stale(delta_name(&ca.stem())) {
                 if let Err(e) = self.publish(ca).await {
                     tracing::warn!(ca = %ca.name, error = %e, "CRL publication failed");
                     if include_dirty {
@@ -357,12 +401,12 @@ impl CrlPublisher {
     }
 }
 
-/// `{ca}.crl`.
+/// `{stem}.crl` (stem: [`CertificateAuthority::stem`]).
 pub fn full_name(ca: &str) -> String {
     format!("{ca}.crl")
 }
 
-/// `{ca}-delta.crl`.
+/// `{stem}-delta.crl`.
 pub fn delta_name(ca: &str) -> String {
     format!("{ca}-delta.crl")
 }

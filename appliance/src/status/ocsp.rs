@@ -160,7 +160,8 @@ impl OcspResponder {
         };
         let now = unix_now();
         let mut issuers = Vec::new();
-        for ca in hierarchy.iter().filter(|c| c.parent.is_some()) {
+        // Every unexpired issuing CA generation keeps answering for its certificates.
+        for ca in hierarchy.unexpired(now).filter(|c| c.parent_id.is_some()) {
             let mut rec = store.current_responder(ca.id).await?;
             // Resolve the stored key now: a key missing from the token means a new responder,
             // and a resolved key keeps signing (or fails as unavailable) if the token goes away.

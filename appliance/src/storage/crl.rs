@@ -70,6 +70,17 @@ impl CrlStore {
         Self { pool }
     }
 
+    /// Revoked CA generations signed by CA row `parent_id` (entries of the parent's CRL):
+    /// (certificate DER, revoked at, reason).
+    pub async fn revoked_children(
+        &self,
+        parent_id: i64,
+    ) -> Result<Vec<(Vec<u8>, i64, Option<i64>)>, StorageError> {
+        super::CaStore::new(self.pool.clone())
+            .revoked_children(parent_id)
+            .await
+    }
+
     /// Allocates the next CRL number (durably, so it only grows across restarts).
     pub async fn next_crl_number(&self) -> Result<i64, StorageError> {
         Ok(sqlx::query_scalar(

@@ -1,0 +1,140 @@
+//! End to end (issue 11): after `ceremony --new-generation`, every unexpired generation keeps
+//! working: OCSP for its certificates, its own CRL at the URL its certificates carry, its
+//! chain, and its certificate downloadable; `/ca/{name}.pem` is the newest.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use system_tests::*;
+
+/// `openssl ocsp` for `cert` issued by `issuer` against the public listener; the status line.
+fn ocsp_status(demo: &DemoDir, issuer: &str, cert: &str) -> String {
+    let url = format!("http://{}/ocsp", demo.public);
+    let (ok, out, err) = run(Command::new("openssl")
+        .current_dir(demo.path())
+        .args(["ocsp", "-url", &url, "-CAfile", "ca/root.pem", "-issuer", issuer])
+        .args(["-cert", cert]));
+    assert!(ok, "openssl ocsp: {out}{err}");
+    out.lines()
+        .find(|l| l.starts_with(cert))
+        .unwrap_or_else(|| panic!("no status line: {out}{err}"))
+        .to_owned()
+}
+
+fn write_cert(demo: &DemoDir, file: &str, answer: &serde_json::Value) {
+    std::fs::write(
+        demo.path().join(file),
+        answer["certificate"].as_str().unwrap(),
+    )
+    .unwrap();
+}
+
+/// Text of the CRL served at `/crl/{file}`.
+async fn crl_text(demo: &DemoDir, file: &str) -> String {
+    let (status, _, body) = public_get(demo.public, &format!("/crl/{file}")).await;
+    assert_eq!(status, 200, "GET /crl/{file}");
+    let der = demo.path().join(file);
+    std::fs::write(&der, &body).unwrap();
+    let (ok, text, err) = run(Command::new("openssl")
+        .args(["crl", "-inform", "DER", "-noout", "-text", "-in"])
+        .arg(&der));
+    assert!(ok, "{err}");
+    text
+}
+
+fn extension_url(demo: &DemoDir, file: &str, ext: &str) -> String {
+    let (ok, out, err) = run(Command::new("openssl")
+        .current_dir(demo.path())
+        .args(["x509", "-noout", "-ext", ext, "-in", file]));
+    assert!(ok, "{err}");
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_generation_keeps_ocsp_crl_and_chain_after_a_re_key() {
+    let demo = DemoDir::create();
+    let mut server = demo.serve();
+    let csr = openssl_csr(demo.path(), "g1", "ec:P-256");
+    let g1 = demo.issue_personal("channel-demo", &csr).await;
+    write_cert(&demo, "g1.pem", &g1);
+    server.stop_with("TERM", Duration::from_secs(20));
+
+    let (ok, out, err) = run(Command::new(appliance_bin())
+        .args(["ceremony", "--new-generation", "personal", "--config"])
+        .arg(demo.config()));
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("created CA personal (generation 2)"), "{out}");
+
+    let _server = demo.serve();
+    let csr = openssl_csr(demo.path(), "g2", "ec:P-256");
+    let g2 = demo.issue_personal("channel-demo", &csr).await;
+    write_cert(&demo, "g2.pem", &g2);
+    // The API chain names the generation that signed it.
+    let (ok, chain_g2, _) = run(Command::new("openssl")
+        .current_dir(demo.path())
+        .args(["x509", "-noout", "-fingerprint", "-in", "ca/personal-g2.pem"]));
+    assert!(ok);
+    std::fs::write(demo.path().join("chain-g2.pem"), g2["chain"][0].as_str().unwrap()).unwrap();
+    let (_, served_chain, _) = run(Command::new("openssl")
+        .current_dir(demo.path())
+        .args(["x509", "-noout", "-fingerprint", "-in", "chain-g2.pem"]));
+    assert_eq!(chain_g2, served_chain);
+    // `/ca/personal.pem` is the newest; each generation has its own file.
+    let (status, _, newest) = public_get(demo.public, "/ca/personal.pem").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        newest,
+        std::fs::read(demo.path().join("ca/personal-g2.pem")).unwrap()
+    );
+    let (status, _, first) = public_get(demo.public, "/ca/personal-g1.pem").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        first,
+        std::fs::read(demo.path().join("ca/personal-g1.pem")).unwrap()
+    );
+    // Generation 2's certificates point at generation 2's CRL and certificate.
+    let g2_urls = extension_url(&demo, "g2.pem", "crlDistributionPoints,authorityInfoAccess");
+    assert!(g2_urls.contains("/crl/personal-g2.crl"), "{g2_urls}");
+    assert!(g2_urls.contains("/ca/personal-g2.crt"), "{g2_urls}");
+
+    // OCSP answers for both generations.
+    assert!(ocsp_status(&demo, "ca/personal-g1.pem", "g1.pem").ends_with("good"));
+    assert!(ocsp_status(&demo, "ca/personal-g2.pem", "g2.pem").ends_with("good"));
+
+    // Both chains verify.
+    for (cert, issuer) in [("g1.pem", "ca/personal-g1.pem"), ("g2.pem", "ca/personal-g2.pem")] {
+        let (ok, out, err) = run(Command::new("openssl")
+            .current_dir(demo.path())
+            .args(["verify", "-CAfile", "ca/root.pem", "-untrusted", issuer, cert]));
+        assert!(ok, "{cert}: {out}{err}");
+    }
+
+    // Revoking the generation-1 certificate: OCSP revoked, and on generation 1's CRL.
+    let serial = g1["serial"].as_str().unwrap();
+    let (status, resp) = api_request(
+        demo.api,
+        demo.client_tls("channel-demo"),
+        "POST",
+        &format!("/api/v1/certificates/{serial}/revoke"),
+        Some(br#"{"reason": "keyCompromise"}"#.to_vec()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&resp));
+    assert!(ocsp_status(&demo, "ca/personal-g1.pem", "g1.pem").ends_with("revoked"));
+    let start = Instant::now();
+    loop {
+        let text = crl_text(&demo, "personal.crl").await;
+        if text.contains(&serial.to_ascii_uppercase()) {
+            assert!(text.contains("CN=Demo Personal Issuing CA"));
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "never on personal.crl:\n{text}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let g2_crl = crl_text(&demo, "personal-g2.crl").await;
+    assert!(!g2_crl.contains(&serial.to_ascii_uppercase()));
+    assert!(ocsp_status(&demo, "ca/personal-g2.pem", "g2.pem").ends_with("good"));
+}
