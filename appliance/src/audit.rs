@@ -66,7 +66,11 @@ fn checkpoint_message(seq: i64, hash: &[u8], at: i64) -> Vec<u8> {
 }
 
 /// Creates the audit key in the HSM unless one exists; returns whether it created one.
-pub async fn ensure_key(hsm: &hsm::Hsm, storage: &Storage, actor: &str) -> Result<bool, AuditError> {
+pub async fn ensure_key(
+    hsm: &hsm::Hsm,
+    storage: &Storage,
+    actor: &str,
+) -> Result<bool, AuditError> {
     let log = storage.audit();
     if !log.keys().await?.is_empty() {
         return Ok(false);
@@ -264,7 +268,10 @@ pub async fn verify(
     let mut previous_cp = 0;
     for cp in checkpoints.iter().filter(|c| c.seq >= start) {
         let Some(key) = keys.iter().find(|k| k.id == cp.key_id) else {
-            note(cp.seq, format!("checkpoint at {} names no audit key", cp.seq));
+            note(
+                cp.seq,
+                format!("checkpoint at {} names no audit key", cp.seq),
+            );
             continue;
         };
         let valid = p256::ecdsa::VerifyingKey::from_public_key_der(&key.public_key)
@@ -336,8 +343,8 @@ pub async fn export(
     let checkpoints = log.checkpoints().await?;
     let rows = log.rows_since(since).await?;
     for row in &rows {
-        let detail: serde_json::Value =
-            serde_json::from_str(&row.detail).unwrap_or(serde_json::Value::String(row.detail.clone()));
+        let detail: serde_json::Value = serde_json::from_str(&row.detail)
+            .unwrap_or(serde_json::Value::String(row.detail.clone()));
         let line = serde_json::json!({
             "type": "row",
             "seq": row.seq,

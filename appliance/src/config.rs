@@ -787,7 +787,8 @@ impl ApplianceConfig {
             || !(1..=1440).contains(&self.audit.checkpoint_minutes)
         {
             return Err(ConfigError::Invalid(
-                "[audit] checkpoint_rows must be 1..=1000000 and checkpoint_minutes 1..=1440".into(),
+                "[audit] checkpoint_rows must be 1..=1000000 and checkpoint_minutes 1..=1440"
+                    .into(),
             ));
         }
         for client in &self.clients {

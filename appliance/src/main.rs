@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 mod hardening;
 
 use ca_appliance::ca::ceremony::{self, CeremonyOutcome};
+use ca_appliance::ca::offline;
 use ca_appliance::config::ApplianceConfig;
 use ca_appliance::{audit, demo, server, storage, verification};
 
@@ -81,6 +82,45 @@ enum Command {
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
+    },
+    /// Issuing CAs: revoke a generation (listed on the root CRL at once).
+    Ca {
+        #[command(subcommand)]
+        command: CaCommand,
+    },
+    /// The root: sign its CRL (the only use of an offline root key besides the ceremony).
+    Root {
+        #[command(subcommand)]
+        command: RootCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum CaCommand {
+    /// Revoke a generation of an issuing CA and re-sign its parent's CRL.
+    Revoke {
+        /// The CA's name.
+        name: String,
+        /// The generation (default: the newest).
+        #[arg(long)]
+        generation: Option<i64>,
+        /// RFC 5280 reason (keyCompromise, cACompromise, superseded, cessationOfOperation, ...).
+        #[arg(long)]
+        reason: String,
+        /// The appliance configuration file.
+        #[arg(long)]
+        config: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum RootCommand {
+    /// Sign and write the CRL of every root generation (run before its nextUpdate when
+    /// `[status] root_offline = true`).
+    SignCrl {
+        /// The appliance configuration file.
+        #[arg(long)]
+        config: PathBuf,
     },
 }
 
@@ -230,6 +270,59 @@ fn run(cli: Cli) -> Result<(), String> {
                 },
         } => plugin_check(&path, config.as_deref(), config_json.as_deref()),
         Command::Audit { command } => audit_command(command),
+        Command::Ca {
+            command:
+                CaCommand::Revoke {
+                    name,
+                    generation,
+                    reason,
+                    config,
+                },
+        } => {
+            let config = ApplianceConfig::load(&config).map_err(|e| e.to_string())?;
+            export_softhsm_conf(config.hsm.softhsm2_conf.as_deref());
+            runtime()?.block_on(async {
+                let (hsm, storage) = open_both(&config).await?;
+                let generation = offline::revoke_ca(
+                    &hsm,
+                    &storage,
+                    &config,
+                    &name,
+                    generation,
+                    &reason,
+                    "cli:ca-revoke",
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+                seal_audit(&hsm, &storage).await?;
+                println!(
+                    "CA {name} generation {generation} revoked; its parent's CRL re-signed in {} \
+                     (a running server issues nothing more under it after a restart)",
+                    config.status.crl_dir.display()
+                );
+                Ok(())
+            })
+        }
+        Command::Root {
+            command: RootCommand::SignCrl { config },
+        } => {
+            let config = ApplianceConfig::load(&config).map_err(|e| e.to_string())?;
+            export_softhsm_conf(config.hsm.softhsm2_conf.as_deref());
+            runtime()?.block_on(async {
+                let (hsm, storage) = open_both(&config).await?;
+                let signed = offline::sign_root_crls(&hsm, &storage, &config)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                seal_audit(&hsm, &storage).await?;
+                for (stem, number) in signed {
+                    println!(
+                        "root CRL {stem}.crl number {number} written to {}",
+                        config.status.crl_dir.display()
+                    );
+                }
+                Ok(())
+            })
+        }
         Command::DataKey {
             command: DataKeyCommand::Rotate { config },
         } => {
@@ -272,6 +365,16 @@ fn audit_command(command: AuditCommand) -> Result<(), String> {
             }
         }
     })
+}
+
+async fn open_both(config: &ApplianceConfig) -> Result<(hsm::Hsm, storage::Storage), String> {
+    let hsm = hsm::Hsm::open(&config.hsm_config())
+        .await
+        .map_err(|e| format!("HSM: {e}"))?;
+    let storage = storage::Storage::open(&config.database.url)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok((hsm, storage))
 }
 
 /// Signs an audit checkpoint after an operator command (when an audit key exists).
@@ -356,6 +459,12 @@ async fn run_ceremony(
     )
     .await
     .map_err(|e| e.to_string())?;
+    if config.status.root_offline {
+        // The first root CRL, while the root key is at hand.
+        offline::sign_root_crls(&hsm, &storage, config)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
     seal_audit(&hsm, &storage).await?;
     for outcome in outcomes {
         match outcome {

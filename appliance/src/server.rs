@@ -77,14 +77,16 @@ pub async fn serve(config: ApplianceConfig) -> Result<(), ServeError> {
     let audit_tail = crate::audit::verify(&hsm, &storage, true).await?;
     let sealer = crate::audit::Sealer::load(&hsm, &storage).await?;
     sealer.checkpoint().await?;
-    tracing::info!(rows = audit_tail.rows, last_seq = audit_tail.last_seq, "audit log tail verified");
+    tracing::info!(
+        rows = audit_tail.rows,
+        last_seq = audit_tail.last_seq,
+        "audit log tail verified"
+    );
     let checkpointer = tokio::spawn(sealer.clone().run(
         i64::from(config.audit.checkpoint_rows),
         i64::from(config.audit.checkpoint_minutes) * 60,
     ));
-    let hierarchy = Arc::new(Hierarchy::from_records(
-        storage.authorities().all().await?,
-    )?);
+    let hierarchy = Arc::new(Hierarchy::from_records(storage.authorities().all().await?)?);
     for profile in profiles.values() {
         if hierarchy.get(&profile.issuer).is_none() {
             tracing::warn!(profile = %profile.name, issuer = %profile.issuer,

@@ -14,7 +14,15 @@ fn ocsp_status(demo: &DemoDir, issuer: &str, cert: &str) -> String {
     let url = format!("http://{}/ocsp", demo.public);
     let (ok, out, err) = run(Command::new("openssl")
         .current_dir(demo.path())
-        .args(["ocsp", "-url", &url, "-CAfile", "ca/root.pem", "-issuer", issuer])
+        .args([
+            "ocsp",
+            "-url",
+            &url,
+            "-CAfile",
+            "ca/root.pem",
+            "-issuer",
+            issuer,
+        ])
         .args(["-cert", cert]));
     assert!(ok, "openssl ocsp: {out}{err}");
     out.lines()
@@ -72,14 +80,26 @@ async fn every_generation_keeps_ocsp_crl_and_chain_after_a_re_key() {
     let g2 = demo.issue_personal("channel-demo", &csr).await;
     write_cert(&demo, "g2.pem", &g2);
     // The API chain names the generation that signed it.
-    let (ok, chain_g2, _) = run(Command::new("openssl")
-        .current_dir(demo.path())
-        .args(["x509", "-noout", "-fingerprint", "-in", "ca/personal-g2.pem"]));
+    let (ok, chain_g2, _) = run(Command::new("openssl").current_dir(demo.path()).args([
+        "x509",
+        "-noout",
+        "-fingerprint",
+        "-in",
+        "ca/personal-g2.pem",
+    ]));
     assert!(ok);
-    std::fs::write(demo.path().join("chain-g2.pem"), g2["chain"][0].as_str().unwrap()).unwrap();
-    let (_, served_chain, _) = run(Command::new("openssl")
-        .current_dir(demo.path())
-        .args(["x509", "-noout", "-fingerprint", "-in", "chain-g2.pem"]));
+    std::fs::write(
+        demo.path().join("chain-g2.pem"),
+        g2["chain"][0].as_str().unwrap(),
+    )
+    .unwrap();
+    let (_, served_chain, _) = run(Command::new("openssl").current_dir(demo.path()).args([
+        "x509",
+        "-noout",
+        "-fingerprint",
+        "-in",
+        "chain-g2.pem",
+    ]));
     assert_eq!(chain_g2, served_chain);
     // `/ca/personal.pem` is the newest; each generation has its own file.
     let (status, _, newest) = public_get(demo.public, "/ca/personal.pem").await;
@@ -104,10 +124,18 @@ async fn every_generation_keeps_ocsp_crl_and_chain_after_a_re_key() {
     assert!(ocsp_status(&demo, "ca/personal-g2.pem", "g2.pem").ends_with("good"));
 
     // Both chains verify.
-    for (cert, issuer) in [("g1.pem", "ca/personal-g1.pem"), ("g2.pem", "ca/personal-g2.pem")] {
-        let (ok, out, err) = run(Command::new("openssl")
-            .current_dir(demo.path())
-            .args(["verify", "-CAfile", "ca/root.pem", "-untrusted", issuer, cert]));
+    for (cert, issuer) in [
+        ("g1.pem", "ca/personal-g1.pem"),
+        ("g2.pem", "ca/personal-g2.pem"),
+    ] {
+        let (ok, out, err) = run(Command::new("openssl").current_dir(demo.path()).args([
+            "verify",
+            "-CAfile",
+            "ca/root.pem",
+            "-untrusted",
+            issuer,
+            cert,
+        ]));
         assert!(ok, "{cert}: {out}{err}");
     }
 
@@ -128,13 +156,137 @@ async fn every_generation_keeps_ocsp_crl_and_chain_after_a_re_key() {
     loop {
         let text = crl_text(&demo, "personal.crl").await;
         if text.contains(&serial.to_ascii_uppercase()) {
-            assert!(text.contains("CN=Demo Personal Issuing CA"));
+            assert!(text.contains("Demo Personal Issuing CA"), "{text}");
             break;
         }
-        assert!(start.elapsed() < Duration::from_secs(30), "never on personal.crl:\n{text}");
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "never on personal.crl:\n{text}"
+        );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     let g2_crl = crl_text(&demo, "personal-g2.crl").await;
     assert!(!g2_crl.contains(&serial.to_ascii_uppercase()));
     assert!(ocsp_status(&demo, "ca/personal-g2.pem", "g2.pem").ends_with("good"));
+}
+
+fn signing_records(demo: &DemoDir, filter: &str) -> i64 {
+    let (ok, out, err) = run(Command::new("sqlite3")
+        .arg(demo.path().join("data/appliance.db"))
+        .arg(format!(
+            "SELECT COUNT(*) FROM signing_records WHERE {filter}"
+        )));
+    assert!(ok, "{err}");
+    out.trim().parse().unwrap()
+}
+
+fn pem_crl(demo: &DemoDir, der: &str, pem: &str) {
+    let (ok, _, err) = run(Command::new("openssl")
+        .current_dir(demo.path())
+        .args(["crl", "-inform", "DER", "-in", der, "-out", pem]));
+    assert!(ok, "{err}");
+}
+
+fn verify_with_crls(demo: &DemoDir) -> (bool, String) {
+    pem_crl(demo, "crl/root.crl", "root-crl.pem");
+    pem_crl(demo, "crl/personal.crl", "personal-crl.pem");
+    let (ok, out, err) = run(Command::new("openssl")
+        .current_dir(demo.path())
+        .args(["verify", "-crl_check_all", "-CAfile", "ca/root.pem"])
+        .args(["-untrusted", "ca/personal.pem", "-CRLfile", "root-crl.pem"])
+        .args(["-CRLfile", "personal-crl.pem", "ee.pem"]));
+    (ok, format!("{out}{err}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_issuing_ca_is_on_the_offline_roots_crl() {
+    let demo = DemoDir::create();
+    append_config(&demo, "\n[status]\nroot_offline = true\n");
+    // Issuing CA certificates name their parent's CRL and certificate.
+    let urls = extension_url(
+        &demo,
+        "ca/personal.pem",
+        "crlDistributionPoints,authorityInfoAccess",
+    );
+    assert!(
+        urls.contains("/crl/root.crl") && urls.contains("/ca/root-g1.crt"),
+        "{urls}"
+    );
+    let (ok, out, err) = run(Command::new(appliance_bin())
+        .args(["root", "sign-crl", "--config"])
+        .arg(demo.config()));
+    assert!(ok, "{out}{err}");
+    let root_crls = signing_records(&demo, "ca_name = 'root' AND kind = 'crl'");
+
+    let mut server = demo.serve();
+    let csr = openssl_csr(demo.path(), "ee", "ec:P-256");
+    let ee = demo.issue_personal("channel-demo", &csr).await;
+    write_cert(&demo, "ee.pem", &ee);
+    let (status, _, body) = public_get(demo.public, "/crl/root.crl").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        body,
+        std::fs::read(demo.path().join("crl/root.crl")).unwrap()
+    );
+    let (status, _, _) = public_get(demo.public, "/ca/root-g1.crt").await;
+    assert_eq!(status, 200);
+    // Wait for the personal CRL, then stop: serve never signed with the root key.
+    let start = Instant::now();
+    while !demo.path().join("crl/personal.crl").exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "personal.crl never written"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    server.stop_with("TERM", Duration::from_secs(20));
+    assert_eq!(
+        signing_records(&demo, "ca_name = 'root' AND kind = 'crl'"),
+        root_crls,
+        "serve signed a root CRL although the root is offline"
+    );
+    let (ok, text) = verify_with_crls(&demo);
+    assert!(ok, "{text}");
+
+    let (ok, out, err) = run(Command::new(appliance_bin())
+        .args([
+            "ca",
+            "revoke",
+            "personal",
+            "--reason",
+            "keyCompromise",
+            "--config",
+        ])
+        .arg(demo.config()));
+    assert!(ok, "{out}{err}");
+    let (ok, text) = verify_with_crls(&demo);
+    assert!(!ok && text.contains("certificate revoked"), "{text}");
+    // The root itself cannot be revoked; a second revocation is refused.
+    for args in [["root", "--reason"], ["personal", "--reason"]] {
+        let (ok, _, err) = run(Command::new(appliance_bin())
+            .args([
+                "ca",
+                "revoke",
+                args[0],
+                args[1],
+                "keyCompromise",
+                "--config",
+            ])
+            .arg(demo.config()));
+        assert!(!ok && err.contains("error: "), "{err}");
+    }
+    // The revoked generation issues nothing more.
+    let _server = demo.serve();
+    let csr = openssl_csr(demo.path(), "late", "ec:P-256");
+    let body = issue_body("personal", &csr, serde_json::json!({"name": "Late"}));
+    let (status, resp) = api_request(
+        demo.api,
+        demo.client_tls("channel-demo"),
+        "POST",
+        "/api/v1/certificates",
+        Some(body),
+    )
+    .await
+    .unwrap();
+    assert_ne!(status, 201, "{}", String::from_utf8_lossy(&resp));
 }

@@ -12,11 +12,24 @@ use system_tests::*;
 
 /// Issues a client certificate from the demo TLS CA: `subj` as for `openssl req`, `ext` the
 /// extension lines. Returns the client TLS configuration.
-fn client_cert(demo: &DemoDir, stem: &str, subj: &str, ext: &str) -> std::sync::Arc<rustls::ClientConfig> {
+fn client_cert(
+    demo: &DemoDir,
+    stem: &str,
+    subj: &str,
+    ext: &str,
+) -> std::sync::Arc<rustls::ClientConfig> {
     let tls = demo.path().join("tls");
     let (ok, _, err) = run(Command::new("openssl")
         .current_dir(&tls)
-        .args(["req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"])
+        .args([
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+        ])
         .args(["-subj", subj, "-keyout"])
         .arg(format!("{stem}.key"))
         .arg("-out")
@@ -25,7 +38,9 @@ fn client_cert(demo: &DemoDir, stem: &str, subj: &str, ext: &str) -> std::sync::
     std::fs::write(tls.join(format!("{stem}.ext")), ext).unwrap();
     let (ok, _, err) = run(Command::new("openssl")
         .current_dir(&tls)
-        .args(["x509", "-req", "-days", "2", "-CA", "ca.pem", "-CAkey", "ca.key", "-in"])
+        .args([
+            "x509", "-req", "-days", "2", "-CA", "ca.pem", "-CAkey", "ca.key", "-in",
+        ])
         .arg(format!("{stem}.csr"))
         .arg("-extfile")
         .arg(format!("{stem}.ext"))
@@ -101,7 +116,12 @@ async fn callers_are_identified_by_fingerprint_san_or_single_cn_with_client_auth
         "/CN=channel-demo/CN=operator",
         "extendedKeyUsage=clientAuth\n",
     );
-    let no_eku = client_cert(&demo, "no-eku", "/CN=operator", "keyUsage=digitalSignature\n");
+    let no_eku = client_cert(
+        &demo,
+        "no-eku",
+        "/CN=operator",
+        "keyUsage=digitalSignature\n",
+    );
     let by_fp = client_cert(&demo, "by-fp", "/CN=fp-op", "extendedKeyUsage=clientAuth\n");
     let by_san = client_cert(
         &demo,
@@ -150,9 +170,12 @@ async fn callers_are_identified_by_fingerprint_san_or_single_cn_with_client_auth
 
     // A client CRL listing channel-demo: refused at the handshake; the operator still works.
     let serial = cert_hex(&demo, "tls/channel-demo.pem", &["-serial"]);
-    let (ok, _, err) = run(Command::new("python3")
-        .current_dir(demo.path())
-        .args(["-c", CLIENT_CRL, "tls/client-crl.pem", &serial]));
+    let (ok, _, err) = run(Command::new("python3").current_dir(demo.path()).args([
+        "-c",
+        CLIENT_CRL,
+        "tls/client-crl.pem",
+        &serial,
+    ]));
     assert!(ok, "{err}");
     server_config(&demo, "client_crl = \"tls/client-crl.pem\"");
     let _server = demo.serve();
@@ -198,21 +221,36 @@ async fn a_channel_uses_subscriber_reasons_and_cannot_lift_an_operator_hold() {
             Some(serde_json::json!({ "reason": reason })),
         )
         .await;
-        assert_eq!((status, body["error"].as_str()), (403, Some("reason_not_allowed")), "{reason}");
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (403, Some("reason_not_allowed")),
+            "{reason}"
+        );
     }
     // The operator's hold: the channel may not lift it, the operator may.
     let hold = Some(serde_json::json!({ "reason": "certificateHold" }));
     let (status, body) = status_of(&demo, operator(), "POST", &revoke, hold.clone()).await;
     assert_eq!(status, 200, "{body}");
     let (status, body) = status_of(&demo, channel(), "POST", &unhold, None).await;
-    assert_eq!((status, body["error"].as_str()), (403, Some("hold_by_operator")));
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (403, Some("hold_by_operator"))
+    );
     let (status, body) = status_of(&demo, operator(), "POST", &unhold, None).await;
-    assert_eq!((status, body["status"].as_str()), (200, Some("valid")), "{body}");
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (200, Some("valid")),
+        "{body}"
+    );
     // The channel's own hold it may lift; then a subscriber reason revokes.
     let (status, body) = status_of(&demo, channel(), "POST", &revoke, hold).await;
     assert_eq!(status, 200, "{body}");
     let (status, body) = status_of(&demo, channel(), "POST", &unhold, None).await;
-    assert_eq!((status, body["status"].as_str()), (200, Some("valid")), "{body}");
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (200, Some("valid")),
+        "{body}"
+    );
     let (status, body) = status_of(
         &demo,
         channel(),
@@ -221,7 +259,11 @@ async fn a_channel_uses_subscriber_reasons_and_cannot_lift_an_operator_hold() {
         Some(serde_json::json!({ "reason": "keyCompromise" })),
     )
     .await;
-    assert_eq!((status, body["status"].as_str()), (200, Some("revoked")), "{body}");
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (200, Some("revoked")),
+        "{body}"
+    );
 }
 
 fn sqlite(demo: &DemoDir, sql: &str) -> String {
@@ -240,14 +282,20 @@ async fn the_signing_path_lints_records_verifies_and_clips_validity() {
     std::fs::create_dir_all(&bad_dir).unwrap();
     for name in ["personal.toml", "organisation.toml"] {
         let text = std::fs::read_to_string(demo.path().join("profiles").join(name)).unwrap();
-        let text = text.replace("\"emailProtection\"]", "\"emailProtection\", \"OCSPSigning\"]");
+        let text = text.replace(
+            "\"emailProtection\"]",
+            "\"emailProtection\", \"OCSPSigning\"]",
+        );
         std::fs::write(bad_dir.join(name), text).unwrap();
     }
     let config = std::fs::read_to_string(demo.config()).unwrap();
     let bad = demo.path().join("bad.toml");
     std::fs::write(
         &bad,
-        config.replace("profiles_dir = \"profiles\"", "profiles_dir = \"profiles-bad\""),
+        config.replace(
+            "profiles_dir = \"profiles\"",
+            "profiles_dir = \"profiles-bad\"",
+        ),
     )
     .unwrap();
     let (ok, _, err) = run(Command::new(appliance_bin())
@@ -258,7 +306,11 @@ async fn the_signing_path_lints_records_verifies_and_clips_validity() {
     // Validity clipped to the issuer: a profile as long as its CA still issues.
     let personal = demo.path().join("profiles/personal.toml");
     let text = std::fs::read_to_string(&personal).unwrap();
-    std::fs::write(&personal, text.replace("validity_days = 365", "validity_days = 3650")).unwrap();
+    std::fs::write(
+        &personal,
+        text.replace("validity_days = 365", "validity_days = 3650"),
+    )
+    .unwrap();
     let mut server = demo.serve();
     let csr = openssl_csr(demo.path(), "long", "ec:P-256");
     let issued = demo.issue_personal("operator", &csr).await;
@@ -278,11 +330,17 @@ async fn the_signing_path_lints_records_verifies_and_clips_validity() {
     // Recorded before it was signed: the ledger row and its audit row exist.
     let serial = issued["serial"].as_str().unwrap();
     assert_eq!(
-        sqlite(&demo, &format!("SELECT kind FROM signing_records WHERE serial = '{serial}'")),
+        sqlite(
+            &demo,
+            &format!("SELECT kind FROM signing_records WHERE serial = '{serial}'")
+        ),
         "end_entity"
     );
     assert_eq!(
-        sqlite(&demo, &format!("SELECT action FROM audit_log WHERE target = '{serial}' ORDER BY seq")),
+        sqlite(
+            &demo,
+            &format!("SELECT action FROM audit_log WHERE target = '{serial}' ORDER BY seq")
+        ),
         "sign.end_entity\ncertificate.issue"
     );
     server.stop_with("TERM", Duration::from_secs(20));
@@ -308,10 +366,16 @@ async fn the_signing_path_lints_records_verifies_and_clips_validity() {
         (500, Some("signature_invalid"))
     );
     assert_eq!(sqlite(&demo, "SELECT COUNT(*) FROM certificates"), before);
-    let recorded: i64 = sqlite(&demo, "SELECT COUNT(*) FROM signing_records WHERE kind = 'end_entity'")
-        .parse()
-        .unwrap();
-    assert_eq!(recorded, 2, "the refused signature was recorded before signing");
+    let recorded: i64 = sqlite(
+        &demo,
+        "SELECT COUNT(*) FROM signing_records WHERE kind = 'end_entity'",
+    )
+    .parse()
+    .unwrap();
+    assert_eq!(
+        recorded, 2,
+        "the refused signature was recorded before signing"
+    );
 }
 
 /// Recomputes the whole audit chain after editing row 5, as an attacker with the database would.
@@ -359,7 +423,9 @@ async fn audit_verify_detects_edits_deletions_truncation_and_recomputed_chains()
     assert_eq!(server.stop_with("TERM", Duration::from_secs(20)), Some(0));
     let (ok, text) = audit_verify(&demo);
     assert!(ok, "{text}");
-    let last: i64 = sqlite(&demo, "SELECT MAX(seq) FROM audit_log").parse().unwrap();
+    let last: i64 = sqlite(&demo, "SELECT MAX(seq) FROM audit_log")
+        .parse()
+        .unwrap();
     assert_eq!(
         sqlite(&demo, "SELECT MAX(seq) FROM audit_checkpoints"),
         last.to_string(),
@@ -370,15 +436,26 @@ async fn audit_verify_detects_edits_deletions_truncation_and_recomputed_chains()
         .args(["audit", "export", "--config"])
         .arg(demo.config()));
     assert!(ok, "{err}");
-    let lines: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    assert_eq!(lines.iter().filter(|l| l["type"] == "row").count() as i64, last);
-    assert!(lines.iter().any(|l| l["type"] == "checkpoint" && l["seq"] == last));
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        lines.iter().filter(|l| l["type"] == "row").count() as i64,
+        last
+    );
+    assert!(lines
+        .iter()
+        .any(|l| l["type"] == "checkpoint" && l["seq"] == last));
 
     let backup = demo.path().join("backup.db");
     sqlite(&demo, &format!(".backup {}", backup.display()));
 
     // 1. An edited row.
-    sqlite(&demo, "UPDATE audit_log SET target = 'nothing' WHERE seq = 5");
+    sqlite(
+        &demo,
+        "UPDATE audit_log SET target = 'nothing' WHERE seq = 5",
+    );
     let (ok, text) = audit_verify(&demo);
     assert!(!ok && text.contains("seq 5:"), "{text}");
     restore(&demo, &backup);
@@ -391,15 +468,24 @@ async fn audit_verify_detects_edits_deletions_truncation_and_recomputed_chains()
     restore(&demo, &backup);
 
     // 3. The last rows deleted: the signed checkpoint points past the end; serve refuses.
-    sqlite(&demo, &format!("DELETE FROM audit_log WHERE seq > {}", last - 3));
+    sqlite(
+        &demo,
+        &format!("DELETE FROM audit_log WHERE seq > {}", last - 3),
+    );
     let (ok, text) = audit_verify(&demo);
-    assert!(!ok && text.contains(&format!("seq {}:", last - 2)), "{text}");
+    assert!(
+        !ok && text.contains(&format!("seq {}:", last - 2)),
+        "{text}"
+    );
     let (ok, _, err) = run(Command::new("timeout")
         .args(["30"])
         .arg(appliance_bin())
         .args(["serve", "--config"])
         .arg(demo.config()));
-    assert!(!ok && err.contains("audit log"), "serve started on a truncated log: {err}");
+    assert!(
+        !ok && err.contains("audit log"),
+        "serve started on a truncated log: {err}"
+    );
     restore(&demo, &backup);
 
     // 4. Row 5 edited and the whole chain recomputed by a script: the signatures catch it.

@@ -158,7 +158,8 @@ impl ClientIdentity {
     pub fn parse(leaf: &[u8]) -> Result<Self, ClientCertError> {
         use x509_cert::ext::pkix::name::GeneralName;
         use x509_cert::ext::pkix::{ExtendedKeyUsage, SubjectAltName};
-        let cert = x509_cert::Certificate::from_der(leaf).map_err(|_| ClientCertError::Malformed)?;
+        let cert =
+            x509_cert::Certificate::from_der(leaf).map_err(|_| ClientCertError::Malformed)?;
         let tbs = &cert.tbs_certificate;
         let exts = tbs.extensions.as_deref().unwrap_or_default();
         let eku = exts
@@ -242,7 +243,9 @@ impl ClientCertVerifier for ClientRules {
             .verify_client_cert(end_entity, intermediates, now)?;
         ClientIdentity::parse(end_entity.as_ref()).map_err(|e| {
             tracing::info!(error = %e, "client certificate refused");
-            rustls::Error::InvalidCertificate(rustls::CertificateError::ApplicationVerificationFailure)
+            rustls::Error::InvalidCertificate(
+                rustls::CertificateError::ApplicationVerificationFailure,
+            )
         })?;
         Ok(verified)
     }

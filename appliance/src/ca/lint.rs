@@ -233,12 +233,7 @@ pub fn certificate(
     match (kind, aki_id) {
         (CertificateKind::Root, None) => {}
         (_, Some(id)) if id == issuer.key_id => {}
-        (_, None) => {
-            return Err(fail(
-                Rule::AuthorityKeyId,
-                "authorityKeyIdentifier missing",
-            ))
-        }
+        (_, None) => return Err(fail(Rule::AuthorityKeyId, "authorityKeyIdentifier missing")),
         (_, Some(_)) => {
             return Err(fail(
                 Rule::AuthorityKeyId,
@@ -248,8 +243,8 @@ pub fn certificate(
     }
     let bc: BasicConstraints = decode(exts, Rule::BasicConstraints)?
         .ok_or_else(|| fail(Rule::BasicConstraints, "basicConstraints missing"))?;
-    let ku: KeyUsage = decode(exts, Rule::KeyUsage)?
-        .ok_or_else(|| fail(Rule::KeyUsage, "keyUsage missing"))?;
+    let ku: KeyUsage =
+        decode(exts, Rule::KeyUsage)?.ok_or_else(|| fail(Rule::KeyUsage, "keyUsage missing"))?;
     let eku: Option<ExtendedKeyUsage> = decode(exts, Rule::ExtendedKeyUsage)?;
     let eku = eku.map(|e| e.0).unwrap_or_default();
     key_usage_fits_key(ku, key_kind)?;
@@ -276,10 +271,12 @@ pub fn certificate(
         }
         CertificateKind::SubordinateCa | CertificateKind::Root => {
             if !bc.ca {
-                return Err(fail(Rule::BasicConstraints, "CA certificate without cA=true"));
+                return Err(fail(
+                    Rule::BasicConstraints,
+                    "CA certificate without cA=true",
+                ));
             }
-            if matches!(kind, CertificateKind::SubordinateCa) && bc.path_len_constraint != Some(0)
-            {
+            if matches!(kind, CertificateKind::SubordinateCa) && bc.path_len_constraint != Some(0) {
                 return Err(fail(
                     Rule::BasicConstraints,
                     "an issuing CA has pathLenConstraint 0",
@@ -294,7 +291,8 @@ pub fn certificate(
                     "CA certificates carry no extendedKeyUsage",
                 ));
             }
-            if matches!(kind, CertificateKind::Root) && encoded(&tbs.subject) != encoded(&tbs.issuer)
+            if matches!(kind, CertificateKind::Root)
+                && encoded(&tbs.subject) != encoded(&tbs.issuer)
             {
                 return Err(fail(Rule::IssuerName, "a root is self-issued"));
             }
@@ -323,7 +321,10 @@ fn end_entity(
     }
     let (nb, na) = secs(tbs);
     if na - nb > i64::from(profile.validity_days) * 86_400 + 3600 {
-        return Err(fail(Rule::ValidityProfile, "longer than the profile allows"));
+        return Err(fail(
+            Rule::ValidityProfile,
+            "longer than the profile allows",
+        ));
     }
     if na <= now {
         return Err(fail(Rule::ValidityProfile, "already expired"));
@@ -353,7 +354,10 @@ fn end_entity(
         return Err(fail(Rule::Policies, "a policy OID appears twice"));
     }
     if oids.contains(&ANY_POLICY) {
-        return Err(fail(Rule::Policies, "anyPolicy in a subscriber certificate"));
+        return Err(fail(
+            Rule::Policies,
+            "anyPolicy in a subscriber certificate",
+        ));
     }
     if let Some(missing) = profile.policy_oids.iter().find(|p| !oids.contains(p)) {
         return Err(fail(
@@ -362,11 +366,11 @@ fn end_entity(
         ));
     }
     let (ocsp, ca_issuers, crl) = urls(exts)?;
-    if ocsp != profile.ocsp_url
-        || ca_issuers != profile.ca_issuers_url
-        || crl != profile.crl_url
-    {
-        return Err(fail(Rule::Urls, "AIA or CRL distribution point differs from the profile"));
+    if ocsp != profile.ocsp_url || ca_issuers != profile.ca_issuers_url || crl != profile.crl_url {
+        return Err(fail(
+            Rule::Urls,
+            "AIA or CRL distribution point differs from the profile",
+        ));
     }
     let san: Option<SubjectAltName> = decode(exts, Rule::SubjectAltName)?;
     if let Some(san) = san {
@@ -638,7 +642,10 @@ fn urls(exts: &[Extension]) -> Result<Urls, LintError> {
     } in dps.map(|d| d.0).unwrap_or_default()
     {
         if reasons.is_some() || crl_issuer.is_some() {
-            return Err(fail(Rule::Urls, "partitioned or indirect CRLs are not issued"));
+            return Err(fail(
+                Rule::Urls,
+                "partitioned or indirect CRLs are not issued",
+            ));
         }
         match distribution_point {
             Some(DistributionPointName::FullName(names)) if names.len() == 1 => {
@@ -646,7 +653,12 @@ fn urls(exts: &[Extension]) -> Result<Urls, LintError> {
                     return Err(fail(Rule::Urls, "several CRL distribution points"));
                 }
             }
-            _ => return Err(fail(Rule::Urls, "a CRL distribution point is one full-name URI")),
+            _ => {
+                return Err(fail(
+                    Rule::Urls,
+                    "a CRL distribution point is one full-name URI",
+                ))
+            }
         }
     }
     Ok((ocsp, ca_issuers, crl))
@@ -661,8 +673,18 @@ fn url_ok(url: &str) -> Result<(), LintError> {
         .strip_prefix("http://")
         .or_else(|| url.strip_prefix("https://"));
     match rest {
-        Some(r) if url.is_ascii() && !r.is_empty() && !r.starts_with('/') && !url.contains(char::is_whitespace) => Ok(()),
-        _ => Err(fail(Rule::Urls, format!("{url:?} is not an ASCII http(s) URL"))),
+        Some(r)
+            if url.is_ascii()
+                && !r.is_empty()
+                && !r.starts_with('/')
+                && !url.contains(char::is_whitespace) =>
+        {
+            Ok(())
+        }
+        _ => Err(fail(
+            Rule::Urls,
+            format!("{url:?} is not an ASCII http(s) URL"),
+        )),
     }
 }
 

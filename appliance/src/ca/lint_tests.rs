@@ -459,9 +459,7 @@ fn sub_ca() -> TbsCertificate {
         issuer: i.subject.clone(),
         validity: tbs::validity(NOW - 60, NOW + 365 * 86_400).unwrap(),
         subject: "CN=Sub CA,O=Test,C=CN".parse().unwrap(),
-        extensions: Some(
-            tbs::ca_extensions(&key, Some(&i.key_id), Some(0), Some(&urls)).unwrap(),
-        ),
+        extensions: Some(tbs::ca_extensions(&key, Some(&i.key_id), Some(0), Some(&urls)).unwrap()),
         subject_public_key_info: key,
         issuer_unique_id: None,
         subject_unique_id: None,

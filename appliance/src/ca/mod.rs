@@ -8,6 +8,7 @@ pub mod ceremony;
 pub mod csr;
 pub mod issuance;
 pub mod lint;
+pub mod offline;
 pub mod signing;
 pub mod tbs;
 
@@ -152,7 +153,9 @@ impl Hierarchy {
 
     /// Generations whose certificate has not expired at `now`.
     pub fn unexpired(&self, now: i64) -> impl Iterator<Item = &Arc<CertificateAuthority>> {
-        self.generations.iter().filter(move |c| c.validity().1 > now)
+        self.generations
+            .iter()
+            .filter(move |c| c.validity().1 > now)
     }
 
     /// The CA generation served under file stem `stem` (`name`: newest; `name-gN`: generation N).

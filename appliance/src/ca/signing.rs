@@ -240,14 +240,16 @@ pub fn verify(
         hsm::SignatureAlgorithm::EcdsaSha256 => {
             let key = p256::ecdsa::VerifyingKey::from_public_key_der(&spki_der)
                 .map_err(|e| bad(format!("issuer key: {e}")))?;
-            let sig = p256::ecdsa::Signature::from_der(signature).map_err(|e| bad(e.to_string()))?;
+            let sig =
+                p256::ecdsa::Signature::from_der(signature).map_err(|e| bad(e.to_string()))?;
             key.verify_prehash(digest, &sig)
                 .map_err(|e| bad(e.to_string()))
         }
         hsm::SignatureAlgorithm::EcdsaSha384 => {
             let key = p384::ecdsa::VerifyingKey::from_public_key_der(&spki_der)
                 .map_err(|e| bad(format!("issuer key: {e}")))?;
-            let sig = p384::ecdsa::Signature::from_der(signature).map_err(|e| bad(e.to_string()))?;
+            let sig =
+                p384::ecdsa::Signature::from_der(signature).map_err(|e| bad(e.to_string()))?;
             key.verify_prehash(digest, &sig)
                 .map_err(|e| bad(e.to_string()))
         }

@@ -369,7 +369,10 @@ impl CrlPublisher {
                 self.get(&file)
                     .is_none_or(|p| now - p.this_update >= self.interval_secs)
             };
-            if dirty.contains(&ca.id) || stale(full_name(&ca.stem())) || stale(delta_name(&ca.stem())) {
+            if dirty.contains(&ca.id)
+                || stale(full_name(&ca.stem()))
+                || stale(delta_name(&ca.stem()))
+            {
                 if let Err(e) = self.publish(ca).await {
                     tracing::warn!(ca = %ca.name, error = %e, "CRL publication failed");
                     if include_dirty {

@@ -190,7 +190,9 @@ impl RevocationStore {
         }
         // A channel lifts only a hold a channel placed; an operator's hold is the operator's.
         if actor.starts_with("channel:")
-            && !hold_actor.as_deref().is_some_and(|a| a.starts_with("channel:"))
+            && !hold_actor
+                .as_deref()
+                .is_some_and(|a| a.starts_with("channel:"))
         {
             return Err(RevocationError::HeldByOperator);
         }
