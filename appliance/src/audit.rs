@@ -239,8 +239,7 @@ pub async fn verify(
     // The chain.
     let mut computed = std::collections::BTreeMap::new();
     let mut prev: Option<Vec<u8>> = (start == 1).then(|| vec![0u8; 32]);
-    let mut expected_seq = start;
-    for row in &rows {
+    for (expected_seq, row) in (start..).zip(rows.iter()) {
         if row.seq != expected_seq {
             note(
                 expected_seq,
@@ -260,7 +259,6 @@ pub async fn verify(
         }
         computed.insert(row.seq, hash.clone());
         prev = Some(hash);
-        expected_seq += 1;
     }
     let last_seq = rows.last().map_or(start - 1, |r: &AuditRow| r.seq);
     // The checkpoints.

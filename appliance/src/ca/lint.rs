@@ -467,6 +467,7 @@ fn key_usage_fits_key(ku: KeyUsage, kind: hsm::KeyKind) -> Result<(), LintError>
 }
 
 /// Lints the fixed fields of a CRL before its entries are streamed and it is signed.
+#[allow(clippy::too_many_arguments)] // the fixed fields of one CRL, each checked
 pub fn crl(
     issuer: &IssuerFacts,
     issuer_name_der: &[u8],
