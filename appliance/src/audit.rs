@@ -134,13 +134,7 @@ impl Sealer {
         let Some((seq, hash)) = self.log.tail().await? else {
             return Ok(None);
         };
-        if self
-            .log
-            .checkpoints()
-            .await?
-            .last()
-            .is_some_and(|c| c.seq >= seq)
-        {
+        if self.log.last_checkpoint_seq().await? >= seq {
             return Ok(None);
         }
         let at = unix_now();
@@ -171,9 +165,8 @@ impl Sealer {
         let mut last_at = unix_now();
         loop {
             tokio::time::sleep(Duration::from_secs(2)).await;
-            let due = match (self.log.tail().await, self.log.checkpoints().await) {
-                (Ok(Some((seq, _))), Ok(cps)) => {
-                    let covered = cps.last().map_or(0, |c| c.seq);
+            let due = match (self.log.tail().await, self.log.last_checkpoint_seq().await) {
+                (Ok(Some((seq, _))), Ok(covered)) => {
                     seq > covered
                         && (seq - covered >= every_rows || unix_now() - last_at >= every_secs)
                 }

@@ -241,6 +241,14 @@ impl AuditLog {
             .map_err(StorageError::from)
     }
 
+    /// The newest checkpoint's sequence number (0 when there is none).
+    pub async fn last_checkpoint_seq(&self) -> Result<i64, StorageError> {
+        let seq: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM audit_checkpoints")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(seq.unwrap_or(0))
+    }
+
     /// Stores a signed checkpoint (an existing one for the same row is kept).
     pub async fn insert_checkpoint(&self, cp: &AuditCheckpoint) -> Result<(), StorageError> {
         sqlx::query(
