@@ -73,6 +73,20 @@ pub struct ApplianceConfig {
     /// Audit log checkpoints (`[audit]`, optional).
     #[serde(default)]
     pub audit: AuditSettings,
+    /// The token holding the root key, when it is not the `[hsm]` token (`[root_hsm]`,
+    /// optional): only the ceremony, `ca revoke` and `root sign-crl` open it, `serve` never.
+    #[serde(default)]
+    pub root_hsm: Option<RootHsmSection>,
+}
+
+/// The offline root's token, on the `[hsm]` module (`[root_hsm]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RootHsmSection {
+    /// Label of the token holding the root key.
+    pub token_label: String,
+    /// Where its user PIN comes from; never the PIN itself.
+    pub pin: PinConfig,
 }
 
 /// When the audit key signs a checkpoint of the audit log (`[audit]`).
@@ -683,6 +697,9 @@ impl ApplianceConfig {
         if let Some(f) = self.hsm.pin.file.as_mut() {
             fix(f);
         }
+        if let Some(f) = self.root_hsm.as_mut().and_then(|r| r.pin.file.as_mut()) {
+            fix(f);
+        }
         if let Some(f) = self.hsm.softhsm2_conf.as_mut() {
             fix(f);
         }
@@ -783,6 +800,26 @@ impl ApplianceConfig {
             return Err(ConfigError::Invalid("at least one [[ca]] is needed".into()));
         }
         crate::config::validate_clients(&self.clients)?;
+        if let Some(root) = &self.root_hsm {
+            let p = &root.pin;
+            let sources = [
+                p.file.is_some(),
+                p.env.is_some(),
+                p.systemd_credential.is_some(),
+            ];
+            if sources.iter().filter(|s| **s).count() != 1 {
+                return Err(ConfigError::Invalid(
+                    "[root_hsm.pin] needs exactly one of file, env, systemd_credential".into(),
+                ));
+            }
+            if !self.status.root_offline || root.token_label == self.hsm.token_label {
+                return Err(ConfigError::Invalid(
+                    "[root_hsm] names a token other than [hsm]'s and needs [status] \
+                     root_offline = true (serve never opens it)"
+                        .into(),
+                ));
+            }
+        }
         if !(1..=1_000_000).contains(&self.audit.checkpoint_rows)
             || !(1..=1440).contains(&self.audit.checkpoint_minutes)
         {
@@ -943,6 +980,25 @@ impl ApplianceConfig {
             }
         }
         Ok(profiles)
+    }
+
+    /// The offline root token's settings (`[root_hsm]`), if configured.
+    pub fn root_hsm_config(&self) -> Option<hsm::HsmConfig> {
+        let root = self.root_hsm.as_ref()?;
+        let pin = &root.pin;
+        let source = if let Some(f) = &pin.file {
+            hsm::PinSource::File(f.clone())
+        } else if let Some(e) = &pin.env {
+            hsm::PinSource::Env(e.clone())
+        } else {
+            hsm::PinSource::SystemdCredential(pin.systemd_credential.clone().unwrap_or_default())
+        };
+        Some(hsm::HsmConfig {
+            module: self.hsm.module.clone(),
+            token_label: root.token_label.clone(),
+            pin: source,
+            pool_size: 1,
+        })
     }
 
     /// The HSM settings in the form the `hsm` crate takes.

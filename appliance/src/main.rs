@@ -283,8 +283,10 @@ fn run(cli: Cli) -> Result<(), String> {
             export_softhsm_conf(config.hsm.softhsm2_conf.as_deref());
             runtime()?.block_on(async {
                 let (hsm, storage) = open_both(&config).await?;
+                let root = open_root(&config).await?;
                 let generation = offline::revoke_ca(
                     &hsm,
+                    root.as_ref(),
                     &storage,
                     &config,
                     &name,
@@ -310,7 +312,8 @@ fn run(cli: Cli) -> Result<(), String> {
             export_softhsm_conf(config.hsm.softhsm2_conf.as_deref());
             runtime()?.block_on(async {
                 let (hsm, storage) = open_both(&config).await?;
-                let signed = offline::sign_root_crls(&hsm, &storage, &config)
+                let root = open_root(&config).await?;
+                let signed = offline::sign_root_crls(&hsm, root.as_ref(), &storage, &config)
                     .await
                     .map_err(|e| e.to_string())?;
                 seal_audit(&hsm, &storage).await?;
@@ -365,6 +368,17 @@ fn audit_command(command: AuditCommand) -> Result<(), String> {
             }
         }
     })
+}
+
+/// The offline root token (`[root_hsm]`), when configured.
+async fn open_root(config: &ApplianceConfig) -> Result<Option<hsm::Hsm>, String> {
+    match config.root_hsm_config() {
+        None => Ok(None),
+        Some(c) => hsm::Hsm::open(&c)
+            .await
+            .map(Some)
+            .map_err(|e| format!("root HSM token: {e}")),
+    }
 }
 
 async fn open_both(config: &ApplianceConfig) -> Result<(hsm::Hsm, storage::Storage), String> {
@@ -448,8 +462,10 @@ async fn run_ceremony(
     let storage = storage::Storage::open(&config.database.url)
         .await
         .map_err(|e| e.to_string())?;
+    let root = open_root(config).await?;
     let outcomes = ceremony::run(
         &hsm,
+        root.as_ref(),
         &storage,
         &config.cas,
         new_generation,
@@ -461,7 +477,7 @@ async fn run_ceremony(
     .map_err(|e| e.to_string())?;
     if config.status.root_offline {
         // The first root CRL, while the root key is at hand.
-        offline::sign_root_crls(&hsm, &storage, config)
+        offline::sign_root_crls(&hsm, root.as_ref(), &storage, config)
             .await
             .map_err(|e| e.to_string())?;
     }

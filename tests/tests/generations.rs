@@ -290,3 +290,80 @@ async fn a_revoked_issuing_ca_is_on_the_offline_roots_crl() {
     .unwrap();
     assert_ne!(status, 201, "{}", String::from_utf8_lossy(&resp));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_runs_with_the_root_token_absent() {
+    let demo = DemoDir::create();
+    let conf = demo.path().join("softhsm2.conf");
+    let tokens = demo.path().join("tokens");
+    let before: Vec<_> = std::fs::read_dir(&tokens)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    let (ok, out, err) = run(Command::new("softhsm2-util")
+        .env("SOFTHSM2_CONF", &conf)
+        .args(["--init-token", "--free", "--label", "demo-root"])
+        .args(["--pin", "root-pin-1234", "--so-pin", "root-so-pin-1234"]));
+    assert!(ok, "{out}{err}");
+    let root_token = std::fs::read_dir(&tokens)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| !before.contains(p))
+        .expect("the new token's directory");
+    let pin = demo.path().join("secrets/root.pin");
+    std::fs::write(&pin, "root-pin-1234").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&pin, std::fs::Permissions::from_mode(0o600)).unwrap();
+    // A fresh appliance whose root key is made on the root token.
+    for f in ["appliance.db", "appliance.db-wal", "appliance.db-shm"] {
+        let _ = std::fs::remove_file(demo.path().join("data").join(f));
+    }
+    append_config(
+        &demo,
+        "\n[status]\nroot_offline = true\n\n[root_hsm]\ntoken_label = \"demo-root\"\n\n\
+         [root_hsm.pin]\nfile = \"secrets/root.pin\"\n",
+    );
+    for args in [&["ceremony"][..], &["data-key", "rotate"][..]] {
+        let (ok, out, err) = run(Command::new(appliance_bin())
+            .args(args)
+            .arg("--config")
+            .arg(demo.config()));
+        assert!(ok, "{args:?}: {out}{err}");
+    }
+    let root_cert = std::fs::read_to_string(demo.path().join("ca/root.pem")).unwrap();
+    assert!(
+        demo.path().join("crl/root.crl").exists(),
+        "the ceremony signed the first root CRL"
+    );
+
+    // The root token goes away: serve neither needs nor opens it.
+    let away = demo.path().join("root-token-away");
+    std::fs::rename(&root_token, &away).unwrap();
+    let _server = demo.serve();
+    let csr = openssl_csr(demo.path(), "ee", "ec:P-256");
+    let ee = demo.issue_personal("channel-demo", &csr).await;
+    write_cert(&demo, "ee.pem", &ee);
+    assert!(ocsp_status(&demo, "ca/personal.pem", "ee.pem").ends_with("good"));
+    let (status, _, body) = public_get(demo.public, "/crl/root.crl").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        body,
+        std::fs::read(demo.path().join("crl/root.crl")).unwrap()
+    );
+    let (status, _, served_root) = public_get(demo.public, "/ca/root.pem").await;
+    assert_eq!(
+        (status, String::from_utf8(served_root).unwrap()),
+        (200, root_cert)
+    );
+    // Signing the root CRL needs the token; with it back, it works.
+    let sign_crl = || {
+        run(Command::new(appliance_bin())
+            .args(["root", "sign-crl", "--config"])
+            .arg(demo.config()))
+    };
+    let (ok, _, err) = sign_crl();
+    assert!(!ok && err.contains("root HSM token"), "{err}");
+    std::fs::rename(&away, &root_token).unwrap();
+    let (ok, out, err) = sign_crl();
+    assert!(ok && out.contains("root CRL root.crl"), "{out}{err}");
+}

@@ -81,6 +81,7 @@ pub enum CeremonyOutcome {
 /// `public_url` is written into issuing CA certificates (CRL distribution point, caIssuers).
 pub async fn run(
     hsm: &hsm::Hsm,
+    root_hsm: Option<&hsm::Hsm>,
     storage: &Storage,
     cas: &[CaConfig],
     new_generation: &[String],
@@ -88,7 +89,7 @@ pub async fn run(
     actor: &str,
     public_url: &str,
 ) -> Result<Vec<CeremonyOutcome>, CeremonyError> {
-    let signer = CaSigner::new(hsm.clone(), storage);
+    let signer = CaSigner::new(hsm.clone(), storage).with_root(root_hsm.cloned());
     for name in new_generation {
         if !cas.iter().any(|c| &c.name == name) {
             return Err(CeremonyError::Config {
@@ -122,8 +123,13 @@ pub async fn run(
                     })?,
             ),
         };
+        // A root's key goes on the offline root token when there is one.
+        let key_hsm = match (&ca.parent, root_hsm) {
+            (None, Some(root)) => root,
+            _ => hsm,
+        };
         create(
-            hsm, &signer, storage, ca, generation, parent, actor, public_url,
+            key_hsm, &signer, storage, ca, generation, parent, actor, public_url,
         )
         .await?;
         outcomes.push(CeremonyOutcome::Created {

@@ -39,8 +39,10 @@ const CA_REASONS: &[(&str, i64)] = &[
 
 /// Revokes generation `generation` (default: the newest) of issuing CA `name`, then signs its
 /// parent's CRL so the revocation is published at once; returns the generation revoked.
+#[allow(clippy::too_many_arguments)] // one operator command's whole context
 pub async fn revoke_ca(
     hsm: &hsm::Hsm,
+    root_hsm: Option<&hsm::Hsm>,
     storage: &Storage,
     config: &ApplianceConfig,
     name: &str,
@@ -95,7 +97,7 @@ pub async fn revoke_ca(
     tracing::info!(ca = %name, generation, reason, "CA generation revoked");
     let hierarchy = Hierarchy::from_records(storage.authorities().all().await?)?;
     if let Some(parent) = hierarchy.by_id(parent_id).cloned() {
-        publisher(hsm, storage, config, &hierarchy)
+        publisher(hsm, root_hsm, storage, config, &hierarchy)
             .await?
             .publish(&parent)
             .await?;
@@ -106,11 +108,12 @@ pub async fn revoke_ca(
 /// Signs and writes the CRL of every unexpired root generation; returns (file stem, CRL number).
 pub async fn sign_root_crls(
     hsm: &hsm::Hsm,
+    root_hsm: Option<&hsm::Hsm>,
     storage: &Storage,
     config: &ApplianceConfig,
 ) -> Result<Vec<(String, i64)>, OfflineError> {
     let hierarchy = Hierarchy::from_records(storage.authorities().all().await?)?;
-    let publisher = publisher(hsm, storage, config, &hierarchy).await?;
+    let publisher = publisher(hsm, root_hsm, storage, config, &hierarchy).await?;
     let mut out = Vec::new();
     let roots: Vec<_> = hierarchy
         .unexpired(unix_now())
@@ -131,11 +134,12 @@ pub async fn sign_root_crls(
 
 async fn publisher(
     hsm: &hsm::Hsm,
+    root_hsm: Option<&hsm::Hsm>,
     storage: &Storage,
     config: &ApplianceConfig,
     hierarchy: &Hierarchy,
 ) -> Result<Arc<CrlPublisher>, OfflineError> {
-    let signer = CaSigner::new(hsm.clone(), storage);
+    let signer = CaSigner::new(hsm.clone(), storage).with_root(root_hsm.cloned());
     Ok(Arc::new(
         CrlPublisher::new(
             signer,

@@ -71,6 +71,7 @@ impl<'a> SigningKey<'a> {
 #[derive(Clone)]
 pub struct CaSigner {
     hsm: hsm::Hsm,
+    root: Option<hsm::Hsm>,
     ledger: SigningLedger,
 }
 
@@ -106,8 +107,15 @@ impl CaSigner {
     pub(in crate::ca) fn new(hsm: hsm::Hsm, storage: &Storage) -> Self {
         Self {
             hsm,
+            root: None,
             ledger: storage.signing_ledger(),
         }
+    }
+
+    /// Also signs with keys on the offline root token `root` (ceremony and root commands).
+    pub(in crate::ca) fn with_root(mut self, root: Option<hsm::Hsm>) -> Self {
+        self.root = root;
+        self
     }
 
     /// Lints, records, signs and verifies a certificate `ca` issues; returns the certificate DER.
@@ -212,7 +220,11 @@ impl CaSigner {
     }
 
     async fn hsm_sign(&self, key: &SigningKey<'_>, digest: &[u8]) -> Result<Vec<u8>, SigningError> {
-        let mut signature = self.hsm.sign_digest(key.key, key.algorithm, digest).await?;
+        let hsm = match &self.root {
+            Some(root) if root.token_label() == key.key.token => root,
+            _ => &self.hsm,
+        };
+        let mut signature = hsm.sign_digest(key.key, key.algorithm, digest).await?;
         // Test hook: a signature the issuer's key did not make (the verification must catch it).
         if std::env::var("CA_APPLIANCE_FAULT").as_deref() == Ok("corrupt-signature") {
             if let Some(last) = signature.last_mut() {
