@@ -78,7 +78,9 @@ pub enum CeremonyOutcome {
 }
 
 /// Runs the ceremony for `cas` (root first); `new_generation` names CAs to re-key.
-/// `public_url` is written into issuing CA certificates (CRL distribution point, caIssuers).
+/// `public_url` is written into issuing CA certificates (CRL distribution point, caIssuers);
+/// `root_hsm` is the offline root token, if the root key lives on one.
+#[allow(clippy::too_many_arguments)] // the ceremony's whole context
 pub async fn run(
     hsm: &hsm::Hsm,
     root_hsm: Option<&hsm::Hsm>,
