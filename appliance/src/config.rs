@@ -70,6 +70,67 @@ pub struct ApplianceConfig {
     /// Settings of the verification service (`[verification]`, needed once a plugin is listed).
     #[serde(default)]
     pub verification: VerificationSettings,
+    /// Directory of channel files (`*.toml`, relative to this file); each adds a `[[channel]]`
+    /// with its policies and its `[[client]]` entries.
+    #[serde(default)]
+    pub channels_dir: Option<PathBuf>,
+    /// Applications: expiry, renewal window, assurance-level policy OIDs (`[applications]`).
+    #[serde(default)]
+    pub applications: ApplicationSettings,
+}
+
+/// `[applications]`: how applications age and what their certificates say about assurance.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApplicationSettings {
+    /// An unfinished application expires this long after it was created, seconds (60..=90 days).
+    pub expire_after_secs: u64,
+    /// A renewal is allowed from this many days before the certificate's notAfter (0..=3650).
+    pub renewal_window_days: u32,
+    /// The certificate policy OID written for each assurance level (`L1`, `L2`, `L3`).
+    pub assurance_policy_oids: BTreeMap<String, String>,
+    /// How often waiting applications are advanced and expired ones closed, seconds (1..=3600).
+    pub tick_secs: u32,
+}
+
+impl Default for ApplicationSettings {
+    fn default() -> Self {
+        // An example arc, like the profiles' policy OIDs; the operator's CP/CPS names its own.
+        let oids = [("L1", "1"), ("L2", "2"), ("L3", "3")]
+            .into_iter()
+            .map(|(l, n)| (l.to_owned(), format!("1.3.6.1.4.1.61992.1.9.{n}")))
+            .collect();
+        Self {
+            expire_after_secs: 7 * 86_400,
+            renewal_window_days: 90,
+            assurance_policy_oids: oids,
+            tick_secs: 1,
+        }
+    }
+}
+
+impl ApplicationSettings {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(format!("[applications] {m}")));
+        if !(60..=90 * 86_400).contains(&self.expire_after_secs) {
+            return bad("expire_after_secs must be 60..=7776000".into());
+        }
+        if self.renewal_window_days > 3650 {
+            return bad("renewal_window_days must be 0..=3650".into());
+        }
+        if !(1..=3600).contains(&self.tick_secs) {
+            return bad("tick_secs must be 1..=3600".into());
+        }
+        for (level, oid) in &self.assurance_policy_oids {
+            if !["L1", "L2", "L3"].contains(&level.as_str()) {
+                return bad(format!("assurance_policy_oids: unknown level {level:?} (L1, L2, L3)"));
+            }
+            if const_oid::ObjectIdentifier::new(oid).is_err() {
+                return bad(format!("assurance_policy_oids.{level}: {oid:?} is not an OID"));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Where a plugin runs (`isolation = "worker" | "in_process"`).
@@ -571,15 +632,21 @@ pub struct ChannelConfig {
     pub name: String,
     /// Profiles it may request.
     pub profiles: Vec<String>,
-    /// May it call `POST /api/v1/certificates` directly (its own identity proofing is trusted)?
-    #[serde(default)]
-    pub may_issue_directly: bool,
     /// Verification plugins (by `[[plugin]]` name) it may start verifications with.
     #[serde(default)]
     pub verifications: Vec<String>,
     /// Limits on everything this channel's verifications spend (absent = unlimited).
     #[serde(default)]
     pub limits: LimitSet,
+    /// Application policies (from its channel file; an inline `[[channel]]` has none).
+    #[serde(skip)]
+    pub policies: Vec<crate::application::policy::Policy>,
+    /// Channel plugins receiving its application events (channel file `plugins`).
+    #[serde(skip)]
+    pub channel_plugins: Vec<String>,
+    /// The channel plugin sending its SMS and e-mail (channel file `notifier`).
+    #[serde(skip)]
+    pub notifier: Option<String>,
 }
 
 impl ApplianceConfig {
@@ -596,8 +663,41 @@ impl ApplianceConfig {
             })?;
         let base = path.parent().unwrap_or(Path::new("."));
         config.resolve_paths(base);
+        config.load_channel_files()?;
         config.validate()?;
         Ok(config)
+    }
+
+    /// Adds the channels of `channels_dir` (and their clients) to the inline ones.
+    fn load_channel_files(&mut self) -> Result<(), ConfigError> {
+        let Some(dir) = &self.channels_dir else {
+            return Ok(());
+        };
+        let plugins: Vec<String> = self.plugins.iter().map(|p| p.name.clone()).collect();
+        let loaded = crate::application::channel::load_dir(dir, &|p: &str| {
+            plugins.iter().any(|n| n == p)
+        })
+        .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        for l in loaded {
+            if self.channels.iter().any(|c| c.name == l.channel.name) {
+                return Err(ConfigError::Invalid(format!(
+                    "channel {} is both inline and in {}",
+                    l.channel.name,
+                    dir.display()
+                )));
+            }
+            for c in &l.clients {
+                if self.clients.iter().any(|x| x.common_name == c.common_name) {
+                    return Err(ConfigError::Invalid(format!(
+                        "client {} is listed twice (channel file {})",
+                        c.common_name, l.channel.name
+                    )));
+                }
+            }
+            self.clients.extend(l.clients);
+            self.channels.push(l.channel);
+        }
+        Ok(())
     }
 
     fn resolve_paths(&mut self, base: &Path) {
@@ -612,6 +712,9 @@ impl ApplianceConfig {
         fix(&mut self.profiles_dir);
         fix(&mut self.ca_output_dir);
         fix(&mut self.status.crl_dir);
+        if let Some(d) = self.channels_dir.as_mut() {
+            fix(d);
+        }
         for plugin in &mut self.plugins {
             fix(&mut plugin.path);
             for secret in plugin.secrets.values_mut() {
@@ -714,6 +817,7 @@ impl ApplianceConfig {
             }
         }
         self.status.validate()?;
+        self.applications.validate()?;
         let live = self.status.ocsp_live_concurrency as usize;
         if live > 0 && live >= self.hsm.pool_size {
             return Err(ConfigError::Invalid(format!(

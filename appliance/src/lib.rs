@@ -3,6 +3,7 @@
 //! See ARCHITECTURE.md at the repository root for the map of modules and their invariants.
 
 pub mod api;
+pub mod application;
 pub mod ca;
 pub mod config;
 pub mod contact;

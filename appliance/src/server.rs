@@ -84,17 +84,28 @@ pub async fn serve(config: ApplianceConfig) -> Result<(), ServeError> {
     // services keep running; `check-config` refuses the same faults up front.
     let verifications = crate::verification::start(&config, &storage, &hsm).await?;
     let verification_task = verifications.spawn_background();
-    let state = Arc::new(AppState {
-        issuer: Issuer::new(
-            hsm,
+    let profiles = Arc::new(profiles);
+    let applications = applications_service(
+        &config,
+        &storage,
+        &verifications,
+        Issuer::new(
+            hsm.clone(),
             hierarchy.clone(),
-            Arc::new(profiles),
+            profiles.clone(),
             certificates.clone(),
         ),
+        &status,
+        &certificates,
+    );
+    let application_task = applications.as_ref().map(|a| a.spawn_background());
+    let state = Arc::new(AppState {
+        issuer: Issuer::new(hsm, hierarchy.clone(), profiles, certificates.clone()),
         hierarchy,
         certificates,
         status,
         verifications,
+        applications,
     });
     let clients = Arc::new(mtls::ClientDirectory::new(
         &config.clients,
@@ -171,7 +182,36 @@ pub async fn serve(config: ApplianceConfig) -> Result<(), ServeError> {
     // connections and this task); the kernel kills any left at exit (parent-death signal).
     verification_task.abort();
     let _ = verification_task.await;
+    if let Some(t) = application_task {
+        t.abort();
+        let _ = t.await;
+    }
     Ok(())
+}
+
+/// The application engine, when verifications can seal personal data (a data key is active).
+/// The appliance's own codes, captchas and channel notifier are wired by the `notify` module.
+fn applications_service(
+    config: &ApplianceConfig,
+    storage: &Storage,
+    verifications: &Arc<crate::verification::VerificationService>,
+    issuer: Issuer,
+    status: &Arc<StatusService>,
+    certificates: &crate::storage::CertificateStore,
+) -> Option<Arc<crate::application::ApplicationService>> {
+    let keyring = verifications.keyring();
+    if keyring.current().active().is_err() {
+        return None;
+    }
+    Some(Arc::new(crate::application::ApplicationService::new(
+        storage.applications(),
+        keyring,
+        verifications.clone(),
+        issuer,
+        status.clone(),
+        certificates.clone(),
+        config.applications.clone(),
+    )))
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -72,6 +72,10 @@ pub struct IssuanceRequest {
     pub channel: Option<String>,
     /// Who asked, for the audit log (`operator:<cn>`, `channel:<name>`).
     pub actor: String,
+    /// Certificate policy OIDs added to the profile's (the assurance level's OID).
+    pub extra_policies: Vec<const_oid::ObjectIdentifier>,
+    /// The application this issuance concludes (`None`: an operator's direct issuance).
+    pub application: Option<String>,
 }
 
 /// A built and linted TBS certificate, redeemable once by [`Issuer::sign`].
@@ -84,6 +88,7 @@ pub struct PreparedCertificate {
     profile: String,
     channel: Option<String>,
     actor: String,
+    application: Option<String>,
     subject_dn: String,
     not_before: i64,
     not_after: i64,
@@ -144,6 +149,19 @@ impl Issuer {
             .get(&profile.issuer)
             .ok_or_else(|| IssuanceError::IssuerMissing(profile.issuer.clone()))?
             .clone();
+        let extended;
+        let profile = if req.extra_policies.is_empty() {
+            profile
+        } else {
+            let mut p = profile.clone();
+            for oid in &req.extra_policies {
+                if !p.policy_oids.contains(oid) {
+                    p.policy_oids.push(*oid);
+                }
+            }
+            extended = p;
+            &extended
+        };
         check_subject(&req.subject)?;
         let csr = csr::verify_pem(&req.csr_pem)?;
         if !profile.key_types.contains(&csr.key_kind) {
@@ -188,6 +206,7 @@ impl Issuer {
             profile: profile.name.clone(),
             channel: req.channel,
             actor: req.actor,
+            application: req.application,
             not_before,
             not_after,
         })
@@ -206,6 +225,7 @@ impl Issuer {
             profile,
             channel,
             actor,
+            application,
             subject_dn,
             not_before,
             not_after,
@@ -223,7 +243,12 @@ impl Issuer {
             actor,
             action: "certificate.issue".into(),
             target: serial.clone(),
-            detail: serde_json::json!({ "profile": profile, "issuer": issuer.name }),
+            detail: serde_json::json!({
+                "profile": profile,
+                "issuer": issuer.name,
+                "application": application,
+                "direct": application.is_none(),
+            }),
         };
         self.store
             .insert(

@@ -122,7 +122,11 @@ impl DataKeyRows {
         let mut tx = self.pool.begin().await?;
         let unused: Vec<i64> = sqlx::query_scalar(
             "DELETE FROM data_keys WHERE state = 'retiring' AND NOT EXISTS \
-             (SELECT 1 FROM verifications v WHERE v.key_id = data_keys.id) RETURNING id",
+             (SELECT 1 FROM verifications v WHERE v.key_id = data_keys.id) \
+             AND NOT EXISTS (SELECT 1 FROM applications a WHERE a.key_id = data_keys.id) \
+             AND NOT EXISTS (SELECT 1 FROM subjects s WHERE s.key_id = data_keys.id) \
+             AND NOT EXISTS (SELECT 1 FROM subject_verifications r WHERE r.key_id = data_keys.id) \
+             RETURNING id",
         )
         .fetch_all(&mut *tx)
         .await?;

@@ -3,6 +3,7 @@
 //! Consumers get narrow views: [`CaStore`] for the hierarchy, [`CertificateStore`] for issued
 //! certificates (with group commit), [`AuditLog`] for the tamper-evident log.
 
+mod applications;
 mod audit;
 mod authorities;
 mod certificates;
@@ -19,6 +20,7 @@ use std::time::Duration;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::SqlitePool;
 
+pub use applications::{ApplicationRow, ApplicationRows, Inserted, ReusableVerification, Updated};
 pub use audit::{AuditEntry, AuditLog};
 pub use authorities::{CaRecord, CaStore, NewCa};
 pub use certificates::{CertificateRecord, CertificateStore, NewCertificate};
@@ -123,6 +125,11 @@ impl Storage {
     /// The wrapped data keys sealing personal data.
     pub fn data_keys(&self) -> DataKeyRows {
         DataKeyRows::new(self.pool.clone())
+    }
+
+    /// Applications, subjects and reusable verifications.
+    pub fn applications(&self) -> ApplicationRows {
+        ApplicationRows::new(self.pool.clone())
     }
 
     /// Limit counters and vendor callback replay records.

@@ -188,6 +188,11 @@ impl VerificationService {
         self
     }
 
+    /// The data keys verifications (and applications) are sealed under.
+    pub fn keyring(&self) -> Arc<super::Keyring> {
+        self.store.keyring()
+    }
+
     /// The plugin registry.
     pub fn registry(&self) -> &PluginRegistry {
         &self.registry

@@ -109,6 +109,11 @@ fn open_opt(
 }
 
 impl SqlVerificationStore {
+    /// The keyring this store seals with (applications seal under the same data keys).
+    pub fn keyring(&self) -> Arc<Keyring> {
+        self.keyring.clone()
+    }
+
     /// A store over `rows`, sealing with the keyring's active key.
     pub fn new(rows: VerificationRows, keyring: Arc<Keyring>) -> Self {
         Self {
