@@ -56,10 +56,10 @@ fi
 
 cat <<MSG
 
-The appliance is starting (Ctrl-C stops it). In another terminal, issue a certificate as the
-demo channel over mTLS:
+The appliance is starting (Ctrl-C stops it). In another terminal, issue a certificate directly as
+the operator over mTLS (a channel's certificates come from applications, see README):
 
-curl --cacert $DIR/tls/ca.pem --cert $DIR/tls/channel-demo.pem --key $DIR/tls/channel-demo.key \\
+curl --cacert $DIR/tls/ca.pem --cert $DIR/tls/operator.pem --key $DIR/tls/operator.key \\
   -H 'content-type: application/json' https://$API_ADDR/api/v1/certificates \\
   --data "\$(python3 -c 'import json,sys; print(json.dumps({"profile":"personal","csr":open(sys.argv[1]).read(),"subject":{"name":"Demo User"}}))' $DIR/quickstart.csr)"
 

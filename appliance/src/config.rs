@@ -83,7 +83,7 @@ pub struct ApplianceConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ApplicationSettings {
-    /// An unfinished application expires this long after it was created, seconds (60..=90 days).
+    /// An unfinished application expires this long after it was created, seconds (1 s ..= 90 days).
     pub expire_after_secs: u64,
     /// A renewal is allowed from this many days before the certificate's notAfter (0..=3650).
     pub renewal_window_days: u32,
@@ -112,8 +112,8 @@ impl Default for ApplicationSettings {
 impl ApplicationSettings {
     fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError::Invalid(format!("[applications] {m}")));
-        if !(60..=90 * 86_400).contains(&self.expire_after_secs) {
-            return bad("expire_after_secs must be 60..=7776000".into());
+        if !(1..=90 * 86_400).contains(&self.expire_after_secs) {
+            return bad("expire_after_secs must be 1..=7776000".into());
         }
         if self.renewal_window_days > 3650 {
             return bad("renewal_window_days must be 0..=3650".into());

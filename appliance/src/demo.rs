@@ -1,7 +1,8 @@
 //! `init --demo`: a self-contained appliance under one directory.
 //!
 //! A SoftHSM2 token with its own `softhsm2.conf`, PINs in 0600 files, the SQLite database, the
-//! example profiles and channel, a demo TLS PKI for the mTLS API, and the ceremony already run.
+//! example profiles and channels (`channels/*.toml`, each with its client certificate
+//! `tls/channel-<name>.pem`), a demo TLS PKI for the mTLS API, and the ceremony already run.
 //! The demo TLS PKI's keys are ordinary files: it stands in for the operator's own transport PKI.
 //! The CA keys themselves are generated in the token and never leave it.
 
@@ -17,6 +18,18 @@ pub const TOKEN_LABEL: &str = "ca-appliance-demo";
 
 const PERSONAL_PROFILE: &str = include_str!("../../config/profiles/personal.toml");
 const ORGANISATION_PROFILE: &str = include_str!("../../config/profiles/organisation.toml");
+
+/// The example channels `init --demo` wires (file name, text).
+const DEMO_CHANNELS: [(&str, &str); 2] = [
+    (
+        "sheca-personal",
+        include_str!("../../config/channels/sheca-personal.toml"),
+    ),
+    (
+        "bjca-personal",
+        include_str!("../../config/channels/bjca-personal.toml"),
+    ),
+];
 
 /// Why the demo could not be created.
 #[derive(Debug, thiserror::Error)]
@@ -78,7 +91,7 @@ pub fn prepare(dir: &Path, module: Option<PathBuf>) -> Result<DemoLayout, DemoEr
         Some(m) => m,
         None => find_softhsm_module()?,
     };
-    for sub in ["tokens", "secrets", "tls", "data", "ca", "profiles"] {
+    for sub in ["tokens", "secrets", "tls", "data", "ca", "profiles", "channels"] {
         create_dir(&dir.join(sub))?;
     }
     let dir = std::fs::canonicalize(dir).map_err(|e| write_err(dir, e))?;
@@ -211,6 +224,7 @@ pub fn write_demo(
         .and_then(|exe| exe.parent().map(Path::to_owned))
         .unwrap_or_default();
     let (names, plugins) = demo_plugins(&plugin_dir, vendor_sim);
+    write_demo_channels(&dir.join("channels"), &names)?;
     let mut config = demo_config(&layout.module, api_addr, public_addr);
     let list: Vec<String> = names.iter().map(|n| format!("\"{n}\"")).collect();
     config.push_str(&format!("verifications = [{}]\n", list.join(", ")));
@@ -229,6 +243,7 @@ fn demo_config(module: &Path, api: SocketAddr, public: SocketAddr) -> String {
 # The HSM PIN is not here: it is read from the 0600 file named in [hsm.pin].
 profiles_dir = "profiles"
 ca_output_dir = "ca"
+channels_dir = "channels"
 
 [server]
 api_addr = "{api}"
@@ -282,7 +297,6 @@ channel = "demo"
 [[channel]]
 name = "demo"
 profiles = ["personal", "organisation"]
-may_issue_directly = true
 "#,
         module = module.display()
     )
@@ -348,6 +362,31 @@ fn write_tls_pki(dir: &Path) -> Result<(), Box<dyn std::error::Error>> {
     leaf("server", "localhost", true)?;
     leaf("operator", "operator", false)?;
     leaf("channel-demo", "channel-demo", false)?;
+    for (name, _) in DEMO_CHANNELS {
+        let stem = format!("channel-{name}");
+        leaf(&stem, &stem, false)?;
+    }
+    Ok(())
+}
+
+/// Writes the example channel files whose methods are all among the demo's plugins; the
+/// `notifier` line stays only when that channel plugin is configured too.
+fn write_demo_channels(dir: &Path, plugins: &[String]) -> Result<(), DemoError> {
+    let known = |p: &str| plugins.iter().any(|n| n == p);
+    for (name, text) in DEMO_CHANNELS {
+        let text: String = text
+            .lines()
+            .filter(|l| {
+                let notifier = l.trim_start().strip_prefix("notifier = \"");
+                notifier.is_none_or(|rest| known(rest.trim_end_matches('"')))
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        if crate::application::channel::parse(&text, &known).is_err() {
+            continue; // a verifier plugin of its policy is not built
+        }
+        write_file(&dir.join(format!("{name}.toml")), text.as_bytes(), 0o644)?;
+    }
     Ok(())
 }
 

@@ -609,7 +609,7 @@ impl ApplicationService {
         let lock = self.lock_for(&id);
         let _guard = lock.lock().await;
         let result = self.drive(&mut app, who).await;
-        self.answer(app, result).await
+        self.answer(app, Status::Verifying, result).await
     }
 
     fn check_csr(&self, profile: &str, csr: &str) -> Result<(), AppError> {
@@ -672,12 +672,13 @@ impl ApplicationService {
         let lock = self.lock_for(id);
         let _guard = lock.lock().await;
         let mut app = self.load(who, id).await?;
+        let found = app.status;
         let result = if app.status.is_open() {
             self.drive(&mut app, who).await
         } else {
             Ok(())
         };
-        self.answer(app, result).await
+        self.answer(app, found, result).await
     }
 
     /// The applicant's input for the current step: `captcha`, `sms_code`, `deposit_amount`, ...
@@ -686,8 +687,9 @@ impl ApplicationService {
         let lock = self.lock_for(id);
         let _guard = lock.lock().await;
         let mut app = self.load(who, id).await?;
+        let found = app.status;
         let result = self.input_locked(&mut app, who, &channel, kind, value).await;
-        self.answer(app, result).await
+        self.answer(app, found, result).await
     }
 
     async fn input_locked(
@@ -838,8 +840,9 @@ impl ApplicationService {
         let lock = self.lock_for(id);
         let _guard = lock.lock().await;
         let mut app = self.load(who, id).await?;
+        let found = app.status;
         let result = self.choose_locked(&mut app, who, method, extra).await;
-        self.answer(app, result).await
+        self.answer(app, found, result).await
     }
 
     async fn choose_locked(
@@ -896,8 +899,9 @@ impl ApplicationService {
         let lock = self.lock_for(id);
         let _guard = lock.lock().await;
         let mut app = self.load(who, id).await?;
+        let found = app.status;
         let result = self.confirm_locked(&mut app, who, phone).await;
-        self.answer(app, result).await
+        self.answer(app, found, result).await
     }
 
     async fn confirm_locked(&self, app: &mut App, who: &Who, phone: &str) -> Result<(), AppError> {
@@ -950,6 +954,7 @@ impl ApplicationService {
         let lock = self.lock_for(id);
         let _guard = lock.lock().await;
         let mut app = self.load(who, id).await?;
+        let found = app.status;
         let result = async {
             open_or_finished(&app)?;
             if !app.kind.issues() {
@@ -973,7 +978,7 @@ impl ApplicationService {
             self.drive(&mut app, who).await
         }
         .await;
-        self.answer(app, result).await
+        self.answer(app, found, result).await
     }
 
     /// Cancels an open application (not once approved).
@@ -984,6 +989,7 @@ impl ApplicationService {
         let lock = self.lock_for(id);
         let _guard = lock.lock().await;
         let mut app = self.load(who, id).await?;
+        let found = app.status;
         let result = async {
             open_or_finished(&app)?;
             if app.status == Status::Approved {
@@ -994,7 +1000,7 @@ impl ApplicationService {
             self.close(&mut app, Status::Cancelled, None, who).await
         }
         .await;
-        self.answer(app, result).await
+        self.answer(app, found, result).await
     }
 
     // ---------------------------------------------------------------- the engine
@@ -1678,11 +1684,18 @@ impl ApplicationService {
         }
     }
 
-    async fn answer(&self, app: App, result: Result<(), AppError>) -> Result<Value, Failure> {
+    /// The answer to a request that found the application in `from`: a rejection that happened
+    /// during the request is an error (422 with the plugin's code), as is any error.
+    async fn answer(
+        &self,
+        app: App,
+        from: Status,
+        result: Result<(), AppError>,
+    ) -> Result<Value, Failure> {
         let view = self.view(&app).await;
         match result {
             Ok(()) => match (&app.status, &app.doc.progress.failure) {
-                (Status::Rejected, Some((code, _))) => Err(Failure {
+                (Status::Rejected, Some((code, _))) if from != Status::Rejected => Err(Failure {
                     error: AppError::Rejected(code.clone()),
                     application: Some(view),
                 }),
