@@ -37,6 +37,9 @@ pub enum ServeError {
     /// The personal-data keys could not be unwrapped.
     #[error("personal-data keys: {0}")]
     DataKey(#[from] crate::verification::KeyringError),
+    /// The contact services (channel notifications, codes, captchas) could not start.
+    #[error("contact services: {0}")]
+    Contact(String),
     /// A listener could not bind.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -84,6 +87,10 @@ pub async fn serve(config: ApplianceConfig) -> Result<(), ServeError> {
     // services keep running; `check-config` refuses the same faults up front.
     let verifications = crate::verification::start(&config, &storage, &hsm).await?;
     let verification_task = verifications.spawn_background();
+    // Channel notifications, one-time codes and captchas (the applications engine's seams).
+    let contact = crate::notify::Contact::new(&config, &storage, &verifications)
+        .map_err(|e| ServeError::Contact(e.to_string()))?;
+    let contact_task = contact.spawn_background();
     let state = Arc::new(AppState {
         issuer: Issuer::new(
             hsm,
@@ -171,6 +178,8 @@ pub async fn serve(config: ApplianceConfig) -> Result<(), ServeError> {
     // connections and this task); the kernel kills any left at exit (parent-death signal).
     verification_task.abort();
     let _ = verification_task.await;
+    contact_task.abort();
+    let _ = contact_task.await;
     Ok(())
 }
 
