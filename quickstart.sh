@@ -45,8 +45,14 @@ DIR="$(cd "$DIR" && pwd)"
 # demo channel's verifier plugins call. Its parent is this process, which becomes the server
 # (exec below): the kernel sends it SIGTERM when the server exits, however it is stopped.
 if [ -f "$DIR/secrets/vendor-sim-api-key" ]; then
+    # The partner webhook sink checks the signatures of the demo channel's callbacks.
+    PARTNER=()
+    if [ -f "$DIR/secrets/partner-webhook-secret" ]; then
+        PARTNER=(--partner-secret-file "$DIR/secrets/partner-webhook-secret")
+    fi
     setpriv --pdeathsig TERM -- "$BIN_DIR/vendor-sim" --addr "$VENDOR_SIM_ADDR" \
-        --api-key "$(cat "$DIR/secrets/vendor-sim-api-key")" >"$DIR/vendor-sim.log" 2>&1 &
+        --api-key "$(cat "$DIR/secrets/vendor-sim-api-key")" "${PARTNER[@]}" \
+        >"$DIR/vendor-sim.log" 2>&1 &
 fi
 
 if [ ! -f "$DIR/quickstart.csr" ]; then

@@ -77,6 +77,9 @@ pub struct ApplianceConfig {
     /// Applications: expiry, renewal window, assurance-level policy OIDs (`[applications]`).
     #[serde(default)]
     pub applications: ApplicationSettings,
+    /// One-time codes, captchas and channel-plugin delivery (`[contact]`, optional).
+    #[serde(default)]
+    pub contact: ContactSettings,
 }
 
 /// `[applications]`: how applications age and what their certificates say about assurance.
@@ -641,12 +644,73 @@ pub struct ChannelConfig {
     /// Application policies (from its channel file; an inline `[[channel]]` has none).
     #[serde(skip)]
     pub policies: Vec<crate::application::policy::Policy>,
-    /// Channel plugins receiving its application events (channel file `plugins`).
-    #[serde(skip)]
-    pub channel_plugins: Vec<String>,
-    /// The channel plugin sending its SMS and e-mail (channel file `notifier`).
-    #[serde(skip)]
+    /// Channel plugins (by `[[plugin]]` name) that receive this channel's application events.
+    #[serde(default)]
+    pub plugins: Vec<String>,
+    /// The channel plugin that sends this channel's SMS and e-mail (the appliance's codes).
+    #[serde(default)]
     pub notifier: Option<String>,
+}
+
+/// `[contact]`: one-time codes, captchas and channel-plugin delivery (all optional).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ContactSettings {
+    /// Seconds a one-time code is accepted (30..=3600, default 300).
+    pub code_ttl_secs: u32,
+    /// Seconds before another code may be sent for the same step (0..=3600, default 60).
+    pub code_resend_secs: u32,
+    /// Wrong tries before a code is void (1..=20, default 5).
+    pub code_max_attempts: u32,
+    /// Seconds a captcha is accepted (10..=3600, default 120).
+    pub captcha_ttl_secs: u32,
+    /// Attempts at a delivery before it is given up as failed (1..=100, default 10).
+    pub delivery_max_attempts: u32,
+    /// Delay before the first retry of a delivery, seconds, doubling (1..=3600, default 2).
+    pub delivery_retry_secs: u32,
+    /// Longest delay between retries, seconds (1..=86400, default 600).
+    pub delivery_max_backoff_secs: u32,
+}
+
+impl Default for ContactSettings {
+    fn default() -> Self {
+        ContactSettings {
+            code_ttl_secs: 300,
+            code_resend_secs: 60,
+            code_max_attempts: 5,
+            captcha_ttl_secs: 120,
+            delivery_max_attempts: 10,
+            delivery_retry_secs: 2,
+            delivery_max_backoff_secs: 600,
+        }
+    }
+}
+
+impl ContactSettings {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let ranges = [
+            ("code_ttl_secs", self.code_ttl_secs, 30, 3600),
+            ("code_resend_secs", self.code_resend_secs, 0, 3600),
+            ("code_max_attempts", self.code_max_attempts, 1, 20),
+            ("captcha_ttl_secs", self.captcha_ttl_secs, 10, 3600),
+            ("delivery_max_attempts", self.delivery_max_attempts, 1, 100),
+            ("delivery_retry_secs", self.delivery_retry_secs, 1, 3600),
+            (
+                "delivery_max_backoff_secs",
+                self.delivery_max_backoff_secs,
+                1,
+                86_400,
+            ),
+        ];
+        for (name, v, lo, hi) in ranges {
+            if !(lo..=hi).contains(&v) {
+                return Err(ConfigError::Invalid(format!(
+                    "[contact] {name} must be {lo}..={hi}"
+                )));
+            }
+        }
+        Ok(())
+    }
 }
 
 impl ApplianceConfig {
@@ -907,6 +971,7 @@ impl ApplianceConfig {
         self.verification
             .subject_limits
             .validate("[verification.subject_limits]")?;
+        self.contact.validate()?;
         for channel in &self.channels {
             channel
                 .limits
@@ -915,6 +980,14 @@ impl ApplianceConfig {
                 if !names.contains(v.as_str()) {
                     return Err(ConfigError::Invalid(format!(
                         "channel {} lists unknown verification plugin {v}",
+                        channel.name
+                    )));
+                }
+            }
+            for p in channel.plugins.iter().chain(channel.notifier.iter()) {
+                if !names.contains(p.as_str()) {
+                    return Err(ConfigError::Invalid(format!(
+                        "channel {} names unknown channel plugin {p}",
                         channel.name
                     )));
                 }

@@ -183,6 +183,51 @@ fn demo_plugins(plugin_dir: &Path, vendor_sim: SocketAddr) -> (Vec<String>, Stri
     (names, text)
 }
 
+/// File (under the demo directory) holding the secret that signs the demo partner webhook
+/// (vendor-sim checks it with `--partner-secret-file`).
+pub const PARTNER_WEBHOOK_SECRET_FILE: &str = "secrets/partner-webhook-secret";
+
+/// The channel plugins the demo wires to vendor-sim, as `[[plugin]]` tables: `channel-notify`
+/// (SMS and e-mail through vendor-sim's gateways) and `channel-webhook` (signed callbacks to
+/// vendor-sim's partner sink `/partner/demo`). Returns the `[[channel]]` lines that name them
+/// (`plugins`, `notifier`) and the tables; either library missing leaves it out.
+fn demo_channel_plugins(plugin_dir: &Path, vendor_sim: SocketAddr) -> (String, String) {
+    let worker = plugin_dir.join("ca-plugin-worker").is_file();
+    let isolation = if worker { "worker" } else { "in_process" };
+    let base = format!("http://{vendor_sim}");
+    let key = format!("{{ file = \"{VENDOR_SIM_KEY_FILE}\" }}");
+    let mut channel = String::new();
+    let mut text = String::new();
+    let mut table = |name: &str, stem: &str, config: String, secrets: String| -> bool {
+        let path = plugin_dir.join(format!("libplugin_{stem}.so"));
+        let Ok(sha) = plugin_host::sha256_file(&path) else {
+            return false;
+        };
+        text.push_str(&format!(
+            "\n[[plugin]]\nname = \"{name}\"\npath = \"{}\"\nsha256 = \"{sha}\"\nisolation = \"{isolation}\"\nconfig = {config}\nsecrets = {secrets}\negress_hosts = [\"{vendor_sim}\"]\nallow_plain_http = true\n",
+            path.display()
+        ));
+        true
+    };
+    if table(
+        "channel-notify",
+        "channel_notify",
+        format!("{{ sms_url = \"{base}\", mail_url = \"{base}\", mail_from = \"ca@demo.example\", notify_events = [\"issued\", \"rejected\", \"expired\"] }}"),
+        format!("{{ sms_api_key = {key}, mail_api_key = {key} }}"),
+    ) {
+        channel.push_str("notifier = \"channel-notify\"\n");
+    }
+    if table(
+        "channel-webhook",
+        "channel_webhook",
+        format!("{{ url = \"{base}/partner/demo\" }}"),
+        format!("{{ webhook_secret = {{ file = \"{PARTNER_WEBHOOK_SECRET_FILE}\" }} }}"),
+    ) {
+        channel.push_str("plugins = [\"channel-webhook\"]\n");
+    }
+    (channel, text)
+}
+
 /// Step 2 (after `SOFTHSM2_CONF` is exported): token, PINs, TLS PKI, profiles and config.
 /// The demo channel may use the verifier plugins found next to the binary, pointed at a
 /// vendor-sim on `vendor_sim`. Returns the path of the written `appliance.toml`.
@@ -224,14 +269,28 @@ pub fn write_demo(
         .and_then(|exe| exe.parent().map(Path::to_owned))
         .unwrap_or_default();
     let (names, plugins) = demo_plugins(&plugin_dir, vendor_sim);
-    write_demo_channels(&dir.join("channels"), &names)?;
+    write_file(
+        &dir.join(PARTNER_WEBHOOK_SECRET_FILE),
+        random_pin().as_bytes(),
+        0o600,
+    )?;
+    let (channel_lines, channel_plugins) = demo_channel_plugins(&plugin_dir, vendor_sim);
+    let mut known = names.clone();
+    for p in ["channel-notify", "channel-webhook"] {
+        if channel_lines.contains(p) {
+            known.push(p.to_owned());
+        }
+    }
+    write_demo_channels(&dir.join("channels"), &known)?;
     let mut config = demo_config(&layout.module, api_addr, public_addr);
     let list: Vec<String> = names.iter().map(|n| format!("\"{n}\"")).collect();
     config.push_str(&format!("verifications = [{}]\n", list.join(", ")));
+    config.push_str(&channel_lines);
     config.push_str(
         "\n# Personal data of verifications is sealed at rest with data keys wrapped by this HSM key\n# (`init --demo` made the first one; `ca-appliance data-key rotate` makes the next).\n[verification]\nwrapping_key = \"verification-data-wrap\"\nretention_days = 30\n",
     );
     config.push_str(&plugins);
+    config.push_str(&channel_plugins);
     let path = dir.join("appliance.toml");
     write_file(&path, config.as_bytes(), 0o644)?;
     Ok(path)

@@ -9,6 +9,7 @@ pub mod config;
 pub mod contact;
 pub mod demo;
 pub mod listener;
+pub mod notify;
 pub mod profile;
 pub mod server;
 pub mod status;

@@ -37,6 +37,9 @@ pub enum ServeError {
     /// The personal-data keys could not be unwrapped.
     #[error("personal-data keys: {0}")]
     DataKey(#[from] crate::verification::KeyringError),
+    /// The contact services (channel notifications, codes, captchas) could not start.
+    #[error("contact services: {0}")]
+    Contact(String),
     /// A listener could not bind.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -84,11 +87,16 @@ pub async fn serve(config: ApplianceConfig) -> Result<(), ServeError> {
     // services keep running; `check-config` refuses the same faults up front.
     let verifications = crate::verification::start(&config, &storage, &hsm).await?;
     let verification_task = verifications.spawn_background();
+    // Channel notifications, one-time codes and captchas (the applications engine's seams).
+    let contact = crate::notify::Contact::new(&config, &storage, &verifications)
+        .map_err(|e| ServeError::Contact(e.to_string()))?;
+    let contact_task = contact.spawn_background();
     let profiles = Arc::new(profiles);
     let applications = applications_service(
         &config,
         &storage,
         &verifications,
+        &contact,
         Issuer::new(
             hsm.clone(),
             hierarchy.clone(),
@@ -186,15 +194,18 @@ pub async fn serve(config: ApplianceConfig) -> Result<(), ServeError> {
         t.abort();
         let _ = t.await;
     }
+    contact_task.abort();
+    let _ = contact_task.await;
     Ok(())
 }
 
 /// The application engine, when verifications can seal personal data (a data key is active).
-/// The appliance's own codes, captchas and channel notifier are wired by the `notify` module.
+/// The appliance's own codes, captchas and channel notifier come from the `notify` module.
 fn applications_service(
     config: &ApplianceConfig,
     storage: &Storage,
     verifications: &Arc<crate::verification::VerificationService>,
+    contact: &crate::notify::Contact,
     issuer: Issuer,
     status: &Arc<StatusService>,
     certificates: &crate::storage::CertificateStore,
@@ -211,6 +222,11 @@ fn applications_service(
         status.clone(),
         certificates.clone(),
         config.applications.clone(),
+    )
+    .with_contact(
+        Some(contact.codes.clone()),
+        Some(contact.captchas.clone()),
+        Some(contact.notifier.clone()),
     )))
 }
 

@@ -111,7 +111,7 @@ pub fn parse(text: &str, known_plugin: &dyn Fn(&str) -> bool) -> Result<LoadedCh
             verifications,
             limits: file.limits,
             policies,
-            channel_plugins: file.plugins,
+            plugins: file.plugins,
             notifier: file.notifier,
         },
         clients,

@@ -10,6 +10,7 @@ mod certificates;
 mod crl;
 mod data_keys;
 mod limits;
+mod notify;
 mod ocsp;
 mod revocation;
 mod verifications;
@@ -27,6 +28,7 @@ pub use certificates::{CertificateRecord, CertificateStore, NewCertificate};
 pub use crl::{CrlRecord, CrlRow, CrlStore};
 pub use data_keys::{DataKeyRecord, DataKeyRows};
 pub use limits::{LimitRows, WindowCount};
+pub use notify::{CodeRow, NewCode, NewNotification, NotificationRow, NotifyRows};
 pub use ocsp::{CertStatusRow, OcspStore, ResponderRecord, StoredResponse};
 pub use revocation::{Revocation, RevocationError, RevocationStore, StatusChange};
 pub use verifications::{VerificationRow, VerificationRows};
@@ -135,6 +137,11 @@ impl Storage {
     /// Limit counters and vendor callback replay records.
     pub fn limits(&self) -> LimitRows {
         LimitRows::new(self.pool.clone())
+    }
+
+    /// Channel-plugin deliveries, one-time codes and captchas.
+    pub fn notify(&self) -> NotifyRows {
+        NotifyRows::new(self.pool.clone())
     }
 }
 

@@ -109,11 +109,6 @@ fn open_opt(
 }
 
 impl SqlVerificationStore {
-    /// The keyring this store seals with (applications seal under the same data keys).
-    pub fn keyring(&self) -> Arc<Keyring> {
-        self.keyring.clone()
-    }
-
     /// A store over `rows`, sealing with the keyring's active key.
     pub fn new(rows: VerificationRows, keyring: Arc<Keyring>) -> Self {
         Self {
@@ -125,6 +120,11 @@ impl SqlVerificationStore {
 
     fn intents(&self) -> std::sync::MutexGuard<'_, HashMap<String, StartIntent>> {
         self.intents.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The data keys this store seals with (shared with `notify`).
+    pub fn keyring(&self) -> &Arc<Keyring> {
+        &self.keyring
     }
 
     /// Registers who starts verification `id` (call right before `runner.start`).
