@@ -100,9 +100,7 @@ impl Apps {
     }
 
     async fn call(&self, who: &str, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-        let t = Instant::now();
         let (status, _, v) = self.s.call(who, method, path, body).await;
-        eprintln!("TIMING {method} {path} {:?}", t.elapsed());
         (status, v)
     }
 
@@ -128,11 +126,9 @@ impl Apps {
     /// Polls GET (bounded) until `done` holds.
     async fn wait(&self, who: &str, id: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
         let deadline = Instant::now() + Duration::from_secs(60);
-        let started = Instant::now();
         loop {
             let (_, v) = self.get(who, id).await;
             if done(&v) {
-                eprintln!("TIMING waited {:?} until {what}", started.elapsed());
                 return v;
             }
             assert!(Instant::now() < deadline, "{id} never {what}: {v}");

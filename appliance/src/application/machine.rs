@@ -192,6 +192,8 @@ pub enum Cursor {
     },
     /// Waiting for the applicant to confirm the verified phone (then a code is sent).
     ConfirmPhone,
+    /// About to send the step's code (after a captcha, if the policy asks for one).
+    SendCode,
     /// A confirmation or signature code was sent; waiting for it.
     CodeSent {
         /// When it expires, when a new one may be sent.

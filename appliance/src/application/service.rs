@@ -913,7 +913,7 @@ impl ApplicationService {
         ) && app.doc.progress.queued.is_empty();
         let ok_cursor = matches!(
             app.doc.progress.cursor,
-            Cursor::ConfirmPhone | Cursor::CodeSent { .. }
+            Cursor::ConfirmPhone | Cursor::CodeSent { .. } | Cursor::SendCode
         );
         if !at_code_step || !ok_cursor {
             return Err(AppError::InputNotExpected(
@@ -932,19 +932,19 @@ impl ApplicationService {
         }
         app.doc.progress.confirmed_phone = Some(phone);
         let previous = app.doc.progress.cursor.clone();
-        app.doc.progress.cursor = Cursor::Enter;
-        match self.send_code(app).await {
-            Ok(()) => {
-                self.save(app, from, &who.actor()).await?;
-                self.drive(app, who).await
-            }
-            Err(e) => {
-                app.doc.progress.cursor = previous;
-                if app.doc.progress.captcha.is_some() {
-                    self.save(app, from, &who.actor()).await?;
+        app.doc.progress.cursor = Cursor::SendCode;
+        self.save(app, from, &who.actor()).await?;
+        match self.drive(app, who).await {
+            Err(AppError::ResendTooSoon(at)) => {
+                if matches!(previous, Cursor::CodeSent { .. }) {
+                    // The code out there stays valid.
+                    let now = app.status;
+                    app.doc.progress.cursor = previous;
+                    self.save(app, now, &who.actor()).await?;
                 }
-                Err(e)
+                Err(AppError::ResendTooSoon(at))
             }
+            other => other,
         }
     }
 
@@ -1013,11 +1013,11 @@ impl ApplicationService {
                 return Ok(());
             }
             let from = app.status;
-            let before = (app.doc.progress.cursor.clone(), app.doc.progress.step);
+            let before = serde_json::to_vec(&app.doc).map_err(sealed)?;
             let revision = app.row.revision;
             let more = self.advance(app, who).await?;
             let changed =
-                from != app.status || before != (app.doc.progress.cursor.clone(), app.doc.progress.step);
+                from != app.status || before != serde_json::to_vec(&app.doc).map_err(sealed)?;
             // A step that committed itself (issuance) has saved and announced already.
             if changed && app.row.revision == revision {
                 self.save(app, from, &who.actor()).await?;
@@ -1081,8 +1081,8 @@ impl ApplicationService {
                     }
                     Step::SignBySms => {
                         p.confirmed_phone = p.verified("phone").map(str::to_owned);
-                        self.send_code(app).await?;
-                        Ok(false)
+                        p.cursor = Cursor::SendCode;
+                        Ok(true)
                     }
                     Step::Materials { .. } | Step::Review => {
                         app.status = Status::AwaitingReview;
@@ -1102,6 +1102,10 @@ impl ApplicationService {
                 method,
                 verification,
             } => self.observe(app, &method, &verification, who).await,
+            Cursor::SendCode => {
+                self.send_code(app).await?;
+                Ok(false)
+            }
             Cursor::Choose { .. } => {
                 app.status = Status::AwaitingChoice;
                 Ok(false)
@@ -1811,6 +1815,7 @@ impl ApplicationService {
                 "needs": ["phone"],
                 "phone": p.verified("phone").map(identifiers::mask::mask_phone),
             }),
+            Cursor::SendCode => json!({"name": step_name}),
             Cursor::CodeSent { sent } => json!({
                 "name": step_name,
                 "challenge": {
@@ -1940,6 +1945,7 @@ fn cursor_name(c: &Cursor) -> &'static str {
         Cursor::Ready { .. } => "ready",
         Cursor::Verifying { .. } => "verifying",
         Cursor::ConfirmPhone => "confirm_phone",
+        Cursor::SendCode => "send_code",
         Cursor::CodeSent { .. } => "code_sent",
         Cursor::NeedsCsr => "csr",
         Cursor::Done => "done",
