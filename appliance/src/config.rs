@@ -126,10 +126,14 @@ impl ApplicationSettings {
         }
         for (level, oid) in &self.assurance_policy_oids {
             if !["L1", "L2", "L3"].contains(&level.as_str()) {
-                return bad(format!("assurance_policy_oids: unknown level {level:?} (L1, L2, L3)"));
+                return bad(format!(
+                    "assurance_policy_oids: unknown level {level:?} (L1, L2, L3)"
+                ));
             }
             if const_oid::ObjectIdentifier::new(oid).is_err() {
-                return bad(format!("assurance_policy_oids.{level}: {oid:?} is not an OID"));
+                return bad(format!(
+                    "assurance_policy_oids.{level}: {oid:?} is not an OID"
+                ));
             }
         }
         Ok(())
@@ -738,10 +742,9 @@ impl ApplianceConfig {
             return Ok(());
         };
         let plugins: Vec<String> = self.plugins.iter().map(|p| p.name.clone()).collect();
-        let loaded = crate::application::channel::load_dir(dir, &|p: &str| {
-            plugins.iter().any(|n| n == p)
-        })
-        .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        let loaded =
+            crate::application::channel::load_dir(dir, &|p: &str| plugins.iter().any(|n| n == p))
+                .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         for l in loaded {
             if self.channels.iter().any(|c| c.name == l.channel.name) {
                 return Err(ConfigError::Invalid(format!(

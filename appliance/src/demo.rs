@@ -91,7 +91,9 @@ pub fn prepare(dir: &Path, module: Option<PathBuf>) -> Result<DemoLayout, DemoEr
         Some(m) => m,
         None => find_softhsm_module()?,
     };
-    for sub in ["tokens", "secrets", "tls", "data", "ca", "profiles", "channels"] {
+    for sub in [
+        "tokens", "secrets", "tls", "data", "ca", "profiles", "channels",
+    ] {
         create_dir(&dir.join(sub))?;
     }
     let dir = std::fs::canonicalize(dir).map_err(|e| write_err(dir, e))?;

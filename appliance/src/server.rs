@@ -214,20 +214,22 @@ fn applications_service(
     if keyring.current().active().is_err() {
         return None;
     }
-    Some(Arc::new(crate::application::ApplicationService::new(
-        storage.applications(),
-        keyring,
-        verifications.clone(),
-        issuer,
-        status.clone(),
-        certificates.clone(),
-        config.applications.clone(),
-    )
-    .with_contact(
-        Some(contact.codes.clone()),
-        Some(contact.captchas.clone()),
-        Some(contact.notifier.clone()),
-    )))
+    Some(Arc::new(
+        crate::application::ApplicationService::new(
+            storage.applications(),
+            keyring,
+            verifications.clone(),
+            issuer,
+            status.clone(),
+            certificates.clone(),
+            config.applications.clone(),
+        )
+        .with_contact(
+            Some(contact.codes.clone()),
+            Some(contact.captchas.clone()),
+            Some(contact.notifier.clone()),
+        ),
+    ))
 }
 
 /// Resolves on SIGINT or SIGTERM.

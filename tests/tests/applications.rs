@@ -105,7 +105,8 @@ impl Apps {
     }
 
     async fn create(&self, who: &str, body: Value) -> (u16, Value) {
-        self.call(who, "POST", "/api/v1/applications", Some(body)).await
+        self.call(who, "POST", "/api/v1/applications", Some(body))
+            .await
     }
 
     async fn act(&self, who: &str, id: &str, action: &str, body: Value) -> (u16, Value) {
@@ -176,7 +177,8 @@ impl Apps {
             })
             .await;
         self.complete_face(&v).await;
-        self.wait(who, id, "issued", |v| v["status"] == "issued").await
+        self.wait(who, id, "issued", |v| v["status"] == "issued")
+            .await
     }
 
     /// A new application for `person` through SHECA, walked to its certificate.
@@ -191,9 +193,17 @@ impl Apps {
     /// A certificate's status and revocation reason, as its channel reads it.
     async fn cert_status(&self, serial: String) -> (String, Value) {
         let (_, c) = self
-            .call(SHECA, "GET", &format!("/api/v1/certificates/{serial}"), None)
+            .call(
+                SHECA,
+                "GET",
+                &format!("/api/v1/certificates/{serial}"),
+                None,
+            )
             .await;
-        (c["status"].as_str().unwrap().to_owned(), c["revocation_reason"].clone())
+        (
+            c["status"].as_str().unwrap().to_owned(),
+            c["revocation_reason"].clone(),
+        )
     }
 
     fn sql(&self, query: &str) -> String {
@@ -248,10 +258,7 @@ try:
 except x509.ExtensionNotFound:
     print('nosan')
 "#;
-    let (ok, out, err) = run(Command::new("python3")
-        .arg("-c")
-        .arg(script)
-        .arg(&file));
+    let (ok, out, err) = run(Command::new("python3").arg("-c").arg(script).arg(&file));
     assert!(ok, "python: {err}");
     let lines: Vec<&str> = out.lines().collect();
     (
@@ -277,7 +284,10 @@ async fn a_verified_person_gets_a_certificate_naming_only_what_was_verified_and_
     assert!(id.starts_with("app_"), "{app}");
     assert_eq!(app["kind"], "new");
     assert_eq!(app["subject_holds_certificate"], false, "{app}");
-    assert_eq!(app["subject"]["id_number"], "110***********002X", "masked: {app}");
+    assert_eq!(
+        app["subject"]["id_number"], "110***********002X",
+        "masked: {app}"
+    );
     assert_eq!(app["subject"]["phone"], "138****8000", "masked: {app}");
 
     let done = apps.finish_phone_and_face(SHECA, &app, ZHANG.2).await;
@@ -289,7 +299,10 @@ async fn a_verified_person_gets_a_certificate_naming_only_what_was_verified_and_
         .iter()
         .map(|a| a["method"].as_str().unwrap())
         .collect();
-    assert!(methods.contains(&"phone-real-name") && methods.contains(&"face"), "{done}");
+    assert!(
+        methods.contains(&"phone-real-name") && methods.contains(&"face"),
+        "{done}"
+    );
     let pem = done["certificate"]["pem"].as_str().unwrap();
     let (subject, policies, san) = check_certificate(apps.dir(), pem, "zhang-cert");
     assert_eq!(subject, "CN=张三,C=CN");
@@ -299,7 +312,12 @@ async fn a_verified_person_gets_a_certificate_naming_only_what_was_verified_and_
     // The certificate is the channel's; a second application finds that the person holds one.
     let serial = done["certificate"]["serial"].as_str().unwrap();
     let (status, c) = apps
-        .call(SHECA, "GET", &format!("/api/v1/certificates/{serial}"), None)
+        .call(
+            SHECA,
+            "GET",
+            &format!("/api/v1/certificates/{serial}"),
+            None,
+        )
         .await;
     assert_eq!((status, c["status"].as_str()), (200, Some("valid")), "{c}");
     let (status, again) = apps.create(SHECA, new_body(ZHANG, "personal", None)).await;
@@ -307,25 +325,39 @@ async fn a_verified_person_gets_a_certificate_naming_only_what_was_verified_and_
     assert_eq!(again["subject_holds_certificate"], true, "{again}");
     let again_id = again["id"].as_str().unwrap();
     let (status, v) = apps.act(SHECA, again_id, "cancel", json!({})).await;
-    assert_eq!((status, v["status"].as_str()), (200, Some("cancelled")), "{v}");
+    assert_eq!(
+        (status, v["status"].as_str()),
+        (200, Some("cancelled")),
+        "{v}"
+    );
 
     // Every transition left an audit row; the issuance names the application.
     let audit = apps.sql(&format!(
         "select action from audit_log where target = '{id}' order by seq"
     ));
     assert!(audit.starts_with("application.create"), "{audit}");
-    assert!(audit.contains("application.approved") && audit.ends_with("application.issued"), "{audit}");
+    assert!(
+        audit.contains("application.approved") && audit.ends_with("application.issued"),
+        "{audit}"
+    );
     let issue = apps.sql(&format!(
         "select actor, detail from audit_log where action = 'certificate.issue' and target = '{serial}'"
     ));
-    assert!(issue.contains("channel:sheca-personal") && issue.contains(&id), "{issue}");
+    assert!(
+        issue.contains("channel:sheca-personal") && issue.contains(&id),
+        "{issue}"
+    );
 
     // No plain ID, phone or name of the person in the database, its WAL or the log.
     let log = server.log.clone();
     drop(server);
     let needles = [ZHANG.1, ZHANG.2, ZHANG.0, "zhang.san@example.cn", "order-1"];
     let mut found = Vec::new();
-    for f in ["data/appliance.db", "data/appliance.db-wal", "data/appliance.db-shm"] {
+    for f in [
+        "data/appliance.db",
+        "data/appliance.db-wal",
+        "data/appliance.db-shm",
+    ] {
         let bytes = std::fs::read(apps.dir().join(f)).unwrap_or_default();
         for n in &needles {
             if bytes.windows(n.len()).any(|w| w == n.as_bytes()) {
@@ -357,17 +389,29 @@ async fn one_open_application_per_subject_and_channel_and_channels_are_separated
     let count = || apps.sql("select count(*) from applications");
     let before = count();
     let (status, v) = apps.create(SHECA, new_body(ZHANG, "personal", None)).await;
-    assert_eq!((status, v["error"].as_str()), (409, Some("application_open")), "{v}");
+    assert_eq!(
+        (status, v["error"].as_str()),
+        (409, Some("application_open")),
+        "{v}"
+    );
     assert_eq!(v["application_id"], id.as_str(), "{v}");
     assert_eq!(count(), before);
     // The same person may apply in another channel.
     let (status, other) = apps.create(BJCA, new_body(ZHANG, "personal", None)).await;
     assert_eq!(status, 201, "{other}");
     assert_eq!(other["status"], "awaiting_choice", "{other}");
-    assert_eq!(other["step"]["options"], json!(["phone-real-name", "face"]), "{other}");
+    assert_eq!(
+        other["step"]["options"],
+        json!(["phone-real-name", "face"]),
+        "{other}"
+    );
 
     // Another channel neither reads nor acts on it: 404 as if it did not exist; nothing changes.
-    let revision = || apps.sql(&format!("select revision, status from applications where id = '{id}'"));
+    let revision = || {
+        apps.sql(&format!(
+            "select revision, status from applications where id = '{id}'"
+        ))
+    };
     let r0 = revision();
     assert_eq!(apps.get(BJCA, &id).await.0, 404);
     for (action, body) in [
@@ -378,7 +422,11 @@ async fn one_open_application_per_subject_and_channel_and_channels_are_separated
         ("cancel", json!({})),
     ] {
         let (status, v) = apps.act(BJCA, &id, action, body).await;
-        assert_eq!((status, v["error"].as_str()), (404, Some("not_found")), "{action}: {v}");
+        assert_eq!(
+            (status, v["error"].as_str()),
+            (404, Some("not_found")),
+            "{action}: {v}"
+        );
     }
     assert_eq!(revision(), r0);
     // An operator may read any application; a verification it started stays the channel's.
@@ -387,12 +435,25 @@ async fn one_open_application_per_subject_and_channel_and_channels_are_separated
 
     // Cancel, then input to the finished application: its own code, nothing changes.
     let (status, v) = apps.act(SHECA, &id, "cancel", json!({})).await;
-    assert_eq!((status, v["status"].as_str()), (200, Some("cancelled")), "{v}");
+    assert_eq!(
+        (status, v["status"].as_str()),
+        (200, Some("cancelled")),
+        "{v}"
+    );
     let r1 = revision();
     let (status, v) = apps
-        .act(SHECA, &id, "input", json!({"kind": "sms_code", "value": "123456"}))
+        .act(
+            SHECA,
+            &id,
+            "input",
+            json!({"kind": "sms_code", "value": "123456"}),
+        )
         .await;
-    assert_eq!((status, v["error"].as_str()), (409, Some("application_finished")), "{v}");
+    assert_eq!(
+        (status, v["error"].as_str()),
+        (409, Some("application_finished")),
+        "{v}"
+    );
     assert_eq!(revision(), r1);
     // Now a new application for the person is accepted.
     let (status, v) = apps.create(SHECA, new_body(ZHANG, "personal", None)).await;
@@ -412,28 +473,132 @@ async fn bad_input_gets_its_own_code_and_changes_nothing() {
         b
     };
     let cases: Vec<(&str, &str, Value, u16, &str)> = vec![
-        ("unknown kind", SHECA, with(&|b| b["kind"] = json!("upgrade")), 400, "unknown_kind"),
-        ("unknown profile", SHECA, with(&|b| b["profile"] = json!("gold")), 400, "unknown_profile"),
-        ("profile not allowed", SHECA, with(&|b| b["profile"] = json!("organisation")), 403, "profile_not_allowed"),
-        ("kind not offered", BJCA, with(&|b| b["kind"] = json!("phone_change")), 403, "kind_not_offered"),
-        ("check digit", SHECA, with(&|b| b["subject"]["id_number"] = json!("110105199002020027")), 400, "invalid_id_number"),
-        ("id type", SHECA, with(&|b| b["subject"]["id_type"] = json!("passport")), 400, "unsupported_id_type"),
-        ("bad phone", SHECA, with(&|b| b["subject"]["phone"] = json!("1380013")), 400, "invalid_phone"),
-        ("missing phone", SHECA, with(&|b| { b["subject"].as_object_mut().unwrap().remove("phone"); }), 400, "missing_field"),
-        ("unexpected field", SHECA, with(&|b| b["subject"]["bank_card"] = json!("6222020000000000018")), 400, "field_not_expected"),
-        ("unknown field", SHECA, with(&|b| b["subject"]["nickname"] = json!("x")), 400, "malformed_json"),
-        ("certificate on new", SHECA, with(&|b| b["certificate"] = json!("0abc")), 400, "field_not_expected"),
-        ("renewal without certificate", SHECA, with(&|b| b["kind"] = json!("renewal")), 400, "certificate_required"),
-        ("renewal of an unknown certificate", SHECA, with(&|b| { b["kind"] = json!("renewal"); b["certificate"] = json!("0abc"); }), 404, "certificate_not_found"),
-        ("weak key", SHECA, with(&|b| b["csr"] = json!(rsa1024.clone())), 400, "key_too_small"),
-        ("garbage CSR", SHECA, with(&|b| b["csr"] = json!("-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n")), 400, "malformed_csr"),
+        (
+            "unknown kind",
+            SHECA,
+            with(&|b| b["kind"] = json!("upgrade")),
+            400,
+            "unknown_kind",
+        ),
+        (
+            "unknown profile",
+            SHECA,
+            with(&|b| b["profile"] = json!("gold")),
+            400,
+            "unknown_profile",
+        ),
+        (
+            "profile not allowed",
+            SHECA,
+            with(&|b| b["profile"] = json!("organisation")),
+            403,
+            "profile_not_allowed",
+        ),
+        (
+            "kind not offered",
+            BJCA,
+            with(&|b| b["kind"] = json!("phone_change")),
+            403,
+            "kind_not_offered",
+        ),
+        (
+            "check digit",
+            SHECA,
+            with(&|b| b["subject"]["id_number"] = json!("110105199002020027")),
+            400,
+            "invalid_id_number",
+        ),
+        (
+            "id type",
+            SHECA,
+            with(&|b| b["subject"]["id_type"] = json!("passport")),
+            400,
+            "unsupported_id_type",
+        ),
+        (
+            "bad phone",
+            SHECA,
+            with(&|b| b["subject"]["phone"] = json!("1380013")),
+            400,
+            "invalid_phone",
+        ),
+        (
+            "missing phone",
+            SHECA,
+            with(&|b| {
+                b["subject"].as_object_mut().unwrap().remove("phone");
+            }),
+            400,
+            "missing_field",
+        ),
+        (
+            "unexpected field",
+            SHECA,
+            with(&|b| b["subject"]["bank_card"] = json!("6222020000000000018")),
+            400,
+            "field_not_expected",
+        ),
+        (
+            "unknown field",
+            SHECA,
+            with(&|b| b["subject"]["nickname"] = json!("x")),
+            400,
+            "malformed_json",
+        ),
+        (
+            "certificate on new",
+            SHECA,
+            with(&|b| b["certificate"] = json!("0abc")),
+            400,
+            "field_not_expected",
+        ),
+        (
+            "renewal without certificate",
+            SHECA,
+            with(&|b| b["kind"] = json!("renewal")),
+            400,
+            "certificate_required",
+        ),
+        (
+            "renewal of an unknown certificate",
+            SHECA,
+            with(&|b| {
+                b["kind"] = json!("renewal");
+                b["certificate"] = json!("0abc");
+            }),
+            404,
+            "certificate_not_found",
+        ),
+        (
+            "weak key",
+            SHECA,
+            with(&|b| b["csr"] = json!(rsa1024.clone())),
+            400,
+            "key_too_small",
+        ),
+        (
+            "garbage CSR",
+            SHECA,
+            with(&|b| {
+                b["csr"] = json!("-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n")
+            }),
+            400,
+            "malformed_csr",
+        ),
         ("operator creates", "operator", base(), 403, "channel_only"),
     ];
     for (what, who, body, want_status, want_code) in cases {
         let before = count();
         let (status, v) = apps.create(who, body).await;
-        assert_eq!((status, v["error"].as_str()), (want_status, Some(want_code)), "{what}: {v}");
-        assert!(!v.to_string().contains(WANG.1), "{what}: the ID number is not echoed: {v}");
+        assert_eq!(
+            (status, v["error"].as_str()),
+            (want_status, Some(want_code)),
+            "{what}: {v}"
+        );
+        assert!(
+            !v.to_string().contains(WANG.1),
+            "{what}: the ID number is not echoed: {v}"
+        );
         assert_eq!(count(), before, "{what}: nothing stored");
     }
 
@@ -442,24 +607,71 @@ async fn bad_input_gets_its_own_code_and_changes_nothing() {
     let (status, app) = apps.create(BJCA, new_body(WANG, "personal", None)).await;
     assert_eq!(status, 201, "{app}");
     let id = app["id"].as_str().unwrap();
-    let revision = || apps.sql(&format!("select revision from applications where id = '{id}'"));
+    let revision = || {
+        apps.sql(&format!(
+            "select revision from applications where id = '{id}'"
+        ))
+    };
     let r0 = revision();
     for (action, body, want_status, want_code) in [
-        ("choose", json!({"method": "bank-card"}), 400, "method_not_allowed"),
-        ("choose", json!({"method": "no-such"}), 400, "method_not_allowed"),
-        ("choose", json!({"method": "face", "subject": {"bank_card": "6222020000000000018"}}), 400, "field_not_expected"),
-        ("choose", json!({"method": "face", "subject": {"name": "Somebody Else"}}), 400, "field_not_expected"),
-        ("input", json!({"kind": "sms_code", "value": "123456"}), 409, "input_not_expected"),
-        ("input", json!({"kind": "telepathy", "value": "1"}), 409, "input_not_expected"),
-        ("confirm", json!({"phone": WANG.2}), 409, "input_not_expected"),
+        (
+            "choose",
+            json!({"method": "bank-card"}),
+            400,
+            "method_not_allowed",
+        ),
+        (
+            "choose",
+            json!({"method": "no-such"}),
+            400,
+            "method_not_allowed",
+        ),
+        (
+            "choose",
+            json!({"method": "face", "subject": {"bank_card": "6222020000000000018"}}),
+            400,
+            "field_not_expected",
+        ),
+        (
+            "choose",
+            json!({"method": "face", "subject": {"name": "Somebody Else"}}),
+            400,
+            "field_not_expected",
+        ),
+        (
+            "input",
+            json!({"kind": "sms_code", "value": "123456"}),
+            409,
+            "input_not_expected",
+        ),
+        (
+            "input",
+            json!({"kind": "telepathy", "value": "1"}),
+            409,
+            "input_not_expected",
+        ),
+        (
+            "confirm",
+            json!({"phone": WANG.2}),
+            409,
+            "input_not_expected",
+        ),
         ("csr", json!({"csr": rsa1024.clone()}), 400, "key_too_small"),
     ] {
         let (status, v) = apps.act(BJCA, id, action, body).await;
-        assert_eq!((status, v["error"].as_str()), (want_status, Some(want_code)), "{action}: {v}");
+        assert_eq!(
+            (status, v["error"].as_str()),
+            (want_status, Some(want_code)),
+            "{action}: {v}"
+        );
         assert_eq!(revision(), r0, "{action}: nothing changed");
     }
     let (status, v) = apps.get(BJCA, "app_00000000000000000000000000000000").await;
-    assert_eq!((status, v["error"].as_str()), (404, Some("not_found")), "{v}");
+    assert_eq!(
+        (status, v["error"].as_str()),
+        (404, Some("not_found")),
+        "{v}"
+    );
 }
 
 #[tokio::test]
@@ -474,10 +686,19 @@ async fn wrong_codes_reject_the_application_and_a_failed_face_ends_it_with_liven
     let mut last = Value::Null;
     for left in (0..5).rev() {
         let (status, v) = apps
-            .act(SHECA, id, "input", json!({"kind": "sms_code", "value": wrong}))
+            .act(
+                SHECA,
+                id,
+                "input",
+                json!({"kind": "sms_code", "value": wrong}),
+            )
             .await;
         if left > 0 {
-            assert_eq!((status, v["error"].as_str()), (422, Some("otp_wrong")), "{v}");
+            assert_eq!(
+                (status, v["error"].as_str()),
+                (422, Some("otp_wrong")),
+                "{v}"
+            );
             assert_eq!(v["attempts_left"], left, "{v}");
             assert_eq!(v["application"]["status"], "awaiting_applicant", "{v}");
         }
@@ -489,9 +710,18 @@ async fn wrong_codes_reject_the_application_and_a_failed_face_ends_it_with_liven
     assert_eq!(last["application"]["status"], "rejected", "{last}");
     // The right code now changes nothing.
     let (status, v) = apps
-        .act(SHECA, id, "input", json!({"kind": "sms_code", "value": real}))
+        .act(
+            SHECA,
+            id,
+            "input",
+            json!({"kind": "sms_code", "value": real}),
+        )
         .await;
-    assert_eq!((status, v["error"].as_str()), (409, Some("application_finished")), "{v}");
+    assert_eq!(
+        (status, v["error"].as_str()),
+        (409, Some("application_finished")),
+        "{v}"
+    );
 
     // 王五: the phone passes, the face fails liveness: rejected with the plugin's code.
     let (status, app) = apps.create(SHECA, new_body(WANG, "personal", None)).await;
@@ -499,11 +729,18 @@ async fn wrong_codes_reject_the_application_and_a_failed_face_ends_it_with_liven
     let id = app["id"].as_str().unwrap();
     let code = apps.code_for(WANG.2).await;
     let (status, v) = apps
-        .act(SHECA, id, "input", json!({"kind": "sms_code", "value": code}))
+        .act(
+            SHECA,
+            id,
+            "input",
+            json!({"kind": "sms_code", "value": code}),
+        )
         .await;
     assert_eq!(status, 200, "{v}");
     let v = apps
-        .wait(SHECA, id, "showed the face step", |v| v["step"]["challenge"]["url"].is_string())
+        .wait(SHECA, id, "showed the face step", |v| {
+            v["step"]["challenge"]["url"].is_string()
+        })
         .await;
     apps.complete_face(&v).await;
     let v = apps
@@ -526,13 +763,26 @@ async fn li_si_whose_phone_is_not_real_name_is_offered_the_bank_card() {
     let id = app["id"].as_str().unwrap();
     // The bank card's choice takes the card and the bank-reserved phone, never another name.
     let (status, v) = apps
-        .act(SHECA, id, "choose", json!({"method": "bank-card", "subject": {"name": "王五"}}))
+        .act(
+            SHECA,
+            id,
+            "choose",
+            json!({"method": "bank-card", "subject": {"name": "王五"}}),
+        )
         .await;
-    assert_eq!((status, v["error"].as_str()), (400, Some("field_not_expected")), "{v}");
+    assert_eq!(
+        (status, v["error"].as_str()),
+        (400, Some("field_not_expected")),
+        "{v}"
+    );
     let (status, v) = apps
         .act(SHECA, id, "choose", json!({"method": "face"}))
         .await;
-    assert_eq!((status, v["error"].as_str()), (400, Some("method_not_allowed")), "{v}");
+    assert_eq!(
+        (status, v["error"].as_str()),
+        (400, Some("method_not_allowed")),
+        "{v}"
+    );
 }
 
 #[tokio::test]
@@ -542,7 +792,9 @@ async fn unfinished_applications_expire() {
     let (status, app) = apps.create(SHECA, new_body(ZHANG, "personal", None)).await;
     assert_eq!(status, 201, "{app}");
     let id = app["id"].as_str().unwrap();
-    let v = apps.wait(SHECA, id, "expired", |v| v["status"] == "expired").await;
+    let v = apps
+        .wait(SHECA, id, "expired", |v| v["status"] == "expired")
+        .await;
     assert_eq!(v["failure"]["code"], "expired", "{v}");
     assert!(v["step"].is_null(), "{v}");
     // Its verification was cancelled with it; the person may apply again.
@@ -566,13 +818,21 @@ async fn renewal_change_reissue_and_revocation_act_on_the_subjects_certificate()
     renewal["kind"] = json!("renewal");
     renewal["certificate"] = json!(long_serial);
     let (status, v) = apps.create(SHECA, renewal.clone()).await;
-    assert_eq!((status, v["error"].as_str()), (409, Some("renewal_not_allowed")), "{v}");
+    assert_eq!(
+        (status, v["error"].as_str()),
+        (409, Some("renewal_not_allowed")),
+        "{v}"
+    );
     assert!(v["renewal_from"].is_i64(), "{v}");
     // Another person cannot act on it.
     let mut other = renewal.clone();
     other["subject"] = subject_of(WANG);
     let (status, v) = apps.create(SHECA, other).await;
-    assert_eq!((status, v["error"].as_str()), (404, Some("certificate_not_found")), "{v}");
+    assert_eq!(
+        (status, v["error"].as_str()),
+        (404, Some("certificate_not_found")),
+        "{v}"
+    );
 
     // A 30-day certificate is inside it: renewed after verifying again; the old one stays valid.
     let short = apps.issue_new(ZHANG, "short", "short").await;
@@ -583,7 +843,10 @@ async fn renewal_change_reissue_and_revocation_act_on_the_subjects_certificate()
     let (status, app) = apps.create(SHECA, renewal).await;
     assert_eq!(status, 201, "{app}");
     let renewed = apps.finish_phone_and_face(SHECA, &app, ZHANG.2).await;
-    let renewed_serial = renewed["certificate"]["serial"].as_str().unwrap().to_owned();
+    let renewed_serial = renewed["certificate"]["serial"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     assert_ne!(renewed_serial, short_serial);
     assert_eq!(apps.cert_status(short_serial.clone()).await.0, "valid");
 
@@ -594,8 +857,14 @@ async fn renewal_change_reissue_and_revocation_act_on_the_subjects_certificate()
     let (status, app) = apps.create(SHECA, change).await;
     assert_eq!(status, 201, "{app}");
     let changed = apps.finish_phone_and_face(SHECA, &app, ZHANG.2).await;
-    let changed_serial = changed["certificate"]["serial"].as_str().unwrap().to_owned();
-    assert_eq!(apps.cert_status(renewed_serial.clone()).await, ("revoked".to_owned(), json!(4)));
+    let changed_serial = changed["certificate"]["serial"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        apps.cert_status(renewed_serial.clone()).await,
+        ("revoked".to_owned(), json!(4))
+    );
 
     // Reissue (lost key): new key and certificate, the old one revoked keyCompromise (1).
     let mut reissue = new_body(ZHANG, "short", Some(&apps.csr("i1")));
@@ -604,8 +873,14 @@ async fn renewal_change_reissue_and_revocation_act_on_the_subjects_certificate()
     let (status, app) = apps.create(SHECA, reissue).await;
     assert_eq!(status, 201, "{app}");
     let reissued = apps.finish_phone_and_face(SHECA, &app, ZHANG.2).await;
-    let reissued_serial = reissued["certificate"]["serial"].as_str().unwrap().to_owned();
-    assert_eq!(apps.cert_status(changed_serial.clone()).await, ("revoked".to_owned(), json!(1)));
+    let reissued_serial = reissued["certificate"]["serial"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        apps.cert_status(changed_serial.clone()).await,
+        ("revoked".to_owned(), json!(1))
+    );
 
     // Subscriber revocation: identity verified again, reason recorded, no new certificate.
     let mut revocation = new_body(ZHANG, "short", None);
@@ -616,20 +891,37 @@ async fn renewal_change_reissue_and_revocation_act_on_the_subjects_certificate()
     assert_eq!(status, 201, "{app}");
     let id = app["id"].as_str().unwrap();
     let code = apps.code_for(ZHANG.2).await;
-    apps.act(SHECA, id, "input", json!({"kind": "sms_code", "value": code})).await;
+    apps.act(
+        SHECA,
+        id,
+        "input",
+        json!({"kind": "sms_code", "value": code}),
+    )
+    .await;
     let v = apps
-        .wait(SHECA, id, "showed the face step", |v| v["step"]["challenge"]["url"].is_string())
+        .wait(SHECA, id, "showed the face step", |v| {
+            v["step"]["challenge"]["url"].is_string()
+        })
         .await;
     apps.complete_face(&v).await;
-    let v = apps.wait(SHECA, id, "completed", |v| v["status"] == "completed").await;
+    let v = apps
+        .wait(SHECA, id, "completed", |v| v["status"] == "completed")
+        .await;
     assert!(v.get("certificate").is_none(), "{v}");
-    assert_eq!(apps.cert_status(reissued_serial.clone()).await, ("revoked".to_owned(), json!(5)));
+    assert_eq!(
+        apps.cert_status(reissued_serial.clone()).await,
+        ("revoked".to_owned(), json!(5))
+    );
     // A revoked certificate cannot be renewed.
     let mut late = new_body(ZHANG, "short", Some(&apps.csr("late")));
     late["kind"] = json!("renewal");
     late["certificate"] = json!(reissued_serial);
     let (status, v) = apps.create(SHECA, late).await;
-    assert_eq!((status, v["error"].as_str()), (409, Some("certificate_not_valid")), "{v}");
+    assert_eq!(
+        (status, v["error"].as_str()),
+        (409, Some("certificate_not_valid")),
+        "{v}"
+    );
 }
 
 #[tokio::test]
@@ -643,11 +935,18 @@ async fn an_application_survives_kill_9_during_the_face_step_and_finishes_once()
     let id = app["id"].as_str().unwrap().to_owned();
     let code = apps.code_for(ZHANG.2).await;
     let (status, v) = apps
-        .act(SHECA, &id, "input", json!({"kind": "sms_code", "value": code}))
+        .act(
+            SHECA,
+            &id,
+            "input",
+            json!({"kind": "sms_code", "value": code}),
+        )
         .await;
     assert_eq!(status, 200, "{v}");
     let face = apps
-        .wait(SHECA, &id, "showed the face step", |v| v["step"]["challenge"]["url"].is_string())
+        .wait(SHECA, &id, "showed the face step", |v| {
+            v["step"]["challenge"]["url"].is_string()
+        })
         .await;
 
     server.stop_with("KILL", Duration::from_secs(10));
@@ -658,9 +957,14 @@ async fn an_application_survives_kill_9_during_the_face_step_and_finishes_once()
     let (status, v) = apps.get(SHECA, &id).await;
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["step"]["method"], "face", "{v}");
-    assert_eq!(v["step"]["verification"], face["step"]["verification"], "{v}");
+    assert_eq!(
+        v["step"]["verification"], face["step"]["verification"],
+        "{v}"
+    );
     apps.complete_face(&v).await;
-    let v = apps.wait(SHECA, &id, "issued", |v| v["status"] == "issued").await;
+    let v = apps
+        .wait(SHECA, &id, "issued", |v| v["status"] == "issued")
+        .await;
     assert!(v["certificate"]["pem"].is_string(), "{v}");
     // Nothing duplicated: one verification per method, one certificate.
     assert_eq!(apps.sql("select count(*) from verifications"), "2");

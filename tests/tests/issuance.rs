@@ -127,7 +127,11 @@ async fn a_channel_cannot_issue_directly_and_an_operator_issuance_is_audited_as_
     let demo = DemoDir::create();
     let server = demo.serve();
     let csr = openssl_csr(demo.path(), "ee", "ec:P-256");
-    let body = issue_body("personal", &csr, serde_json::json!({"name": "Anyone At All"}));
+    let body = issue_body(
+        "personal",
+        &csr,
+        serde_json::json!({"name": "Anyone At All"}),
+    );
     let before = certificate_count(&demo);
     let (status, resp) = api_request(
         demo.api,
@@ -139,11 +143,21 @@ async fn a_channel_cannot_issue_directly_and_an_operator_issuance_is_audited_as_
     .await
     .unwrap();
     let v = json(&resp);
-    assert_eq!((status, v["error"].as_str()), (403, Some("channel_not_allowed")), "{v}");
+    assert_eq!(
+        (status, v["error"].as_str()),
+        (403, Some("channel_not_allowed")),
+        "{v}"
+    );
     assert_eq!(certificate_count(&demo), before, "nothing issued");
-    let (status, resp) = api_request(demo.api, operator(&demo), "POST", "/api/v1/certificates", Some(body))
-        .await
-        .unwrap();
+    let (status, resp) = api_request(
+        demo.api,
+        operator(&demo),
+        "POST",
+        "/api/v1/certificates",
+        Some(body),
+    )
+    .await
+    .unwrap();
     assert_eq!(status, 201, "{}", String::from_utf8_lossy(&resp));
     let serial = json(&resp)["serial"].as_str().unwrap().to_owned();
     drop(server);
@@ -155,7 +169,10 @@ async fn a_channel_cannot_issue_directly_and_an_operator_issuance_is_audited_as_
         &serial,
     ]));
     assert!(ok, "{err}");
-    assert_eq!(out.split_whitespace().collect::<Vec<_>>(), ["operator:operator", "True"]);
+    assert_eq!(
+        out.split_whitespace().collect::<Vec<_>>(),
+        ["operator:operator", "True"]
+    );
 }
 
 #[tokio::test]

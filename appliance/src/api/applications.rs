@@ -84,7 +84,11 @@ fn service(state: &AppState) -> Result<&Arc<crate::application::ApplicationServi
 fn body<T: serde::de::DeserializeOwned>(b: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
     let bytes = b.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", e.body_text())
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                e.body_text(),
+            )
         } else {
             ApiError::bad_request("unreadable_body", e.body_text())
         }
@@ -104,7 +108,11 @@ fn body<T: serde::de::DeserializeOwned>(b: Result<Bytes, BytesRejection>) -> Res
         };
         ApiError::bad_request(
             "malformed_json",
-            format!("request body: {detail} (line {}, column {})", e.line(), e.column()),
+            format!(
+                "request body: {detail} (line {}, column {})",
+                e.line(),
+                e.column()
+            ),
         )
     })
 }
@@ -129,9 +137,7 @@ pub fn code_of(e: &AppError) -> (StatusCode, &'static str) {
                 (S::BAD_REQUEST, "unsupported_id_type")
             }
             crate::application::subject::SubjectError::Phone => (S::BAD_REQUEST, "invalid_phone"),
-            crate::application::subject::SubjectError::BankCard => {
-                (S::BAD_REQUEST, "invalid_card")
-            }
+            crate::application::subject::SubjectError::BankCard => (S::BAD_REQUEST, "invalid_card"),
             crate::application::subject::SubjectError::Malformed(_) => {
                 (S::BAD_REQUEST, "invalid_subject")
             }
@@ -160,7 +166,9 @@ pub fn code_of(e: &AppError) -> (StatusCode, &'static str) {
         AppError::PhoneNotVerified => (S::UNPROCESSABLE_ENTITY, "phone_not_verified"),
         AppError::Rejected(_) => (S::UNPROCESSABLE_ENTITY, "verification_failed"),
         AppError::Unavailable(_) => (S::SERVICE_UNAVAILABLE, "service_unavailable"),
-        AppError::Storage(_) | AppError::Sealed(_) => (S::SERVICE_UNAVAILABLE, "storage_unavailable"),
+        AppError::Storage(_) | AppError::Sealed(_) => {
+            (S::SERVICE_UNAVAILABLE, "storage_unavailable")
+        }
         AppError::Conflict => (S::CONFLICT, "conflict"),
         AppError::Issuance(_) | AppError::Verification(_) => (S::INTERNAL_SERVER_ERROR, "error"),
     }
@@ -202,7 +210,12 @@ fn failure_response(f: Failure) -> Response {
             };
             if matches!(other, AppError::Storage(_) | AppError::Sealed(_)) {
                 tracing::error!(error = %other, "application storage failed");
-                (status, code, "the database is unavailable; retry later".to_owned(), extra)
+                (
+                    status,
+                    code,
+                    "the database is unavailable; retry later".to_owned(),
+                    extra,
+                )
             } else {
                 (status, code, other.to_string(), extra)
             }
@@ -264,9 +277,15 @@ pub async fn input(
     let svc = service(&state)?;
     let b: InputBody = body(raw)?;
     if b.value.len() > 256 || b.kind.len() > 32 {
-        return Err(ApiError::bad_request("invalid_input", "value is longer than 256 bytes"));
+        return Err(ApiError::bad_request(
+            "invalid_input",
+            "value is longer than 256 bytes",
+        ));
     }
-    Ok(ok(StatusCode::OK, svc.input(&who, &id, &b.kind, &b.value).await))
+    Ok(ok(
+        StatusCode::OK,
+        svc.input(&who, &id, &b.kind, &b.value).await,
+    ))
 }
 
 /// The applicant's choice of method.
@@ -279,7 +298,10 @@ pub async fn choose(
     let who = who(&caller)?;
     let svc = service(&state)?;
     let b: ChooseBody = body(raw)?;
-    Ok(ok(StatusCode::OK, svc.choose(&who, &id, &b.method, b.subject).await))
+    Ok(ok(
+        StatusCode::OK,
+        svc.choose(&who, &id, &b.method, b.subject).await,
+    ))
 }
 
 /// The applicant confirms the verified phone (or asks for the code again).

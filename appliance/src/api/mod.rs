@@ -71,10 +71,19 @@ pub fn api_router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
         .route("/api/v1/applications", post(applications::create))
         .route("/api/v1/applications/{id}", get(applications::get))
         .route("/api/v1/applications/{id}/input", post(applications::input))
-        .route("/api/v1/applications/{id}/choose", post(applications::choose))
-        .route("/api/v1/applications/{id}/confirm", post(applications::confirm))
+        .route(
+            "/api/v1/applications/{id}/choose",
+            post(applications::choose),
+        )
+        .route(
+            "/api/v1/applications/{id}/confirm",
+            post(applications::confirm),
+        )
         .route("/api/v1/applications/{id}/csr", post(applications::csr))
-        .route("/api/v1/applications/{id}/cancel", post(applications::cancel))
+        .route(
+            "/api/v1/applications/{id}/cancel",
+            post(applications::cancel),
+        )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body_bytes))

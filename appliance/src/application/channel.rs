@@ -73,7 +73,9 @@ pub fn parse(text: &str, known_plugin: &dyn Fn(&str) -> bool) -> Result<LoadedCh
     }
     for p in file.plugins.iter().chain(file.notifier.iter()) {
         if !known_plugin(p) {
-            return Err(format!("channel plugin {p:?} is not a configured [[plugin]]"));
+            return Err(format!(
+                "channel plugin {p:?} is not a configured [[plugin]]"
+            ));
         }
     }
     let mut policies: Vec<Policy> = Vec::new();

@@ -108,10 +108,16 @@ impl Status {
         }
         match to {
             S::Verifying | S::AwaitingApplicant | S::AwaitingChoice => {
-                matches!(self, S::Verifying | S::AwaitingApplicant | S::AwaitingChoice)
+                matches!(
+                    self,
+                    S::Verifying | S::AwaitingApplicant | S::AwaitingChoice
+                )
             }
             S::AwaitingReview => {
-                matches!(self, S::Verifying | S::AwaitingApplicant | S::AwaitingChoice)
+                matches!(
+                    self,
+                    S::Verifying | S::AwaitingApplicant | S::AwaitingChoice
+                )
             }
             S::Approved => true,
             S::Issued | S::Completed | S::Failed => self == S::Approved,

@@ -365,7 +365,9 @@ confirm_phone = true
         .unwrap();
         assert_eq!(p.steps.len(), 3);
         assert_eq!(p.subject, SubjectType::Person);
-        assert!(matches!(&p.steps[0], Step::Verify { fallback, .. } if fallback[0].verify == ["bank-card"]));
+        assert!(
+            matches!(&p.steps[0], Step::Verify { fallback, .. } if fallback[0].verify == ["bank-card"])
+        );
         assert!(matches!(&p.steps[1], Step::Verify { reuse_days: 30, .. }));
         assert_eq!(p.steps[2], Step::ConfirmPhone);
         assert_eq!(p.methods(), ["bank-card", "face", "phone-real-name"]);
@@ -385,19 +387,25 @@ confirm_phone = true
                 "verify = [\"face\"]\nfallback = [{ on = [\"bogus\"], verify = [\"face\"] }]",
                 "unknown failure code",
             ),
-            ("confirm_phone = true\nreuse_days = 3", "belong to a verify step"),
+            (
+                "confirm_phone = true\nreuse_days = 3",
+                "belong to a verify step",
+            ),
         ] {
             let e = parse(&format!("{base}[[step]]\n{step}\n")).unwrap_err();
             assert!(e.contains(why), "{step}: {e}");
         }
         let e = parse(&format!("{base}[[step]]\nconfirm_phone = true\n")).unwrap_err();
         assert!(e.contains("at least one verify step"), "{e}");
-        assert!(parse("kinds = [\"nonsense\"]\ncaptcha = true\n[[step]]\nverify=[\"face\"]").is_err());
+        assert!(
+            parse("kinds = [\"nonsense\"]\ncaptcha = true\n[[step]]\nverify=[\"face\"]").is_err()
+        );
     }
 
     #[test]
     fn find_picks_by_kind_and_subject() {
-        let p = parse("kinds = [\"new\"]\ncaptcha = false\n[[step]]\nverify = [\"face\"]\n").unwrap();
+        let p =
+            parse("kinds = [\"new\"]\ncaptcha = false\n[[step]]\nverify = [\"face\"]\n").unwrap();
         let ps = vec![p];
         assert!(find(&ps, Kind::New, SubjectType::Person).is_some());
         assert!(find(&ps, Kind::Renewal, SubjectType::Person).is_none());

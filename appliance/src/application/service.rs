@@ -27,8 +27,8 @@ use crate::contact::{
 };
 use crate::status::StatusService;
 use crate::storage::{
-    unix_now, ApplicationRow, ApplicationRows, AuditEntry, CertificateStore, Inserted, Revocation,
-    RevocationError, ReusableVerification, StorageError, Updated,
+    unix_now, ApplicationRow, ApplicationRows, AuditEntry, CertificateStore, Inserted,
+    ReusableVerification, Revocation, RevocationError, StorageError, Updated,
 };
 use crate::verification::seal::Field;
 use crate::verification::service::subject_key;
@@ -42,7 +42,9 @@ pub enum AppError {
     #[error("only a channel may {0}")]
     ChannelOnly(&'static str),
     /// Unknown application kind.
-    #[error("unknown application kind {0:?} (new, renewal, change, reissue, revocation, phone_change)")]
+    #[error(
+        "unknown application kind {0:?} (new, renewal, change, reissue, revocation, phone_change)"
+    )]
     UnknownKind(String),
     /// Unknown profile.
     #[error("unknown profile {0:?}")]
@@ -82,7 +84,9 @@ pub enum AppError {
     #[error("certificate {0} is no longer valid")]
     CertificateNotValid(String),
     /// Renewal outside the window.
-    #[error("renewal is allowed from {window_days} days before expiry, i.e. from unix time {from}")]
+    #[error(
+        "renewal is allowed from {window_days} days before expiry, i.e. from unix time {from}"
+    )]
     RenewalNotAllowed {
         /// Window.
         window_days: u32,
@@ -518,7 +522,9 @@ impl ApplicationService {
             (None, _) => None,
         };
         let keys = self.keys();
-        let active = keys.active().map_err(|_| AppError::Unavailable("personal-data sealing"))?;
+        let active = keys
+            .active()
+            .map_err(|_| AppError::Unavailable("personal-data sealing"))?;
         let id_type = subject
             .id_type
             .clone()
@@ -531,11 +537,15 @@ impl ApplicationService {
             (false, Some(_)) => return Err(AppError::CertificateNotExpected.into()),
             (false, None) => None,
             (true, None) => return Err(AppError::CertificateRequired(kind.name()).into()),
-            (true, Some(serial)) => {
-                Some(self.check_target(channel, kind, serial, &hashes, now).await?)
-            }
+            (true, Some(serial)) => Some(
+                self.check_target(channel, kind, serial, &hashes, now)
+                    .await?,
+            ),
         };
-        let slots: Vec<String> = hashes.iter().map(|h| format!("{}:{h}", channel.name)).collect();
+        let slots: Vec<String> = hashes
+            .iter()
+            .map(|h| format!("{}:{h}", channel.name))
+            .collect();
         if let Some(open) = self.rows.find_open(&slots).await? {
             return Err(AppError::Open(open).into());
         }
@@ -620,11 +630,13 @@ impl ApplicationService {
             .get(profile)
             .ok_or_else(|| AppError::UnknownProfile(profile.to_owned()))?;
         if !p.key_types.contains(&verified.key_kind) {
-            return Err(IssuanceError::Csr(crate::ca::csr::CsrError::UnsupportedKey(format!(
-                "key type {} is not allowed by profile {}",
-                verified.key_kind, p.name
-            )))
-            .into());
+            return Err(
+                IssuanceError::Csr(crate::ca::csr::CsrError::UnsupportedKey(format!(
+                    "key type {} is not allowed by profile {}",
+                    verified.key_kind, p.name
+                )))
+                .into(),
+            );
         }
         Ok(())
     }
@@ -642,11 +654,19 @@ impl ApplicationService {
         let serial = normalise_serial(serial)
             .ok_or_else(|| AppError::CertificateNotFound(serial.chars().take(42).collect()))?;
         let not_found = || AppError::CertificateNotFound(serial.clone());
-        let cert = self.certificates.get(&serial).await?.ok_or_else(not_found)?;
+        let cert = self
+            .certificates
+            .get(&serial)
+            .await?
+            .ok_or_else(not_found)?;
         if cert.channel.as_deref() != Some(channel.name.as_str()) {
             return Err(not_found());
         }
-        let origin = self.rows.by_issued_serial(&serial).await?.ok_or_else(not_found)?;
+        let origin = self
+            .rows
+            .by_issued_serial(&serial)
+            .await?
+            .ok_or_else(not_found)?;
         if !hashes.contains(&origin.subject_hash) {
             return Err(not_found());
         }
@@ -682,13 +702,21 @@ impl ApplicationService {
     }
 
     /// The applicant's input for the current step: `captcha`, `sms_code`, `deposit_amount`, ...
-    pub async fn input(&self, who: &Who, id: &str, kind: &str, value: &str) -> Result<Value, Failure> {
+    pub async fn input(
+        &self,
+        who: &Who,
+        id: &str,
+        kind: &str,
+        value: &str,
+    ) -> Result<Value, Failure> {
         let channel = channel_of(who, "give input")?;
         let lock = self.lock_for(id);
         let _guard = lock.lock().await;
         let mut app = self.load(who, id).await?;
         let found = app.status;
-        let result = self.input_locked(&mut app, who, &channel, kind, value).await;
+        let result = self
+            .input_locked(&mut app, who, &channel, kind, value)
+            .await;
         self.answer(app, found, result).await
     }
 
@@ -708,7 +736,10 @@ impl ApplicationService {
                     "no captcha is shown at this step".into(),
                 ));
             };
-            let captchas = self.captchas.clone().ok_or(AppError::Unavailable("captcha"))?;
+            let captchas = self
+                .captchas
+                .clone()
+                .ok_or(AppError::Unavailable("captcha"))?;
             let outcome = captchas.redeem(&app.row.id, &cap_id, value.trim()).await;
             app.doc.progress.captcha = None;
             match outcome {
@@ -746,7 +777,10 @@ impl ApplicationService {
                     ));
                 }
                 let purpose = self.code_purpose(app);
-                let codes = self.codes.clone().ok_or(AppError::Unavailable("one-time codes"))?;
+                let codes = self
+                    .codes
+                    .clone()
+                    .ok_or(AppError::Unavailable("one-time codes"))?;
                 match codes.check(&app.row.id, purpose, value.trim()).await {
                     Ok(()) => {
                         if purpose == CodePurpose::ConfirmPhone {
@@ -781,9 +815,9 @@ impl ApplicationService {
                     Err(CodeError::ResendTooSoon { retry_after }) => {
                         Err(AppError::ResendTooSoon(retry_after))
                     }
-                    Err(CodeError::Notify(e)) => Err(AppError::Storage(StorageError::Database(
-                        e.to_string(),
-                    ))),
+                    Err(CodeError::Notify(e)) => {
+                        Err(AppError::Storage(StorageError::Database(e.to_string())))
+                    }
                     Err(CodeError::Storage(m)) => Err(AppError::Storage(StorageError::Database(m))),
                 }
             }
@@ -1182,14 +1216,21 @@ impl ApplicationService {
         let keys = self.keys();
         let p = &app.doc.progress;
         let id_type = p.subject.id_type.as_deref().unwrap_or("resident_id");
-        let hashes = self.hashes(&keys, id_type, p.subject.id_number.as_deref().unwrap_or_default());
+        let hashes = self.hashes(
+            &keys,
+            id_type,
+            p.subject.id_number.as_deref().unwrap_or_default(),
+        );
         let since = unix_now() - i64::from(days) * 86_400;
         for method in methods {
             let Some(found) = self.rows.find_reusable(&hashes, method, since).await? else {
                 continue;
             };
-            let Ok(plain) = keys.open(&found.verification_id, Field::Result, &found.sealed_attributes)
-            else {
+            let Ok(plain) = keys.open(
+                &found.verification_id,
+                Field::Result,
+                &found.sealed_attributes,
+            ) else {
                 continue;
             };
             let attrs: Vec<(String, String)> = serde_json::from_slice(&plain).map_err(sealed)?;
@@ -1236,7 +1277,10 @@ impl ApplicationService {
 
     async fn show_captcha(&self, app: &mut App) -> Result<(), AppError> {
         use base64::Engine;
-        let captchas = self.captchas.clone().ok_or(AppError::Unavailable("captcha"))?;
+        let captchas = self
+            .captchas
+            .clone()
+            .ok_or(AppError::Unavailable("captcha"))?;
         let c = captchas.issue(&app.row.id).await.map_err(|e| match e {
             CaptchaError::Storage(m) => AppError::Storage(StorageError::Database(m)),
             other => AppError::Sealed(other.to_string()),
@@ -1266,9 +1310,15 @@ impl ApplicationService {
             .confirmed_phone
             .clone()
             .ok_or(AppError::PhoneNotVerified)?;
-        let codes = self.codes.clone().ok_or(AppError::Unavailable("one-time codes"))?;
+        let codes = self
+            .codes
+            .clone()
+            .ok_or(AppError::Unavailable("one-time codes"))?;
         let purpose = self.code_purpose(app);
-        match codes.send(&app.row.channel, &app.row.id, purpose, &phone).await {
+        match codes
+            .send(&app.row.channel, &app.row.id, purpose, &phone)
+            .await
+        {
             Ok(sent) => {
                 app.doc.progress.cursor = Cursor::CodeSent {
                     sent: CodeSent {
@@ -1367,14 +1417,15 @@ impl ApplicationService {
                 Ok(false)
             }
             VStatus::Succeeded => {
-                let result = view.result.clone().unwrap_or_else(|| {
-                    plugin_abi::doc::VerificationResult {
-                        outcome: plugin_abi::doc::Outcome::Verified,
-                        verified_attributes: Vec::new(),
-                        assurance: None,
-                        evidence: Value::Null,
-                    }
-                });
+                let result =
+                    view.result
+                        .clone()
+                        .unwrap_or_else(|| plugin_abi::doc::VerificationResult {
+                            outcome: plugin_abi::doc::Outcome::Verified,
+                            verified_attributes: Vec::new(),
+                            assurance: None,
+                            evidence: Value::Null,
+                        });
                 let attrs: Vec<(String, String)> = result
                     .verified_attributes
                     .iter()
@@ -1433,7 +1484,10 @@ impl ApplicationService {
                 if let Some((i, f)) = next {
                     p.fallbacks_taken = i + 1;
                     p.queued = f.then.clone();
-                    p.failure = Some((code.clone(), format!("{method} failed: {code}; falling back")));
+                    p.failure = Some((
+                        code.clone(),
+                        format!("{method} failed: {code}; falling back"),
+                    ));
                     if f.verify.len() == 1 {
                         p.cursor = Cursor::Ready {
                             method: f.verify[0].clone(),
@@ -1473,7 +1527,9 @@ impl ApplicationService {
             p.subject.id_type.as_deref().unwrap_or("resident_id"),
             p.subject.id_number.as_deref().unwrap_or_default(),
         );
-        let Ok(plain) = serde_json::to_vec(attrs) else { return };
+        let Ok(plain) = serde_json::to_vec(attrs) else {
+            return;
+        };
         let Ok(sealed_attributes) = key.seal(verification, Field::Result, &plain) else {
             return;
         };
@@ -1528,8 +1584,7 @@ impl ApplicationService {
                     Err(IssuanceError::Storage(s)) => return Err(s.into()),
                     Err(e) => {
                         tracing::warn!(application = %app.row.id, error = %e, "issuance failed");
-                        app.doc.progress.failure =
-                            Some(("issuance_failed".into(), e.to_string()));
+                        app.doc.progress.failure = Some(("issuance_failed".into(), e.to_string()));
                         app.status = Status::Failed;
                         return Ok(());
                     }
@@ -1538,7 +1593,8 @@ impl ApplicationService {
                 app.row.issued_serial = Some(issued.serial.clone());
                 app.status = Status::Issued;
                 self.save(app, from, &actor).await?;
-                if let (Some(old), Kind::Change | Kind::Reissue) = (&app.row.target_serial, app.kind)
+                if let (Some(old), Kind::Change | Kind::Reissue) =
+                    (&app.row.target_serial, app.kind)
                 {
                     let reason = if app.kind == Kind::Reissue { 1 } else { 4 };
                     self.revoke(old, reason, &actor).await;
@@ -1607,7 +1663,13 @@ impl ApplicationService {
         }
     }
 
-    async fn reject(&self, app: &mut App, code: &str, message: &str, who: &Who) -> Result<(), AppError> {
+    async fn reject(
+        &self,
+        app: &mut App,
+        code: &str,
+        message: &str,
+        who: &Who,
+    ) -> Result<(), AppError> {
         let from = app.status;
         app.doc.progress.failure = Some((code.to_owned(), message.to_owned()));
         app.status = Status::Rejected;
@@ -1795,7 +1857,8 @@ impl ApplicationService {
                 method,
                 verification,
             } => {
-                let mut v = json!({"name": "verify", "method": method, "verification": verification});
+                let mut v =
+                    json!({"name": "verify", "method": method, "verification": verification});
                 if let Some(c) = &app.doc.challenge {
                     let mut ch = json!({"kind": c.get("kind")});
                     if let Some(Value::Object(payload)) = c.get("payload") {
@@ -1879,13 +1942,18 @@ impl ApplicationService {
             Ok(ids) => {
                 for id in ids {
                     let lock = self.lock_for(&id);
-                    let Ok(_guard) = lock.try_lock() else { continue };
+                    let Ok(_guard) = lock.try_lock() else {
+                        continue;
+                    };
                     let Ok(mut app) = self.load(&Who::System, &id).await else {
                         continue;
                     };
                     let waits = matches!(
                         app.doc.progress.cursor,
-                        Cursor::Verifying { .. } | Cursor::Done | Cursor::Enter | Cursor::Ready { .. }
+                        Cursor::Verifying { .. }
+                            | Cursor::Done
+                            | Cursor::Enter
+                            | Cursor::Ready { .. }
                     );
                     if !waits || app.doc.progress.captcha.is_some() {
                         continue;

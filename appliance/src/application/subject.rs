@@ -256,7 +256,10 @@ mod tests {
         assert_eq!(s.id_number.as_deref(), Some("11010519491231002X"));
         assert_eq!(s.phone.as_deref(), Some("13800138000"));
         let m = s.masked().to_string();
-        assert!(!m.contains("13800138000") && !m.contains("11010519491231002X"), "{m}");
+        assert!(
+            !m.contains("13800138000") && !m.contains("11010519491231002X"),
+            "{m}"
+        );
     }
 
     #[test]
@@ -277,8 +280,13 @@ mod tests {
         assert_eq!(s.normalise().unwrap_err(), SubjectError::BankCard);
         let mut s = zhang().normalise().unwrap();
         s.phone = None;
-        assert_eq!(s.require_person().unwrap_err(), SubjectError::Missing("phone"));
-        assert!(serde_json::from_value::<SubjectInput>(serde_json::json!({"nickname": "x"})).is_err());
+        assert_eq!(
+            s.require_person().unwrap_err(),
+            SubjectError::Missing("phone")
+        );
+        assert!(
+            serde_json::from_value::<SubjectInput>(serde_json::json!({"nickname": "x"})).is_err()
+        );
     }
 
     #[test]

@@ -10,7 +10,8 @@ use super::StorageError;
 /// Only write when the row's key is the active data key.
 const WHEN_KEY_ACTIVE: &str = "(SELECT id FROM data_keys WHERE state = 'active')";
 
-const COLUMNS: &str = "id, channel, kind, profile, status, subject_hash, open_slot, target_serial, \
+const COLUMNS: &str =
+    "id, channel, kind, profile, status, subject_hash, open_slot, target_serial, \
                        issued_serial, failure_code, key_id, sealed_doc, revision, created_at, \
                        updated_at, expires_at";
 
@@ -341,10 +342,11 @@ impl ApplicationRows {
         hashes: &[String],
     ) -> Result<Option<(String, u32, Vec<u8>)>, StorageError> {
         for h in hashes {
-            let row = sqlx::query("SELECT key_id, sealed_phone FROM subjects WHERE subject_hash = ?")
-                .bind(h)
-                .fetch_optional(&self.pool)
-                .await?;
+            let row =
+                sqlx::query("SELECT key_id, sealed_phone FROM subjects WHERE subject_hash = ?")
+                    .bind(h)
+                    .fetch_optional(&self.pool)
+                    .await?;
             if let Some(r) = row {
                 return Ok(Some((
                     h.clone(),
