@@ -547,7 +547,7 @@ mod captcha_reader {
         let mut best_total = i32::MIN;
         let mut best_digits = String::new();
         for phase_step in 0..16 {
-            let phase = phase_step as f32 * 6.28 / 16.0;
+            let phase = phase_step as f32 * std::f32::consts::TAU / 16.0;
             let shift = |x: i32| (2.5 * ((x as f32) / 9.0 + phase).sin()).round() as i32;
             let mut total = 0;
             let mut digits = String::new();

@@ -1480,7 +1480,7 @@ impl ApplicationService {
                     .iter()
                     .enumerate()
                     .skip(taken)
-                    .find(|(_, f)| f.on.iter().any(|c| *c == code));
+                    .find(|(_, f)| f.on.contains(&code));
                 if let Some((i, f)) = next {
                     p.fallbacks_taken = i + 1;
                     p.queued = f.then.clone();
