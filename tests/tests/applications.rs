@@ -975,3 +975,71 @@ async fn an_application_survives_kill_9_during_the_face_step_and_finishes_once()
         "1"
     );
 }
+
+#[tokio::test]
+async fn a_crash_between_the_certificate_and_the_application_commit_never_issues_twice() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let apps = Apps::new("");
+    // The appliance aborts right after the certificate is committed, before the application
+    // is marked issued.
+    let mut child = Command::new(appliance_bin())
+        .args(["serve", "--config", apps.s.demo.config().to_str().unwrap()])
+        .env("CA_APPLIANCE_FAULT", "after-application-issuance")
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(apps.dir().join("serve-fault.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.contains("\"api\""), "serve did not start: {line}");
+    let (status, app) = apps
+        .create(SHECA, new_body(ZHANG, "personal", Some(&apps.csr("crash"))))
+        .await;
+    assert_eq!(status, 201, "{app}");
+    let id = app["id"].as_str().unwrap().to_owned();
+    let code = apps.code_for(ZHANG.2).await;
+    apps.act(
+        SHECA,
+        &id,
+        "input",
+        json!({"kind": "sms_code", "value": code}),
+    )
+    .await;
+    let face = apps
+        .wait(SHECA, &id, "showed the face step", |v| {
+            v["step"]["challenge"]["url"].is_string()
+        })
+        .await;
+    apps.complete_face(&face).await;
+    // The background task approves and issues; the process aborts at the fault point.
+    assert_eq!(
+        wait_exit(&mut child, Duration::from_secs(60)),
+        None,
+        "aborted"
+    );
+    assert_eq!(
+        apps.sql("select count(*) from certificates where channel = 'sheca-personal'"),
+        "1"
+    );
+    assert_eq!(
+        apps.sql(&format!(
+            "select status from applications where id = '{id}'"
+        )),
+        "approved"
+    );
+
+    let server = apps.s.demo.serve();
+    let v = apps
+        .wait(SHECA, &id, "issued", |v| v["status"] == "issued")
+        .await;
+    assert_eq!(
+        apps.sql("select count(*) from certificates where channel = 'sheca-personal'"),
+        "1"
+    );
+    let serial = apps.sql("select serial from certificates where channel = 'sheca-personal'");
+    assert_eq!(v["certificate"]["serial"], serial.as_str(), "{v}");
+    assert!(server.log_text().contains("not issuing again"));
+}

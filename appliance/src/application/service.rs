@@ -1563,6 +1563,15 @@ impl ApplicationService {
                 if let Some(oid) = p.assurance().and_then(|l| self.assurance_oids.get(&l)) {
                     extra.push(*oid);
                 }
+                // Issued before a crash, but the application not yet marked: take that one.
+                if let Some(serial) = self.rows.issued_for(&app.row.id).await? {
+                    tracing::warn!(application = %app.row.id, %serial, "issuance found after a restart; not issuing again");
+                    app.row.issued_serial = Some(serial);
+                    app.status = Status::Issued;
+                    self.save(app, from, &actor).await?;
+                    self.announce(app, from).await;
+                    return Ok(());
+                }
                 let issued = self
                     .issuer
                     .issue(IssuanceRequest {
@@ -1589,6 +1598,7 @@ impl ApplicationService {
                         return Ok(());
                     }
                 };
+                fault_point("after-application-issuance");
                 self.status.certificate_issued(issued.ca_id, &issued.serial);
                 app.row.issued_serial = Some(issued.serial.clone());
                 app.status = Status::Issued;
@@ -1979,6 +1989,16 @@ impl ApplicationService {
                 this.tick().await;
             }
         })
+    }
+}
+
+/// Crash-test hook (as in `status`): with `CA_APPLIANCE_FAULT=<name>` the process aborts at the
+/// point so named (`after-application-issuance`: certificate committed, application not yet
+/// marked issued). Unset in production: a no-op.
+fn fault_point(name: &str) {
+    if std::env::var_os("CA_APPLIANCE_FAULT").is_some_and(|v| v == name) {
+        tracing::error!(point = name, "CA_APPLIANCE_FAULT: aborting on purpose");
+        std::process::abort();
     }
 }
 

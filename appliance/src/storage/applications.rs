@@ -288,6 +288,19 @@ impl ApplicationRows {
         row.as_ref().map(row_of).transpose()
     }
 
+    /// The certificate already issued for application `id`, found by its issuance audit row
+    /// (a crash between the certificate's commit and the application's).
+    pub async fn issued_for(&self, id: &str) -> Result<Option<String>, StorageError> {
+        let pattern = format!("%\"application\":\"{id}\"%");
+        Ok(sqlx::query_scalar(
+            "SELECT target FROM audit_log WHERE action = 'certificate.issue' AND detail LIKE ? \
+             ORDER BY seq LIMIT 1",
+        )
+        .bind(pattern)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
     /// Does any of `hashes` hold a valid, unexpired certificate from an application?
     pub async fn holds_certificate(
         &self,
