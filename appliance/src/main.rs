@@ -186,6 +186,8 @@ fn run(cli: Cli) -> Result<(), String> {
             let config = ApplianceConfig::load(&config).map_err(|e| e.to_string())?;
             let profiles = config.load_profiles().map_err(|e| e.to_string())?;
             verification::registry::check_all(&config).map_err(|e| e.to_string())?;
+            // Channel plugins named by channels: loaded (as configured) to read their manifests.
+            runtime()?.block_on(ca_appliance::notify::check_channel_plugins(&config))?;
             println!(
                 "configuration OK: {} CA(s), {} profile(s), {} client(s), {} channel(s), {} plugin(s)",
                 config.cas.len(),
