@@ -780,3 +780,63 @@ async fn captchas_are_pngs_one_use_and_bound_to_their_subject() {
     drop(e);
     f.task.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_key_rotation_reseals_queued_deliveries() {
+    let mut f = Fixture::new(settings()).await;
+    drop(f.sim.take());
+    f.contact
+        .notifier
+        .send_sms(CHANNEL, PHONE, "您的验证码为 246802")
+        .await
+        .expect("queued while the gateway is down");
+    f.task.abort();
+    let _ = (&mut f.task).await;
+    // What `data-key rotate` does to the rows: a new active key, the old one retiring; the
+    // queued delivery is re-sealed, then the old key can be destroyed.
+    let old = f.keyring.current();
+    let old_key = old.active().expect("active").clone();
+    let raw = DataKey::generate();
+    let new_id = f
+        .storage
+        .data_keys()
+        .add_active("pkcs11:object=test-wrap", &[0; 12], &[2; 48], "test")
+        .await
+        .expect("new key row");
+    let new_key = DataKey::from_bytes(new_id, &raw);
+    let both = KeySet::new(vec![(*old_key).clone(), new_key.clone()], Some(new_id));
+    let (_, left) = f
+        .storage
+        .data_keys()
+        .destroy_unused_retiring("test")
+        .await
+        .expect("destroy");
+    assert_eq!(left, 1, "the queued delivery still needs the old key");
+    let resealed = ca_appliance::notify::Outbox::reseal_all(&f.storage.notify(), &both)
+        .await
+        .expect("re-sealed");
+    assert_eq!(resealed, 1);
+    let (gone, left) = f
+        .storage
+        .data_keys()
+        .destroy_unused_retiring("test")
+        .await
+        .expect("destroy");
+    assert_eq!((gone, left), (vec![old_key.id()], 0));
+    // Only the new key from now on: the delivery still goes out.
+    let keyring = Arc::new(Keyring::fixed(KeySet::new(vec![new_key], Some(new_id))));
+    f.sim = Some(VendorSim::start_with(
+        f.sim_addr,
+        API_KEY,
+        None,
+        Some(&partner_secret(f.tmp.path())),
+    ));
+    let (contact, task) = start(&f.settings, &f.storage, &keyring, &f.plugins);
+    f.contact = contact;
+    f.task = task;
+    let d = f.settled(1).await;
+    assert_eq!(d[0].status, "delivered", "{d:?}");
+    let sms = f.sim().wait_sms(PHONE, 1, Duration::from_secs(10)).await;
+    assert_eq!(sms[0]["code"], "246802");
+    f.task.abort();
+}

@@ -79,7 +79,7 @@ pub fn render(digits: &[u8], rng: &mut impl Rng) -> Vec<u8> {
         }
     }
     // A wave: each column shifted up or down.
-    let phase: f32 = rng.gen_range(0.0..6.28);
+    let phase: f32 = rng.gen_range(0.0..std::f32::consts::TAU);
     let mut waved = vec![235u8; img.len()];
     for x in 0..w {
         let shift = (2.5 * ((x as f32) / 9.0 + phase).sin()).round() as i32;
