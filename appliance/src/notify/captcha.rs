@@ -136,11 +136,23 @@ impl CaptchaService {
         ctx.sign().as_ref().to_vec()
     }
 
-    async fn issue_inner(&self, subject: &str) -> Result<Captcha, CaptchaError> {
-        let mut digits = [0u8; DIGITS];
-        for d in digits.iter_mut() {
-            *d = rand::rngs::OsRng.gen_range(0..10);
-        }
+    /// Tests only: a captcha showing `digits` (each 0-9; [`Captchas::issue`] draws them at
+    /// random), so a test can redeem the right answer without reading the picture.
+    #[doc(hidden)]
+    pub async fn issue_digits(
+        &self,
+        subject: &str,
+        digits: [u8; DIGITS],
+    ) -> Result<Captcha, CaptchaError> {
+        self.issue_inner(subject, digits).await
+    }
+
+    async fn issue_inner(
+        &self,
+        subject: &str,
+        digits: [u8; DIGITS],
+    ) -> Result<Captcha, CaptchaError> {
+        let digits = digits.map(|d| d % 10);
         let answer: String = digits.iter().map(|d| char::from(b'0' + d)).collect();
         let pixels = render(&digits, &mut rand::thread_rng());
         let png = png::encode_gray(WIDTH, HEIGHT, &pixels)
@@ -191,7 +203,11 @@ impl CaptchaService {
 
 impl Captchas for CaptchaService {
     fn issue<'a>(&'a self, subject: &'a str) -> BoxFuture<'a, Result<Captcha, CaptchaError>> {
-        Box::pin(self.issue_inner(subject))
+        let mut digits = [0u8; DIGITS];
+        for d in digits.iter_mut() {
+            *d = rand::rngs::OsRng.gen_range(0..10);
+        }
+        Box::pin(self.issue_inner(subject, digits))
     }
 
     fn redeem<'a>(

@@ -35,6 +35,53 @@ pub struct ChannelPlugins {
     pub notifier: Option<String>,
 }
 
+/// `check-config`: loads every plugin a channel names as `plugins` or `notifier` (as configured:
+/// in a worker by default) and checks its manifest: a channel plugin, and a notifier that sends
+/// SMS. Returns how many were checked; the error names the plugin and the rule.
+pub async fn check_channel_plugins(config: &ApplianceConfig) -> Result<usize, String> {
+    use plugin_abi::channel::METHOD_SMS;
+    use plugin_abi::doc::PluginKind;
+    let mut checked = BTreeMap::new();
+    let mut notifiers = std::collections::BTreeSet::new();
+    for channel in &config.channels {
+        for name in channel.plugins.iter().chain(channel.notifier.iter()) {
+            checked.insert(name.clone(), None);
+        }
+        notifiers.extend(channel.notifier.iter().cloned());
+    }
+    for (name, methods) in checked.iter_mut() {
+        let Some(p) = config.plugins.iter().find(|p| &p.name == name) else {
+            return Err(format!(
+                "channel plugin {name} is not a configured [[plugin]]"
+            ));
+        };
+        crate::verification::registry::check_file(p).map_err(|e| e.to_string())?;
+        let spec = crate::verification::registry::spec_of(p).map_err(|e| e.to_string())?;
+        let plugin = Plugin::load(spec)
+            .await
+            .map_err(|e| format!("channel plugin {name}: {e}"))?;
+        if plugin.manifest().kind != PluginKind::Channel {
+            return Err(format!(
+                "plugin {name} is named as a channel plugin, but its manifest kind is {:?}",
+                plugin.manifest().kind
+            ));
+        }
+        *methods = Some(plugin.manifest().methods.clone());
+    }
+    for name in &notifiers {
+        let sends_sms = checked
+            .get(name)
+            .and_then(Option::as_ref)
+            .is_some_and(|m| m.iter().any(|x| x == METHOD_SMS));
+        if !sends_sms {
+            return Err(format!(
+                "channel plugin {name} is a notifier but does not send SMS (its manifest lacks \"{METHOD_SMS}\")"
+            ));
+        }
+    }
+    Ok(checked.len())
+}
+
 /// Why the contact services could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum ContactError {
