@@ -45,8 +45,14 @@ DIR="$(cd "$DIR" && pwd)"
 # demo channel's verifier plugins call. Its parent is this process, which becomes the server
 # (exec below): the kernel sends it SIGTERM when the server exits, however it is stopped.
 if [ -f "$DIR/secrets/vendor-sim-api-key" ]; then
+    # The partner webhook sink checks the signatures of the demo channel's callbacks.
+    PARTNER=()
+    if [ -f "$DIR/secrets/partner-webhook-secret" ]; then
+        PARTNER=(--partner-secret-file "$DIR/secrets/partner-webhook-secret")
+    fi
     setpriv --pdeathsig TERM -- "$BIN_DIR/vendor-sim" --addr "$VENDOR_SIM_ADDR" \
-        --api-key "$(cat "$DIR/secrets/vendor-sim-api-key")" >"$DIR/vendor-sim.log" 2>&1 &
+        --api-key "$(cat "$DIR/secrets/vendor-sim-api-key")" "${PARTNER[@]}" \
+        >"$DIR/vendor-sim.log" 2>&1 &
 fi
 
 if [ ! -f "$DIR/quickstart.csr" ]; then
@@ -56,10 +62,10 @@ fi
 
 cat <<MSG
 
-The appliance is starting (Ctrl-C stops it). In another terminal, issue a certificate as the
-demo channel over mTLS:
+The appliance is starting (Ctrl-C stops it). In another terminal, issue a certificate directly as
+the operator over mTLS (a channel's certificates come from applications, see README):
 
-curl --cacert $DIR/tls/ca.pem --cert $DIR/tls/channel-demo.pem --key $DIR/tls/channel-demo.key \\
+curl --cacert $DIR/tls/ca.pem --cert $DIR/tls/operator.pem --key $DIR/tls/operator.key \\
   -H 'content-type: application/json' https://$API_ADDR/api/v1/certificates \\
   --data "\$(python3 -c 'import json,sys; print(json.dumps({"profile":"personal","csr":open(sys.argv[1]).read(),"subject":{"name":"Demo User"}}))' $DIR/quickstart.csr)"
 

@@ -77,6 +77,16 @@ pub struct ApplianceConfig {
     /// optional): only the ceremony, `ca revoke` and `root sign-crl` open it, `serve` never.
     #[serde(default)]
     pub root_hsm: Option<RootHsmSection>,
+    /// Directory of channel files (`*.toml`, relative to this file); each adds a `[[channel]]`
+    /// with its policies and its `[[client]]` entries.
+    #[serde(default)]
+    pub channels_dir: Option<PathBuf>,
+    /// Applications: expiry, renewal window, assurance-level policy OIDs (`[applications]`).
+    #[serde(default)]
+    pub applications: ApplicationSettings,
+    /// One-time codes, captchas and channel-plugin delivery (`[contact]`, optional).
+    #[serde(default)]
+    pub contact: ContactSettings,
 }
 
 /// The offline root's token, on the `[hsm]` module (`[root_hsm]`).
@@ -110,12 +120,70 @@ impl Default for AuditSettings {
     }
 }
 
+/// `[applications]`: how applications age and what their certificates say about assurance.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApplicationSettings {
+    /// An unfinished application expires this long after it was created, seconds (1 s ..= 90 days).
+    pub expire_after_secs: u64,
+    /// A renewal is allowed from this many days before the certificate's notAfter (0..=3650).
+    pub renewal_window_days: u32,
+    /// The certificate policy OID written for each assurance level (`L1`, `L2`, `L3`).
+    pub assurance_policy_oids: BTreeMap<String, String>,
+    /// How often waiting applications are advanced and expired ones closed, seconds (1..=3600).
+    pub tick_secs: u32,
+}
+
+impl Default for ApplicationSettings {
+    fn default() -> Self {
+        // An example arc, like the profiles' policy OIDs; the operator's CP/CPS names its own.
+        let oids = [("L1", "1"), ("L2", "2"), ("L3", "3")]
+            .into_iter()
+            .map(|(l, n)| (l.to_owned(), format!("1.3.6.1.4.1.61992.1.9.{n}")))
+            .collect();
+        Self {
+            expire_after_secs: 7 * 86_400,
+            renewal_window_days: 90,
+            assurance_policy_oids: oids,
+            tick_secs: 1,
+        }
+    }
+}
+
 fn default_checkpoint_rows() -> u32 {
     1000
 }
 
 fn default_checkpoint_minutes() -> u32 {
     10
+}
+
+impl ApplicationSettings {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(format!("[applications] {m}")));
+        if !(1..=90 * 86_400).contains(&self.expire_after_secs) {
+            return bad("expire_after_secs must be 1..=7776000".into());
+        }
+        if self.renewal_window_days > 3650 {
+            return bad("renewal_window_days must be 0..=3650".into());
+        }
+        if !(1..=3600).contains(&self.tick_secs) {
+            return bad("tick_secs must be 1..=3600".into());
+        }
+        for (level, oid) in &self.assurance_policy_oids {
+            if !["L1", "L2", "L3"].contains(&level.as_str()) {
+                return bad(format!(
+                    "assurance_policy_oids: unknown level {level:?} (L1, L2, L3)"
+                ));
+            }
+            if const_oid::ObjectIdentifier::new(oid).is_err() {
+                return bad(format!(
+                    "assurance_policy_oids.{level}: {oid:?} is not an OID"
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Where a plugin runs (`isolation = "worker" | "in_process"`).
@@ -639,15 +707,82 @@ pub struct ChannelConfig {
     pub name: String,
     /// Profiles it may request.
     pub profiles: Vec<String>,
-    /// May it call `POST /api/v1/certificates` directly (its own identity proofing is trusted)?
-    #[serde(default)]
-    pub may_issue_directly: bool,
     /// Verification plugins (by `[[plugin]]` name) it may start verifications with.
     #[serde(default)]
     pub verifications: Vec<String>,
     /// Limits on everything this channel's verifications spend (absent = unlimited).
     #[serde(default)]
     pub limits: LimitSet,
+    /// Application policies (from its channel file; an inline `[[channel]]` has none).
+    #[serde(skip)]
+    pub policies: Vec<crate::application::policy::Policy>,
+    /// Channel plugins (by `[[plugin]]` name) that receive this channel's application events.
+    #[serde(default)]
+    pub plugins: Vec<String>,
+    /// The channel plugin that sends this channel's SMS and e-mail (the appliance's codes).
+    #[serde(default)]
+    pub notifier: Option<String>,
+}
+
+/// `[contact]`: one-time codes, captchas and channel-plugin delivery (all optional).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ContactSettings {
+    /// Seconds a one-time code is accepted (30..=3600, default 300).
+    pub code_ttl_secs: u32,
+    /// Seconds before another code may be sent for the same step (0..=3600, default 60).
+    pub code_resend_secs: u32,
+    /// Wrong tries before a code is void (1..=20, default 5).
+    pub code_max_attempts: u32,
+    /// Seconds a captcha is accepted (10..=3600, default 120).
+    pub captcha_ttl_secs: u32,
+    /// Attempts at a delivery before it is given up as failed (1..=100, default 10).
+    pub delivery_max_attempts: u32,
+    /// Delay before the first retry of a delivery, seconds, doubling (1..=3600, default 2).
+    pub delivery_retry_secs: u32,
+    /// Longest delay between retries, seconds (1..=86400, default 600).
+    pub delivery_max_backoff_secs: u32,
+}
+
+impl Default for ContactSettings {
+    fn default() -> Self {
+        ContactSettings {
+            code_ttl_secs: 300,
+            code_resend_secs: 60,
+            code_max_attempts: 5,
+            captcha_ttl_secs: 120,
+            delivery_max_attempts: 10,
+            delivery_retry_secs: 2,
+            delivery_max_backoff_secs: 600,
+        }
+    }
+}
+
+impl ContactSettings {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let ranges = [
+            ("code_ttl_secs", self.code_ttl_secs, 30, 3600),
+            ("code_resend_secs", self.code_resend_secs, 0, 3600),
+            ("code_max_attempts", self.code_max_attempts, 1, 20),
+            ("captcha_ttl_secs", self.captcha_ttl_secs, 10, 3600),
+            ("delivery_max_attempts", self.delivery_max_attempts, 1, 100),
+            ("delivery_retry_secs", self.delivery_retry_secs, 1, 3600),
+            (
+                "delivery_max_backoff_secs",
+                self.delivery_max_backoff_secs,
+                1,
+                86_400,
+            ),
+        ];
+        for (name, v, lo, hi) in ranges {
+            if !(lo..=hi).contains(&v) {
+                return Err(ConfigError::Invalid(format!(
+                    "[contact] {name} must be {lo}..={hi}"
+                )));
+            }
+        }
+        Ok(())
+    }
 }
 
 impl ApplianceConfig {
@@ -664,8 +799,33 @@ impl ApplianceConfig {
             })?;
         let base = path.parent().unwrap_or(Path::new("."));
         config.resolve_paths(base);
+        config.load_channel_files()?;
         config.validate()?;
         Ok(config)
+    }
+
+    /// Adds the channels of `channels_dir` (and their clients) to the inline ones.
+    fn load_channel_files(&mut self) -> Result<(), ConfigError> {
+        let Some(dir) = &self.channels_dir else {
+            return Ok(());
+        };
+        let plugins: Vec<String> = self.plugins.iter().map(|p| p.name.clone()).collect();
+        let loaded =
+            crate::application::channel::load_dir(dir, &|p: &str| plugins.iter().any(|n| n == p))
+                .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        for l in loaded {
+            if self.channels.iter().any(|c| c.name == l.channel.name) {
+                return Err(ConfigError::Invalid(format!(
+                    "channel {} is both inline and in {}",
+                    l.channel.name,
+                    dir.display()
+                )));
+            }
+            // Duplicates across files and inline entries: `validate_clients`.
+            self.clients.extend(l.clients);
+            self.channels.push(l.channel);
+        }
+        Ok(())
     }
 
     fn resolve_paths(&mut self, base: &Path) {
@@ -683,6 +843,9 @@ impl ApplianceConfig {
         fix(&mut self.profiles_dir);
         fix(&mut self.ca_output_dir);
         fix(&mut self.status.crl_dir);
+        if let Some(d) = self.channels_dir.as_mut() {
+            fix(d);
+        }
         for plugin in &mut self.plugins {
             fix(&mut plugin.path);
             for secret in plugin.secrets.values_mut() {
@@ -788,6 +951,7 @@ impl ApplianceConfig {
             }
         }
         self.status.validate()?;
+        self.applications.validate()?;
         let live = self.status.ocsp_live_concurrency as usize;
         if live > 0 && live >= self.hsm.pool_size {
             return Err(ConfigError::Invalid(format!(
@@ -906,6 +1070,7 @@ impl ApplianceConfig {
         self.verification
             .subject_limits
             .validate("[verification.subject_limits]")?;
+        self.contact.validate()?;
         for channel in &self.channels {
             channel
                 .limits
@@ -914,6 +1079,14 @@ impl ApplianceConfig {
                 if !names.contains(v.as_str()) {
                     return Err(ConfigError::Invalid(format!(
                         "channel {} lists unknown verification plugin {v}",
+                        channel.name
+                    )));
+                }
+            }
+            for p in channel.plugins.iter().chain(channel.notifier.iter()) {
+                if !names.contains(p.as_str()) {
+                    return Err(ConfigError::Invalid(format!(
+                        "channel {} names unknown channel plugin {p}",
                         channel.name
                     )));
                 }

@@ -1,7 +1,8 @@
 //! `init --demo`: a self-contained appliance under one directory.
 //!
 //! A SoftHSM2 token with its own `softhsm2.conf`, PINs in 0600 files, the SQLite database, the
-//! example profiles and channel, a demo TLS PKI for the mTLS API, and the ceremony already run.
+//! example profiles and channels (`channels/*.toml`, each with its client certificate
+//! `tls/channel-<name>.pem`), a demo TLS PKI for the mTLS API, and the ceremony already run.
 //! The demo TLS PKI's keys are ordinary files: it stands in for the operator's own transport PKI.
 //! The CA keys themselves are generated in the token and never leave it.
 
@@ -17,6 +18,18 @@ pub const TOKEN_LABEL: &str = "ca-appliance-demo";
 
 const PERSONAL_PROFILE: &str = include_str!("../../config/profiles/personal.toml");
 const ORGANISATION_PROFILE: &str = include_str!("../../config/profiles/organisation.toml");
+
+/// The example channels `init --demo` wires (file name, text).
+const DEMO_CHANNELS: [(&str, &str); 2] = [
+    (
+        "sheca-personal",
+        include_str!("../../config/channels/sheca-personal.toml"),
+    ),
+    (
+        "bjca-personal",
+        include_str!("../../config/channels/bjca-personal.toml"),
+    ),
+];
 
 /// Why the demo could not be created.
 #[derive(Debug, thiserror::Error)]
@@ -78,7 +91,9 @@ pub fn prepare(dir: &Path, module: Option<PathBuf>) -> Result<DemoLayout, DemoEr
         Some(m) => m,
         None => find_softhsm_module()?,
     };
-    for sub in ["tokens", "secrets", "tls", "data", "ca", "profiles"] {
+    for sub in [
+        "tokens", "secrets", "tls", "data", "ca", "profiles", "channels",
+    ] {
         create_dir(&dir.join(sub))?;
     }
     let dir = std::fs::canonicalize(dir).map_err(|e| write_err(dir, e))?;
@@ -170,6 +185,51 @@ fn demo_plugins(plugin_dir: &Path, vendor_sim: SocketAddr) -> (Vec<String>, Stri
     (names, text)
 }
 
+/// File (under the demo directory) holding the secret that signs the demo partner webhook
+/// (vendor-sim checks it with `--partner-secret-file`).
+pub const PARTNER_WEBHOOK_SECRET_FILE: &str = "secrets/partner-webhook-secret";
+
+/// The channel plugins the demo wires to vendor-sim, as `[[plugin]]` tables: `channel-notify`
+/// (SMS and e-mail through vendor-sim's gateways) and `channel-webhook` (signed callbacks to
+/// vendor-sim's partner sink `/partner/demo`). Returns the `[[channel]]` lines that name them
+/// (`plugins`, `notifier`) and the tables; either library missing leaves it out.
+fn demo_channel_plugins(plugin_dir: &Path, vendor_sim: SocketAddr) -> (String, String) {
+    let worker = plugin_dir.join("ca-plugin-worker").is_file();
+    let isolation = if worker { "worker" } else { "in_process" };
+    let base = format!("http://{vendor_sim}");
+    let key = format!("{{ file = \"{VENDOR_SIM_KEY_FILE}\" }}");
+    let mut channel = String::new();
+    let mut text = String::new();
+    let mut table = |name: &str, stem: &str, config: String, secrets: String| -> bool {
+        let path = plugin_dir.join(format!("libplugin_{stem}.so"));
+        let Ok(sha) = plugin_host::sha256_file(&path) else {
+            return false;
+        };
+        text.push_str(&format!(
+            "\n[[plugin]]\nname = \"{name}\"\npath = \"{}\"\nsha256 = \"{sha}\"\nisolation = \"{isolation}\"\nconfig = {config}\nsecrets = {secrets}\negress_hosts = [\"{vendor_sim}\"]\nallow_plain_http = true\n",
+            path.display()
+        ));
+        true
+    };
+    if table(
+        "channel-notify",
+        "channel_notify",
+        format!("{{ sms_url = \"{base}\", mail_url = \"{base}\", mail_from = \"ca@demo.example\", notify_events = [\"issued\", \"rejected\", \"expired\"] }}"),
+        format!("{{ sms_api_key = {key}, mail_api_key = {key} }}"),
+    ) {
+        channel.push_str("notifier = \"channel-notify\"\n");
+    }
+    if table(
+        "channel-webhook",
+        "channel_webhook",
+        format!("{{ url = \"{base}/partner/demo\" }}"),
+        format!("{{ webhook_secret = {{ file = \"{PARTNER_WEBHOOK_SECRET_FILE}\" }} }}"),
+    ) {
+        channel.push_str("plugins = [\"channel-webhook\"]\n");
+    }
+    (channel, text)
+}
+
 /// Step 2 (after `SOFTHSM2_CONF` is exported): token, PINs, TLS PKI, profiles and config.
 /// The demo channel may use the verifier plugins found next to the binary, pointed at a
 /// vendor-sim on `vendor_sim`. Returns the path of the written `appliance.toml`.
@@ -211,13 +271,28 @@ pub fn write_demo(
         .and_then(|exe| exe.parent().map(Path::to_owned))
         .unwrap_or_default();
     let (names, plugins) = demo_plugins(&plugin_dir, vendor_sim);
+    write_file(
+        &dir.join(PARTNER_WEBHOOK_SECRET_FILE),
+        random_pin().as_bytes(),
+        0o600,
+    )?;
+    let (channel_lines, channel_plugins) = demo_channel_plugins(&plugin_dir, vendor_sim);
+    let mut known = names.clone();
+    for p in ["channel-notify", "channel-webhook"] {
+        if channel_lines.contains(p) {
+            known.push(p.to_owned());
+        }
+    }
+    write_demo_channels(&dir.join("channels"), &known)?;
     let mut config = demo_config(&layout.module, api_addr, public_addr);
     let list: Vec<String> = names.iter().map(|n| format!("\"{n}\"")).collect();
     config.push_str(&format!("verifications = [{}]\n", list.join(", ")));
+    config.push_str(&channel_lines);
     config.push_str(
         "\n# Personal data of verifications is sealed at rest with data keys wrapped by this HSM key\n# (`init --demo` made the first one; `ca-appliance data-key rotate` makes the next).\n[verification]\nwrapping_key = \"verification-data-wrap\"\nretention_days = 30\n",
     );
     config.push_str(&plugins);
+    config.push_str(&channel_plugins);
     let path = dir.join("appliance.toml");
     write_file(&path, config.as_bytes(), 0o644)?;
     Ok(path)
@@ -229,6 +304,7 @@ fn demo_config(module: &Path, api: SocketAddr, public: SocketAddr) -> String {
 # The HSM PIN is not here: it is read from the 0600 file named in [hsm.pin].
 profiles_dir = "profiles"
 ca_output_dir = "ca"
+channels_dir = "channels"
 
 [server]
 api_addr = "{api}"
@@ -282,7 +358,6 @@ channel = "demo"
 [[channel]]
 name = "demo"
 profiles = ["personal", "organisation"]
-may_issue_directly = true
 "#,
         module = module.display()
     )
@@ -348,6 +423,31 @@ fn write_tls_pki(dir: &Path) -> Result<(), Box<dyn std::error::Error>> {
     leaf("server", "localhost", true)?;
     leaf("operator", "operator", false)?;
     leaf("channel-demo", "channel-demo", false)?;
+    for (name, _) in DEMO_CHANNELS {
+        let stem = format!("channel-{name}");
+        leaf(&stem, &stem, false)?;
+    }
+    Ok(())
+}
+
+/// Writes the example channel files whose methods are all among the demo's plugins; the
+/// `notifier` line stays only when that channel plugin is configured too.
+fn write_demo_channels(dir: &Path, plugins: &[String]) -> Result<(), DemoError> {
+    let known = |p: &str| plugins.iter().any(|n| n == p);
+    for (name, text) in DEMO_CHANNELS {
+        let text: String = text
+            .lines()
+            .filter(|l| {
+                let notifier = l.trim_start().strip_prefix("notifier = \"");
+                notifier.is_none_or(|rest| known(rest.trim_end_matches('"')))
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        if crate::application::channel::parse(&text, &known).is_err() {
+            continue; // a verifier plugin of its policy is not built
+        }
+        write_file(&dir.join(format!("{name}.toml")), text.as_bytes(), 0o644)?;
+    }
     Ok(())
 }
 

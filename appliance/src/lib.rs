@@ -3,12 +3,14 @@
 //! See ARCHITECTURE.md at the repository root for the map of modules and their invariants.
 
 pub mod api;
+pub mod application;
 pub mod audit;
 pub mod ca;
 pub mod config;
 pub mod contact;
 pub mod demo;
 pub mod listener;
+pub mod notify;
 pub mod profile;
 pub mod server;
 pub mod status;

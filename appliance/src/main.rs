@@ -251,8 +251,11 @@ fn run(cli: Cli) -> Result<(), String> {
             let config = ApplianceConfig::load(&config).map_err(|e| e.to_string())?;
             let profiles = config.load_profiles().map_err(|e| e.to_string())?;
             verification::registry::check_all(&config).map_err(|e| e.to_string())?;
+            // Channel plugins named by channels: loaded (as configured) to read their manifests.
+            let channel_plugins =
+                runtime()?.block_on(ca_appliance::notify::check_channel_plugins(&config))?;
             println!(
-                "configuration OK: {} CA(s), {} profile(s), {} client(s), {} channel(s), {} plugin(s)",
+                "configuration OK: {} CA(s), {} profile(s), {} client(s), {} channel(s), {} plugin(s), {channel_plugins} of them channel plugin(s)",
                 config.cas.len(),
                 profiles.len(),
                 config.clients.len(),

@@ -40,6 +40,9 @@ pub enum ServeError {
     /// The audit log failed its check at start, or cannot be sealed (fail closed).
     #[error("audit log: {0}")]
     Audit(#[from] crate::audit::AuditError),
+    /// The contact services (channel notifications, codes, captchas) could not start.
+    #[error("contact services: {0}")]
+    Contact(String),
     /// A listener could not bind.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -107,12 +110,27 @@ pub async fn serve(config: ApplianceConfig) -> Result<(), ServeError> {
     // services keep running; `check-config` refuses the same faults up front.
     let verifications = crate::verification::start(&config, &storage, &hsm).await?;
     let verification_task = verifications.spawn_background();
+    // Channel notifications, one-time codes and captchas (the applications engine's seams).
+    let contact = crate::notify::Contact::new(&config, &storage, &verifications)
+        .map_err(|e| ServeError::Contact(e.to_string()))?;
+    let contact_task = contact.spawn_background();
+    let applications = applications_service(
+        &config,
+        &storage,
+        &verifications,
+        &contact,
+        issuer.clone(),
+        &status,
+        &certificates,
+    );
+    let application_task = applications.as_ref().map(|a| a.spawn_background());
     let state = Arc::new(AppState {
         issuer,
         hierarchy,
         certificates,
         status,
         verifications,
+        applications,
     });
     let clients = Arc::new(mtls::ClientDirectory::new(
         &config.clients,
@@ -189,11 +207,50 @@ pub async fn serve(config: ApplianceConfig) -> Result<(), ServeError> {
     // connections and this task); the kernel kills any left at exit (parent-death signal).
     verification_task.abort();
     let _ = verification_task.await;
+    if let Some(t) = application_task {
+        t.abort();
+        let _ = t.await;
+    }
+    contact_task.abort();
+    let _ = contact_task.await;
     checkpointer.abort();
     if let Err(e) = sealer.checkpoint().await {
         tracing::error!(error = %e, "final audit checkpoint failed");
     }
     Ok(())
+}
+
+/// The application engine, when verifications can seal personal data (a data key is active).
+/// The appliance's own codes, captchas and channel notifier come from the `notify` module.
+fn applications_service(
+    config: &ApplianceConfig,
+    storage: &Storage,
+    verifications: &Arc<crate::verification::VerificationService>,
+    contact: &crate::notify::Contact,
+    issuer: Issuer,
+    status: &Arc<StatusService>,
+    certificates: &crate::storage::CertificateStore,
+) -> Option<Arc<crate::application::ApplicationService>> {
+    let keyring = verifications.keyring();
+    if keyring.current().active().is_err() {
+        return None;
+    }
+    Some(Arc::new(
+        crate::application::ApplicationService::new(
+            storage.applications(),
+            keyring,
+            verifications.clone(),
+            issuer,
+            status.clone(),
+            certificates.clone(),
+            config.applications.clone(),
+        )
+        .with_contact(
+            Some(contact.codes.clone()),
+            Some(contact.captchas.clone()),
+            Some(contact.notifier.clone()),
+        ),
+    ))
 }
 
 /// Resolves on SIGINT or SIGTERM.

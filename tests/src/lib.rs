@@ -566,10 +566,25 @@ impl VendorSim {
     /// Starts it on `addr` with the demo's API key (and a callback secret file, to sign
     /// callbacks); waits for its listening line.
     pub fn start(addr: SocketAddr, api_key: &str, callback_secret: Option<&Path>) -> VendorSim {
+        VendorSim::start_with(addr, api_key, callback_secret, None)
+    }
+
+    /// Like [`VendorSim::start`], and the partner webhook sink (`/partner/{name}`) checks
+    /// signatures with the secret in `partner_secret` (the demo's
+    /// `secrets/partner-webhook-secret`).
+    pub fn start_with(
+        addr: SocketAddr,
+        api_key: &str,
+        callback_secret: Option<&Path>,
+        partner_secret: Option<&Path>,
+    ) -> VendorSim {
         let mut cmd = Command::new(binaries().join("vendor-sim"));
         cmd.args(["--addr", &addr.to_string(), "--api-key", api_key]);
         if let Some(f) = callback_secret {
             cmd.arg("--callback-secret-file").arg(f);
+        }
+        if let Some(f) = partner_secret {
+            cmd.arg("--partner-secret-file").arg(f);
         }
         let mut child = cmd
             .stdout(Stdio::piped())
@@ -647,5 +662,54 @@ impl VendorSim {
             last["amount"].as_str().expect("amount"),
             last["code"].as_str().expect("code")
         )
+    }
+
+    /// Every SMS sent to `phone`, oldest first (`{otp_id, sender, code, text?}`).
+    pub async fn sms_to(&self, phone: &str) -> Vec<serde_json::Value> {
+        let (status, v) = self
+            .http("GET", &format!("/_sim/sms?phone={phone}"), None)
+            .await;
+        assert_eq!(status, 200, "{v}");
+        v["messages"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// Waits (polling, up to `deadline`) until `phone` has received at least `count` SMS;
+    /// returns them all.
+    pub async fn wait_sms(
+        &self,
+        phone: &str,
+        count: usize,
+        deadline: std::time::Duration,
+    ) -> Vec<serde_json::Value> {
+        let end = std::time::Instant::now() + deadline;
+        loop {
+            let msgs = self.sms_to(phone).await;
+            if msgs.len() >= count {
+                return msgs;
+            }
+            assert!(
+                std::time::Instant::now() < end,
+                "{phone} received {} SMS, expected {count}",
+                msgs.len()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Every e-mail sent to `to`, oldest first (`{from, subject, text}`).
+    pub async fn mails_to(&self, to: &str) -> Vec<serde_json::Value> {
+        let (status, v) = self.http("GET", &format!("/_sim/mail?to={to}"), None).await;
+        assert_eq!(status, 200, "{v}");
+        v["mails"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// Every call the partner webhook `/partner/{partner}` received, oldest first
+    /// (`{timestamp, signature, signature_valid, body, answered}`).
+    pub async fn webhook_calls(&self, partner: &str) -> Vec<serde_json::Value> {
+        let (status, v) = self
+            .http("GET", &format!("/_sim/webhooks?partner={partner}"), None)
+            .await;
+        assert_eq!(status, 200, "{v}");
+        v["calls"].as_array().cloned().unwrap_or_default()
     }
 }

@@ -5,7 +5,12 @@ use std::process::Command;
 
 use system_tests::*;
 
+/// The caller of direct issuance: an operator (a channel's certificates come from applications).
 fn channel(demo: &DemoDir) -> std::sync::Arc<rustls::ClientConfig> {
+    operator(demo)
+}
+
+fn demo_channel(demo: &DemoDir) -> std::sync::Arc<rustls::ClientConfig> {
     let tls = demo.path().join("tls");
     tls_client(
         &tls.join("ca.pem"),
@@ -115,6 +120,59 @@ async fn issued_certificate_verifies_with_openssl_and_matches_its_profile() {
     let got = json(&got);
     assert_eq!(got["status"], "valid");
     assert_eq!(got["certificate"], resp["certificate"]);
+}
+
+#[tokio::test]
+async fn a_channel_cannot_issue_directly_and_an_operator_issuance_is_audited_as_direct() {
+    let demo = DemoDir::create();
+    let server = demo.serve();
+    let csr = openssl_csr(demo.path(), "ee", "ec:P-256");
+    let body = issue_body(
+        "personal",
+        &csr,
+        serde_json::json!({"name": "Anyone At All"}),
+    );
+    let before = certificate_count(&demo);
+    let (status, resp) = api_request(
+        demo.api,
+        demo_channel(&demo),
+        "POST",
+        "/api/v1/certificates",
+        Some(body.clone()),
+    )
+    .await
+    .unwrap();
+    let v = json(&resp);
+    assert_eq!(
+        (status, v["error"].as_str()),
+        (403, Some("channel_not_allowed")),
+        "{v}"
+    );
+    assert_eq!(certificate_count(&demo), before, "nothing issued");
+    let (status, resp) = api_request(
+        demo.api,
+        operator(&demo),
+        "POST",
+        "/api/v1/certificates",
+        Some(body),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 201, "{}", String::from_utf8_lossy(&resp));
+    let serial = json(&resp)["serial"].as_str().unwrap().to_owned();
+    drop(server);
+    let db = demo.path().join("data/appliance.db");
+    let (ok, out, err) = run(Command::new("python3").args([
+        "-c",
+        "import sqlite3,sys,json; r=sqlite3.connect(sys.argv[1]).execute(\"select actor, detail from audit_log where action='certificate.issue' and target=?\", (sys.argv[2],)).fetchone(); print(r[0]); print(json.loads(r[1])['direct'])",
+        db.to_str().unwrap(),
+        &serial,
+    ]));
+    assert!(ok, "{err}");
+    assert_eq!(
+        out.split_whitespace().collect::<Vec<_>>(),
+        ["operator:operator", "True"]
+    );
 }
 
 #[tokio::test]

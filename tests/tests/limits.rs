@@ -18,8 +18,8 @@ const REGISTRY: &str = "POST /registry/v1/verify";
 fn limited_setup() -> Setup {
     Setup::new(None, |config, _public| {
         let config = config.replacen(
-            "may_issue_directly = true\n",
-            "may_issue_directly = true\nlimits = { starts = { per_hour = 4 } }\n",
+            "profiles = [\"personal\", \"organisation\"]\n",
+            "profiles = [\"personal\", \"organisation\"]\nlimits = { starts = { per_hour = 4 } }\n",
             1,
         );
         format!(

@@ -132,7 +132,7 @@ async fn every_acknowledged_revocation_is_revoked_at_once_and_after_restart() {
     let csrs: Vec<String> = (0..CLIENTS)
         .map(|i| openssl_csr(demo.path(), &format!("race{i}"), "ec:P-256"))
         .collect();
-    let config = demo.client_tls("channel-demo");
+    let config = demo.client_tls("operator");
     let tasks: Vec<_> = csrs
         .into_iter()
         .map(|csr| tokio::spawn(issue_and_revoke(config.clone(), demo.api, csr, PER_CLIENT)))

@@ -71,7 +71,7 @@ async fn bank_card_every_failure_code() {
         ),
         (
             "vrf_b3",
-            card_holder("6222020000000000042", ZHANG_PHONE),
+            card_holder("6222020000000000091", ZHANG_PHONE),
             Outcome::CardInvalid,
         ),
         (

@@ -1,5 +1,6 @@
 //! The host's conformance suite (`ca-appliance plugin check`, `plugin_host::conformance`) run
-//! against each of the five verifier plugins, in a worker process: every check must pass.
+//! against each of the five verifier plugins and the two channel plugins, in a worker process:
+//! every check must pass.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may unwrap
 
@@ -48,6 +49,25 @@ async fn org_registry_conforms() {
     conforms(
         "org_registry",
         json!({"registry_url": "https://registry.example.cn"}),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn channel_notify_conforms() {
+    conforms(
+        "channel_notify",
+        json!({"sms_url": "https://sms.example.cn", "mail_url": "https://mail.example.cn",
+            "notify_events": ["issued"]}),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn channel_webhook_conforms() {
+    conforms(
+        "channel_webhook",
+        json!({"url": "https://partner.example.cn/ca/events"}),
     )
     .await;
 }

@@ -159,7 +159,7 @@ async fn assert_still_serving(demo: &DemoDir, server: &mut Server) {
     let body = issue_body("personal", &csr, json!({"name": "张三"}));
     let (status, resp) = api_request(
         demo.api,
-        client(demo, "channel-demo"),
+        client(demo, "operator"),
         "POST",
         "/api/v1/certificates",
         Some(body),

@@ -16,7 +16,7 @@ fn channel(demo: &DemoDir) -> Arc<rustls::ClientConfig> {
     let tls = demo.path().join("tls");
     tls_client(
         &tls.join("ca.pem"),
-        Identity::Files(&tls.join("channel-demo.pem"), &tls.join("channel-demo.key")),
+        Identity::Files(&tls.join("operator.pem"), &tls.join("operator.key")),
     )
 }
 

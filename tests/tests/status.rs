@@ -271,8 +271,8 @@ async fn ocsp_and_crls_follow_revocation_hold_and_unhold() {
     append_config(&demo, "\n[status]\nocsp_max_cert_ids = 4\n");
     let mut server = demo.serve();
     let dir = demo.path().to_owned();
-    let s1 = issue(&demo, "channel-demo", "ee1").await;
-    let s2 = issue(&demo, "channel-demo", "ee2").await;
+    let s1 = issue(&demo, "operator", "ee1").await;
+    let s2 = issue(&demo, "operator", "ee2").await;
     let s3 = issue(&demo, "operator", "ee3").await;
 
     // POST: good, checked by openssl and by Python with the responder certificate.
@@ -385,10 +385,10 @@ async fn ocsp_and_crls_follow_revocation_hold_and_unhold() {
     .unwrap();
     assert_eq!(status, 200);
 
-    // Revoke ee1 (keyCompromise, invalidity date) as the channel that issued it.
+    // Revoke ee1 (keyCompromise, invalidity date) as an operator (direct issuance is an operator's).
     let (status, resp) = api_post(
         &demo,
-        "channel-demo",
+        "operator",
         &format!("/api/v1/certificates/{s1}/revoke"),
         serde_json::json!({"reason": "keyCompromise", "invalidity_date": "2026-01-02T03:04:05Z"}),
     )
@@ -480,7 +480,7 @@ async fn ocsp_and_crls_follow_revocation_hold_and_unhold() {
     assert!(!ok && out.contains("certificate revoked"), "{out}");
 
     // Hold then unhold ee2: revoked (certificateHold), then good; the delta says removeFromCRL.
-    let (status, resp) = revoke(s2.clone(), "channel-demo", "certificateHold").await;
+    let (status, resp) = revoke(s2.clone(), "operator", "certificateHold").await;
     assert_eq!(
         (status, resp["status"].as_str()),
         (200, Some("hold")),
@@ -509,7 +509,7 @@ async fn ocsp_and_crls_follow_revocation_hold_and_unhold() {
     );
     let (status, resp) = api_post(
         &demo,
-        "channel-demo",
+        "operator",
         &format!("/api/v1/certificates/{s2}/unhold"),
         serde_json::json!({}),
     )

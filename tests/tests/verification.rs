@@ -560,7 +560,11 @@ async fn check_config_refuses_a_wrong_hash_and_serve_marks_the_plugin_unavailabl
     };
     let (ok, out, err) = check();
     assert!(ok, "{out}{err}");
-    assert!(out.contains("5 plugin(s)"), "{out}");
+    // The five verifiers and the demo channel's two channel plugins.
+    assert!(
+        out.contains("7 plugin(s), 2 of them channel plugin(s)"),
+        "{out}"
+    );
 
     // Tamper with the approved hash of phone-real-name.
     let text = std::fs::read_to_string(&config).unwrap();

@@ -1,4 +1,5 @@
-//! `POST /api/v1/certificates` and `GET /api/v1/certificates/{serial}`.
+//! `POST /api/v1/certificates` (operators only: a direct issuance, audited as such) and
+//! `GET /api/v1/certificates/{serial}`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -83,45 +84,40 @@ pub async fn issue(
     Extension(caller): Extension<Caller>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<IssuedBody>), ApiError> {
-    let channel = match &caller {
-        Caller::Operator { .. } => None,
-        Caller::Channel { channel } => Some(channel.clone()),
+    match &caller {
+        Caller::Operator { .. } => {}
+        Caller::Channel { channel } => {
+            return Err(ApiError::forbidden(
+                "channel_not_allowed",
+                format!(
+                    "channel {} cannot issue directly: a channel's certificates come from \
+                     applications (POST /api/v1/applications)",
+                    channel.name
+                ),
+            ))
+        }
         Caller::Unknown { .. } => {
             return Err(ApiError::forbidden(
                 "unknown_client",
                 "the client certificate is not registered with this appliance",
             ))
         }
-    };
+    }
     let body: IssueBody = json_body(body)?;
     if !state.issuer.profiles().contains_key(&body.profile) {
         return Err(IssuanceError::UnknownProfile(body.profile).into());
     }
-    if let Some(channel) = &channel {
-        if !channel.may_issue_directly {
-            return Err(ApiError::forbidden(
-                "channel_not_allowed",
-                format!("channel {} may not issue directly", channel.name),
-            ));
-        }
-        if !channel.profiles.contains(&body.profile) {
-            return Err(ApiError::forbidden(
-                "profile_not_allowed",
-                format!(
-                    "channel {} may not use profile {:?}",
-                    channel.name, body.profile
-                ),
-            ));
-        }
-    }
+    // An operator's direct issuance: audited as such (`direct: true`, no application).
     let issued = state
         .issuer
         .issue(IssuanceRequest {
             profile: body.profile,
             csr_pem: body.csr,
             subject: body.subject,
-            channel: channel.map(|c| c.name.clone()),
+            channel: None,
             actor: caller.actor(),
+            extra_policies: Vec::new(),
+            application: None,
         })
         .await?;
     // Pre-sign its OCSP response now (a request before that is answered live).

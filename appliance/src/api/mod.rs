@@ -3,6 +3,7 @@
 //! Two listeners: the mTLS API ([`api_router`], handshake [`mtls::MtlsHandshake`]) for operators and
 //! channels, and the plain-HTTP public listener ([`public_router`]) for relying parties.
 
+pub mod applications;
 pub mod callbacks;
 pub mod certificates;
 pub mod error;
@@ -37,6 +38,8 @@ pub struct AppState {
     pub status: Arc<StatusService>,
     /// Identity verification through plugins.
     pub verifications: Arc<crate::verification::VerificationService>,
+    /// Applications (absent without a personal-data key).
+    pub applications: Option<Arc<crate::application::ApplicationService>>,
 }
 
 /// The mTLS API routes.
@@ -64,6 +67,22 @@ pub fn api_router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
         .route(
             "/api/v1/verifications/{id}/cancel",
             post(verifications::cancel),
+        )
+        .route("/api/v1/applications", post(applications::create))
+        .route("/api/v1/applications/{id}", get(applications::get))
+        .route("/api/v1/applications/{id}/input", post(applications::input))
+        .route(
+            "/api/v1/applications/{id}/choose",
+            post(applications::choose),
+        )
+        .route(
+            "/api/v1/applications/{id}/confirm",
+            post(applications::confirm),
+        )
+        .route("/api/v1/applications/{id}/csr", post(applications::csr))
+        .route(
+            "/api/v1/applications/{id}/cancel",
+            post(applications::cancel),
         )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

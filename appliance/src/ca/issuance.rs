@@ -90,6 +90,10 @@ pub struct IssuanceRequest {
     pub channel: Option<String>,
     /// Who asked, for the audit log (`operator:<cn>`, `channel:<name>`).
     pub actor: String,
+    /// Certificate policy OIDs added to the profile's (the assurance level's OID).
+    pub extra_policies: Vec<const_oid::ObjectIdentifier>,
+    /// The application this issuance concludes (`None`: an operator's direct issuance).
+    pub application: Option<String>,
 }
 
 /// A built and linted TBS certificate, redeemable once by [`Issuer::sign`].
@@ -101,6 +105,7 @@ pub struct PreparedCertificate {
     profile: String,
     channel: Option<String>,
     actor: String,
+    application: Option<String>,
     subject_dn: String,
     not_before: i64,
     not_after: i64,
@@ -124,7 +129,8 @@ pub struct IssuedCertificate {
     pub not_after: i64,
 }
 
-/// Issues end-entity certificates.
+/// Issues end-entity certificates. Cheap to clone (shared signer, hierarchy and profiles).
+#[derive(Clone)]
 pub struct Issuer {
     signer: CaSigner,
     hierarchy: Arc<Hierarchy>,
@@ -177,7 +183,13 @@ impl Issuer {
                 issuer.name, issuer.generation
             )));
         }
-        let profile = &generation_profile(profile, &issuer);
+        let mut effective = generation_profile(profile, &issuer);
+        for oid in &req.extra_policies {
+            if !effective.policy_oids.contains(oid) {
+                effective.policy_oids.push(*oid);
+            }
+        }
+        let profile = &effective;
         check_subject(&req.subject)?;
         let csr = csr::verify_pem(&req.csr_pem)?;
         if !profile.key_types.contains(&csr.key_kind) {
@@ -223,6 +235,7 @@ impl Issuer {
             profile: profile.name.clone(),
             channel: req.channel,
             actor: req.actor,
+            application: req.application,
             not_before,
             not_after,
             now,
@@ -242,6 +255,7 @@ impl Issuer {
             profile,
             channel,
             actor,
+            application,
             subject_dn,
             not_before,
             not_after,
@@ -265,7 +279,12 @@ impl Issuer {
             actor,
             action: "certificate.issue".into(),
             target: serial.clone(),
-            detail: serde_json::json!({ "profile": profile, "issuer": issuer.name }),
+            detail: serde_json::json!({
+                "profile": profile,
+                "issuer": issuer.name,
+                "application": application,
+                "direct": application.is_none(),
+            }),
         };
         self.store
             .insert(

@@ -113,7 +113,7 @@ impl DataKeyRows {
         Ok(id)
     }
 
-    /// Deletes (destroys) every retiring key no verification row refers to any more; returns the
+    /// Deletes (destroys) every retiring key no verification or pending notification refers to; returns the
     /// ids deleted and how many retiring keys are still referenced.
     pub async fn destroy_unused_retiring(
         &self,
@@ -122,7 +122,12 @@ impl DataKeyRows {
         let mut tx = self.pool.begin().await?;
         let unused: Vec<i64> = sqlx::query_scalar(
             "DELETE FROM data_keys WHERE state = 'retiring' AND NOT EXISTS \
-             (SELECT 1 FROM verifications v WHERE v.key_id = data_keys.id) RETURNING id",
+             (SELECT 1 FROM verifications v WHERE v.key_id = data_keys.id) \
+             AND NOT EXISTS (SELECT 1 FROM notifications n WHERE n.key_id = data_keys.id) \
+             AND NOT EXISTS (SELECT 1 FROM applications a WHERE a.key_id = data_keys.id) \
+             AND NOT EXISTS (SELECT 1 FROM subjects s WHERE s.key_id = data_keys.id) \
+             AND NOT EXISTS (SELECT 1 FROM subject_verifications r WHERE r.key_id = data_keys.id) \
+             RETURNING id",
         )
         .fetch_all(&mut *tx)
         .await?;

@@ -3,12 +3,14 @@
 //! Consumers get narrow views: [`CaStore`] for the hierarchy, [`CertificateStore`] for issued
 //! certificates (with group commit), [`AuditLog`] for the tamper-evident log.
 
+mod applications;
 mod audit;
 mod authorities;
 mod certificates;
 mod crl;
 mod data_keys;
 mod limits;
+mod notify;
 mod ocsp;
 mod revocation;
 mod signing;
@@ -20,12 +22,14 @@ use std::time::Duration;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::SqlitePool;
 
+pub use applications::{ApplicationRow, ApplicationRows, Inserted, ReusableVerification, Updated};
 pub use audit::{AuditCheckpoint, AuditEntry, AuditKeyRecord, AuditLog, AuditRow};
 pub use authorities::{CaRecord, CaStore, NewCa};
 pub use certificates::{CertificateRecord, CertificateStore, NewCertificate};
 pub use crl::{CrlRecord, CrlRow, CrlStore};
 pub use data_keys::{DataKeyRecord, DataKeyRows};
 pub use limits::{LimitRows, WindowCount};
+pub use notify::{CodeRow, NewCode, NewNotification, NotificationRow, NotifyRows};
 pub use ocsp::{CertStatusRow, OcspStore, ResponderRecord, StoredResponse};
 pub use revocation::{Revocation, RevocationError, RevocationStore, StatusChange};
 pub use signing::{SigningLedger, SigningRecord};
@@ -132,9 +136,19 @@ impl Storage {
         SigningLedger::new(self.pool.clone())
     }
 
+    /// Applications, subjects and reusable verifications.
+    pub fn applications(&self) -> ApplicationRows {
+        ApplicationRows::new(self.pool.clone())
+    }
+
     /// Limit counters and vendor callback replay records.
     pub fn limits(&self) -> LimitRows {
         LimitRows::new(self.pool.clone())
+    }
+
+    /// Channel-plugin deliveries, one-time codes and captchas.
+    pub fn notify(&self) -> NotifyRows {
+        NotifyRows::new(self.pool.clone())
     }
 }
 

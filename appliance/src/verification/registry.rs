@@ -117,6 +117,12 @@ pub fn check_all(config: &ApplianceConfig) -> Result<(), PluginSetupError> {
     Ok(())
 }
 
+/// What loading one `[[plugin]]` gave: its manifest kind decides.
+enum Loaded {
+    Verifier(Arc<Runner>),
+    Channel(Arc<Plugin>),
+}
+
 /// A configured plugin: ready, or unavailable with the reason (logged at start-up).
 pub enum PluginSlot {
     /// Loaded and configured.
@@ -125,10 +131,12 @@ pub enum PluginSlot {
     Unavailable(String),
 }
 
-/// Every configured plugin by name.
+/// Every configured plugin by name: verifiers as runners, channel plugins (manifest kind
+/// `channel`) as loaded plugins for `notify`.
 #[derive(Default)]
 pub struct PluginRegistry {
     slots: BTreeMap<String, PluginSlot>,
+    channel_plugins: BTreeMap<String, Arc<Plugin>>,
 }
 
 impl std::fmt::Debug for PluginRegistry {
@@ -154,11 +162,17 @@ impl PluginRegistry {
                 None
             }
         };
+        let mut channel_plugins = BTreeMap::new();
         for p in &config.plugins {
             let slot = match Self::load_one(p, egress.clone(), store.clone(), limits).await {
-                Ok(runner) => {
+                Ok(Loaded::Verifier(runner)) => {
                     tracing::info!(plugin = %p.name, isolation = ?p.isolation, "plugin loaded");
                     PluginSlot::Ready(runner)
+                }
+                Ok(Loaded::Channel(plugin)) => {
+                    tracing::info!(plugin = %p.name, isolation = ?p.isolation, "channel plugin loaded");
+                    channel_plugins.insert(p.name.clone(), plugin);
+                    continue;
                 }
                 Err(e) => {
                     tracing::error!(plugin = %p.name, error = %e, "plugin unavailable");
@@ -167,7 +181,10 @@ impl PluginRegistry {
             };
             slots.insert(p.name.clone(), slot);
         }
-        Self { slots }
+        Self {
+            slots,
+            channel_plugins,
+        }
     }
 
     async fn load_one(
@@ -175,7 +192,7 @@ impl PluginRegistry {
         egress: Option<Egress>,
         store: Arc<SqlVerificationStore>,
         limits: &Arc<Limits>,
-    ) -> Result<Arc<Runner>, PluginSetupError> {
+    ) -> Result<Loaded, PluginSetupError> {
         check_file(p)?;
         let spec = spec_of(p)?;
         let plugin = Plugin::load(spec)
@@ -184,14 +201,22 @@ impl PluginRegistry {
                 plugin: p.name.clone(),
                 source,
             })?;
+        if plugin.manifest().kind == plugin_abi::doc::PluginKind::Channel {
+            return Ok(Loaded::Channel(Arc::new(plugin)));
+        }
         let egress = egress.ok_or_else(|| PluginSetupError::Load {
             plugin: p.name.clone(),
             source: plugin_host::PluginError::Load("egress HTTP client unavailable".into()),
         })?;
-        Ok(Arc::new(
+        Ok(Loaded::Verifier(Arc::new(
             VerificationRunner::new(Arc::new(plugin), store, egress, RunnerOptions::default())
                 .with_gate(limits.gate(&p.name)),
-        ))
+        )))
+    }
+
+    /// The loaded channel plugins (manifest kind `channel`) by name; `notify` drives them.
+    pub fn channel_plugins(&self) -> &BTreeMap<String, Arc<Plugin>> {
+        &self.channel_plugins
     }
 
     /// The slot of plugin `name`, if configured.

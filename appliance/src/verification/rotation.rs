@@ -1,4 +1,5 @@
-//! `ca-appliance data-key rotate`: a new personal-data key, online. The new key is generated in
+//! `ca-appliance data-key rotate`: a new personal-data key, online (verifications and pending
+//! channel-plugin deliveries are re-sealed). The new key is generated in
 //! memory, wrapped by the HSM wrapping key (created on first use) and committed as the active key
 //! in one transaction with its audit row; from that commit on the server can no longer write a
 //! row under an older key (every write checks its key is the active one, and a refused writer
@@ -89,7 +90,7 @@ pub async fn rotate(
     tracing::info!(key = new_key, "new personal-data key active; re-sealing");
 
     let keyring = std::sync::Arc::new(Keyring::load(hsm.clone(), keys.clone()).await?);
-    let store = SqlVerificationStore::new(storage.verifications(), keyring);
+    let store = SqlVerificationStore::new(storage.verifications(), keyring.clone());
     let rows = storage.verifications();
     let mut resealed = 0;
     let mut destroyed = Vec::new();
@@ -97,6 +98,13 @@ pub async fn rotate(
     while idle_rounds < MAX_IDLE_ROUNDS {
         let ids = rows.sealed_by_other_keys(new_key, BATCH).await?;
         if ids.is_empty() {
+            // Pending channel-plugin deliveries are sealed under the data key too.
+            resealed += crate::notify::Outbox::reseal_all(&storage.notify(), &keyring.current())
+                .await
+                .map_err(|reason| RotationError::Reseal {
+                    id: "notifications".into(),
+                    reason,
+                })?;
             let (gone, left) = keys.destroy_unused_retiring(actor).await?;
             destroyed.extend(gone);
             if left == 0 {

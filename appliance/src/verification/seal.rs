@@ -44,6 +44,10 @@ pub enum Field {
     Result,
     /// The caller's idempotency key.
     Reference,
+    /// A channel-plugin delivery's request (`notify` outbox).
+    NotificationRequest,
+    /// A channel-plugin delivery's actions (`notify` outbox).
+    NotificationActions,
 }
 
 impl Field {
@@ -53,6 +57,8 @@ impl Field {
             Field::State => b"state",
             Field::Result => b"result",
             Field::Reference => b"reference",
+            Field::NotificationRequest => b"notification-request",
+            Field::NotificationActions => b"notification-actions",
         }
     }
 }

@@ -193,6 +193,11 @@ impl VerificationService {
         &self.registry
     }
 
+    /// The personal-data keys (shared with `notify`, which seals its outbox with them).
+    pub fn keyring(&self) -> Arc<super::Keyring> {
+        self.store.keyring().clone()
+    }
+
     fn runner(&self, plugin: &str) -> Result<&Arc<Runner>, VerificationError> {
         match self.registry.get(plugin) {
             None => Err(VerificationError::UnknownPlugin(plugin.to_owned())),
@@ -449,6 +454,23 @@ impl VerificationService {
                 None => continue,
             };
             out.push(entry);
+        }
+        for (name, plugin) in self.registry.channel_plugins() {
+            let health = plugin.health().await;
+            out.push(serde_json::json!({
+                "name": name,
+                "kind": "channel",
+                "status": "ready",
+                "version": plugin.manifest().version,
+                "methods": plugin.manifest().methods,
+                "isolation": if health.is_some() { "worker" } else { "in_process" },
+                "worker": health.map(|h| serde_json::json!({
+                    "spawns": h.spawns,
+                    "failures": h.failures,
+                    "circuit_open": h.circuit_open,
+                    "running": h.running,
+                })),
+            }));
         }
         serde_json::Value::Array(out)
     }

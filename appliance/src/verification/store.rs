@@ -122,6 +122,11 @@ impl SqlVerificationStore {
         self.intents.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The data keys this store seals with (shared with `notify`).
+    pub fn keyring(&self) -> &Arc<Keyring> {
+        &self.keyring
+    }
+
     /// Registers who starts verification `id` (call right before `runner.start`).
     pub fn register_intent(&self, id: &str, intent: StartIntent) {
         self.intents().insert(id.to_owned(), intent);

@@ -81,7 +81,7 @@ async fn issuance_rate(
     let tls = demo.path().join("tls");
     let client = tls_client(
         &tls.join("ca.pem"),
-        Identity::Files(&tls.join("channel-demo.pem"), &tls.join("channel-demo.key")),
+        Identity::Files(&tls.join("operator.pem"), &tls.join("operator.key")),
     );
     let mut connections = Vec::new();
     for _ in 0..concurrency {

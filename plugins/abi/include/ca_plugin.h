@@ -1,5 +1,5 @@
 /*
- * ca_plugin.h: the CA appliance plugin ABI, version 1.0. THIS FILE IS THE CONTRACT.
+ * ca_plugin.h: the CA appliance plugin ABI, version 1.1. THIS FILE IS THE CONTRACT.
  *
  * A plugin is a shared library exporting exactly one symbol, ca_plugin_init_v1, which hands the
  * host a static table of function pointers. Everything else crosses as JSON bytes (UTF-8, every
@@ -20,6 +20,29 @@
  *    contain personal data (names, ID numbers, phones, cards) or secrets.
  *  - Plugins do no I/O, read no clock and use no randomness of their own: step() is a pure
  *    function of (config, state, event, now). HTTP, challenges and timers are returned as actions.
+ *
+ * Two kinds of plugin share this table (the manifest's "kind" says which):
+ *  - "verifier" (1.0): step() takes a StepInput {v, verification_id, now, state, event} and
+ *    returns a StepOutput {v, status, state, actions, result}.
+ *  - "channel" (1.1): step() takes a ChannelInput and returns a ChannelOutput. A channel plugin is
+ *    stateless: one delivery request in, the HTTP actions that deliver it out.
+ *      ChannelInput  {"v":1, "delivery_id":"ntf_...", "now":"<RFC 3339>", "request": R}
+ *        R = {"type":"application_event", "event":{channel, application_id, application_kind,
+ *               event, status, reference?, certificate_serial?, failure_code?, phone?, email?,
+ *               at}}       (event: created | needs_applicant | choice_offered | awaiting_review |
+ *                           issued | rejected | expired | cancelled; ignore unknown fields/names)
+ *          | {"type":"sms", "to":"<phone>", "text":"..."}
+ *          | {"type":"email", "to":"<address>", "subject":"...", "text":"..."}
+ *      ChannelOutput {"v":1, "actions":[{"type":"http", "id", "method", "url", "headers"?,
+ *                     "body"?, "timeout_ms"?, "sign"?: {"secret":"<secret name>"}}]}  (<= 16)
+ *    The manifest's "methods" list what it handles: "events", "sms", "email". phone / email reach
+ *    it in events only if it lists "sms" / "email". The host commits each request to a durable
+ *    outbox before calling step(), performs the actions through the plugin's egress allowlist
+ *    (secrets injected as for verifiers), adds x-ca-timestamp and x-ca-signature = hex
+ *    HMAC-SHA256(secret, timestamp "." body) to actions with "sign", and retries each action
+ *    that got no 2xx (5xx, 408, 429, timeout, connection) with exponential backoff until it
+ *    succeeds or runs out of attempts; other 4xx fail the delivery. Actions are at-least-once:
+ *    receivers de-duplicate by delivery_id. No actions = nothing to deliver.
  */
 #ifndef CA_PLUGIN_H
 #define CA_PLUGIN_H
@@ -32,7 +55,7 @@ extern "C" {
 #endif
 
 #define CA_PLUGIN_ABI_MAJOR 1
-#define CA_PLUGIN_ABI_MINOR 0
+#define CA_PLUGIN_ABI_MINOR 1
 
 /* Status codes: never renumbered, only appended. */
 #define CA_OK 0               /* success */

@@ -30,6 +30,9 @@ fn v1() -> u32 {
 pub enum PluginKind {
     /// An identity verifier: drives verifications with `step`.
     Verifier,
+    /// A channel plugin: turns application events and SMS / e-mail requests into HTTP actions
+    /// (`crate::channel`; ABI 1.1).
+    Channel,
 }
 
 /// An applicant attribute a plugin may ask for (data minimisation: the host passes only these).

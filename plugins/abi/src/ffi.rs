@@ -15,7 +15,7 @@ use crate::status::StatusCode;
 /// CA_PLUGIN_ABI_MAJOR
 pub const ABI_MAJOR: u32 = 1;
 /// CA_PLUGIN_ABI_MINOR
-pub const ABI_MINOR: u32 = 0;
+pub const ABI_MINOR: u32 = 1;
 /// The exported entry symbol's name, NUL-terminated for dlsym.
 pub const INIT_SYMBOL: &[u8] = b"ca_plugin_init_v1\0";
 
@@ -121,17 +121,127 @@ struct Instance<T> {
     inner: T,
 }
 
+/// What the export trampolines need from a plugin type: the verifier and channel SDK traits
+/// both reduce to this (bytes in, bytes out), so one set of `unsafe` trampolines serves both.
+#[doc(hidden)]
+pub trait Entry: Sized + Send + 'static {
+    /// The manifest as JSON.
+    fn manifest_json() -> Result<Vec<u8>, serde_json::Error>;
+    /// Parses and validates the config; the message names no secret.
+    fn configure_bytes(cfg: &[u8]) -> Result<Self, String>;
+    /// One step on raw input bytes (already size-checked).
+    fn step_bytes(&self, input: &[u8]) -> Result<Vec<u8>, (StatusCode, String)>;
+}
+
+/// A [`Verifier`] behind the trampolines.
+#[doc(hidden)]
+pub struct VerifierEntry<T>(T);
+
+impl<T: Verifier> Entry for VerifierEntry<T> {
+    fn manifest_json() -> Result<Vec<u8>, serde_json::Error> {
+        serde_json::to_vec(&T::manifest())
+    }
+
+    fn configure_bytes(cfg: &[u8]) -> Result<Self, String> {
+        let config: T::Config =
+            serde_json::from_slice(cfg).map_err(|e| crate::sdk::json_error("config", &e))?;
+        T::configure(config)
+            .map(VerifierEntry)
+            .map_err(|e| e.to_string())
+    }
+
+    fn step_bytes(&self, input: &[u8]) -> Result<Vec<u8>, (StatusCode, String)> {
+        let doc: doc::StepInput = serde_json::from_slice(input).map_err(|e| {
+            (
+                StatusCode::InvalidArgument,
+                crate::sdk::json_error("StepInput", &e),
+            )
+        })?;
+        if doc.v != doc::DOC_VERSION {
+            return Err((
+                StatusCode::InvalidArgument,
+                format!("StepInput v {} is not 1", doc.v),
+            ));
+        }
+        if let Some(raw) = self.0.raw_reply_for_tests(&doc) {
+            return Ok(raw);
+        }
+        let output = self
+            .0
+            .step(doc)
+            .map_err(|e: StepError| (e.code(), e.to_string()))?;
+        serde_json::to_vec(&output).map_err(|e| {
+            (
+                StatusCode::Internal,
+                crate::sdk::json_error("StepOutput", &e),
+            )
+        })
+    }
+}
+
+/// A [`sdk::Channel`] behind the trampolines.
+#[doc(hidden)]
+pub struct ChannelEntry<T>(T);
+
+impl<T: sdk::Channel> Entry for ChannelEntry<T> {
+    fn manifest_json() -> Result<Vec<u8>, serde_json::Error> {
+        serde_json::to_vec(&T::manifest())
+    }
+
+    fn configure_bytes(cfg: &[u8]) -> Result<Self, String> {
+        let config: T::Config =
+            serde_json::from_slice(cfg).map_err(|e| crate::sdk::json_error("config", &e))?;
+        T::configure(config)
+            .map(ChannelEntry)
+            .map_err(|e| e.to_string())
+    }
+
+    fn step_bytes(&self, input: &[u8]) -> Result<Vec<u8>, (StatusCode, String)> {
+        let doc: crate::channel::ChannelInput = serde_json::from_slice(input).map_err(|e| {
+            (
+                StatusCode::InvalidArgument,
+                crate::sdk::json_error("ChannelInput", &e),
+            )
+        })?;
+        if doc.v != doc::DOC_VERSION {
+            return Err((
+                StatusCode::InvalidArgument,
+                format!("ChannelInput v {} is not 1", doc.v),
+            ));
+        }
+        let output = self
+            .0
+            .deliver(doc)
+            .map_err(|e: StepError| (e.code(), e.to_string()))?;
+        serde_json::to_vec(&output).map_err(|e| {
+            (
+                StatusCode::Internal,
+                crate::sdk::json_error("ChannelOutput", &e),
+            )
+        })
+    }
+}
+
 /// The function table for verifier `T`; the export macro puts it in a `static`.
 pub const fn plugin_table<T: Verifier>() -> CaPluginApi {
+    entry_table::<VerifierEntry<T>>()
+}
+
+/// The function table for channel plugin `T`; `export_channel!` puts it in a `static`.
+pub const fn channel_table<T: sdk::Channel>() -> CaPluginApi {
+    entry_table::<ChannelEntry<T>>()
+}
+
+const fn entry_table<E: Entry>() -> CaPluginApi {
     CaPluginApi {
         abi_major: ABI_MAJOR,
         abi_minor: ABI_MINOR,
         struct_size: std::mem::size_of::<CaPluginApi>() as u32,
         reserved: 0,
-        describe: Some(describe_trampoline::<T>),
-        configure: Some(configure_trampoline::<T>),
-        step: Some(step_trampoline::<T>),
-        destroy: Some(destroy_trampoline::<T>),
+        describe: Some(describe_trampoline::<E>),
+        configure: Some(configure_trampoline::<E>),
+        step: Some(step_trampoline::<E>),
+        destroy: Some(destroy_trampoline::<E>),
     }
 }
 
@@ -210,8 +320,8 @@ fn panic_code() -> i32 {
     StatusCode::Panic.code()
 }
 
-unsafe extern "C" fn describe_trampoline<T: Verifier>(out: *const CaSink) -> i32 {
-    let json = match catch_unwind(|| serde_json::to_vec(&T::manifest())) {
+unsafe extern "C" fn describe_trampoline<E: Entry>(out: *const CaSink) -> i32 {
+    let json = match catch_unwind(E::manifest_json) {
         Ok(Ok(json)) => json,
         Ok(Err(_)) => return StatusCode::Internal.code(),
         Err(_) => return panic_code(),
@@ -223,7 +333,7 @@ unsafe extern "C" fn describe_trampoline<T: Verifier>(out: *const CaSink) -> i32
     unsafe { sink_write(out, &json) }
 }
 
-unsafe extern "C" fn configure_trampoline<T: Verifier>(
+unsafe extern "C" fn configure_trampoline<E: Entry>(
     cfg: *const u8,
     len: usize,
     instance: *mut *mut c_void,
@@ -236,11 +346,7 @@ unsafe extern "C" fn configure_trampoline<T: Verifier>(
     let Some(cfg) = (unsafe { borrow(cfg, len) }) else {
         return StatusCode::InvalidArgument.code();
     };
-    let made = catch_unwind(AssertUnwindSafe(|| -> Result<T, String> {
-        let config: T::Config =
-            serde_json::from_slice(cfg).map_err(|e| crate::sdk::json_error("config", &e))?;
-        T::configure(config).map_err(|e| e.to_string())
-    }));
+    let made = catch_unwind(AssertUnwindSafe(|| E::configure_bytes(cfg)));
     match made {
         Ok(Ok(inner)) => {
             let boxed = Box::new(Instance {
@@ -260,7 +366,7 @@ unsafe extern "C" fn configure_trampoline<T: Verifier>(
     }
 }
 
-unsafe extern "C" fn step_trampoline<T: Verifier>(
+unsafe extern "C" fn step_trampoline<E: Entry>(
     instance: *mut c_void,
     input: *const u8,
     len: usize,
@@ -269,9 +375,9 @@ unsafe extern "C" fn step_trampoline<T: Verifier>(
     if instance.is_null() {
         return StatusCode::InvalidArgument.code();
     }
-    // SAFETY: instance was made by configure_trampoline::<T> and not yet destroyed; the host never
+    // SAFETY: instance was made by configure_trampoline::<E> and not yet destroyed; the host never
     // calls step concurrently on one instance, and we only take a shared reference.
-    let inst = unsafe { &*instance.cast::<Instance<T>>() };
+    let inst = unsafe { &*instance.cast::<Instance<E>>() };
     if inst.poisoned.load(Ordering::Acquire) {
         return StatusCode::Panic.code();
     }
@@ -282,35 +388,7 @@ unsafe extern "C" fn step_trampoline<T: Verifier>(
     let Some(input) = (unsafe { borrow(input, len) }) else {
         return StatusCode::InvalidArgument.code();
     };
-    let result = catch_unwind(AssertUnwindSafe(
-        || -> Result<Vec<u8>, (StatusCode, String)> {
-            let doc: doc::StepInput = serde_json::from_slice(input).map_err(|e| {
-                (
-                    StatusCode::InvalidArgument,
-                    crate::sdk::json_error("StepInput", &e),
-                )
-            })?;
-            if doc.v != doc::DOC_VERSION {
-                return Err((
-                    StatusCode::InvalidArgument,
-                    format!("StepInput v {} is not 1", doc.v),
-                ));
-            }
-            if let Some(raw) = inst.inner.raw_reply_for_tests(&doc) {
-                return Ok(raw);
-            }
-            let output = inst
-                .inner
-                .step(doc)
-                .map_err(|e: StepError| (e.code(), e.to_string()))?;
-            serde_json::to_vec(&output).map_err(|e| {
-                (
-                    StatusCode::Internal,
-                    crate::sdk::json_error("StepOutput", &e),
-                )
-            })
-        },
-    ));
+    let result = catch_unwind(AssertUnwindSafe(|| inst.inner.step_bytes(input)));
     match result {
         Ok(Ok(json)) => {
             // SAFETY: out is the host's sink for this call (or NULL, handled); the host enforces
@@ -333,13 +411,13 @@ unsafe extern "C" fn step_trampoline<T: Verifier>(
     }
 }
 
-unsafe extern "C" fn destroy_trampoline<T: Verifier>(instance: *mut c_void) {
+unsafe extern "C" fn destroy_trampoline<E: Entry>(instance: *mut c_void) {
     if instance.is_null() {
         return;
     }
-    // SAFETY: instance was made by Box::into_raw in configure_trampoline::<T>; the host calls
+    // SAFETY: instance was made by Box::into_raw in configure_trampoline::<E>; the host calls
     // destroy exactly once and never uses the pointer afterwards.
-    let boxed = unsafe { Box::from_raw(instance.cast::<Instance<T>>()) };
+    let boxed = unsafe { Box::from_raw(instance.cast::<Instance<E>>()) };
     let _ = catch_unwind(AssertUnwindSafe(move || drop(boxed)));
 }
 
@@ -506,7 +584,7 @@ impl PluginTable {
         }
         if (size as usize) < std::mem::size_of::<CaPluginApi>() {
             return Err(CallError::Abi(format!(
-                "plugin table is {size} bytes, v1.0 needs 48"
+                "plugin table is {size} bytes, v1 needs 48"
             )));
         }
         // SAFETY: struct_size says the whole v1.0 table is present; it is static in the library.

@@ -5,6 +5,9 @@
 //! - [`doc`] holds the JSON documents that cross the boundary (manifest, StepInput, StepOutput).
 //! - [`sdk`] is what a Rust plugin author uses: the [`sdk::Verifier`] trait and
 //!   [`export_verifier!`]. See `examples/static_code.rs` for a complete small verifier.
+//! - [`channel`] holds the documents of channel plugins (manifest kind `channel`): application
+//!   events and SMS / e-mail requests in, HTTP actions out; [`sdk::Channel`] and
+//!   [`export_channel!`] are their SDK.
 //! - [`vendor`] helps a plugin call a vendor API through host HTTP actions, with retries.
 //!
 //! ```ignore
@@ -15,6 +18,7 @@
 // This crate is the FFI edge: raw pointers from the C ABI are turned into safe types in `ffi`.
 #![allow(unsafe_code)]
 
+pub mod channel;
 pub mod doc;
 pub mod ffi;
 pub mod sdk;

@@ -1,4 +1,5 @@
-//! The SDK for Rust plugin authors: implement [`Verifier`], then `export_verifier!(MyVerifier)`.
+//! The SDK for Rust plugin authors: implement [`Verifier`], then `export_verifier!(MyVerifier)`;
+//! or, for a channel plugin, [`Channel`] and `export_channel!(MyChannel)`.
 //!
 //! The macro emits `ca_plugin_init_v1`; every entry point runs under `catch_unwind` (a panic in
 //! `step` poisons the instance: every later call returns PANIC), input and output are size-capped,
@@ -28,6 +29,25 @@ pub trait Verifier: Sized + Send + 'static {
     fn raw_reply_for_tests(&self, _input: &doc::StepInput) -> Option<Vec<u8>> {
         None
     }
+}
+
+/// A channel plugin (manifest kind `channel`): a pure function from one delivery request to the
+/// HTTP actions that deliver it; the host performs, signs and retries them. Export it with
+/// [`crate::export_channel!`].
+pub trait Channel: Sized + Send + 'static {
+    /// The plugin's config object (deserialised from the operator's JSON; no secrets in it).
+    type Config: DeserializeOwned;
+    /// The manifest `describe()` returns (`kind: channel`, methods among `events`, `sms`,
+    /// `email`).
+    fn manifest() -> doc::Manifest;
+    /// Validates the config and builds an instance.
+    fn configure(config: Self::Config) -> Result<Self, ConfigError>;
+    /// ChannelInput -> ChannelOutput. A request the plugin does not handle answers no actions
+    /// (events) or `StepError::Unsupported` (an SMS to a plugin without `sms`).
+    fn deliver(
+        &self,
+        input: crate::channel::ChannelInput,
+    ) -> Result<crate::channel::ChannelOutput, StepError>;
 }
 
 /// Config rejected (returned as CA_CONFIG). The message must not contain secrets.
@@ -194,6 +214,27 @@ macro_rules! export_verifier {
             out: *mut *const $crate::ffi::CaPluginApi,
         ) -> i32 {
             static API: $crate::ffi::CaPluginApi = $crate::ffi::plugin_table::<$ty>();
+            // SAFETY: forwarded unchanged from the host, which honours ca_plugin.h.
+            unsafe { $crate::ffi::plugin_init(host, out, &API) }
+        }
+    };
+}
+
+/// Emits `ca_plugin_init_v1` for a [`Channel`] type. Use once per cdylib.
+#[macro_export]
+macro_rules! export_channel {
+    ($ty:ty) => {
+        /// The plugin's ABI v1 entry point (see ca_plugin.h).
+        ///
+        /// # Safety
+        /// Called by the host per ca_plugin.h: `host` valid for the process, `out` writable.
+        #[allow(unsafe_code)] // the one exported C symbol; all logic lives in plugin_abi::ffi
+        #[no_mangle]
+        pub unsafe extern "C" fn ca_plugin_init_v1(
+            host: *const $crate::ffi::CaHostApi,
+            out: *mut *const $crate::ffi::CaPluginApi,
+        ) -> i32 {
+            static API: $crate::ffi::CaPluginApi = $crate::ffi::channel_table::<$ty>();
             // SAFETY: forwarded unchanged from the host, which honours ca_plugin.h.
             unsafe { $crate::ffi::plugin_init(host, out, &API) }
         }

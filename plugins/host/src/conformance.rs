@@ -1,12 +1,17 @@
 //! The conformance suite behind `ca-appliance plugin check PATH`: loads a plugin library (in a
 //! worker by default, so a crash is a FAIL line, not a dead checker) and checks that it honours
-//! the ABI contract. Prints as one `PASS`/`FAIL` line per check.
+//! the ABI contract. Prints as one `PASS`/`FAIL` line per check. Channel plugins (manifest kind
+//! `channel`) get their own checks: garbage input, each declared method, determinism.
 
 use std::fmt;
 use std::path::Path;
 
+use plugin_abi::channel::{
+    ChannelEvent, ChannelInput, ChannelRequest, METHOD_EMAIL, METHOD_EVENTS, METHOD_SMS,
+};
 use plugin_abi::doc::{
-    Applicant, ApplicantField, ChallengeKind, Event, StepInput, StepOutput, DOC_VERSION,
+    Applicant, ApplicantField, ChallengeKind, Event, Manifest, PluginKind, StepInput, StepOutput,
+    DOC_VERSION,
 };
 use plugin_abi::StatusCode;
 use serde_json::{json, Value};
@@ -207,6 +212,12 @@ pub async fn check_with(
         Ok(_) => report.record("bad-config", false, "a string config was accepted"),
     }
 
+    if m.kind == PluginKind::Channel {
+        channel_checks(&plugin, &m, &mut report).await;
+        no_crash(&plugin, &mut report).await;
+        return report;
+    }
+
     // Garbage input -> an error code, no crash.
     let garbage: [(&str, Vec<u8>); 4] = [
         ("bytes", b"\x00\xffnot json".to_vec()),
@@ -336,6 +347,12 @@ pub async fn check_with(
         ),
     }
 
+    no_crash(&plugin, &mut report).await;
+    report
+}
+
+/// In a worker: it was started once and never failed.
+async fn no_crash(plugin: &Plugin, report: &mut Report) {
     if let Some(h) = plugin.health().await {
         report.record(
             "no-crash",
@@ -346,5 +363,133 @@ pub async fn check_with(
             ),
         );
     }
-    report
+}
+
+fn channel_input(request: ChannelRequest) -> ChannelInput {
+    ChannelInput {
+        v: DOC_VERSION,
+        delivery_id: "ntf_conformance_0001".into(),
+        now: "2026-01-01T00:00:00Z".into(),
+        request,
+    }
+}
+
+/// The channel-plugin part of the suite: garbage refused without a crash, every declared method
+/// answered with valid actions (checked by the host's own validation), deterministic, and a
+/// request of an undeclared method refused with an error code.
+async fn channel_checks(plugin: &Plugin, m: &Manifest, report: &mut Report) {
+    let garbage: [(&str, Vec<u8>); 4] = [
+        ("bytes", b"\x00\xffnot json".to_vec()),
+        ("empty", Vec::new()),
+        ("wrong-doc", br#"{"v":1,"hello":"world"}"#.to_vec()),
+        ("wrong-v", br#"{"v":2,"delivery_id":"ntf_x","now":"2026-01-01T00:00:00Z","request":{"type":"sms","to":"13800138000","text":"x"}}"#.to_vec()),
+    ];
+    let mut garbage_ok = true;
+    let mut details = Vec::new();
+    for (what, bytes) in garbage {
+        match plugin.deliver_bytes(bytes).await {
+            Err(e) if is_crash(&e) => {
+                garbage_ok = false;
+                details.push(format!("{what}: {e}"));
+            }
+            Err(e) => details.push(format!(
+                "{what}: {}",
+                status_of(&e).map_or("error".to_owned(), |s| s.to_string())
+            )),
+            Ok(_) => {
+                garbage_ok = false;
+                details.push(format!("{what}: accepted"));
+            }
+        }
+    }
+    report.record("garbage-input", garbage_ok, details.join(", "));
+
+    let event = ChannelEvent {
+        channel: "conformance".into(),
+        application_id: "app_conformance".into(),
+        application_kind: "new".into(),
+        event: "issued".into(),
+        status: "issued".into(),
+        certificate_serial: Some("01".into()),
+        phone: Some("13800138000".into()),
+        email: Some("applicant@example.cn".into()),
+        at: 1_767_225_600,
+        ..Default::default()
+    };
+    let requests = [
+        (
+            METHOD_EVENTS,
+            ChannelRequest::ApplicationEvent {
+                event: crate::channel::event_for(m, &event),
+            },
+        ),
+        (
+            METHOD_SMS,
+            ChannelRequest::Sms {
+                to: "13800138000".into(),
+                text: "conformance 123456".into(),
+            },
+        ),
+        (
+            METHOD_EMAIL,
+            ChannelRequest::Email {
+                to: "applicant@example.cn".into(),
+                subject: "conformance".into(),
+                text: "conformance".into(),
+            },
+        ),
+    ];
+    for (method, request) in requests {
+        let declared = m.methods.iter().any(|x| x == method);
+        let input = channel_input(request);
+        let first = plugin.deliver(&input).await;
+        let name = match method {
+            METHOD_EVENTS => "events",
+            METHOD_SMS => "sms",
+            _ => "email",
+        };
+        match (declared, &first) {
+            (true, Ok(out)) => {
+                let again = plugin.deliver(&input).await;
+                let same = again.as_ref().is_ok_and(|a| a == out);
+                let needs_actions = method != METHOD_EVENTS;
+                let ok = same && (!needs_actions || !out.actions.is_empty());
+                report.record(
+                    name,
+                    ok,
+                    format!(
+                        "{} action(s), valid{}{}",
+                        out.actions.len(),
+                        if same {
+                            ", deterministic"
+                        } else {
+                            ", NOT deterministic"
+                        },
+                        if needs_actions && out.actions.is_empty() {
+                            ", but a declared send produced no action"
+                        } else {
+                            ""
+                        }
+                    ),
+                );
+            }
+            (true, Err(e)) => report.record(name, false, format!("declared, but refused: {e}")),
+            (false, Err(e)) if is_crash(e) => {
+                report.record(name, false, format!("undeclared request crashed it: {e}"))
+            }
+            (false, Err(e)) => report.record(
+                name,
+                true,
+                format!(
+                    "not declared; refused with {}",
+                    status_of(e).map_or("an error".to_owned(), |s| s.to_string())
+                ),
+            ),
+            (false, Ok(out)) => report.record(
+                name,
+                out.actions.is_empty(),
+                format!("not declared; answered {} action(s)", out.actions.len()),
+            ),
+        }
+    }
 }

@@ -14,6 +14,9 @@
 //!   event to feed back (`http_error` `refused_host` for anything off the allowlist).
 //! - [`VerificationRunner`] over a [`VerificationStore`] ([`MemoryStore`] for tests only):
 //!   `start`, `deliver`, `view`, `resume_pending`, `fire_due_timers`.
+//! - Channel plugins (manifest kind `channel`): [`Plugin::deliver`] returns their validated
+//!   `ChannelOutput`; [`channel`] minimises events per plugin, signs actions host-side
+//!   (HMAC-SHA256) and classifies one attempt as delivered / transient / permanent.
 //! - [`conformance::check`]: the `ca-appliance plugin check PATH` suite, returning a printable
 //!   [`conformance::Report`].
 //! - [`sha256_file`]: what an operator approves.
@@ -67,6 +70,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod channel;
 pub mod conformance;
 pub mod egress;
 pub mod error;

@@ -1,6 +1,7 @@
 //! [`Plugin`]: one loaded, configured plugin, in-process or in a worker, behind one API.
 
-use plugin_abi::doc::{Manifest, StepInput, StepOutput};
+use plugin_abi::channel::{ChannelInput, ChannelOutput};
+use plugin_abi::doc::{Manifest, PluginKind, StepInput, StepOutput};
 
 use crate::egress::EgressPolicy;
 use crate::error::PluginError;
@@ -105,11 +106,41 @@ impl Plugin {
 
     /// Runs one step on raw StepInput bytes (conformance tests send garbage on purpose).
     pub async fn step_bytes(&self, input: Vec<u8>) -> Result<StepOutput, PluginError> {
+        self.call(input, validate::parse_step_output).await
+    }
+
+    /// Hands a channel plugin one delivery request; returns its validated actions. A verifier
+    /// is refused without a call.
+    pub async fn deliver(&self, input: &ChannelInput) -> Result<ChannelOutput, PluginError> {
+        if self.manifest.kind != PluginKind::Channel {
+            return Err(PluginError::Status {
+                status: plugin_abi::StatusCode::Unsupported,
+                message: format!("plugin {} is not a channel plugin", self.spec.name),
+            });
+        }
+        let bytes = serde_json::to_vec(input).map_err(|e| PluginError::Status {
+            status: plugin_abi::StatusCode::InvalidArgument,
+            message: format!("ChannelInput not serialisable: {e}"),
+        })?;
+        self.deliver_bytes(bytes).await
+    }
+
+    /// Runs a channel step on raw ChannelInput bytes (the conformance suite sends garbage).
+    pub async fn deliver_bytes(&self, input: Vec<u8>) -> Result<ChannelOutput, PluginError> {
+        self.call(input, validate::parse_channel_output).await
+    }
+
+    /// One call of the plugin's `step` with `input`, its reply checked by `check`.
+    async fn call<T>(
+        &self,
+        input: Vec<u8>,
+        check: fn(&[u8]) -> Result<T, PluginError>,
+    ) -> Result<T, PluginError> {
         if input.len() > plugin_abi::doc::MAX_INPUT_BYTES {
             return Err(PluginError::Status {
                 status: plugin_abi::StatusCode::InvalidArgument,
                 message: format!(
-                    "StepInput is {} bytes, over the {}-byte cap; not sent",
+                    "input is {} bytes, over the {}-byte cap; not sent",
                     input.len(),
                     plugin_abi::doc::MAX_INPUT_BYTES
                 ),
@@ -119,13 +150,13 @@ impl Plugin {
         match &self.backend {
             Backend::InProcess(p) => {
                 let reply = p.step(input, deadline).await?;
-                validate::parse_step_output(&reply).inspect_err(|e| {
+                check(&reply).inspect_err(|e| {
                     tracing::warn!(plugin = %self.spec.name, error = %e, "plugin output rejected");
                 })
             }
             // The worker host validates before it counts the call a success: invalid output
             // counts towards the circuit breaker like a crash.
-            Backend::Worker(w) => w.step(&input, deadline, validate::parse_step_output).await,
+            Backend::Worker(w) => w.step(&input, deadline, check).await,
         }
     }
 

@@ -1,7 +1,8 @@
 //! Distrust of plugin output: manifests and StepOutputs are parsed and checked here before the
 //! host acts on them. Reasons never quote the plugin's bytes (they may hold personal data).
 
-use plugin_abi::doc::{Manifest, StepOutput, DOC_VERSION, MAX_OUTPUT_BYTES};
+use plugin_abi::channel::{ChannelOutput, CHANNEL_METHODS};
+use plugin_abi::doc::{Manifest, PluginKind, StepOutput, DOC_VERSION, MAX_OUTPUT_BYTES};
 use serde_json::Value;
 
 use crate::error::PluginError;
@@ -44,6 +45,43 @@ pub fn parse_step_output(bytes: &[u8]) -> Result<StepOutput, PluginError> {
     let out: StepOutput = serde_json::from_value(value).map_err(|e| {
         bad(format!(
             "reply does not match the StepOutput schema ({:?} error)",
+            e.classify()
+        ))
+    })?;
+    out.check_rules().map_err(|e| bad(e.to_string()))?;
+    Ok(out)
+}
+
+/// Parses and checks a channel plugin's ChannelOutput reply: size cap, JSON, `"v": 1`, known
+/// action types only (`http`), unique non-empty ids, at most 16 actions.
+pub fn parse_channel_output(bytes: &[u8]) -> Result<ChannelOutput, PluginError> {
+    if bytes.len() > MAX_OUTPUT_BYTES {
+        return Err(bad(format!(
+            "reply is {} bytes, over the {MAX_OUTPUT_BYTES}-byte cap",
+            bytes.len()
+        )));
+    }
+    let value: Value = serde_json::from_slice(bytes).map_err(|e| {
+        bad(format!(
+            "reply is not valid JSON (line {} column {})",
+            e.line(),
+            e.column()
+        ))
+    })?;
+    if value.get("v").and_then(Value::as_u64) != Some(u64::from(DOC_VERSION)) {
+        return Err(bad("reply \"v\" is missing or not 1"));
+    }
+    if let Some(actions) = value.get("actions").and_then(Value::as_array) {
+        if actions
+            .iter()
+            .any(|a| a.get("type").and_then(Value::as_str) != Some("http"))
+        {
+            return Err(bad("reply has an action of unknown type"));
+        }
+    }
+    let out: ChannelOutput = serde_json::from_value(value).map_err(|e| {
+        bad(format!(
+            "reply does not match the ChannelOutput schema ({:?} error)",
             e.classify()
         ))
     })?;
@@ -129,6 +167,22 @@ pub fn parse_manifest(bytes: &[u8]) -> Result<Manifest, PluginError> {
     if let Some(h) = m.egress_hosts.iter().find(|h| !valid_host_port(h)) {
         return Err(manifest_err(format!("egress host {h:?} is not host:port")));
     }
+    if m.kind == PluginKind::Channel {
+        if let Some(x) = m
+            .methods
+            .iter()
+            .find(|x| !CHANNEL_METHODS.contains(&x.as_str()))
+        {
+            return Err(manifest_err(format!(
+                "channel plugin method {x:?} is not one of {CHANNEL_METHODS:?}"
+            )));
+        }
+        if !m.applicant_fields.is_empty() {
+            return Err(manifest_err(
+                "a channel plugin asks for no applicant fields (it gets phone/email by its methods)",
+            ));
+        }
+    }
     Ok(m)
 }
 
@@ -177,6 +231,48 @@ mod tests {
         let r = parse_step_output(br#"{"v":1,"status":"110101199003071234","state":null}"#);
         let msg = r.unwrap_err().to_string();
         assert!(!msg.contains("110101199003071234"), "{msg}");
+    }
+
+    #[test]
+    fn channel_replies_are_checked() {
+        let good = parse_channel_output(
+            br#"{"v":1,"actions":[{"type":"http","id":"cb","method":"POST","url":"https://p.example/","sign":{"secret":"s"}}]}"#,
+        )
+        .unwrap();
+        assert_eq!(good.actions.len(), 1);
+        assert!(parse_channel_output(br#"{"v":1,"actions":[]}"#).is_ok());
+        for (bytes, needle) in [
+            (&br#"{"v":1,"actions":[{"type":"timer","id":"t","after_ms":1}]}"#[..], "unknown type"),
+            (br#"{"v":2,"actions":[]}"#, "\"v\""),
+            (br#"{"v":1,"actions":[{"type":"http","id":"","method":"GET","url":"https://p.example/"}]}"#, "unique"),
+            (br#"{"v":1,"actions":[{"type":"http","id":"a","method":"GET","url":"https://p.example/","extra":1}]}"#, "schema"),
+        ] {
+            match parse_channel_output(bytes) {
+                Err(PluginError::BadOutput { reason }) => assert!(reason.contains(needle), "{reason}"),
+                other => panic!("expected BadOutput({needle}), got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn channel_manifest_rules() {
+        let good =
+            br#"{"v":1,"name":"c","version":"0.1.0","kind":"channel","methods":["events","sms"],
+            "config_schema":{},"egress_hosts":[],"applicant_fields":[]}"#;
+        assert_eq!(parse_manifest(good).unwrap().kind, PluginKind::Channel);
+        let bad_method =
+            br#"{"v":1,"name":"c","version":"0.1.0","kind":"channel","methods":["fax"],
+            "config_schema":{},"egress_hosts":[],"applicant_fields":[]}"#;
+        assert!(matches!(
+            parse_manifest(bad_method),
+            Err(PluginError::Manifest(_))
+        ));
+        let fields = br#"{"v":1,"name":"c","version":"0.1.0","kind":"channel","methods":["sms"],
+            "config_schema":{},"egress_hosts":[],"applicant_fields":["id_number"]}"#;
+        assert!(matches!(
+            parse_manifest(fields),
+            Err(PluginError::Manifest(_))
+        ));
     }
 
     #[test]

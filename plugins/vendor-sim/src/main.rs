@@ -29,6 +29,19 @@ struct Args {
     /// File holding the secret that signs callbacks (HMAC-SHA256 over `timestamp.body`).
     #[arg(long)]
     callback_secret_file: Option<std::path::PathBuf>,
+    /// File holding the secret the partner webhook sink (`/partner/{name}`) checks signatures
+    /// (`x-ca-signature`) with.
+    #[arg(long)]
+    partner_secret_file: Option<std::path::PathBuf>,
+}
+
+/// Reads a non-empty secret file (trimmed).
+fn read_secret(path: &std::path::Path) -> Result<String, String> {
+    match std::fs::read_to_string(path) {
+        Ok(s) if !s.trim().is_empty() => Ok(s.trim().to_owned()),
+        Ok(_) => Err(format!("vendor-sim: {} is empty", path.display())),
+        Err(e) => Err(format!("vendor-sim: cannot read {}: {e}", path.display())),
+    }
 }
 
 #[tokio::main]
@@ -38,25 +51,21 @@ async fn main() -> ExitCode {
         .with_env_filter("info")
         .init();
     let args = Args::parse();
-    let callback_secret = match &args.callback_secret_file {
-        None => None,
-        Some(path) => match std::fs::read_to_string(path) {
-            Ok(s) if !s.trim().is_empty() => Some(s.trim().to_owned()),
-            Ok(_) => {
-                eprintln!("vendor-sim: {} is empty", path.display());
-                return ExitCode::FAILURE;
-            }
-            Err(e) => {
-                eprintln!("vendor-sim: cannot read {}: {e}", path.display());
-                return ExitCode::FAILURE;
-            }
-        },
+    let secrets = [&args.callback_secret_file, &args.partner_secret_file]
+        .map(|f| f.as_deref().map(read_secret).transpose());
+    let [callback_secret, partner_secret] = match secrets {
+        [Ok(c), Ok(p)] => [c, p],
+        [Err(e), _] | [_, Err(e)] => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
     };
     let config = Config {
         api_key: args.api_key,
         public_base: args.public_base,
         payout_settle: Duration::from_millis(args.payout_settle_ms),
         callback_secret,
+        partner_secret,
     };
     let bound = match bind(args.addr, config).await {
         Ok(b) => b,

@@ -106,6 +106,15 @@ pub const CARDS: &[Card] = &[
         reserved_phone: "13800138000",
         status: CardStatus::Restricted,
     },
+    // 李四's phone 13800138001 is not real-name registered to him; his card is valid and the
+    // bank has another phone of his on file (the SHECA fallback: bank card, then that phone).
+    Card {
+        number: "6222020000000000042",
+        holder_id: "110105198001010016",
+        holder_name: "李四",
+        reserved_phone: "13800138011",
+        status: CardStatus::Normal,
+    },
 ];
 
 /// Status of a corporate account at the payout provider's bank.

@@ -22,6 +22,10 @@ pub enum Api {
     Payout,
     /// Organisation registry.
     Registry,
+    /// Mail gateway.
+    Mail,
+    /// A partner platform's webhook receiver (`/partner/{name}`).
+    Partner,
 }
 
 impl Api {
@@ -35,6 +39,8 @@ impl Api {
             "face" => Api::Face,
             "payout" => Api::Payout,
             "registry" => Api::Registry,
+            "mail" => Api::Mail,
+            "partner" => Api::Partner,
             _ => return None,
         })
     }
@@ -52,6 +58,8 @@ pub struct Config {
     /// Secret that signs callbacks (`X-CA-Timestamp`, `X-CA-Signature`); `None` sends them
     /// unsigned.
     pub callback_secret: Option<String>,
+    /// Secret the partner webhook sink checks signatures with; `None`: recorded, not checked.
+    pub partner_secret: Option<String>,
 }
 
 impl Default for Config {
@@ -61,6 +69,7 @@ impl Default for Config {
             public_base: String::new(),
             payout_settle: Duration::ZERO,
             callback_secret: None,
+            partner_secret: None,
         }
     }
 }
@@ -97,8 +106,37 @@ pub struct SentSms {
     pub otp_id: String,
     /// Which API sent it (`sms` or `bank`).
     pub sender: Api,
-    /// The code.
+    /// The code (for a text message: its first run of 4 to 8 digits, if any).
     pub code: String,
+    /// The whole text, for messages sent through `/sms/v1/message`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+}
+
+/// An e-mail "sent" through `/mail/v1/send` (readable through `/_sim/mail`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SentMail {
+    /// Sender, if given.
+    pub from: Option<String>,
+    /// Subject.
+    pub subject: String,
+    /// Plain-text body.
+    pub text: String,
+}
+
+/// A call a partner webhook received (readable through `/_sim/webhooks`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ReceivedHook {
+    /// `x-ca-timestamp` header.
+    pub timestamp: Option<String>,
+    /// `x-ca-signature` header.
+    pub signature: Option<String>,
+    /// Whether the signature checks out under the partner secret (`None`: no secret set).
+    pub signature_valid: Option<bool>,
+    /// The body as JSON (`null` if it is not JSON).
+    pub body: serde_json::Value,
+    /// The HTTP status the sink answered.
+    pub answered: u16,
 }
 
 /// An issued one-time code.
@@ -183,6 +221,14 @@ pub struct Payout {
 pub struct Inner {
     /// Codes sent, by phone, oldest first.
     pub sms: HashMap<String, Vec<SentSms>>,
+    /// Idempotency of text messages: request id -> message id.
+    pub message_by_request: HashMap<String, String>,
+    /// E-mails sent, by address, oldest first.
+    pub mail: HashMap<String, Vec<SentMail>>,
+    /// Idempotency of e-mails: request ids seen.
+    pub mail_requests: std::collections::HashSet<String>,
+    /// Partner webhook calls, by partner name, oldest first.
+    pub hooks: HashMap<String, Vec<ReceivedHook>>,
     /// Issued codes by otp id.
     pub otps: HashMap<String, Otp>,
     /// Idempotency: request id -> otp id.
@@ -231,8 +277,26 @@ impl Inner {
             otp_id: otp_id.clone(),
             sender,
             code,
+            text: None,
         });
         otp_id
+    }
+
+    /// Records a text message to `phone`; its code is the first run of 4-8 digits in it.
+    pub fn send_text(&mut self, phone: &str, text: &str) -> String {
+        let id = self.new_id("msg");
+        let code = text
+            .split(|c: char| !c.is_ascii_digit())
+            .find(|run| (4..=8).contains(&run.len()))
+            .unwrap_or_default()
+            .to_owned();
+        self.sms.entry(phone.to_owned()).or_default().push(SentSms {
+            otp_id: id.clone(),
+            sender: Api::Sms,
+            code,
+            text: Some(text.to_owned()),
+        });
+        id
     }
 }
 

@@ -3,6 +3,8 @@
 pub mod bank;
 pub mod carrier;
 pub mod face;
+pub mod mail;
+pub mod partner;
 pub mod payout;
 pub mod registry;
 pub mod sim;
@@ -91,6 +93,8 @@ pub fn router(sim: Arc<Sim>) -> Router {
         .route("/carrier/v1/verify", post(carrier::verify))
         .route("/sms/v1/send", post(sms::send))
         .route("/sms/v1/verify", post(sms::verify))
+        .route("/sms/v1/message", post(sms::message))
+        .route("/mail/v1/send", post(mail::send))
         .route("/bank/v1/auth/init", post(bank::init))
         .route("/bank/v1/auth/confirm", post(bank::confirm))
         .route("/face/v1/sessions", post(face::start))
@@ -103,7 +107,10 @@ pub fn router(sim: Arc<Sim>) -> Router {
         .route("/face/page/{token}", get(face::page))
         .route("/face/page/{token}/complete", post(face::complete))
         .route("/face/page/{token}/cancel", post(face::cancel))
+        .route("/partner/{name}", post(partner::receive))
         .route("/_sim/sms", get(sim::sms))
+        .route("/_sim/mail", get(sim::mail))
+        .route("/_sim/webhooks", get(sim::webhooks))
         .route("/_sim/deposits", get(sim::deposits))
         .route("/_sim/faults", post(sim::faults))
         .route("/_sim/calls", get(sim::calls))

@@ -20,6 +20,35 @@ pub struct Lookup {
     /// Account number.
     #[serde(default)]
     pub account: Option<String>,
+    /// E-mail address.
+    #[serde(default)]
+    pub to: Option<String>,
+    /// Partner name.
+    #[serde(default)]
+    pub partner: Option<String>,
+}
+
+/// `GET /_sim/mail?to=...`: every e-mail sent to the address, oldest first, plus `latest`.
+pub async fn mail(
+    State(sim): State<Arc<Sim>>,
+    Query(q): Query<Lookup>,
+) -> Result<Json<Value>, ApiError> {
+    let to = q.to.ok_or(ApiError::BadRequest("to"))?;
+    let inner = sim.lock();
+    let mails = inner.mail.get(&to).cloned().unwrap_or_default();
+    let latest = mails.last().cloned();
+    Ok(Json(json!({"to": to, "mails": mails, "latest": latest})))
+}
+
+/// `GET /_sim/webhooks?partner=...`: every call the partner's webhook received, oldest first.
+pub async fn webhooks(
+    State(sim): State<Arc<Sim>>,
+    Query(q): Query<Lookup>,
+) -> Result<Json<Value>, ApiError> {
+    let partner = q.partner.ok_or(ApiError::BadRequest("partner"))?;
+    let inner = sim.lock();
+    let calls = inner.hooks.get(&partner).cloned().unwrap_or_default();
+    Ok(Json(json!({"partner": partner, "calls": calls})))
 }
 
 /// `GET /_sim/sms?phone=...`: every code sent to the phone, oldest first, plus `latest`.

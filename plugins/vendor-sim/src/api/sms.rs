@@ -81,3 +81,41 @@ pub async fn verify(
     };
     Json(VerifyResponse { result })
 }
+
+/// `POST /sms/v1/message` body: a text the caller wrote (the appliance's own one-time codes).
+#[derive(Debug, Deserialize)]
+pub struct MessageRequest {
+    /// Idempotency key: the same key sends nothing new.
+    pub request_id: String,
+    /// Destination phone.
+    pub phone: String,
+    /// The text.
+    pub text: String,
+}
+
+/// `POST /sms/v1/message` answer.
+#[derive(Debug, Serialize)]
+pub struct MessageResponse {
+    /// Gateway message id.
+    pub message_id: String,
+}
+
+/// Sends (or, for a known request id, does not send again) a text message.
+pub async fn message(
+    State(sim): State<Arc<Sim>>,
+    Json(req): Json<MessageRequest>,
+) -> Result<Json<MessageResponse>, ApiError> {
+    required(&req.request_id, "request_id")?;
+    required(&req.phone, "phone")?;
+    required(&req.text, "text")?;
+    let mut inner = sim.lock();
+    let message_id = match inner.message_by_request.get(&req.request_id) {
+        Some(id) => id.clone(),
+        None => {
+            let id = inner.send_text(&req.phone, &req.text);
+            inner.message_by_request.insert(req.request_id, id.clone());
+            id
+        }
+    };
+    Ok(Json(MessageResponse { message_id }))
+}

@@ -148,7 +148,7 @@ async fn bank_cards() {
     let cases = [
         ("6222020000000000026", "13800138000", "card_lost"),
         ("6222020000000000034", "13800138000", "card_restricted"),
-        ("6222020000000000042", "13800138000", "card_invalid"),
+        ("6222020000000000091", "13800138000", "card_invalid"),
         ("6222020000000000018", "13800138001", "mismatch"),
     ];
     for (i, (card, phone, want)) in cases.into_iter().enumerate() {
@@ -292,4 +292,46 @@ async fn faults_hit_the_next_calls_then_stop_and_reset_clears() {
     call(&s, "POST", "/_sim/reset", None, json!(null)).await;
     let (_, calls) = call(&s, "GET", "/_sim/calls", None, json!(null)).await;
     assert_eq!(calls, json!({}));
+}
+
+#[tokio::test]
+async fn li_si_card_mail_messages_and_partner_sink() {
+    let s = sim();
+    // 李四's card: his carrier phone is not real-name, the bank reserved another phone.
+    let v = vendor(
+        &s,
+        "/bank/v1/auth/init",
+        json!({"order_id": "li", "name": "李四", "id_number": "110105198001010016",
+            "card_number": "6222020000000000042", "phone": "13800138011"}),
+    )
+    .await;
+    assert_eq!(v["result"], "code_sent");
+    // A text message: recorded once per request id, its code readable per phone.
+    for _ in 0..2 {
+        let v = vendor(
+            &s,
+            "/sms/v1/message",
+            json!({"request_id": "r1", "phone": "13800138002", "text": "验证码 482913，5 分钟内有效"}),
+        )
+        .await;
+        assert!(v["message_id"].as_str().is_some());
+    }
+    let (_, sent) = call(&s, "GET", "/_sim/sms?phone=13800138002", None, json!(null)).await;
+    assert_eq!(sent["messages"].as_array().unwrap().len(), 1);
+    assert_eq!(sent["latest"], "482913");
+    // Mail.
+    vendor(
+        &s,
+        "/mail/v1/send",
+        json!({"request_id": "m1", "to": "a@example.cn", "subject": "s", "text": "t"}),
+    )
+    .await;
+    let (_, mail) = call(&s, "GET", "/_sim/mail?to=a@example.cn", None, json!(null)).await;
+    assert_eq!(mail["latest"]["subject"], "s");
+    // The partner sink records calls (no secret configured: not checked).
+    let (status, _) = call(&s, "POST", "/partner/p1", None, json!({"v": 1})).await;
+    assert_eq!(status, 200);
+    let (_, hooks) = call(&s, "GET", "/_sim/webhooks?partner=p1", None, json!(null)).await;
+    assert_eq!(hooks["calls"][0]["body"]["v"], 1);
+    assert_eq!(hooks["calls"][0]["signature_valid"], json!(null));
 }

@@ -1,0 +1,414 @@
+//! A channel's policy: per application kind and subject type, the steps an applicant walks
+//! before a certificate is issued. Data, not code: parsed from the channel file and validated
+//! once at start-up.
+
+use serde::{Deserialize, Serialize};
+
+/// The kinds of application.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// A first certificate.
+    New,
+    /// A new certificate for the same subject, from `renewal_window_days` before expiry.
+    Renewal,
+    /// Changed subject information: new certificate, the old one revoked `superseded`.
+    Change,
+    /// Lost key: new key and certificate, the old one revoked.
+    Reissue,
+    /// Revocation asked by the subscriber (identity verified again).
+    Revocation,
+    /// A new verified phone for the subject.
+    PhoneChange,
+}
+
+impl Kind {
+    /// Every kind.
+    pub const ALL: [Kind; 6] = [
+        Kind::New,
+        Kind::Renewal,
+        Kind::Change,
+        Kind::Reissue,
+        Kind::Revocation,
+        Kind::PhoneChange,
+    ];
+
+    /// The kind's name in the API, the database and channel files.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::New => "new",
+            Kind::Renewal => "renewal",
+            Kind::Change => "change",
+            Kind::Reissue => "reissue",
+            Kind::Revocation => "revocation",
+            Kind::PhoneChange => "phone_change",
+        }
+    }
+
+    /// Parses an API name.
+    pub fn parse(s: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.name() == s)
+    }
+
+    /// Does this kind end with a newly issued certificate?
+    pub fn issues(self) -> bool {
+        matches!(
+            self,
+            Kind::New | Kind::Renewal | Kind::Change | Kind::Reissue
+        )
+    }
+
+    /// Does this kind act on an existing certificate (`certificate` in the request)?
+    pub fn needs_certificate(self) -> bool {
+        !matches!(self, Kind::New)
+    }
+}
+
+/// The kind of subject an application is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SubjectType {
+    /// A natural person.
+    Person,
+    /// An organisation (issue 11+ builds its flows; the format has room for it).
+    Organisation,
+}
+
+/// Try other methods when a verification fails with one of these codes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Fallback {
+    /// Failure codes (`phone_not_real_name`, ...) that open the fallback.
+    pub on: Vec<String>,
+    /// The methods offered instead (one: used at once; several: the applicant chooses).
+    pub verify: Vec<String>,
+    /// Methods verified next, one after the other, only on this path (SHECA phone change: the
+    /// bank card, then face).
+    #[serde(default)]
+    pub then: Vec<String>,
+}
+
+/// One step of a policy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "type")]
+pub enum Step {
+    /// Verify with one method (a verifier plugin), or one of several the applicant chooses.
+    Verify {
+        /// Plugin names.
+        methods: Vec<String>,
+        /// Fallbacks on given failure codes.
+        fallback: Vec<Fallback>,
+        /// A successful verification of the same subject by the same method within this many
+        /// days is reused instead of verifying again (0 = never).
+        reuse_days: u32,
+    },
+    /// The applicant confirms the verified phone by an SMS code sent to it.
+    ConfirmPhone,
+    /// The application is signed by an SMS code to the verified phone (and the terms accepted).
+    SignBySms,
+    /// Materials to upload (kinds). Reserved for the organisation flows: refused at load.
+    Materials {
+        /// Material kinds.
+        kinds: Vec<String>,
+    },
+    /// Manual review by an RA officer. Reserved for the organisation flows: refused at load.
+    Review,
+}
+
+/// The policy for some kinds and one subject type.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Policy {
+    /// The kinds it governs.
+    pub kinds: Vec<Kind>,
+    /// The subject type it governs.
+    pub subject: SubjectType,
+    /// Must a solved picture captcha from the appliance precede every SMS (`true`), or does the
+    /// channel guard its own SMS sending (`false`)?
+    pub captcha: bool,
+    /// The steps, in order.
+    pub steps: Vec<Step>,
+}
+
+/// A step as written in a channel file (`[[policy.step]]`): exactly one of its keys.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStep {
+    /// `verify = ["phone-real-name"]` or several methods to choose from.
+    #[serde(default)]
+    pub verify: Option<Vec<String>>,
+    /// `fallback = [{ on = ["phone_not_real_name"], verify = ["bank-card"] }]`.
+    #[serde(default)]
+    pub fallback: Vec<Fallback>,
+    /// `reuse_days = 30`.
+    #[serde(default)]
+    pub reuse_days: u32,
+    /// `confirm_phone = true`.
+    #[serde(default)]
+    pub confirm_phone: bool,
+    /// `sign = "sms"`.
+    #[serde(default)]
+    pub sign: Option<String>,
+    /// `materials = ["id_front", "id_back"]` (reserved).
+    #[serde(default)]
+    pub materials: Option<Vec<String>>,
+    /// `review = true` (reserved).
+    #[serde(default)]
+    pub review: bool,
+}
+
+/// A policy as written in a channel file (`[[policy]]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPolicy {
+    /// Kinds governed.
+    pub kinds: Vec<Kind>,
+    /// Subject type (default `person`).
+    #[serde(default = "default_subject")]
+    pub subject: SubjectType,
+    /// Appliance captcha before SMS.
+    pub captcha: bool,
+    /// Steps.
+    #[serde(rename = "step")]
+    pub steps: Vec<RawStep>,
+}
+
+fn default_subject() -> SubjectType {
+    SubjectType::Person
+}
+
+/// Failure codes a fallback may name: the verifier outcomes.
+const FAILURE_CODES: &[&str] = &[
+    "invalid_id_number",
+    "invalid_phone",
+    "invalid_uscc",
+    "invalid_card",
+    "mismatch",
+    "phone_not_real_name",
+    "no_record",
+    "otp_wrong",
+    "otp_expired",
+    "otp_attempts_exceeded",
+    "card_invalid",
+    "card_lost",
+    "card_restricted",
+    "liveness_failed",
+    "not_same_person",
+    "cancelled",
+    "expired",
+    "wrong_amount",
+    "attempts_exceeded",
+    "account_invalid",
+    "account_name_mismatch",
+    "deregistered",
+    "vendor_unavailable",
+];
+
+impl RawStep {
+    fn into_step(self, known_method: &dyn Fn(&str) -> bool) -> Result<Step, String> {
+        let chosen = [
+            self.verify.is_some(),
+            self.confirm_phone,
+            self.sign.is_some(),
+            self.materials.is_some(),
+            self.review,
+        ]
+        .iter()
+        .filter(|x| **x)
+        .count();
+        if chosen != 1 {
+            return Err(
+                "a step needs exactly one of verify, confirm_phone, sign, materials, review".into(),
+            );
+        }
+        if self.verify.is_none() && (!self.fallback.is_empty() || self.reuse_days != 0) {
+            return Err("fallback and reuse_days belong to a verify step".into());
+        }
+        if let Some(methods) = self.verify {
+            check_methods(&methods, known_method)?;
+            for f in &self.fallback {
+                check_methods(&f.verify, known_method)?;
+                for m in &f.then {
+                    check_methods(std::slice::from_ref(m), known_method)?;
+                }
+                if f.on.is_empty() {
+                    return Err("a fallback needs at least one failure code in `on`".into());
+                }
+                for code in &f.on {
+                    if !FAILURE_CODES.contains(&code.as_str()) {
+                        return Err(format!("fallback on unknown failure code {code:?}"));
+                    }
+                }
+            }
+            if self.reuse_days > 3650 {
+                return Err("reuse_days must be 0..=3650".into());
+            }
+            return Ok(Step::Verify {
+                methods,
+                fallback: self.fallback,
+                reuse_days: self.reuse_days,
+            });
+        }
+        if self.confirm_phone {
+            return Ok(Step::ConfirmPhone);
+        }
+        if let Some(sign) = self.sign {
+            if sign != "sms" {
+                return Err(format!("sign = {sign:?}: only \"sms\" is supported"));
+            }
+            return Ok(Step::SignBySms);
+        }
+        if self.materials.is_some() {
+            return Err(
+                "materials steps are reserved for the organisation flows and not supported yet"
+                    .into(),
+            );
+        }
+        Err("review steps are reserved for the organisation flows and not supported yet".into())
+    }
+}
+
+fn check_methods(methods: &[String], known: &dyn Fn(&str) -> bool) -> Result<(), String> {
+    if methods.is_empty() {
+        return Err("verify needs at least one method".into());
+    }
+    for m in methods {
+        if !known(m) {
+            return Err(format!(
+                "method {m:?} is not a configured verification plugin"
+            ));
+        }
+    }
+    Ok(())
+}
+
+impl RawPolicy {
+    /// Validates into a [`Policy`]; `known_method` says whether a plugin name is configured.
+    pub fn validate(self, known_method: &dyn Fn(&str) -> bool) -> Result<Policy, String> {
+        if self.kinds.is_empty() {
+            return Err("a policy needs at least one kind".into());
+        }
+        if self.steps.is_empty() {
+            return Err("a policy needs at least one step".into());
+        }
+        let steps = self
+            .steps
+            .into_iter()
+            .map(|s| s.into_step(known_method))
+            .collect::<Result<Vec<_>, _>>()?;
+        if !steps.iter().any(|s| matches!(s, Step::Verify { .. })) {
+            return Err("a policy needs at least one verify step".into());
+        }
+        Ok(Policy {
+            kinds: self.kinds,
+            subject: self.subject,
+            captcha: self.captcha,
+            steps,
+        })
+    }
+}
+
+impl Policy {
+    /// Every method any step may use (what the channel may start verifications with).
+    pub fn methods(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for step in &self.steps {
+            if let Step::Verify {
+                methods, fallback, ..
+            } = step
+            {
+                out.extend(methods.iter().cloned());
+                for f in fallback {
+                    out.extend(f.verify.iter().cloned());
+                    out.extend(f.then.iter().cloned());
+                }
+            }
+        }
+        out.sort();
+        out.dedup();
+        out
+    }
+}
+
+/// The policy among `policies` for (`kind`, `subject`), if the channel offers it.
+pub fn find(policies: &[Policy], kind: Kind, subject: SubjectType) -> Option<&Policy> {
+    policies
+        .iter()
+        .find(|p| p.subject == subject && p.kinds.contains(&kind))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn parse(text: &str) -> Result<Policy, String> {
+        let raw: RawPolicy = toml::from_str(text).map_err(|e| e.to_string())?;
+        raw.validate(&|m| ["phone-real-name", "bank-card", "face"].contains(&m))
+    }
+
+    #[test]
+    fn sheca_policy_parses_with_fallback_and_confirmation() {
+        let p = parse(
+            r#"
+kinds = ["new", "renewal"]
+captcha = true
+[[step]]
+verify = ["phone-real-name"]
+fallback = [{ on = ["phone_not_real_name"], verify = ["bank-card"] }]
+[[step]]
+verify = ["face"]
+reuse_days = 30
+[[step]]
+confirm_phone = true
+"#,
+        )
+        .unwrap();
+        assert_eq!(p.steps.len(), 3);
+        assert_eq!(p.subject, SubjectType::Person);
+        assert!(
+            matches!(&p.steps[0], Step::Verify { fallback, .. } if fallback[0].verify == ["bank-card"])
+        );
+        assert!(matches!(&p.steps[1], Step::Verify { reuse_days: 30, .. }));
+        assert_eq!(p.steps[2], Step::ConfirmPhone);
+        assert_eq!(p.methods(), ["bank-card", "face", "phone-real-name"]);
+    }
+
+    #[test]
+    fn bad_policies_are_refused_with_a_reason() {
+        let base = "kinds = [\"new\"]\ncaptcha = false\n";
+        for (step, why) in [
+            ("verify = [\"nope\"]", "not a configured"),
+            ("verify = []", "at least one method"),
+            ("confirm_phone = true\nsign = \"sms\"", "exactly one"),
+            ("sign = \"paper\"", "only \"sms\""),
+            ("materials = [\"id_front\"]", "reserved"),
+            ("review = true", "reserved"),
+            (
+                "verify = [\"face\"]\nfallback = [{ on = [\"bogus\"], verify = [\"face\"] }]",
+                "unknown failure code",
+            ),
+            (
+                "confirm_phone = true\nreuse_days = 3",
+                "belong to a verify step",
+            ),
+        ] {
+            let e = parse(&format!("{base}[[step]]\n{step}\n")).unwrap_err();
+            assert!(e.contains(why), "{step}: {e}");
+        }
+        let e = parse(&format!("{base}[[step]]\nconfirm_phone = true\n")).unwrap_err();
+        assert!(e.contains("at least one verify step"), "{e}");
+        assert!(
+            parse("kinds = [\"nonsense\"]\ncaptcha = true\n[[step]]\nverify=[\"face\"]").is_err()
+        );
+    }
+
+    #[test]
+    fn find_picks_by_kind_and_subject() {
+        let p =
+            parse("kinds = [\"new\"]\ncaptcha = false\n[[step]]\nverify = [\"face\"]\n").unwrap();
+        let ps = vec![p];
+        assert!(find(&ps, Kind::New, SubjectType::Person).is_some());
+        assert!(find(&ps, Kind::Renewal, SubjectType::Person).is_none());
+        assert!(find(&ps, Kind::New, SubjectType::Organisation).is_none());
+    }
+}
