@@ -1043,3 +1043,64 @@ async fn a_crash_between_the_certificate_and_the_application_commit_never_issues
     assert_eq!(v["certificate"]["serial"], serial.as_str(), "{v}");
     assert!(server.log_text().contains("not issuing again"));
 }
+
+/// A channel revokes its subscribers' certificates with subscriber reasons only, and may not
+/// lift a hold an operator placed (issue 11), on a certificate its application produced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channel_uses_subscriber_reasons_and_cannot_lift_an_operator_hold() {
+    let apps = Apps::new("");
+    let _server = apps.s.demo.serve();
+    let app = apps.issue_new(ZHANG, "personal", "hold").await;
+    let serial = app["certificate"]["serial"].as_str().unwrap().to_owned();
+    let revoke = format!("/api/v1/certificates/{serial}/revoke");
+    let unhold = format!("/api/v1/certificates/{serial}/unhold");
+    for reason in ["cACompromise", "privilegeWithdrawn", "aACompromise"] {
+        let (status, body) = apps
+            .call(SHECA, "POST", &revoke, Some(json!({ "reason": reason })))
+            .await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (403, Some("reason_not_allowed")),
+            "{reason}"
+        );
+    }
+    let hold = json!({ "reason": "certificateHold" });
+    let (status, body) = apps
+        .call("operator", "POST", &revoke, Some(hold.clone()))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = apps.call(SHECA, "POST", &unhold, None).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (403, Some("hold_by_operator")),
+        "{body}"
+    );
+    let (status, body) = apps.call("operator", "POST", &unhold, None).await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (200, Some("valid")),
+        "{body}"
+    );
+    // The channel's own hold it may lift; then a subscriber reason revokes.
+    let (status, body) = apps.call(SHECA, "POST", &revoke, Some(hold)).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = apps.call(SHECA, "POST", &unhold, None).await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (200, Some("valid")),
+        "{body}"
+    );
+    let (status, body) = apps
+        .call(
+            SHECA,
+            "POST",
+            &revoke,
+            Some(json!({ "reason": "keyCompromise" })),
+        )
+        .await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (200, Some("revoked")),
+        "{body}"
+    );
+}

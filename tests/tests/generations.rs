@@ -65,7 +65,7 @@ async fn every_generation_keeps_ocsp_crl_and_chain_after_a_re_key() {
     let demo = DemoDir::create();
     let mut server = demo.serve();
     let csr = openssl_csr(demo.path(), "g1", "ec:P-256");
-    let g1 = demo.issue_personal("channel-demo", &csr).await;
+    let g1 = demo.issue_personal("operator", &csr).await;
     write_cert(&demo, "g1.pem", &g1);
     server.stop_with("TERM", Duration::from_secs(20));
 
@@ -77,7 +77,7 @@ async fn every_generation_keeps_ocsp_crl_and_chain_after_a_re_key() {
 
     let _server = demo.serve();
     let csr = openssl_csr(demo.path(), "g2", "ec:P-256");
-    let g2 = demo.issue_personal("channel-demo", &csr).await;
+    let g2 = demo.issue_personal("operator", &csr).await;
     write_cert(&demo, "g2.pem", &g2);
     // The API chain names the generation that signed it.
     let (ok, chain_g2, _) = run(Command::new("openssl").current_dir(demo.path()).args([
@@ -220,7 +220,7 @@ async fn a_revoked_issuing_ca_is_on_the_offline_roots_crl() {
 
     let mut server = demo.serve();
     let csr = openssl_csr(demo.path(), "ee", "ec:P-256");
-    let ee = demo.issue_personal("channel-demo", &csr).await;
+    let ee = demo.issue_personal("operator", &csr).await;
     write_cert(&demo, "ee.pem", &ee);
     let (status, _, body) = public_get(demo.public, "/crl/root.crl").await;
     assert_eq!(status, 200);
@@ -341,7 +341,7 @@ async fn serve_runs_with_the_root_token_absent() {
     std::fs::rename(&root_token, &away).unwrap();
     let _server = demo.serve();
     let csr = openssl_csr(demo.path(), "ee", "ec:P-256");
-    let ee = demo.issue_personal("channel-demo", &csr).await;
+    let ee = demo.issue_personal("operator", &csr).await;
     write_cert(&demo, "ee.pem", &ee);
     assert!(ocsp_status(&demo, "ca/personal.pem", "ee.pem").ends_with("good"));
     let (status, _, body) = public_get(demo.public, "/crl/root.crl").await;

@@ -199,73 +199,6 @@ async fn callers_are_identified_by_fingerprint_san_or_single_cn_with_client_auth
     assert_eq!(status, 200, "{body}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_channel_uses_subscriber_reasons_and_cannot_lift_an_operator_hold() {
-    let demo = DemoDir::create();
-    let _server = demo.serve();
-    let csr = openssl_csr(demo.path(), "sub", "ec:P-256");
-    let serial = demo.issue_personal("channel-demo", &csr).await["serial"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let channel = || demo.client_tls("channel-demo");
-    let operator = || demo.client_tls("operator");
-    let revoke = format!("/api/v1/certificates/{serial}/revoke");
-    let unhold = format!("/api/v1/certificates/{serial}/unhold");
-    for reason in ["cACompromise", "privilegeWithdrawn", "aACompromise"] {
-        let (status, body) = status_of(
-            &demo,
-            channel(),
-            "POST",
-            &revoke,
-            Some(serde_json::json!({ "reason": reason })),
-        )
-        .await;
-        assert_eq!(
-            (status, body["error"].as_str()),
-            (403, Some("reason_not_allowed")),
-            "{reason}"
-        );
-    }
-    // The operator's hold: the channel may not lift it, the operator may.
-    let hold = Some(serde_json::json!({ "reason": "certificateHold" }));
-    let (status, body) = status_of(&demo, operator(), "POST", &revoke, hold.clone()).await;
-    assert_eq!(status, 200, "{body}");
-    let (status, body) = status_of(&demo, channel(), "POST", &unhold, None).await;
-    assert_eq!(
-        (status, body["error"].as_str()),
-        (403, Some("hold_by_operator"))
-    );
-    let (status, body) = status_of(&demo, operator(), "POST", &unhold, None).await;
-    assert_eq!(
-        (status, body["status"].as_str()),
-        (200, Some("valid")),
-        "{body}"
-    );
-    // The channel's own hold it may lift; then a subscriber reason revokes.
-    let (status, body) = status_of(&demo, channel(), "POST", &revoke, hold).await;
-    assert_eq!(status, 200, "{body}");
-    let (status, body) = status_of(&demo, channel(), "POST", &unhold, None).await;
-    assert_eq!(
-        (status, body["status"].as_str()),
-        (200, Some("valid")),
-        "{body}"
-    );
-    let (status, body) = status_of(
-        &demo,
-        channel(),
-        "POST",
-        &revoke,
-        Some(serde_json::json!({ "reason": "keyCompromise" })),
-    )
-    .await;
-    assert_eq!(
-        (status, body["status"].as_str()),
-        (200, Some("revoked")),
-        "{body}"
-    );
-}
-
 fn sqlite(demo: &DemoDir, sql: &str) -> String {
     let (ok, out, err) = run(Command::new("sqlite3")
         .arg(demo.path().join("data/appliance.db"))
@@ -417,7 +350,7 @@ async fn audit_verify_detects_edits_deletions_truncation_and_recomputed_chains()
     let mut server = demo.serve();
     for i in 0..3 {
         let csr = openssl_csr(demo.path(), &format!("a{i}"), "ec:P-256");
-        demo.issue_personal("channel-demo", &csr).await;
+        demo.issue_personal("operator", &csr).await;
     }
     // SIGTERM: the server signs a final checkpoint over everything it wrote.
     assert_eq!(server.stop_with("TERM", Duration::from_secs(20)), Some(0));
