@@ -70,6 +70,12 @@ pub struct ApplianceConfig {
     /// Settings of the verification service (`[verification]`, needed once a plugin is listed).
     #[serde(default)]
     pub verification: VerificationSettings,
+    /// The Prometheus metrics listener (`[metrics]`, optional: absent = no listener).
+    #[serde(default)]
+    pub metrics: Option<crate::ops::metrics::MetricsConfig>,
+    /// Log format (`[log]`, optional).
+    #[serde(default)]
+    pub log: crate::logging::LogConfig,
 }
 
 /// Where a plugin runs (`isolation = "worker" | "in_process"`).

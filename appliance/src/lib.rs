@@ -8,6 +8,8 @@ pub mod config;
 pub mod contact;
 pub mod demo;
 pub mod listener;
+pub mod logging;
+pub mod ops;
 pub mod profile;
 pub mod server;
 pub mod status;

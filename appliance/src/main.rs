@@ -10,7 +10,7 @@ mod hardening;
 
 use ca_appliance::ca::ceremony::{self, CeremonyOutcome};
 use ca_appliance::config::ApplianceConfig;
-use ca_appliance::{demo, server, storage, verification};
+use ca_appliance::{demo, logging, ops, server, storage, verification};
 
 #[derive(Parser)]
 #[command(
@@ -45,6 +45,9 @@ enum Command {
         /// Where the demo's verifier plugins reach vendor-sim (the vendor simulator).
         #[arg(long, default_value = "127.0.0.1:8099")]
         vendor_sim_addr: SocketAddr,
+        /// Prometheus metrics listener (`GET /metrics`); none unless given.
+        #[arg(long)]
+        metrics_addr: Option<SocketAddr>,
     },
     /// Run the appliance.
     Serve {
@@ -71,6 +74,25 @@ enum Command {
     Plugin {
         #[command(subcommand)]
         command: PluginCommand,
+    },
+    /// Take a consistent online backup (database snapshot, config, profiles, channels, CA
+    /// certificates, CRLs, a manifest of SHA-256 digests; never HSM keys or secret files).
+    Backup {
+        /// The appliance configuration file.
+        #[arg(long)]
+        config: PathBuf,
+        /// New (or empty) directory to write the backup into.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Restore a backup into a new appliance directory (digests checked first).
+    Restore {
+        /// The backup directory (written by `backup`).
+        #[arg(long)]
+        from: PathBuf,
+        /// New (or empty) directory for the restored appliance.
+        #[arg(long)]
+        dir: PathBuf,
     },
     /// The personal-data keys (wrapped by the HSM, kept in the database).
     DataKey {
@@ -109,20 +131,25 @@ enum PluginCommand {
 
 fn main() -> ExitCode {
     let hardening = hardening::apply();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let cli = Cli::parse();
+    logging::init(log_format(&cli));
     hardening.log();
-    match run(Cli::parse()) {
+    match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
             eprintln!("error: {message}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `serve` logs as its configuration's `[log] format` says; everything else picks by terminal.
+fn log_format(cli: &Cli) -> logging::LogFormat {
+    match &cli.command {
+        Command::Serve { config } => ApplianceConfig::load(config)
+            .map(|c| c.log.format)
+            .unwrap_or_default(),
+        _ => logging::LogFormat::Auto,
     }
 }
 
@@ -135,6 +162,7 @@ fn run(cli: Cli) -> Result<(), String> {
             public_addr,
             module,
             vendor_sim_addr,
+            metrics_addr,
         } => {
             if !demo {
                 return Err("only `init --demo` is available; production set-up writes appliance.toml by hand (see README)".into());
@@ -143,6 +171,10 @@ fn run(cli: Cli) -> Result<(), String> {
             export_softhsm_conf(Some(&layout.softhsm2_conf));
             let config_path = demo::write_demo(&layout, api_addr, public_addr, vendor_sim_addr)
                 .map_err(|e| e.to_string())?;
+            if let Some(addr) = metrics_addr {
+                ops::metrics::append_to_config(&config_path, addr)
+                    .map_err(|e| format!("cannot write {}: {e}", config_path.display()))?;
+            }
             let config = ApplianceConfig::load(&config_path).map_err(|e| e.to_string())?;
             runtime()?.block_on(run_ceremony(&config, &[], "cli:init"))?;
             runtime()?.block_on(data_key_rotate(&config, "cli:init"))?;
@@ -204,6 +236,38 @@ fn run(cli: Cli) -> Result<(), String> {
                     config_json,
                 },
         } => plugin_check(&path, config.as_deref(), config_json.as_deref()),
+        Command::Backup { config, out } => {
+            let m = runtime()?
+                .block_on(ops::backup::backup(&config, &out))
+                .map_err(|e| format!("backup: {e}"))?;
+            println!(
+                "backup written to {}: {} certificate(s), {} audit row(s) (chain verified), CRL number {}, {} file(s) in {}",
+                out.display(),
+                m.certificates,
+                m.audit_rows,
+                m.crl_number,
+                m.files.len(),
+                ops::backup::MANIFEST
+            );
+            for line in &m.not_included {
+                println!("not included: {line}");
+            }
+            Ok(())
+        }
+        Command::Restore { from, dir } => {
+            let m = runtime()?
+                .block_on(ops::backup::restore(&from, &dir))
+                .map_err(|e| format!("restore: {e}"))?;
+            println!(
+                "restored {} certificate(s), {} audit row(s) (chain verified) into {}; start it with: ca-appliance serve --config {}",
+                m.certificates,
+                m.audit_rows,
+                dir.display(),
+                dir.join("appliance.toml").display()
+            );
+            println!("it listens on the original addresses: edit [server] (and [metrics]) first if the original still runs on this host");
+            Ok(())
+        }
         Command::DataKey {
             command: DataKeyCommand::Rotate { config },
         } => {

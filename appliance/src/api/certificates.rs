@@ -114,6 +114,8 @@ pub async fn issue(
             ));
         }
     }
+    let profile = body.profile.clone();
+    let started = std::time::Instant::now();
     let issued = state
         .issuer
         .issue(IssuanceRequest {
@@ -123,7 +125,9 @@ pub async fn issue(
             channel: channel.map(|c| c.name.clone()),
             actor: caller.actor(),
         })
-        .await?;
+        .await;
+    crate::ops::metrics::issuance(&profile, started.elapsed(), &issued);
+    let issued = issued?;
     // Pre-sign its OCSP response now (a request before that is answered live).
     state
         .status

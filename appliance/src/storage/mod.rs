@@ -10,6 +10,7 @@ mod crl;
 mod data_keys;
 mod limits;
 mod ocsp;
+mod ops;
 mod revocation;
 mod verifications;
 
