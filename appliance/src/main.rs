@@ -76,7 +76,7 @@ enum Command {
         command: PluginCommand,
     },
     /// Take a consistent online backup (database snapshot, config, profiles, channels, CA
-    /// certificates, CRLs, a manifest of SHA-256 digests; never HSM keys or secret files).
+    /// certificates, a manifest of SHA-256 digests; never HSM keys or secret files).
     Backup {
         /// The appliance configuration file.
         #[arg(long)]

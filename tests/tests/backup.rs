@@ -49,6 +49,15 @@ fn sql(db: &Path, query: &str) -> Vec<Vec<String>> {
         .collect()
 }
 
+/// The revocations published for the personal CA (full and delta CRL together) and the
+/// highest CRL number of the two.
+async fn published(public: std::net::SocketAddr, dir: &Path) -> (u64, BTreeSet<String>) {
+    let (full, mut revoked) = crl(public, dir, "personal.crl").await;
+    let (delta, more) = crl(public, dir, "personal-delta.crl").await;
+    revoked.extend(more);
+    (full.max(delta), revoked)
+}
+
 /// The CRL at `/crl/{file}`: its number and revoked serials (upper-case hex), read by openssl.
 async fn crl(public: std::net::SocketAddr, dir: &Path, file: &str) -> (u64, BTreeSet<String>) {
     let (status, _, body) = public_get(public, &format!("/crl/{file}")).await;
@@ -71,9 +80,10 @@ async fn crl(public: std::net::SocketAddr, dir: &Path, file: &str) -> (u64, BTre
     while let Some(line) = lines.next() {
         if line.starts_with("X509v3 CRL Number") {
             let n = lines.next().unwrap().trim();
-            number = Some(n.parse::<u64>().unwrap_or_else(|_| {
-                u64::from_str_radix(n.trim_start_matches("0x"), 16).unwrap()
-            }));
+            number =
+                Some(n.parse::<u64>().unwrap_or_else(|_| {
+                    u64::from_str_radix(n.trim_start_matches("0x"), 16).unwrap()
+                }));
         }
         if let Some(s) = line.strip_prefix("Serial Number: ") {
             serials.insert(upper(s));
@@ -131,10 +141,15 @@ async fn backup_under_load_restores_the_same_certificates_ocsp_and_crl_numbers()
         let body = issue_body("personal", &csr, serde_json::json!({"name": "Load"}));
         clients.push(tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
-                let (status, resp) =
-                    api_request(api, tls.clone(), "POST", "/api/v1/certificates", Some(body.clone()))
-                        .await
-                        .unwrap();
+                let (status, resp) = api_request(
+                    api,
+                    tls.clone(),
+                    "POST",
+                    "/api/v1/certificates",
+                    Some(body.clone()),
+                )
+                .await
+                .unwrap();
                 assert_eq!(status, 201, "{}", String::from_utf8_lossy(&resp));
                 let serial = json(&resp)["serial"].as_str().unwrap().to_owned();
                 during.lock().unwrap().push(serial);
@@ -198,7 +213,9 @@ async fn backup_under_load_restores_the_same_certificates_ocsp_and_crl_numbers()
     for f in &files {
         let bytes = std::fs::read(backup_dir.join(f)).unwrap();
         assert!(
-            !bytes.windows(pin.trim().len()).any(|w| w == pin.trim().as_bytes()),
+            !bytes
+                .windows(pin.trim().len())
+                .any(|w| w == pin.trim().as_bytes()),
             "the PIN is in {f}"
         );
     }
@@ -211,7 +228,18 @@ async fn backup_under_load_restores_the_same_certificates_ocsp_and_crl_numbers()
     }
     assert_eq!(original_ocsp[&before[0].0], "revoked");
     assert_eq!(original_ocsp[&before[2].0], "good");
-    let (_, original_revoked) = crl(demo.public, &dir, "personal.crl").await;
+    let until = Instant::now() + Duration::from_secs(30);
+    let original_revoked = loop {
+        let (_, revoked) = published(demo.public, &dir).await;
+        if revoked.contains(&upper(&before[0].0)) && revoked.contains(&upper(&before[1].0)) {
+            break revoked;
+        }
+        assert!(
+            Instant::now() < until,
+            "the original never published its revocations"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     server.stop_with("TERM", Duration::from_secs(15));
 
     // A damaged backup is refused before anything is written.
@@ -229,8 +257,14 @@ async fn backup_under_load_restores_the_same_certificates_ocsp_and_crl_numbers()
         refused_dir.to_str().unwrap(),
     ]));
     assert!(!ok, "{out}");
-    assert!(err.contains("profiles/personal.toml does not match its digest"), "{err}");
-    assert!(!refused_dir.exists(), "restore wrote into the target anyway");
+    assert!(
+        err.contains("profiles/personal.toml does not match its digest"),
+        "{err}"
+    );
+    assert!(
+        !refused_dir.exists(),
+        "restore wrote into the target anyway"
+    );
 
     let restored = tempfile::tempdir().unwrap();
     let target = restored.path().join("appliance");
@@ -288,7 +322,7 @@ async fn backup_under_load_restores_the_same_certificates_ocsp_and_crl_numbers()
             "OCSP for {serial}"
         );
     }
-    let (_, restored_revoked) = crl(demo.public, &dir, "personal.crl").await;
+    let (_, restored_revoked) = published(demo.public, &dir).await;
     assert_eq!(restored_revoked, original_revoked);
     assert!(restored_revoked.contains(&upper(&before[0].0)));
     // The client identities are the original demo's (the TLS client CA was backed up).
@@ -304,7 +338,7 @@ async fn backup_under_load_restores_the_same_certificates_ocsp_and_crl_numbers()
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&resp));
     let until = Instant::now() + Duration::from_secs(30);
     loop {
-        let (number, revoked) = crl(demo.public, &dir, "personal.crl").await;
+        let (number, revoked) = published(demo.public, &dir).await;
         if revoked.contains(&upper(&before[2].0)) {
             assert!(
                 number > snapshot_crl_number,
@@ -312,7 +346,10 @@ async fn backup_under_load_restores_the_same_certificates_ocsp_and_crl_numbers()
             );
             break;
         }
-        assert!(Instant::now() < until, "the restored appliance published no new CRL");
+        assert!(
+            Instant::now() < until,
+            "the restored appliance published no new CRL"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert_eq!(ocsp_status(&dir, demo.public, &before[2].1), "revoked");

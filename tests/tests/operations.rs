@@ -186,7 +186,10 @@ async fn metrics_parse_with_prometheus_client_and_move_with_traffic() {
         1.0
     );
     assert_eq!(
-        delta("ca_issuance_duration_seconds_count", &[("profile", "personal")]),
+        delta(
+            "ca_issuance_duration_seconds_count",
+            &[("profile", "personal")]
+        ),
         3.0
     );
     assert_eq!(
@@ -211,7 +214,11 @@ async fn metrics_parse_with_prometheus_client_and_move_with_traffic() {
     assert_eq!(
         delta(
             "ca_http_requests_total",
-            &[("listener", "public"), ("route", "unmatched"), ("code", "404")]
+            &[
+                ("listener", "public"),
+                ("route", "unmatched"),
+                ("code", "404")
+            ]
         ),
         1.0
     );
@@ -228,9 +235,19 @@ async fn metrics_parse_with_prometheus_client_and_move_with_traffic() {
     );
     // The gauges read from the services at scrape time.
     for ca in ["personal", "organisation"] {
-        let age = value(&after, "ca_crl_age_seconds", &[("ca", ca), ("kind", "full")]);
+        let age = value(
+            &after,
+            "ca_crl_age_seconds",
+            &[("ca", ca), ("kind", "full")],
+        );
         assert!((0.0..3600.0).contains(&age), "CRL age of {ca}: {age}");
-        assert!(value(&after, "ca_crl_next_update_seconds", &[("ca", ca), ("kind", "full")]) > 0.0);
+        assert!(
+            value(
+                &after,
+                "ca_crl_next_update_seconds",
+                &[("ca", ca), ("kind", "full")]
+            ) > 0.0
+        );
         assert!(value(&after, "ca_crl_number", &[("ca", ca), ("kind", "full")]) >= 1.0);
         let responder = value(
             &after,
@@ -277,7 +294,10 @@ async fn readyz_names_a_removed_token_and_logs_carry_the_request_id() {
     let dir = demo.path();
     let mut server = demo.serve();
     let (status, _, body) = public_get(demo.public, "/healthz").await;
-    assert_eq!((status, json(&body)["status"].clone()), (200, "alive".into()));
+    assert_eq!(
+        (status, json(&body)["status"].clone()),
+        (200, "alive".into())
+    );
     eventually("ready after start", Duration::from_secs(20), || async {
         public_get(demo.public, "/readyz").await.0 == 200
     })
@@ -291,9 +311,11 @@ async fn readyz_names_a_removed_token_and_logs_carry_the_request_id() {
 
     // The token's storage disappears: unready, naming the HSM and nothing else.
     std::fs::rename(dir.join("tokens"), dir.join("tokens.away")).unwrap();
-    eventually("unready without the token", Duration::from_secs(10), || async {
-        public_get(demo.public, "/readyz").await.0 == 503
-    })
+    eventually(
+        "unready without the token",
+        Duration::from_secs(10),
+        || async { public_get(demo.public, "/readyz").await.0 == 503 },
+    )
     .await;
     let (_, headers, body) = public_get(demo.public, "/readyz").await;
     let unready = json(&body);
@@ -306,10 +328,11 @@ async fn readyz_names_a_removed_token_and_logs_carry_the_request_id() {
         "{unready}"
     );
     assert_eq!(unready["checks"]["database"], "ok", "{unready}");
-    assert!(unready["problems"].as_array().unwrap().iter().all(|p| p
-        .as_str()
+    assert!(unready["problems"]
+        .as_array()
         .unwrap()
-        .starts_with("hsm:")));
+        .iter()
+        .all(|p| p.as_str().unwrap().starts_with("hsm:")));
     let readyz_id = unready["request_id"].as_str().unwrap().to_owned();
     assert_eq!(headers["x-request-id"].to_str().unwrap(), readyz_id);
 
@@ -320,7 +343,11 @@ async fn readyz_names_a_removed_token_and_logs_carry_the_request_id() {
         demo.client_tls("channel-demo"),
         "POST",
         "/api/v1/certificates",
-        Some(issue_body("personal", &csr, serde_json::json!({"name": "A"}))),
+        Some(issue_body(
+            "personal",
+            &csr,
+            serde_json::json!({"name": "A"}),
+        )),
     )
     .await
     .unwrap();
@@ -363,7 +390,9 @@ async fn readyz_names_a_removed_token_and_logs_carry_the_request_id() {
             .any(|l| l["fields"]["message"] == "HSM operation failed"),
         "{issue_lines:?}"
     );
-    assert!(issue_lines.iter().all(|l| l["span"]["route"] == "/api/v1/certificates"));
+    assert!(issue_lines
+        .iter()
+        .all(|l| l["span"]["route"] == "/api/v1/certificates"));
     assert!(!of(&readyz_id).is_empty());
 
     // Back, and after the restart an operator does after re-inserting a token: ready again.
@@ -388,15 +417,20 @@ async fn text_logs_by_config_carry_the_request_id_without_colours() {
     })
     .await;
     std::fs::rename(demo.path().join("tokens"), demo.path().join("tokens.away")).unwrap();
-    eventually("unready without the token", Duration::from_secs(10), || async {
-        public_get(demo.public, "/readyz").await.0 == 503
-    })
+    eventually(
+        "unready without the token",
+        Duration::from_secs(10),
+        || async { public_get(demo.public, "/readyz").await.0 == 503 },
+    )
     .await;
     let (status, _, body) = public_get(demo.public, "/readyz").await;
     assert_eq!(status, 503);
     let id = json(&body)["request_id"].as_str().unwrap().to_owned();
     let log = server.log_text();
-    assert!(!log.contains('\u{1b}'), "colour in a redirected log:\n{log}");
+    assert!(
+        !log.contains('\u{1b}'),
+        "colour in a redirected log:\n{log}"
+    );
     assert!(log.lines().all(|l| !l.starts_with('{')), "{log}");
     assert!(log.contains("OCSP responses loaded"), "{log}");
     let line = log

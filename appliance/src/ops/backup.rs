@@ -3,8 +3,9 @@
 //!
 //! The backup holds the database (one SQLite snapshot taken while the server keeps writing),
 //! the configuration rewritten so the copy is self-contained, the profiles, the channels
-//! directory when configured, the CA certificates and the published CRLs, plus `manifest.json`
-//! with the SHA-256 of every file. It never holds key material: HSM keys stay in the HSM (the
+//! directory when configured and the CA certificates, plus `manifest.json`
+//! with the SHA-256 of every file. CRLs are not copied: the restored appliance publishes them
+//! afresh from its database (CRL numbers continue from the snapshot). It never holds key material: HSM keys stay in the HSM (the
 //! operator backs the token up with the vendor's procedure), and secret files (PIN file, TLS
 //! server key, plugin secrets) stay where they are; the restored configuration names them by
 //! absolute path.
@@ -108,7 +109,7 @@ pub async fn backup(config_path: &Path, out: &Path) -> Result<Manifest, BackupEr
     make_dir(&out.join("data"))?;
     let db = out.join(DATABASE);
     storage.backup_into(&db).await?;
-    let copy = Storage::open(&format!("sqlite://{}", db.display())).await?;
+    let copy = Storage::open_snapshot(&db).await?;
     let audit_rows = match copy.audit().verify().await? {
         Ok(n) => i64::try_from(n).unwrap_or(i64::MAX),
         Err(seq) => {
@@ -123,7 +124,6 @@ pub async fn backup(config_path: &Path, out: &Path) -> Result<Manifest, BackupEr
     // 2. The files beside it, and the configuration pointing at the copies.
     copy_dir(&config.profiles_dir, &out.join("profiles"))?;
     copy_dir(&config.ca_output_dir, &out.join("ca"))?;
-    copy_dir(&config.status.crl_dir, &out.join("crl"))?;
     make_dir(&out.join("tls"))?;
     copy_file(&config.server.tls_cert, &out.join("tls/server.pem"))?;
     copy_file(&config.server.client_ca, &out.join("tls/client-ca.pem"))?;
@@ -132,6 +132,8 @@ pub async fn backup(config_path: &Path, out: &Path) -> Result<Manifest, BackupEr
     set(&mut raw, &["database", "url"], "sqlite://data/appliance.db");
     set(&mut raw, &["server", "tls_cert"], "tls/server.pem");
     set(&mut raw, &["server", "client_ca"], "tls/client-ca.pem");
+    // No CRL files: the restored appliance publishes fresh ones from its database at start
+    // (numbered after the snapshot's counter), never a file older than the revocations it holds.
     set(&mut raw, &["status", "crl_dir"], "crl");
     // Channels as files (`channels_dir`), when the configuration has them.
     if let Some(dir) = raw.get("channels_dir").and_then(|v| v.as_str()) {
@@ -140,7 +142,11 @@ pub async fn backup(config_path: &Path, out: &Path) -> Result<Manifest, BackupEr
         set(&mut raw, &["channels_dir"], "channels");
     }
     // Secrets are not copied: the restored configuration names the originals.
-    set(&mut raw, &["server", "tls_key"], &path_str(&config.server.tls_key));
+    set(
+        &mut raw,
+        &["server", "tls_key"],
+        &path_str(&config.server.tls_key),
+    );
     if let Some(f) = &config.hsm.pin.file {
         set(&mut raw, &["hsm", "pin", "file"], &path_str(f));
     }
@@ -190,7 +196,8 @@ pub async fn backup(config_path: &Path, out: &Path) -> Result<Manifest, BackupEr
             "the HSM PIN, the TLS server key and plugin secrets: kept where they are, named by absolute path".to_owned(),
         ],
     };
-    let json = serde_json::to_vec_pretty(&manifest).map_err(|e| BackupError::Invalid(e.to_string()))?;
+    let json =
+        serde_json::to_vec_pretty(&manifest).map_err(|e| BackupError::Invalid(e.to_string()))?;
     write_new(&out.join(MANIFEST), &json)?;
     Ok(manifest)
 }
@@ -324,7 +331,10 @@ fn copy_dir(src: &Path, dest: &Path) -> Result<(), BackupError> {
         let entry = entry.map_err(|e| io_err(src, e))?;
         let name = entry.file_name();
         let hidden = name.to_string_lossy().starts_with('.');
-        let file = entry.file_type().map_err(|e| io_err(&entry.path(), e))?.is_file();
+        let file = entry
+            .file_type()
+            .map_err(|e| io_err(&entry.path(), e))?
+            .is_file();
         if file && !hidden {
             copy_file(&entry.path(), &dest.join(name))?;
         }

@@ -117,13 +117,13 @@ impl Readiness {
                     "crl: {file} expired {} s ago (nextUpdate passed)",
                     now - crl.next_update
                 )),
-                Some(crl) if now - crl.this_update > self.crl_max_age_secs => problems.push(
-                    format!(
+                Some(crl) if now - crl.this_update > self.crl_max_age_secs => {
+                    problems.push(format!(
                         "crl: {file} is {} s old (regenerated at most every {} s)",
                         now - crl.this_update,
                         self.crl_max_age_secs
-                    ),
-                ),
+                    ))
+                }
                 Some(_) => {}
             }
         }

@@ -45,8 +45,11 @@ fn gauge_vec(name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
 
 fn histogram_vec(name: &str, help: &str, labels: &[&str], buckets: &[f64]) -> HistogramVec {
     register(
-        HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets.to_vec()), labels)
-            .expect("static metric options"),
+        HistogramVec::new(
+            HistogramOpts::new(name, help).buckets(buckets.to_vec()),
+            labels,
+        )
+        .expect("static metric options"),
     )
 }
 
@@ -242,9 +245,9 @@ pub fn register_all() {
 pub fn issuance<T>(profile: &str, elapsed: Duration, result: &Result<T, IssuanceError>) {
     let outcome = match result {
         Ok(_) => "issued",
-        Err(IssuanceError::Hsm(_) | IssuanceError::Storage(_) | IssuanceError::IssuerMissing(_)) => {
-            "failed"
-        }
+        Err(
+            IssuanceError::Hsm(_) | IssuanceError::Storage(_) | IssuanceError::IssuerMissing(_),
+        ) => "failed",
         Err(_) => "refused",
     };
     ISSUANCES.with_label_values(&[profile, outcome]).inc();
@@ -341,7 +344,9 @@ pub async fn refresh(state: &AppState) {
                 CRL_NEXT_UPDATE
                     .with_label_values(&[&ca.name, kind])
                     .set(crl.next_update - now);
-                CRL_NUMBER.with_label_values(&[&ca.name, kind]).set(crl.number);
+                CRL_NUMBER
+                    .with_label_values(&[&ca.name, kind])
+                    .set(crl.number);
             }
         }
     }
@@ -409,10 +414,18 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let encoder = TextEncoder::new();
     let mut body = Vec::new();
     match encoder.encode(&families, &mut body) {
-        Ok(()) => ([(header::CONTENT_TYPE, encoder.format_type().to_owned())], body).into_response(),
+        Ok(()) => (
+            [(header::CONTENT_TYPE, encoder.format_type().to_owned())],
+            body,
+        )
+            .into_response(),
         Err(e) => {
             tracing::error!(error = %e, "encoding metrics failed");
-            (StatusCode::INTERNAL_SERVER_ERROR, "metrics encoding failed\n").into_response()
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "metrics encoding failed\n",
+            )
+                .into_response()
         }
     }
 }

@@ -45,7 +45,8 @@ pub async fn track(State(listener): State<&'static str>, req: Request, next: Nex
         .get::<MatchedPath>()
         .map_or("unmatched", |m| m.as_str())
         .to_owned();
-    let span = tracing::info_span!("request", request_id = %id, method = %req.method(), route = %route);
+    let span =
+        tracing::info_span!("request", request_id = %id, method = %req.method(), route = %route);
     let response = next.run(req).instrument(span.clone()).await;
     let code = response.status();
     crate::ops::metrics::http_request(listener, &route, code.as_u16(), started.elapsed());

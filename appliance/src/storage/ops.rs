@@ -2,6 +2,8 @@
 
 use std::path::Path;
 
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
+
 use super::{unix_now, Storage, StorageError};
 
 impl Storage {
@@ -48,6 +50,21 @@ impl Storage {
 }
 
 impl Storage {
+    /// Opens a backup copy read-only and immutable (no lock, no WAL or shm file created, no
+    /// migration), to check it without changing a byte of it.
+    pub async fn open_snapshot(path: &Path) -> Result<Self, StorageError> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .read_only(true)
+            .immutable(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options)
+            .await
+            .map_err(|e| StorageError::Open(e.to_string()))?;
+        Ok(Self { pool })
+    }
+
     /// Closes every connection (checkpointing the WAL into the database file).
     pub async fn close(&self) {
         self.pool.close().await;
