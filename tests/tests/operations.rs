@@ -2,6 +2,8 @@
 //! parser and moving with traffic; `/readyz` naming a removed HSM token; JSON log lines with the
 //! request id of the error body they explain, and plain text without colours when asked.
 
+#![allow(clippy::unwrap_used)] // tests may unwrap: a failure is the test failing
+
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::SocketAddr;
