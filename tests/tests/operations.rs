@@ -168,6 +168,7 @@ async fn metrics_parse_with_prometheus_client_and_move_with_traffic() {
     public_request(demo.public, "POST", "/ocsp", &[], b"not DER".to_vec()).await;
     let (status, _, _) = public_get(demo.public, "/nowhere").await;
     assert_eq!(status, 404);
+    public_get(demo.public, "/readyz").await;
 
     let after = scrape(metrics).await;
     let delta = |name: &str, labels: &[(&str, &str)]| {
@@ -278,6 +279,45 @@ async fn metrics_parse_with_prometheus_client_and_move_with_traffic() {
     assert!(after
         .keys()
         .any(|(n, l)| n == "ca_plugin_circuit_open" && l.get("plugin").is_some()));
+
+    // Every series the shipped alert rules and dashboard query is one the appliance exports
+    // (a renamed metric would silently disable an alert).
+    let exported: std::collections::BTreeSet<&str> =
+        after.keys().map(|(n, _)| n.as_str()).collect();
+    for file in [
+        "packaging/monitoring/alerts.yml",
+        "packaging/monitoring/grafana-dashboard.json",
+    ] {
+        let text = std::fs::read_to_string(workspace_root().join(file)).unwrap();
+        let names = metric_names(&text);
+        assert!(names.len() >= 8, "{file}: {names:?}");
+        for name in names {
+            // Appears with the first finished verification (no verification ran here).
+            if name == "ca_verifications_finished_total" {
+                continue;
+            }
+            assert!(exported.contains(name.as_str()), "{file} queries {name}, not exported");
+        }
+    }
+}
+
+/// The `ca_*` metric names in a rules or dashboard file.
+fn metric_names(text: &str) -> std::collections::BTreeSet<String> {
+    let mut names = std::collections::BTreeSet::new();
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while let Some(at) = text[i..].find("ca_") {
+        let start = i + at;
+        let boundary = start == 0 || !(bytes[start - 1].is_ascii_alphanumeric() || bytes[start - 1] == b'_');
+        let end = text[start..]
+            .find(|c: char| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'))
+            .map_or(text.len(), |e| start + e);
+        if boundary && end > start + 3 {
+            names.insert(text[start..end].to_owned());
+        }
+        i = end.max(start + 1);
+    }
+    names
 }
 
 /// The JSON log lines of the server (every line must be JSON: the log is not a terminal).
