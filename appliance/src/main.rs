@@ -45,9 +45,13 @@ enum Command {
         /// Where the demo's verifier plugins reach vendor-sim (the vendor simulator).
         #[arg(long, default_value = "127.0.0.1:8099")]
         vendor_sim_addr: SocketAddr,
-        /// Prometheus metrics listener (`GET /metrics`); none unless given.
+        /// Prometheus metrics listener (`GET /metrics`); demo: none unless given; production:
+        /// 127.0.0.1:9466 unless given.
         #[arg(long)]
         metrics_addr: Option<SocketAddr>,
+        /// Production set-up (without --demo).
+        #[command(flatten)]
+        production: Box<ProductionArgs>,
     },
     /// Run the appliance.
     Serve {
@@ -99,6 +103,29 @@ enum Command {
         #[command(subcommand)]
         command: DataKeyCommand,
     },
+}
+
+/// `init` without `--demo`: a production configuration for a real token.
+#[derive(clap::Args)]
+struct ProductionArgs {
+    /// Production: the HSM token's label.
+    #[arg(long)]
+    token_label: Option<String>,
+    /// Production: the PIN comes from this systemd credential (LoadCredentialEncrypted).
+    #[arg(long, group = "pin_source")]
+    pin_credential: Option<String>,
+    /// Production: the PIN comes from this environment variable.
+    #[arg(long, group = "pin_source")]
+    pin_env: Option<String>,
+    /// Production: the PIN comes from this 0600 file.
+    #[arg(long, group = "pin_source")]
+    pin_file: Option<PathBuf>,
+    /// Production: the URL relying parties reach the public listener at.
+    #[arg(long)]
+    public_url: Option<String>,
+    /// Production: the state directory (database, CA certificates, CRLs).
+    #[arg(long, default_value = "/var/lib/ca-appliance")]
+    state_dir: PathBuf,
 }
 
 #[derive(Subcommand)]
@@ -163,9 +190,45 @@ fn run(cli: Cli) -> Result<(), String> {
             module,
             vendor_sim_addr,
             metrics_addr,
+            production,
         } => {
             if !demo {
-                return Err("only `init --demo` is available; production set-up writes appliance.toml by hand (see README)".into());
+                let ProductionArgs {
+                    token_label,
+                    pin_credential,
+                    pin_env,
+                    pin_file,
+                    public_url,
+                    state_dir,
+                } = *production;
+                let token_label = token_label.ok_or("production init needs --token-label")?;
+                let public_url = public_url
+                    .ok_or("production init needs --public-url (written into certificates)")?;
+                let pin = match (pin_credential, pin_env, pin_file) {
+                    (Some(c), _, _) => ops::setup::PinFrom::Credential(c),
+                    (_, Some(e), _) => ops::setup::PinFrom::Env(e),
+                    (_, _, Some(f)) => ops::setup::PinFrom::File(f),
+                    _ => return Err("production init needs where the HSM PIN comes from: --pin-credential NAME (systemd LoadCredentialEncrypted), --pin-env VAR or --pin-file PATH".into()),
+                };
+                let module =
+                    module.ok_or("production init needs --module (the HSM's PKCS#11 library)")?;
+                let production = ops::setup::Production {
+                    module,
+                    token_label,
+                    pin,
+                    public_url,
+                    api_addr,
+                    public_addr,
+                    metrics_addr: metrics_addr.unwrap_or_else(ops::metrics::default_metrics_addr),
+                    state_dir,
+                };
+                let path = ops::setup::write(&dir, &production).map_err(|e| e.to_string())?;
+                println!(
+                    "wrote {} and its profiles; the HSM was not touched",
+                    path.display()
+                );
+                println!("next: add the TLS files under {}, run `ca-appliance check-config --config {p}`, review the [[ca]] ceremony plan in it, then `ca-appliance ceremony --config {p}`", dir.join("tls").display(), p = path.display());
+                return Ok(());
             }
             let layout = demo::prepare(&dir, module).map_err(|e| e.to_string())?;
             export_softhsm_conf(Some(&layout.softhsm2_conf));

@@ -296,7 +296,10 @@ async fn metrics_parse_with_prometheus_client_and_move_with_traffic() {
             if name == "ca_verifications_finished_total" {
                 continue;
             }
-            assert!(exported.contains(name.as_str()), "{file} queries {name}, not exported");
+            assert!(
+                exported.contains(name.as_str()),
+                "{file} queries {name}, not exported"
+            );
         }
     }
 }
@@ -308,7 +311,8 @@ fn metric_names(text: &str) -> std::collections::BTreeSet<String> {
     let mut i = 0;
     while let Some(at) = text[i..].find("ca_") {
         let start = i + at;
-        let boundary = start == 0 || !(bytes[start - 1].is_ascii_alphanumeric() || bytes[start - 1] == b'_');
+        let boundary =
+            start == 0 || !(bytes[start - 1].is_ascii_alphanumeric() || bytes[start - 1] == b'_');
         let end = text[start..]
             .find(|c: char| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'))
             .map_or(text.len(), |e| start + e);
@@ -480,4 +484,69 @@ async fn text_logs_by_config_carry_the_request_id_without_colours() {
         .find(|l| l.contains(&format!("request{{request_id={id} ")))
         .unwrap_or_else(|| panic!("no line for request {id}:\n{log}"));
     assert!(line.contains("request failed status=503"), "{line}");
+}
+
+#[test]
+fn production_init_writes_a_config_without_secrets_and_touches_no_token() {
+    let tmp = tempfile::tempdir().unwrap();
+    // SoftHSM2 pointed at an empty token directory: anything init did to a token would show.
+    let tokens = tmp.path().join("tokens");
+    std::fs::create_dir(&tokens).unwrap();
+    let conf = tmp.path().join("softhsm2.conf");
+    std::fs::write(
+        &conf,
+        format!("directories.tokendir = {}\n", tokens.display()),
+    )
+    .unwrap();
+    let dir = tmp.path().join("etc");
+    let init = |extra: &[&str]| {
+        let mut c = Command::new(appliance_bin());
+        c.env("SOFTHSM2_CONF", &conf).args([
+            "init",
+            "--dir",
+            dir.to_str().unwrap(),
+            "--module",
+            "/usr/lib/softhsm/libsofthsm2.so",
+            "--token-label",
+            "production",
+            "--public-url",
+            "http://ca.example.cn",
+            "--state-dir",
+            tmp.path().join("state").to_str().unwrap(),
+        ]);
+        run(c.args(extra))
+    };
+    // Where the PIN comes from is required, and nothing is written without it.
+    let (ok, _, err) = init(&[]);
+    assert!(!ok);
+    assert!(err.contains("--pin-credential"), "{err}");
+    assert!(!dir.join("appliance.toml").exists());
+
+    let (ok, out, err) = init(&["--pin-credential", "hsm-pin"]);
+    assert!(ok, "{out}\n{err}");
+    assert!(out.contains("the HSM was not touched"), "{out}");
+    assert_eq!(
+        std::fs::read_dir(&tokens).unwrap().count(),
+        0,
+        "a token was created"
+    );
+    let config = dir.join("appliance.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(text.contains("systemd_credential = \"hsm-pin\""), "{text}");
+    assert!(
+        text.contains("[[ca]]") && text.contains("ceremony plan"),
+        "{text}"
+    );
+    let (ok, out, err) = run(Command::new(appliance_bin()).args([
+        "check-config",
+        "--config",
+        config.to_str().unwrap(),
+    ]));
+    assert!(ok, "{out}\n{err}");
+    assert!(out.contains("3 CA(s), 2 profile(s)"), "{out}");
+    // A second init never overwrites a configuration.
+    let (ok, _, err) = init(&["--pin-env", "PIN"]);
+    assert!(!ok);
+    assert!(err.contains("already holds appliance.toml"), "{err}");
+    assert_eq!(std::fs::read_to_string(&config).unwrap(), text);
 }

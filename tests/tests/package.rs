@@ -24,9 +24,11 @@ fn mode(path: &Path) -> u32 {
 fn the_package_installs_into_a_fresh_root_with_user_directories_and_an_ok_unit() {
     let bins = binaries();
     let work = tempfile::tempdir().unwrap();
-    let (ok, out, err) = run(Command::new(workspace_root().join("packaging/build-deb.sh"))
-        .args(["--bin-dir", bins.to_str().unwrap(), "--fast", "--out"])
-        .arg(work.path().join("out")));
+    let (ok, out, err) = run(
+        Command::new(workspace_root().join("packaging/build-deb.sh"))
+            .args(["--bin-dir", bins.to_str().unwrap(), "--fast", "--out"])
+            .arg(work.path().join("out")),
+    );
     assert!(ok, "build-deb.sh failed:\n{out}\n{err}");
     let deb = out.lines().last().unwrap().trim().to_owned();
     assert!(deb.ends_with(".deb"), "{out}");
@@ -37,8 +39,16 @@ fn the_package_installs_into_a_fresh_root_with_user_directories_and_an_ok_unit()
         std::fs::create_dir_all(root.join(d)).unwrap();
     }
     std::fs::write(root.join("var/lib/dpkg/status"), "").unwrap();
-    std::fs::copy("/usr/share/base-passwd/passwd.master", root.join("etc/passwd")).unwrap();
-    std::fs::copy("/usr/share/base-passwd/group.master", root.join("etc/group")).unwrap();
+    std::fs::copy(
+        "/usr/share/base-passwd/passwd.master",
+        root.join("etc/passwd"),
+    )
+    .unwrap();
+    std::fs::copy(
+        "/usr/share/base-passwd/group.master",
+        root.join("etc/group"),
+    )
+    .unwrap();
     let mut dpkg = Command::new("dpkg");
     dpkg.arg(format!("--root={}", root.display()))
         // Maintainer scripts run on the host against DPKG_ROOT (the root has no shell); the
@@ -51,7 +61,10 @@ fn the_package_installs_into_a_fresh_root_with_user_directories_and_an_ok_unit()
     let (ok, out, err) = run(dpkg.args(["-i", &deb]));
     assert!(ok, "dpkg -i failed:\n{out}\n{err}");
     let (ok, status, _) = run(Command::new("dpkg-query")
-        .arg(format!("--admindir={}", root.join("var/lib/dpkg").display()))
+        .arg(format!(
+            "--admindir={}",
+            root.join("var/lib/dpkg").display()
+        ))
         .args(["-W", "-f=${Status}", "ca-appliance"]));
     assert!(ok && status == "install ok installed", "{status}");
 
@@ -64,9 +77,15 @@ fn the_package_installs_into_a_fresh_root_with_user_directories_and_an_ok_unit()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     assert_eq!(plugins.len(), 5, "{plugins:?}");
-    assert!(!plugins.iter().any(|p| p.contains("misbehaving")), "{plugins:?}");
+    assert!(
+        !plugins.iter().any(|p| p.contains("misbehaving")),
+        "{plugins:?}"
+    );
     for p in &plugins {
-        assert_eq!(mode(&root.join("usr/lib/ca-appliance/plugins").join(p)), 0o644);
+        assert_eq!(
+            mode(&root.join("usr/lib/ca-appliance/plugins").join(p)),
+            0o644
+        );
     }
     let unit = root.join("lib/systemd/system/ca-appliance.service");
     assert_eq!(
@@ -104,9 +123,17 @@ fn the_package_installs_into_a_fresh_root_with_user_directories_and_an_ok_unit()
     assert_eq!(mode(&root.join("etc/ca-appliance")), 0o750);
     if is_root {
         let meta = std::fs::metadata(&state).unwrap();
-        assert_eq!((meta.uid(), meta.gid()), (uid, gid), "state owned by the user");
+        assert_eq!(
+            (meta.uid(), meta.gid()),
+            (uid, gid),
+            "state owned by the user"
+        );
         let etc = std::fs::metadata(root.join("etc/ca-appliance")).unwrap();
-        assert_eq!((etc.uid(), etc.gid()), (0, gid), "config root-owned, group-readable");
+        assert_eq!(
+            (etc.uid(), etc.gid()),
+            (0, gid),
+            "config root-owned, group-readable"
+        );
     }
 
     // The documented set-up's first steps: the example config and profiles under

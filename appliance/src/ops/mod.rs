@@ -5,3 +5,4 @@ pub mod backup;
 pub mod health;
 pub mod metrics;
 pub mod request_id;
+pub mod setup;
