@@ -397,3 +397,27 @@ fn digest_tree(root: &Path) -> Result<Vec<ManifestFile>, BackupError> {
     out.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(out)
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn manifest_paths_must_stay_inside_the_backup() {
+        assert!(safe_relative("data/appliance.db").is_ok());
+        for bad in ["", "/etc/passwd", "../x", "a/../../b", "./a"] {
+            assert!(safe_relative(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn set_creates_tables_on_the_way() {
+        let mut t: toml::Table = "a = 1\n[server]\nx = 2\n".parse().unwrap();
+        set(&mut t, &["server", "tls_cert"], "tls/server.pem");
+        set(&mut t, &["status", "crl_dir"], "crl");
+        assert_eq!(t["server"]["tls_cert"].as_str(), Some("tls/server.pem"));
+        assert_eq!(t["server"]["x"].as_integer(), Some(2));
+        assert_eq!(t["status"]["crl_dir"].as_str(), Some("crl"));
+    }
+}

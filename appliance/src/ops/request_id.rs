@@ -90,3 +90,27 @@ async fn with_id(response: Response, id: &str) -> Response {
         None => Response::from_parts(parts, Body::from(bytes)),
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn with(value: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(HEADER, HeaderValue::from_str(value).unwrap());
+        h
+    }
+
+    #[test]
+    fn well_formed_caller_ids_are_kept_others_replaced() {
+        assert_eq!(request_id(&with("lb-42.a_b")), "lb-42.a_b");
+        for bad in ["a b", "x\"y", "{}", &"a".repeat(65), ""] {
+            let id = request_id(&with(bad));
+            assert_ne!(id, bad);
+            assert_eq!(id.len(), 16);
+            assert!(id.bytes().all(|b| b.is_ascii_hexdigit()));
+        }
+        assert_ne!(request_id(&HeaderMap::new()), request_id(&HeaderMap::new()));
+    }
+}
