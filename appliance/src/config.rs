@@ -87,6 +87,12 @@ pub struct ApplianceConfig {
     /// One-time codes, captchas and channel-plugin delivery (`[contact]`, optional).
     #[serde(default)]
     pub contact: ContactSettings,
+    /// The Prometheus metrics listener (`[metrics]`, optional: absent = no listener).
+    #[serde(default)]
+    pub metrics: Option<crate::ops::metrics::MetricsConfig>,
+    /// Log format (`[log]`, optional).
+    #[serde(default)]
+    pub log: crate::logging::LogConfig,
 }
 
 /// The offline root's token, on the `[hsm]` module (`[root_hsm]`).

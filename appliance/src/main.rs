@@ -11,7 +11,7 @@ mod hardening;
 use ca_appliance::ca::ceremony::{self, CeremonyOutcome};
 use ca_appliance::ca::offline;
 use ca_appliance::config::ApplianceConfig;
-use ca_appliance::{audit, demo, server, storage, verification};
+use ca_appliance::{audit, demo, logging, ops, server, storage, verification};
 
 #[derive(Parser)]
 #[command(
@@ -46,6 +46,13 @@ enum Command {
         /// Where the demo's verifier plugins reach vendor-sim (the vendor simulator).
         #[arg(long, default_value = "127.0.0.1:8099")]
         vendor_sim_addr: SocketAddr,
+        /// Prometheus metrics listener (`GET /metrics`); demo: none unless given; production:
+        /// 127.0.0.1:9466 unless given.
+        #[arg(long)]
+        metrics_addr: Option<SocketAddr>,
+        /// Production set-up (without --demo).
+        #[command(flatten)]
+        production: Box<ProductionArgs>,
     },
     /// Run the appliance.
     Serve {
@@ -72,6 +79,25 @@ enum Command {
     Plugin {
         #[command(subcommand)]
         command: PluginCommand,
+    },
+    /// Take a consistent online backup (database snapshot, config, profiles, channels, CA
+    /// certificates, a manifest of SHA-256 digests; never HSM keys or secret files).
+    Backup {
+        /// The appliance configuration file.
+        #[arg(long)]
+        config: PathBuf,
+        /// New (or empty) directory to write the backup into.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Restore a backup into a new appliance directory (digests checked first).
+    Restore {
+        /// The backup directory (written by `backup`).
+        #[arg(long)]
+        from: PathBuf,
+        /// New (or empty) directory for the restored appliance.
+        #[arg(long)]
+        dir: PathBuf,
     },
     /// The personal-data keys (wrapped by the HSM, kept in the database).
     DataKey {
@@ -144,6 +170,29 @@ enum AuditCommand {
     },
 }
 
+/// `init` without `--demo`: a production configuration for a real token.
+#[derive(clap::Args)]
+struct ProductionArgs {
+    /// Production: the HSM token's label.
+    #[arg(long)]
+    token_label: Option<String>,
+    /// Production: the PIN comes from this systemd credential (LoadCredentialEncrypted).
+    #[arg(long, group = "pin_source")]
+    pin_credential: Option<String>,
+    /// Production: the PIN comes from this environment variable.
+    #[arg(long, group = "pin_source")]
+    pin_env: Option<String>,
+    /// Production: the PIN comes from this 0600 file.
+    #[arg(long, group = "pin_source")]
+    pin_file: Option<PathBuf>,
+    /// Production: the URL relying parties reach the public listener at.
+    #[arg(long)]
+    public_url: Option<String>,
+    /// Production: the state directory (database, CA certificates, CRLs).
+    #[arg(long, default_value = "/var/lib/ca-appliance")]
+    state_dir: PathBuf,
+}
+
 #[derive(Subcommand)]
 enum DataKeyCommand {
     /// Make a new personal-data key active and re-seal every verification under it, while the
@@ -174,20 +223,25 @@ enum PluginCommand {
 
 fn main() -> ExitCode {
     let hardening = hardening::apply();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let cli = Cli::parse();
+    logging::init(log_format(&cli));
     hardening.log();
-    match run(Cli::parse()) {
+    match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
             eprintln!("error: {message}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `serve` logs as its configuration's `[log] format` says; everything else picks by terminal.
+fn log_format(cli: &Cli) -> logging::LogFormat {
+    match &cli.command {
+        Command::Serve { config } => ApplianceConfig::load(config)
+            .map(|c| c.log.format)
+            .unwrap_or_default(),
+        _ => logging::LogFormat::Auto,
     }
 }
 
@@ -200,14 +254,55 @@ fn run(cli: Cli) -> Result<(), String> {
             public_addr,
             module,
             vendor_sim_addr,
+            metrics_addr,
+            production,
         } => {
             if !demo {
-                return Err("only `init --demo` is available; production set-up writes appliance.toml by hand (see README)".into());
+                let ProductionArgs {
+                    token_label,
+                    pin_credential,
+                    pin_env,
+                    pin_file,
+                    public_url,
+                    state_dir,
+                } = *production;
+                let token_label = token_label.ok_or("production init needs --token-label")?;
+                let public_url = public_url
+                    .ok_or("production init needs --public-url (written into certificates)")?;
+                let pin = match (pin_credential, pin_env, pin_file) {
+                    (Some(c), _, _) => ops::setup::PinFrom::Credential(c),
+                    (_, Some(e), _) => ops::setup::PinFrom::Env(e),
+                    (_, _, Some(f)) => ops::setup::PinFrom::File(f),
+                    _ => return Err("production init needs where the HSM PIN comes from: --pin-credential NAME (systemd LoadCredentialEncrypted), --pin-env VAR or --pin-file PATH".into()),
+                };
+                let module =
+                    module.ok_or("production init needs --module (the HSM's PKCS#11 library)")?;
+                let production = ops::setup::Production {
+                    module,
+                    token_label,
+                    pin,
+                    public_url,
+                    api_addr,
+                    public_addr,
+                    metrics_addr: metrics_addr.unwrap_or_else(ops::metrics::default_metrics_addr),
+                    state_dir,
+                };
+                let path = ops::setup::write(&dir, &production).map_err(|e| e.to_string())?;
+                println!(
+                    "wrote {} and its profiles; the HSM was not touched",
+                    path.display()
+                );
+                println!("next: add the TLS files under {}, run `ca-appliance check-config --config {p}`, review the [[ca]] ceremony plan in it, then `ca-appliance ceremony --config {p}`", dir.join("tls").display(), p = path.display());
+                return Ok(());
             }
             let layout = demo::prepare(&dir, module).map_err(|e| e.to_string())?;
             export_softhsm_conf(Some(&layout.softhsm2_conf));
             let config_path = demo::write_demo(&layout, api_addr, public_addr, vendor_sim_addr)
                 .map_err(|e| e.to_string())?;
+            if let Some(addr) = metrics_addr {
+                ops::metrics::append_to_config(&config_path, addr)
+                    .map_err(|e| format!("cannot write {}: {e}", config_path.display()))?;
+            }
             let config = ApplianceConfig::load(&config_path).map_err(|e| e.to_string())?;
             runtime()?.block_on(run_ceremony(&config, &[], "cli:init"))?;
             runtime()?.block_on(data_key_rotate(&config, "cli:init"))?;
@@ -328,6 +423,38 @@ fn run(cli: Cli) -> Result<(), String> {
                 }
                 Ok(())
             })
+        }
+        Command::Backup { config, out } => {
+            let m = runtime()?
+                .block_on(ops::backup::backup(&config, &out))
+                .map_err(|e| format!("backup: {e}"))?;
+            println!(
+                "backup written to {}: {} certificate(s), {} audit row(s) (chain verified), CRL number {}, {} file(s) in {}",
+                out.display(),
+                m.certificates,
+                m.audit_rows,
+                m.crl_number,
+                m.files.len(),
+                ops::backup::MANIFEST
+            );
+            for line in &m.not_included {
+                println!("not included: {line}");
+            }
+            Ok(())
+        }
+        Command::Restore { from, dir } => {
+            let m = runtime()?
+                .block_on(ops::backup::restore(&from, &dir))
+                .map_err(|e| format!("restore: {e}"))?;
+            println!(
+                "restored {} certificate(s), {} audit row(s) (chain verified) into {}; start it with: ca-appliance serve --config {}",
+                m.certificates,
+                m.audit_rows,
+                dir.display(),
+                dir.join("appliance.toml").display()
+            );
+            println!("it listens on the original addresses: edit [server] (and [metrics]) first if the original still runs on this host");
+            Ok(())
         }
         Command::DataKey {
             command: DataKeyCommand::Rotate { config },

@@ -96,6 +96,12 @@ pub async fn serve(config: ApplianceConfig) -> Result<(), ServeError> {
                 "issuing CA not created yet; run `ca-appliance ceremony`");
         }
     }
+    crate::ops::metrics::register_all();
+    let readiness = Arc::new(crate::ops::health::Readiness::new(
+        hsm.clone(),
+        storage.clone(),
+        &config.status,
+    ));
     let certificates = storage.certificates();
     let issuer = Issuer::new(
         hsm.clone(),
@@ -131,6 +137,7 @@ pub async fn serve(config: ApplianceConfig) -> Result<(), ServeError> {
         status,
         verifications,
         applications,
+        readiness,
     });
     let clients = Arc::new(mtls::ClientDirectory::new(
         &config.clients,
@@ -156,12 +163,19 @@ pub async fn serve(config: ApplianceConfig) -> Result<(), ServeError> {
             addr: config.server.public_addr,
             source,
         })?;
-    tracing::info!(%api_addr, %public_addr, "serving");
+    let metrics_listener = match &config.metrics {
+        Some(m) => Some(bind(m.addr).await?),
+        None => None,
+    };
+    let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
+    tracing::info!(%api_addr, %public_addr, ?metrics_addr, "serving");
     // One machine-readable line for scripts and tests.
-    println!(
-        "{}",
-        serde_json::json!({ "api": api_addr.to_string(), "public": public_addr.to_string() })
-    );
+    let mut line =
+        serde_json::json!({ "api": api_addr.to_string(), "public": public_addr.to_string() });
+    if let Some(addr) = metrics_addr {
+        line["metrics"] = addr.to_string().into();
+    }
+    println!("{line}");
 
     let limits = ConnectionLimits::from_config(&config.server, max_connections);
     let grace = Duration::from_secs(config.server.shutdown_grace_secs);
@@ -174,6 +188,16 @@ pub async fn serve(config: ApplianceConfig) -> Result<(), ServeError> {
         api::api_router(state.clone(), config.server.max_body_bytes),
         shutdown.clone(),
     ));
+    let metrics = metrics_listener.map(|l| {
+        tokio::spawn(listener::serve(
+            "metrics",
+            l,
+            limits,
+            listener::PlainHttp,
+            crate::ops::metrics::router(state.clone()),
+            shutdown.clone(),
+        ))
+    });
     let mut public = tokio::spawn(listener::serve(
         "public",
         public_listener,
@@ -203,6 +227,9 @@ pub async fn serve(config: ApplianceConfig) -> Result<(), ServeError> {
     }
     api.abort();
     public.abort();
+    if let Some(m) = metrics {
+        m.abort();
+    }
     // The plugin workers: killed when their hosts drop (the last reference was held by the
     // connections and this task); the kernel kills any left at exit (parent-death signal).
     verification_task.abort();

@@ -150,6 +150,20 @@ impl Hsm {
         Ok(uri)
     }
 
+    /// Readiness probe: looks the private key up on the token afresh (no cache), on a pooled
+    /// session that must still be logged in; `KeyNotFound` or unavailable when the token is gone.
+    pub async fn probe_key(&self, key: &KeyUri) -> Result<(), HsmError> {
+        let this = self.clone();
+        let key = key.clone();
+        blocking(move || {
+            this.check_token(&key)?;
+            this.inner
+                .pool
+                .run(|session| this.find_private(session, &key).map(|_| ()))
+        })
+        .await
+    }
+
     /// Whether a private key with this URI exists on the token.
     pub async fn key_exists(&self, key: &KeyUri) -> Result<bool, HsmError> {
         let this = self.clone();
@@ -230,6 +244,18 @@ impl Hsm {
         digest: &[u8],
     ) -> Result<Vec<u8>, HsmError> {
         let _span = tracing::debug_span!("hsm.sign", key = %key.object, alg = %alg).entered();
+        let started = std::time::Instant::now();
+        let result = self.sign_digest_inner(key, alg, digest);
+        crate::metrics::sign_finished(started.elapsed(), &result);
+        result
+    }
+
+    fn sign_digest_inner(
+        &self,
+        key: &KeyUri,
+        alg: SignatureAlgorithm,
+        digest: &[u8],
+    ) -> Result<Vec<u8>, HsmError> {
         let (mechanism, input) = signature::prepare(alg, digest)?;
         let cached = self.lookup(key)?;
         if !cached.kind.allows(alg) {

@@ -10,6 +10,7 @@ mod config;
 mod error;
 mod hsm;
 mod keys;
+mod metrics;
 mod pin;
 mod pkcs11;
 mod pool;
@@ -22,6 +23,7 @@ pub use algorithm::{KeyKind, SignatureAlgorithm};
 pub use config::{HsmConfig, DEFAULT_POOL_SIZE};
 pub use error::HsmError;
 pub use hsm::Hsm;
+pub use metrics::register as register_metrics;
 pub use pin::PinSource;
 #[doc(hidden)]
 pub use pkcs11::raw_context;

@@ -97,9 +97,11 @@ impl Pool {
 
     /// Take an idle slot, waiting for one if every session is busy.
     fn checkout(&self) -> Lease<'_> {
+        let started = std::time::Instant::now();
         let mut idle = self.lock();
         loop {
             if let Some(slot) = idle.pop() {
+                crate::metrics::pool_waited(started.elapsed());
                 return Lease {
                     pool: self,
                     session: slot,

@@ -702,8 +702,11 @@ async fn nonce_echo_revoked_for_never_issued_and_responses_survive_restart() {
     assert!(ok && out.contains("ee.pem: good"), "{out}");
     python_check(&demo, "after.der", "good");
     let log = strip_ansi(&server.log_text());
+    // The log is not a terminal: JSON lines.
     assert!(
-        log.contains("OCSP responses loaded ca=personal responses=1"),
+        log.lines().any(|l| l.contains("\"OCSP responses loaded\"")
+            && l.contains("\"ca\":\"personal\"")
+            && l.contains("\"responses\":1")),
         "{log}"
     );
     assert!(!serial.is_empty());

@@ -108,6 +108,8 @@ pub async fn issue(
         return Err(IssuanceError::UnknownProfile(body.profile).into());
     }
     // An operator's direct issuance: audited as such (`direct: true`, no application).
+    let profile = body.profile.clone();
+    let started = std::time::Instant::now();
     let issued = state
         .issuer
         .issue(IssuanceRequest {
@@ -119,7 +121,9 @@ pub async fn issue(
             extra_policies: Vec::new(),
             application: None,
         })
-        .await?;
+        .await;
+    crate::ops::metrics::issuance(&profile, started.elapsed(), &issued);
+    let issued = issued?;
     // Pre-sign its OCSP response now (a request before that is answered live).
     state
         .status

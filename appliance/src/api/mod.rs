@@ -40,12 +40,15 @@ pub struct AppState {
     pub verifications: Arc<crate::verification::VerificationService>,
     /// Applications (absent without a personal-data key).
     pub applications: Option<Arc<crate::application::ApplicationService>>,
+    /// What `/readyz` checks (HSM, database, CRL and OCSP freshness).
+    pub readiness: Arc<crate::ops::health::Readiness>,
 }
 
 /// The mTLS API routes.
 pub fn api_router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
     Router::new()
-        .route("/healthz", get(public::healthz))
+        .route("/healthz", get(crate::ops::health::healthz))
+        .route("/readyz", get(crate::ops::health::readyz))
         .route("/api/v1/certificates", post(certificates::issue))
         .route("/api/v1/certificates/{serial}", get(certificates::get))
         .route(
@@ -87,19 +90,28 @@ pub fn api_router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(axum::middleware::from_fn_with_state(
+            "api",
+            crate::ops::request_id::track,
+        ))
         .with_state(state)
 }
 
 /// The public plain-HTTP routes for relying parties.
 pub fn public_router(state: Arc<AppState>) -> Router {
     Router::new()
-        .route("/healthz", get(public::healthz))
+        .route("/healthz", get(crate::ops::health::healthz))
+        .route("/readyz", get(crate::ops::health::readyz))
         .route("/ca/{file}", get(public::ca_certificate))
         .route("/callbacks/{plugin}/{id}", post(callbacks::receive))
         .merge(status_routes::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(16 * 1024))
+        .layer(axum::middleware::from_fn_with_state(
+            "public",
+            crate::ops::request_id::track,
+        ))
         .with_state(state)
 }
 

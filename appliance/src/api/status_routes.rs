@@ -31,6 +31,7 @@ pub fn routes() -> Router<Arc<AppState>> {
 }
 
 fn ocsp_error(status: OcspErrorStatus) -> Response {
+    crate::ops::metrics::ocsp_answer(&OcspReply::Error(status));
     let mut r = Response::new(axum::body::Body::from(error_response(status)));
     r.headers_mut().insert(header::CONTENT_TYPE, OCSP_RESPONSE);
     r.headers_mut().insert(
@@ -95,6 +96,9 @@ enum Method {
 }
 
 fn reply(reply: OcspReply, method: Method, headers: &HeaderMap) -> Response {
+    if !matches!(reply, OcspReply::Error(_)) {
+        crate::ops::metrics::ocsp_answer(&reply);
+    }
     let now = unix_now();
     let (der, validators, this_update) = match reply {
         OcspReply::Error(status) => return ocsp_error(status),

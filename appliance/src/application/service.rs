@@ -1730,6 +1730,14 @@ impl ApplicationService {
         if app.status == from {
             return;
         }
+        if !app.status.is_open() {
+            let method = app.doc.progress.verified.first().map(|a| a.method.as_str());
+            crate::ops::metrics::application_finished(
+                &app.row.channel,
+                method.unwrap_or("none"),
+                app.status.name(),
+            );
+        }
         self.notify(app, kind).await;
     }
 

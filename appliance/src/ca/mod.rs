@@ -64,6 +64,11 @@ pub struct CertificateAuthority {
 }
 
 impl CertificateAuthority {
+    /// Checks that its key is on `hsm`'s token, without signing (readiness).
+    pub async fn probe_key(&self, hsm: &hsm::Hsm) -> Result<(), hsm::HsmError> {
+        hsm.probe_key(&self.key).await
+    }
+
     /// The certificate as PEM.
     pub fn certificate_pem(&self) -> String {
         pem_rfc7468_encode("CERTIFICATE", &self.certificate_der)

@@ -199,6 +199,19 @@ impl ResponseCache {
         map.values().filter(|s| s.sha1.is_some()).count()
     }
 
+    /// Number of pre-signed (SHA-1) responses and the oldest one's thisUpdate (metrics,
+    /// readiness): a scan, called per scrape, not per request.
+    pub fn summary(&self) -> (usize, Option<i64>) {
+        let map = self.map.read().unwrap_or_else(|p| p.into_inner());
+        let mut count = 0;
+        let mut oldest: Option<i64> = None;
+        for r in map.values().filter_map(|s| s.sha1.as_ref()) {
+            count += 1;
+            oldest = Some(oldest.map_or(r.this_update, |o| o.min(r.this_update)));
+        }
+        (count, oldest)
+    }
+
     /// Whether no pre-signed response is held.
     pub fn is_empty(&self) -> bool {
         self.len() == 0

@@ -236,6 +236,23 @@ impl OcspResponder {
         self.issuers.iter().map(|i| i.cache.len()).sum()
     }
 
+    /// Per issuing CA: its name, the pre-signed responses held and the oldest one's thisUpdate.
+    pub fn presigned_summary(&self) -> Vec<(String, usize, Option<i64>)> {
+        self.issuers
+            .iter()
+            .map(|i| {
+                let (count, oldest) = i.cache.summary();
+                (i.ca.name.clone(), count, oldest)
+            })
+            .collect()
+    }
+
+    /// The pre-signing policy: responses are re-signed when fewer than this many seconds of
+    /// validity remain (readiness calls one older than `validity - refresh` + margin stale).
+    pub fn refresh_window(&self) -> (i64, i64) {
+        (self.settings.validity_secs, self.settings.refresh_secs)
+    }
+
     /// Queues a just-issued certificate for pre-signing and wakes the pre-signer.
     pub fn certificate_issued(&self, ca_id: i64, serial: &str) {
         self.issued

@@ -143,6 +143,13 @@ async fn run_writer(pool: SqlitePool, mut inbox: mpsc::Receiver<Pending>) {
 }
 
 async fn commit_batch(pool: &SqlitePool, rows: &[Pending]) -> Result<(), StorageError> {
+    let started = std::time::Instant::now();
+    let result = commit_rows(pool, rows).await;
+    crate::ops::metrics::db_commit(rows.len(), started.elapsed(), result.is_ok());
+    result
+}
+
+async fn commit_rows(pool: &SqlitePool, rows: &[Pending]) -> Result<(), StorageError> {
     let mut tx = pool.begin().await?;
     let issued_at = unix_now();
     for (cert, audit, _) in rows {

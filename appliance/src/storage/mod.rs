@@ -12,6 +12,7 @@ mod data_keys;
 mod limits;
 mod notify;
 mod ocsp;
+mod ops;
 mod revocation;
 mod signing;
 mod verifications;

@@ -378,6 +378,17 @@ fn completion_audit(owner: &str, record: &VerificationRecord) -> Option<AuditEnt
     })
 }
 
+/// Counts a verification that just reached its final status (metrics).
+fn finished_metric(owner: &str, record: &VerificationRecord) {
+    if record.status.is_final() {
+        crate::ops::metrics::verification_finished(
+            owner,
+            &record.plugin,
+            status_name(record.status),
+        );
+    }
+}
+
 impl VerificationStore for SqlVerificationStore {
     async fn create(&self, record: &VerificationRecord) -> Result<(), StoreError> {
         let intent = self
@@ -417,7 +428,10 @@ impl VerificationStore for SqlVerificationStore {
                     .map_err(backend)?,
             );
             match self.rows.insert(&row, &audit).await {
-                Ok(true) => return Ok(()),
+                Ok(true) => {
+                    finished_metric(&intent.owner, record);
+                    return Ok(());
+                }
                 // A rotation made another key active: reload and seal again.
                 Ok(false) => keys = self.keyring.reload(&keys).await.map_err(backend)?,
                 Err(StorageError::Duplicate(_)) => {
@@ -474,6 +488,7 @@ impl VerificationStore for SqlVerificationStore {
                 .await
                 .map_err(backend)?
             {
+                finished_metric(&stored.owner, record);
                 return Ok(());
             }
             // Not written: the revision moved (next round says Conflict), a rotation re-sealed

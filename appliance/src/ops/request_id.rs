@@ -1,0 +1,116 @@
+//! A request id for every HTTP request: taken from a well-formed `X-Request-Id` or made up,
+//! carried by the tracing span every log line of the request is written in, returned in the
+//! `X-Request-Id` header and added to every JSON error body as `request_id`. The same layer
+//! counts the request in the metrics by route template.
+
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue};
+use axum::middleware::Next;
+use axum::response::Response;
+use rand::RngCore;
+use tracing::Instrument;
+
+/// The header carrying the id, both ways.
+pub const HEADER: &str = "x-request-id";
+
+/// Largest JSON error body rewritten to carry the id (error bodies are a few hundred bytes).
+const MAX_ERROR_BODY: usize = 64 * 1024;
+
+/// A caller's id if it is 1..=64 characters of `[A-Za-z0-9._-]` (nothing to inject into a log
+/// line), else a fresh random one.
+pub fn request_id(headers: &HeaderMap) -> String {
+    if let Some(given) = headers.get(HEADER).and_then(|v| v.to_str().ok()) {
+        if (1..=64).contains(&given.len())
+            && given
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        {
+            return given.to_owned();
+        }
+    }
+    let mut bytes = [0u8; 8];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    hex::encode(bytes)
+}
+
+/// Middleware (`from_fn_with_state(listener_name, track)`): id, span, metrics, error body.
+pub async fn track(State(listener): State<&'static str>, req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let id = request_id(req.headers());
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", |m| m.as_str())
+        .to_owned();
+    let span =
+        tracing::info_span!("request", request_id = %id, method = %req.method(), route = %route);
+    let response = next.run(req).instrument(span.clone()).await;
+    let code = response.status();
+    crate::ops::metrics::http_request(listener, &route, code.as_u16(), started.elapsed());
+    if code.is_server_error() {
+        span.in_scope(|| tracing::warn!(status = code.as_u16(), "request failed"));
+    } else {
+        span.in_scope(|| tracing::debug!(status = code.as_u16(), "request answered"));
+    }
+    with_id(response, &id).await
+}
+
+/// Adds the header, and `request_id` to a JSON error body.
+async fn with_id(response: Response, id: &str) -> Response {
+    let (mut parts, body) = response.into_parts();
+    if let Ok(value) = HeaderValue::from_str(id) {
+        parts.headers.insert(HEADER, value);
+    }
+    let is_json = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(parts.status.is_client_error() || parts.status.is_server_error()) || !is_json {
+        return Response::from_parts(parts, body);
+    }
+    let bytes = match axum::body::to_bytes(body, MAX_ERROR_BODY).await {
+        Ok(b) => b,
+        Err(_) => return Response::from_parts(parts, Body::empty()),
+    };
+    let rewritten = match serde_json::from_slice::<serde_json::Value>(&bytes) {
+        Ok(serde_json::Value::Object(mut map)) => {
+            map.insert("request_id".into(), id.into());
+            serde_json::to_vec(&map).ok()
+        }
+        _ => None,
+    };
+    match rewritten {
+        Some(body) => {
+            parts.headers.remove(header::CONTENT_LENGTH);
+            Response::from_parts(parts, Body::from(body))
+        }
+        None => Response::from_parts(parts, Body::from(bytes)),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn with(value: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(HEADER, HeaderValue::from_str(value).unwrap());
+        h
+    }
+
+    #[test]
+    fn well_formed_caller_ids_are_kept_others_replaced() {
+        assert_eq!(request_id(&with("lb-42.a_b")), "lb-42.a_b");
+        for bad in ["a b", "x\"y", "{}", &"a".repeat(65), ""] {
+            let id = request_id(&with(bad));
+            assert_ne!(id, bad);
+            assert_eq!(id.len(), 16);
+            assert!(id.bytes().all(|b| b.is_ascii_hexdigit()));
+        }
+        assert_ne!(request_id(&HeaderMap::new()), request_id(&HeaderMap::new()));
+    }
+}

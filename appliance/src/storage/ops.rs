@@ -1,0 +1,72 @@
+//! Operations on the database as a whole: the readiness write probe and the online backup.
+
+use std::path::Path;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
+
+use super::{unix_now, Storage, StorageError};
+
+impl Storage {
+    /// Readiness: commits a one-row write (the database is writable, its disk takes a durable
+    /// commit, and no writer holds the lock beyond the busy timeout).
+    pub async fn probe_write(&self) -> Result<(), StorageError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE ops_probe SET probed_at = ? WHERE id = 1")
+            .bind(unix_now())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Writes a consistent copy of the whole database to `dest` (which must not exist) while
+    /// others keep reading and writing: SQLite's `VACUUM INTO` reads one snapshot (SQLite only;
+    /// a PostgreSQL backend would use its own dump).
+    pub async fn backup_into(&self, dest: &Path) -> Result<(), StorageError> {
+        let dest = dest
+            .to_str()
+            .ok_or_else(|| StorageError::Open(format!("{} is not UTF-8", dest.display())))?;
+        sqlx::query("VACUUM INTO ?")
+            .bind(dest)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Counts used by `backup` to describe what it copied: certificates, audit rows and the
+    /// last CRL number allocated.
+    pub async fn backup_summary(&self) -> Result<(i64, i64, i64), StorageError> {
+        let certificates: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM certificates")
+            .fetch_one(&self.pool)
+            .await?;
+        let audit: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM audit_log")
+            .fetch_one(&self.pool)
+            .await?;
+        let crl: i64 = sqlx::query_scalar("SELECT value FROM counters WHERE name = 'crl_number'")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok((certificates, audit, crl))
+    }
+}
+
+impl Storage {
+    /// Opens a backup copy read-only and immutable (no lock, no WAL or shm file created, no
+    /// migration), to check it without changing a byte of it.
+    pub async fn open_snapshot(path: &Path) -> Result<Self, StorageError> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .read_only(true)
+            .immutable(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options)
+            .await
+            .map_err(|e| StorageError::Open(e.to_string()))?;
+        Ok(Self { pool })
+    }
+
+    /// Closes every connection (checkpointing the WAL into the database file).
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
