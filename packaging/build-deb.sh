@@ -40,8 +40,8 @@ for b in ca-appliance ca-plugin-worker; do
     install -m 0755 "$bin_dir/$b" "$pkg/usr/bin/$b"
     strip --strip-debug "$pkg/usr/bin/$b"
 done
-# The first-party verifier plugins (the misbehaving test plugin is not shipped).
-for p in phone_real_name bank_card face corporate_transfer org_registry; do
+# The first-party verifier and channel plugins (the misbehaving test plugin is not shipped).
+for p in phone_real_name bank_card face corporate_transfer org_registry channel_notify channel_webhook; do
     install -m 0644 "$bin_dir/libplugin_$p.so" "$pkg/usr/lib/ca-appliance/plugins/"
     strip --strip-debug "$pkg/usr/lib/ca-appliance/plugins/libplugin_$p.so"
 done
@@ -50,7 +50,8 @@ install -m 0644 packaging/debian/ca-appliance.sysusers "$pkg/usr/lib/sysusers.d/
 install -m 0644 packaging/debian/ca-appliance.tmpfiles "$pkg/usr/lib/tmpfiles.d/ca-appliance.conf"
 install -m 0644 config/appliance.example.toml "$pkg/usr/share/doc/ca-appliance/examples/"
 install -m 0644 config/profiles/*.toml "$pkg/usr/share/ca-appliance/profiles/"
-# Channel definitions, when the repository has them (config/channels/*.toml).
+# Example channel definitions (config/channels/*.toml): the operator copies the ones wanted into
+# /etc/ca-appliance/channels once the plugins they name are configured.
 for c in config/channels/*.toml; do
     [ -e "$c" ] && install -m 0644 "$c" "$pkg/usr/share/ca-appliance/channels/"
 done

@@ -121,7 +121,7 @@ async fn backup_under_load_restores_the_same_certificates_ocsp_and_crl_numbers()
     // Before the backup: five certificates, two revoked.
     let mut before = Vec::new();
     for i in 0..5 {
-        let issued = demo.issue_personal("channel-demo", &csr).await;
+        let issued = demo.issue_personal("operator", &csr).await;
         let pem = format!("pre{i}.pem");
         std::fs::write(dir.join(&pem), issued["certificate"].as_str().unwrap()).unwrap();
         before.push((issued["serial"].as_str().unwrap().to_owned(), pem));
@@ -136,7 +136,7 @@ async fn backup_under_load_restores_the_same_certificates_ocsp_and_crl_numbers()
     for _ in 0..2 {
         let (api, tls, stop, during) = (
             demo.api,
-            demo.client_tls("channel-demo"),
+            demo.client_tls("operator"),
             stop.clone(),
             during.clone(),
         );

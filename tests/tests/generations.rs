@@ -143,7 +143,7 @@ async fn every_generation_keeps_ocsp_crl_and_chain_after_a_re_key() {
     let serial = g1["serial"].as_str().unwrap();
     let (status, resp) = api_request(
         demo.api,
-        demo.client_tls("channel-demo"),
+        demo.client_tls("operator"),
         "POST",
         &format!("/api/v1/certificates/{serial}/revoke"),
         Some(br#"{"reason": "keyCompromise"}"#.to_vec()),
@@ -281,7 +281,7 @@ async fn a_revoked_issuing_ca_is_on_the_offline_roots_crl() {
     let body = issue_body("personal", &csr, serde_json::json!({"name": "Late"}));
     let (status, resp) = api_request(
         demo.api,
-        demo.client_tls("channel-demo"),
+        demo.client_tls("operator"),
         "POST",
         "/api/v1/certificates",
         Some(body),

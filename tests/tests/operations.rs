@@ -122,7 +122,7 @@ async fn metrics_parse_with_prometheus_client_and_move_with_traffic() {
     let csr = openssl_csr(demo.path(), "ee", "ec:P-256");
     let mut serials = Vec::new();
     for _ in 0..2 {
-        let issued = demo.issue_personal("channel-demo", &csr).await;
+        let issued = demo.issue_personal("operator", &csr).await;
         std::fs::write(
             demo.path().join("ee.pem"),
             issued["certificate"].as_str().unwrap(),
@@ -386,7 +386,7 @@ async fn readyz_names_a_removed_token_and_logs_carry_the_request_id() {
     let csr = openssl_csr(dir, "ee", "ec:P-256");
     let (status, resp) = api_request(
         demo.api,
-        demo.client_tls("channel-demo"),
+        demo.client_tls("operator"),
         "POST",
         "/api/v1/certificates",
         Some(issue_body(

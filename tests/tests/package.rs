@@ -76,7 +76,7 @@ fn the_package_installs_into_a_fresh_root_with_user_directories_and_an_ok_unit()
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(plugins.len(), 5, "{plugins:?}");
+    assert_eq!(plugins.len(), 7, "{plugins:?}");
     assert!(
         !plugins.iter().any(|p| p.contains("misbehaving")),
         "{plugins:?}"
@@ -99,6 +99,9 @@ fn the_package_installs_into_a_fresh_root_with_user_directories_and_an_ok_unit()
         "usr/share/doc/ca-appliance/examples/appliance.example.toml",
         "usr/share/doc/ca-appliance/README.md",
         "usr/share/ca-appliance/profiles/personal.toml",
+        "usr/share/ca-appliance/channels/sheca-personal.toml",
+        "usr/lib/ca-appliance/plugins/libplugin_channel_notify.so",
+        "usr/lib/ca-appliance/plugins/libplugin_channel_webhook.so",
         "usr/share/ca-appliance/monitoring/alerts.yml",
         "usr/share/ca-appliance/monitoring/grafana-dashboard.json",
     ] {
@@ -121,6 +124,7 @@ fn the_package_installs_into_a_fresh_root_with_user_directories_and_an_ok_unit()
     assert_eq!(mode(&state), 0o700);
     assert_eq!(mode(&state.join("crl")), 0o700);
     assert_eq!(mode(&root.join("etc/ca-appliance")), 0o750);
+    assert_eq!(mode(&root.join("etc/ca-appliance/channels")), 0o750);
     if is_root {
         let meta = std::fs::metadata(&state).unwrap();
         assert_eq!(
