@@ -9,6 +9,7 @@ pub mod ca;
 pub mod config;
 pub mod contact;
 pub mod demo;
+pub mod fault;
 pub mod listener;
 pub mod logging;
 pub mod notify;

@@ -10,13 +10,13 @@ pub mod error;
 pub mod mtls;
 pub mod public;
 pub mod revocation;
+pub mod routes;
 pub mod status_routes;
 pub mod verifications;
 
 use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
 use axum::Router;
 
 use crate::ca::issuance::Issuer;
@@ -46,47 +46,7 @@ pub struct AppState {
 
 /// The mTLS API routes.
 pub fn api_router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
-    Router::new()
-        .route("/healthz", get(crate::ops::health::healthz))
-        .route("/readyz", get(crate::ops::health::readyz))
-        .route("/api/v1/certificates", post(certificates::issue))
-        .route("/api/v1/certificates/{serial}", get(certificates::get))
-        .route(
-            "/api/v1/certificates/{serial}/revoke",
-            post(revocation::revoke),
-        )
-        .route(
-            "/api/v1/certificates/{serial}/unhold",
-            post(revocation::unhold),
-        )
-        .merge(status_routes::routes())
-        .route("/api/v1/plugins", get(verifications::plugins))
-        .route("/api/v1/verifications", post(verifications::start))
-        .route("/api/v1/verifications/{id}", get(verifications::get))
-        .route(
-            "/api/v1/verifications/{id}/input",
-            post(verifications::input),
-        )
-        .route(
-            "/api/v1/verifications/{id}/cancel",
-            post(verifications::cancel),
-        )
-        .route("/api/v1/applications", post(applications::create))
-        .route("/api/v1/applications/{id}", get(applications::get))
-        .route("/api/v1/applications/{id}/input", post(applications::input))
-        .route(
-            "/api/v1/applications/{id}/choose",
-            post(applications::choose),
-        )
-        .route(
-            "/api/v1/applications/{id}/confirm",
-            post(applications::confirm),
-        )
-        .route("/api/v1/applications/{id}/csr", post(applications::csr))
-        .route(
-            "/api/v1/applications/{id}/cancel",
-            post(applications::cancel),
-        )
+    routes::router(routes::api())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body_bytes))
@@ -99,12 +59,7 @@ pub fn api_router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
 
 /// The public plain-HTTP routes for relying parties.
 pub fn public_router(state: Arc<AppState>) -> Router {
-    Router::new()
-        .route("/healthz", get(crate::ops::health::healthz))
-        .route("/readyz", get(crate::ops::health::readyz))
-        .route("/ca/{file}", get(public::ca_certificate))
-        .route("/callbacks/{plugin}/{id}", post(callbacks::receive))
-        .merge(status_routes::routes())
+    routes::router(routes::public())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(16 * 1024))

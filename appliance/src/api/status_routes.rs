@@ -9,8 +9,6 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::Router;
 use ca_status::ocsp::{decode_get_path, error_response, OcspErrorStatus};
 use sha2::{Digest, Sha256};
 
@@ -20,15 +18,6 @@ use crate::status::OcspReply;
 use crate::storage::unix_now;
 
 const OCSP_RESPONSE: HeaderValue = HeaderValue::from_static("application/ocsp-response");
-
-/// The status routes, to merge into both routers.
-pub fn routes() -> Router<Arc<AppState>> {
-    Router::new()
-        .route("/ocsp", post(ocsp_post))
-        .route("/ocsp/", get(ocsp_get))
-        .route("/ocsp/{*request}", get(ocsp_get))
-        .route("/crl/{file}", get(crl))
-}
 
 fn ocsp_error(status: OcspErrorStatus) -> Response {
     crate::ops::metrics::ocsp_answer(&OcspReply::Error(status));

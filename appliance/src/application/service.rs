@@ -1598,7 +1598,7 @@ impl ApplicationService {
                         return Ok(());
                     }
                 };
-                fault_point("after-application-issuance");
+                crate::fault::crash_point("after-application-issuance");
                 self.status.certificate_issued(issued.ca_id, &issued.serial);
                 app.row.issued_serial = Some(issued.serial.clone());
                 app.status = Status::Issued;
@@ -1997,16 +1997,6 @@ impl ApplicationService {
                 this.tick().await;
             }
         })
-    }
-}
-
-/// Crash-test hook (as in `status`): with `CA_APPLIANCE_FAULT=<name>` the process aborts at the
-/// point so named (`after-application-issuance`: certificate committed, application not yet
-/// marked issued). Unset in production: a no-op.
-fn fault_point(name: &str) {
-    if std::env::var_os("CA_APPLIANCE_FAULT").is_some_and(|v| v == name) {
-        tracing::error!(point = name, "CA_APPLIANCE_FAULT: aborting on purpose");
-        std::process::abort();
     }
 }
 

@@ -226,7 +226,7 @@ impl CaSigner {
         };
         let mut signature = hsm.sign_digest(key.key, key.algorithm, digest).await?;
         // Test hook: a signature the issuer's key did not make (the verification must catch it).
-        if std::env::var("CA_APPLIANCE_FAULT").as_deref() == Ok("corrupt-signature") {
+        if crate::fault::active("corrupt-signature") {
             if let Some(last) = signature.last_mut() {
                 *last ^= 0x01;
             }

@@ -142,7 +142,7 @@ impl StatusService {
         actor: &str,
     ) -> Result<StatusChange, RevocationError> {
         let change = self.revocations.revoke(revocation, actor).await?;
-        fault_point("after-revocation-commit");
+        crate::fault::crash_point("after-revocation-commit");
         self.after_change(&change).await;
         Ok(change)
     }
@@ -168,15 +168,5 @@ impl StatusService {
     /// Tells the pre-signer a certificate was just issued (it signs that one response, no scan).
     pub fn certificate_issued(&self, ca_id: i64, serial: &str) {
         self.ocsp.certificate_issued(ca_id, serial);
-    }
-}
-
-/// Crash-test hook: with `CA_APPLIANCE_FAULT=<name>` in the environment the process aborts at
-/// the point so named (e.g. `after-revocation-commit`: committed, not yet re-signed), so tests
-/// can play the crash that recovery promises to survive. Unset in production: a no-op.
-fn fault_point(name: &str) {
-    if std::env::var_os("CA_APPLIANCE_FAULT").is_some_and(|v| v == name) {
-        tracing::error!(point = name, "CA_APPLIANCE_FAULT: aborting on purpose");
-        std::process::abort();
     }
 }

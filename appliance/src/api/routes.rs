@@ -1,0 +1,163 @@
+//! The route table of each listener: one list that both builds the router and is what
+//! `appliance/openapi.json` is checked against, so the documented API cannot drift from the
+//! served one.
+
+use std::sync::Arc;
+
+use axum::http::Method;
+use axum::routing::{get, post, MethodRouter};
+use axum::Router;
+
+use super::{
+    applications, callbacks, certificates, public, revocation, status_routes, verifications,
+    AppState,
+};
+
+/// One method on one path and the handler that serves it.
+pub struct Route {
+    /// HTTP method.
+    pub method: Method,
+    /// Path in axum syntax (`{id}`, `{*rest}`).
+    pub path: &'static str,
+    handler: MethodRouter<Arc<AppState>>,
+}
+
+fn get_(path: &'static str, handler: MethodRouter<Arc<AppState>>) -> Route {
+    Route {
+        method: Method::GET,
+        path,
+        handler,
+    }
+}
+
+fn post_(path: &'static str, handler: MethodRouter<Arc<AppState>>) -> Route {
+    Route {
+        method: Method::POST,
+        path,
+        handler,
+    }
+}
+
+/// Served on both listeners: health and status services.
+fn shared() -> Vec<Route> {
+    vec![
+        get_("/healthz", get(crate::ops::health::healthz)),
+        get_("/readyz", get(crate::ops::health::readyz)),
+        post_("/ocsp", post(status_routes::ocsp_post)),
+        get_("/ocsp/", get(status_routes::ocsp_get)),
+        get_("/ocsp/{*request}", get(status_routes::ocsp_get)),
+        get_("/crl/{file}", get(status_routes::crl)),
+    ]
+}
+
+/// The mTLS API: operators and channels.
+pub fn api() -> Vec<Route> {
+    let mut routes = shared();
+    routes.extend([
+        post_("/api/v1/certificates", post(certificates::issue)),
+        get_("/api/v1/certificates/{serial}", get(certificates::get)),
+        post_(
+            "/api/v1/certificates/{serial}/revoke",
+            post(revocation::revoke),
+        ),
+        post_(
+            "/api/v1/certificates/{serial}/unhold",
+            post(revocation::unhold),
+        ),
+        get_("/api/v1/plugins", get(verifications::plugins)),
+        post_("/api/v1/verifications", post(verifications::start)),
+        get_("/api/v1/verifications/{id}", get(verifications::get)),
+        post_(
+            "/api/v1/verifications/{id}/input",
+            post(verifications::input),
+        ),
+        post_(
+            "/api/v1/verifications/{id}/cancel",
+            post(verifications::cancel),
+        ),
+        post_("/api/v1/applications", post(applications::create)),
+        get_("/api/v1/applications/{id}", get(applications::get)),
+        post_("/api/v1/applications/{id}/input", post(applications::input)),
+        post_(
+            "/api/v1/applications/{id}/choose",
+            post(applications::choose),
+        ),
+        post_(
+            "/api/v1/applications/{id}/confirm",
+            post(applications::confirm),
+        ),
+        post_("/api/v1/applications/{id}/csr", post(applications::csr)),
+        post_(
+            "/api/v1/applications/{id}/cancel",
+            post(applications::cancel),
+        ),
+    ]);
+    routes
+}
+
+/// The plain-HTTP public listener: relying parties and vendor callbacks.
+pub fn public() -> Vec<Route> {
+    let mut routes = shared();
+    routes.extend([
+        get_("/ca/{file}", get(public::ca_certificate)),
+        post_("/callbacks/{plugin}/{id}", post(callbacks::receive)),
+    ]);
+    routes
+}
+
+/// A router serving exactly `routes` (methods of one path merge).
+pub fn router(routes: Vec<Route>) -> Router<Arc<AppState>> {
+    routes
+        .into_iter()
+        .fold(Router::new(), |r, route| r.route(route.path, route.handler))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    /// `(METHOD, /path/{param})` as OpenAPI writes it.
+    fn listed(routes: &[Route]) -> BTreeSet<(String, String)> {
+        routes
+            .iter()
+            .map(|r| (r.method.to_string(), r.path.replace("{*", "{")))
+            .collect()
+    }
+
+    fn documented(listener: &str) -> BTreeSet<(String, String)> {
+        let doc: serde_json::Value =
+            serde_json::from_str(include_str!("../../openapi.json")).expect("openapi.json parses");
+        let mut out = BTreeSet::new();
+        for (path, item) in doc["paths"].as_object().expect("paths") {
+            for (method, op) in item.as_object().expect("path item") {
+                let on = op["x-listener"].as_str().expect("x-listener");
+                if on == listener || (on == "both" && listener != "metrics") {
+                    out.insert((method.to_uppercase(), path.clone()));
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn openapi_lists_exactly_the_routes_each_listener_serves() {
+        assert_eq!(documented("api"), listed(&api()), "mTLS API");
+        assert_eq!(documented("public"), listed(&public()), "public listener");
+        assert_eq!(
+            documented("metrics"),
+            BTreeSet::from([("GET".to_owned(), "/metrics".to_owned())]),
+            "metrics listener"
+        );
+    }
+
+    #[test]
+    fn no_method_and_path_is_listed_twice() {
+        for routes in [api(), public()] {
+            assert_eq!(listed(&routes).len(), routes.len());
+        }
+    }
+}
