@@ -5,14 +5,12 @@
 //! caller. One fsync then covers many certificates, and no certificate is returned before it is
 //! durable.
 
+use futures_util::future::BoxFuture;
 use sqlx::{Row, SqlitePool};
-use tokio::sync::{mpsc, oneshot};
 
 use super::audit::{append_in, AuditEntry};
+use super::group_commit::GroupCommit;
 use super::{unix_now, StorageError};
-
-/// Largest number of certificates committed in one transaction.
-const MAX_BATCH: usize = 256;
 
 /// A signed certificate to store.
 #[derive(Debug, Clone)]
@@ -58,23 +56,18 @@ pub struct CertificateRecord {
     pub revocation_reason: Option<i64>,
 }
 
-type Pending = (
-    NewCertificate,
-    AuditEntry,
-    oneshot::Sender<Result<(), StorageError>>,
-);
+type Pending = (NewCertificate, AuditEntry);
 
 /// Writes and reads issued certificates.
 #[derive(Clone)]
 pub struct CertificateStore {
     pool: SqlitePool,
-    writer: mpsc::Sender<Pending>,
+    writer: GroupCommit<Pending>,
 }
 
 impl CertificateStore {
     pub(super) fn new(pool: SqlitePool) -> Self {
-        let (writer, inbox) = mpsc::channel(4 * MAX_BATCH);
-        tokio::spawn(run_writer(pool.clone(), inbox));
+        let writer = GroupCommit::start(pool.clone(), commit_boxed);
         Self { pool, writer }
     }
 
@@ -84,12 +77,7 @@ impl CertificateStore {
         cert: NewCertificate,
         audit: AuditEntry,
     ) -> Result<(), StorageError> {
-        let (done, wait) = oneshot::channel();
-        self.writer
-            .send((cert, audit, done))
-            .await
-            .map_err(|_| StorageError::WriterStopped)?;
-        wait.await.map_err(|_| StorageError::WriterStopped)?
+        self.writer.write((cert, audit)).await
     }
 
     /// Looks a certificate up by serial (lowercase hex).
@@ -116,30 +104,11 @@ impl CertificateStore {
     }
 }
 
-async fn run_writer(pool: SqlitePool, mut inbox: mpsc::Receiver<Pending>) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    while inbox.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let rows = std::mem::take(&mut batch);
-        match commit_batch(&pool, &rows).await {
-            Ok(()) => {
-                for (_, _, done) in rows {
-                    let _ = done.send(Ok(()));
-                }
-            }
-            // One bad row (a serial collision) must not fail its neighbours: retry them alone.
-            Err(_) if rows.len() > 1 => {
-                for (cert, audit, done) in rows {
-                    let one = [(cert, audit, oneshot::channel().0)];
-                    let _ = done.send(commit_batch(&pool, &one).await);
-                }
-            }
-            Err(e) => {
-                for (_, _, done) in rows {
-                    let _ = done.send(Err(StorageError::Database(e.to_string())));
-                }
-            }
-        }
-    }
+fn commit_boxed<'a>(
+    pool: &'a SqlitePool,
+    rows: &'a [Pending],
+) -> BoxFuture<'a, Result<(), StorageError>> {
+    Box::pin(commit_batch(pool, rows))
 }
 
 async fn commit_batch(pool: &SqlitePool, rows: &[Pending]) -> Result<(), StorageError> {
@@ -152,7 +121,7 @@ async fn commit_batch(pool: &SqlitePool, rows: &[Pending]) -> Result<(), Storage
 async fn commit_rows(pool: &SqlitePool, rows: &[Pending]) -> Result<(), StorageError> {
     let mut tx = pool.begin().await?;
     let issued_at = unix_now();
-    for (cert, audit, _) in rows {
+    for (cert, audit) in rows {
         sqlx::query(
             "INSERT INTO certificates (serial, ca_id, profile, channel, subject_dn, not_before, not_after, der, issued_at)
              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",

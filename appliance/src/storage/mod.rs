@@ -9,6 +9,7 @@ mod authorities;
 mod certificates;
 mod crl;
 mod data_keys;
+mod group_commit;
 mod limits;
 mod notify;
 mod ocsp;

@@ -1,14 +1,12 @@
 //! The signing ledger: every signature a CA key is asked for, recorded durably with its audit
 //! row before the HSM signs. Group-committed like issued certificates (one fsync, many rows).
 
+use futures_util::future::BoxFuture;
 use sqlx::SqlitePool;
-use tokio::sync::{mpsc, oneshot};
 
 use super::audit::{append_in, AuditEntry};
+use super::group_commit::GroupCommit;
 use super::{unix_now, StorageError};
-
-/// Largest number of records committed in one transaction.
-const MAX_BATCH: usize = 256;
 
 /// What is about to be signed.
 #[derive(Debug, Clone)]
@@ -25,23 +23,19 @@ pub struct SigningRecord {
     pub tbs_sha256: Vec<u8>,
 }
 
-type Pending = (
-    SigningRecord,
-    AuditEntry,
-    oneshot::Sender<Result<(), StorageError>>,
-);
+type Pending = (SigningRecord, AuditEntry);
 
 /// Writes signing records.
 #[derive(Clone)]
 pub struct SigningLedger {
-    writer: mpsc::Sender<Pending>,
+    writer: GroupCommit<Pending>,
 }
 
 impl SigningLedger {
     pub(super) fn new(pool: SqlitePool) -> Self {
-        let (writer, inbox) = mpsc::channel(4 * MAX_BATCH);
-        tokio::spawn(run_writer(pool, inbox));
-        Self { writer }
+        Self {
+            writer: GroupCommit::start(pool, commit_boxed),
+        }
     }
 
     /// Records `record` and its audit row durably; returns once committed. A duplicate
@@ -51,45 +45,21 @@ impl SigningLedger {
         record: SigningRecord,
         audit: AuditEntry,
     ) -> Result<(), StorageError> {
-        let (done, wait) = oneshot::channel();
-        self.writer
-            .send((record, audit, done))
-            .await
-            .map_err(|_| StorageError::WriterStopped)?;
-        wait.await.map_err(|_| StorageError::WriterStopped)?
+        self.writer.write((record, audit)).await
     }
 }
 
-async fn run_writer(pool: SqlitePool, mut inbox: mpsc::Receiver<Pending>) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    while inbox.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let rows = std::mem::take(&mut batch);
-        match commit_batch(&pool, &rows).await {
-            Ok(()) => {
-                for (_, _, done) in rows {
-                    let _ = done.send(Ok(()));
-                }
-            }
-            // One bad row must not fail its neighbours: retry them alone.
-            Err(_) if rows.len() > 1 => {
-                for (record, audit, done) in rows {
-                    let one = [(record, audit, oneshot::channel().0)];
-                    let _ = done.send(commit_batch(&pool, &one).await);
-                }
-            }
-            Err(e) => {
-                for (_, _, done) in rows {
-                    let _ = done.send(Err(StorageError::Database(e.to_string())));
-                }
-            }
-        }
-    }
+fn commit_boxed<'a>(
+    pool: &'a SqlitePool,
+    rows: &'a [Pending],
+) -> BoxFuture<'a, Result<(), StorageError>> {
+    Box::pin(commit_batch(pool, rows))
 }
 
 async fn commit_batch(pool: &SqlitePool, rows: &[Pending]) -> Result<(), StorageError> {
     let mut tx = pool.begin().await?;
     let now = unix_now();
-    for (r, audit, _) in rows {
+    for (r, audit) in rows {
         sqlx::query(
             "INSERT INTO signing_records (ca_name, ca_generation, kind, serial, tbs_sha256, recorded_at)
              VALUES (?, ?, ?, ?, ?, ?)",
