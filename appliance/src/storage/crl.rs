@@ -192,6 +192,13 @@ impl CrlStore {
             .fetch_one(&mut *tx)
             .await
             .map_err(StorageError::from)?;
+        if since_seq.is_none() {
+            for status in ["revoked", "hold"] {
+                stream_full_chunks(&mut tx, ca_id, status, profile, &mut visit).await?;
+            }
+            tx.commit().await.map_err(StorageError::from)?;
+            return Ok(seq);
+        }
         let cols =
             "serial, status, revoked_at, revocation_reason, invalidity_date, status_changed_at";
         let only_profile = if profile.is_some() {
@@ -231,5 +238,82 @@ impl CrlStore {
         drop(rows);
         tx.commit().await.map_err(StorageError::from)?;
         Ok(seq)
+    }
+}
+
+/// Rows per chunk of a full-CRL read (about 60 bytes each once packed).
+const FULL_CHUNK: i64 = 16_384;
+
+/// Reads the `status` certificates of `ca_id` (of `profile` when given) in rowid order, in
+/// chunks packed by SQLite into one text value each (`serial,revoked_at,reason,invalidity`
+/// joined by `;`): one row per chunk crosses from the database thread instead of one per
+/// certificate, which dominated a million-entry CRL (thread hand-offs and value copies).
+async fn stream_full_chunks<E, F>(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    ca_id: i64,
+    status: &str,
+    profile: Option<&str>,
+    visit: &mut F,
+) -> Result<(), E>
+where
+    E: From<StorageError>,
+    F: FnMut(CrlRow) -> Result<(), E>,
+{
+    let only_profile = if profile.is_some() {
+        " AND profile = ?"
+    } else {
+        ""
+    };
+    let sql = format!(
+        "SELECT count(*), max(rid), group_concat(serial || ',' || ifnull(revoked_at, '') || ',' || \
+         ifnull(revocation_reason, '') || ',' || ifnull(invalidity_date, ''), ';') \
+         FROM (SELECT rowid AS rid, serial, revoked_at, revocation_reason, invalidity_date \
+               FROM certificates WHERE ca_id = ? AND status = ? AND rowid > ?{only_profile} \
+               ORDER BY rowid LIMIT ?)"
+    );
+    let bad = |what: &str| E::from(StorageError::Database(format!("CRL row chunk: {what}")));
+    let mut after: i64 = 0;
+    loop {
+        let mut q = sqlx::query(&sql).bind(ca_id).bind(status).bind(after);
+        if let Some(p) = profile {
+            q = q.bind(p);
+        }
+        let row = q
+            .bind(FULL_CHUNK)
+            .fetch_one(&mut **tx)
+            .await
+            .map_err(|e| E::from(StorageError::from(e)))?;
+        let count: i64 = row.try_get(0).map_err(|e| E::from(StorageError::from(e)))?;
+        if count == 0 {
+            return Ok(());
+        }
+        after = row.try_get(1).map_err(|e| E::from(StorageError::from(e)))?;
+        let packed: String = row.try_get(2).map_err(|e| E::from(StorageError::from(e)))?;
+        let int = |v: &str| -> Result<Option<i64>, E> {
+            if v.is_empty() {
+                Ok(None)
+            } else {
+                v.parse().map(Some).map_err(|_| bad("integer"))
+            }
+        };
+        for rec in packed.split(';') {
+            let mut f = rec.split(',');
+            let (Some(serial), Some(at), Some(reason), Some(inv), None) =
+                (f.next(), f.next(), f.next(), f.next(), f.next())
+            else {
+                return Err(bad("field count"));
+            };
+            visit(CrlRow {
+                serial: serial.to_owned(),
+                status: status.to_owned(),
+                revoked_at: int(at)?,
+                revocation_reason: int(reason)?,
+                invalidity_date: int(inv)?,
+                status_changed_at: None,
+            })?;
+        }
+        if count < FULL_CHUNK {
+            return Ok(());
+        }
     }
 }
