@@ -102,7 +102,10 @@ async fn sharded_profile_publishes_shard_crls_openssl_accepts() {
         let stem = format!("ee{i}");
         let (serial, url) = issue(&demo, &stem).await;
         let s = shard_of(&serial);
-        assert!(url.ends_with(&format!("/crl/personal-personal-shard{s}.crl")), "{url}");
+        assert!(
+            url.ends_with(&format!("/crl/personal-personal-shard{s}.crl")),
+            "{url}"
+        );
         if s != shard {
             other = Some((stem, s));
             break;
@@ -142,7 +145,14 @@ async fn sharded_profile_publishes_shard_crls_openssl_accepts() {
     assert!(text.contains("Only User Certificates"), "{text}");
     let (ok, _, err) = run(Command::new("openssl")
         .current_dir(demo.path())
-        .args(["crl", "-noout", "-verify", "-CAfile", "ca/personal.pem", "-in"])
+        .args([
+            "crl",
+            "-noout",
+            "-verify",
+            "-CAfile",
+            "ca/personal.pem",
+            "-in",
+        ])
         .arg(format!("{file}.pem")));
     assert!(ok && err.contains("verify OK"), "{err}");
 
@@ -154,7 +164,10 @@ async fn sharded_profile_publishes_shard_crls_openssl_accepts() {
     // list the revoked one.
     let other_file = format!("personal-personal-shard{other_shard}.crl");
     let other_text = fetch_crl(&demo, &other_file).await;
-    assert!(!other_text.contains(&revoked.to_uppercase()), "{other_text}");
+    assert!(
+        !other_text.contains(&revoked.to_uppercase()),
+        "{other_text}"
+    );
     let (ok, out) = verify(
         &demo,
         &format!("{other_stem}.pem"),

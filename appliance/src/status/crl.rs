@@ -18,9 +18,9 @@ use tokio::sync::Notify;
 
 use super::cache::http_date;
 use super::{serial_bytes, StatusError};
+use crate::ca::issuance::generation_profile;
 use crate::ca::signing::{CaSigner, CrlToSign, SigningError};
 use crate::ca::{CertificateAuthority, Hierarchy};
-use crate::ca::issuance::generation_profile;
 use crate::config::StatusConfig;
 use crate::profile::{crl_shard_file, crl_shard_of, crl_shard_url, Profile};
 use crate::storage::{unix_now, CrlRecord, CrlRow, CrlStore};

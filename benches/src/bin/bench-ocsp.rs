@@ -541,6 +541,73 @@ async fn generate_crl(config: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// Child mode `--shards CONFIG N`: publishes the revoked rows of `personal` (profile `bench`,
+/// as `--fill-revoked` writes them) as N shard CRLs (the `personal` profile with
+/// `crl_shards = N`), then republishes one shard; prints both times and the peak RSS.
+async fn publish_shards(config: &Path, shards: u16) -> Result<(), String> {
+    let config = ApplianceConfig::load(config).map_err(|e| e.to_string())?;
+    export_softhsm(&config);
+    let hsm = hsm::Hsm::open(&config.hsm_config())
+        .await
+        .map_err(|e| e.to_string())?;
+    let storage = Storage::open(&config.database.url)
+        .await
+        .map_err(|e| e.to_string())?;
+    let hierarchy = std::sync::Arc::new(
+        Hierarchy::from_records(
+            storage
+                .authorities()
+                .current()
+                .await
+                .map_err(|e| e.to_string())?,
+        )
+        .map_err(|e| e.to_string())?,
+    );
+    let profiles = config.load_profiles().map_err(|e| e.to_string())?;
+    let mut profile = profiles
+        .get("personal")
+        .ok_or("no personal profile")?
+        .clone();
+    profile.name = "bench".into();
+    profile.crl_shards = shards;
+    let issuer = ca_appliance::ca::issuance::Issuer::new(
+        hsm,
+        &storage,
+        hierarchy.clone(),
+        std::sync::Arc::new(profiles),
+        storage.certificates(),
+    );
+    let publisher = CrlPublisher::new(
+        issuer.signer(),
+        storage.crls(),
+        &hierarchy,
+        &config.status,
+        &config.server.public_url,
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    let ca = hierarchy.get("personal").ok_or("no personal CA")?;
+    let start = Instant::now();
+    let all = publisher
+        .publish_profile_shards(ca, &profile, None)
+        .await
+        .map_err(|e| e.to_string())?;
+    let all_secs = start.elapsed().as_secs_f64();
+    let start = Instant::now();
+    publisher
+        .publish_profile_shards(ca, &profile, Some(0))
+        .await
+        .map_err(|e| e.to_string())?;
+    let one_secs = start.elapsed().as_secs_f64();
+    println!(
+        "shards={} entries={} all_secs={all_secs:.3} one_secs={one_secs:.3} hwm_kb={}",
+        all.len(),
+        all.iter().map(|r| r.entries).sum::<i64>(),
+        vm_hwm_kb()
+    );
+    Ok(())
+}
+
 fn child_value(out: &str, key: &str) -> Option<f64> {
     out.split_whitespace()
         .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
@@ -866,6 +933,25 @@ async fn crl_part(
             ),
             Err(e) => println!("openssl ca -gencrl reference failed: {e}"),
         }
+        // Partitioned: the same rows as 64 shard CRLs, all published, then one republished.
+        let mut shard_runs = Vec::new();
+        for _ in 0..o.rounds {
+            shard_runs.push(sh(Command::new(me).arg("--shards").arg(&cfg).arg("64"))?);
+        }
+        let med = |key: &str| {
+            let mut v: Vec<f64> = shard_runs
+                .iter()
+                .filter_map(|r| child_value(r, key))
+                .collect();
+            v.sort_by(f64::total_cmp);
+            v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+        };
+        println!(
+            "64 shard CRLs of the same {entries} entries: all published in median {:.2} s, one shard republished in {:.2} s, peak RSS {:.0} MB",
+            med("all_secs"),
+            med("one_secs"),
+            med("hwm_kb") / 1024.0
+        );
         let crl = config.status.crl_dir.join("personal.crl");
         let (ok, _, err) = run(Command::new("openssl")
             .args(["crl", "-inform", "DER", "-noout", "-verify", "-in"])
@@ -890,10 +976,31 @@ fn openssl_crl_bytes_per_entry(dir: &Path, n: usize) -> Result<f64, String> {
     let dir = dir.join("ossl-crl");
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let o = |args: &[&str]| sh(Command::new("openssl").current_dir(&dir).args(args));
-    o(&["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", "ca.key"])?;
-    o(&["req", "-new", "-x509", "-key", "ca.key", "-days", "30", "-subj", "/CN=openssl crl bench", "-out", "ca.pem"])?;
-    let mut index =
-        std::io::BufWriter::new(std::fs::File::create(dir.join("index.txt")).map_err(|e| e.to_string())?);
+    o(&[
+        "ecparam",
+        "-name",
+        "prime256v1",
+        "-genkey",
+        "-noout",
+        "-out",
+        "ca.key",
+    ])?;
+    o(&[
+        "req",
+        "-new",
+        "-x509",
+        "-key",
+        "ca.key",
+        "-days",
+        "30",
+        "-subj",
+        "/CN=openssl crl bench",
+        "-out",
+        "ca.pem",
+    ])?;
+    let mut index = std::io::BufWriter::new(
+        std::fs::File::create(dir.join("index.txt")).map_err(|e| e.to_string())?,
+    );
     for s in random_serials(n) {
         writeln!(
             index,
@@ -904,7 +1011,8 @@ fn openssl_crl_bytes_per_entry(dir: &Path, n: usize) -> Result<f64, String> {
     }
     index.flush().map_err(|e| e.to_string())?;
     drop(index);
-    std::fs::write(dir.join("index.txt.attr"), "unique_subject = no\n").map_err(|e| e.to_string())?;
+    std::fs::write(dir.join("index.txt.attr"), "unique_subject = no\n")
+        .map_err(|e| e.to_string())?;
     std::fs::write(dir.join("crlnumber"), "01\n").map_err(|e| e.to_string())?;
     std::fs::write(
         dir.join("ca.cnf"),
@@ -914,8 +1022,12 @@ fn openssl_crl_bytes_per_entry(dir: &Path, n: usize) -> Result<f64, String> {
     )
     .map_err(|e| e.to_string())?;
     o(&["ca", "-config", "ca.cnf", "-gencrl", "-out", "crl.pem"])?;
-    o(&["crl", "-in", "crl.pem", "-outform", "DER", "-out", "crl.der"])?;
-    let bytes = std::fs::metadata(dir.join("crl.der")).map_err(|e| e.to_string())?.len();
+    o(&[
+        "crl", "-in", "crl.pem", "-outform", "DER", "-out", "crl.der",
+    ])?;
+    let bytes = std::fs::metadata(dir.join("crl.der"))
+        .map_err(|e| e.to_string())?
+        .len();
     Ok(bytes as f64 / n as f64)
 }
 
@@ -937,6 +1049,10 @@ fn main() -> std::process::ExitCode {
             Err(e) => Err(format!("count: {e}")),
         },
         Some("--crl") if args.len() == 2 => rt.block_on(generate_crl(Path::new(&args[1]))),
+        Some("--shards") if args.len() == 3 => match args[2].parse() {
+            Ok(n) => rt.block_on(publish_shards(Path::new(&args[1]), n)),
+            Err(e) => Err(format!("shards: {e}")),
+        },
         _ => options(&args).and_then(|o| rt.block_on(bench(o))),
     };
     match result {

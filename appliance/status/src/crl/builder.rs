@@ -10,8 +10,8 @@ use crate::der_write::{
 use crate::serial::InvalidSerial;
 use crate::time_enc::{push_x509_time, TimeOutOfRange};
 use const_oid::db::rfc5280::{
-    ID_CE_AUTHORITY_KEY_IDENTIFIER, ID_CE_CRL_NUMBER, ID_CE_DELTA_CRL_INDICATOR, ID_CE_FRESHEST_CRL,
-    ID_CE_ISSUING_DISTRIBUTION_POINT,
+    ID_CE_AUTHORITY_KEY_IDENTIFIER, ID_CE_CRL_NUMBER, ID_CE_DELTA_CRL_INDICATOR,
+    ID_CE_FRESHEST_CRL, ID_CE_ISSUING_DISTRIBUTION_POINT,
 };
 use der::Encode;
 use sha2::{Digest, Sha256, Sha384};

@@ -103,7 +103,9 @@ mod tests {
             ),
             (None, Some(datetime!(2026-01-02 03:04:05 UTC)), 2051),
         ] {
-            let date = datetime!(2026-11-30 10:00:00 UTC).replace_year(year).unwrap();
+            let date = datetime!(2026-11-30 10:00:00 UTC)
+                .replace_year(year)
+                .unwrap();
             let entry = RevokedEntry {
                 serial: vec![0x40; 20],
                 revocation_date: date,
