@@ -428,4 +428,24 @@ mod tests {
         let bad = format!("{PERSONAL}\nsurprise = 1\n");
         assert!(parse(&bad, "http://x").unwrap_err().contains("surprise"));
     }
+
+    #[test]
+    fn crl_shards_validated_and_derived_from_the_serial() {
+        let p = parse(&format!("crl_shards = 8\n{PERSONAL}"), "http://x").unwrap();
+        assert_eq!(p.crl_shards, 8);
+        assert_eq!(p.crl_shard(&[0x40, 0x01, 0x0b]), Some(0x010b % 8));
+        assert_eq!(
+            parse(PERSONAL, "http://x").unwrap().crl_shard(&[1, 2]),
+            None
+        );
+        assert_eq!(
+            crl_shard_url("http://x/crl/personal-g2.crl", "personal-g2", "personal", 3),
+            "http://x/crl/personal-g2-personal-shard3.crl"
+        );
+        let err = parse(&format!("crl_shards = 257\n{PERSONAL}"), "http://x").unwrap_err();
+        assert!(err.contains("crl_shards"), "{err}");
+        let elsewhere = PERSONAL.replace("{public_url}/crl/personal.crl", "http://other/p.crl");
+        let err = parse(&format!("crl_shards = 4\n{elsewhere}"), "http://x").unwrap_err();
+        assert!(err.contains("under {public_url}/crl/"), "{err}");
+    }
 }
