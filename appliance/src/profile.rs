@@ -67,6 +67,9 @@ struct RawProfile {
     email_san: bool,
     #[serde(default)]
     allow_certificate_hold: bool,
+    /// Partition the CRL of this profile's certificates into this many shards (0: one CRL).
+    #[serde(default)]
+    crl_shards: u16,
     urls: RawUrls,
 }
 
@@ -195,6 +198,45 @@ pub struct Profile {
     pub ca_issuers_url: Option<String>,
     /// CRL distribution point URL.
     pub crl_url: Option<String>,
+    /// Number of CRL shards (partitioned CRLs); 0: the CA's one CRL.
+    pub crl_shards: u16,
+}
+
+/// Most CRL shards a profile may have.
+pub const MAX_CRL_SHARDS: u16 = 256;
+
+impl Profile {
+    /// The CRL shard a certificate with serial content octets `serial` belongs to, chosen at
+    /// issuance from the serial (uniform: serials are random), `None` when not sharded.
+    pub fn crl_shard(&self, serial: &[u8]) -> Option<u16> {
+        crl_shard_of(serial, self.crl_shards)
+    }
+}
+
+/// Shard of `serial` among `shards` (its last two octets modulo `shards`); `None` below 2.
+pub fn crl_shard_of(serial: &[u8], shards: u16) -> Option<u16> {
+    if shards < 2 {
+        return None;
+    }
+    let tail = match serial {
+        [.., a, b] => u16::from_be_bytes([*a, *b]),
+        [b] => u16::from(*b),
+        [] => 0,
+    };
+    Some(tail % shards)
+}
+
+/// The file name of shard `shard` of `profile`'s CRL under the CA generation `stem`.
+pub fn crl_shard_file(stem: &str, profile: &str, shard: u16) -> String {
+    format!("{stem}-{profile}-shard{shard}.crl")
+}
+
+/// The shard CRL URL: `crl_url` (the CA generation's CRL URL) with its file replaced by
+/// [`crl_shard_file`]. Certificates carry it as their CRL distribution point, and the shard
+/// CRL names it in its issuingDistributionPoint (the two must be byte-identical).
+pub fn crl_shard_url(crl_url: &str, stem: &str, profile: &str, shard: u16) -> String {
+    let base = crl_url.rsplit_once('/').map_or(crl_url, |(b, _)| b);
+    format!("{base}/{}", crl_shard_file(stem, profile, shard))
 }
 
 /// Loads every `*.toml` in `dir`, substituting `{public_url}` in URLs.
@@ -287,6 +329,22 @@ pub fn parse(text: &str, public_url: &str) -> Result<Profile, String> {
     if subject.is_empty() {
         return Err("subject template must not be empty".into());
     }
+    if raw.crl_shards > MAX_CRL_SHARDS {
+        return Err(format!("crl_shards must be at most {MAX_CRL_SHARDS}"));
+    }
+    if raw.crl_shards >= 2 {
+        let under_crl = format!("{}/crl/", public_url.trim_end_matches('/'));
+        let ok = raw.urls.crl.as_ref().is_some_and(|u| {
+            u.replace("{public_url}", public_url.trim_end_matches('/'))
+                .starts_with(&under_crl)
+        });
+        if !ok {
+            return Err(
+                "crl_shards needs urls.crl under {public_url}/crl/ (the shards are published there)"
+                    .into(),
+            );
+        }
+    }
     let url = |u: &Option<String>| -> Result<Option<String>, String> {
         match u {
             None => Ok(None),
@@ -313,6 +371,11 @@ pub fn parse(text: &str, public_url: &str) -> Result<Profile, String> {
         ocsp_url: url(&raw.urls.ocsp)?,
         ca_issuers_url: url(&raw.urls.ca_issuers)?,
         crl_url: url(&raw.urls.crl)?,
+        crl_shards: if raw.crl_shards < 2 {
+            0
+        } else {
+            raw.crl_shards
+        },
     })
 }
 
@@ -364,5 +427,25 @@ mod tests {
         assert!(parse(&bad, "http://x").unwrap_err().contains("keyCertSign"));
         let bad = format!("{PERSONAL}\nsurprise = 1\n");
         assert!(parse(&bad, "http://x").unwrap_err().contains("surprise"));
+    }
+
+    #[test]
+    fn crl_shards_validated_and_derived_from_the_serial() {
+        let p = parse(&format!("crl_shards = 8\n{PERSONAL}"), "http://x").unwrap();
+        assert_eq!(p.crl_shards, 8);
+        assert_eq!(p.crl_shard(&[0x40, 0x01, 0x0b]), Some(0x010b % 8));
+        assert_eq!(
+            parse(PERSONAL, "http://x").unwrap().crl_shard(&[1, 2]),
+            None
+        );
+        assert_eq!(
+            crl_shard_url("http://x/crl/personal-g2.crl", "personal-g2", "personal", 3),
+            "http://x/crl/personal-g2-personal-shard3.crl"
+        );
+        let err = parse(&format!("crl_shards = 257\n{PERSONAL}"), "http://x").unwrap_err();
+        assert!(err.contains("crl_shards"), "{err}");
+        let elsewhere = PERSONAL.replace("{public_url}/crl/personal.crl", "http://other/p.crl");
+        let err = parse(&format!("crl_shards = 4\n{elsewhere}"), "http://x").unwrap_err();
+        assert!(err.contains("under {public_url}/crl/"), "{err}");
     }
 }

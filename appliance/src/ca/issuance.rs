@@ -204,6 +204,22 @@ impl Issuer {
         // Clipped to the issuer: a certificate never outlives the CA certificate above it.
         let not_after = (now + i64::from(profile.validity_days) * 86_400).min(issuer.validity().1);
         let (serial, serial_hex) = tbs::random_serial();
+        // A sharded profile: the shard is chosen here, once, and written into the CRLDP.
+        let shard_profile;
+        let profile = match (profile.crl_shard(serial.as_bytes()), &profile.crl_url) {
+            (Some(shard), Some(url)) => {
+                let mut p = profile.clone();
+                p.crl_url = Some(crate::profile::crl_shard_url(
+                    url,
+                    &issuer.stem(),
+                    &p.name,
+                    shard,
+                ));
+                shard_profile = p;
+                &shard_profile
+            }
+            _ => profile,
+        };
         let extensions = tbs::end_entity_extensions(
             profile,
             &csr.public_key,

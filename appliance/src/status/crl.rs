@@ -18,9 +18,11 @@ use tokio::sync::Notify;
 
 use super::cache::http_date;
 use super::{serial_bytes, StatusError};
+use crate::ca::issuance::generation_profile;
 use crate::ca::signing::{CaSigner, CrlToSign, SigningError};
 use crate::ca::{CertificateAuthority, Hierarchy};
 use crate::config::StatusConfig;
+use crate::profile::{crl_shard_file, crl_shard_of, crl_shard_url, Profile};
 use crate::storage::{unix_now, CrlRecord, CrlRow, CrlStore};
 
 /// A published CRL file and its HTTP caching data.
@@ -69,6 +71,17 @@ pub struct CrlPublisher {
     published: RwLock<HashMap<String, Arc<PublishedCrl>>>,
     dirty: Mutex<BTreeSet<i64>>,
     wake: Notify,
+    sharded: Vec<Profile>,
+}
+
+/// What one CRL is, besides its entries.
+struct CrlPlan {
+    number: i64,
+    now: i64,
+    next_update: i64,
+    base: Option<CrlRecord>,
+    kind: String,
+    file: String,
 }
 
 /// Writes everything also into a SHA-256 (the ETag of the file).
@@ -144,13 +157,47 @@ impl CrlPublisher {
             published: RwLock::new(HashMap::new()),
             dirty: Mutex::new(BTreeSet::new()),
             wake: Notify::new(),
+            sharded: Vec::new(),
         };
+        publisher.index_existing().await?;
+        Ok(publisher)
+    }
+
+    /// Also publishes the partitioned CRLs of `profiles` with `crl_shards` (see
+    /// [`Profile::crl_shard`]); indexes shard CRLs already on disk.
+    pub async fn with_sharded_profiles<'p>(
+        mut self,
+        profiles: impl IntoIterator<Item = &'p Profile>,
+    ) -> Result<CrlPublisher, StatusError> {
+        self.sharded = profiles
+            .into_iter()
+            .filter(|p| p.crl_shards >= 2 && p.crl_url.is_some())
+            .cloned()
+            .collect();
+        self.index_existing().await?;
+        Ok(self)
+    }
+
+    /// (kind, file) of every CRL `ca` publishes: full, delta, then each shard.
+    fn files_of(&self, ca: &CertificateAuthority) -> Vec<(String, String)> {
+        let mut out = vec![
+            ("full".to_owned(), full_name(&ca.stem())),
+            ("delta".to_owned(), delta_name(&ca.stem())),
+        ];
+        for p in self.sharded.iter().filter(|p| p.issuer == ca.name) {
+            for shard in 0..p.crl_shards {
+                let file = crl_shard_file(&ca.stem(), &p.name, shard);
+                out.push((shard_kind(&file), file));
+            }
+        }
+        out
+    }
+
+    async fn index_existing(&self) -> Result<(), StatusError> {
+        let publisher = self;
         for ca in &publisher.cas {
-            for (kind, file) in [
-                ("full", full_name(&ca.stem())),
-                ("delta", delta_name(&ca.stem())),
-            ] {
-                let Some(rec) = publisher.store.latest(ca.id, kind).await? else {
+            for (kind, file) in publisher.files_of(ca) {
+                let Some(rec) = publisher.store.latest(ca.id, &kind).await? else {
                     continue;
                 };
                 let path = publisher.dir.join(&file);
@@ -159,7 +206,7 @@ impl CrlPublisher {
                 }
             }
         }
-        Ok(publisher)
+        Ok(())
     }
 
     fn index(&self, file: &str, path: PathBuf, rec: &CrlRecord) {
@@ -209,6 +256,7 @@ impl CrlPublisher {
         }
         let full = self.publish_full(ca).await?;
         self.publish_delta(ca, &full).await?;
+        self.publish_shards(ca).await?;
         Ok(())
     }
 
@@ -235,13 +283,14 @@ impl CrlPublisher {
             .await
     }
 
-    async fn generate(
+    /// Allocates a CRL number and fixes the times of a CRL of `ca`.
+    async fn plan(
         &self,
         ca: &CertificateAuthority,
         base: Option<&CrlRecord>,
-        freshest_crl_url: Option<String>,
+        kind: &str,
         file: &str,
-    ) -> Result<CrlRecord, StatusError> {
+    ) -> Result<CrlPlan, StatusError> {
         let number = self.store.next_crl_number().await?;
         let now = unix_now();
         let next_update = now
@@ -250,32 +299,56 @@ impl CrlPublisher {
             } else {
                 self.validity_secs
             };
+        Ok(CrlPlan {
+            number,
+            now,
+            next_update,
+            base: base.cloned(),
+            kind: kind.to_owned(),
+            file: file.to_owned(),
+        })
+    }
+
+    /// A builder for the CRL `plan` of `ca`.
+    fn builder(
+        ca: &CertificateAuthority,
+        plan: &CrlPlan,
+        freshest_crl_url: Option<String>,
+        issuing_distribution_point: Option<String>,
+    ) -> Result<CrlBuilder, StatusError> {
         let digest = match ca.signature_algorithm.hash_len() {
             32 => CrlDigest::Sha256,
             48 => CrlDigest::Sha384,
             n => return Err(StatusError::Build(format!("no CRL digest of {n} bytes"))),
         };
-        let issuer_name_der = ca
-            .certificate
-            .tbs_certificate
-            .subject
-            .to_der()
-            .map_err(|e| StatusError::Build(e.to_string()))?;
-        let mut builder = CrlBuilder::new(CrlParams {
-            issuer_name_der: issuer_name_der.clone(),
+        Ok(CrlBuilder::new(CrlParams {
+            issuer_name_der: issuer_name_der(ca)?,
             authority_key_id: ca.subject_key_id.clone(),
-            crl_number: u128::try_from(number).map_err(|_| StatusError::Time)?,
-            this_update: ts(now)?,
-            next_update: ts(next_update)?,
-            delta_of: base.map(|b| b.number as u128),
+            crl_number: u128::try_from(plan.number).map_err(|_| StatusError::Time)?,
+            this_update: ts(plan.now)?,
+            next_update: ts(plan.next_update)?,
+            delta_of: plan.base.as_ref().map(|b| b.number as u128),
             freshest_crl_url,
+            issuing_distribution_point,
             sig_alg: ca.signature_algorithm.algorithm_identifier(),
             digest,
-        })?;
+        })?)
+    }
+
+    async fn generate(
+        &self,
+        ca: &CertificateAuthority,
+        base: Option<&CrlRecord>,
+        freshest_crl_url: Option<String>,
+        file: &str,
+    ) -> Result<CrlRecord, StatusError> {
+        let kind = if base.is_some() { "delta" } else { "full" };
+        let plan = self.plan(ca, base, kind, file).await?;
+        let mut builder = Self::builder(ca, &plan, freshest_crl_url, None)?;
         let delta = base.is_some();
         let seq = self
             .store
-            .stream_entries(ca.id, base.map(|b| b.status_seq), |row| {
+            .stream_entries(ca.id, base.map(|b| b.status_seq), None, |row| {
                 if let Some(e) = entry(&row, delta)? {
                     builder.push(&e)?;
                 }
@@ -295,6 +368,79 @@ impl CrlPublisher {
                 invalidity_date: None,
             })?;
         }
+        self.sign_and_write(ca, plan, builder, seq).await
+    }
+
+    /// Publishes every shard CRL of `ca`'s sharded profiles in one pass over their revoked
+    /// certificates (each row goes to its shard's builder); returns the records.
+    pub async fn publish_shards(
+        &self,
+        ca: &CertificateAuthority,
+    ) -> Result<Vec<CrlRecord>, StatusError> {
+        let mut records = Vec::new();
+        for profile in self.sharded.iter().filter(|p| p.issuer == ca.name) {
+            records.extend(self.publish_profile_shards(ca, profile, None).await?);
+        }
+        Ok(records)
+    }
+
+    /// Publishes shard `only` (every shard when `None`) of `profile`'s CRL under `ca`.
+    pub async fn publish_profile_shards(
+        &self,
+        ca: &CertificateAuthority,
+        profile: &Profile,
+        only: Option<u16>,
+    ) -> Result<Vec<CrlRecord>, StatusError> {
+        let gen_profile = generation_profile(profile, ca);
+        let Some(crl_url) = &gen_profile.crl_url else {
+            return Ok(Vec::new());
+        };
+        let shards: Vec<u16> = match only {
+            Some(k) if k < profile.crl_shards => vec![k],
+            Some(k) => return Err(StatusError::Build(format!("no CRL shard {k}"))),
+            None => (0..profile.crl_shards).collect(),
+        };
+        let mut plans = Vec::with_capacity(shards.len());
+        let mut builders: HashMap<u16, CrlBuilder> = HashMap::with_capacity(shards.len());
+        for &k in &shards {
+            let file = crl_shard_file(&ca.stem(), &profile.name, k);
+            let plan = self.plan(ca, None, &shard_kind(&file), &file).await?;
+            let url = crl_shard_url(crl_url, &ca.stem(), &profile.name, k);
+            builders.insert(k, Self::builder(ca, &plan, None, Some(url))?);
+            plans.push((k, plan));
+        }
+        let seq = self
+            .store
+            .stream_entries(ca.id, None, Some(&profile.name), |row| {
+                let Some(e) = entry(&row, false)? else {
+                    return Ok(());
+                };
+                let shard = crl_shard_of(&e.serial, profile.crl_shards).unwrap_or(0);
+                if let Some(b) = builders.get_mut(&shard) {
+                    b.push(&e)?;
+                }
+                Ok::<(), StatusError>(())
+            })
+            .await?;
+        let mut records = Vec::with_capacity(plans.len());
+        for (k, plan) in plans {
+            let builder = builders
+                .remove(&k)
+                .ok_or_else(|| StatusError::Build(format!("CRL shard {k} lost")))?;
+            records.push(self.sign_and_write(ca, plan, builder, seq).await?);
+        }
+        Ok(records)
+    }
+
+    /// Hashes, signs (through the CA signing path), writes, records and indexes one CRL.
+    async fn sign_and_write(
+        &self,
+        ca: &CertificateAuthority,
+        plan: CrlPlan,
+        builder: CrlBuilder,
+        seq: i64,
+    ) -> Result<CrlRecord, StatusError> {
+        let issuer_name_der = issuer_name_der(ca)?;
         let pending = builder.finish()?;
         let entries = pending.entry_count() as i64;
         let sig_alg = ca.signature_algorithm.algorithm_identifier();
@@ -306,10 +452,10 @@ impl CrlPublisher {
                     issuer_name_der: &issuer_name_der,
                     authority_key_id: &ca.subject_key_id,
                     algorithm: &sig_alg,
-                    number,
-                    base: base.map(|b| b.number),
-                    this_update: now,
-                    next_update,
+                    number: plan.number,
+                    base: plan.base.as_ref().map(|b| b.number),
+                    this_update: plan.now,
+                    next_update: plan.next_update,
                     digest: pending.digest(),
                 },
                 "system:crl",
@@ -320,7 +466,7 @@ impl CrlPublisher {
                 SigningError::Storage(s) => StatusError::Storage(s),
                 other => StatusError::Build(other.to_string()),
             })?;
-        let path = self.dir.join(file);
+        let path = self.dir.join(&plan.file);
         let etag = write_atomically(&path, |w| {
             pending
                 .write_signed(&signature, w)
@@ -328,19 +474,19 @@ impl CrlPublisher {
                 .map_err(StatusError::from)
         })?;
         let rec = CrlRecord {
-            number,
+            number: plan.number,
             ca_id: ca.id,
-            kind: if delta { "delta" } else { "full" }.into(),
-            base_number: base.map(|b| b.number),
+            kind: plan.kind,
+            base_number: plan.base.as_ref().map(|b| b.number),
             status_seq: seq,
             entries,
-            this_update: now,
-            next_update,
+            this_update: plan.now,
+            next_update: plan.next_update,
             etag,
         };
         self.store.record(&rec).await?;
-        self.index(file, path, &rec);
-        tracing::info!(ca = %ca.name, number, entries, kind = %rec.kind, "CRL published");
+        self.index(&plan.file, path, &rec);
+        tracing::info!(ca = %ca.name, number = rec.number, entries, kind = %rec.kind, "CRL published");
         Ok(rec)
     }
 
@@ -369,10 +515,7 @@ impl CrlPublisher {
                 self.get(&file)
                     .is_none_or(|p| now - p.this_update >= self.interval_secs)
             };
-            if dirty.contains(&ca.id)
-                || stale(full_name(&ca.stem()))
-                || stale(delta_name(&ca.stem()))
-            {
+            if dirty.contains(&ca.id) || self.files_of(ca).into_iter().any(|(_, f)| stale(f)) {
                 if let Err(e) = self.publish(ca).await {
                     tracing::warn!(ca = %ca.name, error = %e, "CRL publication failed");
                     if include_dirty {
@@ -402,6 +545,20 @@ impl CrlPublisher {
             }
         }
     }
+}
+
+/// The `crls.kind` of a shard CRL: `shard:{file}`.
+fn shard_kind(file: &str) -> String {
+    format!("shard:{file}")
+}
+
+/// The issuer Name DER a CRL of `ca` carries (byte-identical to the CA's subject).
+fn issuer_name_der(ca: &CertificateAuthority) -> Result<Vec<u8>, StatusError> {
+    ca.certificate
+        .tbs_certificate
+        .subject
+        .to_der()
+        .map_err(|e| StatusError::Build(e.to_string()))
 }
 
 /// `{stem}.crl` (stem: [`CertificateAuthority::stem`]).

@@ -127,6 +127,13 @@ impl StatusService {
             &config.status,
             &config.server.public_url,
         )
+        .await?
+        .with_sharded_profiles(
+            config
+                .load_profiles()
+                .map_err(|e| StatusError::Build(e.to_string()))?
+                .values(),
+        )
         .await?;
         Ok(Arc::new(StatusService {
             ocsp: Arc::new(ocsp),

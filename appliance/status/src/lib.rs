@@ -45,6 +45,7 @@
 //! ```text
 //! let mut b = CrlBuilder::new(CrlParams { issuer_name_der, authority_key_id, crl_number,
 //!     this_update, next_update, delta_of: None, freshest_crl_url: Some(url),
+//!     issuing_distribution_point: None,
 //!     sig_alg, digest: CrlDigest::Sha256 })?;
 //! for row in revoked_rows { b.push(&RevokedEntry { serial, revocation_date, reason, invalidity_date })?; }
 //! let pending = b.finish()?;                // hashes the exact TBSCertList

@@ -2,7 +2,8 @@
 //! responses, beside `openssl ocsp` (index of the same serials) and nginx serving one of our
 //! responses as a static file; then the time and peak RSS of a 1,000,000-entry full CRL.
 //!
-//! `cargo run --release -p benches --bin bench-ocsp [-- --seconds S --rounds R --certs N --crl-entries M]`
+//! `cargo run --release -p benches --bin bench-ocsp [-- --seconds S --rounds R --certs N --crl-entries M --ocsp 0|1]`
+//! (`--ocsp 0`: the CRL part alone)
 //!
 //! Certificate rows are inserted through the storage layer (`OcspStore::insert_synthetic_certificates`,
 //! a doc-hidden bench-only method: real serials, placeholder DER, no audit rows) into a fresh
@@ -31,6 +32,7 @@ struct Options {
     rounds: usize,
     certs: usize,
     crl_entries: usize,
+    ocsp: bool,
 }
 
 fn options(args: &[String]) -> Result<Options, String> {
@@ -39,6 +41,7 @@ fn options(args: &[String]) -> Result<Options, String> {
         rounds: 3,
         certs: 100_000,
         crl_entries: 1_000_000,
+        ocsp: true,
     };
     let mut it = args.iter();
     while let Some(arg) = it.next() {
@@ -49,6 +52,7 @@ fn options(args: &[String]) -> Result<Options, String> {
             "--rounds" => o.rounds = n(v)?,
             "--certs" => o.certs = n(v)?,
             "--crl-entries" => o.crl_entries = n(v)?,
+            "--ocsp" => o.ocsp = n(v)? != 0,
             other => return Err(format!("unknown option {other}")),
         }
     }
@@ -537,6 +541,73 @@ async fn generate_crl(config: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// Child mode `--shards CONFIG N`: publishes the revoked rows of `personal` (profile `bench`,
+/// as `--fill-revoked` writes them) as N shard CRLs (the `personal` profile with
+/// `crl_shards = N`), then republishes one shard; prints both times and the peak RSS.
+async fn publish_shards(config: &Path, shards: u16) -> Result<(), String> {
+    let config = ApplianceConfig::load(config).map_err(|e| e.to_string())?;
+    export_softhsm(&config);
+    let hsm = hsm::Hsm::open(&config.hsm_config())
+        .await
+        .map_err(|e| e.to_string())?;
+    let storage = Storage::open(&config.database.url)
+        .await
+        .map_err(|e| e.to_string())?;
+    let hierarchy = std::sync::Arc::new(
+        Hierarchy::from_records(
+            storage
+                .authorities()
+                .current()
+                .await
+                .map_err(|e| e.to_string())?,
+        )
+        .map_err(|e| e.to_string())?,
+    );
+    let profiles = config.load_profiles().map_err(|e| e.to_string())?;
+    let mut profile = profiles
+        .get("personal")
+        .ok_or("no personal profile")?
+        .clone();
+    profile.name = "bench".into();
+    profile.crl_shards = shards;
+    let issuer = ca_appliance::ca::issuance::Issuer::new(
+        hsm,
+        &storage,
+        hierarchy.clone(),
+        std::sync::Arc::new(profiles),
+        storage.certificates(),
+    );
+    let publisher = CrlPublisher::new(
+        issuer.signer(),
+        storage.crls(),
+        &hierarchy,
+        &config.status,
+        &config.server.public_url,
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    let ca = hierarchy.get("personal").ok_or("no personal CA")?;
+    let start = Instant::now();
+    let all = publisher
+        .publish_profile_shards(ca, &profile, None)
+        .await
+        .map_err(|e| e.to_string())?;
+    let all_secs = start.elapsed().as_secs_f64();
+    let start = Instant::now();
+    publisher
+        .publish_profile_shards(ca, &profile, Some(0))
+        .await
+        .map_err(|e| e.to_string())?;
+    let one_secs = start.elapsed().as_secs_f64();
+    println!(
+        "shards={} entries={} all_secs={all_secs:.3} one_secs={one_secs:.3} hwm_kb={}",
+        all.len(),
+        all.iter().map(|r| r.entries).sum::<i64>(),
+        vm_hwm_kb()
+    );
+    Ok(())
+}
+
 fn child_value(out: &str, key: &str) -> Option<f64> {
     out.split_whitespace()
         .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
@@ -561,6 +632,10 @@ async fn bench(o: Options) -> Result<(), String> {
     std::fs::write(&me, &exe).map_err(|e| format!("copy of the bench binary: {e}"))?;
     std::fs::set_permissions(&me, std::os::unix::fs::PermissionsExt::from_mode(0o755))
         .map_err(|e| format!("copy of the bench binary: {e}"))?;
+
+    if !o.ocsp {
+        return crl_part(&o, &demo, &config, &me).await;
+    }
 
     // 1. certificate rows through the storage layer
     let serials = random_serials(o.certs);
@@ -796,11 +871,23 @@ async fn bench(o: Options) -> Result<(), String> {
         nginx2.p99_ms
     );
 
+    crl_part(&o, &demo, &config, &me).await
+}
+
+/// Part 3: the full CRL of `crl_entries` revoked certificates, generated in child processes
+/// (each with its own peak RSS), beside `openssl ca -gencrl`'s bytes per entry.
+async fn crl_part(
+    o: &Options,
+    demo: &DemoDir,
+    config: &ApplianceConfig,
+    me: &Path,
+) -> Result<(), String> {
+    let pem = demo.path().join("ca/personal.pem");
     // 3. CRL with crl_entries revoked certificates (in child processes: own peak RSS)
     if o.crl_entries > 0 {
         let cfg = demo.config();
         let t = Instant::now();
-        sh(Command::new(&me)
+        sh(Command::new(me)
             .arg("--fill-revoked")
             .arg(&cfg)
             .arg(o.crl_entries.to_string()))?;
@@ -811,7 +898,7 @@ async fn bench(o: Options) -> Result<(), String> {
         );
         let mut runs = Vec::new();
         for _ in 0..o.rounds {
-            let out = sh(Command::new(&me).arg("--crl").arg(&cfg))?;
+            let out = sh(Command::new(me).arg("--crl").arg(&cfg))?;
             runs.push(out);
         }
         let mut secs: Vec<f64> = runs.iter().filter_map(|r| child_value(r, "secs")).collect();
@@ -829,12 +916,41 @@ async fn bench(o: Options) -> Result<(), String> {
                 .collect::<Vec<_>>()
                 .join(" | ")
         );
+        let entries = child_value(&last, "entries").unwrap_or(0.0);
+        let bytes = child_value(&last, "bytes").unwrap_or(0.0);
         println!(
-            "full CRL, {} entries, {:.1} MB: median {:.2} s (goal < 10 s), peak RSS of the generating process {:.0} MB",
-            child_value(&last, "entries").unwrap_or(0.0),
-            child_value(&last, "bytes").unwrap_or(0.0) / 1e6,
+            "full CRL, {entries} entries, {:.1} MB ({:.1} bytes/entry): median {:.2} s (goal < 2 s), \
+             peak RSS of the generating process {:.0} MB (goal < 64 MB)",
+            bytes / 1e6,
+            bytes / entries.max(1.0),
             secs.get(secs.len() / 2).copied().unwrap_or(f64::NAN),
             hwm.get(hwm.len() / 2).copied().unwrap_or(f64::NAN) / 1024.0
+        );
+        let work = demo.path().join("bench");
+        match openssl_crl_bytes_per_entry(&work, 100_000) {
+            Ok(b) => println!(
+                "openssl ca -gencrl, same entry contents (keyCompromise + invalidityDate), 100,000 entries: {b:.1} bytes/entry"
+            ),
+            Err(e) => println!("openssl ca -gencrl reference failed: {e}"),
+        }
+        // Partitioned: the same rows as 64 shard CRLs, all published, then one republished.
+        let mut shard_runs = Vec::new();
+        for _ in 0..o.rounds {
+            shard_runs.push(sh(Command::new(me).arg("--shards").arg(&cfg).arg("64"))?);
+        }
+        let med = |key: &str| {
+            let mut v: Vec<f64> = shard_runs
+                .iter()
+                .filter_map(|r| child_value(r, key))
+                .collect();
+            v.sort_by(f64::total_cmp);
+            v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+        };
+        println!(
+            "64 shard CRLs of the same {entries} entries: all published in median {:.2} s, one shard republished in {:.2} s, peak RSS {:.0} MB",
+            med("all_secs"),
+            med("one_secs"),
+            med("hwm_kb") / 1024.0
         );
         let crl = config.status.crl_dir.join("personal.crl");
         let (ok, _, err) = run(Command::new("openssl")
@@ -852,6 +968,67 @@ async fn bench(o: Options) -> Result<(), String> {
         );
     }
     Ok(())
+}
+
+/// Bytes per entry of `openssl ca -gencrl` (own P-256 CA) for `n` entries carrying what ours
+/// carry: a 16-octet serial, revocationDate, reasonCode keyCompromise and an invalidityDate.
+fn openssl_crl_bytes_per_entry(dir: &Path, n: usize) -> Result<f64, String> {
+    let dir = dir.join("ossl-crl");
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let o = |args: &[&str]| sh(Command::new("openssl").current_dir(&dir).args(args));
+    o(&[
+        "ecparam",
+        "-name",
+        "prime256v1",
+        "-genkey",
+        "-noout",
+        "-out",
+        "ca.key",
+    ])?;
+    o(&[
+        "req",
+        "-new",
+        "-x509",
+        "-key",
+        "ca.key",
+        "-days",
+        "30",
+        "-subj",
+        "/CN=openssl crl bench",
+        "-out",
+        "ca.pem",
+    ])?;
+    let mut index = std::io::BufWriter::new(
+        std::fs::File::create(dir.join("index.txt")).map_err(|e| e.to_string())?,
+    );
+    for s in random_serials(n) {
+        writeln!(
+            index,
+            "R\t301231235959Z\t261130100000Z,keyTime,20261130090000Z\t{}\tunknown\t/CN=bench",
+            hex::encode_upper(s)
+        )
+        .map_err(|e| e.to_string())?;
+    }
+    index.flush().map_err(|e| e.to_string())?;
+    drop(index);
+    std::fs::write(dir.join("index.txt.attr"), "unique_subject = no\n")
+        .map_err(|e| e.to_string())?;
+    std::fs::write(dir.join("crlnumber"), "01\n").map_err(|e| e.to_string())?;
+    std::fs::write(
+        dir.join("ca.cnf"),
+        "[ca]\ndefault_ca = d\n[d]\ndatabase = index.txt\ncrlnumber = crlnumber\ncertificate = ca.pem\n\
+         private_key = ca.key\ndefault_md = sha256\ndefault_crl_days = 1\ncrl_extensions = e\n[e]\n\
+         authorityKeyIdentifier = keyid:always\n",
+    )
+    .map_err(|e| e.to_string())?;
+    o(&["ca", "-config", "ca.cnf", "-gencrl", "-out", "crl.pem"])?;
+    o(&[
+        "crl", "-in", "crl.pem", "-outform", "DER", "-out", "crl.der",
+    ])?;
+    let bytes = std::fs::metadata(dir.join("crl.der"))
+        .map_err(|e| e.to_string())?
+        .len();
+    Ok(bytes as f64 / n as f64)
 }
 
 fn main() -> std::process::ExitCode {
@@ -872,6 +1049,10 @@ fn main() -> std::process::ExitCode {
             Err(e) => Err(format!("count: {e}")),
         },
         Some("--crl") if args.len() == 2 => rt.block_on(generate_crl(Path::new(&args[1]))),
+        Some("--shards") if args.len() == 3 => match args[2].parse() {
+            Ok(n) => rt.block_on(publish_shards(Path::new(&args[1]), n)),
+            Err(e) => Err(format!("shards: {e}")),
+        },
         _ => options(&args).and_then(|o| rt.block_on(bench(o))),
     };
     match result {

@@ -10,7 +10,8 @@ use crate::der_write::{
 use crate::serial::InvalidSerial;
 use crate::time_enc::{push_x509_time, TimeOutOfRange};
 use const_oid::db::rfc5280::{
-    ID_CE_AUTHORITY_KEY_IDENTIFIER, ID_CE_CRL_NUMBER, ID_CE_DELTA_CRL_INDICATOR, ID_CE_FRESHEST_CRL,
+    ID_CE_AUTHORITY_KEY_IDENTIFIER, ID_CE_CRL_NUMBER, ID_CE_DELTA_CRL_INDICATOR,
+    ID_CE_FRESHEST_CRL, ID_CE_ISSUING_DISTRIBUTION_POINT,
 };
 use der::Encode;
 use sha2::{Digest, Sha256, Sha384};
@@ -48,6 +49,10 @@ pub struct CrlParams {
     pub delta_of: Option<u128>,
     /// freshestCRL URI pointing at the delta CRLs; full CRLs only.
     pub freshest_crl_url: Option<String>,
+    /// `Some(uri)` makes this a partition (shard) CRL: a critical issuingDistributionPoint
+    /// naming `uri` (the CRL distribution point of the certificates it covers) with
+    /// onlyContainsUserCerts, as RFC 5280 5.2.5 requires for a CRL that covers only a subset.
+    pub issuing_distribution_point: Option<String>,
     /// signature AlgorithmIdentifier, written in the TBS and outside it.
     pub sig_alg: AlgorithmIdentifierOwned,
     /// Digest [`PendingCrl::digest`] computes; must be the one `sig_alg` names.
@@ -73,8 +78,8 @@ pub enum CrlError {
     /// freshestCRL on a delta CRL (RFC 5280 5.2.6: not in delta CRLs).
     #[error("freshestCRL is only allowed on full CRLs")]
     FreshestCrlOnDelta,
-    /// The freshestCRL URI is empty or not IA5 (ASCII).
-    #[error("freshestCRL URI must be non-empty ASCII")]
+    /// The freshestCRL or issuingDistributionPoint URI is empty or not IA5 (ASCII).
+    #[error("CRL URIs must be non-empty ASCII")]
     InvalidUrl,
     /// The delta's base CRL number is not below its own number.
     #[error("delta CRL base number must be below the CRL number")]
@@ -127,7 +132,10 @@ impl CrlBuilder {
                 return Err(CrlError::FreshestCrlOnDelta);
             }
         }
-        if let Some(url) = &params.freshest_crl_url {
+        for url in [&params.freshest_crl_url, &params.issuing_distribution_point]
+            .into_iter()
+            .flatten()
+        {
             if url.is_empty() || !url.is_ascii() {
                 return Err(CrlError::InvalidUrl);
             }
@@ -292,7 +300,8 @@ fn copy_spool(spool: &mut File, len: usize, out: &mut impl Write) -> Result<(), 
 }
 
 /// The `[0] EXPLICIT Extensions` of the CRL: AKI, CRLNumber, then deltaCRLIndicator
-/// (critical, deltas) or freshestCRL (full CRLs with a delta URL).
+/// (critical, deltas) or freshestCRL (full CRLs with a delta URL), then the critical
+/// issuingDistributionPoint of a partition CRL.
 fn crl_extensions(p: &CrlParams) -> Result<Vec<u8>, CrlError> {
     let mut exts = Vec::with_capacity(256);
     let aki = tlv(SEQUENCE, &tlv(0x80, &p.authority_key_id));
@@ -317,6 +326,21 @@ fn crl_extensions(p: &CrlParams) -> Result<Vec<u8>, CrlError> {
         let dp = tlv(SEQUENCE, &dp_name);
         let value = tlv(SEQUENCE, &dp);
         push_extension(&mut exts, ID_CE_FRESHEST_CRL.as_bytes(), false, &value);
+    }
+    if let Some(url) = &p.issuing_distribution_point {
+        // IssuingDistributionPoint ::= SEQUENCE { distributionPoint [0] { fullName [0] { [6] URI } },
+        //                                         onlyContainsUserCerts [1] BOOLEAN TRUE }
+        let uri = tlv(0x86, url.as_bytes());
+        let full_name = tlv(0xa0, &uri);
+        let mut idp = tlv(0xa0, &full_name);
+        idp.extend_from_slice(&[0x81, 1, 0xff]);
+        let value = tlv(SEQUENCE, &idp);
+        push_extension(
+            &mut exts,
+            ID_CE_ISSUING_DISTRIBUTION_POINT.as_bytes(),
+            true,
+            &value,
+        );
     }
     let mut out = Vec::with_capacity(exts.len() + 8);
     let seq = tlv(SEQUENCE, &exts);
