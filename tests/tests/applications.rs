@@ -5,22 +5,18 @@
 //! captchas (`applications_codes.rs` walks the example channels as shipped).
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may unwrap: a failure is the test failing
 
+mod application_support;
 mod vendor_setup;
 
-use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use application_support::*;
 use serde_json::{json, Value};
 use system_tests::*;
 use vendor_setup::Setup;
 
-const ZHANG: (&str, &str, &str) = ("张三", "11010519491231002X", "13800138000");
-const LI: (&str, &str, &str) = ("李四", "110105198001010016", "13800138001");
 const WANG: (&str, &str, &str) = ("王五", "110105199002020026", "13800138002");
-
-const SHECA: &str = "channel-sheca-personal";
-const BJCA: &str = "channel-bjca-personal";
 
 /// The SHECA steps without the appliance's codes: phone real-name (bank card on
 /// `phone_not_real_name`), then face.
@@ -77,12 +73,6 @@ value = "{name}"
 ocsp = "{public_url}/ocsp"
 "#;
 
-const L3_OID: &str = "1.3.6.1.4.1.61992.1.9.3";
-
-struct Apps {
-    s: Setup,
-}
-
 impl Apps {
     /// A demo with the test channel files; `extra` is appended to `appliance.toml`.
     fn new(extra: &str) -> Apps {
@@ -92,67 +82,7 @@ impl Apps {
         std::fs::write(dir.join("channels/sheca-personal.toml"), SHECA_NO_CODES).unwrap();
         std::fs::write(dir.join("channels/bjca-personal.toml"), BJCA_NO_CODES).unwrap();
         std::fs::write(dir.join("profiles/short.toml"), SHORT_PROFILE).unwrap();
-        Apps { s }
-    }
-
-    fn dir(&self) -> &Path {
-        self.s.demo.path()
-    }
-
-    async fn call(&self, who: &str, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-        let (status, _, v) = self.s.call(who, method, path, body).await;
-        (status, v)
-    }
-
-    async fn create(&self, who: &str, body: Value) -> (u16, Value) {
-        self.call(who, "POST", "/api/v1/applications", Some(body))
-            .await
-    }
-
-    async fn act(&self, who: &str, id: &str, action: &str, body: Value) -> (u16, Value) {
-        self.call(
-            who,
-            "POST",
-            &format!("/api/v1/applications/{id}/{action}"),
-            Some(body),
-        )
-        .await
-    }
-
-    async fn get(&self, who: &str, id: &str) -> (u16, Value) {
-        self.call(who, "GET", &format!("/api/v1/applications/{id}"), None)
-            .await
-    }
-
-    /// Polls GET (bounded) until `done` holds.
-    async fn wait(&self, who: &str, id: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let (_, v) = self.get(who, id).await;
-            if done(&v) {
-                return v;
-            }
-            assert!(Instant::now() < deadline, "{id} never {what}: {v}");
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-
-    fn csr(&self, stem: &str) -> String {
-        openssl_csr(self.dir(), stem, "ec:P-256")
-    }
-
-    /// Completes the face session whose URL the application's step shows.
-    async fn complete_face(&self, app: &Value) {
-        let url = app["step"]["challenge"]["url"]
-            .as_str()
-            .unwrap_or_else(|| panic!("a face URL: {app}"));
-        let page = format!("/face/page/{}", url.split_once("/face/page/").unwrap().1);
-        let (status, v) = self
-            .s
-            .sim
-            .http("POST", &format!("{page}/complete"), Some(json!({})))
-            .await;
-        assert_eq!(status, 200, "{v}");
+        Apps::from_setup(s)
     }
 
     /// The SMS code vendor-sim delivered last to `phone`.
@@ -167,9 +97,7 @@ impl Apps {
         assert_eq!(app["step"]["method"], "phone-real-name", "{app}");
         assert_eq!(app["step"]["challenge"]["kind"], "sms_code", "{app}");
         let code = self.code_for(phone).await;
-        let (status, v) = self
-            .act(who, id, "input", json!({"kind": "sms_code", "value": code}))
-            .await;
+        let (status, v) = self.input_code(who, id, &code).await;
         assert_eq!(status, 200, "{v}");
         let v = self
             .wait(who, id, "showed the face step", |v| {
@@ -205,18 +133,6 @@ impl Apps {
             c["revocation_reason"].clone(),
         )
     }
-
-    fn sql(&self, query: &str) -> String {
-        let db = self.dir().join("data/appliance.db");
-        let (ok, out, err) = run(Command::new("python3").args([
-            "-c",
-            "import sqlite3,sys\nfor r in sqlite3.connect(sys.argv[1]).execute(sys.argv[2]): print('|'.join(str(x) for x in r))",
-            db.to_str().unwrap(),
-            query,
-        ]));
-        assert!(ok, "{err}");
-        out.trim().to_owned()
-    }
 }
 
 fn subject_of(person: (&str, &str, &str)) -> Value {
@@ -229,43 +145,6 @@ fn new_body(person: (&str, &str, &str), profile: &str, csr: Option<&str>) -> Val
         b["csr"] = json!(c);
     }
     b
-}
-
-/// Checks `pem` with `openssl verify` against the demo chain and with Python `cryptography`:
-/// returns (subject RFC 4514 string, policy OIDs, SAN present).
-fn check_certificate(dir: &Path, pem: &str, stem: &str) -> (String, Vec<String>, bool) {
-    let file = dir.join(format!("{stem}.pem"));
-    std::fs::write(&file, pem).unwrap();
-    let (ok, out, err) = run(Command::new("openssl").current_dir(dir).args([
-        "verify",
-        "-CAfile",
-        "ca/root.pem",
-        "-untrusted",
-        "ca/personal.pem",
-        file.to_str().unwrap(),
-    ]));
-    assert!(ok && out.contains(": OK"), "openssl verify: {out}{err}");
-    let script = r#"
-import sys
-from cryptography import x509
-c = x509.load_pem_x509_certificate(open(sys.argv[1], 'rb').read())
-print(c.subject.rfc4514_string())
-pol = c.extensions.get_extension_for_class(x509.CertificatePolicies).value
-print(' '.join(p.policy_identifier.dotted_string for p in pol))
-try:
-    c.extensions.get_extension_for_class(x509.SubjectAlternativeName)
-    print('san')
-except x509.ExtensionNotFound:
-    print('nosan')
-"#;
-    let (ok, out, err) = run(Command::new("python3").arg("-c").arg(script).arg(&file));
-    assert!(ok, "python: {err}");
-    let lines: Vec<&str> = out.lines().collect();
-    (
-        lines[0].to_owned(),
-        lines[1].split_whitespace().map(str::to_owned).collect(),
-        lines[2] == "san",
-    )
 }
 
 #[tokio::test]
@@ -441,14 +320,7 @@ async fn one_open_application_per_subject_and_channel_and_channels_are_separated
         "{v}"
     );
     let r1 = revision();
-    let (status, v) = apps
-        .act(
-            SHECA,
-            &id,
-            "input",
-            json!({"kind": "sms_code", "value": "123456"}),
-        )
-        .await;
+    let (status, v) = apps.input_code(SHECA, &id, "123456").await;
     assert_eq!(
         (status, v["error"].as_str()),
         (409, Some("application_finished")),
@@ -685,14 +557,7 @@ async fn wrong_codes_reject_the_application_and_a_failed_face_ends_it_with_liven
     let wrong = if real == "000000" { "111111" } else { "000000" };
     let mut last = Value::Null;
     for left in (0..5).rev() {
-        let (status, v) = apps
-            .act(
-                SHECA,
-                id,
-                "input",
-                json!({"kind": "sms_code", "value": wrong}),
-            )
-            .await;
+        let (status, v) = apps.input_code(SHECA, id, wrong).await;
         if left > 0 {
             assert_eq!(
                 (status, v["error"].as_str()),
@@ -709,14 +574,7 @@ async fn wrong_codes_reject_the_application_and_a_failed_face_ends_it_with_liven
     assert_eq!(last["failure_code"], "otp_attempts_exceeded", "{last}");
     assert_eq!(last["application"]["status"], "rejected", "{last}");
     // The right code now changes nothing.
-    let (status, v) = apps
-        .act(
-            SHECA,
-            id,
-            "input",
-            json!({"kind": "sms_code", "value": real}),
-        )
-        .await;
+    let (status, v) = apps.input_code(SHECA, id, &real).await;
     assert_eq!(
         (status, v["error"].as_str()),
         (409, Some("application_finished")),
@@ -728,14 +586,7 @@ async fn wrong_codes_reject_the_application_and_a_failed_face_ends_it_with_liven
     assert_eq!(status, 201, "{app}");
     let id = app["id"].as_str().unwrap();
     let code = apps.code_for(WANG.2).await;
-    let (status, v) = apps
-        .act(
-            SHECA,
-            id,
-            "input",
-            json!({"kind": "sms_code", "value": code}),
-        )
-        .await;
+    let (status, v) = apps.input_code(SHECA, id, &code).await;
     assert_eq!(status, 200, "{v}");
     let v = apps
         .wait(SHECA, id, "showed the face step", |v| {
@@ -891,13 +742,7 @@ async fn renewal_change_reissue_and_revocation_act_on_the_subjects_certificate()
     assert_eq!(status, 201, "{app}");
     let id = app["id"].as_str().unwrap();
     let code = apps.code_for(ZHANG.2).await;
-    apps.act(
-        SHECA,
-        id,
-        "input",
-        json!({"kind": "sms_code", "value": code}),
-    )
-    .await;
+    apps.input_code(SHECA, id, &code).await;
     let v = apps
         .wait(SHECA, id, "showed the face step", |v| {
             v["step"]["challenge"]["url"].is_string()
@@ -934,14 +779,7 @@ async fn an_application_survives_kill_9_during_the_face_step_and_finishes_once()
     assert_eq!(status, 201, "{app}");
     let id = app["id"].as_str().unwrap().to_owned();
     let code = apps.code_for(ZHANG.2).await;
-    let (status, v) = apps
-        .act(
-            SHECA,
-            &id,
-            "input",
-            json!({"kind": "sms_code", "value": code}),
-        )
-        .await;
+    let (status, v) = apps.input_code(SHECA, &id, &code).await;
     assert_eq!(status, 200, "{v}");
     let face = apps
         .wait(SHECA, &id, "showed the face step", |v| {
@@ -1001,13 +839,7 @@ async fn a_crash_between_the_certificate_and_the_application_commit_never_issues
     assert_eq!(status, 201, "{app}");
     let id = app["id"].as_str().unwrap().to_owned();
     let code = apps.code_for(ZHANG.2).await;
-    apps.act(
-        SHECA,
-        &id,
-        "input",
-        json!({"kind": "sms_code", "value": code}),
-    )
-    .await;
+    apps.input_code(SHECA, &id, &code).await;
     let face = apps
         .wait(SHECA, &id, "showed the face step", |v| {
             v["step"]["challenge"]["url"].is_string()

@@ -5,30 +5,21 @@
 //! read back from vendor-sim, certificates checked with `openssl verify` and Python.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may unwrap: a failure is the test failing
 
+mod application_support;
 mod vendor_setup;
 
 use std::path::Path;
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use application_support::*;
 use serde_json::{json, Value};
-use system_tests::*;
 use vendor_setup::Setup;
 
-const ZHANG: (&str, &str, &str) = ("张三", "11010519491231002X", "13800138000");
 const ZHANG_CARD: &str = "6222020000000000018";
-const LI: (&str, &str, &str) = ("李四", "110105198001010016", "13800138001");
 const LI_CARD: &str = "6222020000000000042";
 const LI_BANK_PHONE: &str = "13800138011";
 
-const SHECA: &str = "channel-sheca-personal";
-const BJCA: &str = "channel-bjca-personal";
 const L2_OID: &str = "1.3.6.1.4.1.61992.1.9.2";
-const L3_OID: &str = "1.3.6.1.4.1.61992.1.9.3";
-
-struct Apps {
-    s: Setup,
-}
 
 impl Apps {
     /// The demo as written; `sheca-personal` with `captcha = false` (the channel's own captcha).
@@ -45,45 +36,7 @@ impl Apps {
             bjca.contains("sign = \"sms\"") && bjca.contains("notifier"),
             "{bjca}"
         );
-        Apps { s }
-    }
-
-    fn dir(&self) -> &Path {
-        self.s.demo.path()
-    }
-
-    async fn call(&self, who: &str, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-        let (status, _, v) = self.s.call(who, method, path, body).await;
-        (status, v)
-    }
-
-    async fn create(&self, who: &str, body: Value) -> (u16, Value) {
-        self.call(who, "POST", "/api/v1/applications", Some(body))
-            .await
-    }
-
-    async fn act(&self, who: &str, id: &str, action: &str, body: Value) -> (u16, Value) {
-        self.call(
-            who,
-            "POST",
-            &format!("/api/v1/applications/{id}/{action}"),
-            Some(body),
-        )
-        .await
-    }
-
-    async fn wait(&self, who: &str, id: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let (_, v) = self
-                .call(who, "GET", &format!("/api/v1/applications/{id}"), None)
-                .await;
-            if done(&v) {
-                return v;
-            }
-            assert!(Instant::now() < deadline, "{id} never {what}: {v}");
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        Apps::from_setup(s)
     }
 
     async fn sms_count(&self, phone: &str) -> usize {
@@ -96,29 +49,11 @@ impl Apps {
         msgs[n - 1]["code"].as_str().unwrap().to_owned()
     }
 
-    async fn complete_face(&self, app: &Value) {
-        let url = app["step"]["challenge"]["url"].as_str().unwrap();
-        let page = format!("/face/page/{}", url.split_once("/face/page/").unwrap().1);
-        let (status, v) = self
-            .s
-            .sim
-            .http("POST", &format!("{page}/complete"), Some(json!({})))
-            .await;
-        assert_eq!(status, 200, "{v}");
-    }
-
     /// From a code the verification sent (the plugin's SMS number `n`), through face, to the
     /// phone confirmation step.
     async fn code_then_face(&self, id: &str, phone: &str, n: usize) -> Value {
         let code = self.nth_code(phone, n).await;
-        let (status, v) = self
-            .act(
-                SHECA,
-                id,
-                "input",
-                json!({"kind": "sms_code", "value": code}),
-            )
-            .await;
+        let (status, v) = self.input_code(SHECA, id, &code).await;
         assert_eq!(status, 200, "{v}");
         let v = self
             .wait(SHECA, id, "showed face", |v| {
@@ -141,35 +76,12 @@ impl Apps {
         assert_eq!(status, 200, "{v}");
         assert_eq!(v["step"]["challenge"]["kind"], "sms_code", "{v}");
         let code = self.nth_code(phone, n + 1).await;
-        let (status, v) = self
-            .act(
-                SHECA,
-                id,
-                "input",
-                json!({"kind": "sms_code", "value": code}),
-            )
-            .await;
+        let (status, v) = self.input_code(SHECA, id, &code).await;
         assert_eq!(status, 200, "{v}");
         self.wait(SHECA, id, "finished", |v| {
             v["status"] == "issued" || v["status"] == "completed"
         })
         .await
-    }
-
-    fn csr(&self, stem: &str) -> String {
-        openssl_csr(self.dir(), stem, "ec:P-256")
-    }
-
-    fn sql(&self, query: &str) -> String {
-        let db = self.dir().join("data/appliance.db");
-        let (ok, out, err) = run(Command::new("python3").args([
-            "-c",
-            "import sqlite3,sys\nfor r in sqlite3.connect(sys.argv[1]).execute(sys.argv[2]): print('|'.join(str(x) for x in r))",
-            db.to_str().unwrap(),
-            query,
-        ]));
-        assert!(ok, "{err}");
-        out.trim().to_owned()
     }
 }
 
@@ -183,27 +95,10 @@ fn body(kind: &str, person: (&str, &str, &str), csr: Option<&str>) -> Value {
     b
 }
 
-/// `openssl verify` against the demo chain, then the subject and policy OIDs via Python.
+/// `openssl verify` against the demo chain, then the subject and policy OIDs (space-joined).
 fn check_certificate(dir: &Path, pem: &str, stem: &str) -> (String, String) {
-    let file = dir.join(format!("{stem}.pem"));
-    std::fs::write(&file, pem).unwrap();
-    let (ok, out, err) = run(Command::new("openssl").current_dir(dir).args([
-        "verify",
-        "-CAfile",
-        "ca/root.pem",
-        "-untrusted",
-        "ca/personal.pem",
-        file.to_str().unwrap(),
-    ]));
-    assert!(ok && out.contains(": OK"), "openssl verify: {out}{err}");
-    let script = "import sys\nfrom cryptography import x509\nc = x509.load_pem_x509_certificate(open(sys.argv[1], 'rb').read())\nprint(c.subject.rfc4514_string())\nprint(' '.join(p.policy_identifier.dotted_string for p in c.extensions.get_extension_for_class(x509.CertificatePolicies).value))";
-    let (ok, out, err) = run(Command::new("python3").arg("-c").arg(script).arg(&file));
-    assert!(ok, "python: {err}");
-    let mut lines = out.lines();
-    (
-        lines.next().unwrap().to_owned(),
-        lines.next().unwrap().to_owned(),
-    )
+    let (subject, policies, _) = application_support::check_certificate(dir, pem, stem);
+    (subject, policies.join(" "))
 }
 
 #[tokio::test]
@@ -240,14 +135,7 @@ async fn bjca_as_shipped_one_method_then_an_sms_signed_application_then_reuse() 
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["step"]["method"], "bank-card", "{v}");
     let bank_code = apps.nth_code(ZHANG.2, n + 1).await;
-    let (status, v) = apps
-        .act(
-            BJCA,
-            &id,
-            "input",
-            json!({"kind": "sms_code", "value": bank_code}),
-        )
-        .await;
+    let (status, v) = apps.input_code(BJCA, &id, &bank_code).await;
     assert_eq!(status, 200, "{v}");
     // The application signature: the appliance's own code, through the channel's notifier.
     assert_eq!(v["step"]["name"], "sign", "{v}");
@@ -259,14 +147,7 @@ async fn bjca_as_shipped_one_method_then_an_sms_signed_application_then_reuse() 
     } else {
         "000000"
     };
-    let (status, v) = apps
-        .act(
-            BJCA,
-            &id,
-            "input",
-            json!({"kind": "sms_code", "value": wrong}),
-        )
-        .await;
+    let (status, v) = apps.input_code(BJCA, &id, wrong).await;
     assert_eq!(
         (status, v["error"].as_str()),
         (422, Some("otp_wrong")),
@@ -282,14 +163,7 @@ async fn bjca_as_shipped_one_method_then_an_sms_signed_application_then_reuse() 
         (429, Some("resend_too_soon")),
         "{v}"
     );
-    let (status, v) = apps
-        .act(
-            BJCA,
-            &id,
-            "input",
-            json!({"kind": "sms_code", "value": sign_code}),
-        )
-        .await;
+    let (status, v) = apps.input_code(BJCA, &id, &sign_code).await;
     assert_eq!(status, 200, "{v}");
     let v = apps
         .wait(BJCA, &id, "issued", |v| v["status"] == "issued")
@@ -383,13 +257,7 @@ async fn sheca_li_si_falls_back_to_the_bank_card_and_confirms_the_bank_reserved_
         .await;
     assert_eq!(status, 200, "{v}");
     let code = apps.nth_code(LI_BANK_PHONE, n + 1).await;
-    apps.act(
-        SHECA,
-        &id,
-        "input",
-        json!({"kind": "sms_code", "value": code}),
-    )
-    .await;
+    apps.input_code(SHECA, &id, &code).await;
     let v = apps
         .wait(SHECA, &id, "showed face", |v| {
             v["step"]["method"] == "face" && v["step"]["challenge"]["url"].is_string()
@@ -424,14 +292,7 @@ async fn sheca_zhang_san_new_then_a_real_name_phone_change_and_a_kill_9_after_a_
     server.stop_with("KILL", Duration::from_secs(10));
     drop(server);
     let _server = apps.s.demo.serve();
-    let (status, v) = apps
-        .act(
-            SHECA,
-            &id,
-            "input",
-            json!({"kind": "sms_code", "value": code}),
-        )
-        .await;
+    let (status, v) = apps.input_code(SHECA, &id, &code).await;
     assert_eq!(status, 200, "{v}");
     let done = apps
         .wait(SHECA, &id, "issued", |v| v["status"] == "issued")
@@ -455,14 +316,7 @@ async fn sheca_zhang_san_new_then_a_real_name_phone_change_and_a_kill_9_after_a_
     assert_eq!(app["step"]["method"], "phone-real-name", "{app}");
     let id = app["id"].as_str().unwrap().to_owned();
     let code = apps.nth_code(ZHANG.2, n + 1).await;
-    let (status, v) = apps
-        .act(
-            SHECA,
-            &id,
-            "input",
-            json!({"kind": "sms_code", "value": code}),
-        )
-        .await;
+    let (status, v) = apps.input_code(SHECA, &id, &code).await;
     assert_eq!(status, 200, "{v}");
     let v = apps
         .wait(SHECA, &id, "completed", |v| v["status"] == "completed")
@@ -649,14 +503,7 @@ async fn sheca_as_shipped_with_the_appliance_captcha_before_every_sms() {
         n,
         "no SMS before the captcha"
     );
-    let (status, v) = apps
-        .act(
-            SHECA,
-            &id,
-            "input",
-            json!({"kind": "sms_code", "value": "123456"}),
-        )
-        .await;
+    let (status, v) = apps.input_code(SHECA, &id, "123456").await;
     assert_eq!(
         (status, v["error"].as_str()),
         (409, Some("captcha_required")),
@@ -698,14 +545,7 @@ async fn sheca_as_shipped_with_the_appliance_captcha_before_every_sms() {
     let v = solve_captcha(&apps, SHECA, v2).await;
     assert_eq!(v["step"]["challenge"]["kind"], "sms_code", "{v}");
     let code = apps.nth_code(ZHANG.2, n + 2).await;
-    let (status, v) = apps
-        .act(
-            SHECA,
-            &id,
-            "input",
-            json!({"kind": "sms_code", "value": code}),
-        )
-        .await;
+    let (status, v) = apps.input_code(SHECA, &id, &code).await;
     assert_eq!(status, 200, "{v}");
     let done = apps
         .wait(SHECA, &id, "issued", |v| v["status"] == "issued")
