@@ -18,7 +18,7 @@ async fn issue(demo: &DemoDir, stem: &str) -> (String, String) {
     let body = issue_body("personal", &csr, serde_json::json!({"name": "Li Si"}));
     let (status, resp) = api_request(
         demo.api,
-        demo.client_tls("channel-demo"),
+        demo.client_tls("operator"),
         "POST",
         "/api/v1/certificates",
         Some(body),
@@ -115,7 +115,7 @@ async fn sharded_profile_publishes_shard_crls_openssl_accepts() {
 
     let (status, resp) = api_request(
         demo.api,
-        demo.client_tls("channel-demo"),
+        demo.client_tls("operator"),
         "POST",
         &format!("/api/v1/certificates/{revoked}/revoke"),
         Some(serde_json::to_vec(&serde_json::json!({"reason": "keyCompromise"})).unwrap()),
