@@ -274,10 +274,16 @@ fn worker_dies_with_its_parent() {
     use std::io::BufRead;
     use std::process::{Command, Stdio};
     let worker = env!("CARGO_BIN_EXE_ca-plugin-worker");
-    // A shell starts the worker in the background (as its parent), prints its pid and exits.
+    // A shell starts the worker in the background (as its parent), prints its pid, and exits
+    // once the test has seen the worker running (the flag file), however loaded the machine.
+    let dir = tempfile::tempdir().unwrap();
+    let flag = dir.path().join("seen");
     let mut sh = Command::new("sh")
         .arg("-c")
-        .arg(format!("'{worker}' --parent-pid $$ & echo $!; sleep 0.3"))
+        .arg(format!(
+            "'{worker}' --parent-pid $$ & echo $!; while [ ! -e '{}' ]; do sleep 0.01; done",
+            flag.display()
+        ))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -292,6 +298,7 @@ fn worker_dies_with_its_parent() {
         !alive.rsplit(')').next().unwrap().trim().starts_with('Z'),
         "running while sh lives"
     );
+    std::fs::write(&flag, b"").unwrap();
     assert!(sh.wait().unwrap().success());
     // The worker's stdin (our pipe) is still open, so only the death signal can end it.
     let gone = (0..100).any(|_| {
