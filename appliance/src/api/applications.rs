@@ -82,17 +82,7 @@ fn service(state: &AppState) -> Result<&Arc<crate::application::ApplicationServi
 
 /// Parses a body without echoing any input value in the error.
 fn body<T: serde::de::DeserializeOwned>(b: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
-    let bytes = b.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body_too_large",
-                e.body_text(),
-            )
-        } else {
-            ApiError::bad_request("unreadable_body", e.body_text())
-        }
-    })?;
+    let bytes = super::error::read_body(b)?;
     serde_json::from_slice(&bytes).map_err(|e| {
         // serde names unknown fields and variants without quoting values: keep those words.
         let text = e.to_string();

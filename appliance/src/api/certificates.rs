@@ -63,17 +63,7 @@ pub struct CertificateBody {
 pub fn json_body<T: serde::de::DeserializeOwned>(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<T, ApiError> {
-    let bytes = body.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body_too_large",
-                e.body_text(),
-            )
-        } else {
-            ApiError::bad_request("unreadable_body", e.body_text())
-        }
-    })?;
+    let bytes = super::error::read_body(body)?;
     serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::bad_request("malformed_json", e.to_string()))
 }
