@@ -285,14 +285,27 @@ async fn slow_idle_and_unfinished_tls_api_connections_are_closed_after_their_tim
     monitor.finish().await;
 }
 
-/// Opens `n` connections that send `first` (part of a request) and keeps them for `hold_for`;
-/// returns how many the server closed meanwhile.
-async fn crowd(addr: SocketAddr, first: &'static [u8], n: usize, hold_for: Duration) -> usize {
+/// Opens `n` connections that send `first` (part of a request), each kept for `hold_for`.
+/// Returns once every connection is established, so a check started afterwards is admitted
+/// after the whole crowd (a check that connected in the middle of the burst could, rightly,
+/// be the oldest connection not yet sending its request when the burst reaches the cap).
+async fn crowd(
+    addr: SocketAddr,
+    first: &'static [u8],
+    n: usize,
+    hold_for: Duration,
+) -> JoinSet<Option<Closed>> {
     let mut held = JoinSet::new();
     for _ in 0..n {
         let s = tcp(addr).await;
         held.spawn(async move { hold(s, first, b"", hold_for).await });
     }
+    held
+}
+
+/// How many of a crowd's connections the server closed while they were held; none of them
+/// may have received anything.
+async fn closed_count(held: JoinSet<Option<Closed>>) -> usize {
     let outcomes = held.join_all().await;
     for c in outcomes.iter().flatten() {
         assert!(c.received.is_empty(), "{}", c.text());
@@ -309,13 +322,14 @@ async fn connections_over_the_cap_never_lock_out_healthz_or_ocsp() {
         "max_connections = 20\nheader_read_timeout_secs = 120\nbody_read_timeout_secs = 120\nidle_timeout_secs = 120\ntls_handshake_timeout_secs = 120",
     );
     let _server = demo.serve();
-    let monitor = Monitor::start(&demo);
     let hold_for = Duration::from_secs(5);
     // Complete heads with bodies that never come (busy requests), and unfinished handshakes.
-    let (public_closed, api_closed) = tokio::join!(
+    let (public, api) = tokio::join!(
         crowd(demo.public, SLOW_BODY_HEAD, 60, hold_for),
         crowd(demo.api, b"", 60, hold_for),
     );
+    let monitor = Monitor::start(&demo);
+    let (public_closed, api_closed) = tokio::join!(closed_count(public), closed_count(api));
     // 60 attempted against a cap of 20: at least 40 closed at once (more while the monitor's
     // own connections take places), never more than 20 held. The monitor's checks get through
     // although every place is held by a request whose body is still due.
@@ -328,13 +342,14 @@ async fn connections_over_the_cap_never_lock_out_healthz_or_ocsp() {
 async fn held_connections_do_not_exhaust_a_512_descriptor_limit() {
     let demo = DemoDir::create();
     let mut server = Server::start_under(&demo.config(), &["prlimit", "--nofile=512:512", "--"]);
-    let monitor = Monitor::start(&demo);
     let hold_for = Duration::from_secs(5);
     // Default timeouts (10 s): these connections would be held if nothing capped them.
-    let (public_closed, api_closed) = tokio::join!(
+    let (public, api) = tokio::join!(
         crowd(demo.public, SLOW_HEAD, 600, hold_for),
         crowd(demo.api, b"", 200, hold_for),
     );
+    let monitor = Monitor::start(&demo);
+    let (public_closed, api_closed) = tokio::join!(closed_count(public), closed_count(api));
     monitor.finish().await;
     assert!(server.is_running(), "{}", server.log_text());
     let log = server.log_text();
