@@ -677,12 +677,31 @@ pub struct CaConfig {
 
 /// What role a client certificate grants.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum ClientRole {
     /// CA operator: every API action.
     Operator,
     /// A channel: only what its [`ChannelConfig`] allows.
     Channel,
+    /// Registration-authority officer: reviews applications and reads their materials.
+    RaOfficer,
+    /// Auditor: reads applications, certificates and the audit log; changes nothing.
+    Auditor,
+    /// Relying party (a portal, an e-bidding system): login challenges and signature checks.
+    RelyingParty,
+}
+
+impl ClientRole {
+    /// The role's name as written in the config and in audit actors.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClientRole::Operator => "operator",
+            ClientRole::Channel => "channel",
+            ClientRole::RaOfficer => "ra_officer",
+            ClientRole::Auditor => "auditor",
+            ClientRole::RelyingParty => "relying_party",
+        }
+    }
 }
 
 /// Maps a verified client certificate to a caller, by exactly one of its SHA-256
@@ -1014,13 +1033,14 @@ impl ApplianceConfig {
                         client.label()
                     )))
                 }
-                (ClientRole::Operator, Some(_)) => {
+                (role, Some(_)) => {
                     return Err(ConfigError::Invalid(format!(
-                        "operator client {} must not name a channel",
+                        "{} client {} must not name a channel",
+                        role.as_str(),
                         client.label()
                     )))
                 }
-                (ClientRole::Operator, None) => {}
+                (_, None) => {}
             }
         }
         self.validate_plugins()

@@ -355,6 +355,22 @@ common_name = "channel-demo"
 role = "channel"
 channel = "demo"
 
+[[client]]
+common_name = "ra-officer"
+role = "ra_officer"
+
+[[client]]
+common_name = "ra-officer-2"
+role = "ra_officer"
+
+[[client]]
+common_name = "auditor"
+role = "auditor"
+
+[[client]]
+common_name = "relying-party"
+role = "relying_party"
+
 [[channel]]
 name = "demo"
 profiles = ["personal", "organisation"]
@@ -423,6 +439,9 @@ fn write_tls_pki(dir: &Path) -> Result<(), Box<dyn std::error::Error>> {
     leaf("server", "localhost", true)?;
     leaf("operator", "operator", false)?;
     leaf("channel-demo", "channel-demo", false)?;
+    for staff in ["ra-officer", "ra-officer-2", "auditor", "relying-party"] {
+        leaf(staff, staff, false)?;
+    }
     for (name, _) in DEMO_CHANNELS {
         let stem = format!("channel-{name}");
         leaf(&stem, &stem, false)?;

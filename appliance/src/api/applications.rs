@@ -67,6 +67,7 @@ fn who(caller: &Caller) -> Result<Who, ApiError> {
             "unknown_client",
             "the client certificate is not registered with this appliance",
         )),
+        other => Err(ApiError::role_not_allowed(other)),
     }
 }
 

@@ -92,6 +92,7 @@ pub async fn issue(
                 "the client certificate is not registered with this appliance",
             ))
         }
+        other => return Err(ApiError::role_not_allowed(other)),
     }
     let body: IssueBody = json_body(body)?;
     if !state.issuer.profiles().contains_key(&body.profile) {
@@ -162,7 +163,7 @@ pub async fn get(
         .await
         .map_err(|e| super::error::storage_error(&e))?;
     let visible = match (&caller, &record) {
-        (Caller::Operator { .. }, _) => true,
+        (Caller::Operator { .. } | Caller::Auditor { .. } | Caller::RaOfficer { .. }, _) => true,
         (Caller::Channel { channel }, Some(r)) => {
             r.channel.as_deref() == Some(channel.name.as_str())
         }
@@ -172,7 +173,8 @@ pub async fn get(
                 "the client certificate is not registered with this appliance",
             ))
         }
-        _ => false,
+        (Caller::RelyingParty { .. }, _) => return Err(ApiError::role_not_allowed(&caller)),
+        (Caller::Channel { .. }, None) => false,
     };
     let record = record
         .filter(|_| visible)

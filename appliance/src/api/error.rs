@@ -35,6 +35,14 @@ impl ApiError {
         Self::new(StatusCode::FORBIDDEN, code, message)
     }
 
+    /// 403 `role_not_allowed`: the caller's role may not use this route.
+    pub fn role_not_allowed(caller: &super::mtls::Caller) -> Self {
+        Self::forbidden(
+            "role_not_allowed",
+            format!("a {} client cannot use this route", caller.role()),
+        )
+    }
+
     /// 400 with `code`.
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, code, message)

@@ -54,6 +54,21 @@ pub enum Caller {
         /// Its configuration.
         channel: Arc<ChannelConfig>,
     },
+    /// A registration-authority officer (reviews applications).
+    RaOfficer {
+        /// Certificate common name (or the matcher that named it).
+        name: String,
+    },
+    /// An auditor (read-only).
+    Auditor {
+        /// Certificate common name (or the matcher that named it).
+        name: String,
+    },
+    /// A relying party (login challenges, signature verification).
+    RelyingParty {
+        /// Certificate common name (or the matcher that named it).
+        name: String,
+    },
     /// A certificate from the trusted client CA that no `[[client]]` entry names.
     Unknown {
         /// Its common name, if any.
@@ -62,11 +77,26 @@ pub enum Caller {
 }
 
 impl Caller {
+    /// The caller's role, as named in `[[client]] role` (`unknown` for an unregistered one).
+    pub fn role(&self) -> &'static str {
+        match self {
+            Caller::Operator { .. } => ClientRole::Operator.as_str(),
+            Caller::Channel { .. } => ClientRole::Channel.as_str(),
+            Caller::RaOfficer { .. } => ClientRole::RaOfficer.as_str(),
+            Caller::Auditor { .. } => ClientRole::Auditor.as_str(),
+            Caller::RelyingParty { .. } => ClientRole::RelyingParty.as_str(),
+            Caller::Unknown { .. } => "unknown",
+        }
+    }
+
     /// The audit-log actor string.
     pub fn actor(&self) -> String {
         match self {
             Caller::Operator { name } => format!("operator:{name}"),
             Caller::Channel { channel } => format!("channel:{}", channel.name),
+            Caller::RaOfficer { name } => format!("ra_officer:{name}"),
+            Caller::Auditor { name } => format!("auditor:{name}"),
+            Caller::RelyingParty { name } => format!("relying_party:{name}"),
             Caller::Unknown { .. } => "unknown".into(),
         }
     }
@@ -86,13 +116,15 @@ impl ClientDirectory {
             let Some(matcher) = c.matcher() else {
                 continue; // rejected by config validation already
             };
+            let name = match &matcher {
+                ClientMatch::Fingerprint(f) => f.chars().take(16).collect(),
+                ClientMatch::San(s) | ClientMatch::CommonName(s) => s.clone(),
+            };
             let caller = match (c.role, &c.channel) {
-                (ClientRole::Operator, _) => Caller::Operator {
-                    name: match &matcher {
-                        ClientMatch::Fingerprint(f) => f.chars().take(16).collect(),
-                        ClientMatch::San(s) | ClientMatch::CommonName(s) => s.clone(),
-                    },
-                },
+                (ClientRole::Operator, _) => Caller::Operator { name },
+                (ClientRole::RaOfficer, _) => Caller::RaOfficer { name },
+                (ClientRole::Auditor, _) => Caller::Auditor { name },
+                (ClientRole::RelyingParty, _) => Caller::RelyingParty { name },
                 (ClientRole::Channel, Some(name)) => {
                     match channels.iter().find(|ch| &ch.name == name) {
                         Some(ch) => Caller::Channel {

@@ -101,11 +101,15 @@ fn revocation_error(e: RevocationError, serial: &str) -> ApiError {
 
 /// Checks the caller may act on `serial`; returns the record's profile.
 async fn authorise(state: &AppState, caller: &Caller, serial: &str) -> Result<String, ApiError> {
-    if let Caller::Unknown { .. } = caller {
-        return Err(ApiError::forbidden(
-            "unknown_client",
-            "the client certificate is not registered with this appliance",
-        ));
+    match caller {
+        Caller::Operator { .. } | Caller::Channel { .. } => {}
+        Caller::Unknown { .. } => {
+            return Err(ApiError::forbidden(
+                "unknown_client",
+                "the client certificate is not registered with this appliance",
+            ))
+        }
+        other => return Err(ApiError::role_not_allowed(other)),
     }
     let record = state
         .certificates

@@ -85,6 +85,7 @@ fn requester(caller: &Caller) -> Result<Requester<'_>, ApiError> {
             "unknown_client",
             "the client certificate is not registered with this appliance",
         )),
+        other => Err(ApiError::role_not_allowed(other)),
     }
 }
 
