@@ -93,6 +93,9 @@ pub struct ApplianceConfig {
     /// Log format (`[log]`, optional).
     #[serde(default)]
     pub log: crate::logging::LogConfig,
+    /// The reference enrollment page (`[enroll]`, optional: absent = no `/enroll/`).
+    #[serde(default)]
+    pub enroll: Option<crate::enroll::EnrollConfig>,
 }
 
 /// The offline root's token, on the `[hsm]` module (`[root_hsm]`).
@@ -826,6 +829,14 @@ impl ApplianceConfig {
         config.resolve_paths(base);
         config.load_channel_files()?;
         config.validate()?;
+        if let Some(e) = &config.enroll {
+            if !config.channels.iter().any(|c| c.name == e.channel) {
+                return Err(ConfigError::Invalid(format!(
+                    "[enroll] channel {:?} is not a configured channel",
+                    e.channel
+                )));
+            }
+        }
         Ok(config)
     }
 

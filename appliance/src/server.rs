@@ -138,6 +138,14 @@ pub async fn serve(config: ApplianceConfig) -> Result<(), ServeError> {
         verifications,
         applications,
         readiness,
+        enroll: config.enroll.as_ref().and_then(|e| {
+            config
+                .channels
+                .iter()
+                .find(|c| c.name == e.channel)
+                .map(|c| Arc::new(c.clone()))
+        }),
+        console: Arc::new(crate::console::ConsoleState::new(&storage, hsm.clone())),
     });
     let clients = Arc::new(mtls::ClientDirectory::new(
         &config.clients,

@@ -42,6 +42,10 @@ pub struct AppState {
     pub applications: Option<Arc<crate::application::ApplicationService>>,
     /// What `/readyz` checks (HSM, database, CRL and OCSP freshness).
     pub readiness: Arc<crate::ops::health::Readiness>,
+    /// The channel the reference enrollment page acts as (`[enroll]`; absent = no page).
+    pub enroll: Option<Arc<crate::config::ChannelConfig>>,
+    /// What the operator console reads beyond the services above.
+    pub console: Arc<crate::console::ConsoleState>,
 }
 
 /// The mTLS API routes.

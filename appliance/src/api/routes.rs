@@ -12,6 +12,7 @@ use super::{
     applications, callbacks, certificates, public, revocation, status_routes, verifications,
     AppState,
 };
+use crate::{console, enroll};
 
 /// One method on one path and the handler that serves it.
 pub struct Route {
@@ -91,6 +92,17 @@ pub fn api() -> Vec<Route> {
             "/api/v1/applications/{id}/cancel",
             post(applications::cancel),
         ),
+        // The operator console (HTML; see crate::console).
+        get_("/console/", get(console::overview)),
+        get_("/console/console.css", get(console::stylesheet)),
+        get_("/console/certificates", get(console::certificates)),
+        get_("/console/certificates/{serial}", get(console::certificate)),
+        post_(
+            "/console/certificates/{serial}/status",
+            post(console::change_status),
+        ),
+        get_("/console/audit", get(console::audit)),
+        get_("/console/review", get(console::review)),
     ]);
     routes
 }
@@ -101,6 +113,12 @@ pub fn public() -> Vec<Route> {
     routes.extend([
         get_("/ca/{file}", get(public::ca_certificate)),
         post_("/callbacks/{plugin}/{id}", post(callbacks::receive)),
+        // The reference enrollment page (HTML + its JSON backend; see crate::enroll).
+        get_("/enroll/", get(enroll::page)),
+        get_("/enroll/{file}", get(enroll::asset)),
+        post_("/enroll/api/applications", post(enroll::create)),
+        get_("/enroll/api/applications/{id}", get(enroll::get)),
+        post_("/enroll/api/applications/{id}/{action}", post(enroll::act)),
     ]);
     routes
 }

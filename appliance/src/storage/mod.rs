@@ -7,6 +7,7 @@ mod applications;
 mod audit;
 mod authorities;
 mod certificates;
+mod console;
 mod crl;
 mod data_keys;
 mod group_commit;
@@ -28,6 +29,7 @@ pub use applications::{ApplicationRow, ApplicationRows, Inserted, ReusableVerifi
 pub use audit::{AuditCheckpoint, AuditEntry, AuditKeyRecord, AuditLog, AuditRow};
 pub use authorities::{CaRecord, CaStore, NewCa};
 pub use certificates::{CertificateRecord, CertificateStore, NewCertificate};
+pub use console::{CertificateQuery, CertificateSummary, ConsoleRows, PAGE_ROWS};
 pub use crl::{CrlRecord, CrlRow, CrlStore};
 pub use data_keys::{DataKeyRecord, DataKeyRows};
 pub use limits::{LimitRows, WindowCount};
@@ -136,6 +138,11 @@ impl Storage {
     /// The signing ledger (record before sign); starts its group-commit writer.
     pub fn signing_ledger(&self) -> SigningLedger {
         SigningLedger::new(self.pool.clone())
+    }
+
+    /// The operator console's read queries.
+    pub fn console(&self) -> ConsoleRows {
+        ConsoleRows::new(self.pool.clone())
     }
 
     /// Applications, subjects and reusable verifications.
