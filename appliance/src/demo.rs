@@ -20,7 +20,7 @@ const PERSONAL_PROFILE: &str = include_str!("../../config/profiles/personal.toml
 const ORGANISATION_PROFILE: &str = include_str!("../../config/profiles/organisation.toml");
 
 /// The example channels `init --demo` wires (file name, text).
-const DEMO_CHANNELS: [(&str, &str); 2] = [
+const DEMO_CHANNELS: [(&str, &str); 3] = [
     (
         "sheca-personal",
         include_str!("../../config/channels/sheca-personal.toml"),
@@ -28,6 +28,10 @@ const DEMO_CHANNELS: [(&str, &str); 2] = [
     (
         "bjca-personal",
         include_str!("../../config/channels/bjca-personal.toml"),
+    ),
+    (
+        "reference-enroll",
+        include_str!("../../config/channels/reference-enroll.toml"),
     ),
 ];
 
@@ -293,6 +297,9 @@ pub fn write_demo(
     );
     config.push_str(&plugins);
     config.push_str(&channel_plugins);
+    if dir.join("channels/reference-enroll.toml").exists() {
+        config.push_str("\n# The reference enrollment page at /enroll/ on the public listener.\n[enroll]\nchannel = \"reference-enroll\"\n");
+    }
     let path = dir.join("appliance.toml");
     write_file(&path, config.as_bytes(), 0o644)?;
     Ok(path)

@@ -2,6 +2,8 @@
 //! fresh demo directory, talk to it over real mTLS, and run the independent checkers (`openssl`,
 //! Python `cryptography`).
 
+pub mod browser;
+
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
