@@ -43,13 +43,20 @@ impl Browser {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let ready = match http.get(format!("{base}/status")).send().await {
-                Ok(r) => r.text().await.unwrap_or_default().contains("\"ready\":true"),
+                Ok(r) => r
+                    .text()
+                    .await
+                    .unwrap_or_default()
+                    .contains("\"ready\":true"),
                 Err(_) => false,
             };
             if ready {
                 break;
             }
-            assert!(Instant::now() < deadline, "chromedriver did not become ready");
+            assert!(
+                Instant::now() < deadline,
+                "chromedriver did not become ready"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let mut b = Browser {
@@ -72,10 +79,7 @@ impl Browser {
         ]
         .iter()
         .map(|s| s.to_string())
-        .chain([format!(
-            "--user-data-dir={}",
-            b._profile.path().display()
-        )])
+        .chain([format!("--user-data-dir={}", b._profile.path().display())])
         .collect::<Vec<_>>();
         let caps = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
@@ -143,8 +147,11 @@ impl Browser {
             assert!(
                 Instant::now() < deadline,
                 "timed out waiting for {what}; page text: {}",
-                self.script("return document.body ? document.body.innerText : ''", json!([]))
-                    .await
+                self.script(
+                    "return document.body ? document.body.innerText : ''",
+                    json!([])
+                )
+                .await
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }

@@ -330,7 +330,6 @@ async fn sheca_zhang_san_new_then_a_real_name_phone_change_and_a_kill_9_after_a_
     );
 }
 
-
 /// Solves the captcha an application shows (a few tries: a misread captcha is replaced by a new
 /// one, answered `captcha_wrong`); returns the application after the accepted answer.
 async fn solve_captcha(apps: &Apps, who: &str, mut app: Value) -> Value {

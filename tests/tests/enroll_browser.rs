@@ -65,7 +65,10 @@ async fn an_applicant_completes_the_personal_flow_with_the_bank_card_fallback_in
     let mut codes_used = 0;
     let deadline = Instant::now() + Duration::from_secs(180);
     loop {
-        assert!(Instant::now() < deadline, "the flow did not finish; saw {seen:?}");
+        assert!(
+            Instant::now() < deadline,
+            "the flow did not finish; saw {seen:?}"
+        );
         let step = browser.script(STEP, json!([])).await;
         let step = step.as_str().unwrap().to_owned();
         if step != "busy" && seen.insert(step.clone()) {
@@ -114,14 +117,20 @@ async fn an_applicant_completes_the_personal_flow_with_the_bank_card_fallback_in
             }
             "bank-card" => {
                 let text = browser
-                    .script("return document.getElementById('step-text').textContent", json!([]))
+                    .script(
+                        "return document.getElementById('step-text').textContent",
+                        json!([]),
+                    )
                     .await;
                 assert!(text.as_str().unwrap().contains("银行卡"), "{text}");
                 browser.type_into("#bank-card", LI_CARD).await;
                 browser.type_into("#bank-phone", LI_BANK_PHONE).await;
                 browser.click("#submit-bank").await;
                 browser
-                    .wait_for("the bank card form to go", "!document.getElementById('bank-card')")
+                    .wait_for(
+                        "the bank card form to go",
+                        "!document.getElementById('bank-card')",
+                    )
                     .await;
             }
             "face-link" => {
@@ -162,7 +171,10 @@ async fn an_applicant_completes_the_personal_flow_with_the_bank_card_fallback_in
             }
             "confirm-phone" => {
                 let text = browser
-                    .script("return document.getElementById('step-text').textContent", json!([]))
+                    .script(
+                        "return document.getElementById('step-text').textContent",
+                        json!([]),
+                    )
                     .await;
                 // The bank-reserved phone, masked, is the one to confirm.
                 assert!(text.as_str().unwrap().contains("138****8011"), "{text}");
@@ -178,7 +190,13 @@ async fn an_applicant_completes_the_personal_flow_with_the_bank_card_fallback_in
             _ => tokio::time::sleep(Duration::from_millis(200)).await,
         }
     }
-    for step in ["captcha", "bank-card", "sms-code", "face-link", "confirm-phone"] {
+    for step in [
+        "captcha",
+        "bank-card",
+        "sms-code",
+        "face-link",
+        "confirm-phone",
+    ] {
         assert!(seen.contains(step), "the flow showed {step}: {seen:?}");
     }
     browser.screenshot("enroll-9-issued").await;

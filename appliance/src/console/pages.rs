@@ -42,9 +42,14 @@ pub async fn overview(
 ) -> Response {
     let (name, role, csrf) = staff_or_refuse!(state, caller);
     let report = state.readiness.check(&state).await;
-    let mut b = String::from("<h2>Readiness</h2><table id=\"readiness\"><tr><th>check</th><th>state</th></tr>");
+    let mut b = String::from(
+        "<h2>Readiness</h2><table id=\"readiness\"><tr><th>check</th><th>state</th></tr>",
+    );
     for (check, v) in &report.checks {
-        let text = v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string());
+        let text = v
+            .as_str()
+            .map(str::to_owned)
+            .unwrap_or_else(|| v.to_string());
         let class = if text == "ok" { "ok" } else { "bad" };
         let _ = write!(
             b,
@@ -352,9 +357,14 @@ pub async fn change_status(
                 field(&pairs, "reason").unwrap_or("")
             };
             let body = Bytes::from(json!({ "reason": reason }).to_string());
-            crate::api::revocation::revoke(State(state.clone()), ext, Path(serial.clone()), Ok(body))
-                .await
-                .map(|_| ())
+            crate::api::revocation::revoke(
+                State(state.clone()),
+                ext,
+                Path(serial.clone()),
+                Ok(body),
+            )
+            .await
+            .map(|_| ())
         }
         Some("unhold") => {
             crate::api::revocation::unhold(State(state.clone()), ext, Path(serial.clone()))

@@ -64,7 +64,10 @@ pub fn harden(mut resp: Response, csp: &'static str) -> Response {
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     resp
@@ -81,11 +84,7 @@ fn enabled(state: &AppState) -> Result<Caller, ApiError> {
 /// `GET /enroll/`: the page.
 pub async fn page(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
     enabled(&state)?;
-    let resp = (
-        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
-        INDEX,
-    )
-        .into_response();
+    let resp = ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], INDEX).into_response();
     Ok(harden(resp, CSP))
 }
 

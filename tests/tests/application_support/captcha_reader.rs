@@ -89,8 +89,7 @@ pub fn read(png_base64: &str) -> String {
                                     let mut hits = 0;
                                     for (dx, dy) in [(1, 1), (2, 2)] {
                                         let py = gy as i32 * 4 + dy;
-                                        let px =
-                                            gx * 4 + dx + (shear * (py - 14) as f32) as i32;
+                                        let px = gx * 4 + dx + (shear * (py - 14) as f32) as i32;
                                         let x = x0 + px;
                                         hits += dark(x, y0 + py + shift(x));
                                     }
