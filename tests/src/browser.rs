@@ -3,7 +3,7 @@
 //! chromedriver and the browser it starts run in their own process group, killed on drop.
 
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -21,6 +21,71 @@ pub struct Browser {
     _profile: tempfile::TempDir,
 }
 
+/// Where `.ci/run` installs `tests/chromium/policy.json`.
+pub const POLICY: &str = "/etc/chromium/policies/managed/ca-appliance-tests.json";
+
+/// `$HOME/.pki/nssdb` (Chromium's certificate store on Linux) holding `who`'s certificate and
+/// key, with the demo TLS CA trusted for servers.
+fn client_nss_db(home: &Path, tls: &Path, who: &str) {
+    let db = home.join(".pki/nssdb");
+    std::fs::create_dir_all(&db).expect("nssdb dir");
+    let sql = format!("sql:{}", db.display());
+    let p12 = home.join(format!("{who}.p12"));
+    let steps: [Vec<String>; 4] = [
+        vec![
+            "certutil".into(),
+            "-N".into(),
+            "-d".into(),
+            sql.clone(),
+            "--empty-password".into(),
+        ],
+        vec![
+            "openssl".into(),
+            "pkcs12".into(),
+            "-export".into(),
+            "-in".into(),
+            tls.join(format!("{who}.pem")).display().to_string(),
+            "-inkey".into(),
+            tls.join(format!("{who}.key")).display().to_string(),
+            "-name".into(),
+            who.into(),
+            "-passout".into(),
+            "pass:".into(),
+            "-out".into(),
+            p12.display().to_string(),
+        ],
+        vec![
+            "pk12util".into(),
+            "-i".into(),
+            p12.display().to_string(),
+            "-d".into(),
+            sql.clone(),
+            "-W".into(),
+            String::new(),
+        ],
+        vec![
+            "certutil".into(),
+            "-A".into(),
+            "-d".into(),
+            sql,
+            "-n".into(),
+            "demo-tls-ca".into(),
+            "-t".into(),
+            "C,,".into(),
+            "-i".into(),
+            tls.join("ca.pem").display().to_string(),
+        ],
+    ];
+    for step in steps {
+        let (ok, out, err) = crate::run(Command::new(&step[0]).args(&step[1..]));
+        assert!(
+            ok,
+            "{}: {out}{err} (apt-get install libnss3-tools)",
+            step.join(" ")
+        );
+    }
+}
+
 /// Where screenshots go: `target/screenshots/` (artefacts for a person, never compared).
 pub fn screenshot_dir() -> PathBuf {
     crate::target_dir().join("screenshots")
@@ -29,10 +94,31 @@ pub fn screenshot_dir() -> PathBuf {
 impl Browser {
     /// Starts chromedriver and a headless Chromium with a fresh profile directory.
     pub async fn start() -> Browser {
+        Browser::launch(None).await
+    }
+
+    /// A browser that presents the client certificate `tls/{who}.pem` of a demo directory and
+    /// trusts its TLS CA: an NSS database (`certutil`, `pk12util`) in a fresh home, and the
+    /// `AutoSelectCertificateForUrls` policy of `tests/chromium/policy.json` (installed under
+    /// `/etc/chromium/policies/managed/` by `.ci/run`) picks it for `https://localhost:*`.
+    pub async fn start_as(tls_dir: &Path, who: &str) -> Browser {
+        assert!(
+            Path::new(POLICY).exists(),
+            "{POLICY} is missing: install tests/chromium/policy.json there (see .ci/run)"
+        );
+        Browser::launch(Some((tls_dir, who))).await
+    }
+
+    async fn launch(client: Option<(&Path, &str)>) -> Browser {
         let profile = tempfile::tempdir().expect("profile dir");
+        let home = profile.path().join("home");
+        if let Some((tls, who)) = client {
+            client_nss_db(&home, tls, who);
+        }
         let port = crate::free_addr().port();
         let driver = Command::new("chromedriver")
             .arg(format!("--port={port}"))
+            .env("HOME", &home)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .process_group(0)

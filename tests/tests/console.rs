@@ -6,6 +6,8 @@
 
 use std::process::Command;
 
+use serde_json::json;
+use system_tests::browser::Browser;
 use system_tests::*;
 
 /// One console request as `who`; returns status and the body as text.
@@ -177,4 +179,107 @@ async fn console_roles_csrf_and_a_revocation_that_ocsp_reports() {
     // A channel is not staff.
     let (status, html) = page(&demo, "channel-demo", "GET", "/console/", None).await;
     assert_eq!(status, 403, "{html}");
+}
+
+#[tokio::test]
+async fn staff_use_the_console_in_chromium_with_their_client_certificates() {
+    let demo = DemoDir::create();
+    let _server = demo.serve();
+    let csr = openssl_csr(demo.path(), "browser", "ec:P-256");
+    let issued = demo.issue_personal("operator", &csr).await;
+    let serial = issued["serial"].as_str().unwrap().to_owned();
+    let tls = demo.path().join("tls");
+    let base = format!("https://localhost:{}", demo.api.port());
+    let text = |b: &'static str| {
+        format!("return (document.querySelector({b:?}) || {{}}).textContent || ''")
+    };
+
+    // The auditor: the certificate without forms.
+    let auditor = Browser::start_as(&tls, "auditor").await;
+    auditor
+        .goto(&format!("{base}/console/certificates/{serial}"))
+        .await;
+    auditor
+        .wait_for("the certificate page", "document.getElementById('serial')")
+        .await;
+    assert_eq!(
+        auditor.script(&text("#who"), json!([])).await,
+        json!("auditor (auditor)")
+    );
+    assert_eq!(
+        auditor
+            .script("return !!document.getElementById('revoke')", json!([]))
+            .await,
+        json!(false)
+    );
+    auditor.screenshot("console-auditor-certificate").await;
+    drop(auditor);
+
+    // The operator: overview, search, the certificate, revoke through the real form.
+    let operator = Browser::start_as(&tls, "operator").await;
+    operator.goto(&format!("{base}/console/")).await;
+    operator
+        .wait_for("the overview", "document.getElementById('readiness')")
+        .await;
+    assert_eq!(
+        operator.script(&text("#who"), json!([])).await,
+        json!("operator (operator)")
+    );
+    operator.screenshot("console-overview").await;
+    operator.goto(&format!("{base}/console/certificates")).await;
+    operator
+        .type_into("#search input[name=serial]", &serial[..6])
+        .await;
+    operator.click("#search button").await;
+    operator
+        .wait_for(
+            "the search result",
+            &format!("document.querySelector('#results a[href$=\"{serial}\"]')"),
+        )
+        .await;
+    operator.screenshot("console-search").await;
+    operator
+        .click(&format!("#results a[href$='{serial}']"))
+        .await;
+    operator
+        .wait_for("the certificate page", "document.getElementById('revoke')")
+        .await;
+    operator
+        .script(
+            "document.querySelector('#revoke select').value = 'superseded'",
+            json!([]),
+        )
+        .await;
+    operator.screenshot("console-certificate").await;
+    operator.click("#revoke button").await;
+    operator
+        .wait_for(
+            "the revoked status",
+            "(document.getElementById('status') || {}).textContent === 'revoked'",
+        )
+        .await;
+    operator.screenshot("console-revoked").await;
+    assert_eq!(ocsp_status(&demo, &serial), "revoked");
+    operator.goto(&format!("{base}/console/audit")).await;
+    operator
+        .wait_for("the audit page", "document.getElementById('verify')")
+        .await;
+    assert_eq!(
+        operator
+            .script(
+                "return document.getElementById('verify').dataset.result",
+                json!([])
+            )
+            .await,
+        json!("ok")
+    );
+    operator.screenshot("console-audit").await;
+    operator.goto(&format!("{base}/console/review")).await;
+    operator
+        .wait_for(
+            "the review page",
+            "document.getElementById('review-pending')",
+        )
+        .await;
+    operator.screenshot("console-review").await;
 }
