@@ -10,9 +10,6 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use serde_json::{json, Value};
 
-/// The WebDriver element key (W3C).
-const ELEMENT: &str = "element-6066-11e4-a6e3-4ebb-a6e3-4a6b4b6b6b6b";
-
 /// A chromedriver session with one headless Chromium.
 pub struct Browser {
     driver: Child,
@@ -94,7 +91,7 @@ pub fn screenshot_dir() -> PathBuf {
 impl Browser {
     /// Starts chromedriver and a headless Chromium with a fresh profile directory.
     pub async fn start() -> Browser {
-        Browser::launch(None).await
+        Browser::launch(None, "420,900").await
     }
 
     /// A browser that presents the client certificate `tls/{who}.pem` of a demo directory and
@@ -106,10 +103,10 @@ impl Browser {
             Path::new(POLICY).exists(),
             "{POLICY} is missing: install tests/chromium/policy.json there (see .ci/run)"
         );
-        Browser::launch(Some((tls_dir, who))).await
+        Browser::launch(Some((tls_dir, who)), "1280,900").await
     }
 
-    async fn launch(client: Option<(&Path, &str)>) -> Browser {
+    async fn launch(client: Option<(&Path, &str)>, window: &str) -> Browser {
         let profile = tempfile::tempdir().expect("profile dir");
         let home = profile.path().join("home");
         if let Some((tls, who)) = client {
@@ -161,11 +158,16 @@ impl Browser {
             "--disable-component-update",
             "--disable-sync",
             "--disable-dev-shm-usage",
-            "--window-size=420,900",
         ]
         .iter()
         .map(|s| s.to_string())
-        .chain([format!("--user-data-dir={}", b._profile.path().display())])
+        .chain([
+            format!("--window-size={window}"),
+            format!(
+                "--user-data-dir={}",
+                b._profile.path().join("profile").display()
+            ),
+        ])
         .collect::<Vec<_>>();
         let caps = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
@@ -259,8 +261,9 @@ impl Browser {
                 Some(json!({"using": "css selector", "value": css})),
             )
             .await;
-        v.get(ELEMENT)
-            .or_else(|| v.as_object().and_then(|o| o.values().next()))
+        // A web element reference is an object with exactly one key (the W3C identifier).
+        v.as_object()
+            .and_then(|o| o.values().next())
             .and_then(Value::as_str)
             .unwrap_or_else(|| panic!("an element reference for {css}: {v}"))
             .to_owned()

@@ -20,17 +20,15 @@ use crate::api::{ApiError, AppState};
 use crate::storage::CertificateQuery;
 
 /// The caller's name, role and CSRF token, or the refusal page.
-fn who(state: &AppState, caller: &Caller) -> Result<(String, &'static str, String), Response> {
-    staff(caller)
-        .map(|(n, r)| (n, r, console(state).csrf_token(caller)))
-        .map_err(|e| error_page("-", caller.role(), &e))
+fn who(state: &AppState, caller: &Caller) -> Result<(String, &'static str, String), ApiError> {
+    staff(caller).map(|(n, r)| (n, r, console(state).csrf_token(caller)))
 }
 
 macro_rules! staff_or_refuse {
     ($state:expr, $caller:expr) => {
         match who(&$state, &$caller) {
             Ok(w) => w,
-            Err(resp) => return resp,
+            Err(e) => return error_page("-", $caller.role(), &e),
         }
     };
 }
