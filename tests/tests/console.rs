@@ -85,7 +85,10 @@ async fn console_roles_csrf_and_a_revocation_that_ocsp_reports() {
             "{html}"
         );
         assert!(!html.contains("<script"), "no script in the console");
-        assert!(html.contains("ca_issuances_total"), "metrics at a glance: {html}");
+        assert!(
+            html.contains("ca_issuances_total"),
+            "metrics at a glance: {html}"
+        );
     }
     let (status, html) = page(&demo, "operator", "GET", "/console/review", None).await;
     assert_eq!(status, 200, "{html}");
