@@ -93,6 +93,9 @@ pub struct ApplianceConfig {
     /// Log format (`[log]`, optional).
     #[serde(default)]
     pub log: crate::logging::LogConfig,
+    /// QR login challenges (`[login]`, optional).
+    #[serde(default)]
+    pub login: crate::relying::LoginSettings,
 }
 
 /// The offline root's token, on the `[hsm]` module (`[root_hsm]`).
@@ -977,6 +980,7 @@ impl ApplianceConfig {
         }
         self.status.validate()?;
         self.applications.validate()?;
+        self.login.validate().map_err(ConfigError::Invalid)?;
         let live = self.status.ocsp_live_concurrency as usize;
         if live > 0 && live >= self.hsm.pool_size {
             return Err(ConfigError::Invalid(format!(

@@ -15,6 +15,7 @@ pub mod logging;
 pub mod notify;
 pub mod ops;
 pub mod profile;
+pub mod relying;
 pub mod server;
 pub mod status;
 pub mod storage;

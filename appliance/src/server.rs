@@ -130,6 +130,8 @@ pub async fn serve(config: ApplianceConfig) -> Result<(), ServeError> {
         &certificates,
     );
     let application_task = applications.as_ref().map(|a| a.spawn_background());
+    let relying =
+        crate::relying::Relying::new(&storage, hierarchy.clone(), certificates.clone(), &config);
     let state = Arc::new(AppState {
         issuer,
         hierarchy,
@@ -138,6 +140,7 @@ pub async fn serve(config: ApplianceConfig) -> Result<(), ServeError> {
         verifications,
         applications,
         readiness,
+        relying,
     });
     let clients = Arc::new(mtls::ClientDirectory::new(
         &config.clients,

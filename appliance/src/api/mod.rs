@@ -7,10 +7,12 @@ pub mod applications;
 pub mod callbacks;
 pub mod certificates;
 pub mod error;
+pub mod login;
 pub mod mtls;
 pub mod public;
 pub mod revocation;
 pub mod routes;
+pub mod signatures;
 pub mod status_routes;
 pub mod verifications;
 
@@ -42,6 +44,8 @@ pub struct AppState {
     pub applications: Option<Arc<crate::application::ApplicationService>>,
     /// What `/readyz` checks (HSM, database, CRL and OCSP freshness).
     pub readiness: Arc<crate::ops::health::Readiness>,
+    /// QR login challenges and CMS verification for relying parties.
+    pub relying: crate::relying::Relying,
 }
 
 /// The mTLS API routes.

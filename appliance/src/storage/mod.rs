@@ -11,6 +11,7 @@ mod crl;
 mod data_keys;
 mod group_commit;
 mod limits;
+mod login;
 mod notify;
 mod ocsp;
 mod ops;
@@ -31,6 +32,7 @@ pub use certificates::{CertificateRecord, CertificateStore, NewCertificate};
 pub use crl::{CrlRecord, CrlRow, CrlStore};
 pub use data_keys::{DataKeyRecord, DataKeyRows};
 pub use limits::{LimitRows, WindowCount};
+pub use login::{Answer, ChallengeRow, LoginRows, NewChallenge};
 pub use notify::{CodeRow, NewCode, NewNotification, NotificationRow, NotifyRows};
 pub use ocsp::{CertStatusRow, OcspStore, ResponderRecord, StoredResponse};
 pub use revocation::{Revocation, RevocationError, RevocationStore, StatusChange};
@@ -151,6 +153,11 @@ impl Storage {
     /// Channel-plugin deliveries, one-time codes and captchas.
     pub fn notify(&self) -> NotifyRows {
         NotifyRows::new(self.pool.clone())
+    }
+
+    /// Relying parties' login challenges.
+    pub fn login(&self) -> LoginRows {
+        LoginRows::new(self.pool.clone())
     }
 }
 
