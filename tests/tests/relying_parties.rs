@@ -672,3 +672,256 @@ fn time_now() -> i64 {
         .unwrap()
         .as_secs() as i64
 }
+
+/// `openssl cms -sign` in `dir` over `doc` (DER out, binary); `extra` e.g. `-nodetach`.
+fn cms_sign(dir: &Path, cert: &str, key: &str, doc: &str, out: &str, extra: &[&str]) -> String {
+    let mut args = vec![
+        "cms", "-sign", "-binary", "-in", doc, "-signer", cert, "-inkey", key, "-outform", "DER",
+        "-out", out,
+    ];
+    args.extend_from_slice(extra);
+    openssl(dir, &args);
+    b64(&std::fs::read(dir.join(out)).unwrap())
+}
+
+#[tokio::test]
+async fn cms_signatures_made_by_openssl_verify_and_altered_revoked_or_foreign_ones_do_not() {
+    let demo = DemoDir::create();
+    let _server = demo.serve();
+    let dir = demo.path().to_owned();
+    let call = |who: &'static str, path: &'static str, body: Value| {
+        let tls = demo.client_tls(who);
+        let api = demo.api;
+        async move {
+            let (status, body) = api_request(
+                api,
+                tls,
+                "POST",
+                path,
+                Some(serde_json::to_vec(&body).unwrap()),
+            )
+            .await
+            .unwrap();
+            (
+                status,
+                serde_json::from_slice::<Value>(&body).unwrap_or(Value::Null),
+            )
+        }
+    };
+    let verify = |body: Value| call(RP, "/api/v1/signatures/verify", body);
+    let mut certs = Vec::new();
+    for (stem, spec) in [
+        ("ec", "ec:P-256"),
+        ("rsa", "rsa:2048"),
+        ("late", "ec:P-384"),
+    ] {
+        let issued = demo
+            .issue_personal("operator", &openssl_csr(&dir, stem, spec))
+            .await;
+        std::fs::write(
+            dir.join(format!("{stem}.pem")),
+            issued["certificate"].as_str().unwrap(),
+        )
+        .unwrap();
+        certs.push(issued["serial"].as_str().unwrap().to_owned());
+    }
+    let (ec_serial, _rsa_serial, late_serial) = (&certs[0], &certs[1], &certs[2]);
+    let document = "标书 tender 2026-001: price 1,000,000 CNY\n";
+    std::fs::write(dir.join("doc.txt"), document).unwrap();
+    std::fs::write(
+        dir.join("other.txt"),
+        "标书 tender 2026-001: price 9,000,000 CNY\n",
+    )
+    .unwrap();
+    let doc = b64(document.as_bytes());
+
+    // Detached and attached, ECDSA and RSA (PKCS#1 v1.5 and PSS): valid, the signer named.
+    let detached = cms_sign(&dir, "ec.pem", "ec.key", "doc.txt", "det.p7s", &[]);
+    let attached = cms_sign(
+        &dir,
+        "ec.pem",
+        "ec.key",
+        "doc.txt",
+        "att.p7s",
+        &["-nodetach"],
+    );
+    let rsa = cms_sign(&dir, "rsa.pem", "rsa.key", "doc.txt", "rsa.p7s", &[]);
+    let pss = cms_sign(
+        &dir,
+        "rsa.pem",
+        "rsa.key",
+        "doc.txt",
+        "pss.p7s",
+        &[
+            "-keyopt",
+            "rsa_padding_mode:pss",
+            "-keyopt",
+            "rsa_pss_saltlen:digest",
+            "-md",
+            "sha384",
+        ],
+    );
+    // PSS with a salt longer than the hash (OpenSSL's default) is not among the schemes.
+    let pss_max = cms_sign(
+        &dir,
+        "rsa.pem",
+        "rsa.key",
+        "doc.txt",
+        "pss-max.p7s",
+        &["-keyopt", "rsa_padding_mode:pss", "-md", "sha384"],
+    );
+    let (_, v) = verify(json!({"cms": pss_max, "content": doc})).await;
+    assert_eq!(v["reasons"], json!(["unsupported_algorithm"]), "{v}");
+    for (name, body) in [
+        ("detached", json!({"cms": detached, "content": doc})),
+        ("attached", json!({"cms": attached})),
+        (
+            "attached, same content given",
+            json!({"cms": attached, "content": doc}),
+        ),
+        ("rsa", json!({"cms": rsa, "content": doc})),
+        ("rsa-pss", json!({"cms": pss, "content": doc})),
+    ] {
+        let (status, v) = verify(body).await;
+        assert_eq!(status, 200, "{name}: {v}");
+        assert_eq!(v["valid"], true, "{name}: {v}");
+        assert_eq!(v["reasons"], json!([]), "{name}: {v}");
+        assert_eq!(v["signer"]["issuer"], "personal", "{name}: {v}");
+        assert!(v["signer"]["signing_time"].is_i64(), "{name}: {v}");
+        assert_eq!(v["signer"]["subject"]["name"], "T**********", "{name}: {v}");
+    }
+    let (_, v) = verify(json!({"cms": detached, "content": doc})).await;
+    assert_eq!(v["signer"]["serial"], ec_serial.as_str(), "{v}");
+
+    // Other content, a changed signature, a foreign signer: each with its reason.
+    let other = b64(&std::fs::read(dir.join("other.txt")).unwrap());
+    let (_, v) = verify(json!({"cms": detached, "content": other})).await;
+    assert_eq!(
+        (v["valid"].clone(), v["reasons"].clone()),
+        (json!(false), json!(["content_digest_mismatch"])),
+        "{v}"
+    );
+    let (_, v) = verify(json!({"cms": attached, "content": other})).await;
+    assert_eq!(
+        (v["valid"].clone(), v["reasons"].clone()),
+        (json!(false), json!(["content_mismatch"])),
+        "{v}"
+    );
+    let mut tampered = std::fs::read(dir.join("det.p7s")).unwrap();
+    let last = tampered.len() - 1;
+    tampered[last] ^= 0x01; // the last byte of the ECDSA signature value
+    let (_, v) = verify(json!({"cms": b64(&tampered), "content": doc})).await;
+    assert_eq!(
+        (v["valid"].clone(), v["reasons"].clone()),
+        (json!(false), json!(["signature_invalid"])),
+        "{v}"
+    );
+    foreign_certificate(&dir);
+    let foreign = cms_sign(
+        &dir,
+        "foreign.pem",
+        "foreign.key",
+        "doc.txt",
+        "foreign.p7s",
+        &[],
+    );
+    let (_, v) = verify(json!({"cms": foreign, "content": doc})).await;
+    assert_eq!(
+        (v["valid"].clone(), v["reasons"].clone()),
+        (json!(false), json!(["certificate_foreign"])),
+        "{v}"
+    );
+    assert!(v["signer"]["issuer"].is_null(), "{v}");
+
+    // Revoked for key compromise: no signature by it is trusted, whatever time it claims.
+    let revoke = |serial: String, reason: &'static str| {
+        let tls = demo.client_tls("operator");
+        let api = demo.api;
+        async move {
+            let (status, body) = api_request(
+                api,
+                tls,
+                "POST",
+                &format!("/api/v1/certificates/{serial}/revoke"),
+                Some(serde_json::to_vec(&json!({"reason": reason})).unwrap()),
+            )
+            .await
+            .unwrap();
+            assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+        }
+    };
+    let early = cms_sign(&dir, "late.pem", "late.key", "doc.txt", "early.p7s", &[]);
+    revoke(ec_serial.clone(), "keyCompromise").await;
+    let (_, v) = verify(json!({"cms": attached})).await;
+    assert_eq!(
+        (v["valid"].clone(), v["reasons"].clone()),
+        (json!(false), json!(["certificate_revoked"])),
+        "{v}"
+    );
+    assert_eq!(v["signer"]["status"], "revoked", "{v}");
+    // Revoked as superseded: a signature made before still verifies (status at signing time),
+    // one made after does not.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while time_now()
+        <= early_signing_time(
+            &verify(json!({"cms": early.clone(), "content": doc}))
+                .await
+                .1,
+        )
+    {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    revoke(late_serial.clone(), "superseded").await;
+    let (_, v) = verify(json!({"cms": early, "content": doc})).await;
+    assert_eq!(
+        (v["valid"].clone(), v["reasons"].clone()),
+        (json!(true), json!([])),
+        "{v}"
+    );
+    assert_eq!(v["signer"]["status"], "revoked", "{v}");
+    let after = cms_sign(&dir, "late.pem", "late.key", "doc.txt", "after.p7s", &[]);
+    let (_, v) = verify(json!({"cms": after, "content": doc})).await;
+    assert_eq!(
+        (v["valid"].clone(), v["reasons"].clone()),
+        (json!(false), json!(["certificate_revoked"])),
+        "{v}"
+    );
+
+    // Not CMS, not base64, detached without its content, a channel asking: refused.
+    for (body, status, code) in [
+        (
+            json!({"cms": b64(b"not a cms structure")}),
+            400,
+            "malformed_cms",
+        ),
+        (json!({"cms": "***"}), 400, "malformed_cms"),
+        (json!({"cms": detached}), 400, "content_missing"),
+        (
+            json!({"cms": detached, "content": "***"}),
+            400,
+            "malformed_content",
+        ),
+        (json!({"cms": detached, "extra": 1}), 400, "malformed_json"),
+    ] {
+        let (s, v) = verify(body).await;
+        assert_eq!((s, v["error"].as_str()), (status, Some(code)), "{v}");
+    }
+    let (s, v) = call(
+        "channel-demo",
+        "/api/v1/signatures/verify",
+        json!({"cms": attached}),
+    )
+    .await;
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (403, Some("role_not_allowed")),
+        "{v}"
+    );
+}
+
+fn early_signing_time(v: &Value) -> i64 {
+    v["signer"]["signing_time"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("{v}"))
+}
