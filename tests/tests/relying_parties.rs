@@ -24,7 +24,7 @@ const RP2: &str = "relying-party-2";
 const SHECA_NO_CODES: &str = r#"
 name = "sheca-personal"
 clients = ["channel-sheca-personal"]
-profiles = ["personal"]
+profiles = ["personal", "personal-l3"]
 
 [[policy]]
 kinds = ["new", "renewal", "change", "reissue", "revocation"]
@@ -40,7 +40,7 @@ verify = ["face"]
 const BJCA_NO_CODES: &str = r#"
 name = "bjca-personal"
 clients = ["channel-bjca-personal"]
-profiles = ["personal"]
+profiles = ["personal", "personal-l3"]
 
 [[policy]]
 kinds = ["new"]
@@ -204,12 +204,21 @@ impl Apps {
         std::fs::write(dir.join("channels/sheca-personal.toml"), SHECA_NO_CODES).unwrap();
         std::fs::write(dir.join("channels/bjca-personal.toml"), BJCA_NO_CODES).unwrap();
         second_relying_party(dir);
+        // The personal profile asking for L3 (`min_level`), for the `level_too_low` check.
+        let personal = std::fs::read_to_string(dir.join("profiles/personal.toml")).unwrap();
+        let l3 = personal.replacen(
+            "name = \"personal\"",
+            "name = \"personal-l3\"\nmin_level = \"L3\"",
+            1,
+        );
+        assert_ne!(l3, personal);
+        std::fs::write(dir.join("profiles/personal-l3.toml"), l3).unwrap();
         Apps::from_setup(s)
     }
 
     /// ZHANG's certificate through SHECA (phone real-name + face: L3); key `stem.key`.
     async fn l3_certificate(&self, stem: &str) -> Value {
-        let body = json!({"kind": "new", "profile": "personal", "subject": person(ZHANG), "csr": self.csr(stem)});
+        let body = json!({"kind": "new", "profile": "personal-l3", "subject": person(ZHANG), "csr": self.csr(stem)});
         let (status, app) = self.create(SHECA, body).await;
         assert_eq!(status, 201, "{app}");
         let id = app["id"].as_str().unwrap().to_owned();
@@ -230,8 +239,8 @@ impl Apps {
     }
 
     /// ZHANG's certificate through BJCA by phone real-name only (L2); key `stem.key`.
-    async fn l2_certificate(&self, stem: &str) -> Value {
-        let body = json!({"kind": "new", "profile": "personal", "subject": person(ZHANG), "csr": self.csr(stem)});
+    async fn l2_application(&self, stem: &str, profile: &str) -> Value {
+        let body = json!({"kind": "new", "profile": profile, "subject": person(ZHANG), "csr": self.csr(stem)});
         let (status, app) = self.create(BJCA, body).await;
         assert_eq!(status, 201, "{app}");
         let id = app["id"].as_str().unwrap().to_owned();
@@ -247,12 +256,15 @@ impl Apps {
         assert_eq!(v["status"], "awaiting_applicant", "{v}");
         let code = self.s.sim.latest_code(ZHANG.2).await;
         let (status, v) = self.input_code(BJCA, &id, &code).await;
-        assert_eq!(status, 200, "{v}");
-        let done = self
-            .wait(BJCA, &id, "issued", |v| v["status"] == "issued")
-            .await;
-        assert_eq!(done["assurance_level"], "L2", "{done}");
-        done["certificate"].clone()
+        // Below the profile's min_level: refused at the step that finished verification.
+        assert!(
+            status == 200 || (status == 422 && v["error"] == "level_too_low"),
+            "{v}"
+        );
+        self.wait(BJCA, &id, "finished", |v| {
+            v["status"] == "issued" || v["status"] == "rejected"
+        })
+        .await
     }
 
     async fn challenge(&self, who: &str, body: Value) -> Value {
@@ -456,8 +468,18 @@ async fn qr_login_with_an_application_certificate_and_every_refusal() {
     );
 
     // An L2 certificate when L3 is asked: refused level_too_low; L2 asked: approved.
-    let l2 = apps.l2_certificate("zhang-l2").await;
-    let l2_pem = l2["pem"].as_str().unwrap();
+    // The L3 profile refuses an application that reached only L2, before anything is issued.
+    let refused = apps.l2_application("zhang-l2-refused", "personal-l3").await;
+    assert_eq!(refused["status"], "rejected", "{refused}");
+    assert_eq!(refused["failure"]["code"], "level_too_low", "{refused}");
+    assert!(refused["certificate"].is_null(), "{refused}");
+    let done = apps.l2_application("zhang-l2", "personal").await;
+    assert_eq!(
+        (done["status"].as_str(), done["assurance_level"].as_str()),
+        (Some("issued"), Some("L2")),
+        "{done}"
+    );
+    let l2_pem = done["certificate"]["pem"].as_str().unwrap();
     let c = apps.challenge(RP, json!({"min_level": "L3"})).await;
     let cid = c["id"].as_str().unwrap();
     let sig = openssl_sign(

@@ -1153,6 +1153,10 @@ impl ApplicationService {
             }
             Cursor::Done => {
                 if app.status != Status::Approved {
+                    if let Some((code, message)) = self.level_too_low(app) {
+                        self.reject(app, code, &message, who).await?;
+                        return Ok(false);
+                    }
                     app.status = Status::Approved;
                     return Ok(true);
                 }
@@ -1160,6 +1164,32 @@ impl ApplicationService {
                 Ok(false)
             }
         }
+    }
+
+    /// `level_too_low` when an issuing application's verifications stayed below its profile's
+    /// `min_level` (checked before approval, so nothing is issued).
+    fn level_too_low(&self, app: &App) -> Option<(&'static str, String)> {
+        if !matches!(
+            app.kind,
+            Kind::New | Kind::Renewal | Kind::Change | Kind::Reissue
+        ) {
+            return None;
+        }
+        let need = self.issuer.profiles().get(&app.row.profile)?.min_level?;
+        let have = app.doc.progress.assurance();
+        let have_level = have.as_deref().and_then(crate::relying::Level::parse);
+        if have_level.is_some_and(|h| h >= need) {
+            return None;
+        }
+        Some((
+            "level_too_low",
+            format!(
+                "profile {} needs assurance level {}; the verifications reached {}",
+                app.row.profile,
+                need.as_str(),
+                have.as_deref().unwrap_or("none")
+            ),
+        ))
     }
 
     /// Fields (API names) a method's plugin needs.
