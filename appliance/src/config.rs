@@ -141,6 +141,9 @@ pub struct ApplicationSettings {
     pub assurance_policy_oids: BTreeMap<String, String>,
     /// How often waiting applications are advanced and expired ones closed, seconds (1..=3600).
     pub tick_secs: u32,
+    /// Realms: channels sharing accounts (`[[applications.realm]]`).
+    #[serde(rename = "realm")]
+    pub realms: Vec<crate::account::Realm>,
 }
 
 impl Default for ApplicationSettings {
@@ -155,6 +158,7 @@ impl Default for ApplicationSettings {
             renewal_window_days: 90,
             assurance_policy_oids: oids,
             tick_secs: 1,
+            realms: Vec::new(),
         }
     }
 }
@@ -179,6 +183,8 @@ impl ApplicationSettings {
         if !(1..=3600).contains(&self.tick_secs) {
             return bad("tick_secs must be 1..=3600".into());
         }
+        crate::account::validate(&self.realms)
+            .map_err(|m| ConfigError::Invalid(format!("[applications] {m}")))?;
         for (level, oid) in &self.assurance_policy_oids {
             if !["L1", "L2", "L3"].contains(&level.as_str()) {
                 return bad(format!(

@@ -2,6 +2,7 @@
 //!
 //! See ARCHITECTURE.md at the repository root for the map of modules and their invariants.
 
+pub mod account;
 pub mod api;
 pub mod application;
 pub mod audit;

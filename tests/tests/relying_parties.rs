@@ -947,3 +947,48 @@ fn early_signing_time(v: &Value) -> i64 {
         .as_i64()
         .unwrap_or_else(|| panic!("{v}"))
 }
+
+#[tokio::test]
+async fn a_phone_binds_one_personal_account_per_realm() {
+    let apps = Apps::relying(
+        "[[applications.realm]]\nname = \"gd\"\nchannels = [\"sheca-personal\", \"bjca-personal\"]\n",
+    );
+    let _server = apps.s.demo.serve();
+    apps.l3_certificate("zhang").await;
+    let accounts = apps.sql("select realm, kind, level, evidence from accounts");
+    assert!(accounts.starts_with("gd|personal|L3|"), "{accounts}");
+    assert!(
+        accounts.contains("\"face\""),
+        "evidence names the methods: {accounts}"
+    );
+    let all = apps.sql("select * from accounts");
+    assert!(
+        !all.contains(ZHANG.2) && !all.contains(ZHANG.1),
+        "no clear numbers: {all}"
+    );
+
+    // 王五 declaring 张三's phone, through the other channel of the realm: refused, nothing stored.
+    let before = apps.sql("select count(*) from applications");
+    let wang = json!({"type": "person", "name": "王五", "id_type": "resident_id",
+        "id_number": "110105199002020026", "phone": ZHANG.2});
+    let (status, v) = apps
+        .create(
+            BJCA,
+            json!({"kind": "new", "profile": "personal", "subject": wang, "csr": apps.csr("wang")}),
+        )
+        .await;
+    assert_eq!(
+        (status, v["error"].as_str()),
+        (409, Some("phone_bound_to_other_account")),
+        "{v}"
+    );
+    assert_eq!(apps.sql("select count(*) from applications"), before);
+    // 张三 himself may apply again with his phone.
+    let (status, v) = apps
+        .create(
+            BJCA,
+            json!({"kind": "new", "profile": "personal", "subject": person(ZHANG), "csr": apps.csr("again")}),
+        )
+        .await;
+    assert_eq!(status, 201, "{v}");
+}

@@ -157,6 +157,7 @@ pub fn code_of(e: &AppError) -> (StatusCode, &'static str) {
         AppError::PhoneNotVerified => (S::UNPROCESSABLE_ENTITY, "phone_not_verified"),
         AppError::Rejected(c) if c == "level_too_low" => (S::UNPROCESSABLE_ENTITY, "level_too_low"),
         AppError::Rejected(_) => (S::UNPROCESSABLE_ENTITY, "verification_failed"),
+        AppError::PhoneBound(_) => (S::CONFLICT, "phone_bound_to_other_account"),
         AppError::Unavailable(_) => (S::SERVICE_UNAVAILABLE, "service_unavailable"),
         AppError::Storage(_) | AppError::Sealed(_) => {
             (S::SERVICE_UNAVAILABLE, "storage_unavailable")

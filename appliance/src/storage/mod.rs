@@ -3,6 +3,7 @@
 //! Consumers get narrow views: [`CaStore`] for the hierarchy, [`CertificateStore`] for issued
 //! certificates (with group commit), [`AuditLog`] for the tamper-evident log.
 
+mod accounts;
 mod applications;
 mod audit;
 mod authorities;
@@ -25,6 +26,7 @@ use std::time::Duration;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::SqlitePool;
 
+pub use accounts::AccountBinding;
 pub use applications::{ApplicationRow, ApplicationRows, Inserted, ReusableVerification, Updated};
 pub use audit::{AuditCheckpoint, AuditEntry, AuditKeyRecord, AuditLog, AuditRow};
 pub use authorities::{CaRecord, CaStore, NewCa};
