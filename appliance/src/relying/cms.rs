@@ -205,7 +205,9 @@ impl CmsVerifier {
             reasons.push("signer_certificate_missing".into());
             return Ok((view, reasons));
         };
-        view.serial = Some(hex::encode(cert.tbs_certificate.serial_number.as_bytes()));
+        view.serial = Some(trust::serial_hex(
+            cert.tbs_certificate.serial_number.as_bytes(),
+        ));
         view.subject = Some(trust::masked_subject(&cert));
         let spki = &cert.tbs_certificate.subject_public_key_info;
         match Scheme::from_algorithm(&info.signature_algorithm, digest)
@@ -273,8 +275,7 @@ impl CmsVerifier {
         let SignerIdentifier::IssuerAndSerialNumber(ias) = sid else {
             return Ok(None);
         };
-        let serial = hex::encode(ias.serial_number.as_bytes());
-        let serial = crate::api::certificates::normalise_serial(&serial).unwrap_or(serial);
+        let serial = trust::serial_hex(ias.serial_number.as_bytes());
         let Some(record) = self.certificates.get(&serial).await? else {
             return Ok(None);
         };

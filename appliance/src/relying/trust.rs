@@ -161,8 +161,7 @@ impl Trust {
         let Some(ca) = self.issuing_ca(cert) else {
             return Ok(Err(Refusal::Foreign));
         };
-        let serial = hex::encode(cert.tbs_certificate.serial_number.as_bytes());
-        let serial = crate::api::certificates::normalise_serial(&serial).unwrap_or(serial);
+        let serial = serial_hex(cert.tbs_certificate.serial_number.as_bytes());
         let Some(record) = self.certificates.get(&serial).await? else {
             return Ok(Err(Refusal::Foreign));
         };
@@ -278,6 +277,15 @@ impl Trust {
     }
 }
 
+/// A serial as stored: lowercase hex of the INTEGER content without leading zero bytes.
+pub fn serial_hex(bytes: &[u8]) -> String {
+    let first = bytes
+        .iter()
+        .position(|b| *b != 0)
+        .unwrap_or(bytes.len().saturating_sub(1));
+    hex::encode(&bytes[first..])
+}
+
 /// Whether `cert`'s keyUsage (if present) allows digitalSignature or nonRepudiation.
 pub fn may_sign(cert: &Certificate) -> bool {
     match extension::<KeyUsage>(cert, rfc5280::ID_CE_KEY_USAGE) {
@@ -321,4 +329,16 @@ pub fn masked_subject(cert: &Certificate) -> serde_json::Value {
         }
     }
     serde_json::Value::Object(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serials_drop_leading_zero_bytes_like_the_store() {
+        assert_eq!(serial_hex(&[0x00, 0x8f, 0x01]), "8f01");
+        assert_eq!(serial_hex(&[0x7f]), "7f");
+        assert_eq!(serial_hex(&[0x00]), "00");
+    }
 }
