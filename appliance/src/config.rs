@@ -96,6 +96,9 @@ pub struct ApplianceConfig {
     /// The reference enrollment page (`[enroll]`, optional: absent = no `/enroll/`).
     #[serde(default)]
     pub enroll: Option<crate::enroll::EnrollConfig>,
+    /// QR login challenges (`[login]`, optional).
+    #[serde(default)]
+    pub login: crate::relying::LoginSettings,
 }
 
 /// The offline root's token, on the `[hsm]` module (`[root_hsm]`).
@@ -141,6 +144,9 @@ pub struct ApplicationSettings {
     pub assurance_policy_oids: BTreeMap<String, String>,
     /// How often waiting applications are advanced and expired ones closed, seconds (1..=3600).
     pub tick_secs: u32,
+    /// Realms: channels sharing accounts (`[[applications.realm]]`).
+    #[serde(rename = "realm")]
+    pub realms: Vec<crate::account::Realm>,
 }
 
 impl Default for ApplicationSettings {
@@ -155,6 +161,7 @@ impl Default for ApplicationSettings {
             renewal_window_days: 90,
             assurance_policy_oids: oids,
             tick_secs: 1,
+            realms: Vec::new(),
         }
     }
 }
@@ -179,6 +186,8 @@ impl ApplicationSettings {
         if !(1..=3600).contains(&self.tick_secs) {
             return bad("tick_secs must be 1..=3600".into());
         }
+        crate::account::validate(&self.realms)
+            .map_err(|m| ConfigError::Invalid(format!("[applications] {m}")))?;
         for (level, oid) in &self.assurance_policy_oids {
             if !["L1", "L2", "L3"].contains(&level.as_str()) {
                 return bad(format!(
@@ -988,6 +997,7 @@ impl ApplianceConfig {
         }
         self.status.validate()?;
         self.applications.validate()?;
+        self.login.validate().map_err(ConfigError::Invalid)?;
         let live = self.status.ocsp_live_concurrency as usize;
         if live > 0 && live >= self.hsm.pool_size {
             return Err(ConfigError::Invalid(format!(

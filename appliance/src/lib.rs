@@ -2,6 +2,7 @@
 //!
 //! See ARCHITECTURE.md at the repository root for the map of modules and their invariants.
 
+pub mod account;
 pub mod api;
 pub mod application;
 pub mod audit;
@@ -17,6 +18,7 @@ pub mod logging;
 pub mod notify;
 pub mod ops;
 pub mod profile;
+pub mod relying;
 pub mod server;
 pub mod status;
 pub mod storage;

@@ -130,6 +130,8 @@ pub async fn serve(config: ApplianceConfig) -> Result<(), ServeError> {
         &certificates,
     );
     let application_task = applications.as_ref().map(|a| a.spawn_background());
+    let relying =
+        crate::relying::Relying::new(&storage, hierarchy.clone(), certificates.clone(), &config);
     let state = Arc::new(AppState {
         issuer,
         hierarchy,
@@ -146,6 +148,7 @@ pub async fn serve(config: ApplianceConfig) -> Result<(), ServeError> {
                 .map(|c| Arc::new(c.clone()))
         }),
         console: Arc::new(crate::console::ConsoleState::new(&storage, hsm.clone())),
+        relying,
     });
     let clients = Arc::new(mtls::ClientDirectory::new(
         &config.clients,

@@ -7,10 +7,12 @@ pub mod applications;
 pub mod callbacks;
 pub mod certificates;
 pub mod error;
+pub mod login;
 pub mod mtls;
 pub mod public;
 pub mod revocation;
 pub mod routes;
+pub mod signatures;
 pub mod status_routes;
 pub mod verifications;
 
@@ -46,6 +48,8 @@ pub struct AppState {
     pub enroll: Option<Arc<crate::config::ChannelConfig>>,
     /// What the operator console reads beyond the services above.
     pub console: Arc<crate::console::ConsoleState>,
+    /// QR login challenges and CMS verification for relying parties.
+    pub relying: crate::relying::Relying,
 }
 
 /// The mTLS API routes.

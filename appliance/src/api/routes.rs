@@ -9,8 +9,8 @@ use axum::routing::{get, post, MethodRouter};
 use axum::Router;
 
 use super::{
-    applications, callbacks, certificates, public, revocation, status_routes, verifications,
-    AppState,
+    applications, callbacks, certificates, login, public, revocation, signatures, status_routes,
+    verifications, AppState,
 };
 use crate::{console, enroll};
 
@@ -103,6 +103,13 @@ pub fn api() -> Vec<Route> {
         ),
         get_("/console/audit", get(console::audit)),
         get_("/console/review", get(console::review)),
+        post_("/api/v1/login-challenges", post(login::create)),
+        get_("/api/v1/login-challenges/{id}", get(login::get)),
+        post_(
+            "/api/v1/login-challenges/{id}/response",
+            post(login::respond),
+        ),
+        post_("/api/v1/signatures/verify", post(signatures::verify)),
     ]);
     routes
 }

@@ -3,6 +3,7 @@
 //! Consumers get narrow views: [`CaStore`] for the hierarchy, [`CertificateStore`] for issued
 //! certificates (with group commit), [`AuditLog`] for the tamper-evident log.
 
+mod accounts;
 mod applications;
 mod audit;
 mod authorities;
@@ -12,6 +13,7 @@ mod crl;
 mod data_keys;
 mod group_commit;
 mod limits;
+mod login;
 mod notify;
 mod ocsp;
 mod ops;
@@ -25,6 +27,7 @@ use std::time::Duration;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::SqlitePool;
 
+pub use accounts::AccountBinding;
 pub use applications::{ApplicationRow, ApplicationRows, Inserted, ReusableVerification, Updated};
 pub use audit::{AuditCheckpoint, AuditEntry, AuditKeyRecord, AuditLog, AuditRow};
 pub use authorities::{CaRecord, CaStore, NewCa};
@@ -33,6 +36,7 @@ pub use console::{CertificateQuery, CertificateSummary, ConsoleRows, PAGE_ROWS};
 pub use crl::{CrlRecord, CrlRow, CrlStore};
 pub use data_keys::{DataKeyRecord, DataKeyRows};
 pub use limits::{LimitRows, WindowCount};
+pub use login::{Answer, ChallengeRow, LoginRows, NewChallenge};
 pub use notify::{CodeRow, NewCode, NewNotification, NotificationRow, NotifyRows};
 pub use ocsp::{CertStatusRow, OcspStore, ResponderRecord, StoredResponse};
 pub use revocation::{Revocation, RevocationError, RevocationStore, StatusChange};
@@ -158,6 +162,11 @@ impl Storage {
     /// Channel-plugin deliveries, one-time codes and captchas.
     pub fn notify(&self) -> NotifyRows {
         NotifyRows::new(self.pool.clone())
+    }
+
+    /// Relying parties' login challenges.
+    pub fn login(&self) -> LoginRows {
+        LoginRows::new(self.pool.clone())
     }
 }
 
