@@ -645,6 +645,60 @@ pub struct HsmSection {
     pub pool_size: usize,
     /// SoftHSM2 only: its configuration file, exported as `SOFTHSM2_CONF` before the module loads.
     pub softhsm2_conf: Option<PathBuf>,
+    /// The token's SM2 constants (`[hsm.sm2]`); absent when the token offers no SM2.
+    pub sm2: Option<Sm2MechanismsConfig>,
+}
+
+/// `[hsm.sm2]`: a `preset` (`ca-softtoken`, `ca-softtoken-token-hash`) or all four values of a
+/// vendor's PKCS#11 SM2 constants (`key_type`, `keygen_mechanism`, `sign_mechanism` as
+/// numbers, e.g. `0x80534D32`; `hashing` = `host` | `token`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sm2MechanismsConfig {
+    /// A named preset; excludes the four values below.
+    pub preset: Option<String>,
+    /// CKA_KEY_TYPE of SM2 keys.
+    pub key_type: Option<u64>,
+    /// The key-pair generation mechanism.
+    pub keygen_mechanism: Option<u64>,
+    /// The signing mechanism.
+    pub sign_mechanism: Option<u64>,
+    /// `host` (the token signs e = SM3(Z || M)) or `token` (it hashes the message itself).
+    pub hashing: Option<String>,
+}
+
+impl HsmSection {
+    /// The SM2 table `[hsm.sm2]` describes, checked: a preset, or all four values.
+    pub fn sm2_mechanisms(&self) -> Result<Option<hsm::Sm2Mechanisms>, ConfigError> {
+        let Some(sm2) = &self.sm2 else {
+            return Ok(None);
+        };
+        let invalid = |e: String| ConfigError::Invalid(format!("hsm.sm2: {e}"));
+        let explicit = (
+            sm2.key_type,
+            sm2.keygen_mechanism,
+            sm2.sign_mechanism,
+            sm2.hashing.as_deref(),
+        );
+        match (&sm2.preset, explicit) {
+            (Some(name), (None, None, None, None)) => hsm::Sm2Mechanisms::preset(name)
+                .map(Some)
+                .map_err(|e| invalid(e.to_string())),
+            (None, (Some(key_type), Some(keygen_mechanism), Some(sign_mechanism), Some(h))) => {
+                let hashing = h.parse().map_err(|e: hsm::HsmError| invalid(e.to_string()))?;
+                Ok(Some(hsm::Sm2Mechanisms {
+                    key_type,
+                    keygen_mechanism,
+                    sign_mechanism,
+                    hashing,
+                }))
+            }
+            _ => Err(invalid(
+                "give either preset or all of key_type, keygen_mechanism, sign_mechanism, hashing"
+                    .into(),
+            )),
+        }
+    }
 }
 
 fn default_pool() -> usize {
@@ -911,6 +965,7 @@ impl ApplianceConfig {
                 "[hsm.pin] needs exactly one of file, env, systemd_credential".into(),
             ));
         }
+        self.hsm.sm2_mechanisms()?;
         if !(1..=64).contains(&self.hsm.pool_size) {
             return Err(ConfigError::Invalid("hsm.pool_size must be 1..=64".into()));
         }
@@ -1197,6 +1252,7 @@ impl ApplianceConfig {
             token_label: root.token_label.clone(),
             pin: source,
             pool_size: 1,
+            sm2: None,
         })
     }
 
@@ -1215,6 +1271,7 @@ impl ApplianceConfig {
             token_label: self.hsm.token_label.clone(),
             pin: source,
             pool_size: self.hsm.pool_size,
+            sm2: self.hsm.sm2_mechanisms().ok().flatten(),
         }
     }
 }
