@@ -685,7 +685,9 @@ impl HsmSection {
                 .map(Some)
                 .map_err(|e| invalid(e.to_string())),
             (None, (Some(key_type), Some(keygen_mechanism), Some(sign_mechanism), Some(h))) => {
-                let hashing = h.parse().map_err(|e: hsm::HsmError| invalid(e.to_string()))?;
+                let hashing = h
+                    .parse()
+                    .map_err(|e: hsm::HsmError| invalid(e.to_string()))?;
                 Ok(Some(hsm::Sm2Mechanisms {
                     key_type,
                     keygen_mechanism,

@@ -261,7 +261,8 @@ impl Hsm {
                         reason: "this token hashes SM2 itself and takes only the default signer ID; configure host hashing".into(),
                     });
                 }
-                let _span = tracing::debug_span!("hsm.sign", key = %key.object, alg = "sm2-sm3").entered();
+                let _span =
+                    tracing::debug_span!("hsm.sign", key = %key.object, alg = "sm2-sm3").entered();
                 let started = std::time::Instant::now();
                 let result = keys::vendor_mechanism(table.sign_mechanism).and_then(|mechanism| {
                     self.sign_raw(key, SignatureAlgorithm::Sm2Sm3, &mechanism, data)
@@ -355,7 +356,10 @@ impl Hsm {
                     actual: digest.len(),
                 });
             }
-            (keys::vendor_mechanism(table.sign_mechanism)?, digest.to_vec())
+            (
+                keys::vendor_mechanism(table.sign_mechanism)?,
+                digest.to_vec(),
+            )
         } else {
             signature::prepare(alg, digest)?
         };

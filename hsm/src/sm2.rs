@@ -62,9 +62,7 @@ impl Sm2Mechanisms {
             "ca-softtoken-token-hash" => Ok(Sm2Mechanisms::CA_SOFTTOKEN_TOKEN_HASH),
             other => Err(HsmError::InvalidArgument {
                 what: "SM2 mechanism preset",
-                reason: format!(
-                    "{other:?} is not one of ca-softtoken, ca-softtoken-token-hash"
-                ),
+                reason: format!("{other:?} is not one of ca-softtoken, ca-softtoken-token-hash"),
             }),
         }
     }

@@ -17,7 +17,9 @@ static STATE: Mutex<Option<Module>> = Mutex::new(None);
 fn state() -> MutexGuard<'static, Option<Module>> {
     // Every module method leaves its state consistent before returning an error, so a lock
     // poisoned by a panic (already turned into CKR_GENERAL_ERROR) is still usable.
-    STATE.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    STATE
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Run `f` on the initialised module.
@@ -191,7 +193,12 @@ extern "C" fn c_get_info(info: *mut CK_INFO) -> CK_RV {
 pub unsafe extern "C" fn C_GetFunctionList(list: *mut *mut CK_FUNCTION_LIST) -> CK_RV {
     entry(|| {
         // SAFETY: list is the caller's out pointer; the table is a static never written through.
-        unsafe { put(list, &FUNCTIONS as *const CK_FUNCTION_LIST as *mut CK_FUNCTION_LIST) }
+        unsafe {
+            put(
+                list,
+                &FUNCTIONS as *const CK_FUNCTION_LIST as *mut CK_FUNCTION_LIST,
+            )
+        }
     })
 }
 
@@ -331,7 +338,11 @@ extern "C" fn c_init_token(
     })
 }
 
-extern "C" fn c_init_pin(session: CK_SESSION_HANDLE, pin: *mut CK_UTF8CHAR, len: CK_ULONG) -> CK_RV {
+extern "C" fn c_init_pin(
+    session: CK_SESSION_HANDLE,
+    pin: *mut CK_UTF8CHAR,
+    len: CK_ULONG,
+) -> CK_RV {
     entry(|| {
         // SAFETY: the PIN is len bytes at pin.
         let pin = unsafe { bytes(pin, len) }?;
@@ -506,7 +517,9 @@ extern "C" fn c_find_objects_final(session: CK_SESSION_HANDLE) -> CK_RV {
 ///
 /// # Safety
 /// `mechanism` must be null or a valid CK_MECHANISM whose parameter is readable.
-unsafe fn mechanism<'a>(mechanism: *const CK_MECHANISM) -> Result<(CK_MECHANISM_TYPE, &'a [u8]), CK_RV> {
+unsafe fn mechanism<'a>(
+    mechanism: *const CK_MECHANISM,
+) -> Result<(CK_MECHANISM_TYPE, &'a [u8]), CK_RV> {
     if mechanism.is_null() {
         return Err(CKR_ARGUMENTS_BAD);
     }
@@ -589,7 +602,11 @@ extern "C" fn c_sign(
     })
 }
 
-extern "C" fn c_sign_update(session: CK_SESSION_HANDLE, part: *mut CK_BYTE, len: CK_ULONG) -> CK_RV {
+extern "C" fn c_sign_update(
+    session: CK_SESSION_HANDLE,
+    part: *mut CK_BYTE,
+    len: CK_ULONG,
+) -> CK_RV {
     entry(|| {
         // SAFETY: part is len bytes.
         let part = unsafe { bytes(part, len) }?;
@@ -627,14 +644,26 @@ extern "C" fn c_verify(
 ) -> CK_RV {
     entry(|| {
         // SAFETY: data and signature are their lengths in bytes.
-        let read = unsafe { bytes(data, data_len).and_then(|d| Ok((d, bytes(signature, signature_len)?))) };
-        let job = with(|m| m.take(session, false, read.as_ref().map(|(d, _)| *d).unwrap_or(&[])))?;
+        let read = unsafe {
+            bytes(data, data_len).and_then(|d| Ok((d, bytes(signature, signature_len)?)))
+        };
+        let job = with(|m| {
+            m.take(
+                session,
+                false,
+                read.as_ref().map(|(d, _)| *d).unwrap_or(&[]),
+            )
+        })?;
         let (_, signature) = read?;
         job.verify(signature)
     })
 }
 
-extern "C" fn c_verify_update(session: CK_SESSION_HANDLE, part: *mut CK_BYTE, len: CK_ULONG) -> CK_RV {
+extern "C" fn c_verify_update(
+    session: CK_SESSION_HANDLE,
+    part: *mut CK_BYTE,
+    len: CK_ULONG,
+) -> CK_RV {
     entry(|| {
         // SAFETY: part is len bytes.
         let part = unsafe { bytes(part, len) }?;
@@ -688,7 +717,11 @@ extern "C" fn c_generate_key_pair(
     })
 }
 
-extern "C" fn c_generate_random(session: CK_SESSION_HANDLE, out: *mut CK_BYTE, len: CK_ULONG) -> CK_RV {
+extern "C" fn c_generate_random(
+    session: CK_SESSION_HANDLE,
+    out: *mut CK_BYTE,
+    len: CK_ULONG,
+) -> CK_RV {
     entry(|| {
         if out.is_null() && len != 0 {
             return Err(CKR_ARGUMENTS_BAD);
@@ -703,7 +736,11 @@ extern "C" fn c_generate_random(session: CK_SESSION_HANDLE, out: *mut CK_BYTE, l
     })
 }
 
-extern "C" fn c_seed_random(session: CK_SESSION_HANDLE, _seed: *mut CK_BYTE, _len: CK_ULONG) -> CK_RV {
+extern "C" fn c_seed_random(
+    session: CK_SESSION_HANDLE,
+    _seed: *mut CK_BYTE,
+    _len: CK_ULONG,
+) -> CK_RV {
     entry(|| {
         with(|m| m.session_info(session).map(|_| ()))?;
         Err(CKR_RANDOM_SEED_NOT_SUPPORTED)

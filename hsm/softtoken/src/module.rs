@@ -235,8 +235,9 @@ impl Module {
         let index = id as usize;
         match &mut self.slots[index].token {
             Some(token) => {
-                let opened = store::open_master(&token.file.so, so_pin, token.file.kdf, &token.file.serial)
-                    .map_err(store_error)?;
+                let opened =
+                    store::open_master(&token.file.so, so_pin, token.file.kdf, &token.file.serial)
+                        .map_err(store_error)?;
                 if opened.is_none() {
                     return Err(CKR_PIN_INCORRECT);
                 }
@@ -343,9 +344,7 @@ impl Module {
     }
 
     fn session(&self, handle: CK_SESSION_HANDLE) -> Result<&Session, CK_RV> {
-        self.sessions
-            .get(&handle)
-            .ok_or(CKR_SESSION_HANDLE_INVALID)
+        self.sessions.get(&handle).ok_or(CKR_SESSION_HANDLE_INVALID)
     }
 
     fn session_token(&self, handle: CK_SESSION_HANDLE) -> Result<(&Session, &Token), CK_RV> {
@@ -526,7 +525,11 @@ impl Module {
     }
 
     /// The object `object` as this session may see it (private objects need a user login).
-    fn visible(&self, handle: CK_SESSION_HANDLE, object: CK_OBJECT_HANDLE) -> Result<&Object, CK_RV> {
+    fn visible(
+        &self,
+        handle: CK_SESSION_HANDLE,
+        object: CK_OBJECT_HANDLE,
+    ) -> Result<&Object, CK_RV> {
         let (_, token) = self.session_token(handle)?;
         let stored = token
             .objects
@@ -794,7 +797,11 @@ impl Module {
         Ok(())
     }
 
-    fn operation(&mut self, handle: CK_SESSION_HANDLE, sign: bool) -> Result<&mut Option<Operation>, CK_RV> {
+    fn operation(
+        &mut self,
+        handle: CK_SESSION_HANDLE,
+        sign: bool,
+    ) -> Result<&mut Option<Operation>, CK_RV> {
         let session = self
             .sessions
             .get_mut(&handle)

@@ -84,8 +84,13 @@ impl Object {
             CKA_START_DATE | CKA_END_DATE | CKA_SUBJECT => AttrValue::Value(Vec::new()),
             CKA_DERIVE | CKA_ENCRYPT | CKA_DECRYPT | CKA_WRAP | CKA_UNWRAP => flag(false),
             CKA_EC_PARAMS => AttrValue::Value(self.ec_params().to_vec()),
-            CKA_SIGN | CKA_SIGN_RECOVER | CKA_SENSITIVE | CKA_ALWAYS_SENSITIVE
-            | CKA_NEVER_EXTRACTABLE | CKA_EXTRACTABLE | CKA_ALWAYS_AUTHENTICATE
+            CKA_SIGN
+            | CKA_SIGN_RECOVER
+            | CKA_SENSITIVE
+            | CKA_ALWAYS_SENSITIVE
+            | CKA_NEVER_EXTRACTABLE
+            | CKA_EXTRACTABLE
+            | CKA_ALWAYS_AUTHENTICATE
             | CKA_WRAP_WITH_TRUSTED
                 if private =>
             {

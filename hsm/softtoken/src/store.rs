@@ -181,8 +181,8 @@ pub(crate) fn random_key() -> Key {
 }
 
 fn pin_key(pin: &[u8], salt: &[u8], kdf: KdfParams) -> Result<Key, StoreError> {
-    let params = argon2::Params::new(kdf.m_kib, kdf.t, kdf.p, Some(32))
-        .map_err(|_| StoreError::Corrupt)?;
+    let params =
+        argon2::Params::new(kdf.m_kib, kdf.t, kdf.p, Some(32)).map_err(|_| StoreError::Corrupt)?;
     let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
     let mut key = Zeroizing::new([0u8; 32]);
     argon
@@ -225,7 +225,10 @@ pub(crate) fn open_master(
     let Some(plain) = open(&key, &sealed, &pin_aad(serial))? else {
         return Ok(None);
     };
-    let master: [u8; 32] = plain.as_slice().try_into().map_err(|_| StoreError::Corrupt)?;
+    let master: [u8; 32] = plain
+        .as_slice()
+        .try_into()
+        .map_err(|_| StoreError::Corrupt)?;
     Ok(Some(Zeroizing::new(master)))
 }
 
