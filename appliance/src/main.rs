@@ -633,6 +633,8 @@ async fn run_ceremony(
 fn export_softhsm_conf(conf: Option<&std::path::Path>) {
     if let Some(conf) = conf {
         std::env::set_var("SOFTHSM2_CONF", conf);
+        // ca-softtoken (the SM2 demo token) reads the same file's `directories.tokendir`.
+        std::env::set_var("CA_SOFTTOKEN_CONF", conf);
     }
 }
 

@@ -271,6 +271,32 @@ async fn private_keys_are_sensitive_and_never_extractable() {
 }
 
 #[tokio::test]
+async fn aes_wrapping_keys_seal_data_keys_as_on_softhsm2() {
+    let hsm = Hsm::open(&token("wrap", None)).await.unwrap();
+    let key = hsm.generate_wrapping_key("data-wrap").await.unwrap();
+    assert!(hsm.wrapping_key_exists(&key).await.unwrap());
+    let wrapped = hsm
+        .wrap_secret(&key, b"a 32-byte personal-data key.....", b"key-id-1")
+        .await
+        .unwrap();
+    let plain = hsm
+        .unwrap_secret(&key, &wrapped, b"key-id-1")
+        .await
+        .unwrap();
+    assert_eq!(plain.as_slice(), b"a 32-byte personal-data key.....");
+    assert!(matches!(
+        hsm.unwrap_secret(&key, &wrapped, b"key-id-2").await,
+        Err(HsmError::UnwrapFailed { .. })
+    ));
+    let mut tampered = wrapped.clone();
+    tampered.ciphertext[0] ^= 1;
+    assert!(hsm
+        .unwrap_secret(&key, &tampered, b"key-id-1")
+        .await
+        .is_err());
+}
+
+#[tokio::test]
 async fn a_wrong_pin_is_refused() {
     let mut config = token("wrong-pin", None);
     let bad = fixture().dir.join("bad.pin");

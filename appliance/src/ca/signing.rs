@@ -145,7 +145,7 @@ impl CaSigner {
         let tbs_sha256 = Sha256::digest(&tbs_der).to_vec();
         self.record(&key, kind.name(), &serial, tbs_sha256, actor)
             .await?;
-        let digest = key.algorithm.digest(&tbs_der);
+        let digest = signed_digest(&key, &tbs_der)?;
         let signature = self.hsm_sign(&key, &digest).await?;
         verify(key.public_key, key.algorithm, &digest, &signature)?;
         Ok(tbs::assemble(
@@ -235,6 +235,16 @@ impl CaSigner {
     }
 }
 
+/// The digest the CA key signs over `data`: the algorithm's hash, or for SM2 e = SM3(Z || M)
+/// with the GM/T 0009 default signer ID.
+fn signed_digest(key: &SigningKey<'_>, data: &[u8]) -> Result<Vec<u8>, SigningError> {
+    if key.algorithm.is_sm2() {
+        return super::sm2::digest(key.public_key, hsm::DEFAULT_SIGNER_ID, data)
+            .map_err(|e| SigningError::BadSignature(e.to_string()));
+    }
+    Ok(key.algorithm.digest(data))
+}
+
 /// Verifies `signature` over `digest` with `public_key` for `algorithm`.
 pub fn verify(
     public_key: &SubjectPublicKeyInfoOwned,
@@ -275,6 +285,9 @@ pub fn verify(
             };
             key.verify(scheme, digest, signature)
                 .map_err(|e| bad(e.to_string()))
+        }
+        hsm::SignatureAlgorithm::Sm2Sm3 => {
+            super::sm2::verify_digest(public_key, digest, signature).map_err(|e| bad(e.to_string()))
         }
         other => Err(bad(format!("CA keys do not sign with {other}"))),
     }

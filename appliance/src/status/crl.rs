@@ -317,6 +317,12 @@ impl CrlPublisher {
         issuing_distribution_point: Option<String>,
     ) -> Result<CrlBuilder, StatusError> {
         let digest = match ca.signature_algorithm.hash_len() {
+            _ if ca.signature_algorithm.is_sm2() => {
+                let spki = &ca.certificate.tbs_certificate.subject_public_key_info;
+                let z = crate::ca::sm2::z(spki, hsm::DEFAULT_SIGNER_ID)
+                    .map_err(|e| StatusError::Build(e.to_string()))?;
+                CrlDigest::Sm3WithZ(z)
+            }
             32 => CrlDigest::Sha256,
             48 => CrlDigest::Sha384,
             n => return Err(StatusError::Build(format!("no CRL digest of {n} bytes"))),

@@ -747,6 +747,155 @@ extern "C" fn c_seed_random(
     })
 }
 
+extern "C" fn c_generate_key(
+    session: CK_SESSION_HANDLE,
+    mech: *mut CK_MECHANISM,
+    attributes: *mut CK_ATTRIBUTE,
+    count: CK_ULONG,
+    key: *mut CK_OBJECT_HANDLE,
+) -> CK_RV {
+    entry(|| {
+        if key.is_null() {
+            return Err(CKR_ARGUMENTS_BAD);
+        }
+        // SAFETY: mech and the template are the caller's, valid for this call.
+        let (kind, template) = unsafe { (mechanism(mech)?.0, template(attributes, count)?) };
+        let handle = with(|m| m.generate_key(session, kind, &template))?;
+        // SAFETY: key is non-null and writable.
+        unsafe { put(key, handle) }
+    })
+}
+
+/// The CK_GCM_PARAMS of a CKM_AES_GCM mechanism: 12-byte IV, 128-bit tag only.
+///
+/// # Safety
+/// `mech` must be null or a valid CK_MECHANISM whose parameter, if any, is a CK_GCM_PARAMS
+/// with readable IV and AAD buffers.
+unsafe fn gcm_mechanism(
+    mech: *const CK_MECHANISM,
+) -> Result<(CK_MECHANISM_TYPE, crate::keys::GcmParams), CK_RV> {
+    if mech.is_null() {
+        return Err(CKR_ARGUMENTS_BAD);
+    }
+    // SAFETY: non-null and valid per the contract.
+    let mech = unsafe { &*mech };
+    if mech.mechanism != CKM_AES_GCM {
+        return Err(CKR_MECHANISM_INVALID);
+    }
+    if mech.pParameter.is_null()
+        || mech.ulParameterLen as usize != std::mem::size_of::<CK_GCM_PARAMS>()
+    {
+        return Err(CKR_MECHANISM_PARAM_INVALID);
+    }
+    // SAFETY: pParameter is a CK_GCM_PARAMS (size checked above) per the contract.
+    let params = unsafe { &*(mech.pParameter as *const CK_GCM_PARAMS) };
+    if params.ulIvLen != 12 || params.ulTagBits != 128 {
+        return Err(CKR_MECHANISM_PARAM_INVALID);
+    }
+    // SAFETY: the IV and AAD are their lengths in bytes at their pointers.
+    let (iv, aad) = unsafe {
+        (
+            bytes(params.pIv, params.ulIvLen)?,
+            bytes(params.pAAD, params.ulAADLen)?,
+        )
+    };
+    let iv: [u8; 12] = iv.try_into().map_err(|_| CKR_MECHANISM_PARAM_INVALID)?;
+    Ok((
+        mech.mechanism,
+        crate::keys::GcmParams {
+            iv,
+            aad: aad.to_vec(),
+        },
+    ))
+}
+
+fn crypt_init(
+    session: CK_SESSION_HANDLE,
+    encrypt: bool,
+    mech: *mut CK_MECHANISM,
+    key: CK_OBJECT_HANDLE,
+) -> CK_RV {
+    entry(|| {
+        // SAFETY: mech is the caller's CK_MECHANISM.
+        let (kind, params) = unsafe { gcm_mechanism(mech) }?;
+        with(|m| m.crypt_init(session, encrypt, kind, params, key))
+    })
+}
+
+fn crypt(
+    session: CK_SESSION_HANDLE,
+    encrypt: bool,
+    data: *mut CK_BYTE,
+    data_len: CK_ULONG,
+    out: *mut CK_BYTE,
+    out_len: *mut CK_ULONG,
+) -> CK_RV {
+    entry(|| {
+        // SAFETY: data is data_len bytes at data.
+        let input = match unsafe { bytes(data, data_len) } {
+            Ok(input) if !out_len.is_null() => input,
+            Ok(_) | Err(_) => {
+                with(|m| {
+                    m.abort_crypt(session);
+                    Ok(())
+                })?;
+                return Err(CKR_ARGUMENTS_BAD);
+            }
+        };
+        let needed = with(|m| m.crypt_len(session, encrypt, input.len()))?;
+        // SAFETY: out_len is non-null and readable.
+        let capacity = unsafe { *out_len } as usize;
+        if out.is_null() || capacity < needed {
+            // SAFETY: out_len is writable.
+            unsafe { *out_len = needed as CK_ULONG };
+            return if out.is_null() {
+                Ok(())
+            } else {
+                Err(CKR_BUFFER_TOO_SMALL)
+            };
+        }
+        let result = with(|m| m.crypt(session, encrypt, input))?;
+        // SAFETY: out is writable for capacity >= result.len() bytes; out_len writable.
+        unsafe { write_out(&result, out, out_len) }
+    })
+}
+
+extern "C" fn c_encrypt_init(
+    s: CK_SESSION_HANDLE,
+    m: *mut CK_MECHANISM,
+    k: CK_OBJECT_HANDLE,
+) -> CK_RV {
+    crypt_init(s, true, m, k)
+}
+
+extern "C" fn c_decrypt_init(
+    s: CK_SESSION_HANDLE,
+    m: *mut CK_MECHANISM,
+    k: CK_OBJECT_HANDLE,
+) -> CK_RV {
+    crypt_init(s, false, m, k)
+}
+
+extern "C" fn c_encrypt(
+    s: CK_SESSION_HANDLE,
+    d: *mut CK_BYTE,
+    dl: CK_ULONG,
+    o: *mut CK_BYTE,
+    ol: *mut CK_ULONG,
+) -> CK_RV {
+    crypt(s, true, d, dl, o, ol)
+}
+
+extern "C" fn c_decrypt(
+    s: CK_SESSION_HANDLE,
+    d: *mut CK_BYTE,
+    dl: CK_ULONG,
+    o: *mut CK_BYTE,
+    ol: *mut CK_ULONG,
+) -> CK_RV {
+    crypt(s, false, d, dl, o, ol)
+}
+
 /// Functions outside the supported subset: CKR_FUNCTION_NOT_SUPPORTED, touching nothing.
 macro_rules! unsupported {
     ($($name:ident($($arg:ty),*);)*) => {
@@ -773,12 +922,8 @@ unsupported! {
     c_copy_object(H, O, A, U, *mut O);
     c_get_object_size(H, O, L);
     c_set_attribute_value(H, O, A, U);
-    c_encrypt_init(H, M, O);
-    c_encrypt(H, B, U, B, L);
     c_encrypt_update(H, B, U, B, L);
     c_encrypt_final(H, B, L);
-    c_decrypt_init(H, M, O);
-    c_decrypt(H, B, U, B, L);
     c_decrypt_update(H, B, U, B, L);
     c_decrypt_final(H, B, L);
     c_digest_init(H, M);
@@ -794,7 +939,6 @@ unsupported! {
     c_decrypt_digest_update(H, B, U, B, L);
     c_sign_encrypt_update(H, B, U, B, L);
     c_decrypt_verify_update(H, B, U, B, L);
-    c_generate_key(H, M, A, U, *mut O);
     c_wrap_key(H, M, O, O, B, L);
     c_unwrap_key(H, M, O, B, U, A, U, *mut O);
     c_derive_key(H, M, O, A, U, *mut O);

@@ -9,13 +9,15 @@ use zeroize::Zeroizing;
 
 use crate::vendor::DEFAULT_SIGNER_ID;
 
-/// The curves this token makes keys on.
+/// The kinds of key this token makes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub(crate) enum Curve {
+pub(crate) enum KeyAlg {
     /// NIST P-256, CKK_EC.
     P256,
     /// SM2 (GM/T 0003), CKK_SM2.
     Sm2,
+    /// AES-256 secret keys (CKK_AES) for CKM_AES_GCM: the appliance wraps its data keys with them.
+    Aes256,
 }
 
 /// What a signing operation computes; the mechanism decides it at C_SignInit.
@@ -40,18 +42,30 @@ pub(crate) enum MathError {
     Invalid,
 }
 
-/// A private key, decrypted in memory only while its token is logged in.
+/// A private or secret key, decrypted in memory only while its token is logged in.
 pub(crate) enum PrivateKey {
     P256(p256::ecdsa::SigningKey),
     Sm2(sm2::SecretKey),
+    Aes(Zeroizing<[u8; 32]>),
+}
+
+/// AES-256-GCM with a 12-byte IV and a 128-bit tag (the only GCM shape this token offers).
+pub(crate) struct GcmParams {
+    pub iv: [u8; 12],
+    pub aad: Vec<u8>,
 }
 
 impl PrivateKey {
     /// A fresh random key on `curve`.
-    pub(crate) fn generate(curve: Curve) -> PrivateKey {
+    pub(crate) fn generate(curve: KeyAlg) -> PrivateKey {
         match curve {
-            Curve::P256 => PrivateKey::P256(p256::ecdsa::SigningKey::random(&mut OsRng)),
-            Curve::Sm2 => PrivateKey::Sm2(sm2::SecretKey::random(&mut OsRng)),
+            KeyAlg::P256 => PrivateKey::P256(p256::ecdsa::SigningKey::random(&mut OsRng)),
+            KeyAlg::Sm2 => PrivateKey::Sm2(sm2::SecretKey::random(&mut OsRng)),
+            KeyAlg::Aes256 => {
+                let mut key = Zeroizing::new([0u8; 32]);
+                rand_core::RngCore::fill_bytes(&mut OsRng, key.as_mut());
+                PrivateKey::Aes(key)
+            }
         }
     }
 
@@ -60,16 +74,20 @@ impl PrivateKey {
         Zeroizing::new(match self {
             PrivateKey::P256(k) => k.to_bytes().to_vec(),
             PrivateKey::Sm2(k) => k.to_bytes().to_vec(),
+            PrivateKey::Aes(k) => k.to_vec(),
         })
     }
 
     /// Rebuild from an unsealed scalar.
-    pub(crate) fn from_scalar(curve: Curve, scalar: &[u8]) -> Option<PrivateKey> {
+    pub(crate) fn from_scalar(curve: KeyAlg, scalar: &[u8]) -> Option<PrivateKey> {
         match curve {
-            Curve::P256 => p256::ecdsa::SigningKey::from_slice(scalar)
+            KeyAlg::P256 => p256::ecdsa::SigningKey::from_slice(scalar)
                 .ok()
                 .map(PrivateKey::P256),
-            Curve::Sm2 => sm2::SecretKey::from_slice(scalar).ok().map(PrivateKey::Sm2),
+            KeyAlg::Sm2 => sm2::SecretKey::from_slice(scalar).ok().map(PrivateKey::Sm2),
+            KeyAlg::Aes256 => <[u8; 32]>::try_from(scalar)
+                .ok()
+                .map(|k| PrivateKey::Aes(Zeroizing::new(k))),
         }
     }
 
@@ -82,6 +100,7 @@ impl PrivateKey {
                 .as_bytes()
                 .to_vec(),
             PrivateKey::Sm2(k) => k.public_key().to_encoded_point(false).as_bytes().to_vec(),
+            PrivateKey::Aes(_) => Vec::new(),
         }
     }
 
@@ -122,16 +141,47 @@ impl PrivateKey {
     }
 }
 
+impl PrivateKey {
+    /// AES-256-GCM: ciphertext || tag when encrypting, plaintext when decrypting.
+    pub(crate) fn gcm(
+        &self,
+        encrypt: bool,
+        params: &GcmParams,
+        data: &[u8],
+    ) -> Result<Vec<u8>, MathError> {
+        use aes_gcm::aead::{Aead, KeyInit, Payload};
+        let PrivateKey::Aes(key) = self else {
+            return Err(MathError::Invalid);
+        };
+        let cipher =
+            aes_gcm::Aes256Gcm::new_from_slice(key.as_ref()).map_err(|_| MathError::Invalid)?;
+        let nonce = aes_gcm::Nonce::from(params.iv);
+        let payload = Payload {
+            msg: data,
+            aad: &params.aad,
+        };
+        if encrypt {
+            cipher
+                .encrypt(&nonce, payload)
+                .map_err(|_| MathError::DataLen)
+        } else {
+            cipher
+                .decrypt(&nonce, payload)
+                .map_err(|_| MathError::Invalid)
+        }
+    }
+}
+
 /// Check r || s over `data` with the public point `point` (04 || x || y) under `scheme`.
 pub(crate) fn verify(
-    curve: Curve,
+    curve: KeyAlg,
     point: &[u8],
     scheme: &SignScheme,
     data: &[u8],
     signature: &[u8],
 ) -> Result<(), MathError> {
     match (curve, scheme) {
-        (Curve::P256, SignScheme::EcdsaPrehashed | SignScheme::EcdsaSha256) => {
+        (KeyAlg::P256, SignScheme::EcdsaPrehashed | SignScheme::EcdsaSha256) => {
             let key = p256::ecdsa::VerifyingKey::from_sec1_bytes(point)
                 .map_err(|_| MathError::Invalid)?;
             let sig =
@@ -143,7 +193,7 @@ pub(crate) fn verify(
             key.verify_prehash(&digest, &sig)
                 .map_err(|_| MathError::Invalid)
         }
-        (Curve::Sm2, SignScheme::Sm2Prehashed | SignScheme::Sm3WithSm2 { .. }) => {
+        (KeyAlg::Sm2, SignScheme::Sm2Prehashed | SignScheme::Sm3WithSm2 { .. }) => {
             let id = match scheme {
                 SignScheme::Sm3WithSm2 { signer_id } => signer_id.as_str(),
                 _ => DEFAULT_SIGNER_ID,
@@ -168,20 +218,20 @@ mod tests {
 
     #[test]
     fn sm2_sign_verify_round_trip_with_and_without_token_hashing() {
-        let key = PrivateKey::generate(Curve::Sm2);
+        let key = PrivateKey::generate(KeyAlg::Sm2);
         let point = key.public_point();
         let scheme = SignScheme::Sm3WithSm2 {
             signer_id: "ALICE123@YAHOO.COM".into(),
         };
         let sig = key.sign(&scheme, b"message").unwrap();
-        verify(Curve::Sm2, &point, &scheme, b"message", &sig).unwrap();
+        verify(KeyAlg::Sm2, &point, &scheme, b"message", &sig).unwrap();
         assert_eq!(
-            verify(Curve::Sm2, &point, &scheme, b"massage", &sig),
+            verify(KeyAlg::Sm2, &point, &scheme, b"massage", &sig),
             Err(MathError::Invalid)
         );
         let e = [7u8; 32];
         let sig = key.sign(&SignScheme::Sm2Prehashed, &e).unwrap();
-        verify(Curve::Sm2, &point, &SignScheme::Sm2Prehashed, &e, &sig).unwrap();
+        verify(KeyAlg::Sm2, &point, &SignScheme::Sm2Prehashed, &e, &sig).unwrap();
         assert_eq!(
             key.sign(&SignScheme::Sm2Prehashed, &[0u8; 31]).err(),
             Some(MathError::DataLen)
@@ -190,8 +240,8 @@ mod tests {
 
     #[test]
     fn scalar_round_trips_and_schemes_do_not_cross_curves() {
-        let key = PrivateKey::generate(Curve::P256);
-        let again = PrivateKey::from_scalar(Curve::P256, &key.scalar_bytes()).unwrap();
+        let key = PrivateKey::generate(KeyAlg::P256);
+        let again = PrivateKey::from_scalar(KeyAlg::P256, &key.scalar_bytes()).unwrap();
         assert_eq!(key.public_point(), again.public_point());
         assert_eq!(
             key.sign(&SignScheme::Sm2Prehashed, &[1u8; 32]).err(),

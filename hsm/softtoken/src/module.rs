@@ -11,8 +11,8 @@ use std::sync::Arc;
 use cryptoki_sys::*;
 use rand_core::{OsRng, RngCore};
 
-use crate::keys::{verify, Curve, PrivateKey, SignScheme};
-use crate::object::{AttrValue, KeyPairTemplate, Object};
+use crate::keys::{verify, GcmParams, KeyAlg, PrivateKey, SignScheme};
+use crate::object::{AttrValue, KeyPairTemplate, Object, SecretKeyTemplate};
 use crate::store::{self, Key, StoreError, TokenFile};
 use crate::vendor::{CKM_SM2, CKM_SM2_KEY_PAIR_GEN, CKM_SM3_SM2, DEFAULT_SIGNER_ID};
 
@@ -26,7 +26,7 @@ const MAX_BUFFERED: usize = 16 * 1024 * 1024;
 pub(crate) const SIGNATURE_LEN: usize = 64;
 
 /// Every mechanism, with the key sizes and flags C_GetMechanismInfo reports.
-pub(crate) const MECHANISMS: [(CK_MECHANISM_TYPE, CK_FLAGS); 6] = [
+pub(crate) const MECHANISMS: [(CK_MECHANISM_TYPE, CK_FLAGS); 8] = [
     (
         CKM_EC_KEY_PAIR_GEN,
         CKF_GENERATE_KEY_PAIR | CKF_EC_F_P | CKF_EC_NAMEDCURVE | CKF_EC_UNCOMPRESS,
@@ -42,6 +42,8 @@ pub(crate) const MECHANISMS: [(CK_MECHANISM_TYPE, CK_FLAGS); 6] = [
     (CKM_SM2_KEY_PAIR_GEN, CKF_GENERATE_KEY_PAIR),
     (CKM_SM2, CKF_SIGN | CKF_VERIFY),
     (CKM_SM3_SM2, CKF_SIGN | CKF_VERIFY),
+    (CKM_AES_KEY_GEN, CKF_GENERATE),
+    (CKM_AES_GCM, CKF_ENCRYPT | CKF_DECRYPT),
 ];
 
 fn store_error(e: StoreError) -> CK_RV {
@@ -82,7 +84,7 @@ struct Operation {
 
 enum OpKey {
     Sign(Arc<PrivateKey>),
-    Verify { curve: Curve, point: Vec<u8> },
+    Verify { curve: KeyAlg, point: Vec<u8> },
 }
 
 struct Session {
@@ -91,6 +93,14 @@ struct Session {
     found: Option<Vec<CK_OBJECT_HANDLE>>,
     sign: Option<Operation>,
     verify: Option<Operation>,
+    crypt: Option<CryptOperation>,
+}
+
+/// What a C_EncryptInit / C_DecryptInit started (AES-256-GCM, single part).
+struct CryptOperation {
+    encrypt: bool,
+    key: Arc<PrivateKey>,
+    params: GcmParams,
 }
 
 /// What C_GetTokenInfo reports.
@@ -305,6 +315,7 @@ impl Module {
                 found: None,
                 sign: None,
                 verify: None,
+                crypt: None,
             },
         );
         Ok(handle)
@@ -659,6 +670,8 @@ impl Module {
             verify: template.verify,
             point: point.clone(),
             secret: None,
+            encrypt: false,
+            decrypt: false,
         };
         let private_object = Object {
             class: CKO_PRIVATE_KEY,
@@ -737,23 +750,7 @@ impl Module {
             return Err(CKR_KEY_FUNCTION_NOT_PERMITTED);
         }
         let scheme = scheme_for(object.curve, mechanism, parameter)?;
-        let token = self.token_mut(handle)?;
-        let private = match token.unsealed.get(&key) {
-            Some(private) => private.clone(),
-            None => {
-                let master = token.master.as_ref().ok_or(CKR_USER_NOT_LOGGED_IN)?;
-                let name = &token.objects[&key].name;
-                let sealed = object.secret.as_ref().ok_or(CKR_KEY_HANDLE_INVALID)?;
-                let scalar = store::open(master, sealed, &secret_aad(&token.file.serial, name))
-                    .map_err(store_error)?
-                    .ok_or(CKR_DEVICE_ERROR)?;
-                let private = Arc::new(
-                    PrivateKey::from_scalar(object.curve, &scalar).ok_or(CKR_DEVICE_ERROR)?,
-                );
-                token.unsealed.insert(key, private.clone());
-                private
-            }
-        };
+        let private = self.unsealed(handle, key, &object)?;
         if let Some(session) = self.sessions.get_mut(&handle) {
             session.sign = Some(Operation {
                 scheme,
@@ -762,6 +759,182 @@ impl Module {
             });
         }
         Ok(())
+    }
+
+    /// The private or secret key `key` in memory (unsealed on first use while logged in).
+    fn unsealed(
+        &mut self,
+        handle: CK_SESSION_HANDLE,
+        key: CK_OBJECT_HANDLE,
+        object: &Object,
+    ) -> Result<Arc<PrivateKey>, CK_RV> {
+        let token = self.token_mut(handle)?;
+        if let Some(private) = token.unsealed.get(&key) {
+            return Ok(private.clone());
+        }
+        let master = token.master.as_ref().ok_or(CKR_USER_NOT_LOGGED_IN)?;
+        let name = &token.objects[&key].name;
+        let sealed = object.secret.as_ref().ok_or(CKR_KEY_HANDLE_INVALID)?;
+        let scalar = store::open(master, sealed, &secret_aad(&token.file.serial, name))
+            .map_err(store_error)?
+            .ok_or(CKR_DEVICE_ERROR)?;
+        let private =
+            Arc::new(PrivateKey::from_scalar(object.curve, &scalar).ok_or(CKR_DEVICE_ERROR)?);
+        token.unsealed.insert(key, private.clone());
+        Ok(private)
+    }
+
+    /// C_GenerateKey: an AES-256 key (CKM_AES_KEY_GEN) for CKM_AES_GCM.
+    pub(crate) fn generate_key(
+        &mut self,
+        handle: CK_SESSION_HANDLE,
+        mechanism: CK_MECHANISM_TYPE,
+        template: &[(CK_ATTRIBUTE_TYPE, Vec<u8>)],
+    ) -> Result<CK_OBJECT_HANDLE, CK_RV> {
+        if mechanism != CKM_AES_KEY_GEN {
+            return Err(CKR_MECHANISM_INVALID);
+        }
+        let template = SecretKeyTemplate::parse(template)?;
+        if template.token && !self.session(handle)?.rw {
+            return Err(CKR_SESSION_READ_ONLY);
+        }
+        let object_handle = self.next_object;
+        let token = self.token_mut(handle)?;
+        if token.login != Some(CKU_USER) {
+            return Err(CKR_USER_NOT_LOGGED_IN);
+        }
+        let master = token.master.as_ref().ok_or(CKR_USER_NOT_LOGGED_IN)?;
+        let key = PrivateKey::generate(KeyAlg::Aes256);
+        let name = if template.token {
+            let mut stem = [0u8; 8];
+            OsRng.fill_bytes(&mut stem);
+            format!("{}-secret", hex::encode(stem))
+        } else {
+            String::new()
+        };
+        let aad = secret_aad(&token.file.serial, &name);
+        let secret = store::seal(master, &key.scalar_bytes(), &aad).map_err(store_error)?;
+        let object = Object {
+            class: CKO_SECRET_KEY,
+            curve: KeyAlg::Aes256,
+            label: template.label,
+            id: template.id,
+            token: template.token,
+            private: true,
+            sign: false,
+            verify: false,
+            point: Vec::new(),
+            secret: Some(secret),
+            encrypt: template.encrypt,
+            decrypt: template.decrypt,
+        };
+        if template.token {
+            let bytes = serde_json::to_vec_pretty(&object).map_err(|_| CKR_GENERAL_ERROR)?;
+            store::write_atomic(&object_path(&token.dir, &name), &bytes).map_err(store_error)?;
+        }
+        let owner = (!template.token).then_some(handle);
+        token.objects.insert(
+            object_handle,
+            Stored {
+                name,
+                owner,
+                object,
+            },
+        );
+        token.unsealed.insert(object_handle, Arc::new(key));
+        self.next_object += 1;
+        Ok(object_handle)
+    }
+
+    /// C_EncryptInit / C_DecryptInit with CKM_AES_GCM (12-byte IV, 128-bit tag).
+    pub(crate) fn crypt_init(
+        &mut self,
+        handle: CK_SESSION_HANDLE,
+        encrypt: bool,
+        mechanism: CK_MECHANISM_TYPE,
+        params: GcmParams,
+        key: CK_OBJECT_HANDLE,
+    ) -> Result<(), CK_RV> {
+        if self.session(handle)?.crypt.is_some() {
+            return Err(CKR_OPERATION_ACTIVE);
+        }
+        if mechanism != CKM_AES_GCM {
+            return Err(CKR_MECHANISM_INVALID);
+        }
+        let object = self.visible(handle, key)?.clone();
+        if object.class != CKO_SECRET_KEY {
+            return Err(CKR_KEY_TYPE_INCONSISTENT);
+        }
+        if !(if encrypt {
+            object.encrypt
+        } else {
+            object.decrypt
+        }) {
+            return Err(CKR_KEY_FUNCTION_NOT_PERMITTED);
+        }
+        let key = self.unsealed(handle, key, &object)?;
+        if let Some(session) = self.sessions.get_mut(&handle) {
+            session.crypt = Some(CryptOperation {
+                encrypt,
+                key,
+                params,
+            });
+        }
+        Ok(())
+    }
+
+    /// The exact output length of the active C_Encrypt / C_Decrypt for `input_len` bytes.
+    pub(crate) fn crypt_len(
+        &self,
+        handle: CK_SESSION_HANDLE,
+        encrypt: bool,
+        input_len: usize,
+    ) -> Result<usize, CK_RV> {
+        let op = self
+            .session(handle)?
+            .crypt
+            .as_ref()
+            .filter(|op| op.encrypt == encrypt)
+            .ok_or(CKR_OPERATION_NOT_INITIALIZED)?;
+        if op.encrypt {
+            Ok(input_len + 16)
+        } else {
+            input_len
+                .checked_sub(16)
+                .ok_or(CKR_ENCRYPTED_DATA_LEN_RANGE)
+        }
+    }
+
+    /// C_Encrypt / C_Decrypt: ends the operation.
+    pub(crate) fn crypt(
+        &mut self,
+        handle: CK_SESSION_HANDLE,
+        encrypt: bool,
+        data: &[u8],
+    ) -> Result<Vec<u8>, CK_RV> {
+        let session = self
+            .sessions
+            .get_mut(&handle)
+            .ok_or(CKR_SESSION_HANDLE_INVALID)?;
+        let op = session
+            .crypt
+            .take()
+            .filter(|op| op.encrypt == encrypt)
+            .ok_or(CKR_OPERATION_NOT_INITIALIZED)?;
+        op.key.gcm(encrypt, &op.params, data).map_err(|_| {
+            if encrypt {
+                CKR_DATA_LEN_RANGE
+            } else {
+                CKR_ENCRYPTED_DATA_INVALID
+            }
+        })
+    }
+
+    /// Drop an active encrypt/decrypt operation after an argument error.
+    pub(crate) fn abort_crypt(&mut self, handle: CK_SESSION_HANDLE) {
+        if let Some(session) = self.sessions.get_mut(&handle) {
+            session.crypt = None;
+        }
     }
 
     /// C_VerifyInit with a public key object.
@@ -896,7 +1069,7 @@ fn secret_aad(serial: &str, name: &str) -> Vec<u8> {
 
 /// The scheme for `mechanism` on a key of `curve`; the SM3withSM2 parameter is the signer ID.
 fn scheme_for(
-    curve: Curve,
+    curve: KeyAlg,
     mechanism: CK_MECHANISM_TYPE,
     parameter: &[u8],
 ) -> Result<SignScheme, CK_RV> {
@@ -920,11 +1093,12 @@ fn scheme_for(
         return Err(CKR_MECHANISM_PARAM_INVALID);
     }
     let fits = match curve {
-        Curve::P256 => matches!(scheme, SignScheme::EcdsaPrehashed | SignScheme::EcdsaSha256),
-        Curve::Sm2 => matches!(
+        KeyAlg::P256 => matches!(scheme, SignScheme::EcdsaPrehashed | SignScheme::EcdsaSha256),
+        KeyAlg::Sm2 => matches!(
             scheme,
             SignScheme::Sm2Prehashed | SignScheme::Sm3WithSm2 { .. }
         ),
+        KeyAlg::Aes256 => false,
     };
     if fits {
         Ok(scheme)

@@ -3,15 +3,16 @@
 use cryptoki_sys::*;
 use serde::{Deserialize, Serialize};
 
-use crate::keys::Curve;
+use crate::keys::KeyAlg;
 use crate::store::Sealed;
 use crate::vendor::{CKK_SM2, CKM_SM2_KEY_PAIR_GEN, P256_EC_PARAMS, SM2_EC_PARAMS};
 
-/// One half of a key pair as stored (the private half's scalar sealed).
+/// One half of a key pair, or an AES key, as stored (private and secret values sealed).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Object {
     pub class: CK_OBJECT_CLASS,
-    pub curve: Curve,
+    /// The key algorithm: the curve, or AES-256.
+    pub curve: KeyAlg,
     pub label: Vec<u8>,
     pub id: Vec<u8>,
     pub token: bool,
@@ -20,8 +21,13 @@ pub(crate) struct Object {
     pub verify: bool,
     /// The public point 04 || x || y (both halves keep it, so a private key knows its pair).
     pub point: Vec<u8>,
-    /// The private scalar sealed under the token master key; `None` for public keys.
+    /// The private scalar or AES key sealed under the token master key; `None` for public keys.
     pub secret: Option<Sealed>,
+    /// AES keys: CKA_ENCRYPT / CKA_DECRYPT.
+    #[serde(default)]
+    pub encrypt: bool,
+    #[serde(default)]
+    pub decrypt: bool,
 }
 
 /// An attribute as C_GetAttributeValue reports it.
@@ -52,20 +58,46 @@ impl Object {
     /// CKA_KEY_TYPE of the curve.
     pub(crate) fn key_type(&self) -> CK_KEY_TYPE {
         match self.curve {
-            Curve::P256 => CKK_EC,
-            Curve::Sm2 => CKK_SM2,
+            KeyAlg::P256 => CKK_EC,
+            KeyAlg::Sm2 => CKK_SM2,
+            KeyAlg::Aes256 => CKK_AES,
         }
     }
 
     fn ec_params(&self) -> &'static [u8] {
         match self.curve {
-            Curve::P256 => P256_EC_PARAMS,
-            Curve::Sm2 => SM2_EC_PARAMS,
+            KeyAlg::P256 => P256_EC_PARAMS,
+            KeyAlg::Sm2 => SM2_EC_PARAMS,
+            KeyAlg::Aes256 => &[],
+        }
+    }
+
+    /// Attributes of an AES secret key (its value is sensitive).
+    fn secret_attribute(&self, kind: CK_ATTRIBUTE_TYPE) -> AttrValue {
+        match kind {
+            CKA_CLASS => ulong(self.class),
+            CKA_TOKEN => flag(self.token),
+            CKA_PRIVATE => flag(self.private),
+            CKA_LABEL => AttrValue::Value(self.label.clone()),
+            CKA_ID => AttrValue::Value(self.id.clone()),
+            CKA_KEY_TYPE => ulong(CKK_AES),
+            CKA_VALUE_LEN => ulong(32),
+            CKA_VALUE => AttrValue::Sensitive,
+            CKA_KEY_GEN_MECHANISM => ulong(CKM_AES_KEY_GEN),
+            CKA_ENCRYPT => flag(self.encrypt),
+            CKA_DECRYPT => flag(self.decrypt),
+            CKA_SENSITIVE | CKA_ALWAYS_SENSITIVE | CKA_NEVER_EXTRACTABLE | CKA_LOCAL => flag(true),
+            CKA_EXTRACTABLE | CKA_SIGN | CKA_VERIFY | CKA_WRAP | CKA_UNWRAP | CKA_DERIVE
+            | CKA_MODIFIABLE | CKA_COPYABLE => flag(false),
+            _ => AttrValue::Invalid,
         }
     }
 
     /// The attribute `kind` of this object.
     pub(crate) fn attribute(&self, kind: CK_ATTRIBUTE_TYPE) -> AttrValue {
+        if self.class == CKO_SECRET_KEY {
+            return self.secret_attribute(kind);
+        }
         let private = self.is_private_key();
         match kind {
             CKA_CLASS => ulong(self.class),
@@ -75,8 +107,9 @@ impl Object {
             CKA_ID => AttrValue::Value(self.id.clone()),
             CKA_KEY_TYPE => ulong(self.key_type()),
             CKA_KEY_GEN_MECHANISM => ulong(match self.curve {
-                Curve::P256 => CKM_EC_KEY_PAIR_GEN,
-                Curve::Sm2 => CKM_SM2_KEY_PAIR_GEN,
+                KeyAlg::P256 => CKM_EC_KEY_PAIR_GEN,
+                KeyAlg::Sm2 => CKM_SM2_KEY_PAIR_GEN,
+                KeyAlg::Aes256 => CKM_AES_KEY_GEN,
             }),
             CKA_LOCAL => flag(true),
             CKA_MODIFIABLE | CKA_COPYABLE => flag(false),
@@ -208,14 +241,63 @@ impl KeyPairTemplate {
     }
 
     /// The curve for `mechanism`, checked against CKA_EC_PARAMS.
-    pub(crate) fn curve(&self, mechanism: CK_MECHANISM_TYPE) -> Result<Curve, CK_RV> {
+    pub(crate) fn curve(&self, mechanism: CK_MECHANISM_TYPE) -> Result<KeyAlg, CK_RV> {
         match (mechanism, self.ec_params.as_deref()) {
-            (CKM_EC_KEY_PAIR_GEN, Some(P256_EC_PARAMS)) => Ok(Curve::P256),
+            (CKM_EC_KEY_PAIR_GEN, Some(P256_EC_PARAMS)) => Ok(KeyAlg::P256),
             (CKM_EC_KEY_PAIR_GEN, Some(_)) => Err(CKR_CURVE_NOT_SUPPORTED),
             (CKM_EC_KEY_PAIR_GEN, None) => Err(CKR_TEMPLATE_INCOMPLETE),
-            (CKM_SM2_KEY_PAIR_GEN, None | Some(SM2_EC_PARAMS)) => Ok(Curve::Sm2),
+            (CKM_SM2_KEY_PAIR_GEN, None | Some(SM2_EC_PARAMS)) => Ok(KeyAlg::Sm2),
             (CKM_SM2_KEY_PAIR_GEN, Some(_)) => Err(CKR_CURVE_NOT_SUPPORTED),
             _ => Err(CKR_MECHANISM_INVALID),
+        }
+    }
+}
+
+/// What the template of C_GenerateKey (CKM_AES_KEY_GEN, 32 bytes) asks for, checked.
+#[derive(Debug, Default)]
+pub(crate) struct SecretKeyTemplate {
+    pub token: bool,
+    pub label: Vec<u8>,
+    pub id: Vec<u8>,
+    pub encrypt: bool,
+    pub decrypt: bool,
+}
+
+impl SecretKeyTemplate {
+    /// Parse: AES-256 only, always private, sensitive, not extractable.
+    pub(crate) fn parse(template: &[(CK_ATTRIBUTE_TYPE, Vec<u8>)]) -> Result<Self, CK_RV> {
+        let mut t = SecretKeyTemplate {
+            encrypt: true,
+            decrypt: true,
+            ..Default::default()
+        };
+        let mut value_len = None;
+        for (kind, value) in template {
+            match *kind {
+                CKA_TOKEN => t.token = as_bool(value)?,
+                CKA_LABEL => t.label = value.clone(),
+                CKA_ID => t.id = value.clone(),
+                CKA_ENCRYPT => t.encrypt = as_bool(value)?,
+                CKA_DECRYPT => t.decrypt = as_bool(value)?,
+                CKA_VALUE_LEN => value_len = Some(as_ulong(value)?),
+                CKA_CLASS if as_ulong(value)? != CKO_SECRET_KEY => {
+                    return Err(CKR_TEMPLATE_INCONSISTENT)
+                }
+                CKA_KEY_TYPE if as_ulong(value)? != CKK_AES => {
+                    return Err(CKR_TEMPLATE_INCONSISTENT)
+                }
+                CKA_PRIVATE | CKA_SENSITIVE if !as_bool(value)? => {
+                    return Err(CKR_ATTRIBUTE_VALUE_INVALID)
+                }
+                CKA_EXTRACTABLE if as_bool(value)? => return Err(CKR_ATTRIBUTE_VALUE_INVALID),
+                CKA_CLASS | CKA_KEY_TYPE | CKA_PRIVATE | CKA_SENSITIVE | CKA_EXTRACTABLE => {}
+                other => common(other, value)?,
+            }
+        }
+        match value_len {
+            Some(32) => Ok(t),
+            Some(_) => Err(CKR_ATTRIBUTE_VALUE_INVALID),
+            None => Err(CKR_TEMPLATE_INCOMPLETE),
         }
     }
 }
@@ -271,7 +353,7 @@ mod tests {
     fn private_value_is_sensitive_and_public_point_is_der() {
         let object = Object {
             class: CKO_PRIVATE_KEY,
-            curve: Curve::Sm2,
+            curve: KeyAlg::Sm2,
             label: b"k".to_vec(),
             id: vec![1],
             token: true,
@@ -280,6 +362,8 @@ mod tests {
             verify: false,
             point: vec![4; 65],
             secret: None,
+            encrypt: false,
+            decrypt: false,
         };
         assert_eq!(object.attribute(CKA_VALUE), AttrValue::Sensitive);
         assert_eq!(object.attribute(CKA_EC_POINT), AttrValue::Invalid);

@@ -18,7 +18,8 @@ use rand_core::{OsRng, RngCore};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-/// Environment variable naming a config file with a `tokendir = <path>` line (as SOFTHSM2_CONF).
+/// Environment variable naming a config file with a `tokendir = <path>` (or SoftHSM2's
+/// `directories.tokendir = <path>`) line, as SOFTHSM2_CONF does for SoftHSM2.
 pub(crate) const CONF_ENV: &str = "CA_SOFTTOKEN_CONF";
 /// Environment variable naming the token directory directly.
 pub(crate) const DIR_ENV: &str = "CA_SOFTTOKEN_DIR";
@@ -96,7 +97,10 @@ pub(crate) fn state_dir() -> Result<PathBuf, StoreError> {
                 continue;
             }
             if let Some((key, value)) = line.split_once('=') {
-                if key.trim() == "tokendir" && !value.trim().is_empty() {
+                // `directories.tokendir` too, so a SoftHSM2 config file serves both modules.
+                let key = key.trim();
+                if (key == "tokendir" || key == "directories.tokendir") && !value.trim().is_empty()
+                {
                     return Ok(PathBuf::from(value.trim()));
                 }
             }
