@@ -1011,12 +1011,15 @@ impl ApplianceConfig {
             }
             match (&ca.parent, i) {
                 (None, 0) => {}
-                (None, _) => {
+                // A second root is another hierarchy (the SM2 one beside the ECDSA one); it
+                // must be a different algorithm family, so one chain never mixes them.
+                (None, _) if !ca.key.starts_with("sm2") || self.cas[0].key.starts_with("sm2") => {
                     return Err(ConfigError::Invalid(format!(
-                        "CA {} has no parent; only the first [[ca]] is the root",
+                        "CA {} has no parent; only the first [[ca]] and one SM2 root beside it are roots",
                         ca.name
                     )))
                 }
+                (None, _) => {}
                 (Some(p), _) if !names.contains(p.as_str()) => {
                     return Err(ConfigError::Invalid(format!(
                         "CA {}'s parent {p} must be listed before it",
