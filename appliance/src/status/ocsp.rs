@@ -136,6 +136,7 @@ fn cert_id_hash(id: &CertId) -> CertIdHash {
     match id.hash_algorithm() {
         HashAlgorithm::Sha1 => CertIdHash::Sha1,
         HashAlgorithm::Sha256 => CertIdHash::Sha256,
+        HashAlgorithm::Sm3 => CertIdHash::Sm3,
     }
 }
 
