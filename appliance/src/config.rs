@@ -665,15 +665,42 @@ pub struct Sm2MechanismsConfig {
     pub sign_mechanism: Option<u64>,
     /// `host` (the token signs e = SM3(Z || M)) or `token` (it hashes the message itself).
     pub hashing: Option<String>,
+    /// The GM/T 0009 signer ID the SM2 CA keys sign with (default `1234567812345678`; another
+    /// needs `host` hashing). Relying parties must verify with the same ID.
+    pub signer_id: Option<String>,
 }
 
 impl HsmSection {
+    /// The configured SM2 signer ID, if not the default.
+    pub fn sm2_signer_id(&self) -> Option<String> {
+        self.sm2.as_ref().and_then(|s| s.signer_id.clone())
+    }
+
     /// The SM2 table `[hsm.sm2]` describes, checked: a preset, or all four values.
     pub fn sm2_mechanisms(&self) -> Result<Option<hsm::Sm2Mechanisms>, ConfigError> {
         let Some(sm2) = &self.sm2 else {
             return Ok(None);
         };
         let invalid = |e: String| ConfigError::Invalid(format!("hsm.sm2: {e}"));
+        let table = self.sm2_table(sm2, &invalid)?;
+        if let Some(id) = &sm2.signer_id {
+            if id.is_empty() || id.len() > 8191 {
+                return Err(invalid("signer_id must be 1 to 8191 bytes".into()));
+            }
+            if id != hsm::DEFAULT_SIGNER_ID && table.hashing == hsm::Sm2Hashing::Token {
+                return Err(invalid(
+                    "a token that hashes SM2 itself signs with the default signer_id only".into(),
+                ));
+            }
+        }
+        Ok(Some(table))
+    }
+
+    fn sm2_table(
+        &self,
+        sm2: &Sm2MechanismsConfig,
+        invalid: &dyn Fn(String) -> ConfigError,
+    ) -> Result<hsm::Sm2Mechanisms, ConfigError> {
         let explicit = (
             sm2.key_type,
             sm2.keygen_mechanism,
@@ -681,19 +708,19 @@ impl HsmSection {
             sm2.hashing.as_deref(),
         );
         match (&sm2.preset, explicit) {
-            (Some(name), (None, None, None, None)) => hsm::Sm2Mechanisms::preset(name)
-                .map(Some)
-                .map_err(|e| invalid(e.to_string())),
+            (Some(name), (None, None, None, None)) => {
+                hsm::Sm2Mechanisms::preset(name).map_err(|e| invalid(e.to_string()))
+            }
             (None, (Some(key_type), Some(keygen_mechanism), Some(sign_mechanism), Some(h))) => {
                 let hashing = h
                     .parse()
                     .map_err(|e: hsm::HsmError| invalid(e.to_string()))?;
-                Ok(Some(hsm::Sm2Mechanisms {
+                Ok(hsm::Sm2Mechanisms {
                     key_type,
                     keygen_mechanism,
                     sign_mechanism,
                     hashing,
-                }))
+                })
             }
             _ => Err(invalid(
                 "give either preset or all of key_type, keygen_mechanism, sign_mechanism, hashing"
@@ -1257,7 +1284,9 @@ impl ApplianceConfig {
             token_label: root.token_label.clone(),
             pin: source,
             pool_size: 1,
-            sm2: None,
+            // The root token is reached through the same module: the same vendor constants.
+            sm2: self.hsm.sm2_mechanisms().ok().flatten(),
+            sm2_signer_id: self.hsm.sm2_signer_id(),
         })
     }
 
@@ -1277,6 +1306,7 @@ impl ApplianceConfig {
             pin: source,
             pool_size: self.hsm.pool_size,
             sm2: self.hsm.sm2_mechanisms().ok().flatten(),
+            sm2_signer_id: self.hsm.sm2_signer_id(),
         }
     }
 }

@@ -21,4 +21,6 @@ pub struct HsmConfig {
     pub pool_size: usize,
     /// The token's SM2 constants (vendor-defined); `None` if it offers no SM2.
     pub sm2: Option<Sm2Mechanisms>,
+    /// The GM/T 0009 signer ID SM2 keys sign with (`None`: the default `1234567812345678`).
+    pub sm2_signer_id: Option<String>,
 }

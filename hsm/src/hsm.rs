@@ -40,6 +40,8 @@ struct Inner {
     generating: Mutex<()>,
     /// The token's SM2 constants, if it offers SM2.
     sm2: Option<Sm2Mechanisms>,
+    /// The signer ID `sign` uses for SM3withSM2.
+    sm2_signer_id: String,
     /// SM2 public points per URI (they enter Z when the host hashes).
     sm2_points: Mutex<HashMap<KeyUri, Vec<u8>>>,
 }
@@ -86,6 +88,25 @@ impl Hsm {
 
     /// Blocking variant of `open`, for sync callers not on a runtime thread.
     pub fn open_blocking(config: &HsmConfig) -> Result<Hsm, HsmError> {
+        let sm2_signer_id = config
+            .sm2_signer_id
+            .clone()
+            .unwrap_or_else(|| DEFAULT_SIGNER_ID.to_owned());
+        if sm2_signer_id.is_empty() || sm2_signer_id.len() > 8191 {
+            return Err(HsmError::InvalidArgument {
+                what: "SM2 signer ID",
+                reason: "must be 1 to 8191 bytes".into(),
+            });
+        }
+        if sm2_signer_id != DEFAULT_SIGNER_ID
+            && config.sm2.is_some_and(|t| t.hashing == Sm2Hashing::Token)
+        {
+            return Err(HsmError::InvalidArgument {
+                what: "SM2 signer ID",
+                reason: "a token that hashes SM2 itself signs with the default signer ID only"
+                    .into(),
+            });
+        }
         let pin = config.pin.read()?;
         let ctx = context(&config.module)?;
         let slot = find_slot(&ctx, &config.token_label)?;
@@ -103,9 +124,15 @@ impl Hsm {
                 keys: Mutex::new(HashMap::new()),
                 generating: Mutex::new(()),
                 sm2: config.sm2,
+                sm2_signer_id,
                 sm2_points: Mutex::new(HashMap::new()),
             }),
         })
+    }
+
+    /// The GM/T 0009 signer ID `sign` uses for SM3withSM2 (configured, or the default).
+    pub fn sm2_signer_id(&self) -> &str {
+        &self.inner.sm2_signer_id
     }
 
     /// Label of the token this handle is logged in to.
@@ -218,7 +245,7 @@ impl Hsm {
         data: &[u8],
     ) -> Result<Vec<u8>, HsmError> {
         if alg.is_sm2() {
-            return self.sign_sm2(key, DEFAULT_SIGNER_ID, data).await;
+            return self.sign_sm2(key, self.sm2_signer_id(), data).await;
         }
         let digest = alg.digest(data);
         self.sign_digest(key, alg, &digest).await
@@ -316,7 +343,7 @@ impl Hsm {
         data: &[u8],
     ) -> Result<Vec<u8>, HsmError> {
         if alg.is_sm2() {
-            return self.sign_sm2_blocking(key, DEFAULT_SIGNER_ID, data);
+            return self.sign_sm2_blocking(key, self.sm2_signer_id(), data);
         }
         self.sign_digest_blocking(key, alg, &alg.digest(data))
     }

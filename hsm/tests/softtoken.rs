@@ -67,6 +67,7 @@ fn config(label: &str, sm2: Option<Sm2Mechanisms>) -> HsmConfig {
         pin: PinSource::File(pin),
         pool_size: 4,
         sm2,
+        sm2_signer_id: None,
     }
 }
 
@@ -268,6 +269,33 @@ async fn private_keys_are_sensitive_and_never_extractable() {
         }
     }
     assert!(private_files >= 2);
+}
+
+#[tokio::test]
+async fn a_configured_signer_id_is_the_one_sm2_signs_with() {
+    let mut config = token("signer-id", Some(Sm2Mechanisms::CA_SOFTTOKEN));
+    config.sm2_signer_id = Some("ca@example.cn".into());
+    let hsm = Hsm::open(&config).await.unwrap();
+    assert_eq!(hsm.sm2_signer_id(), "ca@example.cn");
+    let key = hsm.generate_key_pair("sm2", KeyKind::Sm2).await.unwrap();
+    let spki = hsm.public_key_der(&key).await.unwrap();
+    let sig = hsm
+        .sign(&key, SignatureAlgorithm::Sm2Sm3, b"tbs")
+        .await
+        .unwrap();
+    assert!(openssl_sm2_verify(&spki, "ca@example.cn", b"tbs", &sig));
+    assert!(!openssl_sm2_verify(
+        &spki,
+        hsm::DEFAULT_SIGNER_ID,
+        b"tbs",
+        &sig
+    ));
+    // A token that hashes itself cannot take another ID: refused when opening.
+    config.sm2 = Some(Sm2Mechanisms::CA_SOFTTOKEN_TOKEN_HASH);
+    assert!(matches!(
+        Hsm::open(&config).await,
+        Err(HsmError::InvalidArgument { .. })
+    ));
 }
 
 #[tokio::test]

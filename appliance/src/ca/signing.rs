@@ -118,6 +118,11 @@ impl CaSigner {
         self
     }
 
+    /// The GM/T 0009 signer ID SM2 CA keys sign with (`[hsm.sm2] signer_id`, or the default).
+    pub fn sm2_signer_id(&self) -> &str {
+        self.hsm.sm2_signer_id()
+    }
+
     /// Lints, records, signs and verifies a certificate `ca` issues; returns the certificate DER.
     pub async fn sign_certificate(
         &self,
@@ -145,7 +150,7 @@ impl CaSigner {
         let tbs_sha256 = Sha256::digest(&tbs_der).to_vec();
         self.record(&key, kind.name(), &serial, tbs_sha256, actor)
             .await?;
-        let digest = signed_digest(&key, &tbs_der)?;
+        let digest = signed_digest(&key, self.sm2_signer_id(), &tbs_der)?;
         let signature = self.hsm_sign(&key, &digest).await?;
         verify(key.public_key, key.algorithm, &digest, &signature)?;
         Ok(tbs::assemble(
@@ -236,10 +241,14 @@ impl CaSigner {
 }
 
 /// The digest the CA key signs over `data`: the algorithm's hash, or for SM2 e = SM3(Z || M)
-/// with the GM/T 0009 default signer ID.
-fn signed_digest(key: &SigningKey<'_>, data: &[u8]) -> Result<Vec<u8>, SigningError> {
+/// with the configured GM/T 0009 signer ID.
+fn signed_digest(
+    key: &SigningKey<'_>,
+    signer_id: &str,
+    data: &[u8],
+) -> Result<Vec<u8>, SigningError> {
     if key.algorithm.is_sm2() {
-        return super::sm2::digest(key.public_key, hsm::DEFAULT_SIGNER_ID, data)
+        return super::sm2::digest(key.public_key, signer_id, data)
             .map_err(|e| SigningError::BadSignature(e.to_string()));
     }
     Ok(key.algorithm.digest(data))
