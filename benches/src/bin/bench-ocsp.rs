@@ -801,7 +801,11 @@ async fn bench(o: Options) -> Result<(), String> {
             wrk(&ours, Some(&post_lua), o.seconds, 8),
             wrk(&ours, Some(&get_lua), o.seconds, 8),
             wrk(&format!("http://{nginx_addr}/ocsp"), None, o.seconds, 8),
-            ab(&format!("{ours}/ocsp"), Some(&work.join("req.der")), o.seconds),
+            ab(
+                &format!("{ours}/ocsp"),
+                Some(&work.join("req.der")),
+                o.seconds,
+            ),
             ab(
                 &format!("http://{ossl_addr}/"),
                 Some(&work.join("ossl-req.der")),
