@@ -48,9 +48,13 @@ pub struct ApplianceConfig {
     pub hsm: HsmSection,
     /// Where state lives.
     pub database: DatabaseConfig,
-    /// The CA hierarchy created by the ceremony, root first.
-    #[serde(rename = "ca")]
+    /// The CA hierarchy created by the ceremony, root first (inline, or from `ceremony`).
+    #[serde(default, rename = "ca")]
     pub cas: Vec<CaConfig>,
+    /// The reviewable ceremony file holding the `[[ca]]` tables instead of this file
+    /// (relative to this file's directory; `init --dir` writes `ceremony.toml`).
+    #[serde(default)]
+    pub ceremony: Option<PathBuf>,
     /// Directory of certificate profile TOML files (relative to this file's directory).
     pub profiles_dir: PathBuf,
     /// Directory where the ceremony writes CA certificates as PEM (relative to this file).
@@ -919,6 +923,17 @@ impl ApplianceConfig {
             })?;
         let base = path.parent().unwrap_or(Path::new("."));
         config.resolve_paths(base);
+        if let Some(file) = &config.ceremony {
+            if !config.cas.is_empty() {
+                return Err(ConfigError::Invalid(format!(
+                    "{}: [[ca]] tables and `ceremony = {:?}` both given; keep the CAs in the \
+                     ceremony file only",
+                    path.display(),
+                    file.display()
+                )));
+            }
+            config.cas = load_ceremony_file(file)?;
+        }
         config.load_channel_files()?;
         config.validate()?;
         if let Some(e) = &config.enroll {
@@ -930,6 +945,15 @@ impl ApplianceConfig {
             }
         }
         Ok(config)
+    }
+
+    /// The same configuration with the CAs of the ceremony file `plan` (`ceremony --plan`),
+    /// validated together with the rest.
+    pub fn with_ceremony_plan(mut self, plan: &Path) -> Result<Self, ConfigError> {
+        self.cas = load_ceremony_file(plan)?;
+        self.ceremony = Some(plan.to_owned());
+        self.validate()?;
+        Ok(self)
     }
 
     /// Adds the channels of `channels_dir` (and their clients) to the inline ones.
@@ -970,6 +994,9 @@ impl ApplianceConfig {
         }
         fix(&mut self.profiles_dir);
         fix(&mut self.ca_output_dir);
+        if let Some(f) = self.ceremony.as_mut() {
+            fix(f);
+        }
         fix(&mut self.status.crl_dir);
         if let Some(d) = self.channels_dir.as_mut() {
             fix(d);
@@ -1330,6 +1357,33 @@ impl ApplianceConfig {
             sm2_signer_id: self.hsm.sm2_signer_id(),
         }
     }
+}
+
+/// A ceremony file: only `[[ca]]` tables (which CAs, key types, subjects, validities).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CeremonyFile {
+    #[serde(default)]
+    ca: Vec<CaConfig>,
+}
+
+/// Reads the `[[ca]]` tables of a ceremony file (checked with the rest of the configuration).
+pub fn load_ceremony_file(path: &Path) -> Result<Vec<CaConfig>, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let file: CeremonyFile = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })?;
+    if file.ca.is_empty() {
+        return Err(ConfigError::Invalid(format!(
+            "{}: no [[ca]] table; the ceremony file lists the CAs to create, root first",
+            path.display()
+        )));
+    }
+    Ok(file.ca)
 }
 
 /// Lowercase ASCII letters, digits and dashes: safe in URLs, file names and key labels.

@@ -64,11 +64,21 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
-    /// Create the configured CAs in the HSM (existing ones are left alone).
+    /// Create the CAs of the ceremony file in the HSM (existing ones are left alone): review
+    /// the plan with --dry-run, then run it with --approve DIGEST.
     Ceremony {
         /// The appliance configuration file.
         #[arg(long)]
         config: PathBuf,
+        /// The ceremony file (`[[ca]]` tables) instead of the one the configuration names.
+        #[arg(long, value_name = "FILE")]
+        plan: Option<PathBuf>,
+        /// Print the plan and its digest; touch neither the HSM nor the database.
+        #[arg(long, conflicts_with = "approve")]
+        dry_run: bool,
+        /// The digest `--dry-run` printed: the plan as reviewed (required to change anything).
+        #[arg(long, value_name = "DIGEST")]
+        approve: Option<String>,
         /// Create a new generation (new key, new certificate) of this CA; repeatable.
         #[arg(long = "new-generation", value_name = "CA")]
         new_generation: Vec<String>,
@@ -297,7 +307,7 @@ fn run(cli: Cli) -> Result<(), String> {
                     "wrote {} and its profiles; the HSM was not touched",
                     path.display()
                 );
-                println!("next: add the TLS files under {}, run `ca-appliance check-config --config {p}`, review the [[ca]] ceremony plan in it, then `ca-appliance ceremony --config {p}`", dir.join("tls").display(), p = path.display());
+                println!("next: add the TLS files under {}, run `ca-appliance check-config --config {p}`, review the ceremony plan {} and `ca-appliance ceremony --config {p} --dry-run`, then run it with --approve DIGEST", dir.join("tls").display(), dir.join("ceremony.toml").display(), p = path.display());
                 return Ok(());
             }
             let module = match (sm2, module) {
@@ -316,7 +326,7 @@ fn run(cli: Cli) -> Result<(), String> {
                     .map_err(|e| format!("cannot write {}: {e}", config_path.display()))?;
             }
             let config = ApplianceConfig::load(&config_path).map_err(|e| e.to_string())?;
-            runtime()?.block_on(run_ceremony(&config, &[], "cli:init"))?;
+            runtime()?.block_on(run_ceremony(&config, &[], "cli:init", Review::Demo))?;
             runtime()?.block_on(data_key_rotate(&config, "cli:init"))?;
             println!("demo appliance created in {}", layout.dir.display());
             if !config.plugins.is_empty() {
@@ -348,19 +358,65 @@ fn run(cli: Cli) -> Result<(), String> {
         }
         Command::Ceremony {
             config,
+            plan,
+            dry_run,
+            approve,
             new_generation,
         } => {
-            let config = ApplianceConfig::load(&config).map_err(|e| e.to_string())?;
+            let mut config = ApplianceConfig::load(&config).map_err(|e| e.to_string())?;
+            if let Some(plan) = plan {
+                config = config
+                    .with_ceremony_plan(&plan)
+                    .map_err(|e| e.to_string())?;
+            }
             export_softhsm_conf(config.hsm.softhsm2_conf.as_deref());
-            runtime()?.block_on(run_ceremony(&config, &new_generation, "cli:ceremony"))
+            let review = if dry_run {
+                Review::DryRun
+            } else {
+                Review::Approved(approve)
+            };
+            runtime()?.block_on(run_ceremony(
+                &config,
+                &new_generation,
+                "cli:ceremony",
+                review,
+            ))
         }
-        Command::CheckConfig { config } => {
-            let config = ApplianceConfig::load(&config).map_err(|e| e.to_string())?;
-            let profiles = config.load_profiles().map_err(|e| e.to_string())?;
-            verification::registry::check_all(&config).map_err(|e| e.to_string())?;
+        Command::CheckConfig { config: path } => {
+            let config = match ApplianceConfig::load(&path) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("{}", ops::check::load_refusal(&path, &e));
+                    return Err("1 refusal; fix it and run check-config again".into());
+                }
+            };
+            let mut refusals = ops::check::check_files(&config, &path);
             // Channel plugins named by channels: loaded (as configured) to read their manifests.
             let channel_plugins =
-                runtime()?.block_on(ca_appliance::notify::check_channel_plugins(&config))?;
+                match runtime()?.block_on(ca_appliance::notify::check_channel_plugins(&config)) {
+                    Ok(n) => n,
+                    Err(problem) => {
+                        refusals.push(ops::check::Refusal {
+                            key: "[[channel]] plugins / notifier".into(),
+                            file: config.channels_dir.clone().unwrap_or_else(|| path.clone()),
+                            problem,
+                            fix: "name a [[plugin]] whose manifest kind is channel (and, for a \
+                                  notifier, that sends SMS), or remove it from the channel"
+                                .into(),
+                        });
+                        0
+                    }
+                };
+            if !refusals.is_empty() {
+                for r in &refusals {
+                    eprintln!("{r}");
+                }
+                return Err(format!(
+                    "{} refusal(s); fix them and run check-config again",
+                    refusals.len()
+                ));
+            }
+            let profiles = config.load_profiles().map_err(|e| e.to_string())?;
             println!(
                 "configuration OK: {} CA(s), {} profile(s), {} client(s), {} channel(s), {} plugin(s), {channel_plugins} of them channel plugin(s)",
                 config.cas.len(),
@@ -593,11 +649,96 @@ fn plugin_check(
     }
 }
 
+/// How a ceremony run was reviewed.
+enum Review {
+    /// `init --demo`: the demo's own plan, nothing to review.
+    Demo,
+    /// `--dry-run`: print the plan, change nothing.
+    DryRun,
+    /// A real run: `--approve` must repeat the digest of the plan as it is now.
+    Approved(Option<String>),
+}
+
+/// The CAs (name → newest generation) and whether an audit key exists, read without creating
+/// the database: a database file that does not exist yet holds nothing.
+async fn ceremony_state(
+    config: &ApplianceConfig,
+) -> Result<(std::collections::BTreeMap<String, i64>, bool), String> {
+    let url = &config.database.url;
+    if let Some(rest) = url.strip_prefix("sqlite://") {
+        let file = rest.split('?').next().unwrap_or(rest);
+        if !std::path::Path::new(file).exists() {
+            return Ok((Default::default(), false));
+        }
+    }
+    let storage = storage::Storage::open(url)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut existing = std::collections::BTreeMap::new();
+    for ca in storage
+        .authorities()
+        .all()
+        .await
+        .map_err(|e| e.to_string())?
+    {
+        let g = existing.entry(ca.name).or_insert(ca.generation);
+        *g = (*g).max(ca.generation);
+    }
+    let audit_key = !storage
+        .audit()
+        .keys()
+        .await
+        .map_err(|e| e.to_string())?
+        .is_empty();
+    Ok((existing, audit_key))
+}
+
 async fn run_ceremony(
     config: &ApplianceConfig,
     new_generation: &[String],
     actor: &str,
+    review: Review,
 ) -> Result<(), String> {
+    if !matches!(review, Review::Demo) {
+        let (existing, audit_key) = ceremony_state(config).await?;
+        let plan = ca_appliance::ca::plan::Plan::new(
+            &config.cas,
+            &existing,
+            new_generation,
+            audit_key,
+            &config.hsm.token_label,
+            config.root_hsm.as_ref().map(|r| r.token_label.as_str()),
+        )
+        .map_err(|e| e.to_string())?;
+        match review {
+            Review::DryRun => {
+                let source = config
+                    .ceremony
+                    .as_ref()
+                    .map_or("the [[ca]] tables of the configuration".to_owned(), |f| {
+                        f.display().to_string()
+                    });
+                println!("ceremony plan from {source} (dry run: nothing was done)");
+                print!("{}", plan.render());
+                if plan.is_irreversible() {
+                    println!("plan digest: {}", plan.digest());
+                    println!(
+                        "to carry it out exactly as shown: ca-appliance ceremony --config FILE{} --approve {}",
+                        new_generation
+                            .iter()
+                            .map(|n| format!(" --new-generation {n}"))
+                            .collect::<String>(),
+                        plan.digest()
+                    );
+                } else {
+                    println!("nothing to do: every CA and the audit key exist");
+                }
+                return Ok(());
+            }
+            Review::Approved(approved) => plan.check_approval(approved.as_deref())?,
+            Review::Demo => {}
+        }
+    }
     let hsm = hsm::Hsm::open(&config.hsm_config())
         .await
         .map_err(|e| format!("HSM: {e}"))?;
@@ -626,8 +767,28 @@ async fn run_ceremony(
     seal_audit(&hsm, &storage).await?;
     for outcome in outcomes {
         match outcome {
-            CeremonyOutcome::Created { name, generation } => {
-                println!("created CA {name} (generation {generation})")
+            CeremonyOutcome::Created {
+                name,
+                generation,
+                made,
+            } => {
+                let not_after = time::OffsetDateTime::from_unix_timestamp(made.not_after)
+                    .ok()
+                    .and_then(|t| {
+                        t.format(&time::format_description::well_known::Rfc3339)
+                            .ok()
+                    })
+                    .unwrap_or_else(|| made.not_after.to_string());
+                println!("created CA {name} (generation {generation})");
+                println!("  key: label {} ({})", made.key_label, made.key_uri);
+                println!(
+                    "  certificate: serial {}, SHA-256 fingerprint {}",
+                    made.serial, made.fingerprint_sha256
+                );
+                println!("  subject {}, valid until {not_after}", made.subject);
+            }
+            CeremonyOutcome::AuditKey { key_uri } => {
+                println!("created the audit key ({key_uri})")
             }
             CeremonyOutcome::Existing { name, generation } => println!(
                 "CA {name} exists (generation {generation}); left alone (use --new-generation {name} to re-key)"

@@ -722,3 +722,21 @@ impl VendorSim {
         v["calls"].as_array().cloned().unwrap_or_default()
     }
 }
+
+/// `ca-appliance ceremony --config CONFIG EXTRA...` as an operator runs it: the plan reviewed
+/// with `--dry-run`, then carried out with `--approve` of its digest (when it changes anything).
+pub fn reviewed_ceremony(config: &Path, extra: &[&str]) -> (bool, String, String) {
+    let (ok, out, err) = run(Command::new(appliance_bin())
+        .args(["ceremony", "--dry-run", "--config"])
+        .arg(config)
+        .args(extra));
+    if !ok {
+        return (ok, out, err);
+    }
+    let mut cmd = Command::new(appliance_bin());
+    cmd.args(["ceremony", "--config"]).arg(config).args(extra);
+    if let Some(digest) = out.lines().find_map(|l| l.strip_prefix("plan digest: ")) {
+        cmd.args(["--approve", digest.trim()]);
+    }
+    run(&mut cmd)
+}

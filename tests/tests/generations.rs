@@ -69,9 +69,7 @@ async fn every_generation_keeps_ocsp_crl_and_chain_after_a_re_key() {
     write_cert(&demo, "g1.pem", &g1);
     server.stop_with("TERM", Duration::from_secs(20));
 
-    let (ok, out, err) = run(Command::new(appliance_bin())
-        .args(["ceremony", "--new-generation", "personal", "--config"])
-        .arg(demo.config()));
+    let (ok, out, err) = reviewed_ceremony(&demo.config(), &["--new-generation", "personal"]);
     assert!(ok, "{out}{err}");
     assert!(out.contains("created CA personal (generation 2)"), "{out}");
 
@@ -323,13 +321,12 @@ async fn serve_runs_with_the_root_token_absent() {
         "\n[status]\nroot_offline = true\n\n[root_hsm]\ntoken_label = \"demo-root\"\n\n\
          [root_hsm.pin]\nfile = \"secrets/root.pin\"\n",
     );
-    for args in [&["ceremony"][..], &["data-key", "rotate"][..]] {
-        let (ok, out, err) = run(Command::new(appliance_bin())
-            .args(args)
-            .arg("--config")
-            .arg(demo.config()));
-        assert!(ok, "{args:?}: {out}{err}");
-    }
+    let (ok, out, err) = reviewed_ceremony(&demo.config(), &[]);
+    assert!(ok, "ceremony: {out}{err}");
+    let (ok, out, err) = run(Command::new(appliance_bin())
+        .args(["data-key", "rotate", "--config"])
+        .arg(demo.config()));
+    assert!(ok, "data-key rotate: {out}{err}");
     let root_cert = std::fs::read_to_string(demo.path().join("ca/root.pem")).unwrap();
     assert!(
         demo.path().join("crl/root.crl").exists(),

@@ -679,13 +679,16 @@ fn ceremony_is_idempotent_and_new_generations_are_explicit() {
         root_before
     );
 
-    let (ok, out, err) = run(Command::new(appliance_bin()).args([
+    // A re-key changes something: refused until the plan is approved as reviewed.
+    let (ok, _, err) = run(Command::new(appliance_bin()).args([
         "ceremony",
         "--config",
         cfg.to_str().unwrap(),
         "--new-generation",
         "personal",
     ]));
+    assert!(!ok && err.contains("--approve"), "{err}");
+    let (ok, out, err) = reviewed_ceremony(&cfg, &["--new-generation", "personal"]);
     assert!(ok, "{err}");
     assert!(out.contains("created CA personal (generation 2)"), "{out}");
     let personal_after = std::fs::read_to_string(demo.path().join("ca/personal.pem")).unwrap();

@@ -534,16 +534,23 @@ fn production_init_writes_a_config_without_secrets_and_touches_no_token() {
     let text = std::fs::read_to_string(&config).unwrap();
     assert!(text.contains("systemd_credential = \"hsm-pin\""), "{text}");
     assert!(
-        text.contains("[[ca]]") && text.contains("ceremony plan"),
+        text.contains("ceremony = \"ceremony.toml\"") && text.contains("ceremony plan"),
         "{text}"
     );
+    assert!(std::fs::read_to_string(dir.join("ceremony.toml"))
+        .unwrap()
+        .contains("[[ca]]"));
+    // Everything but the TLS files (still to be provided) passes check-config.
     let (ok, out, err) = run(Command::new(appliance_bin()).args([
         "check-config",
         "--config",
         config.to_str().unwrap(),
     ]));
-    assert!(ok, "{out}\n{err}");
-    assert!(out.contains("3 CA(s), 2 profile(s)"), "{out}");
+    assert!(!ok, "{out}\n{err}");
+    assert!(
+        err.contains("4 refusal(s)") && err.contains("server.tls_cert"),
+        "{err}"
+    );
     // A second init never overwrites a configuration.
     let (ok, _, err) = init(&["--pin-env", "PIN"]);
     assert!(!ok);

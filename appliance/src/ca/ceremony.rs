@@ -67,6 +67,13 @@ pub enum CeremonyOutcome {
         name: String,
         /// Generation.
         generation: i64,
+        /// What was made: key and certificate.
+        made: Box<MadeCa>,
+    },
+    /// The audit key (signs audit log checkpoints) was generated.
+    AuditKey {
+        /// Its RFC 7512 URI.
+        key_uri: String,
     },
     /// The CA existed and was left alone.
     Existing {
@@ -75,6 +82,23 @@ pub enum CeremonyOutcome {
         /// Its current generation.
         generation: i64,
     },
+}
+
+/// The key and certificate the ceremony made for one CA, as it reports them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MadeCa {
+    /// The key's label on the token.
+    pub key_label: String,
+    /// The key's RFC 7512 URI (token and label).
+    pub key_uri: String,
+    /// The certificate's serial number, hex.
+    pub serial: String,
+    /// SHA-256 of the certificate DER, colon-separated upper-case hex (as `openssl x509 -fingerprint`).
+    pub fingerprint_sha256: String,
+    /// The subject as written in the ceremony file.
+    pub subject: String,
+    /// notAfter, unix seconds.
+    pub not_after: i64,
 }
 
 /// Runs the ceremony for `cas` (root first); `new_generation` names CAs to re-key.
@@ -130,17 +154,24 @@ pub async fn run(
             (None, Some(root)) => root,
             _ => hsm,
         };
-        create(
+        let made = create(
             key_hsm, &signer, storage, ca, generation, parent, actor, public_url,
         )
         .await?;
         outcomes.push(CeremonyOutcome::Created {
             name: ca.name.clone(),
             generation,
+            made: Box::new(made),
         });
     }
     // The audit key that signs checkpoints of the audit log is made with the CA keys.
-    crate::audit::ensure_key(hsm, storage, actor).await?;
+    if crate::audit::ensure_key(hsm, storage, actor).await? {
+        if let Some(key) = storage.audit().keys().await?.last() {
+            outcomes.push(CeremonyOutcome::AuditKey {
+                key_uri: key.key_uri.clone(),
+            });
+        }
+    }
     write_pem_files(storage, output_dir).await?;
     Ok(outcomes)
 }
@@ -155,7 +186,7 @@ async fn create(
     parent: Option<Arc<CertificateAuthority>>,
     actor: &str,
     public_url: &str,
-) -> Result<(), CeremonyError> {
+) -> Result<MadeCa, CeremonyError> {
     let config_err = |reason: String| CeremonyError::Config {
         name: ca.name.clone(),
         reason,
@@ -198,7 +229,7 @@ async fn create(
             )
         }
     };
-    let (serial, _) = tbs::random_serial();
+    let (serial, serial_hex) = tbs::random_serial();
     let extensions = tbs::ca_extensions(&spki, issuer_key_id.as_deref(), path_len, urls.as_ref())?;
     let tbs_cert = TbsCertificate {
         version: x509_cert::Version::V3,
@@ -264,7 +295,19 @@ async fn create(
         )
         .await?;
     tracing::info!(ca = %ca.name, generation, "CA created");
-    Ok(())
+    let digest = <sha2::Sha256 as sha2::Digest>::digest(&der);
+    Ok(MadeCa {
+        key_label: label,
+        key_uri,
+        serial: serial_hex,
+        fingerprint_sha256: digest
+            .iter()
+            .map(|b| format!("{b:02X}"))
+            .collect::<Vec<_>>()
+            .join(":"),
+        subject: ca.subject.clone(),
+        not_after,
+    })
 }
 
 /// Writes every current CA certificate to `dir/{name}.pem` (atomically: temp file + rename).

@@ -9,6 +9,7 @@ pub mod csr;
 pub mod issuance;
 pub mod lint;
 pub mod offline;
+pub mod plan;
 pub mod signing;
 pub mod sm2;
 pub mod tbs;

@@ -152,7 +152,7 @@ impl CaSigner {
             .await?;
         let digest = signed_digest(&key, self.sm2_signer_id(), &tbs_der)?;
         let signature = self.hsm_sign(&key, &digest).await?;
-        verify(key.public_key, key.algorithm, &digest, &signature)?;
+        verify_message(key.public_key, key.algorithm, &tbs_der, &digest, &signature)?;
         Ok(tbs::assemble(
             tbs,
             key.algorithm.algorithm_identifier(),
@@ -255,6 +255,36 @@ fn signed_digest(
 }
 
 /// Verifies `signature` over `digest` with `public_key` for `algorithm`.
+/// Verifies `signature` over `message` (whose digest is `digest`) with the issuer's key: with
+/// `ring` for ECDSA and RSA PKCS#1 v1.5 (a fraction of the pure-Rust verifiers' CPU time on the
+/// issuance path), with [`verify`] on the digest otherwise.
+pub fn verify_message(
+    public_key: &SubjectPublicKeyInfoOwned,
+    algorithm: hsm::SignatureAlgorithm,
+    message: &[u8],
+    digest: &[u8],
+    signature: &[u8],
+) -> Result<(), SigningError> {
+    use ring::signature as sig;
+    let ring_alg: &'static dyn sig::VerificationAlgorithm = match algorithm {
+        hsm::SignatureAlgorithm::EcdsaSha256 => &sig::ECDSA_P256_SHA256_ASN1,
+        hsm::SignatureAlgorithm::EcdsaSha384 => &sig::ECDSA_P384_SHA384_ASN1,
+        hsm::SignatureAlgorithm::RsaPkcs1Sha256 => &sig::RSA_PKCS1_2048_8192_SHA256,
+        hsm::SignatureAlgorithm::RsaPkcs1Sha384 => &sig::RSA_PKCS1_2048_8192_SHA384,
+        _ => return verify(public_key, algorithm, digest, signature),
+    };
+    let key_bytes = public_key.subject_public_key.raw_bytes();
+    sig::UnparsedPublicKey::new(ring_alg, key_bytes)
+        .verify(message, signature)
+        .map_err(|_| {
+            SigningError::BadSignature(format!(
+                "the HSM's {algorithm} signature does not verify with the issuer's public key"
+            ))
+        })
+}
+
+/// Verifies a signature over a digest with the issuer's key (the pure-Rust verifiers: `ring`
+/// verifies messages only; used for CRLs, whose digest is computed while streaming).
 pub fn verify(
     public_key: &SubjectPublicKeyInfoOwned,
     algorithm: hsm::SignatureAlgorithm,

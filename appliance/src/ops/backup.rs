@@ -141,6 +141,11 @@ pub async fn backup(config_path: &Path, out: &Path) -> Result<Manifest, BackupEr
         copy_dir(&dir, &out.join("channels"))?;
         set(&mut raw, &["channels_dir"], "channels");
     }
+    // The ceremony file (the reviewed CA plan), when the configuration names one.
+    if let Some(file) = &config.ceremony {
+        copy_file(file, &out.join("ceremony.toml"))?;
+        set(&mut raw, &["ceremony"], "ceremony.toml");
+    }
     // Secrets are not copied: the restored configuration names the originals.
     set(
         &mut raw,

@@ -2,6 +2,7 @@
 //! request ids, and consistent online backups.
 
 pub mod backup;
+pub mod check;
 pub mod health;
 pub mod metrics;
 pub mod request_id;

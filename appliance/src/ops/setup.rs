@@ -1,7 +1,8 @@
 //! `init --dir DIR` without `--demo`: the production set-up for a real token. Writes the
 //! configuration (module, token label, where the PIN comes from: never the PIN), the example
-//! profiles and an empty TLS directory, and touches nothing irreversible: the HSM is not opened;
-//! the `[[ca]]` tables are the ceremony plan the operator reviews before `ca-appliance ceremony`.
+//! profiles, an empty TLS directory and `ceremony.toml` (the `[[ca]]` tables: the ceremony plan
+//! the operator reviews with `ceremony --dry-run` before approving it), and touches nothing
+//! irreversible: the HSM is not opened.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -62,7 +63,38 @@ pub enum SetupError {
     },
 }
 
-/// Writes `dir/appliance.toml`, `dir/profiles/*.toml` and `dir/tls/`; returns the config path.
+/// The ceremony file `init --dir` writes: which CAs, key types, subjects and validities.
+const CEREMONY_FILE: &str = r#"# The key ceremony plan, written by `ca-appliance init --dir`. Nothing here has happened yet.
+# Review and edit it (names, key types generated in the HSM, subjects, validities; root first),
+# then: `ca-appliance ceremony --config appliance.toml --dry-run` prints the plan and its digest;
+# `ca-appliance ceremony --config appliance.toml --approve DIGEST` carries out exactly that plan
+# (a file edited after the review gives another digest and is refused) and prints the keys it
+# generated (labels) and the certificates it signed (serials, SHA-256 fingerprints).
+# Key types: ec-p256, ec-p384, rsa-2048, rsa-3072, rsa-4096.
+
+[[ca]]
+name = "root"
+key = "ec-p384"
+subject = "CN=Root CA,O=CA Operator,C=CN"
+validity_days = 7300
+
+[[ca]]
+name = "personal"
+parent = "root"
+key = "ec-p256"
+subject = "CN=Personal Issuing CA,O=CA Operator,C=CN"
+validity_days = 3650
+
+[[ca]]
+name = "organisation"
+parent = "root"
+key = "ec-p256"
+subject = "CN=Organisation Issuing CA,O=CA Operator,C=CN"
+validity_days = 3650
+"#;
+
+/// Writes `dir/appliance.toml`, `dir/ceremony.toml`, `dir/profiles/*.toml` and `dir/tls/`;
+/// returns the config path.
 pub fn write(dir: &Path, p: &Production) -> Result<PathBuf, SetupError> {
     let config = dir.join("appliance.toml");
     if config.exists() {
@@ -105,13 +137,15 @@ pub fn write(dir: &Path, p: &Production) -> Result<PathBuf, SetupError> {
 #   1. put the API's TLS server certificate and key in tls/server.pem, tls/server.key and the CA
 #      of operator and channel client certificates in tls/client-ca.pem;
 #   2. `ca-appliance check-config --config THIS_FILE` (explains any refusal);
-#   3. review the [[ca]] tables below: they are the ceremony plan (names, key types generated in
-#      the HSM, subjects, validities). Nothing has touched the HSM yet;
-#   4. `ca-appliance ceremony --config THIS_FILE` as the service user creates the keys and
-#      certificates and prints what it did.
+#   3. review ceremony.toml, the ceremony plan (names, key types generated in the HSM, subjects,
+#      validities), and `ca-appliance ceremony --config THIS_FILE --dry-run`. Nothing has
+#      touched the HSM yet;
+#   4. `ca-appliance ceremony --config THIS_FILE --approve DIGEST` (the digest the dry run
+#      printed) as the service user creates the keys and certificates and prints what it did.
 # The HSM PIN is never in this file.
 profiles_dir = "profiles"
 ca_output_dir = "{state}/ca"
+ceremony = "ceremony.toml"
 
 [server]
 api_addr = "{api}"
@@ -131,26 +165,6 @@ pool_size = 4
 
 [database]
 url = "sqlite://{state}/appliance.db"
-
-[[ca]]
-name = "root"
-key = "ec-p384"
-subject = "CN=Root CA,O=CA Operator,C=CN"
-validity_days = 7300
-
-[[ca]]
-name = "personal"
-parent = "root"
-key = "ec-p256"
-subject = "CN=Personal Issuing CA,O=CA Operator,C=CN"
-validity_days = 3650
-
-[[ca]]
-name = "organisation"
-parent = "root"
-key = "ec-p256"
-subject = "CN=Organisation Issuing CA,O=CA Operator,C=CN"
-validity_days = 3650
 
 # Map client certificates (by subject CN) to operators and channels:
 # [[client]]
@@ -173,6 +187,7 @@ format = "auto"
         module = quoted(&p.module.display().to_string())?,
         label = p.token_label,
     );
+    write_new(&dir.join("ceremony.toml"), CEREMONY_FILE)?;
     write_new(&config, &text)?;
     Ok(config)
 }

@@ -233,21 +233,26 @@ fn wrk(url: &str, script: Option<&Path>, seconds: u32, conns: u32) -> Result<Loa
     Ok(load)
 }
 
-fn ab(url: &str, body: &Path, seconds: u32) -> Result<Load, String> {
-    let (ok, out, err) = run(Command::new("ab")
-        .args([
-            "-q",
-            "-r",
-            "-c",
-            "8",
-            "-n",
-            "10000000",
-            "-t",
-            &seconds.to_string(),
-            "-p",
-        ])
-        .arg(body)
-        .args(["-T", "application/ocsp-request", url]));
+/// `ab -c 8` (HTTP/1.0, `Connection: close`: a new connection per request): POST `body`, or
+/// GET when `body` is `None` (nginx serves GET only; our GET path is the RFC 5019 form).
+fn ab(url: &str, body: Option<&Path>, seconds: u32) -> Result<Load, String> {
+    let mut cmd = Command::new("ab");
+    cmd.args([
+        "-q",
+        "-r",
+        "-c",
+        "8",
+        "-n",
+        "10000000",
+        "-t",
+        &seconds.to_string(),
+    ]);
+    if let Some(body) = body {
+        cmd.arg("-p")
+            .arg(body)
+            .args(["-T", "application/ocsp-request"]);
+    }
+    let (ok, out, err) = run(cmd.arg(url));
     if !ok {
         return Err(format!("ab failed: {err}{out}"));
     }
@@ -784,16 +789,26 @@ async fn bench(o: Options) -> Result<(), String> {
         ("nginx static (wrk, 2 conns)", vec![]),
         ("ours POST  during live flood", vec![]),
         ("live flood (2 conns, nonces)", vec![]),
+        ("ours GET   (ab, new conn each)", vec![]),
+        ("nginx static (ab, new conn each)", vec![]),
     ];
+    let one_get = format!(
+        "{ours}{}",
+        String::from_utf8(paths[0].clone()).map_err(|e| e.to_string())?
+    );
     for round in 0..o.rounds {
         let runs = [
             wrk(&ours, Some(&post_lua), o.seconds, 8),
             wrk(&ours, Some(&get_lua), o.seconds, 8),
             wrk(&format!("http://{nginx_addr}/ocsp"), None, o.seconds, 8),
-            ab(&format!("{ours}/ocsp"), &work.join("req.der"), o.seconds),
+            ab(
+                &format!("{ours}/ocsp"),
+                Some(&work.join("req.der")),
+                o.seconds,
+            ),
             ab(
                 &format!("http://{ossl_addr}/"),
-                &work.join("ossl-req.der"),
+                Some(&work.join("ossl-req.der")),
                 o.seconds,
             ),
             wrk(&ours, Some(&post_lua), o.seconds, 2),
@@ -810,7 +825,11 @@ async fn bench(o: Options) -> Result<(), String> {
         let flood = flood
             .join()
             .unwrap_or_else(|_| Err("flood thread panicked".into()));
-        let runs = runs.into_iter().chain([under_flood, flood]);
+        let closing = [
+            ab(&one_get, None, o.seconds),
+            ab(&format!("http://{nginx_addr}/ocsp"), None, o.seconds),
+        ];
+        let runs = runs.into_iter().chain([under_flood, flood]).chain(closing);
         for (slot, r) in results.iter_mut().zip(runs) {
             match r {
                 Ok(load) => slot.1.push(load),
@@ -845,6 +864,7 @@ async fn bench(o: Options) -> Result<(), String> {
         (medians[0], medians[1], medians[2], medians[3], medians[4]);
     let (post2, get2, nginx2) = (medians[5], medians[6], medians[7]);
     let (flooded, flood) = (medians[8], medians[9]);
+    let (get_closing, nginx_closing) = (medians[10], medians[11]);
     println!(
         "pre-signed POST during a live-signing flood ({:.0} req/s of nonces): {:.0}/s p99 {:.2} ms \
          vs {:.0}/s p99 {:.2} ms unloaded: {:.2}x the rate",
@@ -869,6 +889,19 @@ async fn bench(o: Options) -> Result<(), String> {
         post2.p99_ms,
         get2.p99_ms,
         nginx2.p99_ms
+    );
+
+    println!(
+        "goals (issue 17): GET/POST {:.2} (>= 0.95); POST/nginx {:.2}, GET/nginx {:.2} (>= 0.9); \
+         p99 POST/nginx {:.2}, GET/nginx {:.2} (<= 1.5); new connection each (Connection: close) \
+         POST/nginx {:.2}, GET/nginx {:.2} (>= 0.9)",
+        get.rps / post.rps,
+        post.rps / nginx.rps,
+        get.rps / nginx.rps,
+        post.p99_ms / nginx.p99_ms,
+        get.p99_ms / nginx.p99_ms,
+        ours_ab.rps / nginx_closing.rps,
+        get_closing.rps / nginx_closing.rps
     );
 
     crl_part(&o, &demo, &config, &me).await
