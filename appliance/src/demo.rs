@@ -20,7 +20,7 @@ const PERSONAL_PROFILE: &str = include_str!("../../config/profiles/personal.toml
 const ORGANISATION_PROFILE: &str = include_str!("../../config/profiles/organisation.toml");
 
 /// The example channels `init --demo` wires (file name, text).
-const DEMO_CHANNELS: [(&str, &str); 2] = [
+const DEMO_CHANNELS: [(&str, &str); 4] = [
     (
         "sheca-personal",
         include_str!("../../config/channels/sheca-personal.toml"),
@@ -28,6 +28,14 @@ const DEMO_CHANNELS: [(&str, &str); 2] = [
     (
         "bjca-personal",
         include_str!("../../config/channels/bjca-personal.toml"),
+    ),
+    (
+        "bjca-organisation",
+        include_str!("../../config/channels/bjca-organisation.toml"),
+    ),
+    (
+        "gx-organisation",
+        include_str!("../../config/channels/gx-organisation.toml"),
     ),
 ];
 

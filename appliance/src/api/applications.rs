@@ -41,6 +41,10 @@ pub struct ChooseBody {
     /// Extra fields the method needs (bank card, bank-reserved phone).
     #[serde(default)]
     pub subject: Option<SubjectInput>,
+    /// Face only: `on_the_spot` (default: the channel shows the URL as a QR code) or
+    /// `sms_link` (the appliance sends it to the person's phone).
+    #[serde(default)]
+    pub delivery: Option<String>,
 }
 
 /// Body of `POST .../{id}/confirm`.
@@ -132,8 +136,9 @@ pub fn code_of(e: &AppError) -> (StatusCode, &'static str) {
             crate::application::subject::SubjectError::Malformed(_) => {
                 (S::BAD_REQUEST, "invalid_subject")
             }
-            crate::application::subject::SubjectError::Organisation => {
-                (S::BAD_REQUEST, "unsupported_subject_type")
+            crate::application::subject::SubjectError::Uscc => (S::BAD_REQUEST, "invalid_uscc"),
+            crate::application::subject::SubjectError::NotForType(_) => {
+                (S::BAD_REQUEST, "field_not_expected")
             }
         },
         AppError::FieldNotExpected(_) => (S::BAD_REQUEST, "field_not_expected"),
@@ -155,6 +160,7 @@ pub fn code_of(e: &AppError) -> (StatusCode, &'static str) {
         AppError::OtpAttemptsExceeded => (S::UNPROCESSABLE_ENTITY, "otp_attempts_exceeded"),
         AppError::ResendTooSoon(_) => (S::TOO_MANY_REQUESTS, "resend_too_soon"),
         AppError::PhoneNotVerified => (S::UNPROCESSABLE_ENTITY, "phone_not_verified"),
+        AppError::DepositExpired(_) => (S::UNPROCESSABLE_ENTITY, "deposit_expired"),
         AppError::Rejected(_) => (S::UNPROCESSABLE_ENTITY, "verification_failed"),
         AppError::Unavailable(_) => (S::SERVICE_UNAVAILABLE, "service_unavailable"),
         AppError::Storage(_) | AppError::Sealed(_) => {
@@ -291,7 +297,8 @@ pub async fn choose(
     let b: ChooseBody = body(raw)?;
     Ok(ok(
         StatusCode::OK,
-        svc.choose(&who, &id, &b.method, b.subject).await,
+        svc.choose(&who, &id, &b.method, b.subject, b.delivery.as_deref())
+            .await,
     ))
 }
 

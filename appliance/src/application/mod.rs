@@ -7,6 +7,7 @@
 
 pub mod channel;
 pub mod machine;
+pub mod organisation;
 pub mod policy;
 pub mod service;
 pub mod subject;

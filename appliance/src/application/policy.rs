@@ -70,8 +70,34 @@ impl Kind {
 pub enum SubjectType {
     /// A natural person.
     Person,
-    /// An organisation (issue 11+ builds its flows; the format has room for it).
+    /// An organisation: name, USCC, legal representative and agents.
     Organisation,
+}
+
+/// Whose identity a verify step proves (organisation policies): the subject itself (a person,
+/// or the organisation by its registry record or corporate account), its legal representative,
+/// or the agent acting for it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Person {
+    /// The subject (default).
+    #[default]
+    Subject,
+    /// The organisation's legal representative.
+    LegalRep,
+    /// The agent (经办人) applying for the organisation.
+    Agent,
+}
+
+impl Person {
+    /// The name in channel files and in verified-attribute prefixes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Person::Subject => "subject",
+            Person::LegalRep => "legal_rep",
+            Person::Agent => "agent",
+        }
+    }
 }
 
 /// Try other methods when a verification fails with one of these codes.
@@ -101,6 +127,14 @@ pub enum Step {
         /// A successful verification of the same subject by the same method within this many
         /// days is reused instead of verifying again (0 = never).
         reuse_days: u32,
+        /// Whose identity the step proves (organisation policies).
+        #[serde(default)]
+        person: Person,
+        /// A verification of this step not finished within this many seconds is void and the
+        /// method is chosen again (`deposit_expired` for the corporate transfer; 0 = the
+        /// plugin's own window).
+        #[serde(default)]
+        window_secs: u32,
     },
     /// The applicant confirms the verified phone by an SMS code sent to it.
     ConfirmPhone,
@@ -142,6 +176,12 @@ pub struct RawStep {
     /// `reuse_days = 30`.
     #[serde(default)]
     pub reuse_days: u32,
+    /// `person = "legal_rep"` or `"agent"` (organisation policies).
+    #[serde(default)]
+    pub person: Option<Person>,
+    /// `window_secs = 259200`: the verification must finish within it.
+    #[serde(default)]
+    pub window_secs: u32,
     /// `confirm_phone = true`.
     #[serde(default)]
     pub confirm_phone: bool,
@@ -220,8 +260,18 @@ impl RawStep {
                 "a step needs exactly one of verify, confirm_phone, sign, materials, review".into(),
             );
         }
-        if self.verify.is_none() && (!self.fallback.is_empty() || self.reuse_days != 0) {
-            return Err("fallback and reuse_days belong to a verify step".into());
+        if self.verify.is_none()
+            && (!self.fallback.is_empty()
+                || self.reuse_days != 0
+                || self.person.is_some()
+                || self.window_secs != 0)
+        {
+            return Err(
+                "fallback, reuse_days, person and window_secs belong to a verify step".into(),
+            );
+        }
+        if self.window_secs > 2_592_000 {
+            return Err("window_secs must be 0..=2592000".into());
         }
         if let Some(methods) = self.verify {
             check_methods(&methods, known_method)?;
@@ -246,6 +296,8 @@ impl RawStep {
                 methods,
                 fallback: self.fallback,
                 reuse_days: self.reuse_days,
+                person: self.person.unwrap_or_default(),
+                window_secs: self.window_secs,
             });
         }
         if self.confirm_phone {
@@ -297,6 +349,14 @@ impl RawPolicy {
             .collect::<Result<Vec<_>, _>>()?;
         if !steps.iter().any(|s| matches!(s, Step::Verify { .. })) {
             return Err("a policy needs at least one verify step".into());
+        }
+        let names_a_person = steps
+            .iter()
+            .any(|s| matches!(s, Step::Verify { person, .. } if *person != Person::Subject));
+        if names_a_person && self.subject != SubjectType::Organisation {
+            return Err(
+                "person = \"legal_rep\" / \"agent\" belongs to organisation policies".into(),
+            );
         }
         Ok(Policy {
             kinds: self.kinds,
@@ -390,6 +450,10 @@ confirm_phone = true
             (
                 "confirm_phone = true\nreuse_days = 3",
                 "belong to a verify step",
+            ),
+            (
+                "verify = [\"face\"]\nperson = \"agent\"",
+                "belongs to organisation policies",
             ),
         ] {
             let e = parse(&format!("{base}[[step]]\n{step}\n")).unwrap_err();

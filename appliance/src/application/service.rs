@@ -17,7 +17,8 @@ use rand::RngCore;
 use serde_json::{json, Value};
 
 use super::machine::{CodeSent, Cursor, Evidence, Progress, Status};
-use super::policy::{self, Kind, Step};
+use super::organisation::{self as org, Delivery};
+use super::policy::{self, Kind, Person, Step, SubjectType};
 use super::subject::{subject_hash, SubjectError, SubjectInput};
 use crate::ca::issuance::{IssuanceError, IssuanceRequest, Issuer};
 use crate::config::{ApplicationSettings, ChannelConfig};
@@ -135,6 +136,10 @@ pub enum AppError {
     /// The phone to confirm is not the verified one.
     #[error("the phone is not the one the verification proved")]
     PhoneNotVerified,
+    /// A verification outlived its step's window (the corporate transfer's deposit): the
+    /// method is to be chosen again.
+    #[error("the {0} window has passed; choose the method again")]
+    DepositExpired(String),
     /// The application ended with a verification failure (the plugin's code).
     #[error("verification failed: {0}")]
     Rejected(String),
@@ -469,7 +474,7 @@ impl ApplicationService {
             }
             .into());
         }
-        let subject = req.subject.clone().normalise()?;
+        let mut subject = req.subject.clone().normalise()?;
         if subject.bank_card.is_some() {
             return Err(AppError::FieldNotExpected(
                 "subject.bank_card is given with the bank-card method's choice, not here".into(),
@@ -482,7 +487,10 @@ impl ApplicationService {
                 kind: kind.name(),
             })?
             .clone();
-        subject.require_person()?;
+        match subject.kind() {
+            SubjectType::Person => subject.require_person()?,
+            SubjectType::Organisation => subject.require_organisation()?,
+        }
         if let Some(r) = &req.reference {
             if r.is_empty() || r.len() > 128 || r.chars().any(char::is_control) {
                 return Err(AppError::FieldNotExpected(
@@ -525,11 +533,7 @@ impl ApplicationService {
         let active = keys
             .active()
             .map_err(|_| AppError::Unavailable("personal-data sealing"))?;
-        let id_type = subject
-            .id_type
-            .clone()
-            .unwrap_or_else(|| "resident_id".to_owned());
-        let id_number = subject.id_number.clone().unwrap_or_default();
+        let (id_type, id_number) = subject.identity();
         let (id_type, id_number) = (id_type.as_str(), id_number.as_str());
         let hashes = self.hashes(&keys, id_type, id_number);
         let now = unix_now();
@@ -825,6 +829,12 @@ impl ApplicationService {
                 method,
                 verification,
             } => {
+                if org::window_passed(&app.doc.progress, unix_now()) {
+                    self.expire_verification(app, &method, &verification).await;
+                    self.save(app, from, &who.actor()).await?;
+                    self.drive(app, who).await?;
+                    return Err(AppError::DepositExpired(method));
+                }
                 let requester = Requester::Channel {
                     name: &channel.name,
                     allowed: &channel.verifications,
@@ -855,6 +865,13 @@ impl ApplicationService {
                 }
                 Ok(())
             }
+            // The window passed (seen by the background task first): the deposit is void.
+            _ if challenge == ChallengeKind::DepositAmount
+                && app.doc.progress.failure.as_ref().map(|f| f.0.as_str())
+                    == Some(org::DEPOSIT_EXPIRED) =>
+            {
+                Err(AppError::DepositExpired("corporate-transfer".into()))
+            }
             _ => Err(AppError::InputNotExpected(format!(
                 "the current step ({}) takes no {kind} input",
                 cursor_name(&app.doc.progress.cursor)
@@ -869,13 +886,30 @@ impl ApplicationService {
         id: &str,
         method: &str,
         extra: Option<SubjectInput>,
+        delivery: Option<&str>,
     ) -> Result<Value, Failure> {
         channel_of(who, "choose methods")?;
+        let delivery = match delivery {
+            None => Delivery::OnTheSpot,
+            Some(d) => Delivery::parse(d).ok_or_else(|| {
+                AppError::FieldNotExpected(
+                    "delivery must be \"on_the_spot\" or \"sms_link\"".into(),
+                )
+            })?,
+        };
+        if delivery == Delivery::SmsLink && method != "face" {
+            return Err(AppError::FieldNotExpected(
+                "delivery \"sms_link\" belongs to the face method".into(),
+            )
+            .into());
+        }
         let lock = self.lock_for(id);
         let _guard = lock.lock().await;
         let mut app = self.load(who, id).await?;
         let found = app.status;
-        let result = self.choose_locked(&mut app, who, method, extra).await;
+        let result = self
+            .choose_locked(&mut app, who, method, extra, delivery)
+            .await;
         self.answer(app, found, result).await
     }
 
@@ -885,6 +919,7 @@ impl ApplicationService {
         who: &Who,
         method: &str,
         extra: Option<SubjectInput>,
+        delivery: Delivery,
     ) -> Result<(), AppError> {
         open_or_finished(app)?;
         let from = app.status;
@@ -908,7 +943,8 @@ impl ApplicationService {
                 ));
             }
             for f in extra.present() {
-                let allowed = fields.iter().any(|x| x == f) && !["name", "id_number"].contains(&f);
+                let allowed = fields.iter().any(|x| x == f)
+                    && !["name", "id_number", "uscc", "organisation"].contains(&f);
                 if !allowed {
                     return Err(AppError::FieldNotExpected(format!(
                         "subject.{f} is not expected by method {method}"
@@ -916,8 +952,10 @@ impl ApplicationService {
                 }
             }
             let extra = extra.normalise()?;
-            app.doc.progress.extra.insert(method.to_owned(), extra);
+            let key = org::extra_key(app.doc.progress.person(), method);
+            app.doc.progress.extra.insert(key, extra);
         }
+        app.doc.progress.face_by_sms = delivery == Delivery::SmsLink;
         app.doc.progress.cursor = Cursor::Ready {
             method: method.to_owned(),
         };
@@ -1092,6 +1130,10 @@ impl ApplicationService {
                         reuse_days,
                         ..
                     } => {
+                        if org::reuse_legal_rep(p) {
+                            tracing::info!(application = %app.row.id, "the legal representative's verified data reused for the agent");
+                            return Ok(true);
+                        }
                         if reuse_days > 0 && self.reuse(app, &methods, reuse_days).await? {
                             return Ok(true);
                         }
@@ -1114,7 +1156,7 @@ impl ApplicationService {
                         Ok(false)
                     }
                     Step::SignBySms => {
-                        p.confirmed_phone = p.verified("phone").map(str::to_owned);
+                        p.confirmed_phone = p.applicant_phone();
                         p.cursor = Cursor::SendCode;
                         Ok(true)
                     }
@@ -1185,9 +1227,26 @@ impl ApplicationService {
 
     /// The subject a method is given: the declared one with the method's extra fields on top.
     fn subject_for(&self, p: &Progress, method: &str) -> SubjectInput {
-        match p.extra.get(method) {
-            Some(extra) => p.subject.overlaid(extra),
-            None => p.subject.clone(),
+        let person = p.person();
+        let base = p.subject.acting(person);
+        match p.extra.get(&org::extra_key(person, method)) {
+            Some(extra) => base.overlaid(extra),
+            None => base,
+        }
+    }
+
+    /// Whose identity `method` proves at the current step: the step's person for a method on
+    /// a person (name, ID), the organisation itself for the registry and the corporate
+    /// transfer.
+    fn acting_for(&self, p: &Progress, method: &str) -> SubjectInput {
+        let personal = self
+            .method_fields(method)
+            .map(|f| f.iter().any(|x| x == "name" || x == "id_number"))
+            .unwrap_or(true);
+        if personal {
+            p.subject.acting(p.person())
+        } else {
+            p.subject.acting(Person::Subject)
         }
     }
 
@@ -1214,15 +1273,20 @@ impl ApplicationService {
     /// Reuses a recent verification of the same subject by one of `methods`; true if it did.
     async fn reuse(&self, app: &mut App, methods: &[String], days: u32) -> Result<bool, AppError> {
         let keys = self.keys();
-        let p = &app.doc.progress;
-        let id_type = p.subject.id_type.as_deref().unwrap_or("resident_id");
-        let hashes = self.hashes(
-            &keys,
-            id_type,
-            p.subject.id_number.as_deref().unwrap_or_default(),
-        );
         let since = unix_now() - i64::from(days) * 86_400;
         for method in methods {
+            let p = &app.doc.progress;
+            let person = p.person();
+            let acting = self.acting_for(p, method);
+            let (id_type, id_number) = acting.identity();
+            let hashes = self.hashes(&keys, &id_type, &id_number);
+            // The name that must match: a person's, or the organisation's own.
+            let (name_field, name) = if acting.id_number.is_none() && acting.organisation.is_some()
+            {
+                ("organisation", acting.organisation.clone())
+            } else {
+                ("name", acting.name.clone())
+            };
             let Some(found) = self.rows.find_reusable(&hashes, method, since).await? else {
                 continue;
             };
@@ -1237,11 +1301,15 @@ impl ApplicationService {
             // Reuse only what proves this application's declared person.
             let same_name = attrs
                 .iter()
-                .any(|(f, v)| f == "name" && Some(v.as_str()) == p.subject.name.as_deref());
+                .any(|(f, v)| f == name_field && Some(v.as_str()) == name.as_deref());
             if !same_name {
                 continue;
             }
             let p = &mut app.doc.progress;
+            let attrs: Vec<(String, String)> = attrs
+                .into_iter()
+                .map(|(f, v)| (Progress::attribute(person, &f), v))
+                .collect();
             p.record_verified(method, &found.verification_id, &attrs);
             p.evidence.push(Evidence {
                 method: method.clone(),
@@ -1360,7 +1428,12 @@ impl ApplicationService {
             id_number: subject.id_number.clone(),
             phone: subject.phone.clone(),
             bank_card: subject.bank_card.clone(),
-            ..Default::default()
+            org_name: subject.organisation.clone(),
+            uscc: subject.uscc.clone(),
+            legal_rep_name: subject.get("legal_rep_name").map(str::to_owned),
+            legal_rep_id: subject.get("legal_rep_id").map(str::to_owned),
+            bank_account: subject.bank_account.clone(),
+            bank_name: subject.bank_name.clone(),
         };
         // One reference per (application, step, fallback, queue position, method): a retry finds
         // the verification it started before.
@@ -1386,6 +1459,7 @@ impl ApplicationService {
             method: method.to_owned(),
             verification: info.view.id.clone(),
         };
+        app.doc.progress.started_at = Some(unix_now());
         app.status = Status::Verifying;
         Ok(())
     }
@@ -1403,12 +1477,17 @@ impl ApplicationService {
             .get(&Requester::Operator("applications"), verification)
             .await?;
         let view = &info.view;
+        if view.status != VStatus::Succeeded && org::window_passed(&app.doc.progress, unix_now()) {
+            self.expire_verification(app, method, verification).await;
+            return Ok(true);
+        }
         match view.status {
             VStatus::Pending | VStatus::AwaitingUser => {
                 app.doc.challenge = view
                     .challenges
                     .first()
                     .map(|c| serde_json::to_value(c).unwrap_or(Value::Null));
+                self.send_face_link(app, verification).await?;
                 app.status = if view.challenges.is_empty() {
                     Status::Verifying
                 } else {
@@ -1436,7 +1515,13 @@ impl ApplicationService {
                     })
                     .collect();
                 let p = &mut app.doc.progress;
-                p.record_verified(method, verification, &attrs);
+                let person = p.person();
+                let recorded: Vec<(String, String)> = attrs
+                    .iter()
+                    .map(|(f, v)| (Progress::attribute(person, f), v.clone()))
+                    .collect();
+                p.record_verified(method, verification, &recorded);
+                p.started_at = None;
                 p.evidence.push(Evidence {
                     method: method.to_owned(),
                     verification: verification.to_owned(),
@@ -1461,6 +1546,13 @@ impl ApplicationService {
             VStatus::Failed => {
                 let code = crate::verification::service::failure_code(view.result.as_ref())
                     .unwrap_or_else(|| "verification_failed".into());
+                let code = org::failure_code(method, code);
+                if code == org::DEPOSIT_EXPIRED {
+                    org::choose_again(&mut app.doc.progress, method, verification);
+                    app.doc.challenge = None;
+                    app.status = Status::Verifying;
+                    return Ok(true);
+                }
                 let p = &mut app.doc.progress;
                 p.evidence.push(Evidence {
                     method: method.to_owned(),
@@ -1510,6 +1602,50 @@ impl ApplicationService {
         }
     }
 
+    /// The running verification outlived its step's window: cancel it, record
+    /// `deposit_expired`, and start the step again (the method is chosen again).
+    async fn expire_verification(&self, app: &mut App, method: &str, verification: &str) {
+        let requester = Requester::Operator("applications");
+        if let Err(e) = self.verifications.cancel(&requester, verification).await {
+            tracing::debug!(error = %e, "verification not cancelled (finished already?)");
+        }
+        org::choose_again(&mut app.doc.progress, method, verification);
+        app.doc.challenge = None;
+        app.status = Status::Verifying;
+        tracing::info!(application = %app.row.id, %method, "verification window passed");
+    }
+
+    /// Face by SMS link: sends the face URL of `verification` to the person's phone once.
+    async fn send_face_link(&self, app: &mut App, verification: &str) -> Result<(), AppError> {
+        let p = &app.doc.progress;
+        if !p.face_by_sms || p.link_sent.as_deref() == Some(verification) {
+            return Ok(());
+        }
+        let Some(url) = app
+            .doc
+            .challenge
+            .as_ref()
+            .filter(|c| c.get("kind") == Some(&json!("face_url")))
+            .and_then(|c| c.get("payload")?.get("url")?.as_str().map(str::to_owned))
+        else {
+            return Ok(());
+        };
+        let phone = org::link_phone(p).ok_or(AppError::PhoneNotVerified)?;
+        let notifier = self
+            .notifier
+            .clone()
+            .ok_or(AppError::Unavailable("the channel's SMS notifier"))?;
+        notifier
+            .send_sms(&app.row.channel, &phone, &org::link_text(&url))
+            .await
+            .map_err(|e| {
+                tracing::warn!(error = %e, "face link not sent");
+                AppError::Unavailable("the channel's SMS notifier")
+            })?;
+        app.doc.progress.link_sent = Some(verification.to_owned());
+        Ok(())
+    }
+
     /// Keeps a successful verification for reuse by later applications of the same person.
     async fn remember(
         &self,
@@ -1521,12 +1657,8 @@ impl ApplicationService {
     ) {
         let keys = self.keys();
         let Ok(key) = keys.active() else { return };
-        let p = &app.doc.progress;
-        let hash = subject_hash(
-            key,
-            p.subject.id_type.as_deref().unwrap_or("resident_id"),
-            p.subject.id_number.as_deref().unwrap_or_default(),
-        );
+        let (id_type, id_number) = self.acting_for(&app.doc.progress, method).identity();
+        let hash = subject_hash(key, &id_type, &id_number);
         let Ok(plain) = serde_json::to_vec(attrs) else {
             return;
         };
@@ -1552,10 +1684,12 @@ impl ApplicationService {
         let from = app.status;
         let actor = format!("channel:{}", app.row.channel);
         let p = app.doc.progress.clone();
+        // An organisation's certificate carries no person's phone.
         let verified_phone = p
             .confirmed_phone
             .clone()
-            .or_else(|| p.verified("phone").map(str::to_owned));
+            .or_else(|| p.verified("phone").map(str::to_owned))
+            .filter(|_| !p.is_organisation());
         match app.kind {
             Kind::New | Kind::Renewal | Kind::Change | Kind::Reissue => {
                 let subject = p.certificate_subject();
@@ -1758,9 +1892,9 @@ impl ApplicationService {
             phone: p
                 .confirmed_phone
                 .clone()
-                .or_else(|| p.verified("phone").map(str::to_owned))
+                .or_else(|| p.applicant_phone())
                 .or_else(|| p.subject.phone.clone()),
-            email: p.subject.email.clone(),
+            email: p.applicant_email(),
             at: unix_now(),
         };
         if let Err(err) = notifier.application_event(&e).await {
@@ -1886,6 +2020,17 @@ impl ApplicationService {
                     }
                     if let Some(e) = c.get("expires_at") {
                         ch["expires_at"] = e.clone();
+                    }
+                    if p.face_by_sms && c.get("kind") == Some(&json!("face_url")) {
+                        // Sent to the person's phone: the channel shows no QR.
+                        if let Value::Object(o) = &mut ch {
+                            o.remove("url");
+                            o.remove("qr");
+                            o.remove("biz_token");
+                        }
+                        ch["delivery"] = json!("sms_link");
+                        ch["sent_to"] =
+                            json!(org::link_phone(p).map(|x| identifiers::mask::mask_phone(&x)));
                     }
                     v["challenge"] = ch;
                 }
@@ -2016,7 +2161,7 @@ fn open_or_finished(app: &App) -> Result<(), AppError> {
 }
 
 /// The policy step after the current one.
-fn next_step(p: &mut Progress) {
+pub(super) fn next_step(p: &mut Progress) {
     p.step += 1;
     p.fallbacks_taken = 0;
     p.queued.clear();
@@ -2039,7 +2184,10 @@ fn cursor_name(c: &Cursor) -> &'static str {
 }
 
 fn mask_field(field: &str, value: &str) -> String {
+    let field = field.rsplit('.').next().unwrap_or(field);
     match field {
+        // An organisation's registered name and code are public.
+        "organisation" | "uscc" => value.to_owned(),
         "name" => crate::verification::mask::mask_name(value),
         "id_number" => identifiers::mask::mask_id_number(value),
         "phone" => identifiers::mask::mask_phone(value),
