@@ -44,29 +44,106 @@ fn org_body(agent: (&str, &str, &str), csr: &str) -> Value {
 }
 
 impl Apps {
-    /// The demo as written, `edit` applied to the gx-organisation channel file.
-    fn new(edit_gx: impl FnOnce(String) -> String) -> Apps {
+    /// The demo as written, with `edits` (channel, from, to) applied to its channel files.
+    fn new(edits: &[(&str, &str, &str)]) -> Apps {
         let s = Setup::new(None, |config, _| config);
-        let file = s.demo.path().join("channels/gx-organisation.toml");
-        let text = std::fs::read_to_string(&file).unwrap_or_else(|e| {
-            let listing: Vec<_> = std::fs::read_dir(s.demo.path().join("channels"))
-                .unwrap()
-                .map(|e| e.unwrap().file_name())
-                .collect();
-            panic!("{}: {e}; {listing:?}", file.display())
-        });
-        std::fs::write(&file, edit_gx(text)).unwrap();
-        assert!(s
-            .demo
-            .path()
-            .join("channels/bjca-organisation.toml")
-            .exists());
-        assert!(s
-            .demo
-            .path()
-            .join("tls/channel-gx-organisation.pem")
-            .exists());
+        for ch in ["bjca-organisation", "gx-organisation"] {
+            assert!(s.demo.path().join(format!("tls/channel-{ch}.pem")).exists());
+        }
+        for (channel, from, to) in edits {
+            let file = s.demo.path().join(format!("channels/{channel}.toml"));
+            let text = std::fs::read_to_string(&file).unwrap();
+            assert!(text.contains(from), "{text}");
+            std::fs::write(&file, text.replace(from, to)).unwrap();
+        }
         Apps::from_setup(s)
+    }
+
+    /// Uploads a material as the channel: (status, answer).
+    async fn upload(&self, id: &str, kind: &str, declared: &str, content: &[u8]) -> (u16, Value) {
+        let boundary = "----orgtest7MA4YWxkTrZu0gW";
+        let mut body = format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"kind\"\r\n\r\n{kind}\r\n\
+             --{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"f\"\r\n\
+             Content-Type: {declared}\r\n\r\n"
+        )
+        .into_bytes();
+        body.extend_from_slice(content);
+        body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+        let (status, _, answer) = self
+            .s
+            .raw(
+                BJCA_ORG,
+                "POST",
+                &format!("/api/v1/applications/{id}/materials"),
+                &format!("multipart/form-data; boundary={boundary}"),
+                body,
+            )
+            .await;
+        (
+            status,
+            serde_json::from_slice(&answer).unwrap_or(Value::Null),
+        )
+    }
+
+    /// Uploads the BJCA materials (and the authorisation letter when `letter`); returns
+    /// (material id, sha256) of each.
+    async fn upload_materials(&self, id: &str, letter: bool) -> Vec<(String, String)> {
+        let v = self
+            .wait(BJCA_ORG, id, "asked for materials", |v| {
+                v["step"]["name"] == "materials"
+            })
+            .await;
+        let mut needs: Vec<&str> = vec!["business_licence", "id_front", "id_back"];
+        if letter {
+            needs.push("authorisation_letter");
+        }
+        assert_eq!(v["step"]["needs"], json!(needs), "{v}");
+        let mut out = Vec::new();
+        for (kind, declared, content) in [
+            ("business_licence", "application/pdf", pdf(id)),
+            ("id_front", "image/jpeg", jpeg(id)),
+            ("id_back", "image/png", png(id)),
+            (
+                "authorisation_letter",
+                "application/pdf",
+                pdf(&format!("letter {id}")),
+            ),
+        ] {
+            if kind == "authorisation_letter" && !letter {
+                continue;
+            }
+            let (status, m) = self.upload(id, kind, declared, &content).await;
+            assert_eq!(status, 201, "{m}");
+            assert_eq!(m["size"], content.len(), "{m}");
+            assert_eq!(m["sha256"], sha256_hex(&content), "{m}");
+            out.push((m["id"].as_str().unwrap().to_owned(), sha256_hex(&content)));
+        }
+        out
+    }
+
+    /// An RA officer's decision: (status, answer).
+    async fn review(&self, officer: &str, id: &str, decision: &str, reason: &str) -> (u16, Value) {
+        self.act(
+            officer,
+            id,
+            "review",
+            json!({"decision": decision, "reason": reason}),
+        )
+        .await
+    }
+
+    /// Materials, signature, one officer's approval: the issued application.
+    async fn bjca_finish(&self, id: &str, agent_phone: &str, before: usize, letter: bool) -> Value {
+        self.upload_materials(id, letter).await;
+        let v = self.sign(BJCA_ORG, id, agent_phone, before).await;
+        assert_eq!(v["status"], "awaiting_review", "{v}");
+        let (status, v) = self
+            .review(OFFICER, id, "approve", "materials checked")
+            .await;
+        assert_eq!(status, 200, "{v}");
+        self.wait(BJCA_ORG, id, "issued", |v| v["status"] == "issued")
+            .await
     }
 
     /// Chooses `method` (with `extra`) at the application's current choice.
@@ -97,24 +174,16 @@ impl Apps {
         v2
     }
 
-    /// How many application-signature SMS `phone` has received.
-    async fn signatures_to(&self, phone: &str) -> usize {
-        self.s
-            .sim
-            .sms_to(phone)
+    /// Signs and waits for `issued` (channels without review).
+    async fn sign_and_issue(&self, who: &str, id: &str, agent_phone: &str, before: usize) -> Value {
+        self.sign(who, id, agent_phone, before).await;
+        self.wait(who, id, "issued", |v| v["status"] == "issued")
             .await
-            .iter()
-            .filter(|m| {
-                m["text"]
-                    .as_str()
-                    .is_some_and(|t| t.contains("application signature"))
-            })
-            .count()
     }
 
     /// Signs the application with the code sent to the agent's phone (its signature SMS number
-    /// `before + 1`); waits for `issued`.
-    async fn sign_and_issue(&self, who: &str, id: &str, agent_phone: &str, before: usize) -> Value {
+    /// `before + 1`); returns the application after.
+    async fn sign(&self, who: &str, id: &str, agent_phone: &str, before: usize) -> Value {
         let v = self
             .wait(who, id, "asked for the signature", |v| {
                 v["step"]["name"] == "sign" && v["step"]["challenge"]["kind"] == "sms_code"
@@ -152,9 +221,45 @@ impl Apps {
         };
         let (status, v) = self.input_code(who, id, &code).await;
         assert_eq!(status, 200, "{v}");
-        self.wait(who, id, "issued", |v| v["status"] == "issued")
-            .await
+        v
     }
+}
+
+const OFFICER: &str = "ra-officer";
+const OFFICER_2: &str = "ra-officer-2";
+
+/// SHA-256 (hex) as Python's hashlib computes it.
+fn sha256_hex(b: &[u8]) -> String {
+    use std::io::Write;
+    let mut child = Command::new("python3")
+        .args([
+            "-c",
+            "import hashlib,sys;print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest())",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b).unwrap();
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// A small PDF whose text carries `marker` (to look for in the database later).
+fn pdf(marker: &str) -> Vec<u8> {
+    format!("%PDF-1.4\n% MATERIAL-MARKER {marker}\n%%EOF\n").into_bytes()
+}
+
+fn jpeg(marker: &str) -> Vec<u8> {
+    let mut b = vec![0xFF, 0xD8, 0xFF, 0xE0];
+    b.extend_from_slice(format!("MATERIAL-MARKER {marker}").as_bytes());
+    b
+}
+
+fn png(marker: &str) -> Vec<u8> {
+    let mut b = b"\x89PNG\r\n\x1a\n".to_vec();
+    b.extend_from_slice(format!("MATERIAL-MARKER {marker}").as_bytes());
+    b
 }
 
 /// `openssl verify` against the organisation CA, and the subject as Python reads it.
@@ -208,7 +313,7 @@ fn evidence_of(v: &Value) -> Vec<String> {
 /// card, and the legal representative applying in person (verified once).
 #[tokio::test]
 async fn bjca_organisation_methods_end_in_certificates_naming_the_verified_organisation() {
-    let apps = Apps::new(|t| t);
+    let apps = Apps::new(&[]);
     let _server = apps.s.demo.serve();
 
     // 1. Legal rep by real-name phone; agent 李四 (not the legal rep) by face on the spot.
@@ -241,7 +346,7 @@ async fn bjca_organisation_methods_end_in_certificates_naming_the_verified_organ
         .await
     };
     apps.complete_face(&v).await;
-    let done = apps.sign_and_issue(BJCA_ORG, &id, LI.2, 0).await;
+    let done = apps.bjca_finish(&id, LI.2, 0, true).await;
     let ev = evidence_of(&done);
     for expected in [
         "organisation:org-registry",
@@ -274,7 +379,7 @@ async fn bjca_organisation_methods_end_in_certificates_naming_the_verified_organ
     .await;
     apps.answer_sms(BJCA_ORG, &id, LI_BANK_PHONE).await;
     // The agent's verified phone is the bank-reserved one: the signature code goes there.
-    let done = apps.sign_and_issue(BJCA_ORG, &id, LI_BANK_PHONE, 0).await;
+    let done = apps.bjca_finish(&id, LI_BANK_PHONE, 0, true).await;
     let ev = evidence_of(&done);
     assert!(
         ev.contains(&"legal_rep.bank_card:bank-card".to_owned()),
@@ -337,7 +442,7 @@ async fn bjca_organisation_methods_end_in_certificates_naming_the_verified_organ
         .unwrap();
     apps.complete_face(&json!({"step": {"challenge": {"url": url}}}))
         .await;
-    let done = apps.sign_and_issue(BJCA_ORG, &id, ZHANG.2, 0).await;
+    let done = apps.bjca_finish(&id, ZHANG.2, 0, false).await;
     let ev = evidence_of(&done);
     assert!(ev.contains(&"legal_rep.name:face".to_owned()), "{done}");
     assert!(
@@ -356,7 +461,7 @@ async fn bjca_organisation_methods_end_in_certificates_naming_the_verified_organ
 /// skipped (reused within 30 days); bad organisation input is refused with its own code.
 #[tokio::test]
 async fn gx_organisation_face_then_reused_and_bad_input_refused() {
-    let apps = Apps::new(|t| t);
+    let apps = Apps::new(&[]);
     let _server = apps.s.demo.serve();
 
     let mut bad = org_body(ZHANG, &apps.csr("bad"));
@@ -431,10 +536,7 @@ async fn gx_organisation_face_then_reused_and_bad_input_refused() {
 /// and the new deposit entered in time succeeds.
 #[tokio::test]
 async fn a_deposit_after_its_window_is_deposit_expired_and_the_method_can_be_chosen_again() {
-    let apps = Apps::new(|t| {
-        assert!(t.contains("window_secs = 259200"), "{t}");
-        t.replace("window_secs = 259200", "window_secs = 8")
-    });
+    let apps = Apps::new(&[("gx-organisation", "window_secs = 259200", "window_secs = 8")]);
     let _server = apps.s.demo.serve();
     let (status, app) = apps.create(GX_ORG, org_body(ZHANG, &apps.csr("dep"))).await;
     assert_eq!(status, 201, "{app}");
@@ -501,4 +603,266 @@ async fn a_deposit_after_its_window_is_deposit_expired_and_the_method_can_be_cho
         "{done}"
     );
     check_org_certificate(&apps, &done, "dep");
+}
+
+/// Walks a BJCA application of the example organisation with agent 李四 to the materials step
+/// (legal rep by phone, agent by face).
+async fn bjca_to_materials(apps: &Apps, stem: &str) -> String {
+    let (status, app) = apps.create(BJCA_ORG, org_body(LI, &apps.csr(stem))).await;
+    assert_eq!(status, 201, "{app}");
+    let id = app["id"].as_str().unwrap().to_owned();
+    apps.wait_choice(BJCA_ORG, &id).await;
+    apps.choose(BJCA_ORG, &id, json!({"method": "phone-real-name"}))
+        .await;
+    apps.answer_sms(BJCA_ORG, &id, ZHANG.2).await;
+    apps.wait_choice(BJCA_ORG, &id).await;
+    apps.choose(BJCA_ORG, &id, json!({"method": "face"})).await;
+    let v = apps
+        .wait(BJCA_ORG, &id, "showed the agent's face URL", |v| {
+            v["step"]["challenge"]["url"].is_string()
+        })
+        .await;
+    apps.complete_face(&v).await;
+    apps.wait(BJCA_ORG, &id, "asked for materials", |v| {
+        v["step"]["name"] == "materials"
+    })
+    .await;
+    id
+}
+
+/// The review queue as `who` sees it: (id, materials) of each application, oldest first.
+async fn queue(apps: &Apps, who: &str) -> Vec<Value> {
+    let (status, q) = apps.call(who, "GET", "/api/v1/review-queue", None).await;
+    assert_eq!(status, 200, "{q}");
+    q["applications"].as_array().unwrap().clone()
+}
+
+/// Materials (bad ones refused with their own code, nothing stored), two-officer review across
+/// a kill -9 with the materials intact, an officer deciding twice, a channel deciding, a
+/// rejection with a reason notified by SMS and e-mail, and the offline paper path; nothing
+/// personal in the database file, its WAL or the log.
+#[tokio::test]
+async fn materials_review_by_two_officers_across_kill_9_rejection_and_the_offline_path() {
+    let apps = Apps::new(&[(
+        "bjca-organisation",
+        "review = true",
+        "review = true\nofficers = 2",
+    )]);
+    let server = apps.s.demo.serve();
+    let id = bjca_to_materials(&apps, "rev1").await;
+
+    // Bad materials: each its own code, nothing stored.
+    let (status, e) = apps
+        .upload(&id, "id_front", "image/png", &pdf("not a png"))
+        .await;
+    assert_eq!(
+        (status, e["error"].as_str()),
+        (415, Some("material_type_invalid")),
+        "{e}"
+    );
+    let (status, e) = apps
+        .upload(&id, "id_front", "image/gif", b"GIF89a....")
+        .await;
+    assert_eq!(
+        (status, e["error"].as_str()),
+        (415, Some("material_type_invalid")),
+        "{e}"
+    );
+    let mut big = jpeg("big");
+    big.resize(2 * 1024 * 1024 + 1, 0);
+    let (status, e) = apps.upload(&id, "id_front", "image/jpeg", &big).await;
+    assert_eq!(
+        (status, e["error"].as_str()),
+        (413, Some("material_too_large")),
+        "{e}"
+    );
+    let (status, e) = apps.upload(&id, "selfie", "image/jpeg", &jpeg("x")).await;
+    assert_eq!(
+        (status, e["error"].as_str()),
+        (400, Some("unknown_material_kind")),
+        "{e}"
+    );
+    assert_eq!(apps.sql("SELECT count(*) FROM application_materials"), "0");
+    let (status, e) = apps.review(OFFICER, &id, "approve", "early").await;
+    assert_eq!(
+        (status, e["error"].as_str()),
+        (409, Some("not_awaiting_review")),
+        "{e}"
+    );
+
+    let materials = apps.upload_materials(&id, true).await;
+    let v = apps.sign(BJCA_ORG, &id, LI.2, 0).await;
+    assert_eq!(v["status"], "awaiting_review", "{v}");
+    let (status, e) = apps.review(BJCA_ORG, &id, "approve", "me").await;
+    assert_eq!(
+        (status, e["error"].as_str()),
+        (403, Some("role_not_allowed")),
+        "{e}"
+    );
+    let (status, _, _) = apps
+        .s
+        .raw(
+            BJCA_ORG,
+            "GET",
+            &format!("/api/v1/applications/{id}/materials/{}", materials[0].0),
+            "application/json",
+            Vec::new(),
+        )
+        .await;
+    assert_eq!(status, 403, "a channel reads no materials");
+
+    // kill -9 while it waits for review; after the restart it is still queued, materials intact.
+    drop(server);
+    let server = apps.s.demo.serve();
+    let q = queue(&apps, "auditor").await;
+    assert_eq!(q.len(), 1, "{q:?}");
+    assert_eq!(q[0]["id"], id.as_str());
+    let listed: Vec<(String, String)> = q[0]["materials"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["id"].as_str().unwrap().to_owned(),
+                m["sha256"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let (mut listed, mut uploaded) = (listed, materials.clone());
+    listed.sort();
+    uploaded.sort();
+    assert_eq!(
+        listed, uploaded,
+        "the queue lists every material with its digest"
+    );
+    for (mid, digest) in &materials {
+        let (status, headers, content) = apps
+            .s
+            .raw(
+                OFFICER,
+                "GET",
+                &format!("/api/v1/applications/{id}/materials/{mid}"),
+                "application/json",
+                Vec::new(),
+            )
+            .await;
+        assert_eq!(status, 200);
+        assert!(headers["content-type"].to_str().unwrap().contains('/'));
+        assert_eq!(
+            &sha256_hex(&content),
+            digest,
+            "the content read back matches its digest"
+        );
+    }
+
+    // Two distinct officers.
+    let (status, v) = apps.review(OFFICER, &id, "approve", "licence ok").await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["status"], "awaiting_review", "one of two approvals: {v}");
+    let (status, e) = apps.review(OFFICER, &id, "approve", "again").await;
+    assert_eq!(
+        (status, e["error"].as_str()),
+        (409, Some("already_reviewed")),
+        "{e}"
+    );
+    let (status, v) = apps.review(OFFICER_2, &id, "approve", "id ok").await;
+    assert_eq!(status, 200, "{v}");
+    let done = apps
+        .wait(BJCA_ORG, &id, "issued", |v| v["status"] == "issued")
+        .await;
+    check_org_certificate(&apps, &done, "rev1");
+    assert!(queue(&apps, OFFICER).await.is_empty());
+
+    // The offline path, rejected with a reason: the agent is told by SMS and e-mail.
+    let (status, app) = apps.create(BJCA_ORG, org_body(LI, &apps.csr("rev2"))).await;
+    assert_eq!(status, 201, "{app}");
+    let id2 = app["id"].as_str().unwrap().to_owned();
+    apps.wait_choice(BJCA_ORG, &id2).await;
+    let (status, v) = apps.act(BJCA_ORG, &id2, "offline", json!({})).await;
+    assert_eq!(
+        (status, v["status"].as_str()),
+        (200, Some("awaiting_review")),
+        "{v}"
+    );
+    let q = queue(&apps, OFFICER).await;
+    assert_eq!(q.len(), 1);
+    assert_eq!(q[0]["offline"], true);
+    let sms_before = apps.s.sim.sms_to(LI.2).await.len();
+    let (status, v) = apps
+        .review(OFFICER, &id2, "reject", "营业执照复印件不清晰")
+        .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["status"], "rejected", "{v}");
+    assert_eq!(v["failure"]["code"], "rejected_by_review", "{v}");
+    assert_eq!(v["failure"]["message"], "营业执照复印件不清晰", "{v}");
+    let (status, e) = apps.review(OFFICER_2, &id2, "approve", "late").await;
+    assert_eq!(
+        (status, e["error"].as_str()),
+        (409, Some("not_awaiting_review")),
+        "{e}"
+    );
+    let sms = apps
+        .s
+        .sim
+        .wait_sms(LI.2, sms_before + 1, Duration::from_secs(30))
+        .await;
+    assert!(
+        sms.iter().skip(sms_before).any(|m| m["text"]
+            .as_str()
+            .is_some_and(|t| t.contains(&id2) && t.contains("rejected"))),
+        "{sms:?}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mails = apps.s.sim.mails_to("agent@example.cn").await;
+        if mails.iter().any(|m| {
+            m["text"]
+                .as_str()
+                .is_some_and(|t| t.contains(&id2) && t.contains("rejected"))
+        }) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no rejection e-mail: {mails:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // The offline path approved by two officers: a certificate naming the organisation.
+    let (status, app) = apps.create(BJCA_ORG, org_body(LI, &apps.csr("rev3"))).await;
+    assert_eq!(status, 201, "{app}");
+    let id3 = app["id"].as_str().unwrap().to_owned();
+    apps.wait_choice(BJCA_ORG, &id3).await;
+    let (status, v) = apps.act(BJCA_ORG, &id3, "offline", json!({})).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(
+        apps.review(OFFICER_2, &id3, "approve", "paper ok").await.0,
+        200
+    );
+    assert_eq!(
+        apps.review(OFFICER, &id3, "approve", "paper ok").await.0,
+        200
+    );
+    let done = apps
+        .wait(BJCA_ORG, &id3, "issued", |v| v["status"] == "issued")
+        .await;
+    assert!(
+        evidence_of(&done).contains(&"organisation:offline".to_owned()),
+        "{done}"
+    );
+    check_org_certificate(&apps, &done, "rev3");
+
+    // Nothing in clear: materials, ID numbers and phones in the database file, WAL or log.
+    let data = apps.dir().join("data");
+    let mut stored = Vec::new();
+    for f in ["appliance.db", "appliance.db-wal"] {
+        if let Ok(b) = std::fs::read(data.join(f)) {
+            stored.extend(b);
+        }
+    }
+    stored.extend(server.log_text().into_bytes());
+    for secret in ["MATERIAL-MARKER", ZHANG.1, LI.1, ZHANG.2, LI.2] {
+        assert!(
+            !stored.windows(secret.len()).any(|w| w == secret.as_bytes()),
+            "{secret} found in clear"
+        );
+    }
 }

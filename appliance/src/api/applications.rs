@@ -75,7 +75,9 @@ fn who(caller: &Caller) -> Result<Who, ApiError> {
     }
 }
 
-fn service(state: &AppState) -> Result<&Arc<crate::application::ApplicationService>, ApiError> {
+pub(super) fn service(
+    state: &AppState,
+) -> Result<&Arc<crate::application::ApplicationService>, ApiError> {
     state.applications.as_ref().ok_or_else(|| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -86,7 +88,9 @@ fn service(state: &AppState) -> Result<&Arc<crate::application::ApplicationServi
 }
 
 /// Parses a body without echoing any input value in the error.
-fn body<T: serde::de::DeserializeOwned>(b: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
+pub(super) fn body<T: serde::de::DeserializeOwned>(
+    b: Result<Bytes, BytesRejection>,
+) -> Result<T, ApiError> {
     let bytes = super::error::read_body(b)?;
     serde_json::from_slice(&bytes).map_err(|e| {
         // serde names unknown fields and variants without quoting values: keep those words.
@@ -168,10 +172,18 @@ pub fn code_of(e: &AppError) -> (StatusCode, &'static str) {
         }
         AppError::Conflict => (S::CONFLICT, "conflict"),
         AppError::Issuance(_) | AppError::Verification(_) => (S::INTERNAL_SERVER_ERROR, "error"),
+        AppError::OfficerOnly(_) => (S::FORBIDDEN, "role_not_allowed"),
+        AppError::MaterialKind(_) => (S::BAD_REQUEST, "unknown_material_kind"),
+        AppError::MaterialTooLarge(_) => (S::PAYLOAD_TOO_LARGE, "material_too_large"),
+        AppError::MaterialType(_) => (S::UNSUPPORTED_MEDIA_TYPE, "material_type_invalid"),
+        AppError::MaterialNotFound(_) => (S::NOT_FOUND, "not_found"),
+        AppError::NotAwaitingReview(_) => (S::CONFLICT, "not_awaiting_review"),
+        AppError::AlreadyReviewed(_) => (S::CONFLICT, "already_reviewed"),
+        AppError::DecisionInvalid(_) => (S::BAD_REQUEST, "invalid_decision"),
     }
 }
 
-fn failure_response(f: Failure) -> Response {
+pub(super) fn failure_response(f: Failure) -> Response {
     let Failure { error, application } = f;
     let (status, code, message, mut extra) = match error {
         AppError::Issuance(e) => {
@@ -233,7 +245,7 @@ fn failure_response(f: Failure) -> Response {
     (status, Json(body)).into_response()
 }
 
-fn ok(status: StatusCode, v: Result<Value, Failure>) -> Response {
+pub(super) fn ok(status: StatusCode, v: Result<Value, Failure>) -> Response {
     match v {
         Ok(v) => (status, Json(v)).into_response(),
         Err(f) => failure_response(f),

@@ -9,8 +9,8 @@ use axum::routing::{get, post, MethodRouter};
 use axum::Router;
 
 use super::{
-    applications, callbacks, certificates, public, revocation, status_routes, verifications,
-    AppState,
+    applications, callbacks, certificates, public, review, revocation, status_routes,
+    verifications, AppState,
 };
 
 /// One method on one path and the handler that serves it.
@@ -91,6 +91,19 @@ pub fn api() -> Vec<Route> {
             "/api/v1/applications/{id}/cancel",
             post(applications::cancel),
         ),
+        post_(
+            "/api/v1/applications/{id}/materials",
+            post(review::upload).layer(axum::extract::DefaultBodyLimit::max(
+                review::MATERIAL_BODY_LIMIT,
+            )),
+        ),
+        get_(
+            "/api/v1/applications/{id}/materials/{material_id}",
+            get(review::material),
+        ),
+        get_("/api/v1/review-queue", get(review::queue)),
+        post_("/api/v1/applications/{id}/review", post(review::decide)),
+        post_("/api/v1/applications/{id}/offline", post(review::offline)),
     ]);
     routes
 }

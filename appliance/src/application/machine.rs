@@ -107,6 +107,8 @@ impl Status {
             return false;
         }
         match to {
+            // After the review only a CSR may still be missing.
+            S::AwaitingApplicant if self == S::AwaitingReview => true,
             S::Verifying | S::AwaitingApplicant | S::AwaitingChoice => {
                 matches!(
                     self,
@@ -205,6 +207,13 @@ pub enum Cursor {
         /// When it expires, when a new one may be sent.
         sent: CodeSent,
     },
+    /// Waiting for the materials the step names (uploaded by the channel).
+    Materials {
+        /// Kinds still missing.
+        missing: Vec<String>,
+    },
+    /// Waiting for RA officers' decisions (the review step, or the offline paper path).
+    Review,
     /// Every step passed; waiting for a CSR (kinds that issue, when none was given).
     NeedsCsr,
     /// Every step passed.
@@ -254,6 +263,25 @@ pub struct Progress {
     /// The verification whose face link was sent by SMS already.
     #[serde(default)]
     pub link_sent: Option<String>,
+    /// RA officers' decisions, in order.
+    #[serde(default)]
+    pub reviews: Vec<ReviewRecord>,
+    /// The applicant switched to the offline paper path.
+    #[serde(default)]
+    pub offline: bool,
+}
+
+/// One RA officer's decision on an application.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReviewRecord {
+    /// The officer (client certificate name).
+    pub officer: String,
+    /// `approve` or `reject`.
+    pub decision: String,
+    /// The reason (shown to the applicant on rejection).
+    pub reason: Option<String>,
+    /// Unix seconds.
+    pub at: i64,
 }
 
 impl Progress {
@@ -278,6 +306,8 @@ impl Progress {
             started_at: None,
             face_by_sms: false,
             link_sent: None,
+            reviews: Vec::new(),
+            offline: false,
         }
     }
 

@@ -12,4 +12,4 @@ pub mod policy;
 pub mod service;
 pub mod subject;
 
-pub use service::{AppError, ApplicationService, CreateRequest, Failure, Who};
+pub use service::{AppError, ApplicationService, CreateRequest, Failure, Upload, Who};

@@ -140,13 +140,17 @@ pub enum Step {
     ConfirmPhone,
     /// The application is signed by an SMS code to the verified phone (and the terms accepted).
     SignBySms,
-    /// Materials to upload (kinds). Reserved for the organisation flows: refused at load.
+    /// Materials to upload (kinds); for an organisation whose agent is not the legal
+    /// representative, an `authorisation_letter` too.
     Materials {
         /// Material kinds.
         kinds: Vec<String>,
     },
-    /// Manual review by an RA officer. Reserved for the organisation flows: refused at load.
-    Review,
+    /// Manual review by RA officers (the last step).
+    Review {
+        /// Distinct officers who must approve (1 or 2).
+        officers: u8,
+    },
 }
 
 /// The policy for some kinds and one subject type.
@@ -191,9 +195,12 @@ pub struct RawStep {
     /// `materials = ["id_front", "id_back"]` (reserved).
     #[serde(default)]
     pub materials: Option<Vec<String>>,
-    /// `review = true` (reserved).
+    /// `review = true`.
     #[serde(default)]
     pub review: bool,
+    /// `officers = 2`: two distinct RA officers must approve (with `review`).
+    #[serde(default)]
+    pub officers: Option<u8>,
 }
 
 /// A policy as written in a channel file (`[[policy]]`).
@@ -215,6 +222,14 @@ pub struct RawPolicy {
 fn default_subject() -> SubjectType {
     SubjectType::Person
 }
+
+/// The material kinds an applicant may upload.
+pub const MATERIAL_KINDS: &[&str] = &[
+    "business_licence",
+    "id_front",
+    "id_back",
+    "authorisation_letter",
+];
 
 /// Failure codes a fallback may name: the verifier outcomes.
 const FAILURE_CODES: &[&str] = &[
@@ -270,6 +285,9 @@ impl RawStep {
                 "fallback, reuse_days, person and window_secs belong to a verify step".into(),
             );
         }
+        if self.officers.is_some() && !self.review {
+            return Err("officers belongs to a review step".into());
+        }
         if self.window_secs > 2_592_000 {
             return Err("window_secs must be 0..=2592000".into());
         }
@@ -309,13 +327,25 @@ impl RawStep {
             }
             return Ok(Step::SignBySms);
         }
-        if self.materials.is_some() {
-            return Err(
-                "materials steps are reserved for the organisation flows and not supported yet"
-                    .into(),
-            );
+        if let Some(kinds) = self.materials {
+            if kinds.is_empty() {
+                return Err("materials needs at least one kind".into());
+            }
+            for k in &kinds {
+                if !MATERIAL_KINDS.contains(&k.as_str()) {
+                    return Err(format!(
+                        "unknown material kind {k:?} (known: {})",
+                        MATERIAL_KINDS.join(", ")
+                    ));
+                }
+            }
+            return Ok(Step::Materials { kinds });
         }
-        Err("review steps are reserved for the organisation flows and not supported yet".into())
+        let officers = self.officers.unwrap_or(1);
+        if !(1..=2).contains(&officers) {
+            return Err("officers must be 1 or 2".into());
+        }
+        Ok(Step::Review { officers })
     }
 }
 
@@ -349,6 +379,11 @@ impl RawPolicy {
             .collect::<Result<Vec<_>, _>>()?;
         if !steps.iter().any(|s| matches!(s, Step::Verify { .. })) {
             return Err("a policy needs at least one verify step".into());
+        }
+        if let Some(i) = steps.iter().position(|s| matches!(s, Step::Review { .. })) {
+            if i + 1 != steps.len() {
+                return Err("a review step must be the last step".into());
+            }
         }
         let names_a_person = steps
             .iter()
@@ -441,8 +476,12 @@ confirm_phone = true
             ("verify = []", "at least one method"),
             ("confirm_phone = true\nsign = \"sms\"", "exactly one"),
             ("sign = \"paper\"", "only \"sms\""),
-            ("materials = [\"id_front\"]", "reserved"),
-            ("review = true", "reserved"),
+            ("materials = [\"selfie\"]", "unknown material kind"),
+            ("review = true\nofficers = 3", "1 or 2"),
+            (
+                "verify = [\"face\"]\nofficers = 2",
+                "belongs to a review step",
+            ),
             (
                 "verify = [\"face\"]\nfallback = [{ on = [\"bogus\"], verify = [\"face\"] }]",
                 "unknown failure code",

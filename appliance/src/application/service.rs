@@ -35,6 +35,13 @@ use crate::verification::seal::Field;
 use crate::verification::service::subject_key;
 use crate::verification::{KeySet, Keyring, Requester, VerificationError, VerificationService};
 
+#[path = "materials.rs"]
+mod materials;
+#[path = "review.rs"]
+mod review;
+
+pub use materials::{Upload, MAX_MATERIAL_BYTES};
+
 /// Why an application request failed. Each maps to one stable API code; none carries personal
 /// data.
 #[derive(Debug, thiserror::Error)]
@@ -161,6 +168,32 @@ pub enum AppError {
     /// Another request changed the application at the same time; retry.
     #[error("the application changed concurrently; retry")]
     Conflict,
+    /// Only an RA officer may do this.
+    #[error("only an RA officer may {0}")]
+    OfficerOnly(&'static str),
+    /// Not a material kind the appliance knows.
+    #[error(
+        "unknown material kind {0:?} (business_licence, id_front, id_back, authorisation_letter)"
+    )]
+    MaterialKind(String),
+    /// The material is larger than the limit.
+    #[error("the file is larger than {0} bytes")]
+    MaterialTooLarge(usize),
+    /// The content is not a JPEG, PNG or PDF, or not the type declared.
+    #[error("{0}")]
+    MaterialType(String),
+    /// No such material of this application.
+    #[error("no material {0} of this application")]
+    MaterialNotFound(String),
+    /// The application does not wait for a review decision.
+    #[error("the application is {0}, not awaiting review")]
+    NotAwaitingReview(&'static str),
+    /// This officer decided on this application already.
+    #[error("officer {0} has already reviewed this application")]
+    AlreadyReviewed(String),
+    /// The decision or its reason is malformed.
+    #[error("{0}")]
+    DecisionInvalid(String),
 }
 
 /// An error with the application as it stands after it (when there is one).
@@ -190,6 +223,10 @@ pub enum Who {
     Channel(Arc<ChannelConfig>),
     /// The appliance itself (background task).
     System,
+    /// An RA officer: reads the review queue and materials, decides reviews.
+    Officer(String),
+    /// An auditor: reads the review queue.
+    Auditor(String),
 }
 
 impl Who {
@@ -198,6 +235,8 @@ impl Who {
             Who::Operator(n) => format!("operator:{n}"),
             Who::Channel(c) => format!("channel:{}", c.name),
             Who::System => "system:applications".into(),
+            Who::Officer(n) => format!("ra_officer:{n}"),
+            Who::Auditor(n) => format!("auditor:{n}"),
         }
     }
 }
@@ -268,6 +307,7 @@ pub struct ApplicationService {
     codes: Option<Arc<dyn OneTimeCodes>>,
     captchas: Option<Arc<dyn Captchas>>,
     notifier: Option<Arc<dyn ChannelNotifier>>,
+    materials: Option<crate::storage::MaterialRows>,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
@@ -321,6 +361,7 @@ impl ApplicationService {
             codes: None,
             captchas: None,
             notifier: None,
+            materials: None,
             locks: Mutex::new(HashMap::new()),
         }
     }
@@ -335,6 +376,12 @@ impl ApplicationService {
         self.codes = codes;
         self.captchas = captchas;
         self.notifier = notifier;
+        self
+    }
+
+    /// Wires the materials store (uploads, the review step).
+    pub fn with_materials(mut self, materials: crate::storage::MaterialRows) -> Self {
+        self.materials = Some(materials);
         self
     }
 
@@ -1055,7 +1102,7 @@ impl ApplicationService {
 
     /// Cancels an open application (not once approved).
     pub async fn cancel(&self, who: &Who, id: &str) -> Result<Value, Failure> {
-        if matches!(who, Who::System) {
+        if matches!(who, Who::System | Who::Officer(_) | Who::Auditor(_)) {
             return Err(AppError::ChannelOnly("cancel").into());
         }
         let lock = self.lock_for(id);
@@ -1160,7 +1207,14 @@ impl ApplicationService {
                         p.cursor = Cursor::SendCode;
                         Ok(true)
                     }
-                    Step::Materials { .. } | Step::Review => {
+                    Step::Materials { .. } => {
+                        p.cursor = Cursor::Materials {
+                            missing: Vec::new(),
+                        };
+                        Ok(true)
+                    }
+                    Step::Review { .. } => {
+                        p.cursor = Cursor::Review;
                         app.status = Status::AwaitingReview;
                         Ok(false)
                     }
@@ -1184,6 +1238,11 @@ impl ApplicationService {
             }
             Cursor::Choose { .. } => {
                 app.status = Status::AwaitingChoice;
+                Ok(false)
+            }
+            Cursor::Materials { .. } => self.check_materials(app).await,
+            Cursor::Review => {
+                app.status = Status::AwaitingReview;
                 Ok(false)
             }
             Cursor::Needs { .. }
@@ -2051,6 +2110,8 @@ impl ApplicationService {
                     "resend_after": sent.resend_after,
                 },
             }),
+            Cursor::Materials { missing } => json!({"name": "materials", "needs": missing}),
+            Cursor::Review => json!({"name": "review"}),
             Cursor::NeedsCsr => json!({"name": "csr", "needs": ["csr"]}),
             Cursor::Done => json!({"name": "issue"}),
         };
@@ -2077,7 +2138,10 @@ impl ApplicationService {
                     let Ok(mut app) = self.load(&Who::System, &id).await else {
                         continue;
                     };
-                    if !app.status.is_open() || app.status == Status::Approved {
+                    // Approved is carried out; a review waits for officers (days, by design).
+                    if !app.status.is_open()
+                        || matches!(app.status, Status::Approved | Status::AwaitingReview)
+                    {
                         continue;
                     }
                     if let Err(e) = self
@@ -2178,6 +2242,8 @@ fn cursor_name(c: &Cursor) -> &'static str {
         Cursor::ConfirmPhone => "confirm_phone",
         Cursor::SendCode => "send_code",
         Cursor::CodeSent { .. } => "code_sent",
+        Cursor::Materials { .. } => "materials",
+        Cursor::Review => "review",
         Cursor::NeedsCsr => "csr",
         Cursor::Done => "done",
     }

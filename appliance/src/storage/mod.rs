@@ -11,6 +11,7 @@ mod crl;
 mod data_keys;
 mod group_commit;
 mod limits;
+mod materials;
 mod notify;
 mod ocsp;
 mod ops;
@@ -31,6 +32,7 @@ pub use certificates::{CertificateRecord, CertificateStore, NewCertificate};
 pub use crl::{CrlRecord, CrlRow, CrlStore};
 pub use data_keys::{DataKeyRecord, DataKeyRows};
 pub use limits::{LimitRows, WindowCount};
+pub use materials::{MaterialRow, MaterialRows};
 pub use notify::{CodeRow, NewCode, NewNotification, NotificationRow, NotifyRows};
 pub use ocsp::{CertStatusRow, OcspStore, ResponderRecord, StoredResponse};
 pub use revocation::{Revocation, RevocationError, RevocationStore, StatusChange};
@@ -141,6 +143,11 @@ impl Storage {
     /// Applications, subjects and reusable verifications.
     pub fn applications(&self) -> ApplicationRows {
         ApplicationRows::new(self.pool.clone())
+    }
+
+    /// Materials uploaded for applications.
+    pub fn materials(&self) -> MaterialRows {
+        MaterialRows::new(self.pool.clone())
     }
 
     /// Limit counters and vendor callback replay records.
