@@ -93,6 +93,8 @@ pub enum CodePurpose {
     ApplicationSignature,
     /// Possession of a new phone (`phone_change`).
     NewPhone,
+    /// The legal representative authorises the agent online (organisation materials).
+    Authorisation,
 }
 
 /// A code that was sent.

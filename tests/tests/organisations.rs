@@ -133,6 +133,40 @@ impl Apps {
         .await
     }
 
+    /// The legal representative authorises the agent online: a code to their phone, entered
+    /// at the materials step.
+    async fn authorise_online(&self, id: &str) {
+        self.wait(BJCA_ORG, id, "asked for materials", |v| {
+            v["step"]["name"] == "materials"
+        })
+        .await;
+        let (status, v) = self.act(BJCA_ORG, id, "authorise", json!({})).await;
+        assert_eq!(status, 200, "{v}");
+        assert_eq!(v["step"]["challenge"]["to"], "legal_rep", "{v}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let code = loop {
+            let msgs = self.s.sim.sms_to(ZHANG.2).await;
+            let found = msgs.iter().rev().find_map(|m| {
+                m["text"]
+                    .as_str()
+                    .filter(|t| t.contains("授权经办人"))
+                    .and(m["code"].as_str())
+            });
+            if let Some(c) = found {
+                break c.to_owned();
+            }
+            assert!(Instant::now() < deadline, "no authorisation SMS: {msgs:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let (status, v) = self.input_code(BJCA_ORG, id, &code).await;
+        assert_eq!(status, 200, "{v}");
+        assert_eq!(
+            v["step"]["needs"],
+            json!(["business_licence", "id_front", "id_back"]),
+            "the online authorisation stands for the letter: {v}"
+        );
+    }
+
     /// Materials, signature, one officer's approval: the issued application.
     async fn bjca_finish(&self, id: &str, agent_phone: &str, before: usize, letter: bool) -> Value {
         self.upload_materials(id, letter).await;
@@ -379,7 +413,10 @@ async fn bjca_organisation_methods_end_in_certificates_naming_the_verified_organ
     .await;
     apps.answer_sms(BJCA_ORG, &id, LI_BANK_PHONE).await;
     // The agent's verified phone is the bank-reserved one: the signature code goes there.
-    let done = apps.bjca_finish(&id, LI_BANK_PHONE, 0, true).await;
+    let done = {
+        apps.authorise_online(&id).await;
+        apps.bjca_finish(&id, LI_BANK_PHONE, 0, false).await
+    };
     let ev = evidence_of(&done);
     assert!(
         ev.contains(&"legal_rep.bank_card:bank-card".to_owned()),
@@ -389,6 +426,10 @@ async fn bjca_organisation_methods_end_in_certificates_naming_the_verified_organ
         ev.contains(&"agent.bank_card:bank-card".to_owned()),
         "{done}"
     );
+    let letters = apps.sql(&format!(
+        "SELECT count(*) FROM application_materials WHERE application_id = '{id}' AND kind = 'authorisation_letter'"
+    ));
+    assert_eq!(letters, "0", "authorised online, no letter");
     check_org_certificate(&apps, &done, "org2");
 
     // 3. The legal rep applies in person: face by SMS link to their phone; not verified again

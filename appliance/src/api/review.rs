@@ -91,6 +91,18 @@ pub async fn offline(
     Ok(ok(StatusCode::OK, svc.offline(&who, &id).await))
 }
 
+/// `POST /api/v1/applications/{id}/authorise`: a code to the legal representative instead of
+/// an authorisation letter.
+pub async fn authorise(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let who = channel(&caller)?;
+    let svc = service(&state)?;
+    Ok(ok(StatusCode::OK, svc.authorise(&who, &id).await))
+}
+
 /// `POST /api/v1/applications/{id}/materials` (multipart `kind`, `file`).
 pub async fn upload(
     State(state): State<Arc<AppState>>,

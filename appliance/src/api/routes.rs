@@ -104,6 +104,10 @@ pub fn api() -> Vec<Route> {
         get_("/api/v1/review-queue", get(review::queue)),
         post_("/api/v1/applications/{id}/review", post(review::decide)),
         post_("/api/v1/applications/{id}/offline", post(review::offline)),
+        post_(
+            "/api/v1/applications/{id}/authorise",
+            post(review::authorise),
+        ),
     ]);
     routes
 }

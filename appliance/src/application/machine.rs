@@ -269,6 +269,10 @@ pub struct Progress {
     /// The applicant switched to the offline paper path.
     #[serde(default)]
     pub offline: bool,
+    /// Online authorisation: a code was sent to the legal representative (`Some(false)`), or
+    /// they confirmed it (`Some(true)`).
+    #[serde(default)]
+    pub authorised_online: Option<bool>,
 }
 
 /// One RA officer's decision on an application.
@@ -308,6 +312,7 @@ impl Progress {
             link_sent: None,
             reviews: Vec::new(),
             offline: false,
+            authorised_online: None,
         }
     }
 

@@ -8,8 +8,9 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use super::{open_or_finished, sealed, AppError, ApplicationService, Failure, Who};
-use crate::application::machine::{Cursor, Status};
+use crate::application::machine::{Cursor, Evidence, Progress, Status};
 use crate::application::policy::{Step, MATERIAL_KINDS};
+use crate::contact::{CodeError, CodePurpose};
 use crate::storage::{unix_now, AuditEntry, MaterialRow};
 use crate::verification::seal::Field;
 
@@ -192,6 +193,104 @@ impl ApplicationService {
         Ok((row.media_type, plain.to_vec()))
     }
 
+    /// Online authorisation: sends a code to the legal representative's phone (verified, else
+    /// declared) instead of an uploaded authorisation letter.
+    pub async fn authorise(&self, who: &Who, id: &str) -> Result<Value, Failure> {
+        super::channel_of(who, "ask for online authorisation")?;
+        let lock = self.lock_for(id);
+        let _guard = lock.lock().await;
+        let mut app = self.load(who, id).await?;
+        let found = app.status;
+        let result = async {
+            open_or_finished(&app)?;
+            let p = &app.doc.progress;
+            let waiting = matches!(&p.cursor, Cursor::Materials { missing } if missing.iter().any(|k| k == AUTHORISATION));
+            if !waiting || !needs_authorisation(p) {
+                return Err(AppError::InputNotExpected(
+                    "no authorisation is waited for at this step".into(),
+                ));
+            }
+            let phone = p
+                .verified("legal_rep.phone")
+                .map(str::to_owned)
+                .or_else(|| p.subject.legal_rep.as_deref().and_then(|r| r.phone.clone()))
+                .ok_or(AppError::PhoneNotVerified)?;
+            let codes = self
+                .codes
+                .clone()
+                .ok_or(AppError::Unavailable("one-time codes"))?;
+            let from = app.status;
+            match codes
+                .send(&app.row.channel, &app.row.id, CodePurpose::Authorisation, &phone)
+                .await
+            {
+                Ok(_) => {}
+                Err(CodeError::ResendTooSoon { retry_after }) => {
+                    return Err(AppError::ResendTooSoon(retry_after))
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "authorisation code not sent");
+                    return Err(AppError::Unavailable("one-time codes"));
+                }
+            }
+            app.doc.progress.authorised_online = Some(false);
+            self.save(&mut app, from, &who.actor()).await
+        }
+        .await;
+        self.answer(app, found, result).await
+    }
+
+    /// The legal representative's authorisation code (input `sms_code` at the materials step).
+    pub(super) async fn check_authorisation(
+        &self,
+        app: &mut super::App,
+        who: &Who,
+        code: &str,
+    ) -> Result<(), AppError> {
+        if app.doc.progress.authorised_online != Some(false) {
+            return Err(AppError::InputNotExpected(
+                "ask for online authorisation first (POST .../authorise)".into(),
+            ));
+        }
+        let codes = self
+            .codes
+            .clone()
+            .ok_or(AppError::Unavailable("one-time codes"))?;
+        let from = app.status;
+        match codes
+            .check(&app.row.id, CodePurpose::Authorisation, code)
+            .await
+        {
+            Ok(()) => {
+                let p = &mut app.doc.progress;
+                p.authorised_online = Some(true);
+                p.evidence.push(Evidence {
+                    method: "online_authorisation".into(),
+                    verification: String::new(),
+                    outcome: "verified".into(),
+                    assurance: None,
+                    reused: false,
+                    at: unix_now(),
+                });
+                self.save(app, from, &who.actor()).await?;
+                self.drive(app, who).await
+            }
+            Err(CodeError::Wrong { attempts_left }) => Err(AppError::OtpWrong { attempts_left }),
+            Err(CodeError::Expired) => Err(AppError::OtpExpired),
+            Err(CodeError::AttemptsExceeded | CodeError::NoCode) => {
+                app.doc.progress.authorised_online = None;
+                self.save(app, from, &who.actor()).await?;
+                Err(AppError::OtpAttemptsExceeded)
+            }
+            Err(CodeError::ResendTooSoon { retry_after }) => {
+                Err(AppError::ResendTooSoon(retry_after))
+            }
+            Err(e) => Err(AppError::Storage(crate::storage::StorageError::Database(
+                e.to_string(),
+            ))),
+        }
+    }
+
     /// The materials of an application (no content), as the review queue lists them.
     pub(super) async fn material_list(&self, id: &str) -> Result<Vec<Value>, AppError> {
         let Some(store) = &self.materials else {
@@ -215,11 +314,11 @@ impl ApplicationService {
             Some(Step::Materials { kinds }) => kinds.clone(),
             _ => Vec::new(),
         };
-        if p.is_organisation()
-            && !p.subject.legal_rep_applies()
-            && !needed.iter().any(|k| k == AUTHORISATION)
-        {
+        if needs_authorisation(p) && !needed.iter().any(|k| k == AUTHORISATION) {
             needed.push(AUTHORISATION.to_owned());
+        }
+        if p.authorised_online == Some(true) {
+            needed.retain(|k| k != AUTHORISATION);
         }
         let store = self
             .materials
@@ -232,6 +331,12 @@ impl ApplicationService {
             .map(|m| m.kind)
             .collect();
         let missing: Vec<String> = needed.into_iter().filter(|k| !have.contains(k)).collect();
+        if !missing.iter().any(|k| k == AUTHORISATION)
+            && app.doc.progress.authorised_online == Some(false)
+        {
+            // A letter arrived while the online code was out: the letter stands.
+            app.doc.progress.authorised_online = None;
+        }
         if missing.is_empty() {
             super::next_step(&mut app.doc.progress);
             app.status = Status::Verifying;
@@ -241,6 +346,12 @@ impl ApplicationService {
         app.status = Status::AwaitingApplicant;
         Ok(false)
     }
+}
+
+/// Does this application need the legal representative's authorisation (an organisation whose
+/// agent is not the legal representative)?
+fn needs_authorisation(p: &Progress) -> bool {
+    p.is_organisation() && !p.subject.legal_rep_applies()
 }
 
 #[cfg(test)]

@@ -821,6 +821,9 @@ impl ApplicationService {
                 ))
             })?;
         match app.doc.progress.cursor.clone() {
+            Cursor::Materials { .. } if challenge == ChallengeKind::SmsCode => {
+                self.check_authorisation(app, who, value.trim()).await
+            }
             Cursor::CodeSent { .. } => {
                 if challenge != ChallengeKind::SmsCode {
                     return Err(AppError::InputNotExpected(
@@ -2110,7 +2113,17 @@ impl ApplicationService {
                     "resend_after": sent.resend_after,
                 },
             }),
-            Cursor::Materials { missing } => json!({"name": "materials", "needs": missing}),
+            Cursor::Materials { missing } => {
+                let mut s = json!({"name": "materials", "needs": missing});
+                if missing.iter().any(|k| k == "authorisation_letter") {
+                    // Or online: POST .../authorise sends a code to the legal representative.
+                    s["authorisation"] = json!(["authorisation_letter", "online"]);
+                }
+                if p.authorised_online == Some(false) {
+                    s["challenge"] = json!({"kind": "sms_code", "to": "legal_rep"});
+                }
+                s
+            }
             Cursor::Review => json!({"name": "review"}),
             Cursor::NeedsCsr => json!({"name": "csr", "needs": ["csr"]}),
             Cursor::Done => json!({"name": "issue"}),
