@@ -95,6 +95,8 @@ pub enum CodePurpose {
     NewPhone,
     /// The legal representative authorises the agent online (organisation materials).
     Authorisation,
+    /// Re-verification before an order lookup (keyed by the lookup id).
+    Lookup,
 }
 
 /// A code that was sent.

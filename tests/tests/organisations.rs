@@ -496,6 +496,160 @@ async fn bjca_organisation_methods_end_in_certificates_naming_the_verified_organ
         "legal_rep.name/id_number and their copy for the agent: {done}"
     );
     check_org_certificate(&apps, &done, "org3");
+    let org3 = id.clone();
+
+    // Order lookup by USCC: through the agent 李四 only their two applications; through the
+    // legal representative all three; a code of another lookup does not open this one.
+    let (status, l) = apps
+        .call(
+            BJCA_ORG,
+            "POST",
+            "/api/v1/lookups",
+            Some(json!({"uscc": ORG.1})),
+        )
+        .await;
+    assert_eq!(status, 201, "{l}");
+    assert!(
+        !l.to_string().contains(LI.2) && !l.to_string().contains(ZHANG.2),
+        "{l}"
+    );
+    let li = l["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["phone"].as_str().unwrap().ends_with(&LI.2[7..]))
+        .unwrap_or_else(|| panic!("李四 listed: {l}"))["agent"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let lookup = l["id"].as_str().unwrap().to_owned();
+    let (status, other) = apps
+        .call(
+            BJCA_ORG,
+            "POST",
+            "/api/v1/lookups",
+            Some(json!({"uscc": ORG.1})),
+        )
+        .await;
+    assert_eq!(status, 201, "{other}");
+    let other = other["id"].as_str().unwrap().to_owned();
+    let lookup_code = |n: usize, phone: &'static str| {
+        let apps = &apps;
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                let codes: Vec<String> = apps
+                    .s
+                    .sim
+                    .sms_to(phone)
+                    .await
+                    .iter()
+                    .filter(|m| {
+                        m["text"]
+                            .as_str()
+                            .is_some_and(|t| t.contains("order lookup"))
+                    })
+                    .map(|m| m["code"].as_str().unwrap().to_owned())
+                    .collect();
+                if codes.len() >= n {
+                    return codes[n - 1].clone();
+                }
+                assert!(Instant::now() < deadline, "no lookup code {n} to {phone}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    let verify = |id: String, body: Value| {
+        let apps = &apps;
+        async move {
+            apps.call(
+                BJCA_ORG,
+                "POST",
+                &format!("/api/v1/lookups/{id}/verify"),
+                Some(body),
+            )
+            .await
+        }
+    };
+    let (status, v) = verify(lookup.clone(), json!({"agent": li})).await;
+    assert_eq!(status, 200, "{v}");
+    let code_a = lookup_code(1, LI.2).await;
+    let (status, v) = verify(other.clone(), json!({"agent": li})).await;
+    assert_eq!(status, 200, "{v}");
+    let code_b = lookup_code(2, LI.2).await;
+    if code_a != code_b {
+        let (status, e) = verify(other.clone(), json!({"agent": li, "code": code_a})).await;
+        assert_eq!(
+            (status, e["error"].as_str()),
+            (422, Some("otp_wrong")),
+            "{e}"
+        );
+    }
+    let (status, v) = verify(lookup.clone(), json!({"agent": li, "code": code_a})).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["verified_as"], "agent", "{v}");
+    let ids: Vec<&str> = v["applications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 2, "李四's own two applications: {v}");
+    assert!(!ids.contains(&org3.as_str()), "{v}");
+    assert_eq!(v["certificates"].as_array().unwrap().len(), 2, "{v}");
+    let (status, e) = verify(lookup.clone(), json!({"agent": li, "code": code_a})).await;
+    assert_eq!(
+        (status, e["error"].as_str()),
+        (404, Some("not_found")),
+        "the grant is used: {e}"
+    );
+
+    let zhang_before = apps
+        .s
+        .sim
+        .sms_to(ZHANG.2)
+        .await
+        .iter()
+        .filter(|m| {
+            m["text"]
+                .as_str()
+                .is_some_and(|t| t.contains("order lookup"))
+        })
+        .count();
+    let (status, l) = apps
+        .call(
+            BJCA_ORG,
+            "POST",
+            "/api/v1/lookups",
+            Some(json!({"uscc": ORG.1})),
+        )
+        .await;
+    assert_eq!(status, 201, "{l}");
+    let other = l["id"].as_str().unwrap().to_owned();
+    let (status, v) = verify(other.clone(), json!({"agent": "legal_rep"})).await;
+    assert_eq!(status, 200, "{v}");
+    let code = lookup_code(zhang_before + 1, ZHANG.2).await;
+    let (status, v) = verify(other.clone(), json!({"agent": "legal_rep", "code": code})).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["verified_as"], "legal_rep", "{v}");
+    assert_eq!(
+        v["applications"].as_array().unwrap().len(),
+        3,
+        "all of the organisation's: {v}"
+    );
+    let (status, e) = apps
+        .call(
+            GX_ORG,
+            "POST",
+            "/api/v1/lookups",
+            Some(json!({"uscc": ORG.1})),
+        )
+        .await;
+    assert_eq!(
+        (status, e["error"].as_str()),
+        (404, Some("not_found")),
+        "single-channel: {e}"
+    );
 }
 
 /// Guangxi: the legal representative's face, then a second application whose face step is

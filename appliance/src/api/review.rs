@@ -91,6 +91,38 @@ pub async fn offline(
     Ok(ok(StatusCode::OK, svc.offline(&who, &id).await))
 }
 
+/// `POST /api/v1/lookups`: a subject's agents (masked) by ID number or USCC.
+pub async fn lookup(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    raw: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let who = channel(&caller)?;
+    let svc = service(&state)?;
+    let b: crate::application::service::LookupRequest = body(raw)?;
+    Ok(match svc.lookup(&who, b).await {
+        Ok(v) => (StatusCode::CREATED, Json(v)).into_response(),
+        Err(e) => failure_response(Failure::from(e)),
+    })
+}
+
+/// `POST /api/v1/lookups/{id}/verify`: sends the code (no `code`) or checks it and lists the
+/// orders.
+pub async fn verify_lookup(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    raw: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let who = channel(&caller)?;
+    let svc = service(&state)?;
+    let b: crate::application::service::LookupVerifyRequest = body(raw)?;
+    Ok(match svc.verify_lookup(&who, &id, b).await {
+        Ok(v) => (StatusCode::OK, Json(v)).into_response(),
+        Err(e) => failure_response(Failure::from(e)),
+    })
+}
+
 /// `POST /api/v1/applications/{id}/authorise`: a code to the legal representative instead of
 /// an authorisation letter.
 pub async fn authorise(

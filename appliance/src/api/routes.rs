@@ -108,6 +108,8 @@ pub fn api() -> Vec<Route> {
             "/api/v1/applications/{id}/authorise",
             post(review::authorise),
         ),
+        post_("/api/v1/lookups", post(review::lookup)),
+        post_("/api/v1/lookups/{id}/verify", post(review::verify_lookup)),
     ]);
     routes
 }

@@ -35,10 +35,14 @@ use crate::verification::seal::Field;
 use crate::verification::service::subject_key;
 use crate::verification::{KeySet, Keyring, Requester, VerificationError, VerificationService};
 
+#[path = "lookup.rs"]
+mod lookup;
 #[path = "materials.rs"]
 mod materials;
 #[path = "review.rs"]
 mod review;
+
+pub use lookup::{LookupRequest, VerifyRequest as LookupVerifyRequest};
 
 pub use materials::{Upload, MAX_MATERIAL_BYTES};
 
@@ -308,6 +312,7 @@ pub struct ApplicationService {
     captchas: Option<Arc<dyn Captchas>>,
     notifier: Option<Arc<dyn ChannelNotifier>>,
     materials: Option<crate::storage::MaterialRows>,
+    lookups: lookup::Lookups,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
@@ -362,6 +367,7 @@ impl ApplicationService {
             captchas: None,
             notifier: None,
             materials: None,
+            lookups: lookup::Lookups::default(),
             locks: Mutex::new(HashMap::new()),
         }
     }
