@@ -79,6 +79,9 @@ curl -s 'http://$VENDOR_SIM_ADDR/_sim/sms?phone=13800138000'
 
 CA certificates: http://$PUBLIC_ADDR/ca/root.pem  http://$PUBLIC_ADDR/ca/personal.pem
 OCSP: http://$PUBLIC_ADDR/ocsp   CRL: http://$PUBLIC_ADDR/crl/personal.crl
+
+Enrollment page (applicants, mobile, Chinese): http://$PUBLIC_ADDR/enroll/
+Operator console (import tls/operator.pem + .key into the browser): https://$API_ADDR/console/
 MSG
 
 # exec: the server takes this script's PID, so a signal to the script reaches the server, which

@@ -93,6 +93,12 @@ pub struct ApplianceConfig {
     /// Log format (`[log]`, optional).
     #[serde(default)]
     pub log: crate::logging::LogConfig,
+    /// The reference enrollment page (`[enroll]`, optional: absent = no `/enroll/`).
+    #[serde(default)]
+    pub enroll: Option<crate::enroll::EnrollConfig>,
+    /// QR login challenges (`[login]`, optional).
+    #[serde(default)]
+    pub login: crate::relying::LoginSettings,
 }
 
 /// The offline root's token, on the `[hsm]` module (`[root_hsm]`).
@@ -138,6 +144,9 @@ pub struct ApplicationSettings {
     pub assurance_policy_oids: BTreeMap<String, String>,
     /// How often waiting applications are advanced and expired ones closed, seconds (1..=3600).
     pub tick_secs: u32,
+    /// Realms: channels sharing accounts (`[[applications.realm]]`).
+    #[serde(rename = "realm")]
+    pub realms: Vec<crate::account::Realm>,
 }
 
 impl Default for ApplicationSettings {
@@ -152,6 +161,7 @@ impl Default for ApplicationSettings {
             renewal_window_days: 90,
             assurance_policy_oids: oids,
             tick_secs: 1,
+            realms: Vec::new(),
         }
     }
 }
@@ -176,6 +186,8 @@ impl ApplicationSettings {
         if !(1..=3600).contains(&self.tick_secs) {
             return bad("tick_secs must be 1..=3600".into());
         }
+        crate::account::validate(&self.realms)
+            .map_err(|m| ConfigError::Invalid(format!("[applications] {m}")))?;
         for (level, oid) in &self.assurance_policy_oids {
             if !["L1", "L2", "L3"].contains(&level.as_str()) {
                 return bad(format!(
@@ -645,6 +657,89 @@ pub struct HsmSection {
     pub pool_size: usize,
     /// SoftHSM2 only: its configuration file, exported as `SOFTHSM2_CONF` before the module loads.
     pub softhsm2_conf: Option<PathBuf>,
+    /// The token's SM2 constants (`[hsm.sm2]`); absent when the token offers no SM2.
+    pub sm2: Option<Sm2MechanismsConfig>,
+}
+
+/// `[hsm.sm2]`: a `preset` (`ca-softtoken`, `ca-softtoken-token-hash`) or all four values of a
+/// vendor's PKCS#11 SM2 constants (`key_type`, `keygen_mechanism`, `sign_mechanism` as
+/// numbers, e.g. `0x80534D32`; `hashing` = `host` | `token`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sm2MechanismsConfig {
+    /// A named preset; excludes the four values below.
+    pub preset: Option<String>,
+    /// CKA_KEY_TYPE of SM2 keys.
+    pub key_type: Option<u64>,
+    /// The key-pair generation mechanism.
+    pub keygen_mechanism: Option<u64>,
+    /// The signing mechanism.
+    pub sign_mechanism: Option<u64>,
+    /// `host` (the token signs e = SM3(Z || M)) or `token` (it hashes the message itself).
+    pub hashing: Option<String>,
+    /// The GM/T 0009 signer ID the SM2 CA keys sign with (default `1234567812345678`; another
+    /// needs `host` hashing). Relying parties must verify with the same ID.
+    pub signer_id: Option<String>,
+}
+
+impl HsmSection {
+    /// The configured SM2 signer ID, if not the default.
+    pub fn sm2_signer_id(&self) -> Option<String> {
+        self.sm2.as_ref().and_then(|s| s.signer_id.clone())
+    }
+
+    /// The SM2 table `[hsm.sm2]` describes, checked: a preset, or all four values.
+    pub fn sm2_mechanisms(&self) -> Result<Option<hsm::Sm2Mechanisms>, ConfigError> {
+        let Some(sm2) = &self.sm2 else {
+            return Ok(None);
+        };
+        let invalid = |e: String| ConfigError::Invalid(format!("hsm.sm2: {e}"));
+        let table = self.sm2_table(sm2, &invalid)?;
+        if let Some(id) = &sm2.signer_id {
+            if id.is_empty() || id.len() > 8191 {
+                return Err(invalid("signer_id must be 1 to 8191 bytes".into()));
+            }
+            if id != hsm::DEFAULT_SIGNER_ID && table.hashing == hsm::Sm2Hashing::Token {
+                return Err(invalid(
+                    "a token that hashes SM2 itself signs with the default signer_id only".into(),
+                ));
+            }
+        }
+        Ok(Some(table))
+    }
+
+    fn sm2_table(
+        &self,
+        sm2: &Sm2MechanismsConfig,
+        invalid: &dyn Fn(String) -> ConfigError,
+    ) -> Result<hsm::Sm2Mechanisms, ConfigError> {
+        let explicit = (
+            sm2.key_type,
+            sm2.keygen_mechanism,
+            sm2.sign_mechanism,
+            sm2.hashing.as_deref(),
+        );
+        match (&sm2.preset, explicit) {
+            (Some(name), (None, None, None, None)) => {
+                hsm::Sm2Mechanisms::preset(name).map_err(|e| invalid(e.to_string()))
+            }
+            (None, (Some(key_type), Some(keygen_mechanism), Some(sign_mechanism), Some(h))) => {
+                let hashing = h
+                    .parse()
+                    .map_err(|e: hsm::HsmError| invalid(e.to_string()))?;
+                Ok(hsm::Sm2Mechanisms {
+                    key_type,
+                    keygen_mechanism,
+                    sign_mechanism,
+                    hashing,
+                })
+            }
+            _ => Err(invalid(
+                "give either preset or all of key_type, keygen_mechanism, sign_mechanism, hashing"
+                    .into(),
+            )),
+        }
+    }
 }
 
 fn default_pool() -> usize {
@@ -826,6 +921,14 @@ impl ApplianceConfig {
         config.resolve_paths(base);
         config.load_channel_files()?;
         config.validate()?;
+        if let Some(e) = &config.enroll {
+            if !config.channels.iter().any(|c| c.name == e.channel) {
+                return Err(ConfigError::Invalid(format!(
+                    "[enroll] channel {:?} is not a configured channel",
+                    e.channel
+                )));
+            }
+        }
         Ok(config)
     }
 
@@ -911,6 +1014,7 @@ impl ApplianceConfig {
                 "[hsm.pin] needs exactly one of file, env, systemd_credential".into(),
             ));
         }
+        self.hsm.sm2_mechanisms()?;
         if !(1..=64).contains(&self.hsm.pool_size) {
             return Err(ConfigError::Invalid("hsm.pool_size must be 1..=64".into()));
         }
@@ -954,12 +1058,15 @@ impl ApplianceConfig {
             }
             match (&ca.parent, i) {
                 (None, 0) => {}
-                (None, _) => {
+                // A second root is another hierarchy (the SM2 one beside the ECDSA one); it
+                // must be a different algorithm family, so one chain never mixes them.
+                (None, _) if !ca.key.starts_with("sm2") || self.cas[0].key.starts_with("sm2") => {
                     return Err(ConfigError::Invalid(format!(
-                        "CA {} has no parent; only the first [[ca]] is the root",
+                        "CA {} has no parent; only the first [[ca]] and one SM2 root beside it are roots",
                         ca.name
                     )))
                 }
+                (None, _) => {}
                 (Some(p), _) if !names.contains(p.as_str()) => {
                     return Err(ConfigError::Invalid(format!(
                         "CA {}'s parent {p} must be listed before it",
@@ -977,6 +1084,7 @@ impl ApplianceConfig {
         }
         self.status.validate()?;
         self.applications.validate()?;
+        self.login.validate().map_err(ConfigError::Invalid)?;
         let live = self.status.ocsp_live_concurrency as usize;
         if live > 0 && live >= self.hsm.pool_size {
             return Err(ConfigError::Invalid(format!(
@@ -1197,6 +1305,9 @@ impl ApplianceConfig {
             token_label: root.token_label.clone(),
             pin: source,
             pool_size: 1,
+            // The root token is reached through the same module: the same vendor constants.
+            sm2: self.hsm.sm2_mechanisms().ok().flatten(),
+            sm2_signer_id: self.hsm.sm2_signer_id(),
         })
     }
 
@@ -1215,6 +1326,8 @@ impl ApplianceConfig {
             token_label: self.hsm.token_label.clone(),
             pin: source,
             pool_size: self.hsm.pool_size,
+            sm2: self.hsm.sm2_mechanisms().ok().flatten(),
+            sm2_signer_id: self.hsm.sm2_signer_id(),
         }
     }
 }

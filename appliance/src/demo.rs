@@ -18,9 +18,10 @@ pub const TOKEN_LABEL: &str = "ca-appliance-demo";
 
 const PERSONAL_PROFILE: &str = include_str!("../../config/profiles/personal.toml");
 const ORGANISATION_PROFILE: &str = include_str!("../../config/profiles/organisation.toml");
+const SM2_PERSONAL_PROFILE: &str = include_str!("../../config/profiles/sm2-personal.toml");
 
 /// The example channels `init --demo` wires (file name, text).
-const DEMO_CHANNELS: [(&str, &str); 4] = [
+const DEMO_CHANNELS: [(&str, &str); 5] = [
     (
         "sheca-personal",
         include_str!("../../config/channels/sheca-personal.toml"),
@@ -36,6 +37,10 @@ const DEMO_CHANNELS: [(&str, &str); 4] = [
     (
         "gx-organisation",
         include_str!("../../config/channels/gx-organisation.toml"),
+    ),
+    (
+        "reference-enroll",
+        include_str!("../../config/channels/reference-enroll.toml"),
     ),
 ];
 
@@ -88,6 +93,64 @@ pub fn find_softhsm_module() -> Result<PathBuf, DemoError> {
         .map(PathBuf::from)
         .find(|p| p.exists())
         .ok_or_else(|| DemoError::NoModule(candidates.join(", ")))
+}
+
+/// Finds `libca_softtoken.so` (the SM2-capable soft token) beside this binary or where the
+/// Debian package installs it.
+pub fn find_softtoken_module() -> Result<PathBuf, DemoError> {
+    let beside = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|d| d.join("libca_softtoken.so")));
+    let candidates: Vec<PathBuf> = beside
+        .into_iter()
+        .chain([PathBuf::from("/usr/lib/ca-appliance/libca_softtoken.so")])
+        .collect();
+    candidates
+        .iter()
+        .find(|p| p.exists())
+        .cloned()
+        .ok_or_else(|| {
+            DemoError::NoModule(
+                candidates
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            )
+        })
+}
+
+/// `init --demo --sm2`: on ca-softtoken, an SM2 root and issuing CA beside the ECDSA ones
+/// (whose root becomes P-256, as the soft token has no P-384), and the `sm2-personal` profile.
+pub fn add_sm2(layout: &DemoLayout, config_path: &Path) -> Result<(), DemoError> {
+    let config = std::fs::read_to_string(config_path).map_err(|e| write_err(config_path, e))?;
+    let mut config = config.replacen("key = \"ec-p384\"", "key = \"ec-p256\"", 1);
+    config.push_str(
+        r#"
+# SM2 (GM/T 0015): the soft token's vendor constants, and an SM2 hierarchy.
+[hsm.sm2]
+preset = "ca-softtoken"
+
+[[ca]]
+name = "sm2-root"
+key = "sm2"
+subject = "CN=Demo SM2 Root CA,O=Demo CA Operator,C=CN"
+validity_days = 7300
+
+[[ca]]
+name = "sm2-personal"
+parent = "sm2-root"
+key = "sm2"
+subject = "CN=Demo SM2 Personal Issuing CA,O=Demo CA Operator,C=CN"
+validity_days = 3650
+"#,
+    );
+    std::fs::write(config_path, config).map_err(|e| write_err(config_path, e))?;
+    write_file(
+        &layout.dir.join("profiles/sm2-personal.toml"),
+        SM2_PERSONAL_PROFILE.as_bytes(),
+        0o644,
+    )
 }
 
 /// Step 1 (no PKCS#11 yet): create the directory tree and the SoftHSM2 configuration.
@@ -301,6 +364,9 @@ pub fn write_demo(
     );
     config.push_str(&plugins);
     config.push_str(&channel_plugins);
+    if dir.join("channels/reference-enroll.toml").exists() {
+        config.push_str("\n# The reference enrollment page at /enroll/ on the public listener.\n[enroll]\nchannel = \"reference-enroll\"\n");
+    }
     let path = dir.join("appliance.toml");
     write_file(&path, config.as_bytes(), 0o644)?;
     Ok(path)

@@ -50,6 +50,10 @@ enum Command {
         /// 127.0.0.1:9466 unless given.
         #[arg(long)]
         metrics_addr: Option<SocketAddr>,
+        /// With --demo: the token is ca-softtoken and an SM2 hierarchy (sm2-root, sm2-personal)
+        /// stands beside the ECDSA one (whose root becomes P-256: the soft token has no P-384).
+        #[arg(long)]
+        sm2: bool,
         /// Production set-up (without --demo).
         #[command(flatten)]
         production: Box<ProductionArgs>,
@@ -255,6 +259,7 @@ fn run(cli: Cli) -> Result<(), String> {
             module,
             vendor_sim_addr,
             metrics_addr,
+            sm2,
             production,
         } => {
             if !demo {
@@ -295,10 +300,17 @@ fn run(cli: Cli) -> Result<(), String> {
                 println!("next: add the TLS files under {}, run `ca-appliance check-config --config {p}`, review the [[ca]] ceremony plan in it, then `ca-appliance ceremony --config {p}`", dir.join("tls").display(), p = path.display());
                 return Ok(());
             }
+            let module = match (sm2, module) {
+                (true, None) => Some(demo::find_softtoken_module().map_err(|e| e.to_string())?),
+                (_, module) => module,
+            };
             let layout = demo::prepare(&dir, module).map_err(|e| e.to_string())?;
             export_softhsm_conf(Some(&layout.softhsm2_conf));
             let config_path = demo::write_demo(&layout, api_addr, public_addr, vendor_sim_addr)
                 .map_err(|e| e.to_string())?;
+            if sm2 {
+                demo::add_sm2(&layout, &config_path).map_err(|e| e.to_string())?;
+            }
             if let Some(addr) = metrics_addr {
                 ops::metrics::append_to_config(&config_path, addr)
                     .map_err(|e| format!("cannot write {}: {e}", config_path.display()))?;
@@ -633,6 +645,8 @@ async fn run_ceremony(
 fn export_softhsm_conf(conf: Option<&std::path::Path>) {
     if let Some(conf) = conf {
         std::env::set_var("SOFTHSM2_CONF", conf);
+        // ca-softtoken (the SM2 demo token) reads the same file's `directories.tokendir`.
+        std::env::set_var("CA_SOFTTOKEN_CONF", conf);
     }
 }
 

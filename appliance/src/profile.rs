@@ -70,6 +70,9 @@ struct RawProfile {
     /// Partition the CRL of this profile's certificates into this many shards (0: one CRL).
     #[serde(default)]
     crl_shards: u16,
+    /// The least assurance level (`L1`..`L3`) an application must reach for this profile.
+    #[serde(default)]
+    min_level: Option<String>,
     urls: RawUrls,
 }
 
@@ -200,6 +203,8 @@ pub struct Profile {
     pub crl_url: Option<String>,
     /// Number of CRL shards (partitioned CRLs); 0: the CA's one CRL.
     pub crl_shards: u16,
+    /// The least assurance level an application must reach (`level_too_low` otherwise).
+    pub min_level: Option<crate::relying::Level>,
 }
 
 /// Most CRL shards a profile may have.
@@ -357,7 +362,15 @@ pub fn parse(text: &str, public_url: &str) -> Result<Profile, String> {
             }
         }
     };
+    let min_level = match raw.min_level.as_deref() {
+        None => None,
+        Some(l) => Some(
+            crate::relying::Level::parse(l)
+                .ok_or_else(|| format!("min_level {l:?} is not L1, L2 or L3"))?,
+        ),
+    };
     Ok(Profile {
+        min_level,
         name: raw.name,
         issuer: raw.issuer,
         key_types,
@@ -427,6 +440,15 @@ mod tests {
         assert!(parse(&bad, "http://x").unwrap_err().contains("keyCertSign"));
         let bad = format!("{PERSONAL}\nsurprise = 1\n");
         assert!(parse(&bad, "http://x").unwrap_err().contains("surprise"));
+    }
+
+    #[test]
+    fn min_level_is_an_assurance_level() {
+        assert_eq!(parse(PERSONAL, "http://x").unwrap().min_level, None);
+        let p = parse(&format!("min_level = \"L3\"\n{PERSONAL}"), "http://x").unwrap();
+        assert_eq!(p.min_level, Some(crate::relying::Level::L3));
+        let err = parse(&format!("min_level = \"L4\"\n{PERSONAL}"), "http://x").unwrap_err();
+        assert!(err.contains("min_level"), "{err}");
     }
 
     #[test]

@@ -130,6 +130,8 @@ pub async fn serve(config: ApplianceConfig) -> Result<(), ServeError> {
         &certificates,
     );
     let application_task = applications.as_ref().map(|a| a.spawn_background());
+    let relying =
+        crate::relying::Relying::new(&storage, hierarchy.clone(), certificates.clone(), &config);
     let state = Arc::new(AppState {
         issuer,
         hierarchy,
@@ -138,6 +140,15 @@ pub async fn serve(config: ApplianceConfig) -> Result<(), ServeError> {
         verifications,
         applications,
         readiness,
+        enroll: config.enroll.as_ref().and_then(|e| {
+            config
+                .channels
+                .iter()
+                .find(|c| c.name == e.channel)
+                .map(|c| Arc::new(c.clone()))
+        }),
+        console: Arc::new(crate::console::ConsoleState::new(&storage, hsm.clone())),
+        relying,
     });
     let clients = Arc::new(mtls::ClientDirectory::new(
         &config.clients,

@@ -5,6 +5,7 @@ use std::str::FromStr;
 
 use der::Decode;
 use sha2::{Digest, Sha256, Sha384};
+use sm3::Sm3;
 use spki::AlgorithmIdentifierOwned;
 
 use crate::error::HsmError;
@@ -22,16 +23,19 @@ pub enum KeyKind {
     Rsa3072,
     /// RSA with a 4096-bit modulus.
     Rsa4096,
+    /// SM2 (GM/T 0003, curve 1.2.156.10197.1.301); the token's vendor constants come from `Sm2Mechanisms`.
+    Sm2,
 }
 
 impl KeyKind {
     /// Every kind, for listing in help texts and tests.
-    pub const ALL: [KeyKind; 5] = [
+    pub const ALL: [KeyKind; 6] = [
         KeyKind::EcP256,
         KeyKind::EcP384,
         KeyKind::Rsa2048,
         KeyKind::Rsa3072,
         KeyKind::Rsa4096,
+        KeyKind::Sm2,
     ];
 
     /// The configuration name, e.g. `ec-p256` or `rsa-3072`.
@@ -42,12 +46,13 @@ impl KeyKind {
             KeyKind::Rsa2048 => "rsa-2048",
             KeyKind::Rsa3072 => "rsa-3072",
             KeyKind::Rsa4096 => "rsa-4096",
+            KeyKind::Sm2 => "sm2",
         }
     }
 
-    /// True for the elliptic-curve kinds.
+    /// True for the elliptic-curve kinds (SM2 included).
     pub fn is_ec(&self) -> bool {
-        matches!(self, KeyKind::EcP256 | KeyKind::EcP384)
+        matches!(self, KeyKind::EcP256 | KeyKind::EcP384 | KeyKind::Sm2)
     }
 
     /// RSA modulus size in bits, `None` for EC keys.
@@ -56,7 +61,7 @@ impl KeyKind {
             KeyKind::Rsa2048 => Some(2048),
             KeyKind::Rsa3072 => Some(3072),
             KeyKind::Rsa4096 => Some(4096),
-            KeyKind::EcP256 | KeyKind::EcP384 => None,
+            KeyKind::EcP256 | KeyKind::EcP384 | KeyKind::Sm2 => None,
         }
     }
 
@@ -67,16 +72,18 @@ impl KeyKind {
             KeyKind::EcP384 => SignatureAlgorithm::EcdsaSha384,
             KeyKind::Rsa2048 | KeyKind::Rsa3072 => SignatureAlgorithm::RsaPkcs1Sha256,
             KeyKind::Rsa4096 => SignatureAlgorithm::RsaPkcs1Sha384,
+            KeyKind::Sm2 => SignatureAlgorithm::Sm2Sm3,
         }
     }
 
     /// Whether `alg` may be used with this key. ECDSA follows the CA/Browser Forum pairing
-    /// (P-256 with SHA-256, P-384 with SHA-384); RSA keys take any RSA algorithm.
+    /// (P-256 with SHA-256, P-384 with SHA-384); RSA keys take any RSA algorithm; SM2 only SM3withSM2.
     pub fn allows(&self, alg: SignatureAlgorithm) -> bool {
         match self {
             KeyKind::EcP256 => alg == SignatureAlgorithm::EcdsaSha256,
             KeyKind::EcP384 => alg == SignatureAlgorithm::EcdsaSha384,
-            KeyKind::Rsa2048 | KeyKind::Rsa3072 | KeyKind::Rsa4096 => !alg.is_ecdsa(),
+            KeyKind::Rsa2048 | KeyKind::Rsa3072 | KeyKind::Rsa4096 => alg.is_rsa(),
+            KeyKind::Sm2 => alg == SignatureAlgorithm::Sm2Sm3,
         }
     }
 }
@@ -97,7 +104,7 @@ impl FromStr for KeyKind {
             .ok_or_else(|| HsmError::InvalidArgument {
                 what: "key kind",
                 reason: format!(
-                    "{s:?} is not one of ec-p256, ec-p384, rsa-2048, rsa-3072, rsa-4096"
+                    "{s:?} is not one of ec-p256, ec-p384, rsa-2048, rsa-3072, rsa-4096, sm2"
                 ),
             })
     }
@@ -118,6 +125,8 @@ pub enum SignatureAlgorithm {
     RsaPssSha256,
     /// RSASSA-PSS, SHA-384, MGF1-SHA-384, 48-byte salt.
     RsaPssSha384,
+    /// SM3withSM2 (GM/T 0009): the signed digest is e = SM3(Z || M), Z from the signer ID.
+    Sm2Sm3,
 }
 
 /// DER of each AlgorithmIdentifier, byte for byte as the CA/Browser Forum Baseline Requirements
@@ -134,6 +143,10 @@ mod encodings {
     ];
     pub const RSA_PKCS1_SHA384: &[u8] = &[
         0x30, 0x0d, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0c, 0x05, 0x00,
+    ];
+    /// SM2-with-SM3 (1.2.156.10197.1.501), no parameters (GM/T 0015, as OpenSSL writes it).
+    pub const SM2_SM3: &[u8] = &[
+        0x30, 0x0a, 0x06, 0x08, 0x2a, 0x81, 0x1c, 0xcf, 0x55, 0x01, 0x83, 0x75,
     ];
     /// id-RSASSA-PSS { sha256 NULL, mgf1(sha256 NULL), saltLength 32 }.
     pub const RSA_PSS_SHA256: &[u8] = &[
@@ -155,13 +168,14 @@ mod encodings {
 
 impl SignatureAlgorithm {
     /// Every algorithm, for listing and tests.
-    pub const ALL: [SignatureAlgorithm; 6] = [
+    pub const ALL: [SignatureAlgorithm; 7] = [
         SignatureAlgorithm::EcdsaSha256,
         SignatureAlgorithm::EcdsaSha384,
         SignatureAlgorithm::RsaPkcs1Sha256,
         SignatureAlgorithm::RsaPkcs1Sha384,
         SignatureAlgorithm::RsaPssSha256,
         SignatureAlgorithm::RsaPssSha384,
+        SignatureAlgorithm::Sm2Sm3,
     ];
 
     /// The configuration name, e.g. `ecdsa-sha256` or `rsa-pss-sha384`.
@@ -173,6 +187,7 @@ impl SignatureAlgorithm {
             SignatureAlgorithm::RsaPkcs1Sha384 => "rsa-pkcs1-sha384",
             SignatureAlgorithm::RsaPssSha256 => "rsa-pss-sha256",
             SignatureAlgorithm::RsaPssSha384 => "rsa-pss-sha384",
+            SignatureAlgorithm::Sm2Sm3 => "sm2-sm3",
         }
     }
 
@@ -182,6 +197,16 @@ impl SignatureAlgorithm {
             self,
             SignatureAlgorithm::EcdsaSha256 | SignatureAlgorithm::EcdsaSha384
         )
+    }
+
+    /// True for the four RSA algorithms.
+    pub fn is_rsa(&self) -> bool {
+        !self.is_ecdsa() && *self != SignatureAlgorithm::Sm2Sm3
+    }
+
+    /// True for SM3withSM2.
+    pub fn is_sm2(&self) -> bool {
+        *self == SignatureAlgorithm::Sm2Sm3
     }
 
     /// True for the two RSASSA-PSS algorithms.
@@ -201,6 +226,7 @@ impl SignatureAlgorithm {
             SignatureAlgorithm::RsaPkcs1Sha384 => encodings::RSA_PKCS1_SHA384,
             SignatureAlgorithm::RsaPssSha256 => encodings::RSA_PSS_SHA256,
             SignatureAlgorithm::RsaPssSha384 => encodings::RSA_PSS_SHA384,
+            SignatureAlgorithm::Sm2Sm3 => encodings::SM2_SM3,
         }
     }
 
@@ -215,15 +241,20 @@ impl SignatureAlgorithm {
         match self {
             SignatureAlgorithm::EcdsaSha256
             | SignatureAlgorithm::RsaPkcs1Sha256
-            | SignatureAlgorithm::RsaPssSha256 => 32,
+            | SignatureAlgorithm::RsaPssSha256
+            | SignatureAlgorithm::Sm2Sm3 => 32,
             SignatureAlgorithm::EcdsaSha384
             | SignatureAlgorithm::RsaPkcs1Sha384
             | SignatureAlgorithm::RsaPssSha384 => 48,
         }
     }
 
-    /// Digest `data` with this algorithm's hash (SHA-256/384).
+    /// Digest `data` with this algorithm's hash (SHA-256/384, SM3). For SM3withSM2 this is the
+    /// plain SM3 of `data`, not what SM2 signs: that is `sm2_digest` (Z, from the key and signer ID, first).
     pub fn digest(&self, data: &[u8]) -> Vec<u8> {
+        if self.is_sm2() {
+            return Sm3::digest(data).to_vec();
+        }
         match self.hash_len() {
             32 => Sha256::digest(data).to_vec(),
             _ => Sha384::digest(data).to_vec(),

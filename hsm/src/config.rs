@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use crate::pin::PinSource;
+use crate::sm2::Sm2Mechanisms;
 
 /// Sessions per token when the configuration says 0: one per core of the reference machine.
 pub const DEFAULT_POOL_SIZE: usize = 2;
@@ -18,4 +19,8 @@ pub struct HsmConfig {
     pub pin: PinSource,
     /// Number of logged-in sessions kept open (0 means `DEFAULT_POOL_SIZE`).
     pub pool_size: usize,
+    /// The token's SM2 constants (vendor-defined); `None` if it offers no SM2.
+    pub sm2: Option<Sm2Mechanisms>,
+    /// The GM/T 0009 signer ID SM2 keys sign with (`None`: the default `1234567812345678`).
+    pub sm2_signer_id: Option<String>,
 }

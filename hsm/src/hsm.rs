@@ -16,6 +16,7 @@ use crate::keys;
 use crate::pkcs11::context;
 use crate::pool::{OpError, Pool};
 use crate::signature;
+use crate::sm2::{sm2_digest, sm2_point, Sm2Hashing, Sm2Mechanisms, DEFAULT_SIGNER_ID};
 use crate::token::find_slot;
 use crate::uri::KeyUri;
 
@@ -37,6 +38,12 @@ struct Inner {
     keys: Mutex<HashMap<KeyUri, CachedKey>>,
     /// Serialises generation so "refuse if the label exists" cannot race.
     generating: Mutex<()>,
+    /// The token's SM2 constants, if it offers SM2.
+    sm2: Option<Sm2Mechanisms>,
+    /// The signer ID `sign` uses for SM3withSM2.
+    sm2_signer_id: String,
+    /// SM2 public points per URI (they enter Z when the host hashes).
+    sm2_points: Mutex<HashMap<KeyUri, Vec<u8>>>,
 }
 
 #[derive(Clone, Copy)]
@@ -81,6 +88,25 @@ impl Hsm {
 
     /// Blocking variant of `open`, for sync callers not on a runtime thread.
     pub fn open_blocking(config: &HsmConfig) -> Result<Hsm, HsmError> {
+        let sm2_signer_id = config
+            .sm2_signer_id
+            .clone()
+            .unwrap_or_else(|| DEFAULT_SIGNER_ID.to_owned());
+        if sm2_signer_id.is_empty() || sm2_signer_id.len() > 8191 {
+            return Err(HsmError::InvalidArgument {
+                what: "SM2 signer ID",
+                reason: "must be 1 to 8191 bytes".into(),
+            });
+        }
+        if sm2_signer_id != DEFAULT_SIGNER_ID
+            && config.sm2.is_some_and(|t| t.hashing == Sm2Hashing::Token)
+        {
+            return Err(HsmError::InvalidArgument {
+                what: "SM2 signer ID",
+                reason: "a token that hashes SM2 itself signs with the default signer ID only"
+                    .into(),
+            });
+        }
         let pin = config.pin.read()?;
         let ctx = context(&config.module)?;
         let slot = find_slot(&ctx, &config.token_label)?;
@@ -97,8 +123,16 @@ impl Hsm {
                 pool,
                 keys: Mutex::new(HashMap::new()),
                 generating: Mutex::new(()),
+                sm2: config.sm2,
+                sm2_signer_id,
+                sm2_points: Mutex::new(HashMap::new()),
             }),
         })
+    }
+
+    /// The GM/T 0009 signer ID `sign` uses for SM3withSM2 (configured, or the default).
+    pub fn sm2_signer_id(&self) -> &str {
+        &self.inner.sm2_signer_id
     }
 
     /// Label of the token this handle is logged in to.
@@ -133,6 +167,7 @@ impl Hsm {
         let _one_at_a_time = self.generation_lock();
         let _span =
             tracing::info_span!("hsm.generate", key = %object_label, kind = %kind).entered();
+        let this_sm2 = self.inner.sm2;
         let (private, kind) = self.inner.pool.run(|session| {
             for class in [ObjectClass::PRIVATE_KEY, ObjectClass::PUBLIC_KEY] {
                 if keys::find(session, class, &uri)?.is_some() {
@@ -140,7 +175,8 @@ impl Hsm {
                 }
             }
             let id = session.generate_random_vec(KEY_ID_LEN)?;
-            let (mechanism, public, private) = keys::templates(kind, object_label, &id);
+            let (mechanism, public, private) =
+                keys::templates(kind, object_label, &id, this_sm2.as_ref())?;
             let (_, private) = session.generate_key_pair(&mechanism, &public, &private)?;
             Ok((private, kind))
         })?;
@@ -189,7 +225,7 @@ impl Hsm {
         self.inner.pool.run(|session| {
             let public = keys::find(session, ObjectClass::PUBLIC_KEY, key)?
                 .ok_or_else(|| HsmError::KeyNotFound { uri: key.clone() })?;
-            keys::spki_der(session, public, key)
+            keys::spki_der(session, public, key, self.inner.sm2.as_ref())
         })
     }
 
@@ -208,8 +244,81 @@ impl Hsm {
         alg: SignatureAlgorithm,
         data: &[u8],
     ) -> Result<Vec<u8>, HsmError> {
+        if alg.is_sm2() {
+            return self.sign_sm2(key, self.sm2_signer_id(), data).await;
+        }
         let digest = alg.digest(data);
         self.sign_digest(key, alg, &digest).await
+    }
+
+    /// SM3withSM2 over `data` with the GM/T 0009 signer ID `signer_id`: the host computes
+    /// e = SM3(Z || M) or the token does, as the token's SM2 table says (a token that hashes
+    /// takes only the default signer ID).
+    pub async fn sign_sm2(
+        &self,
+        key: &KeyUri,
+        signer_id: &str,
+        data: &[u8],
+    ) -> Result<Vec<u8>, HsmError> {
+        let this = self.clone();
+        let key = key.clone();
+        let signer_id = signer_id.to_owned();
+        let data = data.to_vec();
+        blocking(move || this.sign_sm2_blocking(&key, &signer_id, &data)).await
+    }
+
+    /// Blocking variant of `sign_sm2`.
+    pub fn sign_sm2_blocking(
+        &self,
+        key: &KeyUri,
+        signer_id: &str,
+        data: &[u8],
+    ) -> Result<Vec<u8>, HsmError> {
+        let table = self.inner.sm2.ok_or_else(keys::no_sm2_table)?;
+        match table.hashing {
+            Sm2Hashing::Host => {
+                let point = self.sm2_public_point(key)?;
+                let e = sm2_digest(&point, signer_id.as_bytes(), data)?;
+                self.sign_digest_blocking(key, SignatureAlgorithm::Sm2Sm3, &e)
+            }
+            Sm2Hashing::Token => {
+                if signer_id != DEFAULT_SIGNER_ID {
+                    return Err(HsmError::InvalidArgument {
+                        what: "SM2 signer ID",
+                        reason: "this token hashes SM2 itself and takes only the default signer ID; configure host hashing".into(),
+                    });
+                }
+                let _span =
+                    tracing::debug_span!("hsm.sign", key = %key.object, alg = "sm2-sm3").entered();
+                let started = std::time::Instant::now();
+                let result = keys::vendor_mechanism(table.sign_mechanism).and_then(|mechanism| {
+                    self.sign_raw(key, SignatureAlgorithm::Sm2Sm3, &mechanism, data)
+                });
+                crate::metrics::sign_finished(started.elapsed(), &result);
+                result
+            }
+        }
+    }
+
+    /// The uncompressed public point of an SM2 key (cached).
+    fn sm2_public_point(&self, key: &KeyUri) -> Result<Vec<u8>, HsmError> {
+        let cached = self
+            .inner
+            .sm2_points
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(key)
+            .cloned();
+        if let Some(point) = cached {
+            return Ok(point);
+        }
+        let point = sm2_point(&self.public_key_der_blocking(key)?)?;
+        self.inner
+            .sm2_points
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(key.clone(), point.clone());
+        Ok(point)
     }
 
     /// Same, over a digest computed by the caller (huge CRLs are hashed as they stream; never push MBs through PKCS#11).
@@ -233,6 +342,9 @@ impl Hsm {
         alg: SignatureAlgorithm,
         data: &[u8],
     ) -> Result<Vec<u8>, HsmError> {
+        if alg.is_sm2() {
+            return self.sign_sm2_blocking(key, self.sm2_signer_id(), data);
+        }
         self.sign_digest_blocking(key, alg, &alg.digest(data))
     }
 
@@ -256,7 +368,39 @@ impl Hsm {
         alg: SignatureAlgorithm,
         digest: &[u8],
     ) -> Result<Vec<u8>, HsmError> {
-        let (mechanism, input) = signature::prepare(alg, digest)?;
+        let (mechanism, input) = if alg.is_sm2() {
+            let table = self.inner.sm2.ok_or_else(keys::no_sm2_table)?;
+            if table.hashing == Sm2Hashing::Token {
+                return Err(HsmError::InvalidArgument {
+                    what: "SM2 signing",
+                    reason: "this token computes e = SM3(Z || M) itself: sign the data (sign_sm2), not a digest".into(),
+                });
+            }
+            if digest.len() != 32 {
+                return Err(HsmError::DigestLength {
+                    alg,
+                    expected: 32,
+                    actual: digest.len(),
+                });
+            }
+            (
+                keys::vendor_mechanism(table.sign_mechanism)?,
+                digest.to_vec(),
+            )
+        } else {
+            signature::prepare(alg, digest)?
+        };
+        self.sign_raw(key, alg, &mechanism, &input)
+    }
+
+    /// C_Sign `input` with `mechanism` under the key, checking the key allows `alg`.
+    fn sign_raw(
+        &self,
+        key: &KeyUri,
+        alg: SignatureAlgorithm,
+        mechanism: &cryptoki::mechanism::Mechanism<'_>,
+        input: &[u8],
+    ) -> Result<Vec<u8>, HsmError> {
         let cached = self.lookup(key)?;
         if !cached.kind.allows(alg) {
             return Err(HsmError::UnsupportedAlgorithm {
@@ -266,7 +410,7 @@ impl Hsm {
         }
         let mut handle = cached.private;
         let raw = self.inner.pool.run(|session| {
-            match session.sign(&mechanism, handle, &input) {
+            match session.sign(mechanism, handle, input) {
                 Ok(raw) => Ok(raw),
                 Err(e) => {
                     let e = OpError::Ck(e);
@@ -276,7 +420,7 @@ impl Hsm {
                     // The key was deleted and maybe recreated: find it again once.
                     self.cache().remove(key);
                     handle = self.find_private(session, key)?.private;
-                    Ok(session.sign(&mechanism, handle, &input)?)
+                    Ok(session.sign(mechanism, handle, input)?)
                 }
             }
         })?;
@@ -346,7 +490,7 @@ impl Hsm {
             }
             return Err(HsmError::KeyNotFound { uri: key.clone() }.into());
         };
-        let kind = keys::kind_of(session, private, key)?;
+        let kind = keys::kind_of(session, private, key, self.inner.sm2.as_ref())?;
         let cached = CachedKey { private, kind };
         self.cache().insert(key.clone(), cached);
         Ok(cached)

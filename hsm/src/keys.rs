@@ -1,6 +1,7 @@
 //! Key objects on the token: generation templates, lookup by label, kind, and public key export.
 
-use cryptoki::mechanism::Mechanism;
+use cryptoki::mechanism::vendor_defined::VendorDefinedMechanism;
+use cryptoki::mechanism::{Mechanism, MechanismType};
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
 use cryptoki::session::Session;
 use der::asn1::{BitString, OctetString, UintRef};
@@ -10,12 +11,15 @@ use spki::{AlgorithmIdentifierOwned, SubjectPublicKeyInfoOwned};
 use crate::algorithm::KeyKind;
 use crate::error::HsmError;
 use crate::pool::OpError;
+use crate::sm2::Sm2Mechanisms;
 use crate::uri::KeyUri;
 
 /// DER of the namedCurve OID for P-256 (1.2.840.10045.3.1.7), as CKA_EC_PARAMS holds it.
 const P256_PARAMS: &[u8] = &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
 /// DER of the namedCurve OID for P-384 (1.3.132.0.34).
 const P384_PARAMS: &[u8] = &[0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22];
+/// DER of the namedCurve OID sm2p256v1 (1.2.156.10197.1.301).
+const SM2_PARAMS: &[u8] = &[0x06, 0x08, 0x2a, 0x81, 0x1c, 0xcf, 0x55, 0x01, 0x82, 0x2d];
 /// AlgorithmIdentifier rsaEncryption with NULL parameters (RFC 3279 2.3.1).
 const RSA_ENCRYPTION: &[u8] = &[
     0x30, 0x0d, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01, 0x05, 0x00,
@@ -34,12 +38,35 @@ fn malformed(what: impl std::fmt::Display) -> HsmError {
     HsmError::Malformed(what.to_string())
 }
 
+/// The SM2 table's constants as cryptoki types (vendor-defined values, or CKK_EC).
+fn sm2_key_type(table: &Sm2Mechanisms) -> Result<KeyType, HsmError> {
+    if table.key_type == u64::from(KeyType::EC) {
+        return Ok(KeyType::EC);
+    }
+    KeyType::new_vendor_defined(table.key_type).map_err(|_| HsmError::InvalidArgument {
+        what: "SM2 key type",
+        reason: format!("{:#x} is neither CKK_EC nor vendor-defined", table.key_type),
+    })
+}
+
+/// A vendor-defined mechanism without parameters.
+pub(crate) fn vendor_mechanism(value: u64) -> Result<Mechanism<'static>, HsmError> {
+    let kind = MechanismType::new_vendor_defined(value).map_err(|_| HsmError::InvalidArgument {
+        what: "SM2 mechanism",
+        reason: format!("{value:#x} is not vendor-defined (CKM_VENDOR_DEFINED and up)"),
+    })?;
+    Ok(Mechanism::VendorDefined(VendorDefinedMechanism::new::<()>(
+        kind, None,
+    )))
+}
+
 /// The generation mechanism and the two templates (public, private) for a new key pair.
 pub(crate) fn templates(
     kind: KeyKind,
     label: &str,
     id: &[u8],
-) -> (Mechanism<'static>, Vec<Attribute>, Vec<Attribute>) {
+    sm2: Option<&Sm2Mechanisms>,
+) -> Result<(Mechanism<'static>, Vec<Attribute>, Vec<Attribute>), HsmError> {
     let mut public = vec![
         Attribute::Token(true),
         Attribute::Private(false),
@@ -72,8 +99,23 @@ pub(crate) fn templates(
             public.push(Attribute::PublicExponent(F4.to_vec()));
             Mechanism::RsaPkcsKeyPairGen
         }
+        KeyKind::Sm2 => {
+            let table = sm2.ok_or_else(no_sm2_table)?;
+            public.push(Attribute::EcParams(SM2_PARAMS.to_vec()));
+            let key_type = sm2_key_type(table)?;
+            public.push(Attribute::KeyType(key_type));
+            vendor_mechanism(table.keygen_mechanism)?
+        }
     };
-    (mechanism, public, private)
+    Ok((mechanism, public, private))
+}
+
+/// The error for SM2 use on a token configured without an SM2 table.
+pub(crate) fn no_sm2_table() -> HsmError {
+    HsmError::InvalidArgument {
+        what: "key kind",
+        reason: "this token has no SM2 mechanism table in the configuration".into(),
+    }
 }
 
 /// The single token object of `class` labelled `uri.object`, if any.
@@ -99,6 +141,7 @@ pub(crate) fn kind_of(
     session: &Session,
     handle: ObjectHandle,
     uri: &KeyUri,
+    sm2: Option<&Sm2Mechanisms>,
 ) -> Result<KeyKind, OpError> {
     let attributes = session.get_attributes(
         handle,
@@ -127,6 +170,14 @@ pub(crate) fn kind_of(
         .into()
     };
     match key_type {
+        Some(t) if sm2.is_some_and(|table| u64::from(t) == table.key_type) => {
+            match ec_params.as_deref() {
+                None | Some(SM2_PARAMS) => Ok(KeyKind::Sm2),
+                Some(P256_PARAMS) if t == KeyType::EC => Ok(KeyKind::EcP256),
+                Some(P384_PARAMS) if t == KeyType::EC => Ok(KeyKind::EcP384),
+                _ => Err(unsupported("an SM2-type key on another curve".into())),
+            }
+        }
         Some(t) if t == KeyType::EC => match ec_params.as_deref() {
             Some(P256_PARAMS) => Ok(KeyKind::EcP256),
             Some(P384_PARAMS) => Ok(KeyKind::EcP384),
@@ -154,8 +205,9 @@ pub(crate) fn spki_der(
     session: &Session,
     public: ObjectHandle,
     uri: &KeyUri,
+    sm2: Option<&Sm2Mechanisms>,
 ) -> Result<Vec<u8>, OpError> {
-    let kind = kind_of(session, public, uri)?;
+    let kind = kind_of(session, public, uri, sm2)?;
     let attributes = session.get_attributes(
         public,
         &[
@@ -179,9 +231,13 @@ pub(crate) fn spki_der(
         }
     }
     let spki = if kind.is_ec() {
-        let params = ec_params.ok_or_else(|| malformed("EC public key without CKA_EC_PARAMS"))?;
+        let params = match kind {
+            // OpenSSL 3 and GM/T 0015 write SM2 keys as id-ecPublicKey on the SM2 curve.
+            KeyKind::Sm2 => SM2_PARAMS.to_vec(),
+            _ => ec_params.ok_or_else(|| malformed("EC public key without CKA_EC_PARAMS"))?,
+        };
         let point = ec_point.ok_or_else(|| malformed("EC public key without CKA_EC_POINT"))?;
-        let coordinate_len = if kind == KeyKind::EcP256 { 32 } else { 48 };
+        let coordinate_len = if kind == KeyKind::EcP384 { 48 } else { 32 };
         let point = uncompressed_point(&point, coordinate_len)?;
         SubjectPublicKeyInfoOwned {
             algorithm: AlgorithmIdentifierOwned {

@@ -40,6 +40,13 @@ pub(crate) fn prepare(
     }
     let sha384 = alg.hash_len() == 48;
     Ok(match alg {
+        SignatureAlgorithm::Sm2Sm3 => {
+            // SM2 mechanisms are vendor-defined: `Hsm` builds them from the token's table.
+            return Err(HsmError::InvalidArgument {
+                what: "signature algorithm",
+                reason: "SM2 signs through the token's SM2 mechanism table".into(),
+            });
+        }
         SignatureAlgorithm::EcdsaSha256 | SignatureAlgorithm::EcdsaSha384 => {
             (Mechanism::Ecdsa, digest.to_vec())
         }
@@ -67,9 +74,10 @@ pub(crate) fn prepare(
     })
 }
 
-/// Convert the token's raw signature to X.509 form: ECDSA r||s becomes DER, RSA stays raw.
+/// Convert the token's raw signature to X.509 form: ECDSA and SM2 r||s become DER
+/// (SM2Signature has the same SEQUENCE { r, s } shape, GM/T 0009), RSA stays raw.
 pub(crate) fn finish(alg: SignatureAlgorithm, raw: Vec<u8>) -> Result<Vec<u8>, HsmError> {
-    if !alg.is_ecdsa() {
+    if !alg.is_ecdsa() && !alg.is_sm2() {
         return Ok(raw);
     }
     if raw.is_empty() || !raw.len().is_multiple_of(2) {

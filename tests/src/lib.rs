@@ -2,6 +2,8 @@
 //! fresh demo directory, talk to it over real mTLS, and run the independent checkers (`openssl`,
 //! Python `cryptography`).
 
+pub mod browser;
+
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -96,18 +98,25 @@ pub struct DemoDir {
 impl DemoDir {
     /// Runs `init --demo` in a fresh temp directory on free ports.
     pub fn create() -> DemoDir {
+        DemoDir::create_with(&[])
+    }
+
+    /// Runs `init --demo` with `extra` arguments (e.g. `--sm2`).
+    pub fn create_with(extra: &[&str]) -> DemoDir {
         let tmp = tempfile::tempdir().expect("tempdir");
         let (api, public) = (free_addr(), free_addr());
-        let (ok, out, err) = run(Command::new(appliance_bin()).args([
-            "init",
-            "--dir",
-            tmp.path().to_str().expect("utf-8 temp path"),
-            "--demo",
-            "--api-addr",
-            &api.to_string(),
-            "--public-addr",
-            &public.to_string(),
-        ]));
+        let (ok, out, err) = run(Command::new(appliance_bin())
+            .args([
+                "init",
+                "--dir",
+                tmp.path().to_str().expect("utf-8 temp path"),
+                "--demo",
+                "--api-addr",
+                &api.to_string(),
+                "--public-addr",
+                &public.to_string(),
+            ])
+            .args(extra));
         assert!(ok, "init --demo failed:\n{out}\n{err}");
         DemoDir { tmp, api, public }
     }

@@ -852,3 +852,60 @@ async fn a_lost_token_answers_503_and_the_server_keeps_serving() {
     .unwrap();
     assert_eq!(status, 201, "{}", String::from_utf8_lossy(&resp));
 }
+
+#[tokio::test]
+async fn staff_and_relying_party_roles_cannot_issue_revoke_or_start_verifications() {
+    let demo = DemoDir::create();
+    let _server = demo.serve();
+    let csr = openssl_csr(demo.path(), "ee", "ec:P-256");
+    let issued = demo.issue_personal("operator", &csr).await;
+    let serial = issued["serial"].as_str().unwrap().to_string();
+    let before = certificate_count(&demo);
+    for who in ["ra-officer", "auditor", "relying-party"] {
+        let role = who.replace('-', "_");
+        let attempts = [
+            (
+                "/api/v1/certificates".to_string(),
+                issue_body("personal", &csr, serde_json::json!({"name": "X"})),
+            ),
+            (
+                format!("/api/v1/certificates/{serial}/revoke"),
+                serde_json::json!({"reason": "keyCompromise"})
+                    .to_string()
+                    .into_bytes(),
+            ),
+            (
+                "/api/v1/verifications".to_string(),
+                serde_json::json!({"plugin": "phone-real-name"})
+                    .to_string()
+                    .into_bytes(),
+            ),
+        ];
+        for (path, body) in attempts {
+            let (status, resp) =
+                api_request(demo.api, demo.client_tls(who), "POST", &path, Some(body))
+                    .await
+                    .unwrap();
+            let v = json(&resp);
+            assert_eq!(
+                (status, v["error"].as_str()),
+                (403, Some("role_not_allowed")),
+                "{who} POST {path}: {v}"
+            );
+            assert!(v["message"].as_str().unwrap().contains(&role), "{who}: {v}");
+        }
+    }
+    // Nothing changed: no certificate issued, the one certificate still good.
+    assert_eq!(certificate_count(&demo), before);
+    let (status, got) = api_request(
+        demo.api,
+        demo.client_tls("auditor"),
+        "GET",
+        &format!("/api/v1/certificates/{serial}"),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 200, "an auditor reads certificates");
+    assert_eq!(json(&got)["status"], "valid");
+}

@@ -366,6 +366,8 @@ async fn unwrap_current_key(s: &Setup) -> (u32, Vec<u8>) {
         token_label: "ca-appliance-demo".into(),
         pin: hsm::PinSource::File(s.dir().join("secrets/hsm-user.pin")),
         pool_size: 1,
+        sm2: None,
+        sm2_signer_id: None,
     })
     .await
     .unwrap();

@@ -165,7 +165,9 @@ pub fn code_of(e: &AppError) -> (StatusCode, &'static str) {
         AppError::ResendTooSoon(_) => (S::TOO_MANY_REQUESTS, "resend_too_soon"),
         AppError::PhoneNotVerified => (S::UNPROCESSABLE_ENTITY, "phone_not_verified"),
         AppError::DepositExpired(_) => (S::UNPROCESSABLE_ENTITY, "deposit_expired"),
+        AppError::Rejected(c) if c == "level_too_low" => (S::UNPROCESSABLE_ENTITY, "level_too_low"),
         AppError::Rejected(_) => (S::UNPROCESSABLE_ENTITY, "verification_failed"),
+        AppError::PhoneBound(_) => (S::CONFLICT, "phone_bound_to_other_account"),
         AppError::Unavailable(_) => (S::SERVICE_UNAVAILABLE, "service_unavailable"),
         AppError::Storage(_) | AppError::Sealed(_) => {
             (S::SERVICE_UNAVAILABLE, "storage_unavailable")

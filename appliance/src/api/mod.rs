@@ -7,12 +7,14 @@ pub mod applications;
 pub mod callbacks;
 pub mod certificates;
 pub mod error;
+pub mod login;
 pub mod mtls;
 pub mod multipart;
 pub mod public;
 pub mod review;
 pub mod revocation;
 pub mod routes;
+pub mod signatures;
 pub mod status_routes;
 pub mod verifications;
 
@@ -44,6 +46,12 @@ pub struct AppState {
     pub applications: Option<Arc<crate::application::ApplicationService>>,
     /// What `/readyz` checks (HSM, database, CRL and OCSP freshness).
     pub readiness: Arc<crate::ops::health::Readiness>,
+    /// The channel the reference enrollment page acts as (`[enroll]`; absent = no page).
+    pub enroll: Option<Arc<crate::config::ChannelConfig>>,
+    /// What the operator console reads beyond the services above.
+    pub console: Arc<crate::console::ConsoleState>,
+    /// QR login challenges and CMS verification for relying parties.
+    pub relying: crate::relying::Relying,
 }
 
 /// The mTLS API routes.

@@ -9,9 +9,10 @@ use axum::routing::{get, post, MethodRouter};
 use axum::Router;
 
 use super::{
-    applications, callbacks, certificates, public, review, revocation, status_routes,
-    verifications, AppState,
+    applications, callbacks, certificates, login, public, review, revocation, signatures,
+    status_routes, verifications, AppState,
 };
+use crate::{console, enroll};
 
 /// One method on one path and the handler that serves it.
 pub struct Route {
@@ -110,6 +111,24 @@ pub fn api() -> Vec<Route> {
         ),
         post_("/api/v1/lookups", post(review::lookup)),
         post_("/api/v1/lookups/{id}/verify", post(review::verify_lookup)),
+        // The operator console (HTML; see crate::console).
+        get_("/console/", get(console::overview)),
+        get_("/console/console.css", get(console::stylesheet)),
+        get_("/console/certificates", get(console::certificates)),
+        get_("/console/certificates/{serial}", get(console::certificate)),
+        post_(
+            "/console/certificates/{serial}/status",
+            post(console::change_status),
+        ),
+        get_("/console/audit", get(console::audit)),
+        get_("/console/review", get(console::review)),
+        post_("/api/v1/login-challenges", post(login::create)),
+        get_("/api/v1/login-challenges/{id}", get(login::get)),
+        post_(
+            "/api/v1/login-challenges/{id}/response",
+            post(login::respond),
+        ),
+        post_("/api/v1/signatures/verify", post(signatures::verify)),
     ]);
     routes
 }
@@ -120,6 +139,12 @@ pub fn public() -> Vec<Route> {
     routes.extend([
         get_("/ca/{file}", get(public::ca_certificate)),
         post_("/callbacks/{plugin}/{id}", post(callbacks::receive)),
+        // The reference enrollment page (HTML + its JSON backend; see crate::enroll).
+        get_("/enroll/", get(enroll::page)),
+        get_("/enroll/{file}", get(enroll::asset)),
+        post_("/enroll/api/applications", post(enroll::create)),
+        get_("/enroll/api/applications/{id}", get(enroll::get)),
+        post_("/enroll/api/applications/{id}/{action}", post(enroll::act)),
     ]);
     routes
 }

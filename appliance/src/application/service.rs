@@ -154,6 +154,9 @@ pub enum AppError {
     /// The application ended with a verification failure (the plugin's code).
     #[error("verification failed: {0}")]
     Rejected(String),
+    /// The phone already binds as many other personal accounts in the realm as allowed.
+    #[error("this phone is already bound to another personal account in realm {0}")]
+    PhoneBound(String),
     /// The CSR was refused.
     #[error(transparent)]
     Issuance(#[from] IssuanceError),
@@ -589,6 +592,17 @@ impl ApplicationService {
         let (id_type, id_number) = subject.identity();
         let (id_type, id_number) = (id_type.as_str(), id_number.as_str());
         let hashes = self.hashes(&keys, id_type, id_number);
+        if let Some(phone) = &subject.phone {
+            let (realm, limit) = crate::account::realm_of(&self.settings.realms, &channel.name);
+            let phones = self.hashes(&keys, "phone", phone);
+            let others = self
+                .rows
+                .phone_bound_elsewhere(&realm, "personal", &phones, &hashes)
+                .await?;
+            if others >= i64::from(limit) {
+                return Err(AppError::PhoneBound(realm).into());
+            }
+        }
         let now = unix_now();
         let target = match (kind.needs_certificate(), &req.certificate) {
             (false, Some(_)) => return Err(AppError::CertificateNotExpected.into()),
@@ -1263,6 +1277,10 @@ impl ApplicationService {
             }
             Cursor::Done => {
                 if app.status != Status::Approved {
+                    if let Some((code, message)) = self.level_too_low(app) {
+                        self.reject(app, code, &message, who).await?;
+                        return Ok(false);
+                    }
                     app.status = Status::Approved;
                     return Ok(true);
                 }
@@ -1270,6 +1288,32 @@ impl ApplicationService {
                 Ok(false)
             }
         }
+    }
+
+    /// `level_too_low` when an issuing application's verifications stayed below its profile's
+    /// `min_level` (checked before approval, so nothing is issued).
+    fn level_too_low(&self, app: &App) -> Option<(&'static str, String)> {
+        if !matches!(
+            app.kind,
+            Kind::New | Kind::Renewal | Kind::Change | Kind::Reissue
+        ) {
+            return None;
+        }
+        let need = self.issuer.profiles().get(&app.row.profile)?.min_level?;
+        let have = app.doc.progress.assurance();
+        let have_level = have.as_deref().and_then(crate::relying::Level::parse);
+        if have_level.is_some_and(|h| h >= need) {
+            return None;
+        }
+        Some((
+            "level_too_low",
+            format!(
+                "profile {} needs assurance level {}; the verifications reached {}",
+                app.row.profile,
+                need.as_str(),
+                have.as_deref().unwrap_or("none")
+            ),
+        ))
     }
 
     /// Fields (API names) a method's plugin needs.
@@ -1830,6 +1874,9 @@ impl ApplicationService {
         }
         if let Some(phone) = verified_phone {
             self.set_subject_phone(app, &phone, &actor).await;
+            if matches!(app.status, Status::Issued | Status::Completed) {
+                self.bind_account(app, &phone, &actor).await;
+            }
         }
         self.announce(app, from).await;
         let _ = who;
@@ -1845,6 +1892,42 @@ impl ApplicationService {
         match self.status.revoke(&r, actor).await {
             Ok(_) | Err(RevocationError::AlreadyRevoked) => {}
             Err(e) => tracing::error!(%serial, error = %e, "revocation by an application failed"),
+        }
+    }
+
+    /// Creates the person's account in the channel's realm, or rebinds it to the verified phone
+    /// (recovery by face through a phone change), with the level this application reached.
+    async fn bind_account(&self, app: &App, phone: &str, actor: &str) {
+        let keys = self.keys();
+        let Ok(key) = keys.active() else { return };
+        let p = &app.doc.progress;
+        let (realm, _) = crate::account::realm_of(&self.settings.realms, &app.row.channel);
+        let evidence: Vec<Value> = p
+            .evidence
+            .iter()
+            .filter(|e| e.outcome == "verified")
+            .map(|e| json!({"method": e.method, "assurance": e.assurance, "at": e.at}))
+            .collect();
+        let binding = crate::storage::AccountBinding {
+            realm: realm.clone(),
+            kind: "personal",
+            subject_hash: subject_hash(
+                key,
+                p.subject.id_type.as_deref().unwrap_or("resident_id"),
+                p.subject.id_number.as_deref().unwrap_or_default(),
+            ),
+            phone_hash: subject_hash(key, "phone", phone),
+            level: p.assurance(),
+            evidence: Value::Array(evidence).to_string(),
+        };
+        let audit = AuditEntry {
+            actor: actor.to_owned(),
+            action: "account.bind".into(),
+            target: binding.subject_hash.clone(),
+            detail: json!({ "realm": realm, "level": binding.level, "application": app.row.id }),
+        };
+        if let Err(e) = self.rows.bind_account(&binding, &audit).await {
+            tracing::warn!(error = %e, "account not bound");
         }
     }
 

@@ -81,7 +81,19 @@ pub fn verify_der(der: &[u8]) -> Result<VerifiedCsr, CsrError> {
         .subject_public_key
         .as_bytes()
         .ok_or_else(|| CsrError::Malformed("public key has unused bits".into()))?;
-    verify_signature(&csr.algorithm.oid, key_kind, public_key, &signed, signature)?;
+    if key_kind == hsm::KeyKind::Sm2 || csr.algorithm.oid == super::sm2::SM2_WITH_SM3 {
+        if (key_kind, csr.algorithm.oid) != (hsm::KeyKind::Sm2, super::sm2::SM2_WITH_SM3) {
+            return Err(CsrError::UnsupportedSignatureAlgorithm(format!(
+                "{} with a {key_kind} key",
+                csr.algorithm.oid
+            )));
+        }
+        // Proof of possession with the GM/T 0009 default signer ID, as GM/T 0015 CSRs carry it.
+        super::sm2::verify_message(public_key, hsm::DEFAULT_SIGNER_ID, &signed, signature)
+            .map_err(|_| CsrError::BadSignature)?;
+    } else {
+        verify_signature(&csr.algorithm.oid, key_kind, public_key, &signed, signature)?;
+    }
     Ok(VerifiedCsr {
         public_key: csr.info.public_key,
         key_kind,

@@ -79,6 +79,11 @@ pub enum Rule {
     CrlNumber,
     /// CRL: authorityKeyIdentifier is the CA's SKI; signature algorithm the CA key's.
     CrlAuthority,
+    /// GM/T 0015 (SM2 hierarchies): an SM2 CA certifies only SM2 keys and an SM2 key is
+    /// certified only by an SM2 CA; a subscriber certificate is either a signing certificate
+    /// (digitalSignature / nonRepudiation) or an encryption one (keyEncipherment /
+    /// dataEncipherment / keyAgreement), never both (the GM/T 0034 dual-certificate split).
+    Gmt0015,
 }
 
 impl Rule {
@@ -109,6 +114,7 @@ impl Rule {
             Rule::CrlTimes => "crl_times",
             Rule::CrlNumber => "crl_number",
             Rule::CrlAuthority => "crl_authority",
+            Rule::Gmt0015 => "gmt0015",
         }
     }
 }
@@ -248,6 +254,7 @@ pub fn certificate(
     let eku: Option<ExtendedKeyUsage> = decode(exts, Rule::ExtendedKeyUsage)?;
     let eku = eku.map(|e| e.0).unwrap_or_default();
     key_usage_fits_key(ku, key_kind)?;
+    gmt0015(issuer, key_kind, ku, kind)?;
     match kind {
         CertificateKind::EndEntity { profile, now } => {
             end_entity(tbs, exts, profile, now, key_kind, bc, ku, &eku)?
@@ -448,8 +455,39 @@ pub fn profile(profile: &Profile) -> Result<(), LintError> {
     Ok(())
 }
 
+/// The GM/T 0015 rules of SM2 hierarchies (see [`Rule::Gmt0015`]).
+fn gmt0015(
+    issuer: &IssuerFacts,
+    key_kind: hsm::KeyKind,
+    ku: KeyUsage,
+    kind: CertificateKind<'_>,
+) -> Result<(), LintError> {
+    let sm2_issuer = issuer.algorithm.is_sm2();
+    let sm2_key = key_kind == hsm::KeyKind::Sm2;
+    if sm2_issuer != sm2_key {
+        return Err(fail(
+            Rule::Gmt0015,
+            "SM2 and non-SM2 keys do not mix in one chain (an SM2 CA certifies SM2 keys only)",
+        ));
+    }
+    if sm2_key && matches!(kind, CertificateKind::EndEntity { .. }) {
+        let signing = KeyUsages::DigitalSignature | KeyUsages::NonRepudiation;
+        let encryption =
+            KeyUsages::KeyEncipherment | KeyUsages::DataEncipherment | KeyUsages::KeyAgreement;
+        if (ku.0 & signing).bits() != 0 && (ku.0 & encryption).bits() != 0 {
+            return Err(fail(
+                Rule::Gmt0015,
+                "a signing certificate cannot also be an encryption certificate",
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn key_usage_fits_key(ku: KeyUsage, kind: hsm::KeyKind) -> Result<(), LintError> {
+    // SM2 has public-key encryption (GM/T 0003.4): its encryption certificates encipher.
     if kind.is_ec()
+        && kind != hsm::KeyKind::Sm2
         && (ku.0.contains(KeyUsages::KeyEncipherment) || ku.0.contains(KeyUsages::DataEncipherment))
     {
         return Err(fail(

@@ -556,3 +556,74 @@ fn crl_rules_fire() {
         crl_check(b"", b"", ok, 5, Some(5), NOW, NOW + 1),
     );
 }
+
+const SM2_PERSONAL: &str = include_str!("../../../config/profiles/sm2-personal.toml");
+
+/// An SM2 subject key (id-ecPublicKey on the SM2 curve, as OpenSSL 3 writes it).
+fn sm2_spki() -> SubjectPublicKeyInfoOwned {
+    use sm2::elliptic_curve::sec1::ToEncodedPoint;
+    let key = sm2::SecretKey::random(&mut rand::rngs::OsRng);
+    let point = key.public_key().to_encoded_point(false);
+    SubjectPublicKeyInfoOwned {
+        algorithm: spki::AlgorithmIdentifierOwned {
+            oid: const_oid::db::rfc5912::ID_EC_PUBLIC_KEY,
+            parameters: Some(der::Any::from(&crate::ca::sm2::SM2_CURVE)),
+        },
+        subject_public_key: der::asn1::BitString::from_bytes(point.as_bytes()).unwrap(),
+    }
+}
+
+/// A clean SM2 end entity under an SM2 issuing CA and the sm2-personal profile.
+fn sm2_end_entity(key: SubjectPublicKeyInfoOwned) -> (TbsCertificate, IssuerFacts, Profile) {
+    let profile = crate::profile::parse(SM2_PERSONAL, "http://ca.example").unwrap();
+    let mut issuer = issuer();
+    issuer.algorithm = hsm::SignatureAlgorithm::Sm2Sm3;
+    issuer.key_id = tbs::subject_key_id(&sm2_spki());
+    let exts = tbs::end_entity_extensions(&profile, &key, &issuer.key_id, None).unwrap();
+    let t = TbsCertificate {
+        version: x509_cert::Version::V3,
+        serial_number: tbs::random_serial().0,
+        signature: issuer.algorithm.algorithm_identifier(),
+        issuer: issuer.subject.clone(),
+        validity: tbs::validity(NOW - 60, NOW + 365 * 86_400).unwrap(),
+        subject: tbs::subject_name(&profile, &attrs()).unwrap(),
+        subject_public_key_info: key,
+        issuer_unique_id: None,
+        subject_unique_id: None,
+        extensions: Some(exts),
+    };
+    (t, issuer, profile)
+}
+
+fn check_sm2(t: &TbsCertificate, issuer: &IssuerFacts, profile: &Profile) -> Result<(), LintError> {
+    certificate(t, issuer, CertificateKind::EndEntity { profile, now: NOW })
+}
+
+#[test]
+fn a_clean_sm2_end_entity_passes() {
+    let (t, issuer, profile) = sm2_end_entity(sm2_spki());
+    check_sm2(&t, &issuer, &profile).unwrap();
+}
+
+#[test]
+fn gmt0015_fires_for_mixed_chains() {
+    // An SM2 CA certifying a P-256 key.
+    let (t, issuer, profile) = sm2_end_entity(spki());
+    fires(Rule::Gmt0015, check_sm2(&t, &issuer, &profile));
+    // An ECDSA CA certifying an SM2 key.
+    let (mut t, mut issuer, profile) = sm2_end_entity(sm2_spki());
+    issuer.algorithm = hsm::SignatureAlgorithm::EcdsaSha256;
+    t.signature = issuer.algorithm.algorithm_identifier();
+    fires(Rule::Gmt0015, check_sm2(&t, &issuer, &profile));
+}
+
+#[test]
+fn gmt0015_fires_for_a_certificate_that_both_signs_and_encrypts() {
+    let (mut t, issuer, profile) = sm2_end_entity(sm2_spki());
+    set_ext(
+        &mut t,
+        true,
+        &KeyUsage(KeyUsages::DigitalSignature | KeyUsages::KeyEncipherment),
+    );
+    fires(Rule::Gmt0015, check_sm2(&t, &issuer, &profile));
+}

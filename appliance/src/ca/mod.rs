@@ -10,6 +10,7 @@ pub mod issuance;
 pub mod lint;
 pub mod offline;
 pub mod signing;
+pub mod sm2;
 pub mod tbs;
 
 use std::collections::BTreeMap;

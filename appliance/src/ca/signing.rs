@@ -118,6 +118,11 @@ impl CaSigner {
         self
     }
 
+    /// The GM/T 0009 signer ID SM2 CA keys sign with (`[hsm.sm2] signer_id`, or the default).
+    pub fn sm2_signer_id(&self) -> &str {
+        self.hsm.sm2_signer_id()
+    }
+
     /// Lints, records, signs and verifies a certificate `ca` issues; returns the certificate DER.
     pub async fn sign_certificate(
         &self,
@@ -145,7 +150,7 @@ impl CaSigner {
         let tbs_sha256 = Sha256::digest(&tbs_der).to_vec();
         self.record(&key, kind.name(), &serial, tbs_sha256, actor)
             .await?;
-        let digest = key.algorithm.digest(&tbs_der);
+        let digest = signed_digest(&key, self.sm2_signer_id(), &tbs_der)?;
         let signature = self.hsm_sign(&key, &digest).await?;
         verify(key.public_key, key.algorithm, &digest, &signature)?;
         Ok(tbs::assemble(
@@ -235,6 +240,20 @@ impl CaSigner {
     }
 }
 
+/// The digest the CA key signs over `data`: the algorithm's hash, or for SM2 e = SM3(Z || M)
+/// with the configured GM/T 0009 signer ID.
+fn signed_digest(
+    key: &SigningKey<'_>,
+    signer_id: &str,
+    data: &[u8],
+) -> Result<Vec<u8>, SigningError> {
+    if key.algorithm.is_sm2() {
+        return super::sm2::digest(key.public_key, signer_id, data)
+            .map_err(|e| SigningError::BadSignature(e.to_string()));
+    }
+    Ok(key.algorithm.digest(data))
+}
+
 /// Verifies `signature` over `digest` with `public_key` for `algorithm`.
 pub fn verify(
     public_key: &SubjectPublicKeyInfoOwned,
@@ -275,6 +294,9 @@ pub fn verify(
             };
             key.verify(scheme, digest, signature)
                 .map_err(|e| bad(e.to_string()))
+        }
+        hsm::SignatureAlgorithm::Sm2Sm3 => {
+            super::sm2::verify_digest(public_key, digest, signature).map_err(|e| bad(e.to_string()))
         }
         other => Err(bad(format!("CA keys do not sign with {other}"))),
     }

@@ -88,6 +88,7 @@ pub fn key_kind_of(spki: &SubjectPublicKeyInfoOwned) -> Result<hsm::KeyKind, Bui
             match curve {
                 rfc5912::SECP_256_R_1 => Ok(hsm::KeyKind::EcP256),
                 rfc5912::SECP_384_R_1 => Ok(hsm::KeyKind::EcP384),
+                super::sm2::SM2_CURVE => Ok(hsm::KeyKind::Sm2),
                 other => Err(BuildError::UnsupportedKey(format!("EC curve {other}"))),
             }
         }
@@ -118,6 +119,7 @@ pub fn signature_algorithm_for(kind: hsm::KeyKind) -> hsm::SignatureAlgorithm {
     match kind {
         hsm::KeyKind::EcP256 => hsm::SignatureAlgorithm::EcdsaSha256,
         hsm::KeyKind::EcP384 => hsm::SignatureAlgorithm::EcdsaSha384,
+        hsm::KeyKind::Sm2 => hsm::SignatureAlgorithm::Sm2Sm3,
         _ => hsm::SignatureAlgorithm::RsaPkcs1Sha256,
     }
 }

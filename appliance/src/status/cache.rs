@@ -87,6 +87,8 @@ pub enum CertIdHash {
     Sha1,
     /// SHA-256 CertIDs: signed on first demand (within the live-signing budget), then cached.
     Sha256,
+    /// SM3 CertIDs (GM/T 0015 relying parties): like SHA-256, signed on first demand.
+    Sm3,
 }
 
 /// What one serial holds: the status version its responses are for, and those responses.
@@ -95,6 +97,7 @@ struct Slot {
     status_seq: i64,
     sha1: Option<Arc<CachedResponse>>,
     sha256: Option<Arc<CachedResponse>>,
+    sm3: Option<Arc<CachedResponse>>,
 }
 
 impl Slot {
@@ -102,6 +105,7 @@ impl Slot {
         match hash {
             CertIdHash::Sha1 => &mut self.sha1,
             CertIdHash::Sha256 => &mut self.sha256,
+            CertIdHash::Sm3 => &mut self.sm3,
         }
     }
 }
@@ -122,6 +126,7 @@ impl ResponseCache {
         let response = match hash {
             CertIdHash::Sha1 => slot.sha1.as_ref(),
             CertIdHash::Sha256 => slot.sha256.as_ref(),
+            CertIdHash::Sm3 => slot.sm3.as_ref(),
         };
         response.filter(|r| r.next_update > now).cloned()
     }
@@ -185,7 +190,7 @@ impl ResponseCache {
     pub fn purge_expired(&self, now: i64) {
         let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
         for slot in map.values_mut() {
-            for r in [&mut slot.sha1, &mut slot.sha256] {
+            for r in [&mut slot.sha1, &mut slot.sha256, &mut slot.sm3] {
                 if r.as_ref().is_some_and(|r| r.next_update <= now) {
                     *r = None;
                 }

@@ -312,11 +312,18 @@ impl CrlPublisher {
     /// A builder for the CRL `plan` of `ca`.
     fn builder(
         ca: &CertificateAuthority,
+        sm2_signer_id: &str,
         plan: &CrlPlan,
         freshest_crl_url: Option<String>,
         issuing_distribution_point: Option<String>,
     ) -> Result<CrlBuilder, StatusError> {
         let digest = match ca.signature_algorithm.hash_len() {
+            _ if ca.signature_algorithm.is_sm2() => {
+                let spki = &ca.certificate.tbs_certificate.subject_public_key_info;
+                let z = crate::ca::sm2::z(spki, sm2_signer_id)
+                    .map_err(|e| StatusError::Build(e.to_string()))?;
+                CrlDigest::Sm3WithZ(z)
+            }
             32 => CrlDigest::Sha256,
             48 => CrlDigest::Sha384,
             n => return Err(StatusError::Build(format!("no CRL digest of {n} bytes"))),
@@ -344,7 +351,13 @@ impl CrlPublisher {
     ) -> Result<CrlRecord, StatusError> {
         let kind = if base.is_some() { "delta" } else { "full" };
         let plan = self.plan(ca, base, kind, file).await?;
-        let mut builder = Self::builder(ca, &plan, freshest_crl_url, None)?;
+        let mut builder = Self::builder(
+            ca,
+            self.signer.sm2_signer_id(),
+            &plan,
+            freshest_crl_url,
+            None,
+        )?;
         let delta = base.is_some();
         let seq = self
             .store
@@ -406,7 +419,10 @@ impl CrlPublisher {
             let file = crl_shard_file(&ca.stem(), &profile.name, k);
             let plan = self.plan(ca, None, &shard_kind(&file), &file).await?;
             let url = crl_shard_url(crl_url, &ca.stem(), &profile.name, k);
-            builders.insert(k, Self::builder(ca, &plan, None, Some(url))?);
+            builders.insert(
+                k,
+                Self::builder(ca, self.signer.sm2_signer_id(), &plan, None, Some(url))?,
+            );
             plans.push((k, plan));
         }
         let seq = self

@@ -23,7 +23,7 @@ use tokio::sync::Notify;
 
 use super::cache::{CachedResponse, CertIdHash, ResponseCache};
 use super::live_budget::LiveBudget;
-use super::responder::{self, RESPONDER_ALGORITHM};
+use super::responder;
 use super::{serial_bytes, StatusError};
 use crate::ca::signing::CaSigner;
 use crate::ca::{CertificateAuthority, Hierarchy};
@@ -37,6 +37,8 @@ const PRESIGN_BATCH: i64 = 2000;
 #[derive(Debug)]
 struct ActiveResponder {
     key: hsm::KeyUri,
+    /// How this responder's key signs (from its certificate's key: P-256 or SM2).
+    algorithm: hsm::SignatureAlgorithm,
     cert_der: Vec<u8>,
     key_hash: [u8; 20],
     not_after: i64,
@@ -46,7 +48,12 @@ impl ActiveResponder {
     fn from_record(rec: &ResponderRecord) -> Result<ActiveResponder, StatusError> {
         let hashes = IssuerKeyHashes::from_cert_der(&rec.certificate)
             .map_err(|e| StatusError::Build(format!("stored responder certificate: {e}")))?;
+        let cert = <x509_cert::Certificate as der::Decode>::from_der(&rec.certificate)
+            .map_err(|e| StatusError::Build(format!("stored responder certificate: {e}")))?;
+        let kind = crate::ca::tbs::key_kind_of(&cert.tbs_certificate.subject_public_key_info)
+            .map_err(|e| StatusError::Build(format!("stored responder key: {e}")))?;
         Ok(ActiveResponder {
+            algorithm: crate::ca::tbs::signature_algorithm_for(kind),
             key: rec
                 .key_uri
                 .parse()
@@ -129,6 +136,7 @@ fn cert_id_hash(id: &CertId) -> CertIdHash {
     match id.hash_algorithm() {
         HashAlgorithm::Sha1 => CertIdHash::Sha1,
         HashAlgorithm::Sha256 => CertIdHash::Sha256,
+        HashAlgorithm::Sm3 => CertIdHash::Sm3,
     }
 }
 
@@ -466,11 +474,11 @@ impl OcspResponder {
         let tbs = data.tbs_der()?;
         let signature = self
             .hsm
-            .sign(&responder.key, RESPONDER_ALGORITHM, &tbs)
+            .sign(&responder.key, responder.algorithm, &tbs)
             .await?;
         Ok(ocsp::assemble(
             &tbs,
-            &RESPONDER_ALGORITHM.algorithm_identifier(),
+            &responder.algorithm.algorithm_identifier(),
             &signature,
             &[&responder.cert_der],
         )?)

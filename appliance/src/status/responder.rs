@@ -22,8 +22,14 @@ use crate::ca::tbs::{self, extension};
 use crate::ca::CertificateAuthority;
 use crate::storage::{unix_now, AuditEntry, OcspStore, ResponderRecord};
 
-/// How responders sign (P-256 keys).
-pub const RESPONDER_ALGORITHM: hsm::SignatureAlgorithm = hsm::SignatureAlgorithm::EcdsaSha256;
+/// The responder key kind for `ca`: SM2 under an SM2 CA (GM/T 0015 hierarchies stay SM2), else P-256.
+pub fn key_kind_for(ca: &CertificateAuthority) -> hsm::KeyKind {
+    if ca.signature_algorithm.is_sm2() {
+        hsm::KeyKind::Sm2
+    } else {
+        hsm::KeyKind::EcP256
+    }
+}
 
 /// Whether `rec` must be replaced: missing, or fewer than `renew_secs` of validity left
 /// while a new one could last longer (it never outlives the CA's `ca_not_after`).
@@ -52,7 +58,7 @@ pub async fn create(
         ca.generation,
         hex::encode(suffix)
     );
-    let key = hsm.generate_key_pair(&label, hsm::KeyKind::EcP256).await?;
+    let key = hsm.generate_key_pair(&label, key_kind_for(ca)).await?;
     let spki_der = hsm.public_key_der(&key).await?;
     let spki = spki::SubjectPublicKeyInfoOwned::from_der(&spki_der)
         .map_err(|e| StatusError::Build(format!("HSM public key: {e}")))?;

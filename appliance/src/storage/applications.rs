@@ -119,7 +119,7 @@ pub struct ReusableVerification {
 /// The application tables.
 #[derive(Clone)]
 pub struct ApplicationRows {
-    pool: SqlitePool,
+    pub(super) pool: SqlitePool,
 }
 
 impl ApplicationRows {

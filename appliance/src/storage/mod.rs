@@ -3,14 +3,17 @@
 //! Consumers get narrow views: [`CaStore`] for the hierarchy, [`CertificateStore`] for issued
 //! certificates (with group commit), [`AuditLog`] for the tamper-evident log.
 
+mod accounts;
 mod applications;
 mod audit;
 mod authorities;
 mod certificates;
+mod console;
 mod crl;
 mod data_keys;
 mod group_commit;
 mod limits;
+mod login;
 mod materials;
 mod notify;
 mod ocsp;
@@ -25,13 +28,16 @@ use std::time::Duration;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::SqlitePool;
 
+pub use accounts::AccountBinding;
 pub use applications::{ApplicationRow, ApplicationRows, Inserted, ReusableVerification, Updated};
 pub use audit::{AuditCheckpoint, AuditEntry, AuditKeyRecord, AuditLog, AuditRow};
 pub use authorities::{CaRecord, CaStore, NewCa};
 pub use certificates::{CertificateRecord, CertificateStore, NewCertificate};
+pub use console::{CertificateQuery, CertificateSummary, ConsoleRows, PAGE_ROWS};
 pub use crl::{CrlRecord, CrlRow, CrlStore};
 pub use data_keys::{DataKeyRecord, DataKeyRows};
 pub use limits::{LimitRows, WindowCount};
+pub use login::{Answer, ChallengeRow, LoginRows, NewChallenge};
 pub use materials::{MaterialRow, MaterialRows};
 pub use notify::{CodeRow, NewCode, NewNotification, NotificationRow, NotifyRows};
 pub use ocsp::{CertStatusRow, OcspStore, ResponderRecord, StoredResponse};
@@ -140,6 +146,11 @@ impl Storage {
         SigningLedger::new(self.pool.clone())
     }
 
+    /// The operator console's read queries.
+    pub fn console(&self) -> ConsoleRows {
+        ConsoleRows::new(self.pool.clone())
+    }
+
     /// Applications, subjects and reusable verifications.
     pub fn applications(&self) -> ApplicationRows {
         ApplicationRows::new(self.pool.clone())
@@ -158,6 +169,11 @@ impl Storage {
     /// Channel-plugin deliveries, one-time codes and captchas.
     pub fn notify(&self) -> NotifyRows {
         NotifyRows::new(self.pool.clone())
+    }
+
+    /// Relying parties' login challenges.
+    pub fn login(&self) -> LoginRows {
+        LoginRows::new(self.pool.clone())
     }
 }
 

@@ -218,6 +218,8 @@ fn cert_id() -> Vec<u8> {
         sha1_key: [2; 20],
         sha256_name: [3; 32],
         sha256_key: [4; 32],
+        sm3_name: [5; 32],
+        sm3_key: [6; 32],
     };
     CertId::new(HashAlgorithm::Sha1, &hashes, &[0x12, 0x34])
         .unwrap()

@@ -361,6 +361,8 @@ fn invalid_response_inputs_are_typed_errors() {
         sha1_key: [2; 20],
         sha256_name: [3; 32],
         sha256_key: [4; 32],
+        sm3_name: [5; 32],
+        sm3_key: [6; 32],
     };
     let id = CertId::new(HashAlgorithm::Sha1, &hashes, &[1]).unwrap();
     let empty = ResponseData::new([0; 20], now());

@@ -73,6 +73,8 @@ pub fn token(label: &str) -> HsmConfig {
         token_label: label.to_owned(),
         pin: PinSource::File(pin_file(&format!("{label}.pin"), USER_PIN, 0o600)),
         pool_size: 2,
+        sm2: None,
+        sm2_signer_id: None,
     }
 }
 

@@ -3,6 +3,8 @@
 //! identities, the channels, and the certificate check.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod captcha_reader;
+
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};

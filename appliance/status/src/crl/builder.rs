@@ -30,6 +30,8 @@ pub enum CrlDigest {
     Sha256,
     /// SHA-384 (ecdsa-with-SHA384, ...).
     Sha384,
+    /// SM3withSM2: e = SM3(Z || TBS), with Z (from the CA key and signer ID) given.
+    Sm3WithZ([u8; 32]),
 }
 
 /// Everything about a CRL except its entries.
@@ -352,6 +354,7 @@ fn crl_extensions(p: &CrlParams) -> Result<Vec<u8>, CrlError> {
 enum Hasher {
     Sha256(Sha256),
     Sha384(Sha384),
+    Sm3(sm3::Sm3),
 }
 
 impl Hasher {
@@ -359,6 +362,11 @@ impl Hasher {
         match d {
             CrlDigest::Sha256 => Hasher::Sha256(Sha256::new()),
             CrlDigest::Sha384 => Hasher::Sha384(Sha384::new()),
+            CrlDigest::Sm3WithZ(z) => {
+                let mut h = sm3::Sm3::new();
+                h.update(z);
+                Hasher::Sm3(h)
+            }
         }
     }
 
@@ -366,6 +374,7 @@ impl Hasher {
         match self {
             Hasher::Sha256(h) => h.update(data),
             Hasher::Sha384(h) => h.update(data),
+            Hasher::Sm3(h) => h.update(data),
         }
     }
 
@@ -373,6 +382,7 @@ impl Hasher {
         match self {
             Hasher::Sha256(h) => h.finalize().to_vec(),
             Hasher::Sha384(h) => h.finalize().to_vec(),
+            Hasher::Sm3(h) => h.finalize().to_vec(),
         }
     }
 }

@@ -17,6 +17,9 @@ use crate::der_write::{
 use crate::serial::{check_serial, InvalidSerial};
 use const_oid::db::rfc5912::{ID_SHA_1, ID_SHA_256};
 
+/// Content octets of the SM3 OID 1.2.156.10197.1.401 (GM/T 0006).
+const ID_SM3: &[u8] = &[0x2a, 0x81, 0x1c, 0xcf, 0x55, 0x01, 0x83, 0x11];
+
 /// Hash algorithm of a CertID. SHA-1 is what RFC 5019 clients and `openssl ocsp` send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum HashAlgorithm {
@@ -24,6 +27,8 @@ pub enum HashAlgorithm {
     Sha1,
     /// SHA-256 (2.16.840.1.101.3.4.2.1), 32-octet hashes.
     Sha256,
+    /// SM3 (1.2.156.10197.1.401), 32-octet hashes: what GM/T 0015 relying parties send.
+    Sm3,
 }
 
 impl HashAlgorithm {
@@ -32,6 +37,7 @@ impl HashAlgorithm {
         match self {
             HashAlgorithm::Sha1 => ID_SHA_1.as_bytes(),
             HashAlgorithm::Sha256 => ID_SHA_256.as_bytes(),
+            HashAlgorithm::Sm3 => ID_SM3,
         }
     }
 
@@ -39,7 +45,7 @@ impl HashAlgorithm {
     pub fn output_len(self) -> usize {
         match self {
             HashAlgorithm::Sha1 => 20,
-            HashAlgorithm::Sha256 => 32,
+            HashAlgorithm::Sha256 | HashAlgorithm::Sm3 => 32,
         }
     }
 
@@ -58,6 +64,8 @@ impl HashAlgorithm {
             Ok(HashAlgorithm::Sha1)
         } else if oid.content == ID_SHA_256.as_bytes() {
             Ok(HashAlgorithm::Sha256)
+        } else if oid.content == ID_SM3 {
+            Ok(HashAlgorithm::Sm3)
         } else {
             Err(OcspRequestError::UnsupportedHashAlgorithm)
         }

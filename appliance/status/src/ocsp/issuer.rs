@@ -5,6 +5,7 @@ use crate::der_read::{single, DerError, Reader};
 use crate::der_write::{BIT_STRING, INTEGER, SEQUENCE};
 use sha1::{Digest, Sha1};
 use sha2::Sha256;
+use sm3::Sm3;
 
 /// The certificate given is not a parseable X.509 certificate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -15,7 +16,7 @@ pub enum CertificateError {
     Malformed(#[from] DerError),
 }
 
-/// An issuer's name hash and key hash under SHA-1 and SHA-256 (RFC 6960 4.1.1).
+/// An issuer's name hash and key hash under SHA-1, SHA-256 and SM3 (RFC 6960 4.1.1).
 ///
 /// Compute once per issuing CA, then match a request's CertID in O(1) by keying a map on
 /// `(cert_id.hash_algorithm(), cert_id.issuer_key_hash())` and confirming with
@@ -31,6 +32,10 @@ pub struct IssuerKeyHashes {
     pub sha256_name: [u8; 32],
     /// SHA-256 of the subjectPublicKey BIT STRING value.
     pub sha256_key: [u8; 32],
+    /// SM3 of the subject DN DER.
+    pub sm3_name: [u8; 32],
+    /// SM3 of the subjectPublicKey BIT STRING value.
+    pub sm3_key: [u8; 32],
 }
 
 impl IssuerKeyHashes {
@@ -42,6 +47,8 @@ impl IssuerKeyHashes {
             sha1_key: Sha1::digest(key).into(),
             sha256_name: Sha256::digest(subject).into(),
             sha256_key: Sha256::digest(key).into(),
+            sm3_name: Sm3::digest(subject).into(),
+            sm3_key: Sm3::digest(key).into(),
         })
     }
 
@@ -50,6 +57,7 @@ impl IssuerKeyHashes {
         match alg {
             HashAlgorithm::Sha1 => &self.sha1_name,
             HashAlgorithm::Sha256 => &self.sha256_name,
+            HashAlgorithm::Sm3 => &self.sm3_name,
         }
     }
 
@@ -58,6 +66,7 @@ impl IssuerKeyHashes {
         match alg {
             HashAlgorithm::Sha1 => &self.sha1_key,
             HashAlgorithm::Sha256 => &self.sha256_key,
+            HashAlgorithm::Sm3 => &self.sm3_key,
         }
     }
 

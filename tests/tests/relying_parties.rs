@@ -1,0 +1,994 @@
+//! Relying parties end to end with real parts: QR login answered with certificates issued
+//! through applications (keys made by `openssl`, challenges signed by `openssl`), and CMS
+//! signatures made by `openssl cms -sign` verified through the API, on the real binary with its
+//! SoftHSM2 token, real mTLS clients (`relying-party`, a second relying party, the channels).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may unwrap: a failure is the test failing
+
+mod application_support;
+mod vendor_setup;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use application_support::*;
+use base64::Engine as _;
+use serde_json::{json, Value};
+use system_tests::*;
+use vendor_setup::Setup;
+
+const RP: &str = "relying-party";
+const RP2: &str = "relying-party-2";
+
+/// SHECA: phone real-name then face (L3). BJCA: one of phone real-name (L2) or face.
+const SHECA_NO_CODES: &str = r#"
+name = "sheca-personal"
+clients = ["channel-sheca-personal"]
+profiles = ["personal", "personal-l3"]
+
+[[policy]]
+kinds = ["new", "renewal", "change", "reissue", "revocation"]
+captcha = false
+
+[[policy.step]]
+verify = ["phone-real-name"]
+
+[[policy.step]]
+verify = ["face"]
+"#;
+
+const BJCA_NO_CODES: &str = r#"
+name = "bjca-personal"
+clients = ["channel-bjca-personal"]
+profiles = ["personal", "personal-l3"]
+
+[[policy]]
+kinds = ["new"]
+captcha = false
+
+[[policy.step]]
+verify = ["phone-real-name", "face"]
+"#;
+
+const SECOND_RP: &str = r#"
+[[client]]
+common_name = "relying-party-2"
+role = "relying_party"
+"#;
+
+fn b64(data: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(data)
+}
+
+/// Runs openssl in `dir`, asserting success.
+fn openssl(dir: &Path, args: &[&str]) -> String {
+    let (ok, out, err) = run(Command::new("openssl").current_dir(dir).args(args));
+    assert!(ok, "openssl {args:?}: {out}{err}");
+    out
+}
+
+/// Signs `text` with `key` (a file in `dir`) using `openssl dgst`; `extra` adds `-sigopt`s.
+fn openssl_sign(dir: &Path, key: &str, digest: &str, text: &str, extra: &[&str]) -> String {
+    std::fs::write(dir.join("challenge.txt"), text).unwrap();
+    let mut args = vec!["dgst", digest, "-sign", key];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["-out", "challenge.sig", "challenge.txt"]);
+    openssl(dir, &args);
+    b64(&std::fs::read(dir.join("challenge.sig")).unwrap())
+}
+
+/// A second client certificate from the demo's TLS CA (clientAuth), for another relying party.
+fn second_relying_party(dir: &Path) {
+    let tls = dir.join("tls");
+    std::fs::write(
+        tls.join("rp2.ext"),
+        "extendedKeyUsage = clientAuth\nbasicConstraints = CA:FALSE\n",
+    )
+    .unwrap();
+    openssl(
+        &tls,
+        &[
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "relying-party-2.key",
+            "-subj",
+            "/CN=relying-party-2",
+            "-out",
+            "rp2.csr",
+        ],
+    );
+    openssl(
+        &tls,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "rp2.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "rp2.ext",
+            "-out",
+            "relying-party-2.pem",
+        ],
+    );
+}
+
+/// A self-made CA and a leaf under it (`foreign.pem`, `foreign.key`): not ours.
+fn foreign_certificate(dir: &Path) -> String {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "foreign-ca.key",
+            "-subj",
+            "/CN=Foreign Root",
+            "-days",
+            "2",
+            "-out",
+            "foreign-ca.pem",
+        ],
+    );
+    std::fs::write(
+        dir.join("foreign.ext"),
+        "keyUsage = digitalSignature, nonRepudiation\nbasicConstraints = CA:FALSE\n\
+         certificatePolicies = 1.3.6.1.4.1.61992.1.9.3\n",
+    )
+    .unwrap();
+    openssl(
+        dir,
+        &[
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "foreign.key",
+            "-subj",
+            "/C=CN/CN=张三",
+            "-out",
+            "foreign.csr",
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "foreign.csr",
+            "-CA",
+            "foreign-ca.pem",
+            "-CAkey",
+            "foreign-ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "foreign.ext",
+            "-out",
+            "foreign.pem",
+        ],
+    );
+    std::fs::read_to_string(dir.join("foreign.pem")).unwrap()
+}
+
+impl Apps {
+    fn relying(extra: &str) -> Apps {
+        let extra = extra.to_owned();
+        let s = Setup::new(None, move |config, _| {
+            format!("{config}\n{SECOND_RP}\n{extra}\n")
+        });
+        let dir = s.demo.path();
+        std::fs::write(dir.join("channels/sheca-personal.toml"), SHECA_NO_CODES).unwrap();
+        std::fs::write(dir.join("channels/bjca-personal.toml"), BJCA_NO_CODES).unwrap();
+        second_relying_party(dir);
+        // The personal profile asking for L3 (`min_level`), for the `level_too_low` check.
+        let personal = std::fs::read_to_string(dir.join("profiles/personal.toml")).unwrap();
+        let l3 = personal.replacen(
+            "name = \"personal\"",
+            "name = \"personal-l3\"\nmin_level = \"L3\"",
+            1,
+        );
+        assert_ne!(l3, personal);
+        std::fs::write(dir.join("profiles/personal-l3.toml"), l3).unwrap();
+        Apps::from_setup(s)
+    }
+
+    /// ZHANG's certificate through SHECA (phone real-name + face: L3); key `stem.key`.
+    async fn l3_certificate(&self, stem: &str) -> Value {
+        let body = json!({"kind": "new", "profile": "personal-l3", "subject": person(ZHANG), "csr": self.csr(stem)});
+        let (status, app) = self.create(SHECA, body).await;
+        assert_eq!(status, 201, "{app}");
+        let id = app["id"].as_str().unwrap().to_owned();
+        let code = self.s.sim.latest_code(ZHANG.2).await;
+        let (status, v) = self.input_code(SHECA, &id, &code).await;
+        assert_eq!(status, 200, "{v}");
+        let v = self
+            .wait(SHECA, &id, "showed face", |v| {
+                v["step"]["challenge"]["url"].is_string()
+            })
+            .await;
+        self.complete_face(&v).await;
+        let done = self
+            .wait(SHECA, &id, "issued", |v| v["status"] == "issued")
+            .await;
+        assert_eq!(done["assurance_level"], "L3", "{done}");
+        done["certificate"].clone()
+    }
+
+    /// ZHANG's certificate through BJCA by phone real-name only (L2); key `stem.key`.
+    async fn l2_application(&self, stem: &str, profile: &str) -> Value {
+        let body = json!({"kind": "new", "profile": profile, "subject": person(ZHANG), "csr": self.csr(stem)});
+        let (status, app) = self.create(BJCA, body).await;
+        assert_eq!(status, 201, "{app}");
+        let id = app["id"].as_str().unwrap().to_owned();
+        let (status, v) = self
+            .act(BJCA, &id, "choose", json!({"method": "phone-real-name"}))
+            .await;
+        assert_eq!(status, 200, "{v}");
+        let v = self
+            .wait(BJCA, &id, "asked for the code", |v| {
+                v["step"]["challenge"]["kind"] == "sms_code"
+            })
+            .await;
+        assert_eq!(v["status"], "awaiting_applicant", "{v}");
+        let code = self.s.sim.latest_code(ZHANG.2).await;
+        let (status, v) = self.input_code(BJCA, &id, &code).await;
+        // Below the profile's min_level: refused at the step that finished verification.
+        assert!(
+            status == 200 || (status == 422 && v["error"] == "level_too_low"),
+            "{v}"
+        );
+        self.wait(BJCA, &id, "finished", |v| {
+            v["status"] == "issued" || v["status"] == "rejected"
+        })
+        .await
+    }
+
+    async fn challenge(&self, who: &str, body: Value) -> Value {
+        let (status, c) = self
+            .call(who, "POST", "/api/v1/login-challenges", Some(body))
+            .await;
+        assert_eq!(status, 201, "{c}");
+        c
+    }
+
+    async fn respond(&self, channel: &str, id: &str, body: Value) -> (u16, Value) {
+        self.call(
+            channel,
+            "POST",
+            &format!("/api/v1/login-challenges/{id}/response"),
+            Some(body),
+        )
+        .await
+    }
+
+    async fn login_status(&self, who: &str, id: &str) -> (u16, Value) {
+        self.call(who, "GET", &format!("/api/v1/login-challenges/{id}"), None)
+            .await
+    }
+}
+
+/// The SMS-free subject of a person.
+fn person(p: (&str, &str, &str)) -> Value {
+    json!({"type": "person", "name": p.0, "id_type": "resident_id", "id_number": p.1, "phone": p.2})
+}
+
+#[tokio::test]
+async fn qr_login_with_an_application_certificate_and_every_refusal() {
+    let apps = Apps::relying("");
+    let _server = apps.s.demo.serve();
+    let dir = apps.dir().to_owned();
+    let l3 = apps.l3_certificate("zhang-l3").await;
+    let l3_pem = l3["pem"].as_str().unwrap().to_owned();
+    let l3_serial = l3["serial"].as_str().unwrap().to_owned();
+
+    // Approved: the phone signs the qr text's exact bytes (openssl, ECDSA P-256 SHA-256).
+    let c = apps.challenge(RP, json!({"min_level": "L3"})).await;
+    let id = c["id"].as_str().unwrap().to_owned();
+    let qr = c["qr"].as_str().unwrap().to_owned();
+    assert!(
+        qr.starts_with(&format!("ca-login:v1;id={id};nonce=")),
+        "{qr}"
+    );
+    assert!(qr.ends_with(";rp=relying-party"), "{qr}");
+    let ttl = c["expires_at"].as_i64().unwrap() - time_now();
+    assert!((115..=121).contains(&ttl), "two minutes by default: {ttl}");
+    let (status, v) = apps.login_status(RP, &id).await;
+    assert_eq!(
+        (status, v["status"].as_str()),
+        (200, Some("pending")),
+        "{v}"
+    );
+
+    let signature = openssl_sign(&dir, "zhang-l3.key", "-sha256", &qr, &[]);
+    let answer = json!({"certificate": l3_pem, "signature": signature});
+
+    // Not for the relying party or an operator to answer, not for a channel to create or read.
+    let (status, v) = apps.respond(RP, &id, answer.clone()).await;
+    assert_eq!(
+        (status, v["error"].as_str()),
+        (403, Some("role_not_allowed")),
+        "{v}"
+    );
+    let (status, v) = apps
+        .call(SHECA, "POST", "/api/v1/login-challenges", Some(json!({})))
+        .await;
+    assert_eq!(
+        (status, v["error"].as_str()),
+        (403, Some("role_not_allowed")),
+        "{v}"
+    );
+    let (status, _) = apps.login_status(SHECA, &id).await;
+    assert_eq!(status, 403);
+
+    // A signature by another key, or over another challenge: refused, the challenge unchanged.
+    let other = apps.challenge(RP, json!({})).await;
+    let over_other = openssl_sign(
+        &dir,
+        "zhang-l3.key",
+        "-sha256",
+        other["qr"].as_str().unwrap(),
+        &[],
+    );
+    let (status, v) = apps
+        .respond(
+            SHECA,
+            &id,
+            json!({"certificate": l3_pem, "signature": over_other}),
+        )
+        .await;
+    assert_eq!(
+        (status, v["error"].as_str()),
+        (422, Some("signature_invalid")),
+        "{v}"
+    );
+    apps.csr("stranger");
+    let by_stranger = openssl_sign(&dir, "stranger.key", "-sha256", &qr, &[]);
+    let (status, v) = apps
+        .respond(
+            SHECA,
+            &id,
+            json!({"certificate": l3_pem, "signature": by_stranger}),
+        )
+        .await;
+    assert_eq!(
+        (status, v["error"].as_str()),
+        (422, Some("signature_invalid")),
+        "{v}"
+    );
+    for (body, code) in [
+        (
+            json!({"certificate": "not a pem", "signature": signature}),
+            "malformed_certificate",
+        ),
+        (
+            json!({"certificate": l3_pem, "signature": "%%%"}),
+            "malformed_signature",
+        ),
+        (
+            json!({"certificate": l3_pem, "signature": signature, "algorithm": "rsa-pss-sha256"}),
+            "unsupported_algorithm",
+        ),
+        (
+            json!({"certificate": l3_pem, "signature": signature, "algorithm": "md5"}),
+            "unsupported_algorithm",
+        ),
+        (json!({"certificate": l3_pem}), "malformed_json"),
+    ] {
+        let (status, v) = apps.respond(SHECA, &id, body).await;
+        assert_eq!((status, v["error"].as_str()), (400, Some(code)), "{v}");
+    }
+    let (_, v) = apps.login_status(RP, &id).await;
+    assert_eq!(v["status"], "pending", "nothing changed: {v}");
+
+    // The right answer: approved; the relying party reads the masked subject, level, serial.
+    let (status, v) = apps.respond(SHECA, &id, answer.clone()).await;
+    assert_eq!(
+        (status, v["status"].as_str()),
+        (200, Some("approved")),
+        "{v}"
+    );
+    let (status, v) = apps.login_status(RP, &id).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["status"], "approved", "{v}");
+    assert_eq!(v["level"], "L3", "{v}");
+    assert_eq!(v["serial"], l3_serial.as_str(), "{v}");
+    assert_eq!(v["subject"]["name"], "张*", "masked: {v}");
+    assert!(!v.to_string().contains("张三"), "{v}");
+
+    // Bound to its relying party: another one does not see it.
+    let (status, v) = apps.login_status(RP2, &id).await;
+    assert_eq!(
+        (status, v["error"].as_str()),
+        (404, Some("not_found")),
+        "{v}"
+    );
+
+    // Replayed: single use, the outcome stays.
+    let (status, v) = apps.respond(SHECA, &id, answer.clone()).await;
+    assert_eq!(
+        (status, v["error"].as_str()),
+        (409, Some("challenge_used")),
+        "{v}"
+    );
+    let (_, v) = apps.login_status(RP, &id).await;
+    assert_eq!(v["status"], "approved", "{v}");
+
+    // A foreign certificate (its own CA, the L3 policy OID copied): refused.
+    let foreign = foreign_certificate(&dir);
+    let c = apps.challenge(RP, json!({})).await;
+    let cid = c["id"].as_str().unwrap();
+    let sig = openssl_sign(
+        &dir,
+        "foreign.key",
+        "-sha256",
+        c["qr"].as_str().unwrap(),
+        &[],
+    );
+    let (status, v) = apps
+        .respond(
+            SHECA,
+            cid,
+            json!({"certificate": foreign, "signature": sig}),
+        )
+        .await;
+    assert_eq!(
+        (status, v["error"].as_str()),
+        (422, Some("certificate_foreign")),
+        "{v}"
+    );
+    let (_, v) = apps.login_status(RP, cid).await;
+    assert_eq!(
+        (v["status"].as_str(), v["reason"].as_str()),
+        (Some("refused"), Some("certificate_foreign")),
+        "{v}"
+    );
+
+    // An L2 certificate when L3 is asked: refused level_too_low; L2 asked: approved.
+    // The L3 profile refuses an application that reached only L2, before anything is issued.
+    let refused = apps.l2_application("zhang-l2-refused", "personal-l3").await;
+    assert_eq!(refused["status"], "rejected", "{refused}");
+    assert_eq!(refused["failure"]["code"], "level_too_low", "{refused}");
+    assert!(refused["certificate"].is_null(), "{refused}");
+    let done = apps.l2_application("zhang-l2", "personal").await;
+    assert_eq!(
+        (done["status"].as_str(), done["assurance_level"].as_str()),
+        (Some("issued"), Some("L2")),
+        "{done}"
+    );
+    let l2_pem = done["certificate"]["pem"].as_str().unwrap();
+    let c = apps.challenge(RP, json!({"min_level": "L3"})).await;
+    let cid = c["id"].as_str().unwrap();
+    let sig = openssl_sign(
+        &dir,
+        "zhang-l2.key",
+        "-sha256",
+        c["qr"].as_str().unwrap(),
+        &[],
+    );
+    let (status, v) = apps
+        .respond(BJCA, cid, json!({"certificate": l2_pem, "signature": sig}))
+        .await;
+    assert_eq!(
+        (status, v["error"].as_str()),
+        (422, Some("level_too_low")),
+        "{v}"
+    );
+    let (_, v) = apps.login_status(RP, cid).await;
+    assert_eq!(
+        (v["status"].as_str(), v["reason"].as_str()),
+        (Some("refused"), Some("level_too_low")),
+        "{v}"
+    );
+    let c = apps.challenge(RP2, json!({"min_level": "L2"})).await;
+    let cid = c["id"].as_str().unwrap();
+    assert!(
+        c["qr"].as_str().unwrap().ends_with(";rp=relying-party-2"),
+        "{c}"
+    );
+    let sig = openssl_sign(
+        &dir,
+        "zhang-l2.key",
+        "-sha384",
+        c["qr"].as_str().unwrap(),
+        &[],
+    );
+    let (status, v) = apps
+        .respond(
+            BJCA,
+            cid,
+            json!({"certificate": l2_pem, "signature": sig, "algorithm": "ecdsa-sha384"}),
+        )
+        .await;
+    assert_eq!((status, v["level"].as_str()), (200, Some("L2")), "{v}");
+    let (status, _) = apps.login_status(RP, cid).await;
+    assert_eq!(status, 404, "RP reads only its own challenges");
+
+    // Revoked: the appliance's own status data, at once.
+    let (status, v) = apps
+        .call(
+            SHECA,
+            "POST",
+            &format!("/api/v1/certificates/{l3_serial}/revoke"),
+            Some(json!({"reason": "keyCompromise"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let c = apps.challenge(RP, json!({"min_level": "L3"})).await;
+    let cid = c["id"].as_str().unwrap();
+    let sig = openssl_sign(
+        &dir,
+        "zhang-l3.key",
+        "-sha256",
+        c["qr"].as_str().unwrap(),
+        &[],
+    );
+    let (status, v) = apps
+        .respond(SHECA, cid, json!({"certificate": l3_pem, "signature": sig}))
+        .await;
+    assert_eq!(
+        (status, v["error"].as_str()),
+        (422, Some("certificate_revoked")),
+        "{v}"
+    );
+    let (_, v) = apps.login_status(RP, cid).await;
+    assert_eq!(
+        (v["status"].as_str(), v["reason"].as_str()),
+        (Some("refused"), Some("certificate_revoked")),
+        "{v}"
+    );
+    assert!(v["serial"].is_null(), "{v}");
+
+    // Every answer is in the audit log.
+    let rows = apps.sql("select action from audit_log where action like 'login.%' order by seq");
+    assert_eq!(
+        rows.lines().filter(|a| *a == "login.approved").count(),
+        2,
+        "{rows}"
+    );
+    assert_eq!(
+        rows.lines().filter(|a| *a == "login.refused").count(),
+        3,
+        "{rows}"
+    );
+}
+
+#[tokio::test]
+async fn an_expired_challenge_cannot_be_answered_and_rsa_pss_is_accepted() {
+    let demo = DemoDir::create();
+    append_config(&demo, "[login]\nchallenge_ttl_secs = 2\n");
+    let _server = demo.serve();
+    let dir = demo.path();
+    let csr = openssl_csr(dir, "rsa", "rsa:2048");
+    let issued = demo.issue_personal("operator", &csr).await;
+    let pem = issued["certificate"].as_str().unwrap();
+    let call = |who: &'static str, method: &'static str, path: String, body: Option<Value>| {
+        let tls = demo.client_tls(who);
+        let api = demo.api;
+        async move {
+            let (status, body) = api_request(
+                api,
+                tls,
+                method,
+                &path,
+                body.map(|b| serde_json::to_vec(&b).unwrap()),
+            )
+            .await
+            .unwrap();
+            (
+                status,
+                serde_json::from_slice::<Value>(&body).unwrap_or(Value::Null),
+            )
+        }
+    };
+
+    // RSA-PSS (SHA-256, MGF1-SHA-256, 32-byte salt) within the lifetime: approved, no level.
+    let (_, c) = call(
+        RP,
+        "POST",
+        "/api/v1/login-challenges".into(),
+        Some(json!({})),
+    )
+    .await;
+    let id = c["id"].as_str().unwrap().to_owned();
+    let sig = openssl_sign(
+        dir,
+        "rsa.key",
+        "-sha256",
+        c["qr"].as_str().unwrap(),
+        &[
+            "-sigopt",
+            "rsa_padding_mode:pss",
+            "-sigopt",
+            "rsa_pss_saltlen:digest",
+        ],
+    );
+    let (status, v) = call(
+        "channel-demo",
+        "POST",
+        format!("/api/v1/login-challenges/{id}/response"),
+        Some(json!({"certificate": pem, "signature": sig, "algorithm": "rsa-pss-sha256"})),
+    )
+    .await;
+    assert_eq!(
+        (status, v["status"].as_str()),
+        (200, Some("approved")),
+        "{v}"
+    );
+    assert!(v["level"].is_null(), "a direct issuance has no level: {v}");
+
+    // Left alone, a challenge expires; an answer after that is refused and changes nothing.
+    let (_, c) = call(
+        RP,
+        "POST",
+        "/api/v1/login-challenges".into(),
+        Some(json!({})),
+    )
+    .await;
+    let id = c["id"].as_str().unwrap().to_owned();
+    let sig = openssl_sign(dir, "rsa.key", "-sha256", c["qr"].as_str().unwrap(), &[]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, v) = call(RP, "GET", format!("/api/v1/login-challenges/{id}"), None).await;
+        if v["status"] == "expired" {
+            break;
+        }
+        assert_eq!(v["status"], "pending", "{v}");
+        assert!(Instant::now() < deadline, "never expired: {v}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (status, v) = call(
+        "channel-demo",
+        "POST",
+        format!("/api/v1/login-challenges/{id}/response"),
+        Some(json!({"certificate": pem, "signature": sig})),
+    )
+    .await;
+    assert_eq!(
+        (status, v["error"].as_str()),
+        (410, Some("challenge_expired")),
+        "{v}"
+    );
+    let (_, v) = call(RP, "GET", format!("/api/v1/login-challenges/{id}"), None).await;
+    assert_eq!(v["status"], "expired", "{v}");
+    let (status, v) = call(
+        RP,
+        "POST",
+        "/api/v1/login-challenges".into(),
+        Some(json!({"min_level": "L4"})),
+    )
+    .await;
+    assert_eq!(
+        (status, v["error"].as_str()),
+        (400, Some("invalid_level")),
+        "{v}"
+    );
+}
+
+fn time_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// `openssl cms -sign` in `dir` over `doc` (DER out, binary); `extra` e.g. `-nodetach`.
+fn cms_sign(dir: &Path, cert: &str, key: &str, doc: &str, out: &str, extra: &[&str]) -> String {
+    let mut args = vec![
+        "cms", "-sign", "-binary", "-in", doc, "-signer", cert, "-inkey", key, "-outform", "DER",
+        "-out", out,
+    ];
+    args.extend_from_slice(extra);
+    openssl(dir, &args);
+    b64(&std::fs::read(dir.join(out)).unwrap())
+}
+
+#[tokio::test]
+async fn cms_signatures_made_by_openssl_verify_and_altered_revoked_or_foreign_ones_do_not() {
+    let demo = DemoDir::create();
+    let _server = demo.serve();
+    let dir = demo.path().to_owned();
+    let call = |who: &'static str, path: &'static str, body: Value| {
+        let tls = demo.client_tls(who);
+        let api = demo.api;
+        async move {
+            let (status, body) = api_request(
+                api,
+                tls,
+                "POST",
+                path,
+                Some(serde_json::to_vec(&body).unwrap()),
+            )
+            .await
+            .unwrap();
+            (
+                status,
+                serde_json::from_slice::<Value>(&body).unwrap_or(Value::Null),
+            )
+        }
+    };
+    let verify = |body: Value| call(RP, "/api/v1/signatures/verify", body);
+    let mut certs = Vec::new();
+    for (stem, spec) in [
+        ("ec", "ec:P-256"),
+        ("rsa", "rsa:2048"),
+        ("late", "ec:P-384"),
+    ] {
+        let issued = demo
+            .issue_personal("operator", &openssl_csr(&dir, stem, spec))
+            .await;
+        std::fs::write(
+            dir.join(format!("{stem}.pem")),
+            issued["certificate"].as_str().unwrap(),
+        )
+        .unwrap();
+        certs.push(issued["serial"].as_str().unwrap().to_owned());
+    }
+    let (ec_serial, _rsa_serial, late_serial) = (&certs[0], &certs[1], &certs[2]);
+    let document = "标书 tender 2026-001: price 1,000,000 CNY\n";
+    std::fs::write(dir.join("doc.txt"), document).unwrap();
+    std::fs::write(
+        dir.join("other.txt"),
+        "标书 tender 2026-001: price 9,000,000 CNY\n",
+    )
+    .unwrap();
+    let doc = b64(document.as_bytes());
+
+    // Detached and attached, ECDSA and RSA (PKCS#1 v1.5 and PSS): valid, the signer named.
+    let detached = cms_sign(&dir, "ec.pem", "ec.key", "doc.txt", "det.p7s", &[]);
+    let attached = cms_sign(
+        &dir,
+        "ec.pem",
+        "ec.key",
+        "doc.txt",
+        "att.p7s",
+        &["-nodetach"],
+    );
+    let rsa = cms_sign(&dir, "rsa.pem", "rsa.key", "doc.txt", "rsa.p7s", &[]);
+    let pss = cms_sign(
+        &dir,
+        "rsa.pem",
+        "rsa.key",
+        "doc.txt",
+        "pss.p7s",
+        &[
+            "-keyopt",
+            "rsa_padding_mode:pss",
+            "-keyopt",
+            "rsa_pss_saltlen:digest",
+            "-md",
+            "sha384",
+        ],
+    );
+    // PSS with a salt longer than the hash (OpenSSL's default) is not among the schemes.
+    let pss_max = cms_sign(
+        &dir,
+        "rsa.pem",
+        "rsa.key",
+        "doc.txt",
+        "pss-max.p7s",
+        &["-keyopt", "rsa_padding_mode:pss", "-md", "sha384"],
+    );
+    let (_, v) = verify(json!({"cms": pss_max, "content": doc})).await;
+    assert_eq!(v["reasons"], json!(["unsupported_algorithm"]), "{v}");
+    for (name, body) in [
+        ("detached", json!({"cms": detached, "content": doc})),
+        ("attached", json!({"cms": attached})),
+        (
+            "attached, same content given",
+            json!({"cms": attached, "content": doc}),
+        ),
+        ("rsa", json!({"cms": rsa, "content": doc})),
+        ("rsa-pss", json!({"cms": pss, "content": doc})),
+    ] {
+        let (status, v) = verify(body).await;
+        assert_eq!(status, 200, "{name}: {v}");
+        assert_eq!(v["valid"], true, "{name}: {v}");
+        assert_eq!(v["reasons"], json!([]), "{name}: {v}");
+        assert_eq!(v["signer"]["issuer"], "personal", "{name}: {v}");
+        assert!(v["signer"]["signing_time"].is_i64(), "{name}: {v}");
+        assert_eq!(v["signer"]["subject"]["name"], "T**********", "{name}: {v}");
+    }
+    let (_, v) = verify(json!({"cms": detached, "content": doc})).await;
+    assert_eq!(v["signer"]["serial"], ec_serial.as_str(), "{v}");
+
+    // Other content, a changed signature, a foreign signer: each with its reason.
+    let other = b64(&std::fs::read(dir.join("other.txt")).unwrap());
+    let (_, v) = verify(json!({"cms": detached, "content": other})).await;
+    assert_eq!(
+        (v["valid"].clone(), v["reasons"].clone()),
+        (json!(false), json!(["content_digest_mismatch"])),
+        "{v}"
+    );
+    let (_, v) = verify(json!({"cms": attached, "content": other})).await;
+    assert_eq!(
+        (v["valid"].clone(), v["reasons"].clone()),
+        (json!(false), json!(["content_mismatch"])),
+        "{v}"
+    );
+    let mut tampered = std::fs::read(dir.join("det.p7s")).unwrap();
+    let last = tampered.len() - 1;
+    tampered[last] ^= 0x01; // the last byte of the ECDSA signature value
+    let (_, v) = verify(json!({"cms": b64(&tampered), "content": doc})).await;
+    assert_eq!(
+        (v["valid"].clone(), v["reasons"].clone()),
+        (json!(false), json!(["signature_invalid"])),
+        "{v}"
+    );
+    foreign_certificate(&dir);
+    let foreign = cms_sign(
+        &dir,
+        "foreign.pem",
+        "foreign.key",
+        "doc.txt",
+        "foreign.p7s",
+        &[],
+    );
+    let (_, v) = verify(json!({"cms": foreign, "content": doc})).await;
+    assert_eq!(
+        (v["valid"].clone(), v["reasons"].clone()),
+        (json!(false), json!(["certificate_foreign"])),
+        "{v}"
+    );
+    assert!(v["signer"]["issuer"].is_null(), "{v}");
+
+    // Revoked for key compromise: no signature by it is trusted, whatever time it claims.
+    let revoke = |serial: String, reason: &'static str| {
+        let tls = demo.client_tls("operator");
+        let api = demo.api;
+        async move {
+            let (status, body) = api_request(
+                api,
+                tls,
+                "POST",
+                &format!("/api/v1/certificates/{serial}/revoke"),
+                Some(serde_json::to_vec(&json!({"reason": reason})).unwrap()),
+            )
+            .await
+            .unwrap();
+            assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+        }
+    };
+    let early = cms_sign(&dir, "late.pem", "late.key", "doc.txt", "early.p7s", &[]);
+    revoke(ec_serial.clone(), "keyCompromise").await;
+    let (_, v) = verify(json!({"cms": attached})).await;
+    assert_eq!(
+        (v["valid"].clone(), v["reasons"].clone()),
+        (json!(false), json!(["certificate_revoked"])),
+        "{v}"
+    );
+    assert_eq!(v["signer"]["status"], "revoked", "{v}");
+    // Revoked as superseded: a signature made before still verifies (status at signing time),
+    // one made after does not.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while time_now()
+        <= early_signing_time(
+            &verify(json!({"cms": early.clone(), "content": doc}))
+                .await
+                .1,
+        )
+    {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    revoke(late_serial.clone(), "superseded").await;
+    let (_, v) = verify(json!({"cms": early, "content": doc})).await;
+    assert_eq!(
+        (v["valid"].clone(), v["reasons"].clone()),
+        (json!(true), json!([])),
+        "{v}"
+    );
+    assert_eq!(v["signer"]["status"], "revoked", "{v}");
+    let after = cms_sign(&dir, "late.pem", "late.key", "doc.txt", "after.p7s", &[]);
+    let (_, v) = verify(json!({"cms": after, "content": doc})).await;
+    assert_eq!(
+        (v["valid"].clone(), v["reasons"].clone()),
+        (json!(false), json!(["certificate_revoked"])),
+        "{v}"
+    );
+
+    // Not CMS, not base64, detached without its content, a channel asking: refused.
+    for (body, status, code) in [
+        (
+            json!({"cms": b64(b"not a cms structure")}),
+            400,
+            "malformed_cms",
+        ),
+        (json!({"cms": "***"}), 400, "malformed_cms"),
+        (json!({"cms": detached}), 400, "content_missing"),
+        (
+            json!({"cms": detached, "content": "***"}),
+            400,
+            "malformed_content",
+        ),
+        (json!({"cms": detached, "extra": 1}), 400, "malformed_json"),
+    ] {
+        let (s, v) = verify(body).await;
+        assert_eq!((s, v["error"].as_str()), (status, Some(code)), "{v}");
+    }
+    let (s, v) = call(
+        "channel-demo",
+        "/api/v1/signatures/verify",
+        json!({"cms": attached}),
+    )
+    .await;
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (403, Some("role_not_allowed")),
+        "{v}"
+    );
+}
+
+fn early_signing_time(v: &Value) -> i64 {
+    v["signer"]["signing_time"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("{v}"))
+}
+
+#[tokio::test]
+async fn a_phone_binds_one_personal_account_per_realm() {
+    let apps = Apps::relying(
+        "[[applications.realm]]\nname = \"gd\"\nchannels = [\"sheca-personal\", \"bjca-personal\"]\n",
+    );
+    let _server = apps.s.demo.serve();
+    apps.l3_certificate("zhang").await;
+    let accounts = apps.sql("select realm, kind, level, evidence from accounts");
+    assert!(accounts.starts_with("gd|personal|L3|"), "{accounts}");
+    assert!(
+        accounts.contains("\"face\""),
+        "evidence names the methods: {accounts}"
+    );
+    let all = apps.sql("select * from accounts");
+    assert!(
+        !all.contains(ZHANG.2) && !all.contains(ZHANG.1),
+        "no clear numbers: {all}"
+    );
+
+    // 王五 declaring 张三's phone, through the other channel of the realm: refused, nothing stored.
+    let before = apps.sql("select count(*) from applications");
+    let wang = json!({"type": "person", "name": "王五", "id_type": "resident_id",
+        "id_number": "110105199002020026", "phone": ZHANG.2});
+    let (status, v) = apps
+        .create(
+            BJCA,
+            json!({"kind": "new", "profile": "personal", "subject": wang, "csr": apps.csr("wang")}),
+        )
+        .await;
+    assert_eq!(
+        (status, v["error"].as_str()),
+        (409, Some("phone_bound_to_other_account")),
+        "{v}"
+    );
+    assert_eq!(apps.sql("select count(*) from applications"), before);
+    // 张三 himself may apply again with his phone.
+    let (status, v) = apps
+        .create(
+            BJCA,
+            json!({"kind": "new", "profile": "personal", "subject": person(ZHANG), "csr": apps.csr("again")}),
+        )
+        .await;
+    assert_eq!(status, 201, "{v}");
+}

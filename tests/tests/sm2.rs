@@ -1,0 +1,296 @@
+//! SM2 end to end: `init --demo --sm2` (ca-softtoken), an SM2 certificate issued by an operator
+//! for an openssl-made SM2 CSR, its chain checked by `openssl verify`, the SM2 CRL and the OCSP
+//! response checked by gmssl (an independent SM2 implementation) and by openssl.
+#![allow(clippy::unwrap_used)] // tests may unwrap: a failure is the test failing
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use system_tests::*;
+
+/// GM/T 0009's default signer ID; Debian's OpenSSL 3.0 sets no default, so it is passed.
+const DISTID: &str = "distid:1234567812345678";
+
+fn openssl(dir: &Path, args: &[&str]) -> (bool, String) {
+    let (ok, out, err) = run(Command::new("openssl").current_dir(dir).args(args));
+    (ok, format!("{out}{err}"))
+}
+
+fn gmssl_verify(dir: &Path, args: &[&str]) -> (bool, String) {
+    let script = workspace_root().join("tests/python/sm2_verify.py");
+    let (ok, out, err) = run(Command::new("python3")
+        .current_dir(dir)
+        .arg(script)
+        .args(args));
+    (ok, format!("{out}{err}"))
+}
+
+/// An SM2 key and a CSR signed with SM3withSM2 under the default signer ID, by openssl.
+fn sm2_csr(dir: &Path, stem: &str) -> String {
+    let key = format!("{stem}.key");
+    let csr = format!("{stem}.csr");
+    let (ok, out) = openssl(
+        dir,
+        &[
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:SM2",
+            "-out",
+            &key,
+        ],
+    );
+    assert!(ok, "{out}");
+    let (ok, out) = openssl(
+        dir,
+        &[
+            "req",
+            "-new",
+            "-key",
+            &key,
+            "-sm3",
+            "-sigopt",
+            DISTID,
+            "-subj",
+            "/CN=ignored",
+            "-out",
+            &csr,
+        ],
+    );
+    assert!(ok, "{out}");
+    std::fs::read_to_string(dir.join(csr)).unwrap()
+}
+
+#[tokio::test]
+async fn sm2_hierarchy_issues_certificates_crls_and_ocsp_that_independent_sm2_verifies() {
+    let demo = DemoDir::create_with(&["--sm2"]);
+    let _server = demo.serve();
+    let dir = demo.path();
+
+    // Operator issuance (direct): the SM2 CSR's proof of possession is checked with the ID.
+    let body = issue_body(
+        "sm2-personal",
+        &sm2_csr(dir, "ee"),
+        serde_json::json!({"name": "张三"}),
+    );
+    let (status, resp) = api_request(
+        demo.api,
+        demo.client_tls("operator"),
+        "POST",
+        "/api/v1/certificates",
+        Some(body),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 201, "{}", String::from_utf8_lossy(&resp));
+    let resp = json(&resp);
+    let serial = resp["serial"].as_str().unwrap().to_owned();
+    std::fs::write(dir.join("ee.pem"), resp["certificate"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        resp["chain"].as_array().unwrap().len(),
+        2,
+        "issuing CA then SM2 root"
+    );
+
+    // The chain: SM2-with-SM3 throughout, accepted by openssl; not by the ECDSA root.
+    let (ok, text) = openssl(dir, &["x509", "-in", "ee.pem", "-noout", "-text"]);
+    assert!(
+        ok && text.contains("Signature Algorithm: SM2-with-SM3") && text.contains("ASN1 OID: SM2"),
+        "{text}"
+    );
+    // Debian's OpenSSL 3.0 applies -vfyopt to the first link only (openssl/openssl#23471), so
+    // the chain is checked link by link: the issuing CA under the SM2 root, the leaf under the
+    // issuing CA (-partial_chain trusts it as the anchor).
+    let link = |anchor: &str, cert: &str| {
+        openssl(
+            dir,
+            &[
+                "verify",
+                "-vfyopt",
+                DISTID,
+                "-partial_chain",
+                "-CAfile",
+                anchor,
+                cert,
+            ],
+        )
+    };
+    let (ok, out) = link("ca/sm2-root.pem", "ca/sm2-personal.pem");
+    assert!(ok && out.contains(": OK"), "{out}");
+    let (ok, out) = link("ca/sm2-personal.pem", "ee.pem");
+    assert!(ok && out.contains("ee.pem: OK"), "{out}");
+    assert!(
+        !link("ca/sm2-root.pem", "ee.pem").0,
+        "the leaf is not the root's"
+    );
+    assert!(
+        !link("ca/root.pem", "ca/sm2-personal.pem").0,
+        "nor is the SM2 CA the ECDSA root's"
+    );
+    for (cert, issuer) in [
+        ("ee.pem", "ca/sm2-personal.pem"),
+        ("ca/sm2-personal.pem", "ca/sm2-root.pem"),
+    ] {
+        let (cert_der, issuer_der) = (format!("{cert}.der"), format!("{issuer}.der"));
+        openssl(
+            dir,
+            &["x509", "-in", cert, "-outform", "DER", "-out", &cert_der],
+        );
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-in",
+                issuer,
+                "-outform",
+                "DER",
+                "-out",
+                &issuer_der,
+            ],
+        );
+        let (ok, out) = gmssl_verify(dir, &["cert", &cert_der, &issuer_der]);
+        assert!(ok, "gmssl: {cert}: {out}");
+    }
+
+    // A wrong PoP (a CSR whose signature is over other bytes) is refused.
+    let mut bad = pem_rfc7468_der(&std::fs::read_to_string(dir.join("ee.csr")).unwrap());
+    let last = bad.len() - 3;
+    bad[last] ^= 1;
+    let body = serde_json::json!({
+        "profile": "sm2-personal",
+        "csr": pem(&bad, "CERTIFICATE REQUEST"),
+        "subject": {"name": "张三"},
+    });
+    let (status, resp) = api_request(
+        demo.api,
+        demo.client_tls("operator"),
+        "POST",
+        "/api/v1/certificates",
+        Some(serde_json::to_vec(&body).unwrap()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 400, "{}", String::from_utf8_lossy(&resp));
+
+    // Revoke; the SM2 CRL lists it within seconds and its signature verifies.
+    let (status, resp) = api_request(
+        demo.api,
+        demo.client_tls("operator"),
+        "POST",
+        &format!("/api/v1/certificates/{serial}/revoke"),
+        Some(serde_json::to_vec(&serde_json::json!({"reason": "keyCompromise"})).unwrap()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&resp));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, _, body) = public_get(demo.public, "/crl/sm2-personal.crl").await;
+        assert_eq!(status, 200);
+        std::fs::write(dir.join("sm2.crl"), &body).unwrap();
+        let (_, text) = openssl(
+            dir,
+            &["crl", "-inform", "DER", "-in", "sm2.crl", "-noout", "-text"],
+        );
+        if text.to_ascii_lowercase().replace(':', "").contains(&serial) {
+            assert!(text.contains("Signature Algorithm: SM2-with-SM3"), "{text}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the SM2 CRL never listed {serial}:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (ok, out) = gmssl_verify(dir, &["crl", "sm2.crl", "ca/sm2-personal.pem.der"]);
+    assert!(ok, "gmssl: CRL: {out}");
+    let (ok, _) = gmssl_verify(dir, &["crl", "sm2.crl", "ca/sm2-root.pem.der"]);
+    assert!(!ok, "a CRL verifying under the wrong CA key");
+    // openssl checks the CRL's signature field by field (its `crl -verify` sets no signer ID).
+    let (tbs, sig) = crl_tbs_and_signature(&std::fs::read(dir.join("sm2.crl")).unwrap());
+    std::fs::write(dir.join("crl.tbs"), tbs).unwrap();
+    std::fs::write(dir.join("crl.sig"), sig).unwrap();
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-in",
+            "ca/sm2-personal.pem",
+            "-pubkey",
+            "-noout",
+            "-out",
+            "ca-pub.pem",
+        ],
+    );
+    let (ok, out) = openssl(
+        dir,
+        &[
+            "pkeyutl",
+            "-verify",
+            "-pubin",
+            "-inkey",
+            "ca-pub.pem",
+            "-rawin",
+            "-digest",
+            "sm3",
+            "-pkeyopt",
+            DISTID,
+            "-in",
+            "crl.tbs",
+            "-sigfile",
+            "crl.sig",
+        ],
+    );
+    assert!(
+        ok && out.contains("Signature Verified Successfully"),
+        "{out}"
+    );
+
+    // OCSP with an SM3 CertID: revoked, signed by an SM2 responder; gmssl verifies it.
+    let url = format!("http://{}/ocsp", demo.public);
+    let (ok, out) = openssl(
+        dir,
+        &[
+            "ocsp",
+            "-sm3",
+            "-no_nonce",
+            "-issuer",
+            "ca/sm2-personal.pem",
+            "-cert",
+            "ee.pem",
+            "-url",
+            &url,
+            "-noverify",
+            "-respout",
+            "ocsp.der",
+            "-resp_text",
+        ],
+    );
+    assert!(ok && out.contains("ee.pem: revoked"), "{out}");
+    assert!(
+        out.contains("Hash Algorithm: sm3") && out.contains("Signature Algorithm: SM2-with-SM3"),
+        "{out}"
+    );
+    let (ok, out) = gmssl_verify(dir, &["ocsp", "ocsp.der"]);
+    assert!(ok, "gmssl: OCSP: {out}");
+}
+
+/// The TBSCertList and the signature BIT STRING's bytes of a DER CRL.
+fn crl_tbs_and_signature(der: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    use der::{Decode, Encode};
+    let crl = x509_cert::crl::CertificateList::from_der(der).unwrap();
+    (
+        crl.tbs_cert_list.to_der().unwrap(),
+        crl.signature.raw_bytes().to_vec(),
+    )
+}
+
+fn pem_rfc7468_der(text: &str) -> Vec<u8> {
+    pem_rfc7468::decode_vec(text.as_bytes()).unwrap().1
+}
+
+fn pem(der: &[u8], label: &str) -> String {
+    pem_rfc7468::encode_string(label, pem_rfc7468::LineEnding::LF, der).unwrap()
+}
