@@ -93,6 +93,10 @@ pub enum CodePurpose {
     ApplicationSignature,
     /// Possession of a new phone (`phone_change`).
     NewPhone,
+    /// The legal representative authorises the agent online (organisation materials).
+    Authorisation,
+    /// Re-verification before an order lookup (keyed by the lookup id).
+    Lookup,
 }
 
 /// A code that was sent.

@@ -21,7 +21,7 @@ const ORGANISATION_PROFILE: &str = include_str!("../../config/profiles/organisat
 const SM2_PERSONAL_PROFILE: &str = include_str!("../../config/profiles/sm2-personal.toml");
 
 /// The example channels `init --demo` wires (file name, text).
-const DEMO_CHANNELS: [(&str, &str); 3] = [
+const DEMO_CHANNELS: [(&str, &str); 5] = [
     (
         "sheca-personal",
         include_str!("../../config/channels/sheca-personal.toml"),
@@ -29,6 +29,14 @@ const DEMO_CHANNELS: [(&str, &str); 3] = [
     (
         "bjca-personal",
         include_str!("../../config/channels/bjca-personal.toml"),
+    ),
+    (
+        "bjca-organisation",
+        include_str!("../../config/channels/bjca-organisation.toml"),
+    ),
+    (
+        "gx-organisation",
+        include_str!("../../config/channels/gx-organisation.toml"),
     ),
     (
         "reference-enroll",

@@ -287,7 +287,8 @@ fn applications_service(
             Some(contact.codes.clone()),
             Some(contact.captchas.clone()),
             Some(contact.notifier.clone()),
-        ),
+        )
+        .with_materials(storage.materials()),
     ))
 }
 

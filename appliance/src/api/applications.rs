@@ -41,6 +41,10 @@ pub struct ChooseBody {
     /// Extra fields the method needs (bank card, bank-reserved phone).
     #[serde(default)]
     pub subject: Option<SubjectInput>,
+    /// Face only: `on_the_spot` (default: the channel shows the URL as a QR code) or
+    /// `sms_link` (the appliance sends it to the person's phone).
+    #[serde(default)]
+    pub delivery: Option<String>,
 }
 
 /// Body of `POST .../{id}/confirm`.
@@ -71,7 +75,9 @@ fn who(caller: &Caller) -> Result<Who, ApiError> {
     }
 }
 
-fn service(state: &AppState) -> Result<&Arc<crate::application::ApplicationService>, ApiError> {
+pub(super) fn service(
+    state: &AppState,
+) -> Result<&Arc<crate::application::ApplicationService>, ApiError> {
     state.applications.as_ref().ok_or_else(|| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -82,7 +88,9 @@ fn service(state: &AppState) -> Result<&Arc<crate::application::ApplicationServi
 }
 
 /// Parses a body without echoing any input value in the error.
-fn body<T: serde::de::DeserializeOwned>(b: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
+pub(super) fn body<T: serde::de::DeserializeOwned>(
+    b: Result<Bytes, BytesRejection>,
+) -> Result<T, ApiError> {
     let bytes = super::error::read_body(b)?;
     serde_json::from_slice(&bytes).map_err(|e| {
         // serde names unknown fields and variants without quoting values: keep those words.
@@ -132,8 +140,9 @@ pub fn code_of(e: &AppError) -> (StatusCode, &'static str) {
             crate::application::subject::SubjectError::Malformed(_) => {
                 (S::BAD_REQUEST, "invalid_subject")
             }
-            crate::application::subject::SubjectError::Organisation => {
-                (S::BAD_REQUEST, "unsupported_subject_type")
+            crate::application::subject::SubjectError::Uscc => (S::BAD_REQUEST, "invalid_uscc"),
+            crate::application::subject::SubjectError::NotForType(_) => {
+                (S::BAD_REQUEST, "field_not_expected")
             }
         },
         AppError::FieldNotExpected(_) => (S::BAD_REQUEST, "field_not_expected"),
@@ -155,6 +164,7 @@ pub fn code_of(e: &AppError) -> (StatusCode, &'static str) {
         AppError::OtpAttemptsExceeded => (S::UNPROCESSABLE_ENTITY, "otp_attempts_exceeded"),
         AppError::ResendTooSoon(_) => (S::TOO_MANY_REQUESTS, "resend_too_soon"),
         AppError::PhoneNotVerified => (S::UNPROCESSABLE_ENTITY, "phone_not_verified"),
+        AppError::DepositExpired(_) => (S::UNPROCESSABLE_ENTITY, "deposit_expired"),
         AppError::Rejected(c) if c == "level_too_low" => (S::UNPROCESSABLE_ENTITY, "level_too_low"),
         AppError::Rejected(_) => (S::UNPROCESSABLE_ENTITY, "verification_failed"),
         AppError::PhoneBound(_) => (S::CONFLICT, "phone_bound_to_other_account"),
@@ -164,10 +174,18 @@ pub fn code_of(e: &AppError) -> (StatusCode, &'static str) {
         }
         AppError::Conflict => (S::CONFLICT, "conflict"),
         AppError::Issuance(_) | AppError::Verification(_) => (S::INTERNAL_SERVER_ERROR, "error"),
+        AppError::OfficerOnly(_) => (S::FORBIDDEN, "role_not_allowed"),
+        AppError::MaterialKind(_) => (S::BAD_REQUEST, "unknown_material_kind"),
+        AppError::MaterialTooLarge(_) => (S::PAYLOAD_TOO_LARGE, "material_too_large"),
+        AppError::MaterialType(_) => (S::UNSUPPORTED_MEDIA_TYPE, "material_type_invalid"),
+        AppError::MaterialNotFound(_) => (S::NOT_FOUND, "not_found"),
+        AppError::NotAwaitingReview(_) => (S::CONFLICT, "not_awaiting_review"),
+        AppError::AlreadyReviewed(_) => (S::CONFLICT, "already_reviewed"),
+        AppError::DecisionInvalid(_) => (S::BAD_REQUEST, "invalid_decision"),
     }
 }
 
-fn failure_response(f: Failure) -> Response {
+pub(super) fn failure_response(f: Failure) -> Response {
     let Failure { error, application } = f;
     let (status, code, message, mut extra) = match error {
         AppError::Issuance(e) => {
@@ -229,7 +247,7 @@ fn failure_response(f: Failure) -> Response {
     (status, Json(body)).into_response()
 }
 
-fn ok(status: StatusCode, v: Result<Value, Failure>) -> Response {
+pub(super) fn ok(status: StatusCode, v: Result<Value, Failure>) -> Response {
     match v {
         Ok(v) => (status, Json(v)).into_response(),
         Err(f) => failure_response(f),
@@ -293,7 +311,8 @@ pub async fn choose(
     let b: ChooseBody = body(raw)?;
     Ok(ok(
         StatusCode::OK,
-        svc.choose(&who, &id, &b.method, b.subject).await,
+        svc.choose(&who, &id, &b.method, b.subject, b.delivery.as_deref())
+            .await,
     ))
 }
 

@@ -9,8 +9,8 @@ use axum::routing::{get, post, MethodRouter};
 use axum::Router;
 
 use super::{
-    applications, callbacks, certificates, login, public, revocation, signatures, status_routes,
-    verifications, AppState,
+    applications, callbacks, certificates, login, public, review, revocation, signatures,
+    status_routes, verifications, AppState,
 };
 use crate::{console, enroll};
 
@@ -92,6 +92,25 @@ pub fn api() -> Vec<Route> {
             "/api/v1/applications/{id}/cancel",
             post(applications::cancel),
         ),
+        post_(
+            "/api/v1/applications/{id}/materials",
+            post(review::upload).layer(axum::extract::DefaultBodyLimit::max(
+                review::MATERIAL_BODY_LIMIT,
+            )),
+        ),
+        get_(
+            "/api/v1/applications/{id}/materials/{material_id}",
+            get(review::material),
+        ),
+        get_("/api/v1/review-queue", get(review::queue)),
+        post_("/api/v1/applications/{id}/review", post(review::decide)),
+        post_("/api/v1/applications/{id}/offline", post(review::offline)),
+        post_(
+            "/api/v1/applications/{id}/authorise",
+            post(review::authorise),
+        ),
+        post_("/api/v1/lookups", post(review::lookup)),
+        post_("/api/v1/lookups/{id}/verify", post(review::verify_lookup)),
         // The operator console (HTML; see crate::console).
         get_("/console/", get(console::overview)),
         get_("/console/console.css", get(console::stylesheet)),

@@ -18,7 +18,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::policy::{Kind, Policy};
+use super::policy::{Kind, Person, Policy, Step, SubjectType};
 use super::subject::SubjectInput;
 
 /// Where an application stands.
@@ -107,6 +107,8 @@ impl Status {
             return false;
         }
         match to {
+            // After the review only a CSR may still be missing.
+            S::AwaitingApplicant if self == S::AwaitingReview => true,
             S::Verifying | S::AwaitingApplicant | S::AwaitingChoice => {
                 matches!(
                     self,
@@ -205,6 +207,13 @@ pub enum Cursor {
         /// When it expires, when a new one may be sent.
         sent: CodeSent,
     },
+    /// Waiting for the materials the step names (uploaded by the channel).
+    Materials {
+        /// Kinds still missing.
+        missing: Vec<String>,
+    },
+    /// Waiting for RA officers' decisions (the review step, or the offline paper path).
+    Review,
     /// Every step passed; waiting for a CSR (kinds that issue, when none was given).
     NeedsCsr,
     /// Every step passed.
@@ -245,6 +254,38 @@ pub struct Progress {
     pub revocation_reason: Option<String>,
     /// The last failure shown (a wrong code that left attempts), or the final one.
     pub failure: Option<(String, String)>,
+    /// When the running verification started (Unix seconds; a step's `window_secs`).
+    #[serde(default)]
+    pub started_at: Option<i64>,
+    /// Face by SMS link: the appliance sends the face URL to the person's phone.
+    #[serde(default)]
+    pub face_by_sms: bool,
+    /// The verification whose face link was sent by SMS already.
+    #[serde(default)]
+    pub link_sent: Option<String>,
+    /// RA officers' decisions, in order.
+    #[serde(default)]
+    pub reviews: Vec<ReviewRecord>,
+    /// The applicant switched to the offline paper path.
+    #[serde(default)]
+    pub offline: bool,
+    /// Online authorisation: a code was sent to the legal representative (`Some(false)`), or
+    /// they confirmed it (`Some(true)`).
+    #[serde(default)]
+    pub authorised_online: Option<bool>,
+}
+
+/// One RA officer's decision on an application.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReviewRecord {
+    /// The officer (client certificate name).
+    pub officer: String,
+    /// `approve` or `reject`.
+    pub decision: String,
+    /// The reason (shown to the applicant on rejection).
+    pub reason: Option<String>,
+    /// Unix seconds.
+    pub at: i64,
 }
 
 impl Progress {
@@ -266,7 +307,56 @@ impl Progress {
             csr,
             revocation_reason: None,
             failure: None,
+            started_at: None,
+            face_by_sms: false,
+            link_sent: None,
+            reviews: Vec::new(),
+            offline: false,
+            authorised_online: None,
         }
+    }
+
+    /// Whose identity the current step proves.
+    pub fn person(&self) -> Person {
+        match self.policy.steps.get(self.step) {
+            Some(Step::Verify { person, .. }) => *person,
+            _ => Person::Subject,
+        }
+    }
+
+    /// Is the subject an organisation?
+    pub fn is_organisation(&self) -> bool {
+        self.subject.kind() == SubjectType::Organisation
+    }
+
+    /// The verified-attribute name of `field` proved about `person` (`agent.phone`); the
+    /// organisation's own fields and a person subject's keep their plain names.
+    pub fn attribute(person: Person, field: &str) -> String {
+        let personal = ["name", "id_number", "phone", "bank_card"].contains(&field);
+        if person == Person::Subject || !personal {
+            field.to_owned()
+        } else {
+            format!("{}.{field}", person.name())
+        }
+    }
+
+    /// The phone the applicant is reached at: a person's verified phone; for an organisation
+    /// the agent's verified phone, else the agent's declared one.
+    pub fn applicant_phone(&self) -> Option<String> {
+        if !self.is_organisation() {
+            return self.verified("phone").map(str::to_owned);
+        }
+        self.verified("agent.phone")
+            .map(str::to_owned)
+            .or_else(|| self.subject.agent.as_deref().and_then(|a| a.phone.clone()))
+    }
+
+    /// The applicant's e-mail (a person's, or the organisation's agent's).
+    pub fn applicant_email(&self) -> Option<String> {
+        if self.is_organisation() {
+            return self.subject.agent.as_deref().and_then(|a| a.email.clone());
+        }
+        self.subject.email.clone()
     }
 
     /// The value of a verified attribute (the latest verification that proved it).
@@ -308,6 +398,17 @@ impl Progress {
     /// The certificate subject: only attributes a plugin verified, under the profile's names.
     pub fn certificate_subject(&self) -> std::collections::BTreeMap<String, String> {
         let mut out = std::collections::BTreeMap::new();
+        if self.is_organisation() {
+            // O and CN: the organisation's verified name; organizationIdentifier: its USCC.
+            if let Some(org) = self.verified("organisation") {
+                out.insert("organisation".to_owned(), org.to_owned());
+                out.insert("name".to_owned(), org.to_owned());
+            }
+            if let Some(uscc) = self.verified("uscc") {
+                out.insert("uscc".to_owned(), uscc.to_owned());
+            }
+            return out;
+        }
         if let Some(name) = self.verified("name") {
             out.insert("name".to_owned(), name.to_owned());
         }

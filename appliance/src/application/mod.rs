@@ -7,8 +7,9 @@
 
 pub mod channel;
 pub mod machine;
+pub mod organisation;
 pub mod policy;
 pub mod service;
 pub mod subject;
 
-pub use service::{AppError, ApplicationService, CreateRequest, Failure, Who};
+pub use service::{AppError, ApplicationService, CreateRequest, Failure, Upload, Who};

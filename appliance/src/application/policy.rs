@@ -70,8 +70,34 @@ impl Kind {
 pub enum SubjectType {
     /// A natural person.
     Person,
-    /// An organisation (issue 11+ builds its flows; the format has room for it).
+    /// An organisation: name, USCC, legal representative and agents.
     Organisation,
+}
+
+/// Whose identity a verify step proves (organisation policies): the subject itself (a person,
+/// or the organisation by its registry record or corporate account), its legal representative,
+/// or the agent acting for it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Person {
+    /// The subject (default).
+    #[default]
+    Subject,
+    /// The organisation's legal representative.
+    LegalRep,
+    /// The agent (经办人) applying for the organisation.
+    Agent,
+}
+
+impl Person {
+    /// The name in channel files and in verified-attribute prefixes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Person::Subject => "subject",
+            Person::LegalRep => "legal_rep",
+            Person::Agent => "agent",
+        }
+    }
 }
 
 /// Try other methods when a verification fails with one of these codes.
@@ -101,18 +127,30 @@ pub enum Step {
         /// A successful verification of the same subject by the same method within this many
         /// days is reused instead of verifying again (0 = never).
         reuse_days: u32,
+        /// Whose identity the step proves (organisation policies).
+        #[serde(default)]
+        person: Person,
+        /// A verification of this step not finished within this many seconds is void and the
+        /// method is chosen again (`deposit_expired` for the corporate transfer; 0 = the
+        /// plugin's own window).
+        #[serde(default)]
+        window_secs: u32,
     },
     /// The applicant confirms the verified phone by an SMS code sent to it.
     ConfirmPhone,
     /// The application is signed by an SMS code to the verified phone (and the terms accepted).
     SignBySms,
-    /// Materials to upload (kinds). Reserved for the organisation flows: refused at load.
+    /// Materials to upload (kinds); for an organisation whose agent is not the legal
+    /// representative, an `authorisation_letter` too.
     Materials {
         /// Material kinds.
         kinds: Vec<String>,
     },
-    /// Manual review by an RA officer. Reserved for the organisation flows: refused at load.
-    Review,
+    /// Manual review by RA officers (the last step).
+    Review {
+        /// Distinct officers who must approve (1 or 2).
+        officers: u8,
+    },
 }
 
 /// The policy for some kinds and one subject type.
@@ -142,6 +180,12 @@ pub struct RawStep {
     /// `reuse_days = 30`.
     #[serde(default)]
     pub reuse_days: u32,
+    /// `person = "legal_rep"` or `"agent"` (organisation policies).
+    #[serde(default)]
+    pub person: Option<Person>,
+    /// `window_secs = 259200`: the verification must finish within it.
+    #[serde(default)]
+    pub window_secs: u32,
     /// `confirm_phone = true`.
     #[serde(default)]
     pub confirm_phone: bool,
@@ -151,9 +195,12 @@ pub struct RawStep {
     /// `materials = ["id_front", "id_back"]` (reserved).
     #[serde(default)]
     pub materials: Option<Vec<String>>,
-    /// `review = true` (reserved).
+    /// `review = true`.
     #[serde(default)]
     pub review: bool,
+    /// `officers = 2`: two distinct RA officers must approve (with `review`).
+    #[serde(default)]
+    pub officers: Option<u8>,
 }
 
 /// A policy as written in a channel file (`[[policy]]`).
@@ -175,6 +222,14 @@ pub struct RawPolicy {
 fn default_subject() -> SubjectType {
     SubjectType::Person
 }
+
+/// The material kinds an applicant may upload.
+pub const MATERIAL_KINDS: &[&str] = &[
+    "business_licence",
+    "id_front",
+    "id_back",
+    "authorisation_letter",
+];
 
 /// Failure codes a fallback may name: the verifier outcomes.
 const FAILURE_CODES: &[&str] = &[
@@ -220,8 +275,21 @@ impl RawStep {
                 "a step needs exactly one of verify, confirm_phone, sign, materials, review".into(),
             );
         }
-        if self.verify.is_none() && (!self.fallback.is_empty() || self.reuse_days != 0) {
-            return Err("fallback and reuse_days belong to a verify step".into());
+        if self.verify.is_none()
+            && (!self.fallback.is_empty()
+                || self.reuse_days != 0
+                || self.person.is_some()
+                || self.window_secs != 0)
+        {
+            return Err(
+                "fallback, reuse_days, person and window_secs belong to a verify step".into(),
+            );
+        }
+        if self.officers.is_some() && !self.review {
+            return Err("officers belongs to a review step".into());
+        }
+        if self.window_secs > 2_592_000 {
+            return Err("window_secs must be 0..=2592000".into());
         }
         if let Some(methods) = self.verify {
             check_methods(&methods, known_method)?;
@@ -246,6 +314,8 @@ impl RawStep {
                 methods,
                 fallback: self.fallback,
                 reuse_days: self.reuse_days,
+                person: self.person.unwrap_or_default(),
+                window_secs: self.window_secs,
             });
         }
         if self.confirm_phone {
@@ -257,13 +327,25 @@ impl RawStep {
             }
             return Ok(Step::SignBySms);
         }
-        if self.materials.is_some() {
-            return Err(
-                "materials steps are reserved for the organisation flows and not supported yet"
-                    .into(),
-            );
+        if let Some(kinds) = self.materials {
+            if kinds.is_empty() {
+                return Err("materials needs at least one kind".into());
+            }
+            for k in &kinds {
+                if !MATERIAL_KINDS.contains(&k.as_str()) {
+                    return Err(format!(
+                        "unknown material kind {k:?} (known: {})",
+                        MATERIAL_KINDS.join(", ")
+                    ));
+                }
+            }
+            return Ok(Step::Materials { kinds });
         }
-        Err("review steps are reserved for the organisation flows and not supported yet".into())
+        let officers = self.officers.unwrap_or(1);
+        if !(1..=2).contains(&officers) {
+            return Err("officers must be 1 or 2".into());
+        }
+        Ok(Step::Review { officers })
     }
 }
 
@@ -297,6 +379,19 @@ impl RawPolicy {
             .collect::<Result<Vec<_>, _>>()?;
         if !steps.iter().any(|s| matches!(s, Step::Verify { .. })) {
             return Err("a policy needs at least one verify step".into());
+        }
+        if let Some(i) = steps.iter().position(|s| matches!(s, Step::Review { .. })) {
+            if i + 1 != steps.len() {
+                return Err("a review step must be the last step".into());
+            }
+        }
+        let names_a_person = steps
+            .iter()
+            .any(|s| matches!(s, Step::Verify { person, .. } if *person != Person::Subject));
+        if names_a_person && self.subject != SubjectType::Organisation {
+            return Err(
+                "person = \"legal_rep\" / \"agent\" belongs to organisation policies".into(),
+            );
         }
         Ok(Policy {
             kinds: self.kinds,
@@ -381,8 +476,12 @@ confirm_phone = true
             ("verify = []", "at least one method"),
             ("confirm_phone = true\nsign = \"sms\"", "exactly one"),
             ("sign = \"paper\"", "only \"sms\""),
-            ("materials = [\"id_front\"]", "reserved"),
-            ("review = true", "reserved"),
+            ("materials = [\"selfie\"]", "unknown material kind"),
+            ("review = true\nofficers = 3", "1 or 2"),
+            (
+                "verify = [\"face\"]\nofficers = 2",
+                "belongs to a review step",
+            ),
             (
                 "verify = [\"face\"]\nfallback = [{ on = [\"bogus\"], verify = [\"face\"] }]",
                 "unknown failure code",
@@ -390,6 +489,10 @@ confirm_phone = true
             (
                 "confirm_phone = true\nreuse_days = 3",
                 "belong to a verify step",
+            ),
+            (
+                "verify = [\"face\"]\nperson = \"agent\"",
+                "belongs to organisation policies",
             ),
         ] {
             let e = parse(&format!("{base}[[step]]\n{step}\n")).unwrap_err();

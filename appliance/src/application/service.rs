@@ -17,7 +17,8 @@ use rand::RngCore;
 use serde_json::{json, Value};
 
 use super::machine::{CodeSent, Cursor, Evidence, Progress, Status};
-use super::policy::{self, Kind, Step};
+use super::organisation::{self as org, Delivery};
+use super::policy::{self, Kind, Person, Step, SubjectType};
 use super::subject::{subject_hash, SubjectError, SubjectInput};
 use crate::ca::issuance::{IssuanceError, IssuanceRequest, Issuer};
 use crate::config::{ApplicationSettings, ChannelConfig};
@@ -33,6 +34,17 @@ use crate::storage::{
 use crate::verification::seal::Field;
 use crate::verification::service::subject_key;
 use crate::verification::{KeySet, Keyring, Requester, VerificationError, VerificationService};
+
+#[path = "lookup.rs"]
+mod lookup;
+#[path = "materials.rs"]
+mod materials;
+#[path = "review.rs"]
+mod review;
+
+pub use lookup::{LookupRequest, VerifyRequest as LookupVerifyRequest};
+
+pub use materials::{Upload, MAX_MATERIAL_BYTES};
 
 /// Why an application request failed. Each maps to one stable API code; none carries personal
 /// data.
@@ -135,6 +147,10 @@ pub enum AppError {
     /// The phone to confirm is not the verified one.
     #[error("the phone is not the one the verification proved")]
     PhoneNotVerified,
+    /// A verification outlived its step's window (the corporate transfer's deposit): the
+    /// method is to be chosen again.
+    #[error("the {0} window has passed; choose the method again")]
+    DepositExpired(String),
     /// The application ended with a verification failure (the plugin's code).
     #[error("verification failed: {0}")]
     Rejected(String),
@@ -159,6 +175,32 @@ pub enum AppError {
     /// Another request changed the application at the same time; retry.
     #[error("the application changed concurrently; retry")]
     Conflict,
+    /// Only an RA officer may do this.
+    #[error("only an RA officer may {0}")]
+    OfficerOnly(&'static str),
+    /// Not a material kind the appliance knows.
+    #[error(
+        "unknown material kind {0:?} (business_licence, id_front, id_back, authorisation_letter)"
+    )]
+    MaterialKind(String),
+    /// The material is larger than the limit.
+    #[error("the file is larger than {0} bytes")]
+    MaterialTooLarge(usize),
+    /// The content is not a JPEG, PNG or PDF, or not the type declared.
+    #[error("{0}")]
+    MaterialType(String),
+    /// No such material of this application.
+    #[error("no material {0} of this application")]
+    MaterialNotFound(String),
+    /// The application does not wait for a review decision.
+    #[error("the application is {0}, not awaiting review")]
+    NotAwaitingReview(&'static str),
+    /// This officer decided on this application already.
+    #[error("officer {0} has already reviewed this application")]
+    AlreadyReviewed(String),
+    /// The decision or its reason is malformed.
+    #[error("{0}")]
+    DecisionInvalid(String),
 }
 
 /// An error with the application as it stands after it (when there is one).
@@ -188,6 +230,10 @@ pub enum Who {
     Channel(Arc<ChannelConfig>),
     /// The appliance itself (background task).
     System,
+    /// An RA officer: reads the review queue and materials, decides reviews.
+    Officer(String),
+    /// An auditor: reads the review queue.
+    Auditor(String),
 }
 
 impl Who {
@@ -196,6 +242,8 @@ impl Who {
             Who::Operator(n) => format!("operator:{n}"),
             Who::Channel(c) => format!("channel:{}", c.name),
             Who::System => "system:applications".into(),
+            Who::Officer(n) => format!("ra_officer:{n}"),
+            Who::Auditor(n) => format!("auditor:{n}"),
         }
     }
 }
@@ -266,6 +314,8 @@ pub struct ApplicationService {
     codes: Option<Arc<dyn OneTimeCodes>>,
     captchas: Option<Arc<dyn Captchas>>,
     notifier: Option<Arc<dyn ChannelNotifier>>,
+    materials: Option<crate::storage::MaterialRows>,
+    lookups: lookup::Lookups,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
@@ -319,6 +369,8 @@ impl ApplicationService {
             codes: None,
             captchas: None,
             notifier: None,
+            materials: None,
+            lookups: lookup::Lookups::default(),
             locks: Mutex::new(HashMap::new()),
         }
     }
@@ -333,6 +385,12 @@ impl ApplicationService {
         self.codes = codes;
         self.captchas = captchas;
         self.notifier = notifier;
+        self
+    }
+
+    /// Wires the materials store (uploads, the review step).
+    pub fn with_materials(mut self, materials: crate::storage::MaterialRows) -> Self {
+        self.materials = Some(materials);
         self
     }
 
@@ -472,7 +530,7 @@ impl ApplicationService {
             }
             .into());
         }
-        let subject = req.subject.clone().normalise()?;
+        let mut subject = req.subject.clone().normalise()?;
         if subject.bank_card.is_some() {
             return Err(AppError::FieldNotExpected(
                 "subject.bank_card is given with the bank-card method's choice, not here".into(),
@@ -485,7 +543,10 @@ impl ApplicationService {
                 kind: kind.name(),
             })?
             .clone();
-        subject.require_person()?;
+        match subject.kind() {
+            SubjectType::Person => subject.require_person()?,
+            SubjectType::Organisation => subject.require_organisation()?,
+        }
         if let Some(r) = &req.reference {
             if r.is_empty() || r.len() > 128 || r.chars().any(char::is_control) {
                 return Err(AppError::FieldNotExpected(
@@ -528,11 +589,7 @@ impl ApplicationService {
         let active = keys
             .active()
             .map_err(|_| AppError::Unavailable("personal-data sealing"))?;
-        let id_type = subject
-            .id_type
-            .clone()
-            .unwrap_or_else(|| "resident_id".to_owned());
-        let id_number = subject.id_number.clone().unwrap_or_default();
+        let (id_type, id_number) = subject.identity();
         let (id_type, id_number) = (id_type.as_str(), id_number.as_str());
         let hashes = self.hashes(&keys, id_type, id_number);
         if let Some(phone) = &subject.phone {
@@ -784,6 +841,9 @@ impl ApplicationService {
                 ))
             })?;
         match app.doc.progress.cursor.clone() {
+            Cursor::Materials { .. } if challenge == ChallengeKind::SmsCode => {
+                self.check_authorisation(app, who, value.trim()).await
+            }
             Cursor::CodeSent { .. } => {
                 if challenge != ChallengeKind::SmsCode {
                     return Err(AppError::InputNotExpected(
@@ -839,6 +899,12 @@ impl ApplicationService {
                 method,
                 verification,
             } => {
+                if org::window_passed(&app.doc.progress, unix_now()) {
+                    self.expire_verification(app, &method, &verification).await;
+                    self.save(app, from, &who.actor()).await?;
+                    self.drive(app, who).await?;
+                    return Err(AppError::DepositExpired(method));
+                }
                 let requester = Requester::Channel {
                     name: &channel.name,
                     allowed: &channel.verifications,
@@ -869,6 +935,13 @@ impl ApplicationService {
                 }
                 Ok(())
             }
+            // The window passed (seen by the background task first): the deposit is void.
+            _ if challenge == ChallengeKind::DepositAmount
+                && app.doc.progress.failure.as_ref().map(|f| f.0.as_str())
+                    == Some(org::DEPOSIT_EXPIRED) =>
+            {
+                Err(AppError::DepositExpired("corporate-transfer".into()))
+            }
             _ => Err(AppError::InputNotExpected(format!(
                 "the current step ({}) takes no {kind} input",
                 cursor_name(&app.doc.progress.cursor)
@@ -883,13 +956,30 @@ impl ApplicationService {
         id: &str,
         method: &str,
         extra: Option<SubjectInput>,
+        delivery: Option<&str>,
     ) -> Result<Value, Failure> {
         channel_of(who, "choose methods")?;
+        let delivery = match delivery {
+            None => Delivery::OnTheSpot,
+            Some(d) => Delivery::parse(d).ok_or_else(|| {
+                AppError::FieldNotExpected(
+                    "delivery must be \"on_the_spot\" or \"sms_link\"".into(),
+                )
+            })?,
+        };
+        if delivery == Delivery::SmsLink && method != "face" {
+            return Err(AppError::FieldNotExpected(
+                "delivery \"sms_link\" belongs to the face method".into(),
+            )
+            .into());
+        }
         let lock = self.lock_for(id);
         let _guard = lock.lock().await;
         let mut app = self.load(who, id).await?;
         let found = app.status;
-        let result = self.choose_locked(&mut app, who, method, extra).await;
+        let result = self
+            .choose_locked(&mut app, who, method, extra, delivery)
+            .await;
         self.answer(app, found, result).await
     }
 
@@ -899,6 +989,7 @@ impl ApplicationService {
         who: &Who,
         method: &str,
         extra: Option<SubjectInput>,
+        delivery: Delivery,
     ) -> Result<(), AppError> {
         open_or_finished(app)?;
         let from = app.status;
@@ -922,7 +1013,8 @@ impl ApplicationService {
                 ));
             }
             for f in extra.present() {
-                let allowed = fields.iter().any(|x| x == f) && !["name", "id_number"].contains(&f);
+                let allowed = fields.iter().any(|x| x == f)
+                    && !["name", "id_number", "uscc", "organisation"].contains(&f);
                 if !allowed {
                     return Err(AppError::FieldNotExpected(format!(
                         "subject.{f} is not expected by method {method}"
@@ -930,8 +1022,10 @@ impl ApplicationService {
                 }
             }
             let extra = extra.normalise()?;
-            app.doc.progress.extra.insert(method.to_owned(), extra);
+            let key = org::extra_key(app.doc.progress.person(), method);
+            app.doc.progress.extra.insert(key, extra);
         }
+        app.doc.progress.face_by_sms = delivery == Delivery::SmsLink;
         app.doc.progress.cursor = Cursor::Ready {
             method: method.to_owned(),
         };
@@ -1031,7 +1125,7 @@ impl ApplicationService {
 
     /// Cancels an open application (not once approved).
     pub async fn cancel(&self, who: &Who, id: &str) -> Result<Value, Failure> {
-        if matches!(who, Who::System) {
+        if matches!(who, Who::System | Who::Officer(_) | Who::Auditor(_)) {
             return Err(AppError::ChannelOnly("cancel").into());
         }
         let lock = self.lock_for(id);
@@ -1106,6 +1200,10 @@ impl ApplicationService {
                         reuse_days,
                         ..
                     } => {
+                        if org::reuse_legal_rep(p) {
+                            tracing::info!(application = %app.row.id, "the legal representative's verified data reused for the agent");
+                            return Ok(true);
+                        }
                         if reuse_days > 0 && self.reuse(app, &methods, reuse_days).await? {
                             return Ok(true);
                         }
@@ -1128,11 +1226,18 @@ impl ApplicationService {
                         Ok(false)
                     }
                     Step::SignBySms => {
-                        p.confirmed_phone = p.verified("phone").map(str::to_owned);
+                        p.confirmed_phone = p.applicant_phone();
                         p.cursor = Cursor::SendCode;
                         Ok(true)
                     }
-                    Step::Materials { .. } | Step::Review => {
+                    Step::Materials { .. } => {
+                        p.cursor = Cursor::Materials {
+                            missing: Vec::new(),
+                        };
+                        Ok(true)
+                    }
+                    Step::Review { .. } => {
+                        p.cursor = Cursor::Review;
                         app.status = Status::AwaitingReview;
                         Ok(false)
                     }
@@ -1156,6 +1261,11 @@ impl ApplicationService {
             }
             Cursor::Choose { .. } => {
                 app.status = Status::AwaitingChoice;
+                Ok(false)
+            }
+            Cursor::Materials { .. } => self.check_materials(app).await,
+            Cursor::Review => {
+                app.status = Status::AwaitingReview;
                 Ok(false)
             }
             Cursor::Needs { .. }
@@ -1229,9 +1339,26 @@ impl ApplicationService {
 
     /// The subject a method is given: the declared one with the method's extra fields on top.
     fn subject_for(&self, p: &Progress, method: &str) -> SubjectInput {
-        match p.extra.get(method) {
-            Some(extra) => p.subject.overlaid(extra),
-            None => p.subject.clone(),
+        let person = p.person();
+        let base = p.subject.acting(person);
+        match p.extra.get(&org::extra_key(person, method)) {
+            Some(extra) => base.overlaid(extra),
+            None => base,
+        }
+    }
+
+    /// Whose identity `method` proves at the current step: the step's person for a method on
+    /// a person (name, ID), the organisation itself for the registry and the corporate
+    /// transfer.
+    fn acting_for(&self, p: &Progress, method: &str) -> SubjectInput {
+        let personal = self
+            .method_fields(method)
+            .map(|f| f.iter().any(|x| x == "name" || x == "id_number"))
+            .unwrap_or(true);
+        if personal {
+            p.subject.acting(p.person())
+        } else {
+            p.subject.acting(Person::Subject)
         }
     }
 
@@ -1258,15 +1385,20 @@ impl ApplicationService {
     /// Reuses a recent verification of the same subject by one of `methods`; true if it did.
     async fn reuse(&self, app: &mut App, methods: &[String], days: u32) -> Result<bool, AppError> {
         let keys = self.keys();
-        let p = &app.doc.progress;
-        let id_type = p.subject.id_type.as_deref().unwrap_or("resident_id");
-        let hashes = self.hashes(
-            &keys,
-            id_type,
-            p.subject.id_number.as_deref().unwrap_or_default(),
-        );
         let since = unix_now() - i64::from(days) * 86_400;
         for method in methods {
+            let p = &app.doc.progress;
+            let person = p.person();
+            let acting = self.acting_for(p, method);
+            let (id_type, id_number) = acting.identity();
+            let hashes = self.hashes(&keys, &id_type, &id_number);
+            // The name that must match: a person's, or the organisation's own.
+            let (name_field, name) = if acting.id_number.is_none() && acting.organisation.is_some()
+            {
+                ("organisation", acting.organisation.clone())
+            } else {
+                ("name", acting.name.clone())
+            };
             let Some(found) = self.rows.find_reusable(&hashes, method, since).await? else {
                 continue;
             };
@@ -1281,11 +1413,15 @@ impl ApplicationService {
             // Reuse only what proves this application's declared person.
             let same_name = attrs
                 .iter()
-                .any(|(f, v)| f == "name" && Some(v.as_str()) == p.subject.name.as_deref());
+                .any(|(f, v)| f == name_field && Some(v.as_str()) == name.as_deref());
             if !same_name {
                 continue;
             }
             let p = &mut app.doc.progress;
+            let attrs: Vec<(String, String)> = attrs
+                .into_iter()
+                .map(|(f, v)| (Progress::attribute(person, &f), v))
+                .collect();
             p.record_verified(method, &found.verification_id, &attrs);
             p.evidence.push(Evidence {
                 method: method.clone(),
@@ -1404,7 +1540,12 @@ impl ApplicationService {
             id_number: subject.id_number.clone(),
             phone: subject.phone.clone(),
             bank_card: subject.bank_card.clone(),
-            ..Default::default()
+            org_name: subject.organisation.clone(),
+            uscc: subject.uscc.clone(),
+            legal_rep_name: subject.get("legal_rep_name").map(str::to_owned),
+            legal_rep_id: subject.get("legal_rep_id").map(str::to_owned),
+            bank_account: subject.bank_account.clone(),
+            bank_name: subject.bank_name.clone(),
         };
         // One reference per (application, step, fallback, queue position, method): a retry finds
         // the verification it started before.
@@ -1430,6 +1571,7 @@ impl ApplicationService {
             method: method.to_owned(),
             verification: info.view.id.clone(),
         };
+        app.doc.progress.started_at = Some(unix_now());
         app.status = Status::Verifying;
         Ok(())
     }
@@ -1447,12 +1589,17 @@ impl ApplicationService {
             .get(&Requester::Operator("applications"), verification)
             .await?;
         let view = &info.view;
+        if view.status != VStatus::Succeeded && org::window_passed(&app.doc.progress, unix_now()) {
+            self.expire_verification(app, method, verification).await;
+            return Ok(true);
+        }
         match view.status {
             VStatus::Pending | VStatus::AwaitingUser => {
                 app.doc.challenge = view
                     .challenges
                     .first()
                     .map(|c| serde_json::to_value(c).unwrap_or(Value::Null));
+                self.send_face_link(app, verification).await?;
                 app.status = if view.challenges.is_empty() {
                     Status::Verifying
                 } else {
@@ -1480,7 +1627,13 @@ impl ApplicationService {
                     })
                     .collect();
                 let p = &mut app.doc.progress;
-                p.record_verified(method, verification, &attrs);
+                let person = p.person();
+                let recorded: Vec<(String, String)> = attrs
+                    .iter()
+                    .map(|(f, v)| (Progress::attribute(person, f), v.clone()))
+                    .collect();
+                p.record_verified(method, verification, &recorded);
+                p.started_at = None;
                 p.evidence.push(Evidence {
                     method: method.to_owned(),
                     verification: verification.to_owned(),
@@ -1505,6 +1658,13 @@ impl ApplicationService {
             VStatus::Failed => {
                 let code = crate::verification::service::failure_code(view.result.as_ref())
                     .unwrap_or_else(|| "verification_failed".into());
+                let code = org::failure_code(method, code);
+                if code == org::DEPOSIT_EXPIRED {
+                    org::choose_again(&mut app.doc.progress, method, verification);
+                    app.doc.challenge = None;
+                    app.status = Status::Verifying;
+                    return Ok(true);
+                }
                 let p = &mut app.doc.progress;
                 p.evidence.push(Evidence {
                     method: method.to_owned(),
@@ -1554,6 +1714,50 @@ impl ApplicationService {
         }
     }
 
+    /// The running verification outlived its step's window: cancel it, record
+    /// `deposit_expired`, and start the step again (the method is chosen again).
+    async fn expire_verification(&self, app: &mut App, method: &str, verification: &str) {
+        let requester = Requester::Operator("applications");
+        if let Err(e) = self.verifications.cancel(&requester, verification).await {
+            tracing::debug!(error = %e, "verification not cancelled (finished already?)");
+        }
+        org::choose_again(&mut app.doc.progress, method, verification);
+        app.doc.challenge = None;
+        app.status = Status::Verifying;
+        tracing::info!(application = %app.row.id, %method, "verification window passed");
+    }
+
+    /// Face by SMS link: sends the face URL of `verification` to the person's phone once.
+    async fn send_face_link(&self, app: &mut App, verification: &str) -> Result<(), AppError> {
+        let p = &app.doc.progress;
+        if !p.face_by_sms || p.link_sent.as_deref() == Some(verification) {
+            return Ok(());
+        }
+        let Some(url) = app
+            .doc
+            .challenge
+            .as_ref()
+            .filter(|c| c.get("kind") == Some(&json!("face_url")))
+            .and_then(|c| c.get("payload")?.get("url")?.as_str().map(str::to_owned))
+        else {
+            return Ok(());
+        };
+        let phone = org::link_phone(p).ok_or(AppError::PhoneNotVerified)?;
+        let notifier = self
+            .notifier
+            .clone()
+            .ok_or(AppError::Unavailable("the channel's SMS notifier"))?;
+        notifier
+            .send_sms(&app.row.channel, &phone, &org::link_text(&url))
+            .await
+            .map_err(|e| {
+                tracing::warn!(error = %e, "face link not sent");
+                AppError::Unavailable("the channel's SMS notifier")
+            })?;
+        app.doc.progress.link_sent = Some(verification.to_owned());
+        Ok(())
+    }
+
     /// Keeps a successful verification for reuse by later applications of the same person.
     async fn remember(
         &self,
@@ -1565,12 +1769,8 @@ impl ApplicationService {
     ) {
         let keys = self.keys();
         let Ok(key) = keys.active() else { return };
-        let p = &app.doc.progress;
-        let hash = subject_hash(
-            key,
-            p.subject.id_type.as_deref().unwrap_or("resident_id"),
-            p.subject.id_number.as_deref().unwrap_or_default(),
-        );
+        let (id_type, id_number) = self.acting_for(&app.doc.progress, method).identity();
+        let hash = subject_hash(key, &id_type, &id_number);
         let Ok(plain) = serde_json::to_vec(attrs) else {
             return;
         };
@@ -1596,10 +1796,12 @@ impl ApplicationService {
         let from = app.status;
         let actor = format!("channel:{}", app.row.channel);
         let p = app.doc.progress.clone();
+        // An organisation's certificate carries no person's phone.
         let verified_phone = p
             .confirmed_phone
             .clone()
-            .or_else(|| p.verified("phone").map(str::to_owned));
+            .or_else(|| p.verified("phone").map(str::to_owned))
+            .filter(|_| !p.is_organisation());
         match app.kind {
             Kind::New | Kind::Renewal | Kind::Change | Kind::Reissue => {
                 let subject = p.certificate_subject();
@@ -1841,9 +2043,9 @@ impl ApplicationService {
             phone: p
                 .confirmed_phone
                 .clone()
-                .or_else(|| p.verified("phone").map(str::to_owned))
+                .or_else(|| p.applicant_phone())
                 .or_else(|| p.subject.phone.clone()),
-            email: p.subject.email.clone(),
+            email: p.applicant_email(),
             at: unix_now(),
         };
         if let Err(err) = notifier.application_event(&e).await {
@@ -1970,6 +2172,17 @@ impl ApplicationService {
                     if let Some(e) = c.get("expires_at") {
                         ch["expires_at"] = e.clone();
                     }
+                    if p.face_by_sms && c.get("kind") == Some(&json!("face_url")) {
+                        // Sent to the person's phone: the channel shows no QR.
+                        if let Value::Object(o) = &mut ch {
+                            o.remove("url");
+                            o.remove("qr");
+                            o.remove("biz_token");
+                        }
+                        ch["delivery"] = json!("sms_link");
+                        ch["sent_to"] =
+                            json!(org::link_phone(p).map(|x| identifiers::mask::mask_phone(&x)));
+                    }
                     v["challenge"] = ch;
                 }
                 v
@@ -1989,6 +2202,18 @@ impl ApplicationService {
                     "resend_after": sent.resend_after,
                 },
             }),
+            Cursor::Materials { missing } => {
+                let mut s = json!({"name": "materials", "needs": missing});
+                if missing.iter().any(|k| k == "authorisation_letter") {
+                    // Or online: POST .../authorise sends a code to the legal representative.
+                    s["authorisation"] = json!(["authorisation_letter", "online"]);
+                }
+                if p.authorised_online == Some(false) {
+                    s["challenge"] = json!({"kind": "sms_code", "to": "legal_rep"});
+                }
+                s
+            }
+            Cursor::Review => json!({"name": "review"}),
             Cursor::NeedsCsr => json!({"name": "csr", "needs": ["csr"]}),
             Cursor::Done => json!({"name": "issue"}),
         };
@@ -2015,7 +2240,10 @@ impl ApplicationService {
                     let Ok(mut app) = self.load(&Who::System, &id).await else {
                         continue;
                     };
-                    if !app.status.is_open() || app.status == Status::Approved {
+                    // Approved is carried out; a review waits for officers (days, by design).
+                    if !app.status.is_open()
+                        || matches!(app.status, Status::Approved | Status::AwaitingReview)
+                    {
                         continue;
                     }
                     if let Err(e) = self
@@ -2099,7 +2327,7 @@ fn open_or_finished(app: &App) -> Result<(), AppError> {
 }
 
 /// The policy step after the current one.
-fn next_step(p: &mut Progress) {
+pub(super) fn next_step(p: &mut Progress) {
     p.step += 1;
     p.fallbacks_taken = 0;
     p.queued.clear();
@@ -2116,13 +2344,18 @@ fn cursor_name(c: &Cursor) -> &'static str {
         Cursor::ConfirmPhone => "confirm_phone",
         Cursor::SendCode => "send_code",
         Cursor::CodeSent { .. } => "code_sent",
+        Cursor::Materials { .. } => "materials",
+        Cursor::Review => "review",
         Cursor::NeedsCsr => "csr",
         Cursor::Done => "done",
     }
 }
 
 fn mask_field(field: &str, value: &str) -> String {
+    let field = field.rsplit('.').next().unwrap_or(field);
     match field {
+        // An organisation's registered name and code are public.
+        "organisation" | "uscc" => value.to_owned(),
         "name" => crate::verification::mask::mask_name(value),
         "id_number" => identifiers::mask::mask_id_number(value),
         "phone" => identifiers::mask::mask_phone(value),

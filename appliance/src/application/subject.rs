@@ -5,7 +5,7 @@ use identifiers::mask::{mask_card, mask_id_number, mask_phone};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::policy::SubjectType;
+use super::policy::{Person, SubjectType};
 use crate::verification::mask::mask_name;
 use crate::verification::DataKey;
 
@@ -34,6 +34,26 @@ pub struct SubjectInput {
     /// Bank card number (the bank-card method).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bank_card: Option<String>,
+    /// Organisation: unified social credit code (GB 32100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uscc: Option<String>,
+    /// Organisation: its legal representative (a person: name, id_type, id_number, phone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub legal_rep: Option<Box<SubjectInput>>,
+    /// Organisation: the agent applying for it (a person; absent: the legal representative
+    /// applies in person).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<Box<SubjectInput>>,
+    /// Organisation: corporate bank account number (the corporate-transfer method).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bank_account: Option<String>,
+    /// Organisation: the corporate account's bank (branch) name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bank_name: Option<String>,
+    /// In a person's view of an organisation ([`SubjectInput::acting`]): the organisation's
+    /// name. Never read from a request.
+    #[serde(default, skip_deserializing, skip_serializing_if = "Option::is_none")]
+    pub organisation: Option<String>,
 }
 
 /// Why a subject was refused: a field and a reason, never the value.
@@ -57,9 +77,12 @@ pub enum SubjectError {
     /// The name or e-mail is empty, too long or malformed.
     #[error("subject.{0} is empty, too long or malformed")]
     Malformed(&'static str),
-    /// Organisation subjects come with the organisation flows.
-    #[error("subject.type organisation is not supported yet")]
-    Organisation,
+    /// The USCC fails its format or GB 32100 check character.
+    #[error("subject.uscc is not a valid unified social credit code")]
+    Uscc,
+    /// A field of the other subject type (`uscc` on a person, a person inside a person).
+    #[error("subject.{0} does not belong to this subject type")]
+    NotForType(&'static str),
 }
 
 fn today() -> identifiers::date::Date {
@@ -84,15 +107,58 @@ impl SubjectInput {
 
     /// Checks and normalises the fields that are present (phone digits only, ID upper-case).
     pub fn normalise(mut self) -> Result<Self, SubjectError> {
-        if self.kind() == SubjectType::Organisation {
-            return Err(SubjectError::Organisation);
+        let organisation = self.kind() == SubjectType::Organisation;
+        if !organisation && self.legal_rep.is_some() {
+            return Err(SubjectError::NotForType("legal_rep"));
+        }
+        if !organisation && self.agent.is_some() {
+            return Err(SubjectError::NotForType("agent"));
+        }
+        for (field, person) in [
+            ("legal_rep", &mut self.legal_rep),
+            ("agent", &mut self.agent),
+        ] {
+            if let Some(p) = person.take() {
+                if p.subject_type.is_some()
+                    || p.uscc.is_some()
+                    || p.legal_rep.is_some()
+                    || p.agent.is_some()
+                    || p.bank_account.is_some()
+                    || p.bank_name.is_some()
+                {
+                    return Err(SubjectError::NotForType(field));
+                }
+                *person = Some(Box::new(p.normalise()?));
+            }
         }
         if let Some(n) = &self.name {
             let n = n.trim();
-            if n.is_empty() || n.chars().count() > 64 || n.chars().any(char::is_control) {
+            let max = if organisation { 128 } else { 64 };
+            if n.is_empty() || n.chars().count() > max || n.chars().any(char::is_control) {
                 return Err(SubjectError::Malformed("name"));
             }
             self.name = Some(n.to_owned());
+        }
+        if let Some(u) = &self.uscc {
+            let u = identifiers::uscc::Uscc::parse(u.trim()).map_err(|_| SubjectError::Uscc)?;
+            if !u.checksum_valid() {
+                return Err(SubjectError::Uscc);
+            }
+            self.uscc = Some(u.as_str().to_owned());
+        }
+        if let Some(a) = &self.bank_account {
+            let a: String = a.chars().filter(|c| *c != ' ').collect();
+            if !(8..=32).contains(&a.len()) || !a.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(SubjectError::Malformed("bank_account"));
+            }
+            self.bank_account = Some(a);
+        }
+        if let Some(b) = &self.bank_name {
+            let b = b.trim();
+            if b.is_empty() || b.chars().count() > 64 || b.chars().any(char::is_control) {
+                return Err(SubjectError::Malformed("bank_name"));
+            }
+            self.bank_name = Some(b.to_owned());
         }
         if let Some(t) = &self.id_type {
             if t != "resident_id" {
@@ -132,6 +198,15 @@ impl SubjectInput {
 
     /// A new application's subject: a person with name, ID number and phone.
     pub fn require_person(&self) -> Result<(), SubjectError> {
+        for (field, present) in [
+            ("uscc", self.uscc.is_some()),
+            ("bank_account", self.bank_account.is_some()),
+            ("bank_name", self.bank_name.is_some()),
+        ] {
+            if present {
+                return Err(SubjectError::NotForType(field));
+            }
+        }
         if self.name.is_none() {
             return Err(SubjectError::Missing("name"));
         }
@@ -147,6 +222,88 @@ impl SubjectInput {
         Ok(())
     }
 
+    /// A new application's organisation: name, USCC, the legal representative (a person) and
+    /// the agent (the legal representative when absent).
+    pub fn require_organisation(&mut self) -> Result<(), SubjectError> {
+        if self.name.is_none() {
+            return Err(SubjectError::Missing("name"));
+        }
+        if self.uscc.is_none() {
+            return Err(SubjectError::Missing("uscc"));
+        }
+        for field in ["id_type", "id_number", "phone", "email", "bank_card"] {
+            if self.get(field).is_some() || (field == "id_type" && self.id_type.is_some()) {
+                return Err(SubjectError::NotForType(field));
+            }
+        }
+        let rep = self
+            .legal_rep
+            .as_deref()
+            .ok_or(SubjectError::Missing("legal_rep"))?;
+        rep.require_person().map_err(|e| match e {
+            SubjectError::Missing(f) => SubjectError::Missing(prefixed("legal_rep", f)),
+            other => other,
+        })?;
+        match self.agent.as_deref() {
+            Some(agent) => agent.require_person().map_err(|e| match e {
+                SubjectError::Missing(f) => SubjectError::Missing(prefixed("agent", f)),
+                other => other,
+            })?,
+            None => self.agent = self.legal_rep.clone(),
+        }
+        Ok(())
+    }
+
+    /// Does the legal representative apply in person (the agent is the same person)?
+    pub fn legal_rep_applies(&self) -> bool {
+        match (self.legal_rep.as_deref(), self.agent.as_deref()) {
+            (Some(r), Some(a)) => {
+                r.id_number.is_some() && r.id_number == a.id_number && r.id_type == a.id_type
+            }
+            _ => false,
+        }
+    }
+
+    /// The flat view a verification of `person` sees: that person's fields, with the
+    /// organisation's (`organisation`, `uscc`, bank account, legal representative) alongside.
+    /// A person subject is its own view.
+    pub fn acting(&self, person: Person) -> SubjectInput {
+        if self.kind() != SubjectType::Organisation {
+            return self.clone();
+        }
+        let who = match person {
+            Person::Subject => None,
+            Person::LegalRep => self.legal_rep.as_deref(),
+            Person::Agent => self.agent.as_deref(),
+        };
+        let mut out = who.cloned().unwrap_or_default();
+        out.subject_type = Some(SubjectType::Organisation);
+        out.organisation = self.name.clone();
+        out.uscc = self.uscc.clone();
+        out.bank_account = self.bank_account.clone();
+        out.bank_name = self.bank_name.clone();
+        out.legal_rep = self.legal_rep.clone();
+        out.agent = None;
+        out
+    }
+
+    /// The identity rows are keyed by: (`resident_id`, number) for a person (or a person's
+    /// view), (`uscc`, code) for an organisation.
+    pub fn identity(&self) -> (String, String) {
+        if self.kind() == SubjectType::Organisation && self.id_number.is_none() {
+            return (
+                "uscc".to_owned(),
+                self.uscc.clone().unwrap_or_default().to_ascii_uppercase(),
+            );
+        }
+        (
+            self.id_type
+                .clone()
+                .unwrap_or_else(|| "resident_id".to_owned()),
+            self.id_number.clone().unwrap_or_default(),
+        )
+    }
+
     /// The fields present, by API name.
     pub fn present(&self) -> Vec<&'static str> {
         let mut out = Vec::new();
@@ -156,6 +313,9 @@ impl SubjectInput {
             ("phone", &self.phone),
             ("email", &self.email),
             ("bank_card", &self.bank_card),
+            ("uscc", &self.uscc),
+            ("bank_account", &self.bank_account),
+            ("bank_name", &self.bank_name),
         ] {
             if v.is_some() {
                 out.push(k);
@@ -172,6 +332,15 @@ impl SubjectInput {
             "phone" => self.phone.as_deref(),
             "email" => self.email.as_deref(),
             "bank_card" => self.bank_card.as_deref(),
+            "uscc" => self.uscc.as_deref(),
+            "bank_account" => self.bank_account.as_deref(),
+            "bank_name" => self.bank_name.as_deref(),
+            "organisation" => self.organisation.as_deref(),
+            "legal_rep_name" => self.legal_rep.as_deref().and_then(|r| r.name.as_deref()),
+            "legal_rep_id" => self
+                .legal_rep
+                .as_deref()
+                .and_then(|r| r.id_number.as_deref()),
             _ => None,
         }
     }
@@ -187,6 +356,12 @@ impl SubjectInput {
             phone: pick(&self.phone, &over.phone),
             email: pick(&self.email, &over.email),
             bank_card: pick(&self.bank_card, &over.bank_card),
+            uscc: self.uscc.clone(),
+            legal_rep: self.legal_rep.clone(),
+            agent: self.agent.clone(),
+            bank_account: pick(&self.bank_account, &over.bank_account),
+            bank_name: pick(&self.bank_name, &over.bank_name),
+            organisation: self.organisation.clone(),
         }
     }
 
@@ -205,13 +380,48 @@ impl SubjectInput {
                 m.insert(k.to_owned(), Value::String(f(v)));
             }
         };
-        put("name", &self.name, mask_name);
+        let organisation = self.kind() == SubjectType::Organisation;
+        put(
+            "name",
+            &self.name,
+            if organisation {
+                str::to_owned
+            } else {
+                mask_name
+            },
+        );
         put("id_type", &self.id_type, str::to_owned);
         put("id_number", &self.id_number, mask_id_number);
         put("phone", &self.phone, mask_phone);
         put("email", &self.email, mask_email);
         put("bank_card", &self.bank_card, mask_card);
+        put("uscc", &self.uscc, str::to_owned);
+        put("bank_account", &self.bank_account, mask_card);
+        put("bank_name", &self.bank_name, str::to_owned);
+        for (k, p) in [("legal_rep", &self.legal_rep), ("agent", &self.agent)] {
+            if let Some(p) = p {
+                let mut v = p.masked();
+                if let Value::Object(o) = &mut v {
+                    o.remove("type");
+                }
+                m.insert(k.to_owned(), v);
+            }
+        }
         Value::Object(m)
+    }
+}
+
+fn prefixed(person: &str, field: &'static str) -> &'static str {
+    match (person, field) {
+        ("legal_rep", "name") => "legal_rep.name",
+        ("legal_rep", "id_number") => "legal_rep.id_number",
+        ("legal_rep", "id_type") => "legal_rep.id_type",
+        ("legal_rep", "phone") => "legal_rep.phone",
+        ("agent", "name") => "agent.name",
+        ("agent", "id_number") => "agent.id_number",
+        ("agent", "id_type") => "agent.id_type",
+        ("agent", "phone") => "agent.phone",
+        _ => field,
     }
 }
 

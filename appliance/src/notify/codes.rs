@@ -40,6 +40,8 @@ fn purpose_name(p: CodePurpose) -> &'static str {
         CodePurpose::ConfirmPhone => "confirm_phone",
         CodePurpose::ApplicationSignature => "application_signature",
         CodePurpose::NewPhone => "new_phone",
+        CodePurpose::Authorisation => "authorisation",
+        CodePurpose::Lookup => "lookup",
     }
 }
 
@@ -58,6 +60,8 @@ pub fn sms_text(code: &str, ttl_secs: i64, purpose: CodePurpose) -> String {
         CodePurpose::ConfirmPhone => "确认手机号 (phone confirmation)",
         CodePurpose::ApplicationSignature => "签署证书申请 (application signature)",
         CodePurpose::NewPhone => "更换手机号 (phone change)",
+        CodePurpose::Authorisation => "授权经办人办理证书 (authorising the agent)",
+        CodePurpose::Lookup => "查询订单 (order lookup)",
     };
     format!(
         "您的验证码为 {code}，用于{what}，{} 分钟内有效，请勿告诉他人。Your code is {code}.",

@@ -264,6 +264,26 @@ impl ApplicationRows {
         Ok(out)
     }
 
+    /// Ids of a channel's applications of a subject (any of `hashes`), oldest first.
+    pub async fn ids_for_subject(
+        &self,
+        channel: &str,
+        hashes: &[String],
+    ) -> Result<Vec<String>, StorageError> {
+        let mut out = Vec::new();
+        for h in hashes {
+            let ids: Vec<String> = sqlx::query_scalar(
+                "SELECT id FROM applications WHERE channel = ? AND subject_hash = ? ORDER BY created_at, id",
+            )
+            .bind(channel)
+            .bind(h)
+            .fetch_all(&self.pool)
+            .await?;
+            out.extend(ids);
+        }
+        Ok(out)
+    }
+
     /// Ids of open applications past their deadline.
     pub async fn due_for_expiry(&self, now: i64) -> Result<Vec<String>, StorageError> {
         Ok(sqlx::query_scalar(

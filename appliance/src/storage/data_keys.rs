@@ -127,6 +127,7 @@ impl DataKeyRows {
              AND NOT EXISTS (SELECT 1 FROM applications a WHERE a.key_id = data_keys.id) \
              AND NOT EXISTS (SELECT 1 FROM subjects s WHERE s.key_id = data_keys.id) \
              AND NOT EXISTS (SELECT 1 FROM subject_verifications r WHERE r.key_id = data_keys.id) \
+             AND NOT EXISTS (SELECT 1 FROM application_materials m WHERE m.key_id = data_keys.id) \
              RETURNING id",
         )
         .fetch_all(&mut *tx)

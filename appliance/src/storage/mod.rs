@@ -14,6 +14,7 @@ mod data_keys;
 mod group_commit;
 mod limits;
 mod login;
+mod materials;
 mod notify;
 mod ocsp;
 mod ops;
@@ -37,6 +38,7 @@ pub use crl::{CrlRecord, CrlRow, CrlStore};
 pub use data_keys::{DataKeyRecord, DataKeyRows};
 pub use limits::{LimitRows, WindowCount};
 pub use login::{Answer, ChallengeRow, LoginRows, NewChallenge};
+pub use materials::{MaterialRow, MaterialRows};
 pub use notify::{CodeRow, NewCode, NewNotification, NotificationRow, NotifyRows};
 pub use ocsp::{CertStatusRow, OcspStore, ResponderRecord, StoredResponse};
 pub use revocation::{Revocation, RevocationError, RevocationStore, StatusChange};
@@ -152,6 +154,11 @@ impl Storage {
     /// Applications, subjects and reusable verifications.
     pub fn applications(&self) -> ApplicationRows {
         ApplicationRows::new(self.pool.clone())
+    }
+
+    /// Materials uploaded for applications.
+    pub fn materials(&self) -> MaterialRows {
+        MaterialRows::new(self.pool.clone())
     }
 
     /// Limit counters and vendor callback replay records.

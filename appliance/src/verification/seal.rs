@@ -48,6 +48,8 @@ pub enum Field {
     NotificationRequest,
     /// A channel-plugin delivery's actions (`notify` outbox).
     NotificationActions,
+    /// An application's uploaded material (an ID photo, a business licence).
+    Material,
 }
 
 impl Field {
@@ -59,6 +61,7 @@ impl Field {
             Field::Reference => b"reference",
             Field::NotificationRequest => b"notification-request",
             Field::NotificationActions => b"notification-actions",
+            Field::Material => b"material",
         }
     }
 }

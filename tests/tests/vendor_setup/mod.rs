@@ -70,6 +70,27 @@ impl Setup {
         path: &str,
         body: Option<Value>,
     ) -> (u16, hyper::HeaderMap, Value) {
+        let body = body.map(|b| b.to_string()).unwrap_or_default();
+        let (status, headers, bytes) = self
+            .raw(who, method, path, "application/json", body.into_bytes())
+            .await;
+        (
+            status,
+            headers,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+
+    /// One mTLS API call as `who` with a raw body of `content_type`; returns status, headers
+    /// and the raw answer.
+    pub async fn raw(
+        &self,
+        who: &str,
+        method: &str,
+        path: &str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> (u16, hyper::HeaderMap, Vec<u8>) {
         let tls = self.demo.path().join("tls");
         let config = tls_client(
             &tls.join("ca.pem"),
@@ -95,20 +116,14 @@ impl Setup {
             .method(method)
             .uri(path)
             .header("host", self.demo.api.to_string())
-            .header("content-type", "application/json")
-            .body(Full::new(Bytes::from(
-                body.map(|b| b.to_string()).unwrap_or_default(),
-            )))
+            .header("content-type", content_type)
+            .body(Full::new(Bytes::from(body)))
             .unwrap();
         let resp = sender.send_request(req).await.unwrap();
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
         let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-        (
-            status,
-            headers,
-            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-        )
+        (status, headers, bytes.to_vec())
     }
 
     /// Starts a verification as the demo channel.
