@@ -575,8 +575,11 @@ async fn check_config_refuses_a_wrong_hash_and_serve_marks_the_plugin_unavailabl
     std::fs::write(&config, &tampered).unwrap();
     let (ok, _, err) = check();
     assert!(!ok, "a wrong hash must be refused");
+    // check-config names the key, the file, the problem and the fix.
     assert!(
-        err.contains("plugin phone-real-name") && err.contains("sha256"),
+        err.contains("refused: [[plugin]] phone-real-name sha256 in ")
+            && err.contains("not the approved")
+            && err.contains("fix: "),
         "{err}"
     );
 
