@@ -165,6 +165,25 @@ impl DemoDir {
         json(&resp)
     }
 
+    /// A JSON API request as the demo identity `who`; returns the status and the JSON answer
+    /// (`Null` when the answer is not JSON).
+    pub async fn call_json(
+        &self,
+        who: &str,
+        method: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let body = body.map(|b| serde_json::to_vec(&b).expect("json"));
+        let (status, answer) = api_request(self.api, self.client_tls(who), method, path, body)
+            .await
+            .expect("api request");
+        (
+            status,
+            serde_json::from_slice(&answer).unwrap_or(serde_json::Value::Null),
+        )
+    }
+
     /// An OCSP request about the personal CA's certificates, written by `openssl ocsp
     /// ... -reqout out` in this directory (`args`: `-cert F`, `-serial 0xN`, `-no_nonce`...).
     pub fn openssl_ocsp_request(&self, args: &[&str], out: &str) -> Vec<u8> {
