@@ -18,34 +18,10 @@ use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use benches::median;
 use ca_appliance::config::ApplianceConfig;
 use hsm::{Hsm, KeyKind, KeyUri, SignatureAlgorithm};
 use system_tests::{issue_body, openssl_csr, tls_client, ApiConnection, DemoDir, Identity};
-
-struct Options {
-    seconds: f64,
-    rounds: usize,
-}
-
-fn options() -> Result<Options, String> {
-    let mut opts = Options {
-        seconds: 4.0,
-        rounds: 3,
-    };
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        let value = args.next().ok_or(format!("{arg} needs a value"))?;
-        match arg.as_str() {
-            "--seconds" => opts.seconds = value.parse().map_err(|e| format!("--seconds: {e}"))?,
-            "--rounds" => opts.rounds = value.parse().map_err(|e| format!("--rounds: {e}"))?,
-            other => return Err(format!("unknown option {other}")),
-        }
-    }
-    if opts.rounds == 0 || opts.seconds <= 0.0 {
-        return Err("--rounds and --seconds must be positive".into());
-    }
-    Ok(opts)
-}
 
 /// Signatures per second with `threads` threads signing with one P-256 key for `run`.
 fn raw_sign_rate(hsm: &Hsm, key: &KeyUri, threads: usize, run: Duration) -> Result<f64, String> {
@@ -208,11 +184,6 @@ async fn issuance_count(
     Ok((total as f64 / start.elapsed().as_secs_f64(), total))
 }
 
-fn median(mut xs: Vec<f64>) -> f64 {
-    xs.sort_by(f64::total_cmp);
-    xs[xs.len() / 2]
-}
-
 fn open_token(config_path: &Path) -> Result<Hsm, String> {
     let config = ApplianceConfig::load(config_path).map_err(|e| e.to_string())?;
     if let Some(conf) = &config.hsm.softhsm2_conf {
@@ -223,7 +194,7 @@ fn open_token(config_path: &Path) -> Result<Hsm, String> {
 
 #[tokio::main]
 async fn main() -> Result<(), String> {
-    let opts = options()?;
+    let opts = benches::options(4.0)?;
     let run = Duration::from_secs_f64(opts.seconds);
     system_tests::use_release_build();
     let demo = DemoDir::create();

@@ -10,36 +10,12 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use benches::median;
 use ca_appliance::config::ApplianceConfig;
 use hsm::{Hsm, KeyKind, KeyUri, SignatureAlgorithm};
 use system_tests::{
     issue_body, json, openssl_csr, public_request, tls_client, ApiConnection, DemoDir, Identity,
 };
-
-struct Options {
-    seconds: f64,
-    rounds: usize,
-}
-
-fn options() -> Result<Options, String> {
-    let mut opts = Options {
-        seconds: 3.0,
-        rounds: 3,
-    };
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        let value = args.next().ok_or(format!("{arg} needs a value"))?;
-        match arg.as_str() {
-            "--seconds" => opts.seconds = value.parse().map_err(|e| format!("--seconds: {e}"))?,
-            "--rounds" => opts.rounds = value.parse().map_err(|e| format!("--rounds: {e}"))?,
-            other => return Err(format!("unknown option {other}")),
-        }
-    }
-    if opts.rounds == 0 || opts.seconds <= 0.0 {
-        return Err("--rounds and --seconds must be positive".into());
-    }
-    Ok(opts)
-}
 
 /// Signatures per second with 2 threads signing 400-byte TBS stand-ins with `key` for `run`.
 fn raw_sign_rate(
@@ -217,11 +193,6 @@ async fn ocsp_requests(
     Ok((read(&plain)?, read(&nonce)?))
 }
 
-fn median(mut xs: Vec<f64>) -> f64 {
-    xs.sort_by(f64::total_cmp);
-    xs[xs.len() / 2]
-}
-
 fn sm2_csr(dir: &Path) -> Result<String, String> {
     openssl(
         dir,
@@ -256,7 +227,7 @@ fn sm2_csr(dir: &Path) -> Result<String, String> {
 
 #[tokio::main]
 async fn main() -> Result<(), String> {
-    let opts = options()?;
+    let opts = benches::options(3.0)?;
     let run = Duration::from_secs_f64(opts.seconds);
     system_tests::use_release_build();
     let demo = DemoDir::create_with(&["--sm2"]);
