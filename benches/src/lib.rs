@@ -36,3 +36,41 @@ pub fn median(mut xs: Vec<f64>) -> f64 {
     xs.sort_by(f64::total_cmp);
     xs[xs.len() / 2]
 }
+
+/// Signatures per second, and how many, made by `threads` threads signing 400-byte stand-ins
+/// for a certificate's TBS (what issuance signs) with `key` and `alg` for `run`.
+pub fn raw_sign_count(
+    hsm: &hsm::Hsm,
+    key: &hsm::KeyUri,
+    alg: hsm::SignatureAlgorithm,
+    threads: u64,
+    run: std::time::Duration,
+) -> Result<(f64, u64), String> {
+    let start = std::time::Instant::now();
+    let total = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|t| {
+                scope.spawn(move || -> Result<u64, String> {
+                    let mut n = 0u64;
+                    while start.elapsed() < run {
+                        let mut tbs = vec![0u8; 400];
+                        tbs[..16]
+                            .copy_from_slice(&(u128::from(n) ^ u128::from(t) << 64).to_be_bytes());
+                        hsm.sign_blocking(key, alg, &tbs)
+                            .map_err(|e| e.to_string())?;
+                        n += 1;
+                    }
+                    Ok(n)
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| {
+                w.join()
+                    .map_err(|_| "signing thread panicked".to_string())?
+            })
+            .sum::<Result<u64, String>>()
+    })?;
+    Ok((total as f64 / start.elapsed().as_secs_f64(), total))
+}

@@ -24,7 +24,7 @@ use hsm::{Hsm, KeyKind, KeyUri, SignatureAlgorithm};
 use system_tests::{issue_body, openssl_csr, tls_client, ApiConnection, DemoDir, Identity};
 
 /// Signatures per second with `threads` threads signing with one P-256 key for `run`.
-fn raw_sign_rate(hsm: &Hsm, key: &KeyUri, threads: usize, run: Duration) -> Result<f64, String> {
+fn raw_sign_rate(hsm: &Hsm, key: &KeyUri, threads: u64, run: Duration) -> Result<f64, String> {
     raw_sign_count(hsm, key, threads, run).map(|(rate, _)| rate)
 }
 
@@ -32,36 +32,10 @@ fn raw_sign_rate(hsm: &Hsm, key: &KeyUri, threads: usize, run: Duration) -> Resu
 fn raw_sign_count(
     hsm: &Hsm,
     key: &KeyUri,
-    threads: usize,
+    threads: u64,
     run: Duration,
 ) -> Result<(f64, u64), String> {
-    let start = Instant::now();
-    let total = std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..threads)
-            .map(|t| {
-                scope.spawn(move || -> Result<u64, String> {
-                    let mut n = 0u64;
-                    while start.elapsed() < run {
-                        // What issuance signs is a ~400-byte TBS; sign a message of that size.
-                        let mut tbs = vec![0u8; 400];
-                        tbs[..16].copy_from_slice(&(n as u128 ^ (t as u128) << 64).to_be_bytes());
-                        hsm.sign_blocking(key, SignatureAlgorithm::EcdsaSha256, &tbs)
-                            .map_err(|e| e.to_string())?;
-                        n += 1;
-                    }
-                    Ok(n)
-                })
-            })
-            .collect();
-        workers
-            .into_iter()
-            .map(|w| {
-                w.join()
-                    .map_err(|_| "signing thread panicked".to_string())?
-            })
-            .sum::<Result<u64, String>>()
-    })?;
-    Ok((total as f64 / start.elapsed().as_secs_f64(), total))
+    benches::raw_sign_count(hsm, key, SignatureAlgorithm::EcdsaSha256, threads, run)
 }
 
 /// User + system CPU seconds used so far by process `pid` ("self" for this one).

@@ -24,33 +24,7 @@ fn raw_sign_rate(
     alg: SignatureAlgorithm,
     run: Duration,
 ) -> Result<f64, String> {
-    let start = Instant::now();
-    let total = std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..2u64)
-            .map(|t| {
-                scope.spawn(move || -> Result<u64, String> {
-                    let mut n = 0u64;
-                    while start.elapsed() < run {
-                        let mut tbs = vec![0u8; 400];
-                        tbs[..16]
-                            .copy_from_slice(&(u128::from(n) ^ u128::from(t) << 64).to_be_bytes());
-                        hsm.sign_blocking(key, alg, &tbs)
-                            .map_err(|e| e.to_string())?;
-                        n += 1;
-                    }
-                    Ok(n)
-                })
-            })
-            .collect();
-        workers
-            .into_iter()
-            .map(|w| {
-                w.join()
-                    .map_err(|_| "signing thread panicked".to_string())?
-            })
-            .sum::<Result<u64, String>>()
-    })?;
-    Ok(total as f64 / start.elapsed().as_secs_f64())
+    benches::raw_sign_count(hsm, key, alg, 2, run).map(|(rate, _)| rate)
 }
 
 /// Certificates per second issued over 4 keep-alive mTLS connections for `run`.
