@@ -151,7 +151,25 @@ impl DemoDir {
     /// Issues a `personal` certificate for `csr` as `who` (expects 201); returns the JSON
     /// answer (`serial`, `certificate`, `chain`).
     pub async fn issue_personal(&self, who: &str, csr: &str) -> serde_json::Value {
-        let body = issue_body("personal", csr, serde_json::json!({"name": "Test Person"}));
+        self.issue(
+            who,
+            "personal",
+            csr,
+            serde_json::json!({"name": "Test Person"}),
+        )
+        .await
+    }
+
+    /// Issues a `profile` certificate for `csr` and `subject` as `who` (expects 201); returns
+    /// the JSON answer (`serial`, `certificate`, `chain`).
+    pub async fn issue(
+        &self,
+        who: &str,
+        profile: &str,
+        csr: &str,
+        subject: serde_json::Value,
+    ) -> serde_json::Value {
+        let body = issue_body(profile, csr, subject);
         let (status, resp) = api_request(
             self.api,
             self.client_tls(who),
