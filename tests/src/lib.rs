@@ -420,6 +420,66 @@ pub async fn public_get(addr: SocketAddr, path: &str) -> (u16, hyper::HeaderMap,
     (status, headers, body.to_vec())
 }
 
+/// Runs the openssl CLI in `dir` with `args`, asserting success; returns its standard output.
+pub fn openssl_in(dir: &Path, args: &[&str]) -> String {
+    let (ok, out, err) = run(Command::new("openssl").current_dir(dir).args(args));
+    assert!(ok, "openssl {args:?}: {out}{err}");
+    out
+}
+
+/// An EC P-256 key `stem.key` and its certificate `stem.pem` for `subj` (as for `openssl req`),
+/// made in `dir` and signed by `ca` (`ca.pem`, `ca.key` there) with the extension lines `ext`
+/// (written to `stem.ext`), valid two days.
+pub fn openssl_leaf(dir: &Path, stem: &str, subj: &str, ca: &str, ext: &str) {
+    let [key, csr, ext_file, pem, ca_pem, ca_key] = [
+        format!("{stem}.key"),
+        format!("{stem}.csr"),
+        format!("{stem}.ext"),
+        format!("{stem}.pem"),
+        format!("{ca}.pem"),
+        format!("{ca}.key"),
+    ];
+    std::fs::write(dir.join(&ext_file), ext).expect("extension file written");
+    openssl_in(
+        dir,
+        &[
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &key,
+            "-subj",
+            subj,
+            "-out",
+            &csr,
+        ],
+    );
+    openssl_in(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            &ca_pem,
+            "-CAkey",
+            &ca_key,
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            &ext_file,
+            "-out",
+            &pem,
+        ],
+    );
+}
+
 /// Makes a key and CSR with the openssl CLI in `dir`; returns the CSR PEM.
 /// `key_spec` is `ec:P-256`, `ec:P-384` or `rsa:BITS`.
 pub fn openssl_csr(dir: &Path, stem: &str, key_spec: &str) -> String {

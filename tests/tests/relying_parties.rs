@@ -8,7 +8,6 @@ mod application_support;
 mod vendor_setup;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use application_support::*;
@@ -60,73 +59,14 @@ fn b64(data: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(data)
 }
 
-/// Runs openssl in `dir`, asserting success.
-fn openssl(dir: &Path, args: &[&str]) -> String {
-    let (ok, out, err) = run(Command::new("openssl").current_dir(dir).args(args));
-    assert!(ok, "openssl {args:?}: {out}{err}");
-    out
-}
-
 /// Signs `text` with `key` (a file in `dir`) using `openssl dgst`; `extra` adds `-sigopt`s.
 fn openssl_sign(dir: &Path, key: &str, digest: &str, text: &str, extra: &[&str]) -> String {
     std::fs::write(dir.join("challenge.txt"), text).unwrap();
     let mut args = vec!["dgst", digest, "-sign", key];
     args.extend_from_slice(extra);
     args.extend_from_slice(&["-out", "challenge.sig", "challenge.txt"]);
-    openssl(dir, &args);
+    openssl_in(dir, &args);
     b64(&std::fs::read(dir.join("challenge.sig")).unwrap())
-}
-
-/// An EC P-256 key `stem.key` and its certificate `stem.pem` for `subj`, made in `dir` and
-/// signed by `ca` (`ca.pem`, `ca.key`) with the extensions `ext`, valid two days.
-fn openssl_leaf(dir: &Path, stem: &str, subj: &str, ca: &str, ext: &str) {
-    let [key, csr, ext_file, pem, ca_pem, ca_key] = [
-        format!("{stem}.key"),
-        format!("{stem}.csr"),
-        format!("{stem}.ext"),
-        format!("{stem}.pem"),
-        format!("{ca}.pem"),
-        format!("{ca}.key"),
-    ];
-    std::fs::write(dir.join(&ext_file), ext).unwrap();
-    openssl(
-        dir,
-        &[
-            "req",
-            "-new",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            &key,
-            "-subj",
-            subj,
-            "-out",
-            &csr,
-        ],
-    );
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            &csr,
-            "-CA",
-            &ca_pem,
-            "-CAkey",
-            &ca_key,
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-extfile",
-            &ext_file,
-            "-out",
-            &pem,
-        ],
-    );
 }
 
 /// A second client certificate from the demo's TLS CA (clientAuth), for another relying party.
@@ -142,7 +82,7 @@ fn second_relying_party(dir: &Path) {
 
 /// A self-made CA and a leaf under it (`foreign.pem`, `foreign.key`): not ours.
 fn foreign_certificate(dir: &Path) -> String {
-    openssl(
+    openssl_in(
         dir,
         &[
             "req",
@@ -644,7 +584,7 @@ fn cms_sign(dir: &Path, cert: &str, key: &str, doc: &str, out: &str, extra: &[&s
         "-out", out,
     ];
     args.extend_from_slice(extra);
-    openssl(dir, &args);
+    openssl_in(dir, &args);
     b64(&std::fs::read(dir.join(out)).unwrap())
 }
 
