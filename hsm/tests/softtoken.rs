@@ -421,6 +421,16 @@ fn pkcs11_tool(args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
+/// [`pkcs11_tool`], asserting that it succeeded (its standard error shown if not).
+fn pkcs11_tool_ok(args: &[&str]) {
+    let out = pkcs11_tool(args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[tokio::test]
 async fn pkcs11_tool_drives_the_token_and_sees_our_keys() {
     // Another process reading the same state directory: persistence and the C ABI as OpenSC uses it.
@@ -436,7 +446,7 @@ async fn pkcs11_tool_drives_the_token_and_sees_our_keys() {
         "{text}"
     );
 
-    let out = pkcs11_tool(
+    pkcs11_tool_ok(
         &[
             &login[..],
             &[
@@ -450,11 +460,6 @@ async fn pkcs11_tool_drives_the_token_and_sees_our_keys() {
             ],
         ]
         .concat(),
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
     );
 
     // Without login only public objects show; with login the private halves too.
@@ -473,7 +478,7 @@ async fn pkcs11_tool_drives_the_token_and_sees_our_keys() {
     std::fs::write(&msg, b"signed by pkcs11-tool").unwrap();
     let (sig, pubkey) = (dir.path().join("sig"), dir.path().join("pub.der"));
     let p = |p: &Path| p.to_str().unwrap().to_owned();
-    let out = pkcs11_tool(
+    pkcs11_tool_ok(
         &[
             &login[..],
             &[
@@ -492,12 +497,7 @@ async fn pkcs11_tool_drives_the_token_and_sees_our_keys() {
         ]
         .concat(),
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let out = pkcs11_tool(&[
+    pkcs11_tool_ok(&[
         "--token-label",
         "tool",
         "--read-object",
@@ -508,7 +508,6 @@ async fn pkcs11_tool_drives_the_token_and_sees_our_keys() {
         "-o",
         &p(&pubkey),
     ]);
-    assert!(out.status.success());
     let verified = Command::new("openssl")
         .args([
             "dgst",
@@ -532,7 +531,7 @@ async fn pkcs11_tool_drives_the_token_and_sees_our_keys() {
     // SM3withSM2 by the token (vendor mechanism) over a key this process made: r || s raw.
     // (pkcs11-tool picks keys by CKA_ID; the hsm crate gave the pair a random one.)
     let id = key_id(&config, "sm2");
-    let out = pkcs11_tool(
+    pkcs11_tool_ok(
         &[
             &login[..],
             &[
@@ -548,11 +547,6 @@ async fn pkcs11_tool_drives_the_token_and_sees_our_keys() {
             ],
         ]
         .concat(),
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
     );
     let raw = std::fs::read(&sig).unwrap();
     let point = hsm::sm2_point(&hsm.public_key_der(&sm2).await.unwrap()).unwrap();

@@ -151,7 +151,25 @@ impl DemoDir {
     /// Issues a `personal` certificate for `csr` as `who` (expects 201); returns the JSON
     /// answer (`serial`, `certificate`, `chain`).
     pub async fn issue_personal(&self, who: &str, csr: &str) -> serde_json::Value {
-        let body = issue_body("personal", csr, serde_json::json!({"name": "Test Person"}));
+        self.issue(
+            who,
+            "personal",
+            csr,
+            serde_json::json!({"name": "Test Person"}),
+        )
+        .await
+    }
+
+    /// Issues a `profile` certificate for `csr` and `subject` as `who` (expects 201); returns
+    /// the JSON answer (`serial`, `certificate`, `chain`).
+    pub async fn issue(
+        &self,
+        who: &str,
+        profile: &str,
+        csr: &str,
+        subject: serde_json::Value,
+    ) -> serde_json::Value {
+        let body = issue_body(profile, csr, subject);
         let (status, resp) = api_request(
             self.api,
             self.client_tls(who),
@@ -163,6 +181,25 @@ impl DemoDir {
         .expect("issuance request");
         assert_eq!(status, 201, "{}", String::from_utf8_lossy(&resp));
         json(&resp)
+    }
+
+    /// A JSON API request as the demo identity `who`; returns the status and the JSON answer
+    /// (`Null` when the answer is not JSON).
+    pub async fn call_json(
+        &self,
+        who: &str,
+        method: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let body = body.map(|b| serde_json::to_vec(&b).expect("json"));
+        let (status, answer) = api_request(self.api, self.client_tls(who), method, path, body)
+            .await
+            .expect("api request");
+        (
+            status,
+            serde_json::from_slice(&answer).unwrap_or(serde_json::Value::Null),
+        )
     }
 
     /// An OCSP request about the personal CA's certificates, written by `openssl ocsp
@@ -381,6 +418,66 @@ pub async fn public_get(addr: SocketAddr, path: &str) -> (u16, hyper::HeaderMap,
     let headers = resp.headers().clone();
     let body = resp.into_body().collect().await.expect("body").to_bytes();
     (status, headers, body.to_vec())
+}
+
+/// Runs the openssl CLI in `dir` with `args`, asserting success; returns its standard output.
+pub fn openssl_in(dir: &Path, args: &[&str]) -> String {
+    let (ok, out, err) = run(Command::new("openssl").current_dir(dir).args(args));
+    assert!(ok, "openssl {args:?}: {out}{err}");
+    out
+}
+
+/// An EC P-256 key `stem.key` and its certificate `stem.pem` for `subj` (as for `openssl req`),
+/// made in `dir` and signed by `ca` (`ca.pem`, `ca.key` there) with the extension lines `ext`
+/// (written to `stem.ext`), valid two days.
+pub fn openssl_leaf(dir: &Path, stem: &str, subj: &str, ca: &str, ext: &str) {
+    let [key, csr, ext_file, pem, ca_pem, ca_key] = [
+        format!("{stem}.key"),
+        format!("{stem}.csr"),
+        format!("{stem}.ext"),
+        format!("{stem}.pem"),
+        format!("{ca}.pem"),
+        format!("{ca}.key"),
+    ];
+    std::fs::write(dir.join(&ext_file), ext).expect("extension file written");
+    openssl_in(
+        dir,
+        &[
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &key,
+            "-subj",
+            subj,
+            "-out",
+            &csr,
+        ],
+    );
+    openssl_in(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            &ca_pem,
+            "-CAkey",
+            &ca_key,
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            &ext_file,
+            "-out",
+            &pem,
+        ],
+    );
 }
 
 /// Makes a key and CSR with the openssl CLI in `dir`; returns the CSR PEM.

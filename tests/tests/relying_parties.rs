@@ -8,7 +8,6 @@ mod application_support;
 mod vendor_setup;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use application_support::*;
@@ -60,74 +59,30 @@ fn b64(data: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(data)
 }
 
-/// Runs openssl in `dir`, asserting success.
-fn openssl(dir: &Path, args: &[&str]) -> String {
-    let (ok, out, err) = run(Command::new("openssl").current_dir(dir).args(args));
-    assert!(ok, "openssl {args:?}: {out}{err}");
-    out
-}
-
 /// Signs `text` with `key` (a file in `dir`) using `openssl dgst`; `extra` adds `-sigopt`s.
 fn openssl_sign(dir: &Path, key: &str, digest: &str, text: &str, extra: &[&str]) -> String {
     std::fs::write(dir.join("challenge.txt"), text).unwrap();
     let mut args = vec!["dgst", digest, "-sign", key];
     args.extend_from_slice(extra);
     args.extend_from_slice(&["-out", "challenge.sig", "challenge.txt"]);
-    openssl(dir, &args);
+    openssl_in(dir, &args);
     b64(&std::fs::read(dir.join("challenge.sig")).unwrap())
 }
 
 /// A second client certificate from the demo's TLS CA (clientAuth), for another relying party.
 fn second_relying_party(dir: &Path) {
-    let tls = dir.join("tls");
-    std::fs::write(
-        tls.join("rp2.ext"),
+    openssl_leaf(
+        &dir.join("tls"),
+        "relying-party-2",
+        "/CN=relying-party-2",
+        "ca",
         "extendedKeyUsage = clientAuth\nbasicConstraints = CA:FALSE\n",
-    )
-    .unwrap();
-    openssl(
-        &tls,
-        &[
-            "req",
-            "-new",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            "relying-party-2.key",
-            "-subj",
-            "/CN=relying-party-2",
-            "-out",
-            "rp2.csr",
-        ],
-    );
-    openssl(
-        &tls,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "rp2.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-extfile",
-            "rp2.ext",
-            "-out",
-            "relying-party-2.pem",
-        ],
     );
 }
 
 /// A self-made CA and a leaf under it (`foreign.pem`, `foreign.key`): not ours.
 fn foreign_certificate(dir: &Path) -> String {
-    openssl(
+    openssl_in(
         dir,
         &[
             "req",
@@ -147,49 +102,13 @@ fn foreign_certificate(dir: &Path) -> String {
             "foreign-ca.pem",
         ],
     );
-    std::fs::write(
-        dir.join("foreign.ext"),
+    openssl_leaf(
+        dir,
+        "foreign",
+        "/C=CN/CN=张三",
+        "foreign-ca",
         "keyUsage = digitalSignature, nonRepudiation\nbasicConstraints = CA:FALSE\n\
          certificatePolicies = 1.3.6.1.4.1.61992.1.9.3\n",
-    )
-    .unwrap();
-    openssl(
-        dir,
-        &[
-            "req",
-            "-new",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            "foreign.key",
-            "-subj",
-            "/C=CN/CN=张三",
-            "-out",
-            "foreign.csr",
-        ],
-    );
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "foreign.csr",
-            "-CA",
-            "foreign-ca.pem",
-            "-CAkey",
-            "foreign-ca.key",
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-extfile",
-            "foreign.ext",
-            "-out",
-            "foreign.pem",
-        ],
     );
     std::fs::read_to_string(dir.join("foreign.pem")).unwrap()
 }
@@ -288,6 +207,32 @@ impl Apps {
     async fn login_status(&self, who: &str, id: &str) -> (u16, Value) {
         self.call(who, "GET", &format!("/api/v1/login-challenges/{id}"), None)
             .await
+    }
+
+    /// A new challenge of `RP` (`body`) answered through `channel` with `pem` and a SHA-256
+    /// signature by `key`: refused with `code` (422); returns the relying party's view of it.
+    async fn refused_answer(
+        &self,
+        body: Value,
+        channel: &str,
+        pem: &str,
+        key: &str,
+        code: &str,
+    ) -> Value {
+        let c = self.challenge(RP, body).await;
+        let cid = c["id"].as_str().unwrap();
+        let sig = openssl_sign(self.dir(), key, "-sha256", c["qr"].as_str().unwrap(), &[]);
+        let (status, v) = self
+            .respond(channel, cid, json!({"certificate": pem, "signature": sig}))
+            .await;
+        assert_eq!((status, v["error"].as_str()), (422, Some(code)), "{v}");
+        let (_, v) = self.login_status(RP, cid).await;
+        assert_eq!(
+            (v["status"].as_str(), v["reason"].as_str()),
+            (Some("refused"), Some(code)),
+            "{v}"
+        );
+        v
     }
 }
 
@@ -439,33 +384,14 @@ async fn qr_login_with_an_application_certificate_and_every_refusal() {
 
     // A foreign certificate (its own CA, the L3 policy OID copied): refused.
     let foreign = foreign_certificate(&dir);
-    let c = apps.challenge(RP, json!({})).await;
-    let cid = c["id"].as_str().unwrap();
-    let sig = openssl_sign(
-        &dir,
+    apps.refused_answer(
+        json!({}),
+        SHECA,
+        &foreign,
         "foreign.key",
-        "-sha256",
-        c["qr"].as_str().unwrap(),
-        &[],
-    );
-    let (status, v) = apps
-        .respond(
-            SHECA,
-            cid,
-            json!({"certificate": foreign, "signature": sig}),
-        )
-        .await;
-    assert_eq!(
-        (status, v["error"].as_str()),
-        (422, Some("certificate_foreign")),
-        "{v}"
-    );
-    let (_, v) = apps.login_status(RP, cid).await;
-    assert_eq!(
-        (v["status"].as_str(), v["reason"].as_str()),
-        (Some("refused"), Some("certificate_foreign")),
-        "{v}"
-    );
+        "certificate_foreign",
+    )
+    .await;
 
     // An L2 certificate when L3 is asked: refused level_too_low; L2 asked: approved.
     // The L3 profile refuses an application that reached only L2, before anything is issued.
@@ -480,29 +406,14 @@ async fn qr_login_with_an_application_certificate_and_every_refusal() {
         "{done}"
     );
     let l2_pem = done["certificate"]["pem"].as_str().unwrap();
-    let c = apps.challenge(RP, json!({"min_level": "L3"})).await;
-    let cid = c["id"].as_str().unwrap();
-    let sig = openssl_sign(
-        &dir,
+    apps.refused_answer(
+        json!({"min_level": "L3"}),
+        BJCA,
+        l2_pem,
         "zhang-l2.key",
-        "-sha256",
-        c["qr"].as_str().unwrap(),
-        &[],
-    );
-    let (status, v) = apps
-        .respond(BJCA, cid, json!({"certificate": l2_pem, "signature": sig}))
-        .await;
-    assert_eq!(
-        (status, v["error"].as_str()),
-        (422, Some("level_too_low")),
-        "{v}"
-    );
-    let (_, v) = apps.login_status(RP, cid).await;
-    assert_eq!(
-        (v["status"].as_str(), v["reason"].as_str()),
-        (Some("refused"), Some("level_too_low")),
-        "{v}"
-    );
+        "level_too_low",
+    )
+    .await;
     let c = apps.challenge(RP2, json!({"min_level": "L2"})).await;
     let cid = c["id"].as_str().unwrap();
     assert!(
@@ -537,29 +448,15 @@ async fn qr_login_with_an_application_certificate_and_every_refusal() {
         )
         .await;
     assert_eq!(status, 200, "{v}");
-    let c = apps.challenge(RP, json!({"min_level": "L3"})).await;
-    let cid = c["id"].as_str().unwrap();
-    let sig = openssl_sign(
-        &dir,
-        "zhang-l3.key",
-        "-sha256",
-        c["qr"].as_str().unwrap(),
-        &[],
-    );
-    let (status, v) = apps
-        .respond(SHECA, cid, json!({"certificate": l3_pem, "signature": sig}))
+    let v = apps
+        .refused_answer(
+            json!({"min_level": "L3"}),
+            SHECA,
+            &l3_pem,
+            "zhang-l3.key",
+            "certificate_revoked",
+        )
         .await;
-    assert_eq!(
-        (status, v["error"].as_str()),
-        (422, Some("certificate_revoked")),
-        "{v}"
-    );
-    let (_, v) = apps.login_status(RP, cid).await;
-    assert_eq!(
-        (v["status"].as_str(), v["reason"].as_str()),
-        (Some("refused"), Some("certificate_revoked")),
-        "{v}"
-    );
     assert!(v["serial"].is_null(), "{v}");
 
     // Every answer is in the audit log.
@@ -585,24 +482,9 @@ async fn an_expired_challenge_cannot_be_answered_and_rsa_pss_is_accepted() {
     let csr = openssl_csr(dir, "rsa", "rsa:2048");
     let issued = demo.issue_personal("operator", &csr).await;
     let pem = issued["certificate"].as_str().unwrap();
-    let call = |who: &'static str, method: &'static str, path: String, body: Option<Value>| {
-        let tls = demo.client_tls(who);
-        let api = demo.api;
-        async move {
-            let (status, body) = api_request(
-                api,
-                tls,
-                method,
-                &path,
-                body.map(|b| serde_json::to_vec(&b).unwrap()),
-            )
-            .await
-            .unwrap();
-            (
-                status,
-                serde_json::from_slice::<Value>(&body).unwrap_or(Value::Null),
-            )
-        }
+    let demo = &demo;
+    let call = |who, method, path: String, body| async move {
+        demo.call_json(who, method, &path, body).await
     };
 
     // RSA-PSS (SHA-256, MGF1-SHA-256, 32-byte salt) within the lifetime: approved, no level.
@@ -702,7 +584,7 @@ fn cms_sign(dir: &Path, cert: &str, key: &str, doc: &str, out: &str, extra: &[&s
         "-out", out,
     ];
     args.extend_from_slice(extra);
-    openssl(dir, &args);
+    openssl_in(dir, &args);
     b64(&std::fs::read(dir.join(out)).unwrap())
 }
 
@@ -711,25 +593,8 @@ async fn cms_signatures_made_by_openssl_verify_and_altered_revoked_or_foreign_on
     let demo = DemoDir::create();
     let _server = demo.serve();
     let dir = demo.path().to_owned();
-    let call = |who: &'static str, path: &'static str, body: Value| {
-        let tls = demo.client_tls(who);
-        let api = demo.api;
-        async move {
-            let (status, body) = api_request(
-                api,
-                tls,
-                "POST",
-                path,
-                Some(serde_json::to_vec(&body).unwrap()),
-            )
-            .await
-            .unwrap();
-            (
-                status,
-                serde_json::from_slice::<Value>(&body).unwrap_or(Value::Null),
-            )
-        }
-    };
+    let demo = &demo;
+    let call = |who, path, body| demo.call_json(who, "POST", path, Some(body));
     let verify = |body: Value| call(RP, "/api/v1/signatures/verify", body);
     let mut certs = Vec::new();
     for (stem, spec) in [
@@ -856,21 +721,12 @@ async fn cms_signatures_made_by_openssl_verify_and_altered_revoked_or_foreign_on
     assert!(v["signer"]["issuer"].is_null(), "{v}");
 
     // Revoked for key compromise: no signature by it is trusted, whatever time it claims.
-    let revoke = |serial: String, reason: &'static str| {
-        let tls = demo.client_tls("operator");
-        let api = demo.api;
-        async move {
-            let (status, body) = api_request(
-                api,
-                tls,
-                "POST",
-                &format!("/api/v1/certificates/{serial}/revoke"),
-                Some(serde_json::to_vec(&json!({"reason": reason})).unwrap()),
-            )
-            .await
-            .unwrap();
-            assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
-        }
+    let revoke = |serial: String, reason: &'static str| async move {
+        let path = format!("/api/v1/certificates/{serial}/revoke");
+        let (status, v) = demo
+            .call_json("operator", "POST", &path, Some(json!({"reason": reason})))
+            .await;
+        assert_eq!(status, 200, "{v}");
     };
     let early = cms_sign(&dir, "late.pem", "late.key", "doc.txt", "early.p7s", &[]);
     revoke(ec_serial.clone(), "keyCompromise").await;

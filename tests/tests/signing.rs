@@ -18,42 +18,8 @@ fn client_cert(
     subj: &str,
     ext: &str,
 ) -> std::sync::Arc<rustls::ClientConfig> {
-    let tls = demo.path().join("tls");
-    let (ok, _, err) = run(Command::new("openssl")
-        .current_dir(&tls)
-        .args([
-            "req",
-            "-new",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-        ])
-        .args(["-subj", subj, "-keyout"])
-        .arg(format!("{stem}.key"))
-        .arg("-out")
-        .arg(format!("{stem}.csr")));
-    assert!(ok, "{err}");
-    std::fs::write(tls.join(format!("{stem}.ext")), ext).unwrap();
-    let (ok, _, err) = run(Command::new("openssl")
-        .current_dir(&tls)
-        .args([
-            "x509", "-req", "-days", "2", "-CA", "ca.pem", "-CAkey", "ca.key", "-in",
-        ])
-        .arg(format!("{stem}.csr"))
-        .arg("-extfile")
-        .arg(format!("{stem}.ext"))
-        .arg("-out")
-        .arg(format!("{stem}.pem")));
-    assert!(ok, "{err}");
-    tls_client(
-        &tls.join("ca.pem"),
-        Identity::Files(
-            &tls.join(format!("{stem}.pem")),
-            &tls.join(format!("{stem}.key")),
-        ),
-    )
+    openssl_leaf(&demo.path().join("tls"), stem, subj, "ca", ext);
+    demo.client_tls(stem)
 }
 
 fn cert_hex(demo: &DemoDir, file: &str, what: &[&str]) -> String {

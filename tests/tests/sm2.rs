@@ -70,22 +70,14 @@ async fn sm2_hierarchy_issues_certificates_crls_and_ocsp_that_independent_sm2_ve
     let dir = demo.path();
 
     // Operator issuance (direct): the SM2 CSR's proof of possession is checked with the ID.
-    let body = issue_body(
-        "sm2-personal",
-        &sm2_csr(dir, "ee"),
-        serde_json::json!({"name": "张三"}),
-    );
-    let (status, resp) = api_request(
-        demo.api,
-        demo.client_tls("operator"),
-        "POST",
-        "/api/v1/certificates",
-        Some(body),
-    )
-    .await
-    .unwrap();
-    assert_eq!(status, 201, "{}", String::from_utf8_lossy(&resp));
-    let resp = json(&resp);
+    let resp = demo
+        .issue(
+            "operator",
+            "sm2-personal",
+            &sm2_csr(dir, "ee"),
+            serde_json::json!({"name": "张三"}),
+        )
+        .await;
     let serial = resp["serial"].as_str().unwrap().to_owned();
     std::fs::write(dir.join("ee.pem"), resp["certificate"].as_str().unwrap()).unwrap();
     assert_eq!(

@@ -184,44 +184,13 @@ impl Setup {
 
     /// Adds a second channel `other` with its own client certificate (made with openssl).
     fn add_other_channel(&self) {
-        let dir = self.demo.path();
-        let tls = dir.join("tls");
-        let (ok, _, err) = run(Command::new("openssl")
-            .args([
-                "req",
-                "-new",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-            ])
-            .args([
-                "-nodes",
-                "-subj",
-                "/O=Demo CA Operator/CN=channel-other",
-                "-keyout",
-            ])
-            .arg(tls.join("channel-other.key"))
-            .arg("-out")
-            .arg(tls.join("channel-other.csr")));
-        assert!(ok, "{err}");
-        std::fs::write(
-            tls.join("client-ext.cnf"),
+        openssl_leaf(
+            &self.demo.path().join("tls"),
+            "channel-other",
+            "/O=Demo CA Operator/CN=channel-other",
+            "ca",
             "keyUsage=digitalSignature\nextendedKeyUsage=clientAuth\n",
-        )
-        .unwrap();
-        let (ok, _, err) = run(Command::new("openssl")
-            .args(["x509", "-req", "-days", "2", "-set_serial", "4242", "-in"])
-            .arg(tls.join("channel-other.csr"))
-            .arg("-CA")
-            .arg(tls.join("ca.pem"))
-            .arg("-CAkey")
-            .arg(tls.join("ca.key"))
-            .arg("-extfile")
-            .arg(tls.join("client-ext.cnf"))
-            .arg("-out")
-            .arg(tls.join("channel-other.pem")));
-        assert!(ok, "{err}");
+        );
         append_config(
             &self.demo,
             "\n[[client]]\ncommon_name = \"channel-other\"\nrole = \"channel\"\nchannel = \"other\"\n\n[[channel]]\nname = \"other\"\nprofiles = [\"personal\"]\nverifications = [\"phone-real-name\"]\n",

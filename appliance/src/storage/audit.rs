@@ -144,6 +144,20 @@ pub struct AuditRow {
 }
 
 impl AuditRow {
+    /// Reads one `audit_log` row (all its columns) as the storage layer's queries return it.
+    pub(crate) fn from_row(r: &sqlx::sqlite::SqliteRow) -> Result<AuditRow, sqlx::Error> {
+        Ok(AuditRow {
+            seq: r.try_get("seq")?,
+            at: r.try_get("at")?,
+            actor: r.try_get("actor")?,
+            action: r.try_get("action")?,
+            target: r.try_get("target")?,
+            detail: r.try_get("detail")?,
+            prev_hash: r.try_get("prev_hash")?,
+            hash: r.try_get("hash")?,
+        })
+    }
+
     /// The hash this row should have after `prev`.
     pub fn expected_hash(&self, prev: &[u8]) -> Vec<u8> {
         chain_hash(
@@ -194,18 +208,7 @@ impl AuditLog {
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
-            .map(|r| {
-                Ok(AuditRow {
-                    seq: r.try_get("seq")?,
-                    at: r.try_get("at")?,
-                    actor: r.try_get("actor")?,
-                    action: r.try_get("action")?,
-                    target: r.try_get("target")?,
-                    detail: r.try_get("detail")?,
-                    prev_hash: r.try_get("prev_hash")?,
-                    hash: r.try_get("hash")?,
-                })
-            })
+            .map(AuditRow::from_row)
             .collect::<Result<_, sqlx::Error>>()
             .map_err(StorageError::from)
     }

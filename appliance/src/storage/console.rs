@@ -128,18 +128,7 @@ impl ConsoleRows {
             .fetch_all(&self.pool)
             .await?;
         rows.iter()
-            .map(|r| {
-                Ok(AuditRow {
-                    seq: r.try_get("seq")?,
-                    at: r.try_get("at")?,
-                    actor: r.try_get("actor")?,
-                    action: r.try_get("action")?,
-                    target: r.try_get("target")?,
-                    detail: r.try_get("detail")?,
-                    prev_hash: r.try_get("prev_hash")?,
-                    hash: r.try_get("hash")?,
-                })
-            })
+            .map(AuditRow::from_row)
             .collect::<Result<_, sqlx::Error>>()
             .map_err(StorageError::from)
     }

@@ -18,37 +18,13 @@ use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use benches::median;
 use ca_appliance::config::ApplianceConfig;
 use hsm::{Hsm, KeyKind, KeyUri, SignatureAlgorithm};
 use system_tests::{issue_body, openssl_csr, tls_client, ApiConnection, DemoDir, Identity};
 
-struct Options {
-    seconds: f64,
-    rounds: usize,
-}
-
-fn options() -> Result<Options, String> {
-    let mut opts = Options {
-        seconds: 4.0,
-        rounds: 3,
-    };
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        let value = args.next().ok_or(format!("{arg} needs a value"))?;
-        match arg.as_str() {
-            "--seconds" => opts.seconds = value.parse().map_err(|e| format!("--seconds: {e}"))?,
-            "--rounds" => opts.rounds = value.parse().map_err(|e| format!("--rounds: {e}"))?,
-            other => return Err(format!("unknown option {other}")),
-        }
-    }
-    if opts.rounds == 0 || opts.seconds <= 0.0 {
-        return Err("--rounds and --seconds must be positive".into());
-    }
-    Ok(opts)
-}
-
 /// Signatures per second with `threads` threads signing with one P-256 key for `run`.
-fn raw_sign_rate(hsm: &Hsm, key: &KeyUri, threads: usize, run: Duration) -> Result<f64, String> {
+fn raw_sign_rate(hsm: &Hsm, key: &KeyUri, threads: u64, run: Duration) -> Result<f64, String> {
     raw_sign_count(hsm, key, threads, run).map(|(rate, _)| rate)
 }
 
@@ -56,36 +32,10 @@ fn raw_sign_rate(hsm: &Hsm, key: &KeyUri, threads: usize, run: Duration) -> Resu
 fn raw_sign_count(
     hsm: &Hsm,
     key: &KeyUri,
-    threads: usize,
+    threads: u64,
     run: Duration,
 ) -> Result<(f64, u64), String> {
-    let start = Instant::now();
-    let total = std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..threads)
-            .map(|t| {
-                scope.spawn(move || -> Result<u64, String> {
-                    let mut n = 0u64;
-                    while start.elapsed() < run {
-                        // What issuance signs is a ~400-byte TBS; sign a message of that size.
-                        let mut tbs = vec![0u8; 400];
-                        tbs[..16].copy_from_slice(&(n as u128 ^ (t as u128) << 64).to_be_bytes());
-                        hsm.sign_blocking(key, SignatureAlgorithm::EcdsaSha256, &tbs)
-                            .map_err(|e| e.to_string())?;
-                        n += 1;
-                    }
-                    Ok(n)
-                })
-            })
-            .collect();
-        workers
-            .into_iter()
-            .map(|w| {
-                w.join()
-                    .map_err(|_| "signing thread panicked".to_string())?
-            })
-            .sum::<Result<u64, String>>()
-    })?;
-    Ok((total as f64 / start.elapsed().as_secs_f64(), total))
+    benches::raw_sign_count(hsm, key, SignatureAlgorithm::EcdsaSha256, threads, run)
 }
 
 /// User + system CPU seconds used so far by process `pid` ("self" for this one).
@@ -208,11 +158,6 @@ async fn issuance_count(
     Ok((total as f64 / start.elapsed().as_secs_f64(), total))
 }
 
-fn median(mut xs: Vec<f64>) -> f64 {
-    xs.sort_by(f64::total_cmp);
-    xs[xs.len() / 2]
-}
-
 fn open_token(config_path: &Path) -> Result<Hsm, String> {
     let config = ApplianceConfig::load(config_path).map_err(|e| e.to_string())?;
     if let Some(conf) = &config.hsm.softhsm2_conf {
@@ -223,7 +168,7 @@ fn open_token(config_path: &Path) -> Result<Hsm, String> {
 
 #[tokio::main]
 async fn main() -> Result<(), String> {
-    let opts = options()?;
+    let opts = benches::options(4.0)?;
     let run = Duration::from_secs_f64(opts.seconds);
     system_tests::use_release_build();
     let demo = DemoDir::create();

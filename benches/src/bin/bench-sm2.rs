@@ -10,36 +10,12 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use benches::median;
 use ca_appliance::config::ApplianceConfig;
 use hsm::{Hsm, KeyKind, KeyUri, SignatureAlgorithm};
 use system_tests::{
     issue_body, json, openssl_csr, public_request, tls_client, ApiConnection, DemoDir, Identity,
 };
-
-struct Options {
-    seconds: f64,
-    rounds: usize,
-}
-
-fn options() -> Result<Options, String> {
-    let mut opts = Options {
-        seconds: 3.0,
-        rounds: 3,
-    };
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        let value = args.next().ok_or(format!("{arg} needs a value"))?;
-        match arg.as_str() {
-            "--seconds" => opts.seconds = value.parse().map_err(|e| format!("--seconds: {e}"))?,
-            "--rounds" => opts.rounds = value.parse().map_err(|e| format!("--rounds: {e}"))?,
-            other => return Err(format!("unknown option {other}")),
-        }
-    }
-    if opts.rounds == 0 || opts.seconds <= 0.0 {
-        return Err("--rounds and --seconds must be positive".into());
-    }
-    Ok(opts)
-}
 
 /// Signatures per second with 2 threads signing 400-byte TBS stand-ins with `key` for `run`.
 fn raw_sign_rate(
@@ -48,33 +24,7 @@ fn raw_sign_rate(
     alg: SignatureAlgorithm,
     run: Duration,
 ) -> Result<f64, String> {
-    let start = Instant::now();
-    let total = std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..2u64)
-            .map(|t| {
-                scope.spawn(move || -> Result<u64, String> {
-                    let mut n = 0u64;
-                    while start.elapsed() < run {
-                        let mut tbs = vec![0u8; 400];
-                        tbs[..16]
-                            .copy_from_slice(&(u128::from(n) ^ u128::from(t) << 64).to_be_bytes());
-                        hsm.sign_blocking(key, alg, &tbs)
-                            .map_err(|e| e.to_string())?;
-                        n += 1;
-                    }
-                    Ok(n)
-                })
-            })
-            .collect();
-        workers
-            .into_iter()
-            .map(|w| {
-                w.join()
-                    .map_err(|_| "signing thread panicked".to_string())?
-            })
-            .sum::<Result<u64, String>>()
-    })?;
-    Ok(total as f64 / start.elapsed().as_secs_f64())
+    benches::raw_sign_count(hsm, key, alg, 2, run).map(|(rate, _)| rate)
 }
 
 /// Certificates per second issued over 4 keep-alive mTLS connections for `run`.
@@ -217,11 +167,6 @@ async fn ocsp_requests(
     Ok((read(&plain)?, read(&nonce)?))
 }
 
-fn median(mut xs: Vec<f64>) -> f64 {
-    xs.sort_by(f64::total_cmp);
-    xs[xs.len() / 2]
-}
-
 fn sm2_csr(dir: &Path) -> Result<String, String> {
     openssl(
         dir,
@@ -256,7 +201,7 @@ fn sm2_csr(dir: &Path) -> Result<String, String> {
 
 #[tokio::main]
 async fn main() -> Result<(), String> {
-    let opts = options()?;
+    let opts = benches::options(3.0)?;
     let run = Duration::from_secs_f64(opts.seconds);
     system_tests::use_release_build();
     let demo = DemoDir::create_with(&["--sm2"]);

@@ -83,8 +83,12 @@ unsafe fn template(
 /// a null `out` asks for the length, a short buffer gets CKR_BUFFER_TOO_SMALL.
 ///
 /// # Safety
-/// `out_len` must be null or writable; `out` null or writable for `*out_len` bytes.
-unsafe fn write_out(value: &[u8], out: *mut u8, out_len: *mut CK_ULONG) -> Result<(), CK_RV> {
+/// `out_len` must be null or writable; `out` null or writable for `*out_len` items.
+unsafe fn write_out<T: Copy>(
+    value: &[T],
+    out: *mut T,
+    out_len: *mut CK_ULONG,
+) -> Result<(), CK_RV> {
     if out_len.is_null() {
         return Err(CKR_ARGUMENTS_BAD);
     }
@@ -98,9 +102,34 @@ unsafe fn write_out(value: &[u8], out: *mut u8, out_len: *mut CK_ULONG) -> Resul
     if capacity < value.len() {
         return Err(CKR_BUFFER_TOO_SMALL);
     }
-    // SAFETY: out is writable for `capacity` >= value.len() bytes and does not overlap value.
+    // SAFETY: out is writable for `capacity` >= value.len() items and does not overlap value.
     unsafe { std::ptr::copy_nonoverlapping(value.as_ptr(), out, value.len()) };
     Ok(())
+}
+
+/// The length rules of an operation that must not run before its `needed`-item output fits:
+/// `Some` (with `needed` written to `out_len`: `Ok` for a null `out`, CKR_BUFFER_TOO_SMALL for
+/// a short one) when the caller returns at once, `None` when `out` has room.
+///
+/// # Safety
+/// `out_len` must be non-null, readable and writable.
+unsafe fn length_only<T>(
+    out: *mut T,
+    out_len: *mut CK_ULONG,
+    needed: usize,
+) -> Option<Result<(), CK_RV>> {
+    // SAFETY: out_len is non-null and readable per the contract.
+    let capacity = unsafe { *out_len } as usize;
+    if !out.is_null() && capacity >= needed {
+        return None;
+    }
+    // SAFETY: out_len is writable per the contract.
+    unsafe { *out_len = needed as CK_ULONG };
+    Some(if out.is_null() {
+        Ok(())
+    } else {
+        Err(CKR_BUFFER_TOO_SMALL)
+    })
 }
 
 /// Write one value to a non-null out pointer.
@@ -209,22 +238,8 @@ extern "C" fn c_get_slot_list(
 ) -> CK_RV {
     entry(|| {
         let ids = with(|m| Ok(m.slot_ids()))?;
-        if count.is_null() {
-            return Err(CKR_ARGUMENTS_BAD);
-        }
-        // SAFETY: count is non-null and writable.
-        let capacity = unsafe { *count } as usize;
-        // SAFETY: as above.
-        unsafe { *count = ids.len() as CK_ULONG };
-        if list.is_null() {
-            return Ok(());
-        }
-        if capacity < ids.len() {
-            return Err(CKR_BUFFER_TOO_SMALL);
-        }
-        // SAFETY: list is writable for `capacity` >= ids.len() slot ids.
-        unsafe { std::ptr::copy_nonoverlapping(ids.as_ptr(), list, ids.len()) };
-        Ok(())
+        // SAFETY: count is null or writable, list null or writable for *count ids (caller).
+        unsafe { write_out(&ids, list, count) }
     })
 }
 
@@ -278,24 +293,9 @@ extern "C" fn c_get_mechanism_list(
 ) -> CK_RV {
     entry(|| {
         with(|m| m.token_info(slot).map(|_| ()))?;
-        if count.is_null() {
-            return Err(CKR_ARGUMENTS_BAD);
-        }
-        // SAFETY: count is non-null and writable.
-        let capacity = unsafe { *count } as usize;
-        // SAFETY: as above.
-        unsafe { *count = MECHANISMS.len() as CK_ULONG };
-        if list.is_null() {
-            return Ok(());
-        }
-        if capacity < MECHANISMS.len() {
-            return Err(CKR_BUFFER_TOO_SMALL);
-        }
-        for (i, (mechanism, _)) in MECHANISMS.iter().enumerate() {
-            // SAFETY: list is writable for `capacity` >= MECHANISMS.len() entries.
-            unsafe { list.add(i).write(*mechanism) };
-        }
-        Ok(())
+        let mechanisms: Vec<CK_MECHANISM_TYPE> = MECHANISMS.iter().map(|(m, _)| *m).collect();
+        // SAFETY: count is null or writable, list null or writable for *count entries (caller).
+        unsafe { write_out(&mechanisms, list, count) }
     })
 }
 
@@ -560,21 +560,14 @@ unsafe fn finish_sign(
         return Err(CKR_ARGUMENTS_BAD);
     }
     with(|m| m.signing(session))?;
-    // SAFETY: len is non-null and readable.
-    let capacity = unsafe { *len } as usize;
-    if signature.is_null() || capacity < SIGNATURE_LEN {
-        // SAFETY: len is writable.
-        unsafe { *len = SIGNATURE_LEN as CK_ULONG };
-        return if signature.is_null() {
-            Ok(())
-        } else {
-            Err(CKR_BUFFER_TOO_SMALL)
-        };
+    // SAFETY: len is non-null (checked above), readable and writable.
+    if let Some(rv) = unsafe { length_only(signature, len, SIGNATURE_LEN) } {
+        return rv;
     }
     // The key leaves the lock with the job: other sessions sign meanwhile.
     let job = with(|m| m.take(session, true, data))?;
     let value = job.sign()?;
-    // SAFETY: signature is writable for `capacity` >= 64 bytes, len writable.
+    // SAFETY: signature is writable for at least 64 bytes (length_only), len writable.
     unsafe { write_out(&value, signature, len) }
 }
 
@@ -843,19 +836,12 @@ fn crypt(
             }
         };
         let needed = with(|m| m.crypt_len(session, encrypt, input.len()))?;
-        // SAFETY: out_len is non-null and readable.
-        let capacity = unsafe { *out_len } as usize;
-        if out.is_null() || capacity < needed {
-            // SAFETY: out_len is writable.
-            unsafe { *out_len = needed as CK_ULONG };
-            return if out.is_null() {
-                Ok(())
-            } else {
-                Err(CKR_BUFFER_TOO_SMALL)
-            };
+        // SAFETY: out_len is non-null (checked above), readable and writable.
+        if let Some(rv) = unsafe { length_only(out, out_len, needed) } {
+            return rv;
         }
         let result = with(|m| m.crypt(session, encrypt, input))?;
-        // SAFETY: out is writable for capacity >= result.len() bytes; out_len writable.
+        // SAFETY: out is writable for at least `needed` >= result.len() bytes; out_len writable.
         unsafe { write_out(&result, out, out_len) }
     })
 }
