@@ -1260,6 +1260,25 @@ async fn the_main_agent_adds_hands_over_and_removes_agents_by_sms_code() {
         "{e}"
     );
 
+    // An order lookup by USCC lists 李四 from the record (masked) though they never applied.
+    let (status, l) = apps
+        .call(
+            GX_ORG,
+            "POST",
+            "/api/v1/lookups",
+            Some(json!({"uscc": ORG.1})),
+        )
+        .await;
+    assert_eq!(status, 201, "{l}");
+    assert!(
+        l["agents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["phone"] == json!("138****8001") && a["legal_rep"] == json!(false)),
+        "{l}"
+    );
+
     // Every applied change is audited; 李四's data is not in plain text in the database.
     assert_eq!(
         apps.sql(

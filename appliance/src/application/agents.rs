@@ -21,10 +21,10 @@ const CHANGE_TTL_SECS: i64 = 600;
 /// An agent as sealed at rest.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Agent {
-    name: String,
+    pub(super) name: String,
     id_type: String,
-    id_number: String,
-    phone: String,
+    pub(super) id_number: String,
+    pub(super) phone: String,
     #[serde(default)]
     email: Option<String>,
 }
@@ -138,7 +138,7 @@ impl ApplicationService {
     }
 
     /// The organisation's agents in this channel, opened; refused when it has none here.
-    async fn org_agents(
+    pub(super) async fn org_agents(
         &self,
         channel: &str,
         uscc: &str,
