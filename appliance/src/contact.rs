@@ -97,6 +97,8 @@ pub enum CodePurpose {
     Authorisation,
     /// Re-verification before an order lookup (keyed by the lookup id).
     Lookup,
+    /// The main agent confirms a change of the organisation's agents (keyed by the change id).
+    AgentChange,
 }
 
 /// A code that was sent.

@@ -288,7 +288,8 @@ fn applications_service(
             Some(contact.captchas.clone()),
             Some(contact.notifier.clone()),
         )
-        .with_materials(storage.materials()),
+        .with_materials(storage.materials())
+        .with_agents(storage.agents()),
     ))
 }
 

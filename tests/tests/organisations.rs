@@ -1061,3 +1061,243 @@ async fn materials_review_by_two_officers_across_kill_9_rejection_and_the_offlin
         );
     }
 }
+
+/// The organisation's agents: the verified agent of an issued application becomes its main
+/// agent; the main agent adds an agent, hands the main role over and the old main is removed,
+/// each confirmed by the SMS code sent to the (then) main agent; refusals change nothing; the
+/// agents' data is sealed in the database file.
+#[tokio::test]
+async fn the_main_agent_adds_hands_over_and_removes_agents_by_sms_code() {
+    const OTHER_USCC: &str = "91350100M000200Y4T";
+    let apps = Apps::new(&[]);
+    let _server = apps.s.demo.serve();
+    let agents_path = format!("/api/v1/organisations/{}/agents", ORG.1);
+    let changes_path = format!("/api/v1/organisations/{}/agent-changes", ORG.1);
+
+    // Nothing on record before a certificate is issued.
+    let (status, e) = apps.call(GX_ORG, "GET", &agents_path, None).await;
+    assert_eq!(
+        (status, e["error"].as_str()),
+        (404, Some("organisation_not_found")),
+        "{e}"
+    );
+
+    let (status, app) = apps.create(GX_ORG, org_body(ZHANG, &apps.csr("ag1"))).await;
+    assert_eq!(status, 201, "{app}");
+    let id = app["id"].as_str().unwrap().to_owned();
+    apps.wait_choice(GX_ORG, &id).await;
+    apps.choose(GX_ORG, &id, json!({"method": "face"})).await;
+    let v = apps
+        .wait(GX_ORG, &id, "showed the face URL", |v| {
+            v["step"]["challenge"]["url"].is_string()
+        })
+        .await;
+    apps.complete_face(&v).await;
+    let done = apps.sign_and_issue(GX_ORG, &id, ZHANG.2, 0).await;
+    check_org_certificate(&apps, &done, "ag1");
+
+    let list = |who: &'static str| {
+        let apps = &apps;
+        let path = agents_path.clone();
+        async move {
+            let (status, v) = apps.call(who, "GET", &path, None).await;
+            assert_eq!(status, 200, "{v}");
+            v["agents"].as_array().unwrap().clone()
+        }
+    };
+    let agents = list(GX_ORG).await;
+    assert_eq!(agents.len(), 1, "{agents:?}");
+    assert_eq!(agents[0]["main"], json!(true));
+    assert_eq!(agents[0]["phone"], json!("138****8000"), "{agents:?}");
+    assert!(!format!("{agents:?}").contains(ZHANG.1), "{agents:?}");
+    let zhang = agents[0]["agent_id"].as_str().unwrap().to_owned();
+
+    // Another channel does not see this channel's organisation.
+    let (status, e) = apps.call(BJCA_ORG, "GET", &agents_path, None).await;
+    assert_eq!(
+        (status, e["error"].as_str()),
+        (404, Some("organisation_not_found")),
+        "{e}"
+    );
+
+    let code_to = |n: usize, phone: &'static str| {
+        let apps = &apps;
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                let codes: Vec<String> = apps
+                    .s
+                    .sim
+                    .sms_to(phone)
+                    .await
+                    .iter()
+                    .filter(|m| {
+                        m["text"]
+                            .as_str()
+                            .is_some_and(|t| t.contains("agent change"))
+                    })
+                    .map(|m| m["code"].as_str().unwrap().to_owned())
+                    .collect();
+                if codes.len() >= n {
+                    return codes[n - 1].clone();
+                }
+                assert!(Instant::now() < deadline, "no agent code {n} to {phone}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    let ask = |body: Value| {
+        let apps = &apps;
+        let path = changes_path.clone();
+        async move { apps.call(GX_ORG, "POST", &path, Some(body)).await }
+    };
+    let confirm = |who: &'static str, uscc: &'static str, change: String, code: String| {
+        let apps = &apps;
+        async move {
+            apps.call(
+                who,
+                "POST",
+                &format!("/api/v1/organisations/{uscc}/agent-changes/{change}/confirm"),
+                Some(json!({"code": code})),
+            )
+            .await
+        }
+    };
+
+    // Refusals before any code is sent.
+    let (status, e) = ask(json!({"action": "remove", "agent_id": zhang})).await;
+    assert_eq!(
+        (status, e["error"].as_str()),
+        (409, Some("cannot_remove_main_agent")),
+        "{e}"
+    );
+    let (status, e) = ask(json!({"action": "hand_over", "agent_id": "agt_nobody"})).await;
+    assert_eq!(
+        (status, e["error"].as_str()),
+        (404, Some("unknown_agent")),
+        "{e}"
+    );
+    let mut li = person(LI);
+    li["email"] = json!("li@example.cn");
+    let (status, e) = apps
+        .call(
+            BJCA_ORG,
+            "POST",
+            &changes_path,
+            Some(json!({"action": "add", "agent": li})),
+        )
+        .await;
+    assert_eq!(
+        (status, e["error"].as_str()),
+        (404, Some("organisation_not_found")),
+        "{e}"
+    );
+
+    // Add 李四: the code goes to the main agent 张三.
+    let (status, c) = ask(json!({"action": "add", "agent": li})).await;
+    assert_eq!(status, 201, "{c}");
+    assert_eq!(c["code_sent_to"], json!("138****8000"), "{c}");
+    let change = c["id"].as_str().unwrap().to_owned();
+    let code = code_to(1, ZHANG.2).await;
+    let wrong = if code == "000000" { "111111" } else { "000000" };
+    let (status, e) = confirm(GX_ORG, ORG.1, change.clone(), wrong.into()).await;
+    assert_eq!(
+        (status, e["error"].as_str()),
+        (422, Some("otp_wrong")),
+        "{e}"
+    );
+    let (status, e) = confirm(GX_ORG, OTHER_USCC, change.clone(), code.clone()).await;
+    assert_eq!(
+        (status, e["error"].as_str()),
+        (409, Some("change_not_for_organisation")),
+        "{e}"
+    );
+    let (status, e) = confirm(BJCA_ORG, ORG.1, change.clone(), code.clone()).await;
+    assert_eq!(
+        (status, e["error"].as_str()),
+        (404, Some("not_found")),
+        "{e}"
+    );
+    assert_eq!(
+        list(GX_ORG).await.len(),
+        1,
+        "nothing changed by the refusals"
+    );
+    let (status, v) = confirm(GX_ORG, ORG.1, change, code).await;
+    assert_eq!(status, 200, "{v}");
+    let agents = v["agents"].as_array().unwrap();
+    assert_eq!(agents.len(), 2, "{v}");
+    let li_id = v["agent_id"].as_str().unwrap().to_owned();
+    assert!(agents
+        .iter()
+        .any(|a| a["agent_id"] == json!(li_id) && a["main"] == json!(false)));
+
+    // Hand the main role over to 李四 (code to 张三).
+    let (status, c) = ask(json!({"action": "hand_over", "agent_id": li_id})).await;
+    assert_eq!(status, 201, "{c}");
+    let code = code_to(2, ZHANG.2).await;
+    let (status, v) = confirm(GX_ORG, ORG.1, c["id"].as_str().unwrap().into(), code).await;
+    assert_eq!(status, 200, "{v}");
+    let agents = list(GX_ORG).await;
+    let main: Vec<_> = agents.iter().filter(|a| a["main"] == json!(true)).collect();
+    assert_eq!(main.len(), 1, "{agents:?}");
+    assert_eq!(main[0]["agent_id"], json!(li_id));
+
+    // Remove 张三, now an ordinary agent: the code goes to the new main agent 李四.
+    let (status, c) = ask(json!({"action": "remove", "agent_id": zhang})).await;
+    assert_eq!(status, 201, "{c}");
+    assert_eq!(c["code_sent_to"], json!("138****8001"), "{c}");
+    let code = code_to(1, LI.2).await;
+    let (status, v) = confirm(GX_ORG, ORG.1, c["id"].as_str().unwrap().into(), code).await;
+    assert_eq!(status, 200, "{v}");
+    let agents = list(GX_ORG).await;
+    assert_eq!(agents.len(), 1, "{agents:?}");
+    assert_eq!(agents[0]["agent_id"], json!(li_id));
+    let (status, e) = ask(json!({"action": "remove", "agent_id": zhang})).await;
+    assert_eq!(
+        (status, e["error"].as_str()),
+        (404, Some("unknown_agent")),
+        "{e}"
+    );
+
+    // An order lookup by USCC lists 李四 from the record (masked) though they never applied.
+    let (status, l) = apps
+        .call(
+            GX_ORG,
+            "POST",
+            "/api/v1/lookups",
+            Some(json!({"uscc": ORG.1})),
+        )
+        .await;
+    assert_eq!(status, 201, "{l}");
+    assert!(
+        l["agents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["phone"] == json!("138****8001") && a["legal_rep"] == json!(false)),
+        "{l}"
+    );
+
+    // Every applied change is audited; 李四's data is not in plain text in the database.
+    assert_eq!(
+        apps.sql(
+            "SELECT count(*) FROM audit_log WHERE action IN ('organisation.agent_add', \
+             'organisation.agent_hand_over', 'organisation.agent_remove', \
+             'organisation.agent_recorded')"
+        ),
+        "4"
+    );
+    let data = apps.dir().join("data");
+    for file in ["appliance.db", "appliance.db-wal"] {
+        let Ok(bytes) = std::fs::read(data.join(file)) else {
+            continue;
+        };
+        for needle in [LI.0, LI.1, LI.2, "li@example.cn"] {
+            assert!(
+                !bytes.windows(needle.len()).any(|w| w == needle.as_bytes()),
+                "{needle} in plain text in {file}"
+            );
+        }
+    }
+}

@@ -181,6 +181,11 @@ pub fn code_of(e: &AppError) -> (StatusCode, &'static str) {
         AppError::MaterialNotFound(_) => (S::NOT_FOUND, "not_found"),
         AppError::NotAwaitingReview(_) => (S::CONFLICT, "not_awaiting_review"),
         AppError::AlreadyReviewed(_) => (S::CONFLICT, "already_reviewed"),
+        AppError::OrganisationUnknown => (S::NOT_FOUND, "organisation_not_found"),
+        AppError::UnknownAgent(_) => (S::NOT_FOUND, "unknown_agent"),
+        AppError::CannotRemoveMainAgent => (S::CONFLICT, "cannot_remove_main_agent"),
+        AppError::AgentExists => (S::CONFLICT, "agent_exists"),
+        AppError::ChangeOfAnotherOrganisation => (S::CONFLICT, "change_not_for_organisation"),
         AppError::DecisionInvalid(_) => (S::BAD_REQUEST, "invalid_decision"),
     }
 }

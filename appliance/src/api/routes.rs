@@ -9,7 +9,7 @@ use axum::routing::{get, post, MethodRouter};
 use axum::Router;
 
 use super::{
-    applications, callbacks, certificates, login, public, review, revocation, signatures,
+    agents, applications, callbacks, certificates, login, public, review, revocation, signatures,
     status_routes, verifications, AppState,
 };
 use crate::{console, enroll};
@@ -111,6 +111,15 @@ pub fn api() -> Vec<Route> {
         ),
         post_("/api/v1/lookups", post(review::lookup)),
         post_("/api/v1/lookups/{id}/verify", post(review::verify_lookup)),
+        get_("/api/v1/organisations/{uscc}/agents", get(agents::list)),
+        post_(
+            "/api/v1/organisations/{uscc}/agent-changes",
+            post(agents::request),
+        ),
+        post_(
+            "/api/v1/organisations/{uscc}/agent-changes/{id}/confirm",
+            post(agents::confirm),
+        ),
         // The operator console (HTML; see crate::console).
         get_("/console/", get(console::overview)),
         get_("/console/console.css", get(console::stylesheet)),

@@ -172,6 +172,30 @@ impl ApplicationService {
                 });
             }
         }
+        if let Some(uscc) = &req.uscc {
+            // The organisation's agents on record (added by its main agent) too.
+            if let Ok((_, agents)) = self.org_agents(&channel.name, uscc).await {
+                for (_, a) in agents {
+                    if contacts
+                        .iter()
+                        .any(|c| c.id_number == a.id_number && !c.legal_rep)
+                    {
+                        continue;
+                    }
+                    let key = format!(
+                        "agent-{}",
+                        contacts.iter().filter(|c| !c.legal_rep).count() + 1
+                    );
+                    contacts.push(Contact {
+                        key,
+                        name: a.name,
+                        id_number: a.id_number,
+                        phone: a.phone,
+                        legal_rep: false,
+                    });
+                }
+            }
+        }
         if contacts.is_empty() {
             return Err(AppError::NotFound("of this subject in this channel".into()));
         }

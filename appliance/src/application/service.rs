@@ -35,6 +35,8 @@ use crate::verification::seal::Field;
 use crate::verification::service::subject_key;
 use crate::verification::{KeySet, Keyring, Requester, VerificationError, VerificationService};
 
+#[path = "agents.rs"]
+mod agents;
 #[path = "lookup.rs"]
 mod lookup;
 #[path = "materials.rs"]
@@ -42,6 +44,7 @@ mod materials;
 #[path = "review.rs"]
 mod review;
 
+pub use agents::{AgentChangeRequest, AgentConfirmRequest};
 pub use lookup::{LookupRequest, VerifyRequest as LookupVerifyRequest};
 
 pub use materials::{Upload, MAX_MATERIAL_BYTES};
@@ -201,6 +204,21 @@ pub enum AppError {
     /// The decision or its reason is malformed.
     #[error("{0}")]
     DecisionInvalid(String),
+    /// The organisation has no agents on record in this channel.
+    #[error("no agents of this organisation in this channel")]
+    OrganisationUnknown,
+    /// No such agent of the organisation.
+    #[error("no agent {0:?} of this organisation")]
+    UnknownAgent(String),
+    /// The main agent is handed over, not removed.
+    #[error("the main agent cannot be removed; hand the main role over first")]
+    CannotRemoveMainAgent,
+    /// The agent is on record already.
+    #[error("this person is already an agent of the organisation")]
+    AgentExists,
+    /// The change was asked for another organisation.
+    #[error("this change belongs to another organisation")]
+    ChangeOfAnotherOrganisation,
 }
 
 /// An error with the application as it stands after it (when there is one).
@@ -315,6 +333,8 @@ pub struct ApplicationService {
     captchas: Option<Arc<dyn Captchas>>,
     notifier: Option<Arc<dyn ChannelNotifier>>,
     materials: Option<crate::storage::MaterialRows>,
+    agents: Option<crate::storage::AgentRows>,
+    pending_agent_changes: agents::PendingChanges,
     lookups: lookup::Lookups,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
@@ -370,6 +390,8 @@ impl ApplicationService {
             captchas: None,
             notifier: None,
             materials: None,
+            agents: None,
+            pending_agent_changes: agents::PendingChanges::default(),
             lookups: lookup::Lookups::default(),
             locks: Mutex::new(HashMap::new()),
         }
@@ -1849,6 +1871,7 @@ impl ApplicationService {
                 app.row.issued_serial = Some(issued.serial.clone());
                 app.status = Status::Issued;
                 self.save(app, from, &actor).await?;
+                self.record_agent(app).await;
                 if let (Some(old), Kind::Change | Kind::Reissue) =
                     (&app.row.target_serial, app.kind)
                 {

@@ -42,6 +42,7 @@ fn purpose_name(p: CodePurpose) -> &'static str {
         CodePurpose::NewPhone => "new_phone",
         CodePurpose::Authorisation => "authorisation",
         CodePurpose::Lookup => "lookup",
+        CodePurpose::AgentChange => "agent_change",
     }
 }
 
@@ -62,6 +63,7 @@ pub fn sms_text(code: &str, ttl_secs: i64, purpose: CodePurpose) -> String {
         CodePurpose::NewPhone => "更换手机号 (phone change)",
         CodePurpose::Authorisation => "授权经办人办理证书 (authorising the agent)",
         CodePurpose::Lookup => "查询订单 (order lookup)",
+        CodePurpose::AgentChange => "变更经办人 (agent change)",
     };
     format!(
         "您的验证码为 {code}，用于{what}，{} 分钟内有效，请勿告诉他人。Your code is {code}.",

@@ -4,6 +4,7 @@
 //! certificates (with group commit), [`AuditLog`] for the tamper-evident log.
 
 mod accounts;
+mod agents;
 mod applications;
 mod audit;
 mod authorities;
@@ -29,6 +30,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::SqlitePool;
 
 pub use accounts::AccountBinding;
+pub use agents::{AgentChange, AgentRow, AgentRows};
 pub use applications::{ApplicationRow, ApplicationRows, Inserted, ReusableVerification, Updated};
 pub use audit::{AuditCheckpoint, AuditEntry, AuditKeyRecord, AuditLog, AuditRow};
 pub use authorities::{CaRecord, CaStore, NewCa};
@@ -159,6 +161,11 @@ impl Storage {
     /// Materials uploaded for applications.
     pub fn materials(&self) -> MaterialRows {
         MaterialRows::new(self.pool.clone())
+    }
+
+    /// Organisations' agents.
+    pub fn agents(&self) -> AgentRows {
+        AgentRows::new(self.pool.clone())
     }
 
     /// Limit counters and vendor callback replay records.

@@ -50,6 +50,8 @@ pub enum Field {
     NotificationActions,
     /// An application's uploaded material (an ID photo, a business licence).
     Material,
+    /// An organisation's agent (name, ID, phone, e-mail).
+    Agent,
 }
 
 impl Field {
@@ -62,6 +64,7 @@ impl Field {
             Field::NotificationRequest => b"notification-request",
             Field::NotificationActions => b"notification-actions",
             Field::Material => b"material",
+            Field::Agent => b"agent",
         }
     }
 }

@@ -1,0 +1,15 @@
+-- An organisation's agents, per channel: the organisation keyed by the keyed hash of its USCC
+-- (as applications are), each agent's name, ID, phone and e-mail sealed (AES-256-GCM under data
+-- key key_id, bound to the agent id); exactly one agent per organisation is main.
+CREATE TABLE organisation_agents (
+    id TEXT PRIMARY KEY,
+    channel TEXT NOT NULL,
+    subject_hash TEXT NOT NULL,
+    is_main INTEGER NOT NULL,
+    id_hash TEXT NOT NULL,
+    key_id INTEGER NOT NULL,
+    sealed BLOB NOT NULL,
+    created_at BIGINT NOT NULL
+);
+
+CREATE INDEX organisation_agents_by_subject ON organisation_agents (channel, subject_hash);
