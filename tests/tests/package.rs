@@ -155,12 +155,35 @@ fn the_package_installs_into_a_fresh_root_with_user_directories_and_an_ok_unit()
         )
         .unwrap();
     }
+    // The example itself is valid: check-config refuses only the files the operator has still
+    // to provide on this bare root (the vendor's PKCS#11 module, the TLS files, and the state
+    // directory that tmpfiles.d creates on a booted system), each with its fix.
     let (ok, out, err) = run(Command::new(root.join("usr/bin/ca-appliance")).args([
         "check-config",
         "--config",
         etc.join("appliance.toml").to_str().unwrap(),
     ]));
-    assert!(ok, "check-config of the example:\n{out}\n{err}");
+    assert!(!ok, "a bare root has no module or TLS files:\n{out}\n{err}");
+    let expected = [
+        "hsm.module",
+        "database.url",
+        "server.tls_cert",
+        "server.tls_key",
+        "server.client_ca",
+    ];
+    let refused: Vec<&str> = err
+        .lines()
+        .filter_map(|l| l.strip_prefix("refused: "))
+        .map(|l| l.split(' ').next().unwrap())
+        .collect();
+    assert_eq!(refused, expected, "check-config of the example:\n{err}");
+    assert_eq!(
+        err.lines()
+            .filter(|l| l.trim_start().starts_with("fix: "))
+            .count(),
+        expected.len(),
+        "{err}"
+    );
     let example: toml::Table = std::fs::read_to_string(etc.join("appliance.toml"))
         .unwrap()
         .parse()
