@@ -425,7 +425,7 @@ pub async fn audit(
 }
 
 /// `GET /console/review`: the review queue's place.
-// ISSUE-12 (organisations: review queue, materials): the queue page, the material viewer and
+// ISSUE-16 (the review screens over issue 12's review API): the queue page, the material viewer and
 // approve / reject forms slot in here, built like `certificate` + `change_status` (CSRF token,
 // the JSON API's handler, `error_page` on refusal).
 pub async fn review(
@@ -433,9 +433,9 @@ pub async fn review(
     Extension(caller): Extension<Caller>,
 ) -> Response {
     let (name, role, csrf) = staff_or_refuse!(state, caller);
-    let b = "<p id=\"review-pending\">The review queue arrives with the organisations work \
-             (issue 12): applications awaiting review, their evidence and materials, approve / \
-             reject with a reason.</p>";
+    let b = "<p id=\"review-pending\">The review screens are not built yet (issue 16): review \
+             through the JSON API (GET /api/v1/review-queue, POST \
+             /api/v1/applications/{id}/review or /offline).</p>";
     super::html(StatusCode::OK, page("Review queue", &name, role, &csrf, b))
 }
 
