@@ -74,3 +74,28 @@ pub fn raw_sign_count(
     })?;
     Ok((total as f64 / start.elapsed().as_secs_f64(), total))
 }
+
+/// Issues `body` on `conn` until `run` has passed since `start`; how many were issued (201),
+/// or the first other answer as an error.
+pub async fn issue_until(
+    mut conn: system_tests::ApiConnection,
+    body: Vec<u8>,
+    start: std::time::Instant,
+    run: std::time::Duration,
+) -> Result<u64, String> {
+    let mut issued = 0u64;
+    while start.elapsed() < run {
+        let (status, resp) = conn
+            .request("POST", "/api/v1/certificates", Some(body.clone()))
+            .await
+            .map_err(|e| e.0)?;
+        if status != 201 {
+            return Err(format!(
+                "issuance answered {status}: {}",
+                String::from_utf8_lossy(&resp)
+            ));
+        }
+        issued += 1;
+    }
+    Ok(issued)
+}

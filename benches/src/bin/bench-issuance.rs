@@ -130,25 +130,9 @@ async fn issuance_count(
     let start = Instant::now();
     let tasks: Vec<_> = connections
         .into_iter()
-        .map(|mut conn| {
+        .map(|conn| {
             let body = body.to_vec();
-            tokio::spawn(async move {
-                let mut issued = 0u64;
-                while start.elapsed() < run {
-                    let (status, resp) = conn
-                        .request("POST", "/api/v1/certificates", Some(body.clone()))
-                        .await
-                        .map_err(|e| e.0)?;
-                    if status != 201 {
-                        return Err(format!(
-                            "issuance answered {status}: {}",
-                            String::from_utf8_lossy(&resp)
-                        ));
-                    }
-                    issued += 1;
-                }
-                Ok::<u64, String>(issued)
-            })
+            tokio::spawn(benches::issue_until(conn, body, start, run))
         })
         .collect();
     let mut total = 0;

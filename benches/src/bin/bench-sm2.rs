@@ -37,27 +37,11 @@ async fn issuance_rate(demo: &DemoDir, body: &[u8], run: Duration) -> Result<f64
     let mut tasks = Vec::new();
     let start = Instant::now();
     for _ in 0..4 {
-        let mut conn = ApiConnection::connect(demo.api, client.clone())
+        let conn = ApiConnection::connect(demo.api, client.clone())
             .await
             .map_err(|e| e.0)?;
         let body = body.to_vec();
-        tasks.push(tokio::spawn(async move {
-            let mut issued = 0u64;
-            while start.elapsed() < run {
-                let (status, resp) = conn
-                    .request("POST", "/api/v1/certificates", Some(body.clone()))
-                    .await
-                    .map_err(|e| e.0)?;
-                if status != 201 {
-                    return Err(format!(
-                        "issuance answered {status}: {}",
-                        String::from_utf8_lossy(&resp)
-                    ));
-                }
-                issued += 1;
-            }
-            Ok::<u64, String>(issued)
-        }));
+        tasks.push(tokio::spawn(benches::issue_until(conn, body, start, run)));
     }
     let mut total = 0;
     for task in tasks {
