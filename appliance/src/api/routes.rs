@@ -131,6 +131,12 @@ pub fn api() -> Vec<Route> {
         ),
         get_("/console/audit", get(console::audit)),
         get_("/console/review", get(console::review)),
+        get_("/console/review/{id}", get(console::review_application)),
+        post_("/console/review/{id}/decision", post(console::decide)),
+        get_(
+            "/console/review/{id}/materials/{material_id}",
+            get(console::material),
+        ),
         post_("/api/v1/login-challenges", post(login::create)),
         get_("/api/v1/login-challenges/{id}", get(login::get)),
         post_(
