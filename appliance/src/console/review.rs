@@ -94,8 +94,9 @@ fn plausible_id(id: &str) -> bool {
 
 /// The queue through `GET /api/v1/review-queue`'s handler (its role check included).
 async fn queue(state: &Arc<AppState>, caller: &Caller) -> Result<Vec<Value>, Refusal> {
-    let v = answer(crate::api::review::queue(State(state.clone()), Extension(caller.clone())).await)
-        .await?;
+    let v =
+        answer(crate::api::review::queue(State(state.clone()), Extension(caller.clone())).await)
+            .await?;
     Ok(v["applications"].as_array().cloned().unwrap_or_default())
 }
 
@@ -112,7 +113,10 @@ impl Filter {
         let kind = get("kind")
             .map(|k| {
                 KINDS.contains(&k).then(|| k.to_owned()).ok_or_else(|| {
-                    ApiError::bad_request("invalid_kind", format!("kind is one of {}", KINDS.join(", ")))
+                    ApiError::bad_request(
+                        "invalid_kind",
+                        format!("kind is one of {}", KINDS.join(", ")),
+                    )
                 })
             })
             .transpose()?;
@@ -198,7 +202,11 @@ pub async fn review(
     let kinds: String = KINDS
         .iter()
         .map(|k| {
-            let sel = if filter.kind.as_deref() == Some(k) { " selected" } else { "" };
+            let sel = if filter.kind.as_deref() == Some(k) {
+                " selected"
+            } else {
+                ""
+            };
             format!("<option{sel}>{k}</option>")
         })
         .collect();
@@ -225,7 +233,8 @@ pub async fn review(
         let id = a["id"].as_str().unwrap_or_default();
         let (n, needed) = approvals(a);
         let created = a["created_at"].as_i64().unwrap_or(now);
-        let _ = write!(
+        let _ =
+            write!(
             b,
             "<tr data-id=\"{id}\"><td><a href=\"/console/review/{id}\">{id}</a></td><td>{}</td>\
              <td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{n} of {needed}</td>\
@@ -464,7 +473,9 @@ pub async fn review_application(
             "online"
         },
     );
-    b.push_str("<h2>Subject (masked)</h2><table id=\"subject\"><tr><th>field</th><th>value</th></tr>");
+    b.push_str(
+        "<h2>Subject (masked)</h2><table id=\"subject\"><tr><th>field</th><th>value</th></tr>",
+    );
     subject_rows("", &app["subject"], &mut b);
     b.push_str("</table><h2>Verified attributes (masked)</h2><table id=\"verified\"><tr><th>field</th><th>method</th><th>value</th></tr>");
     for a in app["verified"].as_array().into_iter().flatten() {
@@ -524,11 +535,7 @@ pub async fn decide(
         );
     }
     if !plausible_id(&id) {
-        return error_page(
-            &name,
-            role,
-            &ApiError::not_found("no such application"),
-        );
+        return error_page(&name, role, &ApiError::not_found("no such application"));
     }
     let mut body = json!({ "decision": field(&pairs, "decision").unwrap_or("") });
     if let Some(r) = field(&pairs, "reason").filter(|r| !r.trim().is_empty()) {
