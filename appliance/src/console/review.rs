@@ -473,6 +473,9 @@ pub async fn review_application(
             "online"
         },
     );
+    let officer = matches!(caller, Caller::RaOfficer { .. });
+    b.push_str(&materials(app, &id, officer));
+    b.push_str(&decisions(app, &id, &caller, &csrf));
     b.push_str(
         "<h2>Subject (masked)</h2><table id=\"subject\"><tr><th>field</th><th>value</th></tr>",
     );
@@ -501,9 +504,6 @@ pub async fn review_application(
         );
     }
     b.push_str("</table>");
-    let officer = matches!(caller, Caller::RaOfficer { .. });
-    b.push_str(&materials(app, &id, officer));
-    b.push_str(&decisions(app, &id, &caller, &csrf));
     super::html(StatusCode::OK, page("Review", &name, role, &csrf, &b))
 }
 
