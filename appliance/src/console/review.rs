@@ -614,3 +614,45 @@ pub async fn material(
         .insert(header::CONTENT_DISPOSITION, disposition);
     resp
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn q(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn the_queue_filter_keeps_channel_kind_and_age_and_refuses_bad_values() {
+        let now = 1_000_000;
+        let app = json!({"channel": "bjca-organisation", "kind": "new", "created_at": now - 7200});
+        let keeps = |pairs: &[(&str, &str)]| match Filter::parse(&q(pairs)) {
+            Ok(f) => f.keeps(&app, now),
+            Err(e) => panic!("{}", e.message),
+        };
+        assert!(keeps(&[]));
+        assert!(keeps(&[("channel", "bjca-organisation"), ("kind", "new")]));
+        assert!(keeps(&[("older_than_hours", "2")]));
+        assert!(!keeps(&[("older_than_hours", "3")]));
+        assert!(!keeps(&[("channel", "other")]));
+        assert!(!keeps(&[("kind", "renewal")]));
+        for bad in [
+            ("kind", "maybe"),
+            ("older_than_hours", "-1"),
+            ("older_than_hours", "x"),
+        ] {
+            assert!(Filter::parse(&q(&[bad])).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn only_plausible_application_ids_reach_a_url() {
+        assert!(plausible_id("app_0123abcdef"));
+        assert!(!plausible_id("app_x\r\nLocation: evil"));
+        assert!(!plausible_id("mat_0123"));
+    }
+}
