@@ -3,11 +3,15 @@
 //! response checked by gmssl (an independent SM2 implementation) and by openssl.
 #![allow(clippy::unwrap_used)] // tests may unwrap: a failure is the test failing
 
+mod vendor_setup;
+
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use serde_json::json;
 use system_tests::*;
+use vendor_setup::Setup;
 
 /// GM/T 0009's default signer ID; Debian's OpenSSL 3.0 sets no default, so it is passed.
 const DISTID: &str = "distid:1234567812345678";
@@ -267,6 +271,125 @@ async fn sm2_hierarchy_issues_certificates_crls_and_ocsp_that_independent_sm2_ve
     );
     let (ok, out) = gmssl_verify(dir, &["ocsp", "ocsp.der"]);
     assert!(ok, "gmssl: OCSP: {out}");
+}
+
+/// `openssl verify` of `cert` under `anchor` alone, with the SM2 signer ID (Debian's OpenSSL
+/// 3.0 applies -vfyopt to the first link only, openssl/openssl#23471, hence link by link).
+fn verify_link(dir: &Path, anchor: &str, cert: &str) -> (bool, String) {
+    openssl(
+        dir,
+        &[
+            "verify",
+            "-vfyopt",
+            DISTID,
+            "-partial_chain",
+            "-CAfile",
+            anchor,
+            cert,
+        ],
+    )
+}
+
+#[tokio::test]
+async fn an_application_through_the_example_bjca_channel_ends_in_an_sm2_certificate() {
+    const CHANNEL: &str = "channel-bjca-personal";
+    const PHONE: &str = "13800138000";
+    let s = Setup::new_with(&["--sm2"], None, |config, _| config);
+    let _server = s.demo.serve();
+    let dir = s.demo.path();
+    let channel = std::fs::read_to_string(dir.join("channels/bjca-personal.toml")).unwrap();
+    assert!(channel.contains("\"sm2-personal\"") && channel.contains("sign = \"sms\""));
+
+    let body = json!({"kind": "new", "profile": "sm2-personal", "csr": sm2_csr(dir, "app"),
+        "subject": {"type": "person", "name": "张三", "id_type": "resident_id",
+        "id_number": "11010519491231002X", "phone": PHONE}});
+    let (status, _, app) = s
+        .call(CHANNEL, "POST", "/api/v1/applications", Some(body))
+        .await;
+    assert_eq!(status, 201, "{app}");
+    assert_eq!(app["status"], "awaiting_choice", "{app}");
+    let id = app["id"].as_str().unwrap().to_owned();
+    let act = |action: &'static str, body: serde_json::Value| {
+        let path = format!("/api/v1/applications/{id}/{action}");
+        let s = &s;
+        async move { s.call(CHANNEL, "POST", &path, Some(body)).await }
+    };
+    let sent = s.sim.sms_to(PHONE).await.len();
+    let (status, _, v) = act("choose", json!({"method": "phone-real-name"})).await;
+    assert_eq!(status, 200, "{v}");
+    // The operator's code (phone real-name), then the appliance's own (the SMS signature).
+    for n in [sent + 1, sent + 2] {
+        let msgs = s.sim.wait_sms(PHONE, n, Duration::from_secs(30)).await;
+        let code = msgs[n - 1]["code"].as_str().unwrap().to_owned();
+        let (status, _, v) = act("input", json!({"kind": "sms_code", "value": code})).await;
+        assert_eq!(status, 200, "{v}");
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let app = loop {
+        let (_, _, v) = s
+            .call(CHANNEL, "GET", &format!("/api/v1/applications/{id}"), None)
+            .await;
+        if v["status"] == "issued" {
+            break v;
+        }
+        assert!(Instant::now() < deadline, "never issued: {v}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    std::fs::write(
+        dir.join("app.pem"),
+        app["certificate"]["pem"].as_str().unwrap(),
+    )
+    .unwrap();
+
+    // SM2-with-SM3, issued by the SM2 CA, which the SM2 root issued: openssl accepts both links.
+    let (ok, text) = openssl(dir, &["x509", "-in", "app.pem", "-noout", "-text"]);
+    assert!(
+        ok && text.contains("Signature Algorithm: SM2-with-SM3") && text.contains("ASN1 OID: SM2"),
+        "{text}"
+    );
+    let (_, subject) = openssl(
+        dir,
+        &[
+            "x509",
+            "-in",
+            "app.pem",
+            "-noout",
+            "-subject",
+            "-nameopt",
+            "RFC2253,-esc_msb",
+        ],
+    );
+    assert_eq!(subject.trim(), "subject=CN=张三,C=CN");
+    let (ok, out) = verify_link(dir, "ca/sm2-personal.pem", "app.pem");
+    assert!(ok && out.contains("app.pem: OK"), "{out}");
+    let (ok, out) = verify_link(dir, "ca/sm2-root.pem", "ca/sm2-personal.pem");
+    assert!(ok && out.contains(": OK"), "{out}");
+    assert!(!verify_link(dir, "ca/personal.pem", "app.pem").0);
+
+    // Its OCSP status (SM3 CertID) is good, signed by the SM2 responder; gmssl verifies it.
+    let url = format!("http://{}/ocsp", s.demo.public);
+    let (ok, out) = openssl(
+        dir,
+        &[
+            "ocsp",
+            "-sm3",
+            "-no_nonce",
+            "-issuer",
+            "ca/sm2-personal.pem",
+            "-cert",
+            "app.pem",
+            "-url",
+            &url,
+            "-noverify",
+            "-respout",
+            "app-ocsp.der",
+            "-resp_text",
+        ],
+    );
+    assert!(ok && out.contains("app.pem: good"), "{out}");
+    assert!(out.contains("Signature Algorithm: SM2-with-SM3"), "{out}");
+    let (ok, out) = gmssl_verify(dir, &["ocsp", "app-ocsp.der"]);
+    assert!(ok && out.contains("OK"), "gmssl: OCSP: {out}");
 }
 
 /// The TBSCertList and the signature BIT STRING's bytes of a DER CRL.
