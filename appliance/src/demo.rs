@@ -19,6 +19,7 @@ pub const TOKEN_LABEL: &str = "ca-appliance-demo";
 const PERSONAL_PROFILE: &str = include_str!("../../config/profiles/personal.toml");
 const ORGANISATION_PROFILE: &str = include_str!("../../config/profiles/organisation.toml");
 const SM2_PERSONAL_PROFILE: &str = include_str!("../../config/profiles/sm2-personal.toml");
+const SM2_PERSONAL_ENC_PROFILE: &str = include_str!("../../config/profiles/sm2-personal-enc.toml");
 
 /// The example channels `init --demo` wires (file name, text).
 const DEMO_CHANNELS: [(&str, &str); 5] = [
@@ -150,6 +151,11 @@ validity_days = 3650
     write_file(
         &layout.dir.join("profiles/sm2-personal.toml"),
         SM2_PERSONAL_PROFILE.as_bytes(),
+        0o644,
+    )?;
+    write_file(
+        &layout.dir.join("profiles/sm2-personal-enc.toml"),
+        SM2_PERSONAL_ENC_PROFILE.as_bytes(),
         0o644,
     )?;
     allow_sm2_in_personal_channels(&layout.dir.join("channels"))

@@ -409,3 +409,213 @@ fn pem_rfc7468_der(text: &str) -> Vec<u8> {
 fn pem(der: &[u8], label: &str) -> String {
     pem_rfc7468::encode_string(label, pem_rfc7468::LineEnding::LF, der).unwrap()
 }
+
+/// Opens an envelope with gmssl (`tests/python/sm2_envelope.py`): `Some(d hex)` when it
+/// decrypts with `key` and d matches the encryption certificate.
+fn open_envelope(dir: &Path, envelope_b64: &str, key: &str, enc_cert_der: &str) -> Option<String> {
+    use base64::Engine;
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(envelope_b64)
+        .unwrap();
+    std::fs::write(dir.join("envelope.der"), der).unwrap();
+    let script = workspace_root().join("tests/python/sm2_envelope.py");
+    let (ok, out, err) = run(Command::new("python3").current_dir(dir).arg(script).args([
+        "envelope.der",
+        key,
+        enc_cert_der,
+    ]));
+    if !ok {
+        eprintln!("sm2_envelope.py: {out}{err}");
+        return None;
+    }
+    out.trim().strip_prefix("OK ").map(str::to_owned)
+}
+
+#[tokio::test]
+async fn a_dual_certificate_delivers_an_escrowed_encryption_key_that_two_officers_recover() {
+    let demo = DemoDir::create_with(&["--sm2"]);
+    let _server = demo.serve();
+    let dir = demo.path();
+    let call = |who: &'static str, path: String, body: Option<serde_json::Value>| {
+        let tls = demo.client_tls(who);
+        let api = demo.api;
+        async move {
+            let body = body.map(|b| serde_json::to_vec(&b).unwrap());
+            let (status, resp) = api_request(api, tls, "POST", &path, body).await.unwrap();
+            (
+                status,
+                serde_json::from_slice::<serde_json::Value>(&resp).unwrap_or_default(),
+            )
+        }
+    };
+
+    // The signing half: the applicant's own SM2 key, from its CSR.
+    let signing = demo
+        .issue(
+            "operator",
+            "sm2-personal",
+            &sm2_csr(dir, "sig"),
+            json!({"name": "张三"}),
+        )
+        .await;
+    let serial = signing["serial"].as_str().unwrap().to_owned();
+    std::fs::write(
+        dir.join("sig.pem"),
+        signing["certificate"].as_str().unwrap(),
+    )
+    .unwrap();
+
+    // The encryption half: made by key management, issued beside it.
+    let (status, enc) = call(
+        "operator",
+        format!("/api/v1/certificates/{serial}/encryption"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 201, "{enc}");
+    std::fs::write(dir.join("enc.pem"), enc["certificate"].as_str().unwrap()).unwrap();
+    openssl(
+        dir,
+        &[
+            "x509", "-in", "enc.pem", "-outform", "DER", "-out", "enc.der",
+        ],
+    );
+    let (ok, text) = openssl(dir, &["x509", "-in", "enc.pem", "-noout", "-text"]);
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("Key Encipherment, Data Encipherment")
+            && !text.contains("Digital Signature")
+            && text.contains("ASN1 OID: SM2")
+            && text.contains("Signature Algorithm: SM2-with-SM3"),
+        "{text}"
+    );
+    let subject = |f: &str| {
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-in",
+                f,
+                "-noout",
+                "-subject",
+                "-nameopt",
+                "RFC2253,-esc_msb",
+            ],
+        )
+        .1
+    };
+    assert_eq!(subject("enc.pem"), subject("sig.pem"));
+    let (ok, out) = verify_link(dir, "ca/sm2-personal.pem", "enc.pem");
+    assert!(ok && out.contains("enc.pem: OK"), "{out}");
+    assert_ne!(enc["serial"], serial);
+
+    // The applicant opens the envelope with its signing key (gmssl, independent SM2 and SM4),
+    // and the pair is the certificate's; another SM2 key cannot open it.
+    let envelope = enc["envelope"].as_str().unwrap();
+    let d = open_envelope(dir, envelope, "sig.key", "enc.der").expect("the applicant opens it");
+    sm2_csr(dir, "other");
+    assert_eq!(open_envelope(dir, envelope, "other.key", "enc.der"), None);
+
+    // One encryption certificate per signing certificate.
+    let (status, again) = call(
+        "operator",
+        format!("/api/v1/certificates/{serial}/encryption"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, again["error"].as_str()),
+        (409, Some("already_issued")),
+        "{again}"
+    );
+
+    // The escrowed key is sealed: its scalar is nowhere in the database.
+    let mut db = std::fs::read(dir.join("data/appliance.db")).unwrap();
+    db.extend(std::fs::read(dir.join("data/appliance.db-wal")).unwrap_or_default());
+    let d_bytes = hex::decode(&d).unwrap();
+    assert!(
+        !db.windows(32).any(|w| w == d_bytes),
+        "the private key in the clear"
+    );
+
+    // Recovery: one RA officer asks, the same one cannot approve, a second one does.
+    let escrow = enc["escrow_id"].as_str().unwrap();
+    let body = json!({"reason": "the subscriber lost the key", "deliver_to": std::fs::read_to_string(dir.join("sig.pem")).unwrap()});
+    let (status, v) = call(
+        "operator",
+        format!("/api/v1/escrow/{escrow}/recoveries"),
+        Some(body.clone()),
+    )
+    .await;
+    assert_eq!(
+        (status, v["error"].as_str()),
+        (403, Some("role_not_allowed")),
+        "{v}"
+    );
+    let (status, rec) = call(
+        "ra-officer",
+        format!("/api/v1/escrow/{escrow}/recoveries"),
+        Some(body),
+    )
+    .await;
+    assert_eq!(status, 201, "{rec}");
+    let rec_id = rec["id"].as_str().unwrap().to_owned();
+    let (status, v) = call(
+        "ra-officer",
+        format!("/api/v1/recoveries/{rec_id}/approve"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, v["error"].as_str()),
+        (403, Some("second_officer_required")),
+        "{v}"
+    );
+    assert!(v.get("envelope").is_none());
+    let (status, approved) = call(
+        "ra-officer-2",
+        format!("/api/v1/recoveries/{rec_id}/approve"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{approved}");
+    let recovered = open_envelope(
+        dir,
+        approved["envelope"].as_str().unwrap(),
+        "sig.key",
+        "enc.der",
+    );
+    assert_eq!(
+        recovered.as_deref(),
+        Some(d.as_str()),
+        "the same key, recovered"
+    );
+    let (status, v) = call(
+        "ra-officer-2",
+        format!("/api/v1/recoveries/{rec_id}/approve"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, v["error"].as_str()),
+        (409, Some("already_approved")),
+        "{v}"
+    );
+
+    // Each step is an audit row naming its officer.
+    let (ok, out, err) = run(Command::new("python3").args([
+        "-c",
+        "import sqlite3,sys\nfor r in sqlite3.connect(sys.argv[1]).execute(\"SELECT action, actor FROM audit_log WHERE action LIKE 'escrow.%' ORDER BY seq\"): print(*r)",
+        dir.join("data/appliance.db").to_str().unwrap(),
+    ]));
+    assert!(ok, "{err}");
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        [
+            "escrow.generate operator:operator",
+            "escrow.recovery_request ra_officer:ra-officer",
+            "escrow.recovery_approve ra_officer:ra-officer-2",
+        ],
+        "{out}"
+    );
+}
