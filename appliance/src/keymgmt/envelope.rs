@@ -146,7 +146,7 @@ mod tests {
         let mut first = Sm3::new();
         first.update(z);
         first.update(1u32.to_be_bytes());
-        assert_eq!(&t[..32], first.finalize().as_slice());
+        assert_eq!(t[..32], first.finalize()[..]);
         assert_eq!(t.len(), 40);
     }
 
