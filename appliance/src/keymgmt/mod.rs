@@ -14,8 +14,8 @@ use spki::SubjectPublicKeyInfoOwned;
 /// Why a key-management operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyMgmtError {
-    /// The signing certificate already has its encryption certificate.
-    #[error("the signing certificate {0} already has an encryption certificate")]
+    /// The signing certificate already has its encryption certificate (or one is being issued).
+    #[error("the signing certificate {0} already has an encryption certificate (or one is being issued)")]
     AlreadyIssued(String),
     /// No such escrowed key or recovery.
     #[error("{0} not found")]

@@ -7,6 +7,10 @@ use sqlx::{Row, SqlitePool};
 use super::audit::{append_in, AuditEntry};
 use super::StorageError;
 
+/// An escrowed key still without its certificate this long after it was made is an
+/// interrupted issuance, replaced by the next attempt (sooner, it is one in progress).
+const ORPHAN_AFTER_SECS: i64 = 300;
+
 /// One escrowed key.
 #[derive(Debug, Clone)]
 pub struct EscrowRow {
@@ -106,15 +110,18 @@ impl EscrowRows {
     }
 
     /// Stores a new escrowed key with its audit row, replacing one of the same signing
-    /// certificate that never got its certificate (an interrupted issuance); `false` when the
-    /// signing certificate already has its encryption certificate.
+    /// certificate that never got its certificate within `ORPHAN_AFTER_SECS` (an interrupted
+    /// issuance); `false` when the signing certificate has its encryption certificate or one
+    /// is being issued.
     pub async fn insert(&self, row: &EscrowRow, audit: &AuditEntry) -> Result<bool, StorageError> {
         let mut tx = self.pool.begin().await?;
         sqlx::query(
             "DELETE FROM escrowed_keys WHERE signing_serial = $1 AND encryption_serial IS NULL \
+             AND created_at < $2 \
              AND NOT EXISTS (SELECT 1 FROM escrow_recoveries r WHERE r.escrow_id = escrowed_keys.id)",
         )
         .bind(&row.signing_serial)
+        .bind(row.created_at - ORPHAN_AFTER_SECS)
         .execute(&mut *tx)
         .await?;
         let done = sqlx::query(
