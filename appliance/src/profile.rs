@@ -462,6 +462,30 @@ mod tests {
     const PERSONAL: &str = include_str!("../../config/profiles/personal.toml");
 
     #[test]
+    fn a_dual_profile_names_an_sm2_encryption_profile_that_only_enciphers() {
+        let url = "http://ca.example";
+        let sign = parse(include_str!("../../config/profiles/sm2-personal.toml"), url).unwrap();
+        let enc = parse(
+            include_str!("../../config/profiles/sm2-personal-enc.toml"),
+            url,
+        )
+        .unwrap();
+        assert_eq!(sign.encryption_profile.as_deref(), Some("sm2-personal-enc"));
+        let mut set = BTreeMap::from([(sign.name.clone(), sign.clone())]);
+        assert!(check_dual(&set).unwrap_err().contains("is not a profile"));
+        set.insert(enc.name.clone(), enc.clone());
+        assert_eq!(check_dual(&set), Ok(()));
+        let mut signing_enc = enc.clone();
+        signing_enc.key_usage.0 |= KeyUsages::DigitalSignature;
+        set.insert(enc.name.clone(), signing_enc);
+        assert!(check_dual(&set).unwrap_err().contains("encipher, not sign"));
+        let mut p256_enc = enc;
+        p256_enc.key_types = vec![hsm::KeyKind::EcP256];
+        set.insert(p256_enc.name.clone(), p256_enc);
+        assert!(check_dual(&set).is_err());
+    }
+
+    #[test]
     fn example_profile_parses_with_urls_filled() {
         let p = parse(PERSONAL, "http://ca.example:8080/").unwrap();
         assert_eq!(p.name, "personal");
