@@ -9,8 +9,8 @@ use axum::routing::{get, post, MethodRouter};
 use axum::Router;
 
 use super::{
-    agents, applications, callbacks, certificates, login, public, review, revocation, signatures,
-    status_routes, verifications, AppState,
+    agents, applications, callbacks, certificates, escrow, login, public, review, revocation,
+    signatures, status_routes, verifications, AppState,
 };
 use crate::{console, enroll};
 
@@ -64,6 +64,18 @@ pub fn api() -> Vec<Route> {
         post_(
             "/api/v1/certificates/{serial}/unhold",
             post(revocation::unhold),
+        ),
+        post_(
+            "/api/v1/certificates/{serial}/encryption",
+            post(escrow::issue_encryption),
+        ),
+        post_(
+            "/api/v1/escrow/{id}/recoveries",
+            post(escrow::request_recovery),
+        ),
+        post_(
+            "/api/v1/recoveries/{id}/approve",
+            post(escrow::approve_recovery),
         ),
         get_("/api/v1/plugins", get(verifications::plugins)),
         post_("/api/v1/verifications", post(verifications::start)),
