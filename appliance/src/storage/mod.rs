@@ -12,6 +12,7 @@ mod certificates;
 mod console;
 mod crl;
 mod data_keys;
+mod grants;
 mod group_commit;
 mod limits;
 mod login;
@@ -29,7 +30,8 @@ use std::time::Duration;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::SqlitePool;
 
-pub use accounts::AccountBinding;
+pub use accounts::{AccountBinding, AccountRow, PhoneClaim};
+pub use grants::{CodeLoginRow, DownloadRow};
 pub use agents::{AgentChange, AgentRow, AgentRows};
 pub use applications::{ApplicationRow, ApplicationRows, Inserted, ReusableVerification, Updated};
 pub use audit::{AuditCheckpoint, AuditEntry, AuditKeyRecord, AuditLog, AuditRow};
