@@ -32,7 +32,7 @@ verify = ["phone-real-name"]
 verify = ["face"]
 "#;
 
-/// Face (L3), then the application signed by an SMS code to the declared phone (possession).
+/// Face or bank card, then the application signed by an SMS code to the verified phone.
 const BJCA_FACE_SIGN: &str = r#"
 name = "bjca-personal"
 clients = ["channel-bjca-personal"]
@@ -44,11 +44,15 @@ kinds = ["new"]
 captcha = false
 
 [[policy.step]]
-verify = ["face"]
+verify = ["face", "bank-card"]
 
 [[policy.step]]
 sign = "sms"
 "#;
+
+/// 王五 (face fails at vendor-sim) and his bank card, reserved on 张三's phone.
+const WANG: (&str, &str, &str) = ("王五", "110105199002020026", "13800138002");
+const WANG_CARD: &str = "6222020000000000059";
 
 /// An unknown phone (no carrier record) two people declare.
 const SHARED_PHONE: &str = "13800138099";
@@ -122,33 +126,35 @@ impl Apps {
         id
     }
 
-    /// A person through BJCA: face, then the SMS signature on `phone`; returns the application.
-    async fn face_and_sign(&self, who: (&str, &str, &str), phone: &str, stem: &str) -> Value {
-        let subject = json!({"type": "person", "name": who.0, "id_type": "resident_id",
-            "id_number": who.1, "phone": phone});
+    /// 王五 through BJCA by his bank card, whose reserved phone is 张三's (a family phone), then
+    /// the SMS signature on that phone (L2); returns the issued application.
+    async fn wang_on_zhangs_phone(&self) -> Value {
+        let subject = json!({"type": "person", "name": WANG.0, "id_type": "resident_id",
+            "id_number": WANG.1, "phone": ZHANG.2});
         let (status, app) = self
             .create(
                 BJCA,
-                json!({"kind": "new", "profile": "personal", "subject": subject, "csr": self.csr(stem)}),
+                json!({"kind": "new", "profile": "personal", "subject": subject, "csr": self.csr("wang")}),
             )
             .await;
         assert_eq!(status, 201, "{app}");
         let id = app["id"].as_str().unwrap().to_owned();
-        let v = self
-            .wait(BJCA, &id, "showed face", |v| {
-                v["step"]["challenge"]["url"].is_string()
-            })
+        let seen = self.sms_count(ZHANG.2).await;
+        let (status, v) = self
+            .act(
+                BJCA,
+                &id,
+                "choose",
+                json!({"method": "bank-card", "subject": {"bank_card": WANG_CARD}}),
+            )
             .await;
-        let seen = self.sms_count(phone).await;
-        self.complete_face(&v).await;
-        let code = self.next_code(phone, seen).await;
-        let v = self
-            .wait(BJCA, &id, "asked for the signature code", |v| {
-                v["step"]["challenge"]["kind"] == "sms_code"
-            })
-            .await;
-        assert_eq!(v["status"], "awaiting_applicant", "{v}");
-        let (status, v) = self.input_code(BJCA, &id, &code).await;
+        assert_eq!(status, 200, "{v}");
+        let bank_code = self.next_code(ZHANG.2, seen).await;
+        let (status, v) = self.input_code(BJCA, &id, &bank_code).await;
+        assert_eq!(status, 200, "{v}");
+        assert_eq!(v["step"]["challenge"]["kind"], "sms_code", "{v}");
+        let sign_code = self.next_code(ZHANG.2, seen + 1).await;
+        let (status, v) = self.input_code(BJCA, &id, &sign_code).await;
         assert_eq!(status, 200, "{v}");
         self.wait(BJCA, &id, "issued", |v| v["status"] == "issued")
             .await
@@ -384,9 +390,10 @@ async fn code_login_opens_the_phones_l3_account_and_not_a_phone_of_several_ids()
         "otp_wrong",
     );
 
-    // 李四 binds 张三's phone too (this realm allows two people per phone): now the phone
+    // 王五 binds 张三's phone too (this realm allows two people per phone): now the phone
     // belongs to two ID numbers and cannot log in by code (the Beijing rule); no SMS.
-    apps.face_and_sign(LI, ZHANG.2, "li").await;
+    let wang = apps.wang_on_zhangs_phone().await;
+    assert_eq!(wang["assurance_level"], "L2", "{wang}");
     assert_eq!(
         apps.sql("select count(distinct subject_hash) from accounts"),
         "2"
@@ -412,7 +419,7 @@ async fn two_people_declaring_one_phone_at_once_exactly_one_wins() {
             "phone": SHARED_PHONE})
     };
     let body = |p| json!({"kind": "new", "profile": "personal", "subject": subject(p), "csr": apps.csr("race")});
-    // Face first in BJCA: creation asks no vendor about the phone.
+    // A choice first in BJCA: creation asks no vendor about the phone.
     let (a, b) = tokio::join!(apps.create(BJCA, body(ZHANG)), apps.create(BJCA, body(LI)));
     let mut outcomes = [(a.0, a.1["error"].clone()), (b.0, b.1["error"].clone())];
     outcomes.sort_by_key(|o| o.0);

@@ -115,6 +115,13 @@ pub const CARDS: &[Card] = &[
         reserved_phone: "13800138011",
         status: CardStatus::Normal,
     },
+    Card {
+        number: "6222020000000000059",
+        holder_id: "110105199002020026",
+        holder_name: "王五",
+        reserved_phone: "13800138000",
+        status: CardStatus::Normal,
+    },
 ];
 
 /// Status of a corporate account at the payout provider's bank.
