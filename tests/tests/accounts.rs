@@ -30,6 +30,13 @@ verify = ["phone-real-name"]
 
 [[policy.step]]
 verify = ["face"]
+
+[[policy]]
+kinds = ["level_up"]
+captcha = false
+
+[[policy.step]]
+verify = ["face"]
 "#;
 
 /// Face or bank card, then the application signed by an SMS code to the verified phone.
@@ -48,11 +55,25 @@ verify = ["face", "bank-card"]
 
 [[policy.step]]
 sign = "sms"
+
+[[policy]]
+kinds = ["phone_change"]
+captcha = false
+
+[[policy.step]]
+verify = ["bank-card"]
+
+[[policy.step]]
+verify = ["face"]
 "#;
 
 /// 王五 (face fails at vendor-sim) and his bank card, reserved on 张三's phone.
 const WANG: (&str, &str, &str) = ("王五", "110105199002020026", "13800138002");
 const WANG_CARD: &str = "6222020000000000059";
+/// 张三's bank cards: reserved on his phone, and on his new phone after he lost it.
+const ZHANG_CARD: &str = "6222020000000000018";
+const ZHANG_NEW_CARD: &str = "6222020000000000067";
+const ZHANG_NEW_PHONE: &str = "13800138010";
 
 /// An unknown phone (no carrier record) two people declare.
 const SHARED_PHONE: &str = "13800138099";
@@ -126,38 +147,52 @@ impl Apps {
         id
     }
 
-    /// 王五 through BJCA by his bank card, whose reserved phone is 张三's (a family phone), then
-    /// the SMS signature on that phone (L2); returns the issued application.
-    async fn wang_on_zhangs_phone(&self) -> Value {
-        let subject = json!({"type": "person", "name": WANG.0, "id_type": "resident_id",
-            "id_number": WANG.1, "phone": ZHANG.2});
+    /// `who` through BJCA by a bank card reserved on `phone`, then the SMS signature on that
+    /// phone (L2); returns the issued application.
+    async fn card_and_sign(&self, who: (&str, &str, &str), card: &str, phone: &str) -> Value {
+        let subject = json!({"type": "person", "name": who.0, "id_type": "resident_id",
+            "id_number": who.1, "phone": phone});
         let (status, app) = self
             .create(
                 BJCA,
-                json!({"kind": "new", "profile": "personal", "subject": subject, "csr": self.csr("wang")}),
+                json!({"kind": "new", "profile": "personal", "subject": subject, "csr": self.csr(card)}),
             )
             .await;
         assert_eq!(status, 201, "{app}");
         let id = app["id"].as_str().unwrap().to_owned();
-        let seen = self.sms_count(ZHANG.2).await;
+        let seen = self.sms_count(phone).await;
         let (status, v) = self
             .act(
                 BJCA,
                 &id,
                 "choose",
-                json!({"method": "bank-card", "subject": {"bank_card": WANG_CARD}}),
+                json!({"method": "bank-card", "subject": {"bank_card": card}}),
             )
             .await;
         assert_eq!(status, 200, "{v}");
-        let bank_code = self.next_code(ZHANG.2, seen).await;
+        let bank_code = self.next_code(phone, seen).await;
         let (status, v) = self.input_code(BJCA, &id, &bank_code).await;
         assert_eq!(status, 200, "{v}");
         assert_eq!(v["step"]["challenge"]["kind"], "sms_code", "{v}");
-        let sign_code = self.next_code(ZHANG.2, seen + 1).await;
+        let sign_code = self.next_code(phone, seen + 1).await;
         let (status, v) = self.input_code(BJCA, &id, &sign_code).await;
         assert_eq!(status, 200, "{v}");
         self.wait(BJCA, &id, "issued", |v| v["status"] == "issued")
             .await
+    }
+
+    /// A code login through BJCA on `phone` (whose SMS count was `seen`): the account's answer.
+    async fn code_login(&self, phone: &str) -> (u16, Value) {
+        let seen = self.sms_count(phone).await;
+        let (status, l) = self
+            .post(BJCA, "/api/v1/code-logins", json!({"phone": phone}))
+            .await;
+        if status != 201 {
+            return (status, l);
+        }
+        let code = self.next_code(phone, seen).await;
+        let done = format!("/api/v1/code-logins/{}/complete", l["id"].as_str().unwrap());
+        self.post(BJCA, &done, json!({"code": code})).await
     }
 
     async fn post(&self, who: &str, path: &str, body: Value) -> (u16, Value) {
@@ -392,7 +427,7 @@ async fn code_login_opens_the_phones_l3_account_and_not_a_phone_of_several_ids()
 
     // 王五 binds 张三's phone too (this realm allows two people per phone): now the phone
     // belongs to two ID numbers and cannot log in by code (the Beijing rule); no SMS.
-    let wang = apps.wang_on_zhangs_phone().await;
+    let wang = apps.card_and_sign(WANG, WANG_CARD, ZHANG.2).await;
     assert_eq!(wang["assurance_level"], "L2", "{wang}");
     assert_eq!(
         apps.sql("select count(distinct subject_hash) from accounts"),
@@ -450,5 +485,110 @@ async fn two_people_declaring_one_phone_at_once_exactly_one_wins() {
     let (status, v) = apps.act(BJCA, wid, "cancel", json!({})).await;
     assert_eq!(status, 200, "{v}");
     let (status, v) = apps.create(BJCA, body(loser)).await;
+    assert_eq!(status, 201, "{v}");
+}
+
+#[tokio::test]
+async fn level_up_by_face_and_recovery_of_a_lost_phone_by_face() {
+    let apps = Apps::accounts(1);
+    let _server = apps.s.demo.serve();
+
+    // No account yet: level_up is refused, nothing stored.
+    let level_up = json!({"kind": "level_up", "profile": "personal", "subject": person(ZHANG)});
+    let before = apps.sql("select count(*) from applications");
+    refused(
+        apps.create(SHECA, level_up.clone()).await,
+        404,
+        "account_not_found",
+    );
+    assert_eq!(apps.sql("select count(*) from applications"), before);
+
+    // 张三 at L2 by bank card (BJCA): code login needs L3.
+    let issued = apps.card_and_sign(ZHANG, ZHANG_CARD, ZHANG.2).await;
+    assert_eq!(issued["assurance_level"], "L2", "{issued}");
+    let serial = issued["certificate"]["serial"].as_str().unwrap().to_owned();
+    assert_eq!(apps.sql("select level from accounts"), "L2");
+    let seen = apps.sms_count(ZHANG.2).await;
+    refused(apps.code_login(ZHANG.2).await, 422, "level_too_low");
+    assert_eq!(apps.sms_count(ZHANG.2).await, seen, "no code sent");
+
+    // level_up by face through the realm's other channel: the account is L3, nothing issued.
+    let certificates = apps.sql("select count(*) from certificates");
+    let (status, app) = apps.create(SHECA, level_up).await;
+    assert_eq!(status, 201, "{app}");
+    let id = app["id"].as_str().unwrap().to_owned();
+    let v = apps
+        .wait(SHECA, &id, "showed face", |v| {
+            v["step"]["challenge"]["url"].is_string()
+        })
+        .await;
+    apps.complete_face(&v).await;
+    let done = apps
+        .wait(SHECA, &id, "completed", |v| v["status"] == "completed")
+        .await;
+    assert_eq!(done["assurance_level"], "L3", "{done}");
+    assert_eq!(apps.sql("select level from accounts"), "L3");
+    assert_eq!(apps.sql("select count(*) from certificates"), certificates);
+    let (status, v) = apps.code_login(ZHANG.2).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["level"], "L3", "{v}");
+    let account = v["account"].as_str().unwrap().to_owned();
+
+    // 张三 lost his phone: a phone change proving the new phone (bank card reserved on it) and
+    // him (face) rebinds the same account to the new phone.
+    let subject = json!({"type": "person", "name": ZHANG.0, "id_type": "resident_id",
+        "id_number": ZHANG.1, "phone": ZHANG_NEW_PHONE});
+    let seen = apps.sms_count(ZHANG_NEW_PHONE).await;
+    let (status, app) = apps
+        .create(
+            BJCA,
+            json!({"kind": "phone_change", "profile": "personal", "subject": subject, "certificate": serial}),
+        )
+        .await;
+    assert_eq!(status, 201, "{app}");
+    let id = app["id"].as_str().unwrap().to_owned();
+    let (status, v) = apps
+        .act(
+            BJCA,
+            &id,
+            "choose",
+            json!({"method": "bank-card", "subject": {"bank_card": ZHANG_NEW_CARD}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let code = apps.next_code(ZHANG_NEW_PHONE, seen).await;
+    let (status, v) = apps.input_code(BJCA, &id, &code).await;
+    assert_eq!(status, 200, "{v}");
+    let v = apps
+        .wait(BJCA, &id, "showed face", |v| {
+            v["step"]["challenge"]["url"].is_string()
+        })
+        .await;
+    apps.complete_face(&v).await;
+    apps.wait(BJCA, &id, "completed", |v| v["status"] == "completed")
+        .await;
+    assert_eq!(apps.sql("select count(*) from accounts"), "1");
+    let (status, v) = apps.code_login(ZHANG_NEW_PHONE).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(
+        (v["account"].as_str(), v["level"].as_str()),
+        (Some(account.as_str()), Some("L3")),
+        "{v}"
+    );
+    // The lost phone opens nothing any more, and is free for someone else to declare.
+    let seen = apps.sms_count(ZHANG.2).await;
+    let (status, l) = apps
+        .post(BJCA, "/api/v1/code-logins", json!({"phone": ZHANG.2}))
+        .await;
+    assert_eq!(status, 201, "{l}");
+    assert_eq!(apps.sms_count(ZHANG.2).await, seen, "no account, no SMS");
+    let subject = json!({"type": "person", "name": LI.0, "id_type": "resident_id",
+        "id_number": LI.1, "phone": ZHANG.2});
+    let (status, v) = apps
+        .create(
+            BJCA,
+            json!({"kind": "new", "profile": "personal", "subject": subject, "csr": apps.csr("li")}),
+        )
+        .await;
     assert_eq!(status, 201, "{v}");
 }

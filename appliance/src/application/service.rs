@@ -64,7 +64,7 @@ pub enum AppError {
     ChannelOnly(&'static str),
     /// Unknown application kind.
     #[error(
-        "unknown application kind {0:?} (new, renewal, change, reissue, revocation, phone_change)"
+        "unknown application kind {0:?} (new, renewal, change, reissue, revocation, phone_change, level_up)"
     )]
     UnknownKind(String),
     /// Unknown profile.
@@ -210,6 +210,9 @@ pub enum AppError {
     /// The decision or its reason is malformed.
     #[error("{0}")]
     DecisionInvalid(String),
+    /// A `level_up` application for a subject with no account in the channel's realm.
+    #[error("this person has no account in realm {0}")]
+    AccountNotFound(String),
     /// The application does not await a certificate download (not approved, or issued).
     #[error("{0}")]
     DownloadNotAvailable(String),
@@ -644,6 +647,14 @@ impl ApplicationService {
             if others >= i64::from(limit) {
                 return Err(AppError::PhoneBound(realm).into());
             }
+        }
+        if kind == Kind::LevelUp
+            && !self
+                .rows
+                .account_exists(&realm, "personal", &hashes)
+                .await?
+        {
+            return Err(AppError::AccountNotFound(realm).into());
         }
         let now = unix_now();
         let target = match (kind.needs_certificate(), &req.certificate) {
@@ -1921,10 +1932,13 @@ impl ApplicationService {
                 app.status = Status::Completed;
                 self.save(app, from, &actor).await?;
             }
-            Kind::PhoneChange => {
+            Kind::PhoneChange | Kind::LevelUp => {
                 app.status = Status::Completed;
                 self.save(app, from, &actor).await?;
             }
+        }
+        if app.kind == Kind::LevelUp && app.status == Status::Completed {
+            self.raise_account(app, &actor).await;
         }
         if let Some(phone) = verified_phone {
             self.set_subject_phone(app, &phone, &actor).await;
@@ -1983,6 +1997,46 @@ impl ApplicationService {
         };
         if let Err(e) = self.rows.bind_account(&binding, &audit).await {
             tracing::warn!(error = %e, "account not bound");
+        }
+    }
+
+    /// A completed `level_up`: the subject's account takes the level the application reached
+    /// (the level only rises; the phone stays).
+    async fn raise_account(&self, app: &App, actor: &str) {
+        let p = &app.doc.progress;
+        let Some(level) = p.assurance() else { return };
+        let keys = self.keys();
+        let (id_type, id_number) = (
+            p.subject.id_type.as_deref().unwrap_or("resident_id"),
+            p.subject.id_number.as_deref().unwrap_or_default(),
+        );
+        let hashes = self.hashes(&keys, id_type, id_number);
+        let (realm, _) = crate::account::realm_of(&self.settings.realms, &app.row.channel);
+        let evidence: Vec<Value> = p
+            .evidence
+            .iter()
+            .filter(|e| e.outcome == "verified")
+            .map(|e| json!({"method": e.method, "assurance": e.assurance, "at": e.at}))
+            .collect();
+        let audit = AuditEntry {
+            actor: actor.to_owned(),
+            action: "account.level_up".into(),
+            target: app.row.subject_hash.clone(),
+            detail: json!({ "realm": realm, "level": level, "application": app.row.id }),
+        };
+        if let Err(e) = self
+            .rows
+            .raise_account(
+                &realm,
+                "personal",
+                &hashes,
+                &level,
+                &Value::Array(evidence).to_string(),
+                &audit,
+            )
+            .await
+        {
+            tracing::warn!(error = %e, "account level not raised");
         }
     }
 

@@ -215,3 +215,59 @@ impl ApplicationRows {
         Ok(out)
     }
 }
+
+impl ApplicationRows {
+    /// Whether the subject (any of `subject_hashes`) holds an account of `kind` in `realm`.
+    pub async fn account_exists(
+        &self,
+        realm: &str,
+        kind: &str,
+        subject_hashes: &[String],
+    ) -> Result<bool, StorageError> {
+        for subject in subject_hashes {
+            let found: Option<String> = sqlx::query_scalar(
+                "SELECT id FROM accounts WHERE realm = $1 AND kind = $2 AND subject_hash = $3",
+            )
+            .bind(realm)
+            .bind(kind)
+            .bind(subject)
+            .fetch_optional(&self.pool)
+            .await?;
+            if found.is_some() {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Raises the subject's account to `level` (never lowers it), with its evidence.
+    pub async fn raise_account(
+        &self,
+        realm: &str,
+        kind: &str,
+        subject_hashes: &[String],
+        level: &str,
+        evidence: &str,
+        audit: &AuditEntry,
+    ) -> Result<(), StorageError> {
+        let mut tx = self.pool.begin().await?;
+        for subject in subject_hashes {
+            sqlx::query(
+                "UPDATE accounts SET level = $1, evidence = $2, updated_at = $3 \
+                 WHERE realm = $4 AND kind = $5 AND subject_hash = $6 \
+                 AND (level IS NULL OR level < $1)",
+            )
+            .bind(level)
+            .bind(evidence)
+            .bind(unix_now())
+            .bind(realm)
+            .bind(kind)
+            .bind(subject)
+            .execute(&mut *tx)
+            .await?;
+        }
+        append_in(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
