@@ -141,7 +141,9 @@ impl Apps {
             .await;
         self.complete_face(&v).await;
         let v = self
-            .wait(SHECA, &id, "asked for the CSR", |v| v["step"]["name"] == "csr")
+            .wait(SHECA, &id, "asked for the CSR", |v| {
+                v["step"]["name"] == "csr"
+            })
             .await;
         assert_eq!(v["status"], "awaiting_applicant", "{v}");
         id
@@ -236,8 +238,12 @@ async fn a_certificate_downloads_to_the_phone_with_its_code_and_a_phone_made_csr
         "role_not_allowed",
     );
     refused(
-        apps.post(SHECA, "/api/v1/downloads", json!({"application": id, "x": 1}))
-            .await,
+        apps.post(
+            SHECA,
+            "/api/v1/downloads",
+            json!({"application": id, "x": 1}),
+        )
+        .await,
         400,
         "malformed_json",
     );
@@ -250,7 +256,11 @@ async fn a_certificate_downloads_to_the_phone_with_its_code_and_a_phone_made_csr
     let code1 = apps.next_code(ZHANG.2, seen).await;
     let d1_done = format!("/api/v1/downloads/{}/complete", d1["id"].as_str().unwrap());
     let phone_csr = apps.csr("phone");
-    let wrong = if code1 == "000000" { "111111" } else { "000000" };
+    let wrong = if code1 == "000000" {
+        "111111"
+    } else {
+        "000000"
+    };
     let v = refused(
         apps.post(SHECA, &d1_done, json!({"code": wrong, "csr": phone_csr}))
             .await,
@@ -315,7 +325,13 @@ async fn a_certificate_downloads_to_the_phone_with_its_code_and_a_phone_made_csr
     };
     let dir = apps.dir().to_str().unwrap().to_owned();
     assert_eq!(
-        key_of(&["x509", "-in", &format!("{dir}/downloaded.pem"), "-noout", "-pubkey"]),
+        key_of(&[
+            "x509",
+            "-in",
+            &format!("{dir}/downloaded.pem"),
+            "-noout",
+            "-pubkey"
+        ]),
         key_of(&["pkey", "-in", &format!("{dir}/phone.key"), "-pubout"]),
     );
     assert_eq!(
@@ -372,8 +388,12 @@ async fn code_login_opens_the_phones_l3_account_and_not_a_phone_of_several_ids()
         "field_not_expected",
     );
     refused(
-        apps.post("relying-party", "/api/v1/code-logins", json!({"phone": ZHANG.2}))
-            .await,
+        apps.post(
+            "relying-party",
+            "/api/v1/code-logins",
+            json!({"phone": ZHANG.2}),
+        )
+        .await,
         403,
         "role_not_allowed",
     );
@@ -400,10 +420,16 @@ async fn code_login_opens_the_phones_l3_account_and_not_a_phone_of_several_ids()
     );
     let (status, v) = apps.post(BJCA, &done, json!({"code": code})).await;
     assert_eq!(status, 200, "{v}");
-    assert_eq!((v["realm"].as_str(), v["level"].as_str()), (Some("gd"), Some("L3")), "{v}");
+    assert_eq!(
+        (v["realm"].as_str(), v["level"].as_str()),
+        (Some("gd"), Some("L3")),
+        "{v}"
+    );
     let account = v["account"].as_str().unwrap().to_owned();
     assert_eq!(
-        apps.sql(&format!("select level from accounts where id = '{account}'")),
+        apps.sql(&format!(
+            "select level from accounts where id = '{account}'"
+        )),
         "L3"
     );
     refused(

@@ -9,8 +9,8 @@ use axum::routing::{get, post, MethodRouter};
 use axum::Router;
 
 use super::{
-    accounts, agents, applications, callbacks, certificates, login, public, review, revocation, signatures,
-    status_routes, verifications, AppState,
+    accounts, agents, applications, callbacks, certificates, login, public, review, revocation,
+    signatures, status_routes, verifications, AppState,
 };
 use crate::{console, enroll};
 

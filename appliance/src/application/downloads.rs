@@ -122,8 +122,7 @@ impl ApplicationService {
             return Err(AppError::AlreadyUsed("download").into());
         }
         let app = self.load(who, &d.application_id).await?;
-        if app.status != Status::AwaitingApplicant || app.doc.progress.cursor != Cursor::NeedsCsr
-        {
+        if app.status != Status::AwaitingApplicant || app.doc.progress.cursor != Cursor::NeedsCsr {
             return Err(AppError::DownloadNotAvailable(format!(
                 "application {} is {}",
                 app.row.id,

@@ -721,12 +721,14 @@ impl ApplicationService {
                     "certificate": target,
                 }),
             };
-            let claim = claimed_phone.as_ref().map(|phone| crate::storage::PhoneClaim {
-                realm: realm.clone(),
-                kind: "personal",
-                phone_hash: subject_hash(key, "phone", phone),
-                subject_hash: row.subject_hash.clone(),
-            });
+            let claim = claimed_phone
+                .as_ref()
+                .map(|phone| crate::storage::PhoneClaim {
+                    realm: realm.clone(),
+                    kind: "personal",
+                    phone_hash: subject_hash(key, "phone", phone),
+                    subject_hash: row.subject_hash.clone(),
+                });
             match self
                 .rows
                 .insert_claiming(&row, &audit, claim.as_ref())

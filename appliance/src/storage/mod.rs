@@ -31,7 +31,6 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::SqlitePool;
 
 pub use accounts::{AccountBinding, AccountRow, PhoneClaim};
-pub use grants::{CodeLoginRow, DownloadRow};
 pub use agents::{AgentChange, AgentRow, AgentRows};
 pub use applications::{ApplicationRow, ApplicationRows, Inserted, ReusableVerification, Updated};
 pub use audit::{AuditCheckpoint, AuditEntry, AuditKeyRecord, AuditLog, AuditRow};
@@ -40,6 +39,7 @@ pub use certificates::{CertificateRecord, CertificateStore, NewCertificate};
 pub use console::{CertificateQuery, CertificateSummary, ConsoleRows, PAGE_ROWS};
 pub use crl::{CrlRecord, CrlRow, CrlStore};
 pub use data_keys::{DataKeyRecord, DataKeyRows};
+pub use grants::{CodeLoginRow, DownloadRow};
 pub use limits::{LimitRows, WindowCount};
 pub use login::{Answer, ChallengeRow, LoginRows, NewChallenge};
 pub use materials::{MaterialRow, MaterialRows};
