@@ -75,7 +75,7 @@ impl ApplicationService {
         let account = accounts.first();
         if let Some(a) = account {
             let level = a.level.as_deref().and_then(Level::parse);
-            if level.map_or(true, |l| l < need) {
+            if level.is_none_or(|l| l < need) {
                 return Err(AppError::Rejected("level_too_low".into()));
             }
         }
