@@ -99,6 +99,10 @@ pub enum CodePurpose {
     Lookup,
     /// The main agent confirms a change of the organisation's agents (keyed by the change id).
     AgentChange,
+    /// Certificate download to the bound phone (keyed by the download id).
+    Download,
+    /// Phone-code login to an account (keyed by the login id).
+    CodeLogin,
 }
 
 /// A code that was sent.

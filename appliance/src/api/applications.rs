@@ -187,6 +187,10 @@ pub fn code_of(e: &AppError) -> (StatusCode, &'static str) {
         AppError::AgentExists => (S::CONFLICT, "agent_exists"),
         AppError::ChangeOfAnotherOrganisation => (S::CONFLICT, "change_not_for_organisation"),
         AppError::DecisionInvalid(_) => (S::BAD_REQUEST, "invalid_decision"),
+        AppError::AccountNotFound(_) => (S::NOT_FOUND, "account_not_found"),
+        AppError::DownloadNotAvailable(_) => (S::CONFLICT, "download_not_available"),
+        AppError::AlreadyUsed(_) => (S::CONFLICT, "already_used"),
+        AppError::PhoneSharedByIds(_) => (S::CONFLICT, "phone_bound_to_several_ids"),
     }
 }
 

@@ -3,6 +3,7 @@
 //! Two listeners: the mTLS API ([`api_router`], handshake [`mtls::MtlsHandshake`]) for operators and
 //! channels, and the plain-HTTP public listener ([`public_router`]) for relying parties.
 
+pub mod accounts;
 pub mod agents;
 pub mod applications;
 pub mod callbacks;

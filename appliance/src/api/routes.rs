@@ -9,8 +9,8 @@ use axum::routing::{get, post, MethodRouter};
 use axum::Router;
 
 use super::{
-    agents, applications, callbacks, certificates, escrow, login, public, review, revocation,
-    signatures, status_routes, verifications, AppState,
+    accounts, agents, applications, callbacks, certificates, escrow, login, public, review,
+    revocation, signatures, status_routes, verifications, AppState,
 };
 use crate::{console, enroll};
 
@@ -156,6 +156,16 @@ pub fn api() -> Vec<Route> {
             post(login::respond),
         ),
         post_("/api/v1/signatures/verify", post(signatures::verify)),
+        post_("/api/v1/downloads", post(accounts::start_download)),
+        post_(
+            "/api/v1/downloads/{id}/complete",
+            post(accounts::complete_download),
+        ),
+        post_("/api/v1/code-logins", post(accounts::start_code_login)),
+        post_(
+            "/api/v1/code-logins/{id}/complete",
+            post(accounts::complete_code_login),
+        ),
     ]);
     routes
 }

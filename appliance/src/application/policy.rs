@@ -20,17 +20,20 @@ pub enum Kind {
     Revocation,
     /// A new verified phone for the subject.
     PhoneChange,
+    /// Raises the subject's account in the realm (L2 to L3 by face); issues nothing.
+    LevelUp,
 }
 
 impl Kind {
     /// Every kind.
-    pub const ALL: [Kind; 6] = [
+    pub const ALL: [Kind; 7] = [
         Kind::New,
         Kind::Renewal,
         Kind::Change,
         Kind::Reissue,
         Kind::Revocation,
         Kind::PhoneChange,
+        Kind::LevelUp,
     ];
 
     /// The kind's name in the API, the database and channel files.
@@ -42,6 +45,7 @@ impl Kind {
             Kind::Reissue => "reissue",
             Kind::Revocation => "revocation",
             Kind::PhoneChange => "phone_change",
+            Kind::LevelUp => "level_up",
         }
     }
 
@@ -60,7 +64,7 @@ impl Kind {
 
     /// Does this kind act on an existing certificate (`certificate` in the request)?
     pub fn needs_certificate(self) -> bool {
-        !matches!(self, Kind::New)
+        !matches!(self, Kind::New | Kind::LevelUp)
     }
 }
 

@@ -37,6 +37,10 @@ use crate::verification::{KeySet, Keyring, Requester, VerificationError, Verific
 
 #[path = "agents.rs"]
 mod agents;
+#[path = "code_login.rs"]
+mod code_login;
+#[path = "downloads.rs"]
+mod downloads;
 #[path = "lookup.rs"]
 mod lookup;
 #[path = "materials.rs"]
@@ -45,6 +49,8 @@ mod materials;
 mod review;
 
 pub use agents::{AgentChangeRequest, AgentConfirmRequest};
+pub use code_login::{CodeLoginCompletion, CodeLoginRequest};
+pub use downloads::{DownloadCompletion, DownloadRequest};
 pub use lookup::{LookupRequest, VerifyRequest as LookupVerifyRequest};
 
 pub use materials::{Upload, MAX_MATERIAL_BYTES};
@@ -58,7 +64,7 @@ pub enum AppError {
     ChannelOnly(&'static str),
     /// Unknown application kind.
     #[error(
-        "unknown application kind {0:?} (new, renewal, change, reissue, revocation, phone_change)"
+        "unknown application kind {0:?} (new, renewal, change, reissue, revocation, phone_change, level_up)"
     )]
     UnknownKind(String),
     /// Unknown profile.
@@ -204,6 +210,18 @@ pub enum AppError {
     /// The decision or its reason is malformed.
     #[error("{0}")]
     DecisionInvalid(String),
+    /// A `level_up` application for a subject with no account in the channel's realm.
+    #[error("this person has no account in realm {0}")]
+    AccountNotFound(String),
+    /// The application does not await a certificate download (not approved, or issued).
+    #[error("{0}")]
+    DownloadNotAvailable(String),
+    /// The download or code login was completed already.
+    #[error("this {0} was completed already; start a new one")]
+    AlreadyUsed(&'static str),
+    /// The phone is bound to accounts of several ID numbers in the realm (the Beijing rule).
+    #[error("this phone is bound to several ID numbers in realm {0}; code login is not allowed")]
+    PhoneSharedByIds(String),
     /// The organisation has no agents on record in this channel.
     #[error("no agents of this organisation in this channel")]
     OrganisationUnknown,
@@ -614,8 +632,13 @@ impl ApplicationService {
         let (id_type, id_number) = subject.identity();
         let (id_type, id_number) = (id_type.as_str(), id_number.as_str());
         let hashes = self.hashes(&keys, id_type, id_number);
+        let (realm, limit) = crate::account::realm_of(&self.settings.realms, &channel.name);
+        // Claimed in the insert's transaction where a phone binds one personal account.
+        let claimed_phone = subject
+            .phone
+            .clone()
+            .filter(|_| limit == 1 && subject.kind() == SubjectType::Person);
         if let Some(phone) = &subject.phone {
-            let (realm, limit) = crate::account::realm_of(&self.settings.realms, &channel.name);
             let phones = self.hashes(&keys, "phone", phone);
             let others = self
                 .rows
@@ -624,6 +647,14 @@ impl ApplicationService {
             if others >= i64::from(limit) {
                 return Err(AppError::PhoneBound(realm).into());
             }
+        }
+        if kind == Kind::LevelUp
+            && !self
+                .rows
+                .account_exists(&realm, "personal", &hashes)
+                .await?
+        {
+            return Err(AppError::AccountNotFound(realm).into());
         }
         let now = unix_now();
         let target = match (kind.needs_certificate(), &req.certificate) {
@@ -690,12 +721,25 @@ impl ApplicationService {
                     "certificate": target,
                 }),
             };
-            match self.rows.insert(&row, &audit).await? {
+            let claim = claimed_phone
+                .as_ref()
+                .map(|phone| crate::storage::PhoneClaim {
+                    realm: realm.clone(),
+                    kind: "personal",
+                    phone_hash: subject_hash(key, "phone", phone),
+                    subject_hash: row.subject_hash.clone(),
+                });
+            match self
+                .rows
+                .insert_claiming(&row, &audit, claim.as_ref())
+                .await?
+            {
                 Inserted::Yes => {
                     inserted = Some(row);
                     break;
                 }
                 Inserted::Open(open) => return Err(AppError::Open(open).into()),
+                Inserted::PhoneBound => return Err(AppError::PhoneBound(realm).into()),
                 Inserted::StaleKey => keys = self.keyring.reload(&keys).await.map_err(sealed)?,
             }
         }
@@ -1890,10 +1934,13 @@ impl ApplicationService {
                 app.status = Status::Completed;
                 self.save(app, from, &actor).await?;
             }
-            Kind::PhoneChange => {
+            Kind::PhoneChange | Kind::LevelUp => {
                 app.status = Status::Completed;
                 self.save(app, from, &actor).await?;
             }
+        }
+        if app.kind == Kind::LevelUp && app.status == Status::Completed {
+            self.raise_account(app, &actor).await;
         }
         if let Some(phone) = verified_phone {
             self.set_subject_phone(app, &phone, &actor).await;
@@ -1924,7 +1971,7 @@ impl ApplicationService {
         let keys = self.keys();
         let Ok(key) = keys.active() else { return };
         let p = &app.doc.progress;
-        let (realm, _) = crate::account::realm_of(&self.settings.realms, &app.row.channel);
+        let (realm, limit) = crate::account::realm_of(&self.settings.realms, &app.row.channel);
         let evidence: Vec<Value> = p
             .evidence
             .iter()
@@ -1942,6 +1989,7 @@ impl ApplicationService {
             phone_hash: subject_hash(key, "phone", phone),
             level: p.assurance(),
             evidence: Value::Array(evidence).to_string(),
+            exclusive: limit == 1,
         };
         let audit = AuditEntry {
             actor: actor.to_owned(),
@@ -1951,6 +1999,46 @@ impl ApplicationService {
         };
         if let Err(e) = self.rows.bind_account(&binding, &audit).await {
             tracing::warn!(error = %e, "account not bound");
+        }
+    }
+
+    /// A completed `level_up`: the subject's account takes the level the application reached
+    /// (the level only rises; the phone stays).
+    async fn raise_account(&self, app: &App, actor: &str) {
+        let p = &app.doc.progress;
+        let Some(level) = p.assurance() else { return };
+        let keys = self.keys();
+        let (id_type, id_number) = (
+            p.subject.id_type.as_deref().unwrap_or("resident_id"),
+            p.subject.id_number.as_deref().unwrap_or_default(),
+        );
+        let hashes = self.hashes(&keys, id_type, id_number);
+        let (realm, _) = crate::account::realm_of(&self.settings.realms, &app.row.channel);
+        let evidence: Vec<Value> = p
+            .evidence
+            .iter()
+            .filter(|e| e.outcome == "verified")
+            .map(|e| json!({"method": e.method, "assurance": e.assurance, "at": e.at}))
+            .collect();
+        let audit = AuditEntry {
+            actor: actor.to_owned(),
+            action: "account.level_up".into(),
+            target: app.row.subject_hash.clone(),
+            detail: json!({ "realm": realm, "level": level, "application": app.row.id }),
+        };
+        if let Err(e) = self
+            .rows
+            .raise_account(
+                &realm,
+                "personal",
+                &hashes,
+                &level,
+                &Value::Array(evidence).to_string(),
+                &audit,
+            )
+            .await
+        {
+            tracing::warn!(error = %e, "account level not raised");
         }
     }
 

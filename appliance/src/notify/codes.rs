@@ -43,6 +43,8 @@ fn purpose_name(p: CodePurpose) -> &'static str {
         CodePurpose::Authorisation => "authorisation",
         CodePurpose::Lookup => "lookup",
         CodePurpose::AgentChange => "agent_change",
+        CodePurpose::Download => "download",
+        CodePurpose::CodeLogin => "code_login",
     }
 }
 
@@ -64,6 +66,8 @@ pub fn sms_text(code: &str, ttl_secs: i64, purpose: CodePurpose) -> String {
         CodePurpose::Authorisation => "授权经办人办理证书 (authorising the agent)",
         CodePurpose::Lookup => "查询订单 (order lookup)",
         CodePurpose::AgentChange => "变更经办人 (agent change)",
+        CodePurpose::Download => "下载证书到手机 (certificate download)",
+        CodePurpose::CodeLogin => "验证码登录 (code login)",
     };
     format!(
         "您的验证码为 {code}，用于{what}，{} 分钟内有效，请勿告诉他人。Your code is {code}.",

@@ -61,6 +61,8 @@ pub enum Inserted {
     StaleKey,
     /// Another application is open for the subject in the channel: its id.
     Open(String),
+    /// Another subject holds the declared phone in the realm (`phone_bindings`).
+    PhoneBound,
 }
 
 /// What became of an update.
@@ -134,7 +136,23 @@ impl ApplicationRows {
         row: &ApplicationRow,
         audit: &AuditEntry,
     ) -> Result<Inserted, StorageError> {
+        self.insert_claiming(row, audit, None).await
+    }
+
+    /// Like [`Self::insert`], first claiming the declared phone in its realm in the same
+    /// transaction (the UNIQUE constraint of `phone_bindings` decides a race).
+    pub async fn insert_claiming(
+        &self,
+        row: &ApplicationRow,
+        audit: &AuditEntry,
+        claim: Option<&super::PhoneClaim>,
+    ) -> Result<Inserted, StorageError> {
         let mut tx = self.pool.begin().await?;
+        if let Some(c) = claim {
+            if !super::accounts::claim_in(&mut tx, c, &row.id, row.created_at).await? {
+                return Ok(Inserted::PhoneBound);
+            }
+        }
         let done = sqlx::query(&format!(
             "INSERT INTO applications ({COLUMNS}) SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, \
              ?, ?, ? WHERE ? = {WHEN_KEY_ACTIVE}"
