@@ -4,7 +4,9 @@
 //! in with their client certificates. An auditor sees no forms and no material contents; a
 //! form without the officer's CSRF token is refused and changes nothing; the first officer's
 //! approval waits for a second officer, the second issues a certificate (`openssl verify`); a
-//! rejection's reason reaches the channel through the JSON API. Screenshots go to
+//! rejection's reason reaches the channel through the JSON API. The PDF is framed inline on the
+//! officer's page (served inline as `application/pdf` under a no-script CSP); an HTML file
+//! labelled `application/pdf` is refused at upload. Screenshots go to
 //! `target/screenshots/console-review-*.png`.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may unwrap: a failure is the test failing
 
@@ -431,6 +433,13 @@ async fn officers_review_an_organisation_in_chromium_two_approve_and_a_rejection
     );
     officer.leave_frame().await;
     officer.screenshot("console-review-application").await;
+    officer
+        .script(
+            "document.getElementById('material-business_licence').scrollIntoView()",
+            json!([]),
+        )
+        .await;
+    officer.screenshot("console-review-pdf").await;
     officer
         .type_into("#approve input[name=reason]", "营业执照与身份证件一致")
         .await;
