@@ -287,6 +287,21 @@ impl Browser {
         .await;
     }
 
+    /// Switches into the frame of the (visible) `<iframe>` element `css`: scripts and
+    /// commands then run in the framed document, whatever its origin.
+    pub async fn enter_frame(&self, css: &str) {
+        let id = self.element(css).await;
+        // A W3C web element reference.
+        let reference = json!({"element-6066-11e4-a52e-4f735466cecf": id});
+        self.cmd("POST", "/frame", Some(json!({"id": reference})))
+            .await;
+    }
+
+    /// Switches back to the parent of the current frame.
+    pub async fn leave_frame(&self) {
+        self.cmd("POST", "/frame/parent", Some(json!({}))).await;
+    }
+
     /// The window handles, in order.
     pub async fn windows(&self) -> Vec<String> {
         let v = self.cmd("GET", "/window/handles", None).await;

@@ -4,7 +4,9 @@
 //! in with their client certificates. An auditor sees no forms and no material contents; a
 //! form without the officer's CSRF token is refused and changes nothing; the first officer's
 //! approval waits for a second officer, the second issues a certificate (`openssl verify`); a
-//! rejection's reason reaches the channel through the JSON API. Screenshots go to
+//! rejection's reason reaches the channel through the JSON API. The PDF is framed inline on the
+//! officer's page (served inline as `application/pdf` under a no-script CSP); an HTML file
+//! labelled `application/pdf` is refused at upload. Screenshots go to
 //! `target/screenshots/console-review-*.png`.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may unwrap: a failure is the test failing
 
@@ -48,12 +50,48 @@ fn png(w: u32, h: u32) -> Vec<u8> {
     out.stdout
 }
 
+/// A minimal valid one-page PDF (Helvetica text `Business licence <marker>`, exact xref
+/// offsets), written by hand so a PDF viewer renders it.
 fn pdf(marker: &str) -> Vec<u8> {
-    format!("%PDF-1.4\n% {marker}\n%%EOF\n").into_bytes()
+    let text = format!("BT /F1 20 Tf 20 90 Td (Business licence {marker}) Tj ET");
+    let objects = [
+        "<< /Type /Catalog /Pages 2 0 R >>".to_owned(),
+        "<< /Type /Pages /Kids [3 0 R] /Count 1 >>".to_owned(),
+        "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 360 200] /Contents 4 0 R \
+         /Resources << /Font << /F1 5 0 R >> >> >>"
+            .to_owned(),
+        format!("<< /Length {} >>\nstream\n{text}\nendstream", text.len()),
+        "<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>".to_owned(),
+    ];
+    let mut out = String::from("%PDF-1.4\n");
+    let mut offsets = Vec::new();
+    for (i, o) in objects.iter().enumerate() {
+        offsets.push(out.len());
+        out.push_str(&format!("{} 0 obj\n{o}\nendobj\n", i + 1));
+    }
+    let xref = out.len();
+    out.push_str(&format!(
+        "xref\n0 {}\n0000000000 65535 f \n",
+        objects.len() + 1
+    ));
+    for o in offsets {
+        out.push_str(&format!("{o:010} 00000 n \n"));
+    }
+    out.push_str(&format!(
+        "trailer\n<< /Size {} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n",
+        objects.len() + 1
+    ));
+    out.into_bytes()
 }
 
-/// Uploads one material as the channel; returns its answer.
-async fn upload(apps: &Apps, id: &str, kind: &str, declared: &str, content: &[u8]) -> Value {
+/// Uploads one material as the channel: the status and the answer.
+async fn try_upload(
+    apps: &Apps,
+    id: &str,
+    kind: &str,
+    declared: &str,
+    content: &[u8],
+) -> (u16, Value) {
     let boundary = "----consolereview9f3a";
     let mut body = format!(
         "--{boundary}\r\nContent-Disposition: form-data; name=\"kind\"\r\n\r\n{kind}\r\n\
@@ -74,6 +112,12 @@ async fn upload(apps: &Apps, id: &str, kind: &str, declared: &str, content: &[u8
         )
         .await;
     let v: Value = serde_json::from_slice(&answer).unwrap_or(Value::Null);
+    (status, v)
+}
+
+/// Uploads one material as the channel; returns its answer.
+async fn upload(apps: &Apps, id: &str, kind: &str, declared: &str, content: &[u8]) -> Value {
+    let (status, v) = try_upload(apps, id, kind, declared, content).await;
     assert_eq!(status, 201, "{v}");
     v
 }
@@ -99,6 +143,14 @@ async fn queued_application(apps: &Apps, stem: &str) -> String {
         v["status"] == "awaiting_choice"
     })
     .await;
+    // An HTML page labelled a PDF is refused by its bytes and stored nowhere.
+    let forged = b"<!doctype html><script>alert(document.cookie)</script>";
+    let (status, v) = try_upload(apps, &id, "business_licence", "application/pdf", forged).await;
+    assert_eq!(
+        (status, v["error"].as_str()),
+        (415, Some("material_type_invalid")),
+        "{v}"
+    );
     upload(apps, &id, "business_licence", "application/pdf", &pdf(stem)).await;
     upload(apps, &id, "id_front", "image/png", &png(64, 40)).await;
     upload(apps, &id, "id_back", "image/png", &png(48, 30)).await;
@@ -176,7 +228,7 @@ async fn officers_review_an_organisation_in_chromium_two_approve_and_a_rejection
     let id = queued_application(&apps, "review-a").await;
     let detail = format!("/console/review/{id}");
 
-    // Over HTTP: every staff role sees the queue; the PDF is a download for an officer only.
+    // Over HTTP: every staff role sees the queue; the PDF is framed inline for an officer only.
     for who in ["operator", "auditor", OFFICER] {
         let (status, _, html) = console(&apps, who, "GET", "/console/review", "").await;
         assert_eq!(status, 200, "{who}: {html}");
@@ -198,28 +250,75 @@ async fn officers_review_an_organisation_in_chromium_two_approve_and_a_rejection
     )
     .await;
     assert!(status == 400 && html.contains("invalid_age"), "{html}");
-    let (_, _, html) = console(&apps, OFFICER, "GET", &detail, "").await;
-    let marker = "id=\"material-business_licence\" href=\"";
+    let (_, queue_headers, _) = console(&apps, OFFICER, "GET", "/console/review", "").await;
+    let (_, headers, html) = console(&apps, OFFICER, "GET", &detail, "").await;
+    let marker = "<iframe class=\"material-pdf\" id=\"material-business_licence\" src=\"";
     let pdf_href = html
         .split_once(marker)
         .and_then(|(_, rest)| rest.split('"').next())
-        .unwrap_or_else(|| panic!("a PDF link: {html}"))
+        .unwrap_or_else(|| panic!("a PDF frame: {html}"))
         .to_owned();
-    assert!(pdf_href.contains("/materials/mat_"), "{pdf_href}");
-    let (status, headers, _) = console(&apps, OFFICER, "GET", &pdf_href, "").await;
+    assert!(
+        pdf_href.starts_with(&format!("{detail}/materials/mat_")),
+        "{pdf_href}"
+    );
+    // The review page alone may frame the console's own documents; no page runs script.
+    let csp = |h: &hyper::HeaderMap| h["content-security-policy"].to_str().unwrap().to_owned();
+    let page_csp = csp(&headers);
+    assert!(
+        page_csp.contains("frame-src 'self'")
+            && page_csp.contains("default-src 'none'")
+            && !page_csp.contains("script-src"),
+        "{page_csp}"
+    );
+    assert!(
+        !csp(&queue_headers).contains("frame-src"),
+        "other pages keep the console's CSP: {}",
+        csp(&queue_headers)
+    );
+    let (status, headers, content) = apps
+        .s
+        .raw(
+            OFFICER,
+            "GET",
+            &pdf_href,
+            "application/x-www-form-urlencoded",
+            Vec::new(),
+        )
+        .await;
     assert_eq!(status, 200);
+    assert_eq!(content, pdf("review-a"), "the uploaded PDF, byte for byte");
     assert_eq!(headers["content-type"], "application/pdf");
+    assert_eq!(headers["x-content-type-options"], "nosniff");
+    assert_eq!(headers["x-frame-options"], "SAMEORIGIN");
     assert!(
         headers["content-disposition"]
             .to_str()
             .unwrap()
-            .starts_with("attachment"),
+            .starts_with("inline"),
         "{headers:?}"
     );
-    assert!(headers["content-security-policy"]
-        .to_str()
-        .unwrap()
-        .contains("sandbox"));
+    let pdf_csp = csp(&headers);
+    for directive in [
+        "default-src 'none'",
+        "script-src 'none'",
+        "frame-ancestors 'self'",
+        "sandbox",
+    ] {
+        assert!(pdf_csp.contains(directive), "{directive} in {pdf_csp}");
+    }
+    let (status, q) = apps
+        .call("auditor", "GET", "/api/v1/review-queue", None)
+        .await;
+    let queued = q["applications"]
+        .as_array()
+        .and_then(|a| a.iter().find(|a| a["id"] == id.as_str()).cloned())
+        .unwrap_or_else(|| panic!("{id} queued: {q}"));
+    assert_eq!(
+        (status, queued["materials"].as_array().map(Vec::len)),
+        (200, Some(3)),
+        "the forged PDF was not stored: {q}"
+    );
     for who in ["auditor", "operator"] {
         let (status, _, html) = console(&apps, who, "GET", &pdf_href, "").await;
         assert_eq!(status, 403, "{who} reads no material: {html}");
@@ -259,7 +358,7 @@ async fn officers_review_an_organisation_in_chromium_two_approve_and_a_rejection
         auditor
             .script(
                 "return [document.querySelectorAll('form.decision').length, \
-                 document.querySelectorAll('img.material').length, \
+                 document.querySelectorAll('img.material, iframe').length, \
                  !!document.getElementById('read-only'), \
                  !!document.getElementById('materials-officers-only')]",
                 json!([])
@@ -320,7 +419,27 @@ async fn officers_review_an_organisation_in_chromium_two_approve_and_a_rejection
     for number in [LI.1, LI.2, ZHANG.1, ZHANG.2] {
         assert!(!page_text.contains(number), "{number} shown unmasked");
     }
+    // The PDF is shown in its frame: the framed document is the material, as a PDF.
+    officer.enter_frame("#material-business_licence").await;
+    officer
+        .wait_for(
+            "the PDF in its frame",
+            "document.contentType === 'application/pdf'",
+        )
+        .await;
+    assert_eq!(
+        officer.script("return location.pathname", json!([])).await,
+        json!(pdf_href)
+    );
+    officer.leave_frame().await;
     officer.screenshot("console-review-application").await;
+    officer
+        .script(
+            "document.getElementById('material-business_licence').scrollIntoView()",
+            json!([]),
+        )
+        .await;
+    officer.screenshot("console-review-pdf").await;
     officer
         .type_into("#approve input[name=reason]", "营业执照与身份证件一致")
         .await;

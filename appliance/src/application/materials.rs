@@ -380,6 +380,15 @@ mod tests {
             check(&up("selfie", None, b"%PDF-1.4")),
             Err(AppError::MaterialKind(_))
         ));
+        // An HTML page labelled a PDF is refused: only `%PDF-` bytes are ever a PDF.
+        assert!(matches!(
+            check(&up(
+                "business_licence",
+                Some("application/pdf"),
+                b"<html><script>alert(1)</script></html>"
+            )),
+            Err(AppError::MaterialType(_))
+        ));
         let big = vec![0xFFu8; MAX_MATERIAL_BYTES + 1];
         assert!(matches!(
             check(&up("id_front", None, &big)),

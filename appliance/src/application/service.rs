@@ -53,7 +53,7 @@ pub use code_login::{CodeLoginCompletion, CodeLoginRequest};
 pub use downloads::{DownloadCompletion, DownloadRequest};
 pub use lookup::{LookupRequest, VerifyRequest as LookupVerifyRequest};
 
-pub use materials::{Upload, MAX_MATERIAL_BYTES};
+pub use materials::{sniff, Upload, MAX_MATERIAL_BYTES};
 
 /// Why an application request failed. Each maps to one stable API code; none carries personal
 /// data.

@@ -30,6 +30,11 @@ pub use review::{decide, material, review, review_application};
 pub const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self' data:; \
      form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
 
+/// The CSP of one application's review page: the console's, plus frames from the console
+/// itself (the PDF materials shown inline); still no script.
+pub const REVIEW_CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self' data:; \
+     frame-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
+
 /// What the console reads beyond the API's services.
 pub struct ConsoleState {
     rows: ConsoleRows,
@@ -89,13 +94,18 @@ fn staff(caller: &Caller) -> Result<(String, &'static str), ApiError> {
 
 /// An HTML answer with the console's headers.
 fn html(status: StatusCode, body: String) -> Response {
+    html_with(status, body, CSP)
+}
+
+/// An HTML answer with the console's headers under the Content-Security-Policy `csp`.
+fn html_with(status: StatusCode, body: String, csp: &'static str) -> Response {
     let resp = (
         status,
         [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
         body,
     )
         .into_response();
-    crate::enroll::harden(resp, CSP)
+    crate::enroll::harden(resp, csp)
 }
 
 /// An error as a console page (status and code kept, so scripts can tell).

@@ -22,9 +22,17 @@ use crate::api::mtls::Caller;
 use crate::api::{ApiError, AppState};
 use crate::storage::unix_now;
 
-/// Content-Security-Policy of a material's answer: a document opened directly runs nothing
-/// and loads nothing (an image shown by `<img>` is unaffected).
+/// Content-Security-Policy of an image material's answer: a document opened directly runs
+/// nothing and loads nothing (an image shown by `<img>` is unaffected).
 const MATERIAL_CSP: &str = "default-src 'none'; sandbox";
+
+/// Content-Security-Policy of a PDF material's answer: no script, no network, an opaque origin
+/// (`sandbox`: Chromium's PDF viewer renders under it), framed by the console's review page only.
+const PDF_CSP: &str = "default-src 'none'; script-src 'none'; base-uri 'none'; \
+     form-action 'none'; frame-ancestors 'self'; sandbox";
+
+/// The only media types a material is served as (what the upload's magic-byte check admits).
+const PDF: &str = "application/pdf";
 
 /// Application kinds the queue can be filtered by.
 const KINDS: [&str; 6] = [
@@ -288,7 +296,7 @@ fn text(v: &Value) -> String {
     }
 }
 
-/// The materials section: inline images and PDF links for RA officers, the list for others.
+/// The materials section: images and PDFs inline for RA officers, the list for others.
 fn materials(app: &Value, id: &str, officer: bool) -> String {
     let list = app["materials"].as_array().cloned().unwrap_or_default();
     let mut b = String::from("<h2>Materials</h2>");
@@ -313,6 +321,13 @@ fn materials(app: &Value, id: &str, officer: bool) -> String {
         } else if media.starts_with("image/") {
             format!(
                 "<img class=\"material\" id=\"material-{k}\" src=\"{src}\" alt=\"{k}\">",
+                k = esc(kind)
+            )
+        } else if media == PDF {
+            format!(
+                "<iframe class=\"material-pdf\" id=\"material-{k}\" src=\"{src}\" title=\"{k}\">\
+                 </iframe><a class=\"material-link\" id=\"material-{k}-open\" href=\"{src}\" \
+                 target=\"_blank\" rel=\"noopener\">Open {k} (PDF)</a>",
                 k = esc(kind)
             )
         } else {
@@ -504,7 +519,12 @@ pub async fn review_application(
         );
     }
     b.push_str("</table>");
-    super::html(StatusCode::OK, page("Review", &name, role, &csrf, &b))
+    // This page alone may frame (its PDF materials, from the console itself).
+    super::html_with(
+        StatusCode::OK,
+        page("Review", &name, role, &csrf, &b),
+        super::REVIEW_CSP,
+    )
 }
 
 /// `POST /console/review/{id}/decision`: form `csrf`, `decision` (`approve` | `reject`),
@@ -562,7 +582,8 @@ pub async fn decide(
 }
 
 /// `GET /console/review/{id}/materials/{material_id}`: a material's content for RA officers
-/// (through the JSON API's handler, digest checked), images inline, PDFs as a download.
+/// (through the JSON API's handler, digest checked), inline: images, and PDFs framed by the
+/// review page; served only as the type its bytes show (`%PDF-` for a PDF), else refused.
 pub async fn material(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
@@ -593,25 +614,66 @@ pub async fn material(
             }
         }
     };
-    let image = resp
+    let stored = resp
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|t| t.starts_with("image/"));
-    let disposition = if image {
-        HeaderValue::from_static("inline")
-    } else {
-        // The handler found the material, so its id is `mat_` and URL-safe characters.
-        let safe: String = material_id
-            .chars()
-            .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
-            .collect();
-        HeaderValue::from_str(&format!("attachment; filename=\"{safe}.pdf\""))
-            .unwrap_or(HeaderValue::from_static("attachment"))
+        .unwrap_or_default()
+        .to_owned();
+    let limit = crate::api::review::MATERIAL_BODY_LIMIT;
+    let Ok(content) = axum::body::to_bytes(resp.into_body(), limit).await else {
+        return refused(
+            &name,
+            role,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "the material could not be read",
+        );
     };
-    let mut resp = crate::enroll::harden(resp, MATERIAL_CSP);
-    resp.headers_mut()
-        .insert(header::CONTENT_DISPOSITION, disposition);
+    // The bytes decide the type; a stored type they do not bear out is never served.
+    let media = match crate::application::service::sniff(&content) {
+        Some(m) if m == stored => m,
+        _ => {
+            return refused(
+                &name,
+                role,
+                StatusCode::CONFLICT,
+                "material_type_mismatch",
+                "the material's content is not of its recorded type; it is not shown",
+            )
+        }
+    };
+    let resp = (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, HeaderValue::from_static(media))],
+        content,
+    )
+        .into_response();
+    if media != PDF {
+        let mut resp = crate::enroll::harden(resp, MATERIAL_CSP);
+        resp.headers_mut().insert(
+            header::CONTENT_DISPOSITION,
+            HeaderValue::from_static("inline"),
+        );
+        return resp;
+    }
+    // The handler found the material, so its id is `mat_` and URL-safe characters.
+    let safe: String = material_id
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .collect();
+    let mut resp = crate::enroll::harden(resp, PDF_CSP);
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_DISPOSITION,
+        HeaderValue::from_str(&format!("inline; filename=\"{safe}.pdf\""))
+            .unwrap_or(HeaderValue::from_static("inline")),
+    );
+    // The review page (same origin) frames it; `frame-ancestors 'self'` says the same.
+    h.insert(
+        header::X_FRAME_OPTIONS,
+        HeaderValue::from_static("SAMEORIGIN"),
+    );
     resp
 }
 
