@@ -67,8 +67,16 @@ async fn ocsp_rate(demo: &DemoDir, request: &[u8], run: Duration) -> Result<f64,
                     request.clone(),
                 )
                 .await;
-                // A successful OCSPResponse starts 30 .. 0a 01 00 (responseStatus successful).
-                if status != 200 || body.get(2..5) != Some(&[0x0a, 0x01, 0x00][..]) {
+                // A successful OCSPResponse is SEQUENCE { 0a 01 00 (successful), ... }; its
+                // length takes 1 octet, or 1 + n in the long form (0x8n).
+                let at = 2 + usize::from(body.get(1).map_or(0, |l| {
+                    if l & 0x80 != 0 {
+                        l & 0x7f
+                    } else {
+                        0
+                    }
+                }));
+                if status != 200 || body.get(at..at + 3) != Some(&[0x0a, 0x01, 0x00][..]) {
                     return Err(format!("OCSP answered {status} / {:02x?}", body.get(..8)));
                 }
                 answered += 1;
