@@ -45,6 +45,10 @@ for p in phone_real_name bank_card face corporate_transfer org_registry channel_
     install -m 0644 "$bin_dir/libplugin_$p.so" "$pkg/usr/lib/ca-appliance/plugins/"
     strip --strip-debug "$pkg/usr/lib/ca-appliance/plugins/libplugin_$p.so"
 done
+# ca-softtoken, the SM2-capable PKCS#11 module of this workspace (demo and tests; `init --demo
+# --sm2` finds it here), with its [hsm.sm2] preset "ca-softtoken" documented in the README.
+install -m 0644 "$bin_dir/libca_softtoken.so" "$pkg/usr/lib/ca-appliance/libca_softtoken.so"
+strip --strip-debug "$pkg/usr/lib/ca-appliance/libca_softtoken.so"
 install -m 0644 systemd/ca-appliance.service "$pkg/lib/systemd/system/"
 install -m 0644 packaging/debian/ca-appliance.sysusers "$pkg/usr/lib/sysusers.d/ca-appliance.conf"
 install -m 0644 packaging/debian/ca-appliance.tmpfiles "$pkg/usr/lib/tmpfiles.d/ca-appliance.conf"

@@ -19,6 +19,7 @@ pub const TOKEN_LABEL: &str = "ca-appliance-demo";
 const PERSONAL_PROFILE: &str = include_str!("../../config/profiles/personal.toml");
 const ORGANISATION_PROFILE: &str = include_str!("../../config/profiles/organisation.toml");
 const SM2_PERSONAL_PROFILE: &str = include_str!("../../config/profiles/sm2-personal.toml");
+const SM2_PERSONAL_ENC_PROFILE: &str = include_str!("../../config/profiles/sm2-personal-enc.toml");
 
 /// The example channels `init --demo` wires (file name, text).
 const DEMO_CHANNELS: [(&str, &str); 5] = [
@@ -121,7 +122,8 @@ pub fn find_softtoken_module() -> Result<PathBuf, DemoError> {
 }
 
 /// `init --demo --sm2`: on ca-softtoken, an SM2 root and issuing CA beside the ECDSA ones
-/// (whose root becomes P-256, as the soft token has no P-384), and the `sm2-personal` profile.
+/// (whose root becomes P-256, as the soft token has no P-384), and the `sm2-personal` profile,
+/// offered by the personal example channels.
 pub fn add_sm2(layout: &DemoLayout, config_path: &Path) -> Result<(), DemoError> {
     let config = std::fs::read_to_string(config_path).map_err(|e| write_err(config_path, e))?;
     let mut config = config.replacen("key = \"ec-p384\"", "key = \"ec-p256\"", 1);
@@ -150,7 +152,31 @@ validity_days = 3650
         &layout.dir.join("profiles/sm2-personal.toml"),
         SM2_PERSONAL_PROFILE.as_bytes(),
         0o644,
-    )
+    )?;
+    write_file(
+        &layout.dir.join("profiles/sm2-personal-enc.toml"),
+        SM2_PERSONAL_ENC_PROFILE.as_bytes(),
+        0o644,
+    )?;
+    allow_sm2_in_personal_channels(&layout.dir.join("channels"))
+}
+
+/// The example personal channels written for the demo also offer `sm2-personal`, so an
+/// application can end in an SM2 certificate.
+fn allow_sm2_in_personal_channels(dir: &Path) -> Result<(), DemoError> {
+    for name in ["bjca-personal", "sheca-personal"] {
+        let path = dir.join(format!("{name}.toml"));
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            continue; // not written: a verifier plugin of its policy is not built
+        };
+        let text = text.replacen(
+            "profiles = [\"personal\"]",
+            "profiles = [\"personal\", \"sm2-personal\"]",
+            1,
+        );
+        std::fs::write(&path, text).map_err(|e| write_err(&path, e))?;
+    }
+    Ok(())
 }
 
 /// Step 1 (no PKCS#11 yet): create the directory tree and the SoftHSM2 configuration.

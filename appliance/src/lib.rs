@@ -13,6 +13,7 @@ pub mod contact;
 pub mod demo;
 pub mod enroll;
 pub mod fault;
+pub mod keymgmt;
 pub mod listener;
 pub mod logging;
 pub mod notify;

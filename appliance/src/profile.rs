@@ -73,6 +73,9 @@ struct RawProfile {
     /// The least assurance level (`L1`..`L3`) an application must reach for this profile.
     #[serde(default)]
     min_level: Option<String>,
+    /// A dual-certificate signing profile (GM/T 0034): the profile of its encryption half.
+    #[serde(default)]
+    encryption_profile: Option<String>,
     urls: RawUrls,
 }
 
@@ -205,6 +208,9 @@ pub struct Profile {
     pub crl_shards: u16,
     /// The least assurance level an application must reach (`level_too_low` otherwise).
     pub min_level: Option<crate::relying::Level>,
+    /// Dual certificates (GM/T 0034): the profile the encryption certificate beside a
+    /// certificate of this one is issued under (its key pair made by `keymgmt`).
+    pub encryption_profile: Option<String>,
 }
 
 /// Most CRL shards a profile may have.
@@ -274,7 +280,35 @@ pub fn load_dir(dir: &Path, public_url: &str) -> Result<BTreeMap<String, Profile
         }
         out.insert(profile.name.clone(), profile);
     }
+    check_dual(&out).map_err(|reason| ProfileError::Invalid {
+        path: dir.to_owned(),
+        reason,
+    })?;
     Ok(out)
+}
+
+/// A dual profile names an SM2 encryption profile that only enciphers.
+fn check_dual(profiles: &BTreeMap<String, Profile>) -> Result<(), String> {
+    for p in profiles.values() {
+        let Some(name) = &p.encryption_profile else {
+            continue;
+        };
+        let enc = profiles.get(name).ok_or_else(|| {
+            format!(
+                "profile {}: encryption_profile {name:?} is not a profile",
+                p.name
+            )
+        })?;
+        let signs = enc.key_usage.0.contains(KeyUsages::DigitalSignature)
+            || enc.key_usage.0.contains(KeyUsages::NonRepudiation);
+        if enc.key_types != [hsm::KeyKind::Sm2] || signs || enc.encryption_profile.is_some() {
+            return Err(format!(
+                "profile {}: encryption_profile {name:?} must take SM2 keys only and encipher, not sign",
+                p.name
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Parses and validates one profile document.
@@ -371,6 +405,7 @@ pub fn parse(text: &str, public_url: &str) -> Result<Profile, String> {
     };
     Ok(Profile {
         min_level,
+        encryption_profile: raw.encryption_profile,
         name: raw.name,
         issuer: raw.issuer,
         key_types,
@@ -425,6 +460,30 @@ mod tests {
     use super::*;
 
     const PERSONAL: &str = include_str!("../../config/profiles/personal.toml");
+
+    #[test]
+    fn a_dual_profile_names_an_sm2_encryption_profile_that_only_enciphers() {
+        let url = "http://ca.example";
+        let sign = parse(include_str!("../../config/profiles/sm2-personal.toml"), url).unwrap();
+        let enc = parse(
+            include_str!("../../config/profiles/sm2-personal-enc.toml"),
+            url,
+        )
+        .unwrap();
+        assert_eq!(sign.encryption_profile.as_deref(), Some("sm2-personal-enc"));
+        let mut set = BTreeMap::from([(sign.name.clone(), sign.clone())]);
+        assert!(check_dual(&set).unwrap_err().contains("is not a profile"));
+        set.insert(enc.name.clone(), enc.clone());
+        assert_eq!(check_dual(&set), Ok(()));
+        let mut signing_enc = enc.clone();
+        signing_enc.key_usage.0 |= KeyUsages::DigitalSignature;
+        set.insert(enc.name.clone(), signing_enc);
+        assert!(check_dual(&set).unwrap_err().contains("encipher, not sign"));
+        let mut p256_enc = enc;
+        p256_enc.key_types = vec![hsm::KeyKind::EcP256];
+        set.insert(p256_enc.name.clone(), p256_enc);
+        assert!(check_dual(&set).is_err());
+    }
 
     #[test]
     fn example_profile_parses_with_urls_filled() {

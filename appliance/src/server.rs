@@ -149,6 +149,10 @@ pub async fn serve(config: ApplianceConfig) -> Result<(), ServeError> {
         }),
         console: Arc::new(crate::console::ConsoleState::new(&storage, hsm.clone())),
         relying,
+        keymgmt: Arc::new(crate::keymgmt::local::LocalKeyManagement::new(
+            hsm.clone(),
+            &storage,
+        )),
     });
     let clients = Arc::new(mtls::ClientDirectory::new(
         &config.clients,

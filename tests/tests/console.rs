@@ -280,10 +280,7 @@ async fn staff_use_the_console_in_chromium_with_their_client_certificates() {
     operator.screenshot("console-audit").await;
     operator.goto(&format!("{base}/console/review")).await;
     operator
-        .wait_for(
-            "the review page",
-            "document.getElementById('review-pending')",
-        )
+        .wait_for("the review queue", "document.getElementById('queue')")
         .await;
     operator.screenshot("console-review").await;
 }

@@ -3,6 +3,8 @@
 //! the bank card, answers the SMS codes vendor-sim delivered, completes face on the simulator's
 //! own page (a second tab), confirms the verified phone, and sees the issued certificate; the
 //! key was made by WebCrypto (non-extractable) and the certificate verifies with `openssl`.
+//! From the issued screen the applicant then changes the phone (SHECA `phone_change`: the new
+//! phone is not real-name, so the bank card and face), and the page shows the new phone masked.
 //! Screenshots of each screen go to `target/screenshots/enroll-*.png`.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may unwrap: a failure is the test failing
 
@@ -24,58 +26,38 @@ const LI_BANK_PHONE: &str = "13800138011";
 /// The visible step of the page, by the input it shows.
 const STEP: &str = "return (() => {
   const shown = (id) => { const e = document.getElementById(id); return e && e.offsetParent !== null; };
-  if (document.body.dataset.state === 'issued') return 'issued';
+  if (['issued', 'phone-changed'].includes(document.body.dataset.state)) return document.body.dataset.state;
   for (const id of ['captcha', 'sms-code', 'bank-card', 'face-link', 'confirm-phone']) {
     if (shown(id)) return id;
   }
   return 'busy';
 })();";
 
-#[tokio::test]
-async fn an_applicant_completes_the_personal_flow_with_the_bank_card_fallback_in_chromium() {
-    let s = Setup::new(None, |config, _| config);
-    let text = std::fs::read_to_string(s.demo.config()).unwrap();
-    assert!(
-        text.contains("[enroll]") && text.contains("reference-enroll"),
-        "{text}"
-    );
-    let _server = s.demo.serve();
-
-    // The page is served with a strict policy: no inline script, nothing from elsewhere.
-    let (status, headers, _) = public_get(s.demo.public, "/enroll/").await;
-    assert_eq!(status, 200);
-    let csp = headers["content-security-policy"].to_str().unwrap();
-    assert!(
-        csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"),
-        "{csp}"
-    );
-
-    let browser = Browser::start().await;
-    browser
-        .goto(&format!("http://{}/enroll/", s.demo.public))
-        .await;
-    browser.screenshot("enroll-1-form").await;
-    browser.type_into("#name", LI.0).await;
-    browser.type_into("#id-number", LI.1).await;
-    browser.type_into("#phone", LI.2).await;
-    browser.click("#agree").await;
-    browser.click("#submit-start").await;
-
-    let mut seen = BTreeSet::new();
-    let mut codes_used = 0;
+/// Plays the applicant on the page until its `body.dataset.state` is `until`: answers each
+/// screen it shows (captcha read from the image, bank card, SMS codes from vendor-sim, face on
+/// the simulator's page in a second tab, phone confirmation); records the screens in `seen`
+/// (a screenshot `{prefix}-step-*` each) and counts the codes to the bank-reserved phone.
+async fn walk(
+    browser: &Browser,
+    s: &Setup,
+    until: &str,
+    prefix: &str,
+    seen: &mut BTreeSet<String>,
+    codes_used: &mut usize,
+) {
     let deadline = Instant::now() + Duration::from_secs(180);
     loop {
         assert!(
             Instant::now() < deadline,
-            "the flow did not finish; saw {seen:?}"
+            "the flow did not reach {until}; saw {seen:?}"
         );
         let step = browser.script(STEP, json!([])).await;
         let step = step.as_str().unwrap().to_owned();
         if step != "busy" && seen.insert(step.clone()) {
-            browser.screenshot(&format!("enroll-step-{step}")).await;
+            browser.screenshot(&format!("{prefix}-step-{step}")).await;
         }
         match step.as_str() {
-            "issued" => break,
+            st if st == until => break,
             "captcha" => {
                 let src = browser
                     .script(
@@ -102,10 +84,10 @@ async fn an_applicant_completes_the_personal_flow_with_the_bank_card_fallback_in
                 // After the fallback every code goes to the bank-reserved phone.
                 let msgs = s
                     .sim
-                    .wait_sms(LI_BANK_PHONE, codes_used + 1, Duration::from_secs(30))
+                    .wait_sms(LI_BANK_PHONE, *codes_used + 1, Duration::from_secs(30))
                     .await;
-                let code = msgs[codes_used]["code"].as_str().unwrap().to_owned();
-                codes_used += 1;
+                let code = msgs[*codes_used]["code"].as_str().unwrap().to_owned();
+                *codes_used += 1;
                 browser.type_into("#sms-code", &code).await;
                 browser.click("#submit-sms").await;
                 browser
@@ -152,7 +134,9 @@ async fn an_applicant_completes_the_personal_flow_with_the_bank_card_fallback_in
                         "document.title === 'Liveness check'",
                     )
                     .await;
-                browser.screenshot("enroll-face-simulator").await;
+                browser
+                    .screenshot(&format!("{prefix}-face-simulator"))
+                    .await;
                 browser.click("form[action$='/complete'] button").await;
                 browser
                     .wait_for(
@@ -190,6 +174,41 @@ async fn an_applicant_completes_the_personal_flow_with_the_bank_card_fallback_in
             _ => tokio::time::sleep(Duration::from_millis(200)).await,
         }
     }
+}
+
+#[tokio::test]
+async fn an_applicant_completes_the_personal_flow_with_the_bank_card_fallback_in_chromium() {
+    let s = Setup::new(None, |config, _| config);
+    let text = std::fs::read_to_string(s.demo.config()).unwrap();
+    assert!(
+        text.contains("[enroll]") && text.contains("reference-enroll"),
+        "{text}"
+    );
+    let _server = s.demo.serve();
+
+    // The page is served with a strict policy: no inline script, nothing from elsewhere.
+    let (status, headers, _) = public_get(s.demo.public, "/enroll/").await;
+    assert_eq!(status, 200);
+    let csp = headers["content-security-policy"].to_str().unwrap();
+    assert!(
+        csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"),
+        "{csp}"
+    );
+
+    let browser = Browser::start().await;
+    browser
+        .goto(&format!("http://{}/enroll/", s.demo.public))
+        .await;
+    browser.screenshot("enroll-1-form").await;
+    browser.type_into("#name", LI.0).await;
+    browser.type_into("#id-number", LI.1).await;
+    browser.type_into("#phone", LI.2).await;
+    browser.click("#agree").await;
+    browser.click("#submit-start").await;
+
+    let mut seen = BTreeSet::new();
+    let mut codes_used = 0;
+    walk(&browser, &s, "issued", "enroll", &mut seen, &mut codes_used).await;
     for step in [
         "captcha",
         "bank-card",
@@ -244,4 +263,62 @@ async fn an_applicant_completes_the_personal_flow_with_the_bank_card_fallback_in
     ]));
     assert!(ok, "{err}");
     assert_eq!(out.trim(), "reference-enroll");
+
+    // Phone change from the issued screen (SHECA phone_change): the new phone is not real-name,
+    // so the bank card, its code to the reserved phone, and face; the certificate stays.
+    browser.click("#to-phone-change").await;
+    browser
+        .wait_for(
+            "the phone change form",
+            "(e => e && e.offsetParent !== null)(document.getElementById('change-phone'))",
+        )
+        .await;
+    assert_eq!(
+        browser
+            .script(
+                "return document.getElementById('change-serial').value",
+                json!([])
+            )
+            .await,
+        json!(serial)
+    );
+    browser.type_into("#change-phone", LI.2).await;
+    browser.screenshot("enroll-change-1-form").await;
+    browser.click("#submit-change").await;
+    let mut seen = BTreeSet::new();
+    walk(
+        &browser,
+        &s,
+        "phone-changed",
+        "enroll-change",
+        &mut seen,
+        &mut codes_used,
+    )
+    .await;
+    for step in ["captcha", "bank-card", "sms-code", "face-link"] {
+        assert!(
+            seen.contains(step),
+            "the phone change showed {step}: {seen:?}"
+        );
+    }
+    browser.screenshot("enroll-change-9-done").await;
+    assert_eq!(read("changed-phone").await, "138****8011");
+    assert_eq!(read("changed-serial").await, serial);
+    let page = browser
+        .script("return document.body.innerText", json!([]))
+        .await;
+    assert!(!page.as_str().unwrap().contains(LI_CARD), "{page}");
+    let (ok, out, err) = system_tests::run(std::process::Command::new("python3").args([
+        "-c",
+        "import sqlite3,sys\ndb=sqlite3.connect(sys.argv[1])\n\
+print(db.execute(\"select kind, status, target_serial from applications where kind='phone_change'\").fetchall())\n\
+print(db.execute(\"select count(*) from audit_log where action='subject.verified_phone'\").fetchone()[0])",
+        s.demo.path().join("data/appliance.db").to_str().unwrap(),
+    ]));
+    assert!(ok, "{err}");
+    assert_eq!(
+        out.trim(),
+        format!("[('phone_change', 'completed', '{serial}')]\n2"),
+        "one completed phone change of the certificate; the verified phone set twice"
+    );
 }

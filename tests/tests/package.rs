@@ -102,10 +102,30 @@ fn the_package_installs_into_a_fresh_root_with_user_directories_and_an_ok_unit()
         "usr/share/ca-appliance/channels/sheca-personal.toml",
         "usr/lib/ca-appliance/plugins/libplugin_channel_notify.so",
         "usr/lib/ca-appliance/plugins/libplugin_channel_webhook.so",
+        "usr/lib/ca-appliance/libca_softtoken.so",
+        "usr/share/ca-appliance/profiles/sm2-personal-enc.toml",
         "usr/share/ca-appliance/monitoring/alerts.yml",
         "usr/share/ca-appliance/monitoring/grafana-dashboard.json",
     ] {
         assert_eq!(mode(&root.join(f)), 0o644, "{f}");
+    }
+
+    // The packaged soft token is a working PKCS#11 module offering the SM2 mechanisms of the
+    // `[hsm.sm2]` preset "ca-softtoken" (CKM_SM2_KEY_PAIR_GEN, CKM_SM2, CKM_SM3_SM2).
+    let tokens = tempfile::tempdir().unwrap();
+    let (ok, out, err) = run(Command::new("pkcs11-tool")
+        .env("CA_SOFTTOKEN_DIR", tokens.path())
+        .arg("--module")
+        .arg(root.join("usr/lib/ca-appliance/libca_softtoken.so"))
+        .args(["--show-info", "-M"]));
+    assert!(ok, "pkcs11-tool on the packaged soft token:\n{out}\n{err}");
+    for m in [
+        "ca-softtoken",
+        "mechtype-0x80534D00",
+        "mechtype-0x80534D01",
+        "mechtype-0x80534D02",
+    ] {
+        assert!(out.contains(m), "{m}:\n{out}");
     }
 
     // The user (sysusers.d) and the directories (tmpfiles.d).

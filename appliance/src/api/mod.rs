@@ -9,6 +9,7 @@ pub mod applications;
 pub mod callbacks;
 pub mod certificates;
 pub mod error;
+pub mod escrow;
 pub mod login;
 pub mod mtls;
 pub mod multipart;
@@ -54,6 +55,8 @@ pub struct AppState {
     pub console: Arc<crate::console::ConsoleState>,
     /// QR login challenges and CMS verification for relying parties.
     pub relying: crate::relying::Relying,
+    /// Key management for dual certificates (encryption pairs, escrow, recovery).
+    pub keymgmt: Arc<dyn crate::keymgmt::KeyManagement>,
 }
 
 /// The mTLS API routes.

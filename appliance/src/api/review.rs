@@ -46,7 +46,8 @@ fn channel(caller: &Caller) -> Result<Who, ApiError> {
     }
 }
 
-/// `GET /api/v1/review-queue`: applications awaiting review, oldest first.
+/// `GET /api/v1/review-queue`: applications awaiting review, oldest first (RA officers;
+/// auditors and operators read it).
 pub async fn queue(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
@@ -54,6 +55,7 @@ pub async fn queue(
     let who = match &caller {
         Caller::RaOfficer { name } => Who::Officer(name.clone()),
         Caller::Auditor { name } => Who::Auditor(name.clone()),
+        Caller::Operator { name } => Who::Operator(name.clone()),
         other => return Err(ApiError::role_not_allowed(other)),
     };
     let svc = service(&state)?;

@@ -9,8 +9,8 @@ use axum::routing::{get, post, MethodRouter};
 use axum::Router;
 
 use super::{
-    accounts, agents, applications, callbacks, certificates, login, public, review, revocation,
-    signatures, status_routes, verifications, AppState,
+    accounts, agents, applications, callbacks, certificates, escrow, login, public, review,
+    revocation, signatures, status_routes, verifications, AppState,
 };
 use crate::{console, enroll};
 
@@ -64,6 +64,18 @@ pub fn api() -> Vec<Route> {
         post_(
             "/api/v1/certificates/{serial}/unhold",
             post(revocation::unhold),
+        ),
+        post_(
+            "/api/v1/certificates/{serial}/encryption",
+            post(escrow::issue_encryption),
+        ),
+        post_(
+            "/api/v1/escrow/{id}/recoveries",
+            post(escrow::request_recovery),
+        ),
+        post_(
+            "/api/v1/recoveries/{id}/approve",
+            post(escrow::approve_recovery),
         ),
         get_("/api/v1/plugins", get(verifications::plugins)),
         post_("/api/v1/verifications", post(verifications::start)),
@@ -131,6 +143,12 @@ pub fn api() -> Vec<Route> {
         ),
         get_("/console/audit", get(console::audit)),
         get_("/console/review", get(console::review)),
+        get_("/console/review/{id}", get(console::review_application)),
+        post_("/console/review/{id}/decision", post(console::decide)),
+        get_(
+            "/console/review/{id}/materials/{material_id}",
+            get(console::material),
+        ),
         post_("/api/v1/login-challenges", post(login::create)),
         get_("/api/v1/login-challenges/{id}", get(login::get)),
         post_(

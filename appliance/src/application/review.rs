@@ -44,9 +44,9 @@ fn parse_decision(
 
 impl ApplicationService {
     /// The applications waiting for review, oldest first, each with its evidence, materials and
-    /// the decisions so far (RA officers and auditors).
+    /// the decisions so far (RA officers; auditors and operators read it).
     pub async fn review_queue(&self, who: &Who) -> Result<Value, AppError> {
-        if !matches!(who, Who::Officer(_) | Who::Auditor(_)) {
+        if !matches!(who, Who::Officer(_) | Who::Auditor(_) | Who::Operator(_)) {
             return Err(AppError::OfficerOnly("read the review queue"));
         }
         let ids = self.rows.ids_with_status(&["awaiting_review"]).await?;

@@ -189,16 +189,64 @@ impl Issuer {
                 effective.policy_oids.push(*oid);
             }
         }
-        let profile = &effective;
         check_subject(&req.subject)?;
         let csr = csr::verify_pem(&req.csr_pem)?;
-        if !profile.key_types.contains(&csr.key_kind) {
+        let subject = tbs::subject_name(&effective, &req.subject)?;
+        self.build(
+            req,
+            effective,
+            issuer,
+            subject,
+            csr.public_key,
+            csr.key_kind,
+        )
+    }
+
+    /// As [`Issuer::prepare`] for a key the appliance made (no CSR): the encryption half of a
+    /// dual certificate, named `subject` (its signing certificate's subject).
+    pub fn prepare_for_key(
+        &self,
+        req: IssuanceRequest,
+        subject: x509_cert::name::Name,
+        public_key: spki::SubjectPublicKeyInfoOwned,
+    ) -> Result<PreparedCertificate, IssuanceError> {
+        let profile = self
+            .profiles
+            .get(&req.profile)
+            .ok_or_else(|| IssuanceError::UnknownProfile(req.profile.clone()))?;
+        let issuer = self
+            .hierarchy
+            .get(&profile.issuer)
+            .ok_or_else(|| IssuanceError::IssuerMissing(profile.issuer.clone()))?
+            .clone();
+        if issuer.revoked_at.is_some() {
+            return Err(IssuanceError::IssuerMissing(format!(
+                "{} (generation {} is revoked)",
+                issuer.name, issuer.generation
+            )));
+        }
+        let effective = generation_profile(profile, &issuer);
+        let kind = tbs::key_kind_of(&public_key)
+            .map_err(|e| IssuanceError::Csr(CsrError::UnsupportedKey(e.to_string())))?;
+        self.build(req, effective, issuer, subject, public_key, kind)
+    }
+
+    fn build(
+        &self,
+        req: IssuanceRequest,
+        effective: Profile,
+        issuer: Arc<CertificateAuthority>,
+        subject: x509_cert::name::Name,
+        public_key: spki::SubjectPublicKeyInfoOwned,
+        key_kind: hsm::KeyKind,
+    ) -> Result<PreparedCertificate, IssuanceError> {
+        let profile = &effective;
+        if !profile.key_types.contains(&key_kind) {
             return Err(IssuanceError::Csr(CsrError::UnsupportedKey(format!(
                 "key type {} is not allowed by profile {}",
-                csr.key_kind, profile.name
+                key_kind, profile.name
             ))));
         }
-        let subject = tbs::subject_name(profile, &req.subject)?;
         let now = unix_now();
         let not_before = now - BACKDATE_SECS;
         // Clipped to the issuer: a certificate never outlives the CA certificate above it.
@@ -222,7 +270,7 @@ impl Issuer {
         };
         let extensions = tbs::end_entity_extensions(
             profile,
-            &csr.public_key,
+            &public_key,
             &issuer.subject_key_id,
             req.subject.get("email").map(String::as_str),
         )?;
@@ -233,7 +281,7 @@ impl Issuer {
             issuer: issuer.certificate.tbs_certificate.subject.clone(),
             validity: tbs::validity(not_before, not_after)?,
             subject,
-            subject_public_key_info: csr.public_key,
+            subject_public_key_info: public_key,
             issuer_unique_id: None,
             subject_unique_id: None,
             extensions: Some(extensions),

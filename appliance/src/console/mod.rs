@@ -8,6 +8,7 @@
 
 pub mod html;
 mod pages;
+mod review;
 
 use std::sync::Arc;
 
@@ -22,7 +23,8 @@ use crate::api::mtls::Caller;
 use crate::api::ApiError;
 use crate::storage::{ConsoleRows, Storage};
 
-pub use pages::{audit, certificate, certificates, change_status, overview, review, stylesheet};
+pub use pages::{audit, certificate, certificates, change_status, overview, stylesheet};
+pub use review::{decide, material, review, review_application};
 
 /// The console's Content-Security-Policy: no script, own stylesheet, forms to itself only.
 pub const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self' data:; \
@@ -98,12 +100,17 @@ fn html(status: StatusCode, body: String) -> Response {
 
 /// An error as a console page (status and code kept, so scripts can tell).
 fn error_page(who: &str, role: &str, e: &ApiError) -> Response {
+    refused(who, role, e.status, e.code, &e.message)
+}
+
+/// A refusal page from its parts (an error answer of a JSON handler carries its code as text).
+fn refused(who: &str, role: &str, status: StatusCode, code: &str, message: &str) -> Response {
     let body = format!(
         "<p class=\"error\" id=\"error\" data-code=\"{c}\">{m}</p><p>code: <code>{c}</code></p>",
-        c = html::esc(e.code),
-        m = html::esc(&e.message)
+        c = html::esc(code),
+        m = html::esc(message)
     );
-    html(e.status, html::page("Refused", who, role, "", &body))
+    html(status, html::page("Refused", who, role, "", &body))
 }
 
 /// A form body (`application/x-www-form-urlencoded`) as pairs; unreadable → 400.

@@ -1,5 +1,5 @@
 //! The console's pages: overview, certificate search, one certificate, status changes, the
-//! audit log, the review queue's place.
+//! audit log (the review screens are in `console::review`).
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -422,21 +422,6 @@ pub async fn audit(
     }
     b.push_str("</table>");
     super::html(StatusCode::OK, page("Audit log", &name, role, &csrf, &b))
-}
-
-/// `GET /console/review`: the review queue's place.
-// ISSUE-16 (the review screens over issue 12's review API): the queue page, the material viewer and
-// approve / reject forms slot in here, built like `certificate` + `change_status` (CSRF token,
-// the JSON API's handler, `error_page` on refusal).
-pub async fn review(
-    State(state): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
-) -> Response {
-    let (name, role, csrf) = staff_or_refuse!(state, caller);
-    let b = "<p id=\"review-pending\">The review screens are not built yet (issue 16): review \
-             through the JSON API (GET /api/v1/review-queue, POST \
-             /api/v1/applications/{id}/review or /offline).</p>";
-    super::html(StatusCode::OK, page("Review queue", &name, role, &csrf, b))
 }
 
 /// `GET /console/console.css`.

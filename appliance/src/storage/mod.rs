@@ -12,6 +12,7 @@ mod certificates;
 mod console;
 mod crl;
 mod data_keys;
+mod escrow;
 mod grants;
 mod group_commit;
 mod limits;
@@ -39,6 +40,7 @@ pub use certificates::{CertificateRecord, CertificateStore, NewCertificate};
 pub use console::{CertificateQuery, CertificateSummary, ConsoleRows, PAGE_ROWS};
 pub use crl::{CrlRecord, CrlRow, CrlStore};
 pub use data_keys::{DataKeyRecord, DataKeyRows};
+pub use escrow::{EscrowRow, EscrowRows, RecoveryRow};
 pub use grants::{CodeLoginRow, DownloadRow};
 pub use limits::{LimitRows, WindowCount};
 pub use login::{Answer, ChallengeRow, LoginRows, NewChallenge};
@@ -168,6 +170,11 @@ impl Storage {
     /// Organisations' agents.
     pub fn agents(&self) -> AgentRows {
         AgentRows::new(self.pool.clone())
+    }
+
+    /// Escrowed encryption keys and their recoveries (dual certificates).
+    pub fn escrow(&self) -> EscrowRows {
+        EscrowRows::new(self.pool.clone())
     }
 
     /// Limit counters and vendor callback replay records.

@@ -71,10 +71,15 @@
     return b;
   }
 
+  const SECTIONS = ["start", "change", "step", "done", "changed"];
+
+  function only(id) {
+    for (const s of SECTIONS) $(s).hidden = s !== id;
+    if (id !== "step") $("step-body").replaceChildren();
+  }
+
   function step(title, text, nodes) {
-    $("start").hidden = true;
-    $("done").hidden = true;
-    $("step").hidden = false;
+    only("step");
     $("step-title").textContent = title;
     $("step-text").textContent = text;
     const body = $("step-body");
@@ -99,15 +104,38 @@
     if (v) render(v);
   }
 
+  function verifiedPhone(v) {
+    const phone = (v.verified || []).find((a) => a.field === "phone");
+    return phone ? phone.value : ((v.subject || {}).phone || "");
+  }
+
+  // A phone change completed: the certificate stays, the verified phone is the new one.
+  function changed(v) {
+    only("changed");
+    $("changed-name").textContent = (v.subject || {}).name || "";
+    $("changed-phone").textContent = verifiedPhone(v);
+    $("changed-level").textContent = v.assurance_level || "";
+    $("changed-serial").textContent = v.target_certificate || "";
+    document.body.dataset.state = "phone-changed";
+  }
+
+  // The phone change form, for the certificate `serial` (prefilled after an issuance).
+  function openChange(serial) {
+    showError("");
+    $("change-name").value = $("change-name").value || $("name").value;
+    $("change-id-number").value = $("change-id-number").value || $("id-number").value;
+    $("change-serial").value = serial || $("change-serial").value;
+    only("change");
+    document.body.dataset.state = "change";
+    $("change-phone").focus();
+  }
+
   function done(v) {
-    $("start").hidden = true;
-    $("step").hidden = true;
-    $("done").hidden = false;
+    only("done");
     const s = v.subject || {};
     $("cert-name").textContent = s.name || "";
     $("cert-id").textContent = s.id_number || "";
-    const phone = (v.verified || []).find((a) => a.field === "phone");
-    $("cert-phone").textContent = phone ? phone.value : (s.phone || "");
+    $("cert-phone").textContent = verifiedPhone(v);
     $("cert-level").textContent = v.assurance_level || "";
     $("cert-serial").textContent = v.certificate.serial;
     $("cert-not-after").textContent = v.certificate.not_after
@@ -134,6 +162,7 @@
     app = v;
     clearTimeout(poll);
     document.body.dataset.status = v.status;
+    if (v.kind === "phone_change" && v.status === "completed") return changed(v);
     if (v.certificate && v.certificate.pem) return done(v);
     if (!v.step) {
       const why = v.failure ? (MESSAGES[v.failure.code] || v.failure.message) : "";
@@ -198,8 +227,27 @@
     if (v) render(v);
   }
 
+  async function startChange() {
+    const v = await call("POST", "", {
+      kind: "phone_change",
+      profile: "personal",
+      certificate: $("change-serial").value.trim().toLowerCase(),
+      subject: {
+        type: "person",
+        name: $("change-name").value.trim(),
+        id_type: "resident_id",
+        id_number: $("change-id-number").value.trim().toUpperCase(),
+        phone: $("change-phone").value.trim(),
+      },
+    });
+    if (v) render(v);
+  }
+
   document.addEventListener("DOMContentLoaded", () => {
     $("submit-start").addEventListener("click", start);
+    $("open-change").addEventListener("click", () => openChange(""));
+    $("submit-change").addEventListener("click", startChange);
+    $("to-phone-change").addEventListener("click", () => openChange(app && app.certificate ? app.certificate.serial : ""));
     // The face page opens in another tab; coming back re-reads the application at once.
     document.addEventListener("visibilitychange", () => { if (!document.hidden && app) refresh(); });
   });

@@ -28,21 +28,32 @@ impl Setup {
     /// addresses); vendor-sim signs callbacks with `callback_secret` (a 0600 file under
     /// `secrets/`) when given.
     pub fn new(callback_secret: Option<&str>, edit: impl FnOnce(String, &str) -> String) -> Setup {
+        Setup::new_with(&[], callback_secret, edit)
+    }
+
+    /// As `new`, with `extra` arguments to `init --demo` (e.g. `--sm2`).
+    pub fn new_with(
+        extra: &[&str],
+        callback_secret: Option<&str>,
+        edit: impl FnOnce(String, &str) -> String,
+    ) -> Setup {
         let bin = binaries().join("ca-appliance");
         let tmp = tempfile::tempdir().unwrap();
         let (api, public, sim_addr) = (free_addr(), free_addr(), free_addr());
-        let (ok, out, err) = run(Command::new(&bin).args([
-            "init",
-            "--dir",
-            tmp.path().to_str().unwrap(),
-            "--demo",
-            "--api-addr",
-            &api.to_string(),
-            "--public-addr",
-            &public.to_string(),
-            "--vendor-sim-addr",
-            &sim_addr.to_string(),
-        ]));
+        let (ok, out, err) = run(Command::new(&bin)
+            .args([
+                "init",
+                "--dir",
+                tmp.path().to_str().unwrap(),
+                "--demo",
+                "--api-addr",
+                &api.to_string(),
+                "--public-addr",
+                &public.to_string(),
+                "--vendor-sim-addr",
+                &sim_addr.to_string(),
+            ])
+            .args(extra));
         assert!(ok, "init --demo failed:\n{out}\n{err}");
         let secret_file = callback_secret.map(|s| {
             use std::os::unix::fs::PermissionsExt;
