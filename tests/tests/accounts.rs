@@ -618,3 +618,76 @@ async fn level_up_by_face_and_recovery_of_a_lost_phone_by_face() {
         .await;
     assert_eq!(status, 201, "{v}");
 }
+
+/// The example organisation (vendor-sim's registry) and another one.
+const ORG: (&str, &str) = ("示例科技有限公司", "91350100M000100Y43");
+const OTHER_ORG: (&str, &str) = ("另一科技有限公司", "91350100M000200Y4T");
+const GX_ORG: &str = "channel-gx-organisation";
+
+fn org_body(org: (&str, &str), csr: &str) -> Value {
+    let zhang = json!({"name": ZHANG.0, "id_type": "resident_id", "id_number": ZHANG.1,
+        "phone": ZHANG.2});
+    json!({
+        "kind": "new",
+        "profile": "organisation",
+        "csr": csr,
+        "subject": {
+            "type": "organisation", "name": org.0, "uscc": org.1,
+            "legal_rep": zhang.clone(), "agent": zhang,
+        },
+    })
+}
+
+#[tokio::test]
+async fn an_issued_organisation_application_binds_the_agents_phone_to_one_organisation_account() {
+    let apps = Apps::accounts(1);
+    let _server = apps.s.demo.serve();
+    // The demo's GX channel: face (legal representative) or transfer, then the agent's SMS
+    // signature.
+    let (status, app) = apps.create(GX_ORG, org_body(ORG, &apps.csr("org"))).await;
+    assert_eq!(status, 201, "{app}");
+    let id = app["id"].as_str().unwrap().to_owned();
+    apps.wait(GX_ORG, &id, "offered a choice", |v| {
+        v["status"] == "awaiting_choice"
+    })
+    .await;
+    let (status, v) = apps
+        .act(GX_ORG, &id, "choose", json!({"method": "face"}))
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let v = apps
+        .wait(GX_ORG, &id, "showed face", |v| {
+            v["step"]["challenge"]["url"].is_string()
+        })
+        .await;
+    let seen = apps.sms_count(ZHANG.2).await;
+    apps.complete_face(&v).await;
+    apps.wait(GX_ORG, &id, "asked for the signature", |v| {
+        v["step"]["challenge"]["kind"] == "sms_code"
+    })
+    .await;
+    let code = apps.next_code(ZHANG.2, seen).await;
+    let (status, v) = apps.input_code(GX_ORG, &id, &code).await;
+    assert_eq!(status, 200, "{v}");
+    apps.wait(GX_ORG, &id, "issued", |v| v["status"] == "issued")
+        .await;
+    assert_eq!(
+        apps.sql("select kind, level from accounts"),
+        "organisation|L3"
+    );
+    let all = apps.sql("select * from accounts");
+    assert!(!all.contains(ORG.1) && !all.contains(ZHANG.2), "{all}");
+
+    // Another organisation with the same agent phone in the realm: refused, nothing stored; the
+    // same organisation applies again freely.
+    let before = apps.sql("select count(*) from applications");
+    refused(
+        apps.create(GX_ORG, org_body(OTHER_ORG, &apps.csr("other")))
+            .await,
+        409,
+        "phone_bound_to_other_account",
+    );
+    assert_eq!(apps.sql("select count(*) from applications"), before);
+    let (status, v) = apps.create(GX_ORG, org_body(ORG, &apps.csr("org2"))).await;
+    assert_eq!(status, 201, "{v}");
+}

@@ -1,6 +1,7 @@
 //! Accounts: a realm (channels that share identities, e.g. one provincial platform) holds one
 //! personal account per person, with its assurance level, the evidence for it and the phone it
-//! is bound to. A phone binds at most `personal_per_phone` personal accounts per realm.
+//! is bound to. A phone binds at most `personal_per_phone` personal accounts per realm, and one
+//! organisation account (the agent's or the legal representative's phone, per realm).
 
 use serde::Deserialize;
 
@@ -15,6 +16,28 @@ pub struct Realm {
     /// Personal accounts one phone may be bound to in this realm (default 1).
     #[serde(default = "one")]
     pub personal_per_phone: u32,
+    /// Whose phone an organisation account is bound to: `agent` (default) or `legal_rep`.
+    #[serde(default)]
+    pub organisation_phone: OrganisationPhone,
+}
+
+/// Whose phone binds an organisation's account (one organisation account per phone per realm).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OrganisationPhone {
+    /// The agent's (经办人) phone.
+    #[default]
+    Agent,
+    /// The legal representative's phone.
+    LegalRep,
+}
+
+/// The organisation-phone rule of `channel`'s realm.
+pub fn organisation_phone_of(realms: &[Realm], channel: &str) -> OrganisationPhone {
+    realms
+        .iter()
+        .find(|r| r.channels.iter().any(|c| c == channel))
+        .map_or(OrganisationPhone::Agent, |r| r.organisation_phone)
 }
 
 fn one() -> u32 {
@@ -65,9 +88,18 @@ mod tests {
             name: "gd".into(),
             channels: vec!["a".into(), "b".into()],
             personal_per_phone: 1,
+            organisation_phone: OrganisationPhone::LegalRep,
         }];
         assert_eq!(realm_of(&realms, "b"), ("gd".to_owned(), 1));
         assert_eq!(realm_of(&realms, "c"), ("channel:c".to_owned(), 1));
+        assert_eq!(
+            organisation_phone_of(&realms, "a"),
+            OrganisationPhone::LegalRep
+        );
+        assert_eq!(
+            organisation_phone_of(&realms, "c"),
+            OrganisationPhone::Agent
+        );
         assert!(validate(&realms).is_ok());
         let twice = vec![
             realms[0].clone(),

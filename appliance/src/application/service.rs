@@ -163,8 +163,8 @@ pub enum AppError {
     /// The application ended with a verification failure (the plugin's code).
     #[error("verification failed: {0}")]
     Rejected(String),
-    /// The phone already binds as many other personal accounts in the realm as allowed.
-    #[error("this phone is already bound to another personal account in realm {0}")]
+    /// The phone already binds as many other accounts of the kind in the realm as allowed.
+    #[error("this phone is already bound to another account of this kind in realm {0}")]
     PhoneBound(String),
     /// The CSR was refused.
     #[error(transparent)]
@@ -633,12 +633,35 @@ impl ApplicationService {
         let (id_type, id_number) = (id_type.as_str(), id_number.as_str());
         let hashes = self.hashes(&keys, id_type, id_number);
         let (realm, limit) = crate::account::realm_of(&self.settings.realms, &channel.name);
-        // Claimed in the insert's transaction where a phone binds one personal account.
-        let claimed_phone = subject
+        // Claimed in the insert's transaction where a phone binds one account of the kind.
+        let (account_kind, claimed_phone) = match subject.kind() {
+            SubjectType::Person => ("personal", subject.phone.clone().filter(|_| limit == 1)),
+            SubjectType::Organisation => ("organisation", {
+                let rule =
+                    crate::account::organisation_phone_of(&self.settings.realms, &channel.name);
+                let person = match rule {
+                    crate::account::OrganisationPhone::Agent => subject.agent.as_deref(),
+                    crate::account::OrganisationPhone::LegalRep => subject.legal_rep.as_deref(),
+                };
+                person.and_then(|p| p.phone.clone())
+            }),
+        };
+        if let (Some(phone), "organisation") = (&claimed_phone, account_kind) {
+            let phones = self.hashes(&keys, "phone", phone);
+            if self
+                .rows
+                .phone_bound_elsewhere(&realm, account_kind, &phones, &hashes)
+                .await?
+                > 0
+            {
+                return Err(AppError::PhoneBound(realm).into());
+            }
+        }
+        if let Some(phone) = subject
             .phone
-            .clone()
-            .filter(|_| limit == 1 && subject.kind() == SubjectType::Person);
-        if let Some(phone) = &subject.phone {
+            .as_ref()
+            .filter(|_| account_kind == "personal")
+        {
             let phones = self.hashes(&keys, "phone", phone);
             let others = self
                 .rows
@@ -725,7 +748,7 @@ impl ApplicationService {
                 .as_ref()
                 .map(|phone| crate::storage::PhoneClaim {
                     realm: realm.clone(),
-                    kind: "personal",
+                    kind: account_kind,
                     phone_hash: subject_hash(key, "phone", phone),
                     subject_hash: row.subject_hash.clone(),
                 });
@@ -1948,6 +1971,22 @@ impl ApplicationService {
                 self.bind_account(app, &phone, &actor).await;
             }
         }
+        if p.is_organisation() && app.status == Status::Issued {
+            let rule =
+                crate::account::organisation_phone_of(&self.settings.realms, &app.row.channel);
+            let phone = match rule {
+                crate::account::OrganisationPhone::Agent => p.applicant_phone(),
+                crate::account::OrganisationPhone::LegalRep => {
+                    p.verified("legal_rep.phone").map(str::to_owned)
+                }
+            };
+            match phone {
+                Some(phone) => self.bind_account(app, &phone, &actor).await,
+                None => {
+                    tracing::info!(application = %app.row.id, "no verified phone for the organisation's account")
+                }
+            }
+        }
         self.announce(app, from).await;
         let _ = who;
         Ok(())
@@ -1978,24 +2017,26 @@ impl ApplicationService {
             .filter(|e| e.outcome == "verified")
             .map(|e| json!({"method": e.method, "assurance": e.assurance, "at": e.at}))
             .collect();
+        let (id_type, id_number) = p.subject.identity();
+        let organisation = p.is_organisation();
         let binding = crate::storage::AccountBinding {
             realm: realm.clone(),
-            kind: "personal",
-            subject_hash: subject_hash(
-                key,
-                p.subject.id_type.as_deref().unwrap_or("resident_id"),
-                p.subject.id_number.as_deref().unwrap_or_default(),
-            ),
+            kind: if organisation {
+                "organisation"
+            } else {
+                "personal"
+            },
+            subject_hash: subject_hash(key, &id_type, &id_number),
             phone_hash: subject_hash(key, "phone", phone),
             level: p.assurance(),
             evidence: Value::Array(evidence).to_string(),
-            exclusive: limit == 1,
+            exclusive: organisation || limit == 1,
         };
         let audit = AuditEntry {
             actor: actor.to_owned(),
             action: "account.bind".into(),
             target: binding.subject_hash.clone(),
-            detail: json!({ "realm": realm, "level": binding.level, "application": app.row.id }),
+            detail: json!({ "realm": realm, "kind": binding.kind, "level": binding.level, "application": app.row.id }),
         };
         if let Err(e) = self.rows.bind_account(&binding, &audit).await {
             tracing::warn!(error = %e, "account not bound");
