@@ -1,0 +1,108 @@
+//! The few places where SQLite and PostgreSQL need different SQL or set-up; every other query
+//! is one portable text (`$N` placeholders, which both engines accept) run through sqlx's `Any`.
+
+use std::sync::Once;
+
+use super::StorageError;
+
+/// The database engine behind a [`super::Storage`], chosen by its URL's scheme.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// An embedded SQLite file (`sqlite://PATH`): one node.
+    Sqlite,
+    /// A PostgreSQL server (`postgres://` or `postgresql://`): one or several nodes.
+    Postgres,
+}
+
+impl Backend {
+    /// The engine named by `url`'s scheme; any other scheme is refused.
+    pub fn of_url(url: &str) -> Result<Self, StorageError> {
+        if url.starts_with("sqlite:") {
+            Ok(Backend::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Backend::Postgres)
+        } else {
+            let scheme = url.split(':').next().unwrap_or_default();
+            Err(StorageError::Open(format!(
+                "unsupported database URL scheme `{scheme}:` (use sqlite://PATH or postgres://...)"
+            )))
+        }
+    }
+}
+
+/// Installs sqlx's `Any` drivers (SQLite and PostgreSQL) once per process.
+pub(super) fn install_drivers() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(sqlx::any::install_default_drivers);
+}
+
+/// `url` with the SQLite URL parameter `param` (`mode=rwc`) added unless it sets that key.
+pub(super) fn sqlite_url(url: &str, param: &str) -> String {
+    let key = param.split('=').next().unwrap_or(param);
+    match url.split_once('?') {
+        Some((_, query)) if query.split('&').any(|p| p.split('=').next() == Some(key)) => {
+            url.to_owned()
+        }
+        Some(_) => format!("{url}&{param}"),
+        None => format!("{url}?{param}"),
+    }
+}
+
+/// `count` numbered placeholders starting at `$first`, comma-separated (an `IN (...)` list).
+pub(super) fn placeholders(first: usize, count: usize) -> String {
+    (first..first + count)
+        .map(|n| format!("${n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// One chunk of a full CRL's entries, packed into one text value (`serial,revoked_at,reason,
+/// invalidity` joined by `;`), after the key `$3`, `$4` rows at most (`$5` = profile when
+/// `with_profile`): returns `count, last key, packed`. SQLite pages by rowid (the table's own
+/// order, no sort); PostgreSQL by serial (the primary key), with `string_agg`.
+pub(super) fn crl_chunk_sql(backend: Backend, with_profile: bool) -> String {
+    let only_profile = if with_profile { " AND profile = $5" } else { "" };
+    match backend {
+        Backend::Sqlite => format!(
+            "SELECT count(*), max(rid), group_concat(serial || ',' || ifnull(revoked_at, '') || ',' || \
+             ifnull(revocation_reason, '') || ',' || ifnull(invalidity_date, ''), ';') \
+             FROM (SELECT rowid AS rid, serial, revoked_at, revocation_reason, invalidity_date \
+                   FROM certificates WHERE ca_id = $1 AND status = $2 AND rowid > $3{only_profile} \
+                   ORDER BY rowid LIMIT $4)"
+        ),
+        Backend::Postgres => format!(
+            "SELECT count(*), max(serial), string_agg(serial || ',' || \
+             coalesce(revoked_at::text, '') || ',' || coalesce(revocation_reason::text, '') || ',' || \
+             coalesce(invalidity_date::text, ''), ';') \
+             FROM (SELECT serial, revoked_at, revocation_reason, invalidity_date \
+                   FROM certificates WHERE ca_id = $1 AND status = $2 AND serial > $3{only_profile} \
+                   ORDER BY serial LIMIT $4) AS chunk"
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_scheme_picks_the_backend_and_others_are_refused() {
+        assert_eq!(Backend::of_url("sqlite://x.db").ok(), Some(Backend::Sqlite));
+        assert_eq!(Backend::of_url("postgres://u@h/db").ok(), Some(Backend::Postgres));
+        assert_eq!(Backend::of_url("postgresql://u@h/db").ok(), Some(Backend::Postgres));
+        let err = Backend::of_url("mysql://u@h/db").err().map(|e| e.to_string());
+        assert!(err.is_some_and(|e| e.contains("`mysql:`")));
+    }
+
+    #[test]
+    fn sqlite_url_adds_the_mode_only_when_absent() {
+        assert_eq!(sqlite_url("sqlite://a.db", "mode=rwc"), "sqlite://a.db?mode=rwc");
+        assert_eq!(sqlite_url("sqlite://a.db?cache=shared", "mode=rwc"), "sqlite://a.db?cache=shared&mode=rwc");
+        assert_eq!(sqlite_url("sqlite://a.db?mode=ro", "mode=rwc"), "sqlite://a.db?mode=ro");
+    }
+
+    #[test]
+    fn placeholders_are_numbered_from_first() {
+        assert_eq!(placeholders(2, 3), "$2, $3, $4");
+    }
+}
