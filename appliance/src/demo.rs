@@ -67,7 +67,46 @@ pub enum DemoError {
     /// The HSM token could not be created.
     #[error("HSM: {0}")]
     Hsm(#[from] hsm::HsmError),
+    /// `--database-url` names no database the appliance can use, or carries a password.
+    #[error("--database-url: {0}")]
+    DatabaseUrl(String),
 }
+
+/// Checks `--database-url` before anything is created: a scheme storage knows and no password
+/// (secrets stay out of the configuration: PostgreSQL's client reads PGPASSFILE or PGPASSWORD).
+pub fn check_database_url(url: &str) -> Result<(), DemoError> {
+    crate::storage::Backend::of_url(url).map_err(|e| DemoError::DatabaseUrl(e.to_string()))?;
+    let rest = url.split_once("://").map(|(_, r)| r).unwrap_or(url);
+    let authority = rest.split(['/', '?']).next().unwrap_or_default();
+    let user_info = authority
+        .rsplit_once('@')
+        .map(|(u, _)| u)
+        .unwrap_or_default();
+    let query = url.split_once('?').map(|(_, q)| q).unwrap_or_default();
+    if user_info.contains(':') || query.split('&').any(|p| p.starts_with("password=")) {
+        return Err(DemoError::DatabaseUrl(
+            "the URL carries a password; leave it out and give it in PGPASSFILE or PGPASSWORD"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Points the demo configuration at `url` (checked by [`check_database_url`]) instead of the
+/// embedded SQLite file.
+pub fn set_database_url(config_path: &Path, url: &str) -> Result<(), DemoError> {
+    check_database_url(url)?;
+    let text = std::fs::read_to_string(config_path).map_err(|e| write_err(config_path, e))?;
+    let text = text.replacen(
+        &format!("url = \"{DEMO_SQLITE_URL}\""),
+        &format!("url = {}", toml::Value::String(url.to_owned())),
+        1,
+    );
+    std::fs::write(config_path, text).map_err(|e| write_err(config_path, e))
+}
+
+/// The demo's embedded database.
+const DEMO_SQLITE_URL: &str = "sqlite://data/appliance.db";
 
 /// Paths and settings decided before the PKCS#11 module is loaded.
 #[derive(Debug, Clone)]
@@ -398,7 +437,7 @@ pool_size = 2
 file = "secrets/hsm-user.pin"
 
 [database]
-url = "sqlite://data/appliance.db"
+url = "{DEMO_SQLITE_URL}"
 
 [[ca]]
 name = "root"

@@ -1,7 +1,7 @@
 //! The `organisation_agents` table (migration 0013): an organisation's agents per channel,
 //! sealed; every change commits with its audit row.
 
-use sqlx::{Row, AnyPool};
+use sqlx::{AnyPool, Row};
 
 use super::audit::{append_in, AuditEntry};
 use super::StorageError;

@@ -2,7 +2,7 @@
 //! application write is conditional on the row's revision and on its data key being the active
 //! one, and carries its audit row in the same transaction.
 
-use sqlx::{Row, AnyPool};
+use sqlx::{AnyPool, Row};
 
 use super::audit::{append_in, AuditEntry};
 use super::StorageError;

@@ -4,7 +4,7 @@
 //! length-prefixed), so editing or deleting a row breaks every hash after it ([`AuditLog::verify`]).
 
 use sha2::{Digest, Sha256};
-use sqlx::{Row, AnyConnection, AnyPool};
+use sqlx::{AnyConnection, AnyPool, Row};
 
 use super::{unix_now, StorageError};
 
@@ -74,6 +74,7 @@ pub(super) async fn append_in(
     conn: &mut AnyConnection,
     entry: &AuditEntry,
 ) -> Result<(), StorageError> {
+    super::dialect::lock_audit_chain(conn).await?;
     let prev: Option<Vec<u8>> =
         sqlx::query_scalar("SELECT hash FROM audit_log ORDER BY seq DESC LIMIT 1")
             .fetch_optional(&mut *conn)

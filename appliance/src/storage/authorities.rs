@@ -1,6 +1,6 @@
 //! The CA hierarchy: one row per CA generation (key URI + certificate).
 
-use sqlx::{Row, AnyPool};
+use sqlx::{AnyPool, Row};
 
 use super::audit::{append_in, AuditEntry};
 use super::{unix_now, StorageError};

@@ -6,7 +6,7 @@
 //! durable.
 
 use futures_util::future::BoxFuture;
-use sqlx::{Row, AnyPool};
+use sqlx::{AnyPool, Row};
 
 use super::audit::{append_in, AuditEntry};
 use super::group_commit::GroupCommit;

@@ -1,7 +1,7 @@
 //! The operator console's read queries: certificate search, a certificate's history, the newest
 //! audit rows. Read-only; every change goes through the services the JSON API uses.
 
-use sqlx::{Row, AnyPool};
+use sqlx::{AnyPool, Row};
 
 use super::{AuditRow, StorageError};
 

@@ -1,7 +1,7 @@
 //! CRL numbering, CRL history and the revoked-certificate streams CRLs are built from.
 
 use futures_util::TryStreamExt;
-use sqlx::{Row, AnyPool};
+use sqlx::{AnyPool, Row};
 
 use super::dialect::{crl_chunk_sql, Backend};
 use super::StorageError;
@@ -289,8 +289,12 @@ where
             return Ok(());
         }
         after = match after {
-            ChunkKey::Rowid(_) => ChunkKey::Rowid(row.try_get(1).map_err(|e| E::from(StorageError::from(e)))?),
-            ChunkKey::Serial(_) => ChunkKey::Serial(row.try_get(1).map_err(|e| E::from(StorageError::from(e)))?),
+            ChunkKey::Rowid(_) => {
+                ChunkKey::Rowid(row.try_get(1).map_err(|e| E::from(StorageError::from(e)))?)
+            }
+            ChunkKey::Serial(_) => {
+                ChunkKey::Serial(row.try_get(1).map_err(|e| E::from(StorageError::from(e)))?)
+            }
         };
         let packed: String = row.try_get(2).map_err(|e| E::from(StorageError::from(e)))?;
         let int = |v: &str| -> Result<Option<i64>, E> {

@@ -2,7 +2,7 @@
 //! `active`; a rotation makes a new one active (the old ones `retiring`), re-seals the rows, then
 //! deletes the retiring keys once no row refers to them. Each change commits with its audit row.
 
-use sqlx::{Row, AnyPool};
+use sqlx::{AnyPool, Row};
 
 use super::audit::{append_in, AuditEntry};
 use super::{unix_now, StorageError};

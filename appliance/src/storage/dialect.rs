@@ -3,6 +3,8 @@
 
 use std::sync::Once;
 
+use sqlx::AnyConnection;
+
 use super::StorageError;
 
 /// The database engine behind a [`super::Storage`], chosen by its URL's scheme.
@@ -61,7 +63,11 @@ pub(super) fn placeholders(first: usize, count: usize) -> String {
 /// `with_profile`): returns `count, last key, packed`. SQLite pages by rowid (the table's own
 /// order, no sort); PostgreSQL by serial (the primary key), with `string_agg`.
 pub(super) fn crl_chunk_sql(backend: Backend, with_profile: bool) -> String {
-    let only_profile = if with_profile { " AND profile = $5" } else { "" };
+    let only_profile = if with_profile {
+        " AND profile = $5"
+    } else {
+        ""
+    };
     match backend {
         Backend::Sqlite => format!(
             "SELECT count(*), max(rid), group_concat(serial || ',' || ifnull(revoked_at, '') || ',' || \
@@ -81,6 +87,27 @@ pub(super) fn crl_chunk_sql(backend: Backend, with_profile: bool) -> String {
     }
 }
 
+/// Serialises appends to the hash-chained audit log until the caller's transaction ends, so
+/// two writers never read the same last hash and fork the chain. PostgreSQL: an advisory lock
+/// (several nodes and connections). SQLite: a no-op write that takes the write lock before the
+/// read, waiting under the busy timeout (a deferred transaction that reads first and then writes
+/// fails at once with "database is locked" when another wrote meanwhile).
+pub(super) async fn lock_audit_chain(conn: &mut AnyConnection) -> Result<(), StorageError> {
+    let (sql, key) = if conn.backend_name() == "PostgreSQL" {
+        (
+            "SELECT 1 AS locked FROM pg_advisory_xact_lock($1)",
+            AUDIT_CHAIN_LOCK,
+        )
+    } else {
+        ("UPDATE audit_log SET seq = seq WHERE seq < $1", 0)
+    };
+    sqlx::query(sql).bind(key).execute(&mut *conn).await?;
+    Ok(())
+}
+
+/// The advisory lock key of the audit chain (any constant no other lock uses).
+const AUDIT_CHAIN_LOCK: i64 = 0x4341_5F61_7564_6974; // "CA_audit"
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -88,17 +115,34 @@ mod tests {
     #[test]
     fn the_scheme_picks_the_backend_and_others_are_refused() {
         assert_eq!(Backend::of_url("sqlite://x.db").ok(), Some(Backend::Sqlite));
-        assert_eq!(Backend::of_url("postgres://u@h/db").ok(), Some(Backend::Postgres));
-        assert_eq!(Backend::of_url("postgresql://u@h/db").ok(), Some(Backend::Postgres));
-        let err = Backend::of_url("mysql://u@h/db").err().map(|e| e.to_string());
+        assert_eq!(
+            Backend::of_url("postgres://u@h/db").ok(),
+            Some(Backend::Postgres)
+        );
+        assert_eq!(
+            Backend::of_url("postgresql://u@h/db").ok(),
+            Some(Backend::Postgres)
+        );
+        let err = Backend::of_url("mysql://u@h/db")
+            .err()
+            .map(|e| e.to_string());
         assert!(err.is_some_and(|e| e.contains("`mysql:`")));
     }
 
     #[test]
     fn sqlite_url_adds_the_mode_only_when_absent() {
-        assert_eq!(sqlite_url("sqlite://a.db", "mode=rwc"), "sqlite://a.db?mode=rwc");
-        assert_eq!(sqlite_url("sqlite://a.db?cache=shared", "mode=rwc"), "sqlite://a.db?cache=shared&mode=rwc");
-        assert_eq!(sqlite_url("sqlite://a.db?mode=ro", "mode=rwc"), "sqlite://a.db?mode=ro");
+        assert_eq!(
+            sqlite_url("sqlite://a.db", "mode=rwc"),
+            "sqlite://a.db?mode=rwc"
+        );
+        assert_eq!(
+            sqlite_url("sqlite://a.db?cache=shared", "mode=rwc"),
+            "sqlite://a.db?cache=shared&mode=rwc"
+        );
+        assert_eq!(
+            sqlite_url("sqlite://a.db?mode=ro", "mode=rwc"),
+            "sqlite://a.db?mode=ro"
+        );
     }
 
     #[test]

@@ -13,8 +13,7 @@ use super::StorageError;
 pub const MAX_BATCH: usize = 256;
 
 /// Commits `rows` in one transaction (all or nothing).
-pub type CommitFn<T> =
-    for<'a> fn(&'a AnyPool, &'a [T]) -> BoxFuture<'a, Result<(), StorageError>>;
+pub type CommitFn<T> = for<'a> fn(&'a AnyPool, &'a [T]) -> BoxFuture<'a, Result<(), StorageError>>;
 
 type Done = oneshot::Sender<Result<(), StorageError>>;
 

@@ -2,7 +2,7 @@
 //! scopes each verification counts against, and the signatures of accepted vendor callbacks.
 //! Scopes arrive here already keyed (no subject in clear).
 
-use sqlx::{Row, AnyPool};
+use sqlx::{AnyPool, Row};
 
 use super::StorageError;
 
@@ -154,16 +154,15 @@ impl LimitRows {
             .bind(forget_before)
             .execute(&mut *tx)
             .await?;
-        let inserted =
-            sqlx::query(
-                "INSERT INTO callback_signatures (signature, at) VALUES ($1, $2) \
+        let inserted = sqlx::query(
+            "INSERT INTO callback_signatures (signature, at) VALUES ($1, $2) \
                  ON CONFLICT (signature) DO NOTHING",
-            )
-                .bind(signature)
-                .bind(at)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
+        )
+        .bind(signature)
+        .bind(at)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
         tx.commit().await?;
         Ok(inserted == 1)
     }

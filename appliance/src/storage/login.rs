@@ -1,6 +1,6 @@
 //! Login challenges of relying parties: created, answered once (approved or refused), read.
 
-use sqlx::{Row, AnyPool};
+use sqlx::{AnyPool, Row};
 
 use super::audit::{append_in, AuditEntry};
 use super::StorageError;

@@ -1,7 +1,7 @@
 //! The `application_materials` table (migration 0011): uploaded materials, sealed, with their
 //! digest; each insert commits with its audit row.
 
-use sqlx::{Row, AnyPool};
+use sqlx::{AnyPool, Row};
 
 use super::audit::{append_in, AuditEntry};
 use super::StorageError;

@@ -2,7 +2,7 @@
 //! only under the active data key), one-time codes (keyed hashes only) and captchas (keyed
 //! hashes, deleted when redeemed). Nothing here sees a phone, code or address in clear.
 
-use sqlx::{Row, AnyPool};
+use sqlx::{AnyPool, Row};
 
 use super::StorageError;
 
@@ -179,10 +179,12 @@ impl NotifyRows {
 
     /// One delivery by id.
     pub async fn get(&self, id: &str) -> Result<Option<NotificationRow>, StorageError> {
-        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM notifications WHERE id = $1"))
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM notifications WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
         row.as_ref().map(row_of).transpose()
     }
 

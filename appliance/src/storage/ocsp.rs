@@ -1,6 +1,6 @@
 //! Delegated OCSP responder certificates and the pre-signed OCSP responses.
 
-use sqlx::{Row, AnyPool};
+use sqlx::{AnyPool, Row};
 
 use super::audit::{append_in, AuditEntry};
 use super::{unix_now, StorageError};

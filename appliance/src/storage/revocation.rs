@@ -1,6 +1,6 @@
 //! Revocation and unhold: one transaction each, with its audit row, durable before it returns.
 
-use sqlx::{Row, AnyConnection, AnyPool};
+use sqlx::{AnyConnection, AnyPool, Row};
 
 use super::audit::{append_in, AuditEntry};
 use super::{unix_now, StorageError};

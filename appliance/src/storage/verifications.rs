@@ -6,7 +6,7 @@
 //! lose their personal columns after the retention time ([`VerificationRows::purge_finished`]).
 
 use sqlx::any::AnyRow;
-use sqlx::{Row, AnyPool};
+use sqlx::{AnyPool, Row};
 
 use super::audit::{append_in, AuditEntry};
 use super::StorageError;
@@ -204,10 +204,12 @@ impl VerificationRows {
 
     /// One row by id.
     pub async fn get(&self, id: &str) -> Result<Option<VerificationRow>, StorageError> {
-        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM verifications WHERE id = $1"))
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM verifications WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
         Ok(row.as_ref().map(row_of).transpose()?)
     }
 
@@ -237,15 +239,13 @@ impl VerificationRows {
         key_id: u32,
         limit: i64,
     ) -> Result<Vec<String>, StorageError> {
-        Ok(
-            sqlx::query_scalar(
-                "SELECT id FROM verifications WHERE key_id <> $1 ORDER BY id LIMIT $2",
-            )
-            .bind(i64::from(key_id))
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await?,
+        Ok(sqlx::query_scalar(
+            "SELECT id FROM verifications WHERE key_id <> $1 ORDER BY id LIMIT $2",
         )
+        .bind(i64::from(key_id))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
     }
 
     /// Every verification id (for checks and tests).
