@@ -1,4 +1,4 @@
--- PostgreSQL twin of migrations/0002_status.sql (kept equivalent by tests/storage_schema.rs):
+-- PostgreSQL twin of migrations/0002_status.sql (kept equivalent by tests/tests/storage_schema.rs):
 -- INTEGER -> BIGINT, BLOB -> BYTEA, INTEGER PRIMARY KEY -> BIGINT identity.
 -- Status services: revocation bookkeeping, CRL numbering and history, pre-signed OCSP responses,
 -- delegated OCSP responder certificates. Portable SQL, as in 0001.

@@ -1,4 +1,4 @@
--- PostgreSQL twin of migrations/0003_verifications.sql (kept equivalent by tests/storage_schema.rs):
+-- PostgreSQL twin of migrations/0003_verifications.sql (kept equivalent by tests/tests/storage_schema.rs):
 -- INTEGER -> BIGINT, BLOB -> BYTEA, INTEGER PRIMARY KEY -> BIGINT identity.
 -- Identity verifications driven by plugins (appliance/src/verification). One row per verification;
 -- every committed step replaces the row in one transaction (state + outbox + timers together).

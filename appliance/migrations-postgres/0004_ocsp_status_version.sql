@@ -1,4 +1,4 @@
--- PostgreSQL twin of migrations/0004_ocsp_status_version.sql (kept equivalent by tests/storage_schema.rs):
+-- PostgreSQL twin of migrations/0004_ocsp_status_version.sql (kept equivalent by tests/tests/storage_schema.rs):
 -- INTEGER -> BIGINT, BLOB -> BYTEA, INTEGER PRIMARY KEY -> BIGINT identity.
 -- Every pre-signed OCSP response records the certificate status version (`certificates.status_seq`)
 -- it was signed for. A response is stored only for the certificate's current version and never

@@ -1,4 +1,4 @@
--- PostgreSQL twin of migrations/0005_personal_data.sql (kept equivalent by tests/storage_schema.rs):
+-- PostgreSQL twin of migrations/0005_personal_data.sql (kept equivalent by tests/tests/storage_schema.rs):
 -- INTEGER -> BIGINT, BLOB -> BYTEA, INTEGER PRIMARY KEY -> BIGINT identity.
 -- Personal data lifecycle (issue 9): every personal value of a verification is sealed at rest with
 -- a data key from `data_keys`; the data keys themselves are stored only wrapped by an AES-256 key

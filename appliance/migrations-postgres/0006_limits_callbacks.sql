@@ -1,4 +1,4 @@
--- PostgreSQL twin of migrations/0006_limits_callbacks.sql (kept equivalent by tests/storage_schema.rs):
+-- PostgreSQL twin of migrations/0006_limits_callbacks.sql (kept equivalent by tests/tests/storage_schema.rs):
 -- INTEGER -> BIGINT, BLOB -> BYTEA, INTEGER PRIMARY KEY -> BIGINT identity.
 -- Limits on what a channel and a person can spend (appliance/src/verification/limits.rs), and
 -- vendor callback replay protection (appliance/src/verification/callbacks.rs).

@@ -1,4 +1,4 @@
--- PostgreSQL twin of migrations/0007_applications.sql (kept equivalent by tests/storage_schema.rs):
+-- PostgreSQL twin of migrations/0007_applications.sql (kept equivalent by tests/tests/storage_schema.rs):
 -- INTEGER -> BIGINT, BLOB -> BYTEA, INTEGER PRIMARY KEY -> BIGINT identity.
 -- Applications: a channel's order for a certificate (or a revocation, a phone change), driven
 -- through the steps of the channel's policy. The request and its progress are sealed

@@ -1,4 +1,4 @@
--- PostgreSQL twin of migrations/0008_notify.sql (kept equivalent by tests/storage_schema.rs):
+-- PostgreSQL twin of migrations/0008_notify.sql (kept equivalent by tests/tests/storage_schema.rs):
 -- INTEGER -> BIGINT, BLOB -> BYTEA, INTEGER PRIMARY KEY -> BIGINT identity.
 -- Contact (appliance/src/notify/): the durable outbox of channel-plugin deliveries, the
 -- appliance's own one-time codes, and picture captchas.

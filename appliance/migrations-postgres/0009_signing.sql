@@ -1,4 +1,4 @@
--- PostgreSQL twin of migrations/0009_signing.sql (kept equivalent by tests/storage_schema.rs):
+-- PostgreSQL twin of migrations/0009_signing.sql (kept equivalent by tests/tests/storage_schema.rs):
 -- INTEGER -> BIGINT, BLOB -> BYTEA, INTEGER PRIMARY KEY -> BIGINT identity.
 -- Signing discipline (issue 11): who placed a hold, every CA signature recorded before the HSM
 -- signs, and the audit log's signed checkpoints. Portable SQL, as in 0001.

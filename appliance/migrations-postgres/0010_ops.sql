@@ -1,4 +1,4 @@
--- PostgreSQL twin of migrations/0010_ops.sql (kept equivalent by tests/storage_schema.rs):
+-- PostgreSQL twin of migrations/0010_ops.sql (kept equivalent by tests/tests/storage_schema.rs):
 -- INTEGER -> BIGINT, BLOB -> BYTEA, INTEGER PRIMARY KEY -> BIGINT identity.
 -- Operations: one row the readiness probe rewrites, proving the database takes a durable write.
 CREATE TABLE ops_probe (

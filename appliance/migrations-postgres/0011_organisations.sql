@@ -1,4 +1,4 @@
--- PostgreSQL twin of migrations/0011_organisations.sql (kept equivalent by tests/storage_schema.rs):
+-- PostgreSQL twin of migrations/0011_organisations.sql (kept equivalent by tests/tests/storage_schema.rs):
 -- INTEGER -> BIGINT, BLOB -> BYTEA, INTEGER PRIMARY KEY -> BIGINT identity.
 -- Materials an applicant uploads for an application (business licence, ID photos, authorisation
 -- letter): the content sealed (AES-256-GCM under data key key_id, bound to the material id),

@@ -1,4 +1,4 @@
--- PostgreSQL twin of migrations/0012_accounts.sql (kept equivalent by tests/storage_schema.rs):
+-- PostgreSQL twin of migrations/0012_accounts.sql (kept equivalent by tests/tests/storage_schema.rs):
 -- INTEGER -> BIGINT, BLOB -> BYTEA, INTEGER PRIMARY KEY -> BIGINT identity.
 -- Relying parties' QR login challenges (issue 13). A challenge is bound to the relying party
 -- that created it, answered at most once (status leaves 'pending' once, by a conditional

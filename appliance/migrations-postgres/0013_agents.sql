@@ -1,4 +1,4 @@
--- PostgreSQL twin of migrations/0013_agents.sql (kept equivalent by tests/storage_schema.rs):
+-- PostgreSQL twin of migrations/0013_agents.sql (kept equivalent by tests/tests/storage_schema.rs):
 -- INTEGER -> BIGINT, BLOB -> BYTEA, INTEGER PRIMARY KEY -> BIGINT identity.
 -- An organisation's agents, per channel: the organisation keyed by the keyed hash of its USCC
 -- (as applications are), each agent's name, ID, phone and e-mail sealed (AES-256-GCM under data
