@@ -16,7 +16,11 @@ fn sqlite(db: &std::path::Path, sql: &str) -> Vec<Vec<String>> {
         .arg(sql)
         .output()
         .expect("sqlite3 runs (apt-get install sqlite3)");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     rows(&String::from_utf8_lossy(&out.stdout))
 }
 
@@ -53,7 +57,13 @@ fn sqlite_schema(db: &std::path::Path) -> (Columns, Indexes) {
     .into_iter()
     .map(|r| {
         let pk = r[4] != "0";
-        (r[0].clone(), r[1].clone(), mapped(&r[2]), r[3] == "1" || pk, pk)
+        (
+            r[0].clone(),
+            r[1].clone(),
+            mapped(&r[2]),
+            r[3] == "1" || pk,
+            pk,
+        )
     })
     .collect();
     let indexes = sqlite(
@@ -65,7 +75,11 @@ fn sqlite_schema(db: &std::path::Path) -> (Columns, Indexes) {
     )
     .into_iter()
     .map(|r| {
-        let name = if r[2] == "c" { r[1].clone() } else { String::new() };
+        let name = if r[2] == "c" {
+            r[1].clone()
+        } else {
+            String::new()
+        };
         (r[0].clone(), name, r[5].clone(), r[3] == "1", r[4] == "1")
     })
     .collect();
@@ -96,7 +110,11 @@ fn postgres_schema(db: &PgDatabase) -> (Columns, Indexes) {
     ))
     .into_iter()
     .map(|r| {
-        let name = if r[4] == "t" { String::new() } else { r[1].clone() };
+        let name = if r[4] == "t" {
+            String::new()
+        } else {
+            r[1].clone()
+        };
         (r[0].clone(), name, r[5].clone(), r[2] == "t", r[3] == "t")
     })
     .collect();
@@ -133,14 +151,22 @@ async fn both_migration_sets_build_the_same_schema() {
 
     let (sqlite_columns, sqlite_indexes) = sqlite_schema(&file);
     let (pg_columns, pg_indexes) = postgres_schema(&pg);
-    assert!(sqlite_columns.len() > 100, "{} columns", sqlite_columns.len());
+    assert!(
+        sqlite_columns.len() > 100,
+        "{} columns",
+        sqlite_columns.len()
+    );
     let only_sqlite: Vec<_> = sqlite_columns.difference(&pg_columns).collect();
     let only_pg: Vec<_> = pg_columns.difference(&sqlite_columns).collect();
     assert!(
         only_sqlite.is_empty() && only_pg.is_empty(),
         "columns differ:\nonly SQLite: {only_sqlite:#?}\nonly PostgreSQL: {only_pg:#?}"
     );
-    assert!(sqlite_indexes.len() > 20, "{} indexes", sqlite_indexes.len());
+    assert!(
+        sqlite_indexes.len() > 20,
+        "{} indexes",
+        sqlite_indexes.len()
+    );
     let only_sqlite: Vec<_> = sqlite_indexes.difference(&pg_indexes).collect();
     let only_pg: Vec<_> = pg_indexes.difference(&sqlite_indexes).collect();
     assert!(
