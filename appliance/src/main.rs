@@ -58,6 +58,10 @@ enum Command {
         /// PGPASSWORD) instead of the embedded SQLite file.
         #[arg(long, value_name = "URL")]
         database_url: Option<String>,
+        /// With --demo: a second node sharing DIR1's token, PINs, TLS, profiles, CAs and
+        /// (PostgreSQL) database, with its own listeners and CRL directory.
+        #[arg(long, value_name = "DIR1")]
+        join: Option<PathBuf>,
         /// Production set-up (without --demo).
         #[command(flatten)]
         production: Box<ProductionArgs>,
@@ -275,8 +279,29 @@ fn run(cli: Cli) -> Result<(), String> {
             metrics_addr,
             sm2,
             database_url,
+            join,
             production,
         } => {
+            if let Some(first) = join {
+                if !demo || database_url.is_some() {
+                    return Err(
+                        "--join goes with --demo and takes DIR1's database (no --database-url)"
+                            .into(),
+                    );
+                }
+                let path =
+                    demo::join(&first, &dir, api_addr, public_addr).map_err(|e| e.to_string())?;
+                println!(
+                    "node created in {} sharing {}",
+                    dir.display(),
+                    first.display()
+                );
+                println!(
+                    "start it with: ca-appliance serve --config {}",
+                    path.display()
+                );
+                return Ok(());
+            }
             if !demo {
                 let ProductionArgs {
                     token_label,

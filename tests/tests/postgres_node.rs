@@ -161,3 +161,116 @@ fn init_refuses_a_database_url_with_a_password_or_an_unknown_scheme_and_creates_
         assert!(!dir.exists(), "{url}: {} was created", dir.display());
     }
 }
+
+/// `init --demo --join FIRST`: a second node on fresh ports sharing FIRST's token and database.
+fn join(first: &DemoDir) -> DemoDir {
+    let tmp = tempfile::tempdir().unwrap();
+    let (api, public) = (free_addr(), free_addr());
+    let (ok, out, err) = run(Command::new(appliance_bin())
+        .args(["init", "--demo", "--dir"])
+        .arg(tmp.path())
+        .arg("--join")
+        .arg(first.path())
+        .args([
+            "--api-addr",
+            &api.to_string(),
+            "--public-addr",
+            &public.to_string(),
+        ]));
+    assert!(ok, "init --join failed:\n{out}\n{err}");
+    DemoDir { tmp, api, public }
+}
+
+/// Polls `openssl ocsp` on `demo` for `{stem}.pem` until it says `want`, for at most `within`.
+fn ocsp_until(demo: &DemoDir, stem: &str, want: &str, within: Duration) -> Duration {
+    let start = Instant::now();
+    loop {
+        let out = ocsp(demo, stem);
+        if out.contains(&format!("{stem}.pem: {want}")) {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < within,
+            "{stem} not {want} within {within:?} on {}:\n{out}",
+            demo.public
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[tokio::test]
+async fn a_revocation_on_one_node_is_answered_revoked_by_the_other_and_a_missed_notification_is_caught_up(
+) {
+    let db = PgDatabase::create();
+    let a = DemoDir::create_with(&["--database-url", &db.url()]);
+    let b = join(&a);
+    assert!(b.path().join("appliance.toml").exists());
+    let _node_a = a.serve();
+    let _node_b = b.serve();
+
+    // Both nodes issue into the one database; each answers for the other's certificates.
+    let s1 = issue(&a, "ee1").await;
+    let s2 = issue(&b, "ee2").await;
+    std::fs::copy(a.path().join("ee1.pem"), b.path().join("ee1.pem")).unwrap();
+    std::fs::copy(b.path().join("ee2.pem"), a.path().join("ee2.pem")).unwrap();
+    for node in [&a, &b] {
+        for stem in ["ee1", "ee2"] {
+            ocsp_until(node, stem, "good", Duration::from_secs(10));
+        }
+    }
+
+    // Revoked on A: B (which holds a `good` answer) says revoked within a second.
+    let (status, resp) = api_request(
+        a.api,
+        a.client_tls("operator"),
+        "POST",
+        &format!("/api/v1/certificates/{s1}/revoke"),
+        Some(serde_json::to_vec(&serde_json::json!({"reason": "keyCompromise"})).unwrap()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&resp));
+    ocsp_until(&b, "ee1", "revoked", Duration::from_secs(1));
+    assert!(ocsp(&a, "ee1").contains("ee1.pem: revoked"));
+
+    // A change committed without its notification (as if it were lost): the periodic catch-up
+    // repairs it on both nodes.
+    db.psql(&format!(
+        "BEGIN; UPDATE counters SET value = value + 1 WHERE name = 'status_seq'; \
+         UPDATE certificates SET status = 'revoked', revocation_reason = 1, \
+           revoked_at = extract(epoch from now())::bigint, \
+           status_changed_at = extract(epoch from now())::bigint, \
+           status_seq = (SELECT value FROM counters WHERE name = 'status_seq') \
+         WHERE serial = '{s2}'; COMMIT;"
+    ));
+    ocsp_until(&a, "ee2", "revoked", Duration::from_secs(5));
+    ocsp_until(&b, "ee2", "revoked", Duration::from_secs(5));
+
+    // Each node's CRL comes to list both, numbered from the one shared counter.
+    let mut numbers = Vec::new();
+    for node in [&a, &b] {
+        let start = Instant::now();
+        loop {
+            let text = personal_crl(node).await;
+            if text.contains(&s1.to_uppercase()) && text.contains(&s2.to_uppercase()) {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "CRL of {}:\n{text}",
+                node.public
+            );
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+    let rows = db.psql("SELECT number FROM crls ORDER BY number");
+    for n in rows.lines() {
+        numbers.push(n.parse::<i64>().unwrap());
+    }
+    let distinct: std::collections::BTreeSet<_> = numbers.iter().collect();
+    assert_eq!(
+        distinct.len(),
+        numbers.len(),
+        "CRL numbers reused: {numbers:?}"
+    );
+}

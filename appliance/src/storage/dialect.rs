@@ -105,6 +105,18 @@ pub(super) async fn lock_audit_chain(conn: &mut AnyConnection) -> Result<(), Sto
     Ok(())
 }
 
+/// The PostgreSQL notification channel announcing committed status changes to every node.
+pub(super) const STATUS_CHANNEL: &str = "ca_status";
+
+/// On PostgreSQL, notifies [`STATUS_CHANNEL`] when the caller's transaction commits (nothing
+/// if it rolls back); SQLite has no other node to tell.
+pub(super) async fn notify_status_change(conn: &mut AnyConnection) -> Result<(), sqlx::Error> {
+    if conn.backend_name() == "PostgreSQL" {
+        sqlx::query("NOTIFY ca_status").execute(conn).await?;
+    }
+    Ok(())
+}
+
 /// The advisory lock key of the audit chain (any constant no other lock uses).
 const AUDIT_CHAIN_LOCK: i64 = 0x4341_5F61_7564_6974; // "CA_audit"
 

@@ -22,6 +22,7 @@ mod ocsp;
 mod ops;
 mod revocation;
 mod signing;
+mod status_feed;
 mod verifications;
 
 use sqlx::any::AnyPoolOptions;
@@ -44,6 +45,7 @@ pub use notify::{CodeRow, NewCode, NewNotification, NotificationRow, NotifyRows}
 pub use ocsp::{CertStatusRow, OcspStore, ResponderRecord, StoredResponse};
 pub use revocation::{Revocation, RevocationError, RevocationStore, StatusChange};
 pub use signing::{SigningLedger, SigningRecord};
+pub use status_feed::{ChangedStatus, StatusFeed, StatusWaker};
 pub use verifications::{VerificationRow, VerificationRows};
 
 /// Errors from the database.
@@ -79,6 +81,8 @@ impl From<sqlx::Error> for StorageError {
 pub struct Storage {
     pool: AnyPool,
     backend: Backend,
+    /// The PostgreSQL URL, for connections outside the pool (LISTEN); none on SQLite.
+    postgres_url: Option<String>,
 }
 
 /// SQLite settings applied to every connection: durable WAL commits, foreign keys, and a
@@ -100,7 +104,12 @@ impl Storage {
             Backend::Postgres => sqlx::migrate!("./migrations-postgres").run(&pool).await,
         };
         migrated.map_err(|e| StorageError::Open(format!("migration failed: {e}")))?;
-        Ok(Self { pool, backend })
+        let postgres_url = (backend == Backend::Postgres).then(|| url.to_owned());
+        Ok(Self {
+            pool,
+            backend,
+            postgres_url,
+        })
     }
 
     /// Which database engine this is.
@@ -131,6 +140,11 @@ impl Storage {
     /// CRL numbering, history and entry streams.
     pub fn crls(&self) -> CrlStore {
         CrlStore::new(self.pool.clone(), self.backend)
+    }
+
+    /// Status changes committed by any node, after a cursor (multi-node OCSP and CRLs).
+    pub fn status_feed(&self) -> StatusFeed {
+        StatusFeed::new(self.pool.clone(), self.postgres_url.clone())
     }
 
     /// OCSP responder certificates and pre-signed responses.

@@ -63,6 +63,7 @@ impl Storage {
         Ok(Self {
             pool,
             backend: Backend::Sqlite,
+            postgres_url: None,
         })
     }
 

@@ -74,13 +74,17 @@ pub struct RevocationStore {
     pool: AnyPool,
 }
 
-/// Takes the next `status_seq`; as the first statement of a transaction it also takes the write lock.
+/// Takes the next `status_seq`; as the first statement of a transaction it also takes the write
+/// lock (the counter row's lock on PostgreSQL, so sequence numbers commit in order). Other
+/// nodes are told when the transaction commits (see [`super::StatusFeed`]).
 async fn next_status_seq(conn: &mut AnyConnection) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar(
+    let seq = sqlx::query_scalar(
         "UPDATE counters SET value = value + 1 WHERE name = 'status_seq' RETURNING value",
     )
-    .fetch_one(conn)
-    .await
+    .fetch_one(&mut *conn)
+    .await?;
+    super::dialect::notify_status_change(conn).await?;
+    Ok(seq)
 }
 
 impl RevocationStore {
