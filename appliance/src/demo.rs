@@ -68,7 +68,112 @@ pub enum DemoError {
     /// The HSM token could not be created.
     #[error("HSM: {0}")]
     Hsm(#[from] hsm::HsmError),
+    /// `--database-url` names no database the appliance can use, or carries a password.
+    #[error("--database-url: {0}")]
+    DatabaseUrl(String),
+    /// `--join DIR1` names no node this one can share with.
+    #[error("--join {dir}: {1}", dir = .0.display())]
+    Join(PathBuf, String),
 }
+
+/// Checks `--database-url` before anything is created: a scheme storage knows and no password
+/// (secrets stay out of the configuration: PostgreSQL's client reads PGPASSFILE or PGPASSWORD).
+pub fn check_database_url(url: &str) -> Result<(), DemoError> {
+    crate::storage::Backend::of_url(url).map_err(|e| DemoError::DatabaseUrl(e.to_string()))?;
+    let rest = url.split_once("://").map(|(_, r)| r).unwrap_or(url);
+    let authority = rest.split(['/', '?']).next().unwrap_or_default();
+    let user_info = authority
+        .rsplit_once('@')
+        .map(|(u, _)| u)
+        .unwrap_or_default();
+    let query = url.split_once('?').map(|(_, q)| q).unwrap_or_default();
+    if user_info.contains(':') || query.split('&').any(|p| p.starts_with("password=")) {
+        return Err(DemoError::DatabaseUrl(
+            "the URL carries a password; leave it out and give it in PGPASSFILE or PGPASSWORD"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Points the demo configuration at `url` (checked by [`check_database_url`]) instead of the
+/// embedded SQLite file.
+pub fn set_database_url(config_path: &Path, url: &str) -> Result<(), DemoError> {
+    check_database_url(url)?;
+    let text = std::fs::read_to_string(config_path).map_err(|e| write_err(config_path, e))?;
+    let text = text.replacen(
+        &format!("url = \"{DEMO_SQLITE_URL}\""),
+        &format!("url = {}", toml::Value::String(url.to_owned())),
+        1,
+    );
+    std::fs::write(config_path, text).map_err(|e| write_err(config_path, e))
+}
+
+/// `init --demo --join DIR1`: a second node in `dir` sharing DIR1's token, PINs, TLS PKI,
+/// profiles, channels, CA certificates and PostgreSQL database (symbolic links to DIR1's
+/// entries), with its own listeners, CRL directory and data directory.
+pub fn join(
+    first: &Path,
+    dir: &Path,
+    api: SocketAddr,
+    public: SocketAddr,
+) -> Result<PathBuf, DemoError> {
+    let join_err = |what: String| DemoError::Join(first.to_owned(), what);
+    let first = std::fs::canonicalize(first).map_err(|e| join_err(e.to_string()))?;
+    let text = std::fs::read_to_string(first.join("appliance.toml"))
+        .map_err(|e| join_err(format!("appliance.toml: {e}")))?;
+    let value: toml::Table = text
+        .parse()
+        .map_err(|e| join_err(format!("appliance.toml: {e}")))?;
+    let get = |section: &str, key: &str| {
+        value
+            .get(section)
+            .and_then(|s| s.get(key))
+            .and_then(toml::Value::as_str)
+            .map(str::to_owned)
+            .ok_or_else(|| join_err(format!("appliance.toml has no [{section}] {key}")))
+    };
+    let url = get("database", "url")?;
+    if crate::storage::Backend::of_url(&url).ok() != Some(crate::storage::Backend::Postgres) {
+        return Err(join_err(
+            "its database is not PostgreSQL; a second node shares one (init it with --database-url)"
+                .into(),
+        ));
+    }
+    if dir.join("appliance.toml").exists() {
+        return Err(DemoError::AlreadyInitialised(dir.to_owned()));
+    }
+    std::fs::create_dir_all(dir).map_err(|e| write_err(dir, e))?;
+    let entries = std::fs::read_dir(&first).map_err(|e| join_err(e.to_string()))?;
+    for entry in entries {
+        let name = entry.map_err(|e| join_err(e.to_string()))?.file_name();
+        if ["appliance.toml", "crl", "data"].iter().any(|n| name == *n) {
+            continue;
+        }
+        std::os::unix::fs::symlink(first.join(&name), dir.join(&name))
+            .map_err(|e| write_err(&dir.join(&name), e))?;
+    }
+    create_dir(&dir.join("data"))?;
+    let mut text = text;
+    for (key, new) in [
+        ("api_addr", api.to_string()),
+        ("public_addr", public.to_string()),
+        ("public_url", format!("http://{public}")),
+    ] {
+        let old = get("server", key)?;
+        text = text.replacen(
+            &format!("{key} = \"{old}\""),
+            &format!("{key} = \"{new}\""),
+            1,
+        );
+    }
+    let path = dir.join("appliance.toml");
+    write_file(&path, text.as_bytes(), 0o644)?;
+    Ok(path)
+}
+
+/// The demo's embedded database.
+const DEMO_SQLITE_URL: &str = "sqlite://data/appliance.db";
 
 /// Paths and settings decided before the PKCS#11 module is loaded.
 #[derive(Debug, Clone)]
@@ -424,7 +529,7 @@ pool_size = 2
 file = "secrets/hsm-user.pin"
 
 [database]
-url = "sqlite://data/appliance.db"
+url = "{DEMO_SQLITE_URL}"
 
 [[ca]]
 name = "root"

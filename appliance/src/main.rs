@@ -54,6 +54,14 @@ enum Command {
         /// stands beside the ECDSA one (whose root becomes P-256: the soft token has no P-384).
         #[arg(long)]
         sm2: bool,
+        /// With --demo: the database (`postgres://USER@HOST/DB`, password from PGPASSFILE or
+        /// PGPASSWORD) instead of the embedded SQLite file.
+        #[arg(long, value_name = "URL")]
+        database_url: Option<String>,
+        /// With --demo: a second node sharing DIR1's token, PINs, TLS, profiles, CAs and
+        /// (PostgreSQL) database, with its own listeners and CRL directory.
+        #[arg(long, value_name = "DIR1")]
+        join: Option<PathBuf>,
         /// Production set-up (without --demo).
         #[command(flatten)]
         production: Box<ProductionArgs>,
@@ -270,8 +278,30 @@ fn run(cli: Cli) -> Result<(), String> {
             vendor_sim_addr,
             metrics_addr,
             sm2,
+            database_url,
+            join,
             production,
         } => {
+            if let Some(first) = join {
+                if !demo || database_url.is_some() {
+                    return Err(
+                        "--join goes with --demo and takes DIR1's database (no --database-url)"
+                            .into(),
+                    );
+                }
+                let path =
+                    demo::join(&first, &dir, api_addr, public_addr).map_err(|e| e.to_string())?;
+                println!(
+                    "node created in {} sharing {}",
+                    dir.display(),
+                    first.display()
+                );
+                println!(
+                    "start it with: ca-appliance serve --config {}",
+                    path.display()
+                );
+                return Ok(());
+            }
             if !demo {
                 let ProductionArgs {
                     token_label,
@@ -314,12 +344,18 @@ fn run(cli: Cli) -> Result<(), String> {
                 (true, None) => Some(demo::find_softtoken_module().map_err(|e| e.to_string())?),
                 (_, module) => module,
             };
+            if let Some(url) = &database_url {
+                demo::check_database_url(url).map_err(|e| e.to_string())?;
+            }
             let layout = demo::prepare(&dir, module).map_err(|e| e.to_string())?;
             export_softhsm_conf(Some(&layout.softhsm2_conf));
             let config_path = demo::write_demo(&layout, api_addr, public_addr, vendor_sim_addr)
                 .map_err(|e| e.to_string())?;
             if sm2 {
                 demo::add_sm2(&layout, &config_path).map_err(|e| e.to_string())?;
+            }
+            if let Some(url) = &database_url {
+                demo::set_database_url(&config_path, url).map_err(|e| e.to_string())?;
             }
             if let Some(addr) = metrics_addr {
                 ops::metrics::append_to_config(&config_path, addr)

@@ -3,6 +3,7 @@
 //! Python `cryptography`).
 
 pub mod browser;
+pub mod postgres;
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};

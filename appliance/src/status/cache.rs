@@ -186,6 +186,15 @@ impl ResponseCache {
         }
     }
 
+    /// Whether a response signed for status version `status_seq` (or newer) is held for `serial`.
+    pub fn holds_version(&self, serial: &[u8], status_seq: i64) -> bool {
+        let map = self.map.read().unwrap_or_else(|p| p.into_inner());
+        map.get(serial).is_some_and(|s| {
+            s.status_seq >= status_seq
+                && (s.sha1.is_some() || s.sha256.is_some() || s.sm3.is_some())
+        })
+    }
+
     /// Drops responses whose nextUpdate has passed (the serial keeps its version).
     pub fn purge_expired(&self, now: i64) {
         let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());

@@ -7,6 +7,7 @@
 
 pub mod cache;
 pub mod crl;
+pub mod follow;
 pub mod live_budget;
 pub mod ocsp;
 pub mod responder;
@@ -100,6 +101,10 @@ impl StatusService {
         let service = Self::new(hsm, signer, storage, hierarchy, config).await?;
         tokio::spawn(service.ocsp.clone().run());
         tokio::spawn(service.crls.clone().run());
+        if storage.backend() == crate::storage::Backend::Postgres {
+            // Other nodes may share the database: follow their status changes.
+            tokio::spawn(follow::run(service.clone(), storage.status_feed()));
+        }
         Ok(service)
     }
 

@@ -596,6 +596,31 @@ impl OcspResponder {
         }
     }
 
+    /// The CA row ids this responder answers for (the issuing CA generations).
+    pub fn issuer_ids(&self) -> Vec<i64> {
+        self.issuers.iter().map(|i| i.ca.id).collect()
+    }
+
+    /// A status change read from the change feed (committed by any node): re-signed like
+    /// [`OcspResponder::on_status_change`] unless this node already holds a response for that
+    /// version (its own change). Returns whether it acted.
+    pub async fn on_feed_change(
+        &self,
+        ca_id: i64,
+        serial: &str,
+        status_seq: i64,
+    ) -> Result<bool, StatusError> {
+        let Some(issuer) = self.issuers.iter().find(|i| i.ca.id == ca_id) else {
+            return Ok(false);
+        };
+        let held = serial_bytes(serial).is_some_and(|b| issuer.cache.holds_version(&b, status_seq));
+        if held {
+            return Ok(false);
+        }
+        self.on_status_change(ca_id, serial, status_seq).await?;
+        Ok(true)
+    }
+
     /// One pass: renew responder certificates near expiry, pre-sign every certificate whose
     /// response is missing or due for refresh, drop expired responses from memory.
     pub async fn refresh_once(&self) -> Result<usize, StatusError> {

@@ -1,6 +1,6 @@
 //! Accounts per realm and the phone each is bound to (keyed hashes only).
 
-use sqlx::{Row, SqliteConnection};
+use sqlx::{AnyConnection, Row};
 
 use super::applications::ApplicationRows;
 use super::audit::{append_in, AuditEntry};
@@ -57,7 +57,7 @@ const RELEASED: &str = "('rejected', 'cancelled', 'expired', 'failed')";
 /// Claims `c` for application `application_id` inside the caller's transaction; false when
 /// another subject holds the phone (bound to its account, or declared by its open application).
 pub(super) async fn claim_in(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     c: &PhoneClaim,
     application_id: &str,
     now: i64,
@@ -98,7 +98,7 @@ impl ApplicationRows {
         let mut count = 0;
         for phone in phone_hashes {
             let rows = sqlx::query(
-                "SELECT subject_hash FROM accounts WHERE realm = ? AND kind = ? AND phone_hash = ?",
+                "SELECT subject_hash FROM accounts WHERE realm = $1 AND kind = $2 AND phone_hash = $3",
             )
             .bind(realm)
             .bind(kind)
@@ -127,7 +127,7 @@ impl ApplicationRows {
         rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut id);
         sqlx::query(
             "INSERT INTO accounts (id, realm, kind, subject_hash, phone_hash, level, evidence, created_at, updated_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
              ON CONFLICT (realm, kind, subject_hash) DO UPDATE SET phone_hash = excluded.phone_hash, \
              level = CASE WHEN accounts.level IS NULL OR excluded.level > accounts.level \
                           THEN excluded.level ELSE accounts.level END, \

@@ -1,7 +1,7 @@
 //! The `organisation_agents` table (migration 0013): an organisation's agents per channel,
 //! sealed; every change commits with its audit row.
 
-use sqlx::{Row, SqlitePool};
+use sqlx::{AnyPool, Row};
 
 use super::audit::{append_in, AuditEntry};
 use super::StorageError;
@@ -41,10 +41,10 @@ pub enum AgentChange {
 /// The agents table.
 #[derive(Clone)]
 pub struct AgentRows {
-    pool: SqlitePool,
+    pool: AnyPool,
 }
 
-fn row_of(r: &sqlx::sqlite::SqliteRow) -> Result<AgentRow, StorageError> {
+fn row_of(r: &sqlx::any::AnyRow) -> Result<AgentRow, StorageError> {
     let key_id: i64 = r.try_get("key_id")?;
     let is_main: i64 = r.try_get("is_main")?;
     Ok(AgentRow {
@@ -61,7 +61,7 @@ fn row_of(r: &sqlx::sqlite::SqliteRow) -> Result<AgentRow, StorageError> {
 }
 
 impl AgentRows {
-    pub(super) fn new(pool: SqlitePool) -> Self {
+    pub(super) fn new(pool: AnyPool) -> Self {
         Self { pool }
     }
 
@@ -75,7 +75,7 @@ impl AgentRows {
         for h in hashes {
             let rows = sqlx::query(
                 "SELECT id, channel, subject_hash, is_main, id_hash, key_id, sealed, created_at \
-                 FROM organisation_agents WHERE channel = ? AND subject_hash = ? \
+                 FROM organisation_agents WHERE channel = $1 AND subject_hash = $2 \
                  ORDER BY is_main DESC, created_at, id",
             )
             .bind(channel)
@@ -102,7 +102,7 @@ impl AgentRows {
             AgentChange::Add(a) => {
                 sqlx::query(
                     "INSERT INTO organisation_agents (id, channel, subject_hash, is_main, id_hash, \
-                     key_id, sealed, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                     key_id, sealed, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
                 )
                 .bind(&a.id)
                 .bind(&a.channel)
@@ -117,8 +117,8 @@ impl AgentRows {
             }
             AgentChange::Remove(id) => {
                 sqlx::query(
-                    "DELETE FROM organisation_agents WHERE id = ? AND channel = ? \
-                     AND subject_hash = ? AND is_main = 0",
+                    "DELETE FROM organisation_agents WHERE id = $1 AND channel = $2 \
+                     AND subject_hash = $3 AND is_main = 0",
                 )
                 .bind(id)
                 .bind(channel)
@@ -128,8 +128,8 @@ impl AgentRows {
             }
             AgentChange::HandOver(id) => {
                 sqlx::query(
-                    "UPDATE organisation_agents SET is_main = CASE WHEN id = ? THEN 1 ELSE 0 END \
-                     WHERE channel = ? AND subject_hash = ?",
+                    "UPDATE organisation_agents SET is_main = CASE WHEN id = $1 THEN 1 ELSE 0 END \
+                     WHERE channel = $2 AND subject_hash = $3",
                 )
                 .bind(id)
                 .bind(channel)

@@ -2,7 +2,7 @@
 //! application write is conditional on the row's revision and on its data key being the active
 //! one, and carries its audit row in the same transaction.
 
-use sqlx::{Row, SqlitePool};
+use sqlx::{AnyPool, Row};
 
 use super::audit::{append_in, AuditEntry};
 use super::StorageError;
@@ -80,7 +80,7 @@ fn key_id(v: i64) -> Result<u32, StorageError> {
     u32::try_from(v).map_err(|_| StorageError::Database(format!("key id {v} out of range")))
 }
 
-fn row_of(r: &sqlx::sqlite::SqliteRow) -> Result<ApplicationRow, StorageError> {
+fn row_of(r: &sqlx::any::AnyRow) -> Result<ApplicationRow, StorageError> {
     Ok(ApplicationRow {
         id: r.try_get("id")?,
         channel: r.try_get("channel")?,
@@ -121,11 +121,11 @@ pub struct ReusableVerification {
 /// The application tables.
 #[derive(Clone)]
 pub struct ApplicationRows {
-    pub(super) pool: SqlitePool,
+    pub(super) pool: AnyPool,
 }
 
 impl ApplicationRows {
-    pub(super) fn new(pool: SqlitePool) -> Self {
+    pub(super) fn new(pool: AnyPool) -> Self {
         Self { pool }
     }
 
@@ -154,8 +154,8 @@ impl ApplicationRows {
             }
         }
         let done = sqlx::query(&format!(
-            "INSERT INTO applications ({COLUMNS}) SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, \
-             ?, ?, ? WHERE ? = {WHEN_KEY_ACTIVE}"
+            "INSERT INTO applications ({COLUMNS}) SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, \
+             $14, $15, $16 WHERE $17 = {WHEN_KEY_ACTIVE}"
         ))
         .bind(&row.id)
         .bind(&row.channel)
@@ -206,9 +206,9 @@ impl ApplicationRows {
     ) -> Result<Updated, StorageError> {
         let mut tx = self.pool.begin().await?;
         let done = sqlx::query(&format!(
-            "UPDATE applications SET status = ?, open_slot = ?, issued_serial = ?, \
-             failure_code = ?, key_id = ?, sealed_doc = ?, revision = ?, updated_at = ? \
-             WHERE id = ? AND revision = ? AND ? = {WHEN_KEY_ACTIVE}"
+            "UPDATE applications SET status = $1, open_slot = $2, issued_serial = $3, \
+             failure_code = $4, key_id = $5, sealed_doc = $6, revision = $7, updated_at = $8 \
+             WHERE id = $9 AND revision = $10 AND $11 = {WHEN_KEY_ACTIVE}"
         ))
         .bind(&row.status)
         .bind(&row.open_slot)
@@ -226,7 +226,7 @@ impl ApplicationRows {
         if done.rows_affected() != 1 {
             drop(tx);
             let stored: Option<i64> =
-                sqlx::query_scalar("SELECT revision FROM applications WHERE id = ?")
+                sqlx::query_scalar("SELECT revision FROM applications WHERE id = $1")
                     .bind(&row.id)
                     .fetch_optional(&self.pool)
                     .await?;
@@ -245,7 +245,7 @@ impl ApplicationRows {
 
     /// One application by id.
     pub async fn get(&self, id: &str) -> Result<Option<ApplicationRow>, StorageError> {
-        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM applications WHERE id = ?"))
+        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM applications WHERE id = $1"))
             .bind(id)
             .fetch_optional(&self.pool)
             .await?;
@@ -256,7 +256,7 @@ impl ApplicationRows {
     pub async fn find_open(&self, slots: &[String]) -> Result<Option<String>, StorageError> {
         for slot in slots {
             let id: Option<String> =
-                sqlx::query_scalar("SELECT id FROM applications WHERE open_slot = ?")
+                sqlx::query_scalar("SELECT id FROM applications WHERE open_slot = $1")
                     .bind(slot)
                     .fetch_optional(&self.pool)
                     .await?;
@@ -272,7 +272,7 @@ impl ApplicationRows {
         let mut out = Vec::new();
         for s in statuses {
             let ids: Vec<String> = sqlx::query_scalar(
-                "SELECT id FROM applications WHERE status = ? AND open_slot IS NOT NULL ORDER BY created_at",
+                "SELECT id FROM applications WHERE status = $1 AND open_slot IS NOT NULL ORDER BY created_at",
             )
             .bind(s)
             .fetch_all(&self.pool)
@@ -291,7 +291,7 @@ impl ApplicationRows {
         let mut out = Vec::new();
         for h in hashes {
             let ids: Vec<String> = sqlx::query_scalar(
-                "SELECT id FROM applications WHERE channel = ? AND subject_hash = ? ORDER BY created_at, id",
+                "SELECT id FROM applications WHERE channel = $1 AND subject_hash = $2 ORDER BY created_at, id",
             )
             .bind(channel)
             .bind(h)
@@ -305,7 +305,7 @@ impl ApplicationRows {
     /// Ids of open applications past their deadline.
     pub async fn due_for_expiry(&self, now: i64) -> Result<Vec<String>, StorageError> {
         Ok(sqlx::query_scalar(
-            "SELECT id FROM applications WHERE open_slot IS NOT NULL AND expires_at <= ? ORDER BY expires_at",
+            "SELECT id FROM applications WHERE open_slot IS NOT NULL AND expires_at <= $1 ORDER BY expires_at",
         )
         .bind(now)
         .fetch_all(&self.pool)
@@ -318,7 +318,7 @@ impl ApplicationRows {
         serial: &str,
     ) -> Result<Option<ApplicationRow>, StorageError> {
         let row = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM applications WHERE issued_serial = ?"
+            "SELECT {COLUMNS} FROM applications WHERE issued_serial = $1"
         ))
         .bind(serial)
         .fetch_optional(&self.pool)
@@ -331,7 +331,7 @@ impl ApplicationRows {
     pub async fn issued_for(&self, id: &str) -> Result<Option<String>, StorageError> {
         let pattern = format!("%\"application\":\"{id}\"%");
         Ok(sqlx::query_scalar(
-            "SELECT target FROM audit_log WHERE action = 'certificate.issue' AND detail LIKE ? \
+            "SELECT target FROM audit_log WHERE action = 'certificate.issue' AND detail LIKE $1 \
              ORDER BY seq LIMIT 1",
         )
         .bind(pattern)
@@ -348,7 +348,7 @@ impl ApplicationRows {
         for h in hashes {
             let n: i64 = sqlx::query_scalar(
                 "SELECT COUNT(*) FROM applications a JOIN certificates c ON c.serial = a.issued_serial \
-                 WHERE a.subject_hash = ? AND c.status = 'valid' AND c.not_after > ?",
+                 WHERE a.subject_hash = $1 AND c.status = 'valid' AND c.not_after > $2",
             )
             .bind(h)
             .bind(now)
@@ -372,7 +372,7 @@ impl ApplicationRows {
     ) -> Result<(), StorageError> {
         let mut tx = self.pool.begin().await?;
         sqlx::query(
-            "INSERT INTO subjects (subject_hash, key_id, sealed_phone, phone_verified_at) VALUES (?, ?, ?, ?) \
+            "INSERT INTO subjects (subject_hash, key_id, sealed_phone, phone_verified_at) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (subject_hash) DO UPDATE SET key_id = excluded.key_id, \
              sealed_phone = excluded.sealed_phone, phone_verified_at = excluded.phone_verified_at",
         )
@@ -394,7 +394,7 @@ impl ApplicationRows {
     ) -> Result<Option<(String, u32, Vec<u8>)>, StorageError> {
         for h in hashes {
             let row =
-                sqlx::query("SELECT key_id, sealed_phone FROM subjects WHERE subject_hash = ?")
+                sqlx::query("SELECT key_id, sealed_phone FROM subjects WHERE subject_hash = $1")
                     .bind(h)
                     .fetch_optional(&self.pool)
                     .await?;
@@ -418,7 +418,7 @@ impl ApplicationRows {
     ) -> Result<(), StorageError> {
         sqlx::query(
             "INSERT INTO subject_verifications (verification_id, subject_hash, method, application_id, \
-             assurance, key_id, sealed_attributes, verified_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) \
+             assurance, key_id, sealed_attributes, verified_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
              ON CONFLICT (verification_id) DO NOTHING",
         )
         .bind(&v.verification_id)
@@ -445,7 +445,7 @@ impl ApplicationRows {
         for h in hashes {
             let row = sqlx::query(
                 "SELECT verification_id, application_id, assurance, key_id, sealed_attributes, verified_at \
-                 FROM subject_verifications WHERE subject_hash = ? AND method = ? AND verified_at >= ? \
+                 FROM subject_verifications WHERE subject_hash = $1 AND method = $2 AND verified_at >= $3 \
                  ORDER BY verified_at DESC LIMIT 1",
             )
             .bind(h)

@@ -4,7 +4,7 @@
 //! length-prefixed), so editing or deleting a row breaks every hash after it ([`AuditLog::verify`]).
 
 use sha2::{Digest, Sha256};
-use sqlx::{Row, SqliteConnection, SqlitePool};
+use sqlx::{AnyConnection, AnyPool, Row};
 
 use super::{unix_now, StorageError};
 
@@ -24,11 +24,11 @@ pub struct AuditEntry {
 /// Appends to and verifies the audit log.
 #[derive(Clone)]
 pub struct AuditLog {
-    pool: SqlitePool,
+    pool: AnyPool,
 }
 
 impl AuditLog {
-    pub(super) fn new(pool: SqlitePool) -> Self {
+    pub(super) fn new(pool: AnyPool) -> Self {
         Self { pool }
     }
 
@@ -71,9 +71,10 @@ impl AuditLog {
 
 /// Appends `entry` inside the caller's transaction, so the action and its record commit together.
 pub(super) async fn append_in(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     entry: &AuditEntry,
 ) -> Result<(), StorageError> {
+    super::dialect::lock_audit_chain(conn).await?;
     let prev: Option<Vec<u8>> =
         sqlx::query_scalar("SELECT hash FROM audit_log ORDER BY seq DESC LIMIT 1")
             .fetch_optional(&mut *conn)
@@ -90,7 +91,7 @@ pub(super) async fn append_in(
         &detail,
     );
     sqlx::query(
-        "INSERT INTO audit_log (at, actor, action, target, detail, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO audit_log (at, actor, action, target, detail, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
     .bind(at)
     .bind(&entry.actor)
@@ -145,7 +146,7 @@ pub struct AuditRow {
 
 impl AuditRow {
     /// Reads one `audit_log` row (all its columns) as the storage layer's queries return it.
-    pub(crate) fn from_row(r: &sqlx::sqlite::SqliteRow) -> Result<AuditRow, sqlx::Error> {
+    pub(crate) fn from_row(r: &sqlx::any::AnyRow) -> Result<AuditRow, sqlx::Error> {
         Ok(AuditRow {
             seq: r.try_get("seq")?,
             at: r.try_get("at")?,
@@ -202,7 +203,7 @@ impl AuditLog {
     pub async fn rows_since(&self, since: i64) -> Result<Vec<AuditRow>, StorageError> {
         let rows = sqlx::query(
             "SELECT seq, at, actor, action, target, detail, prev_hash, hash FROM audit_log
-             WHERE seq >= ? ORDER BY seq",
+             WHERE seq >= $1 ORDER BY seq",
         )
         .bind(since)
         .fetch_all(&self.pool)
@@ -255,7 +256,7 @@ impl AuditLog {
     /// Stores a signed checkpoint (an existing one for the same row is kept).
     pub async fn insert_checkpoint(&self, cp: &AuditCheckpoint) -> Result<(), StorageError> {
         sqlx::query(
-            "INSERT INTO audit_checkpoints (seq, hash, at, key_id, signature) VALUES (?, ?, ?, ?, ?)
+            "INSERT INTO audit_checkpoints (seq, hash, at, key_id, signature) VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT (seq) DO NOTHING",
         )
         .bind(cp.seq)
@@ -294,7 +295,7 @@ impl AuditLog {
     ) -> Result<i64, StorageError> {
         let mut tx = self.pool.begin().await?;
         let id: i64 = sqlx::query_scalar(
-            "INSERT INTO audit_keys (key_uri, public_key, created_at) VALUES (?, ?, ?) RETURNING id",
+            "INSERT INTO audit_keys (key_uri, public_key, created_at) VALUES ($1, $2, $3) RETURNING id",
         )
         .bind(key_uri)
         .bind(public_key)

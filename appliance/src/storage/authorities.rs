@@ -1,6 +1,6 @@
 //! The CA hierarchy: one row per CA generation (key URI + certificate).
 
-use sqlx::{Row, SqlitePool};
+use sqlx::{AnyPool, Row};
 
 use super::audit::{append_in, AuditEntry};
 use super::{unix_now, StorageError};
@@ -46,11 +46,11 @@ pub struct NewCa<'a> {
 /// Reads and writes CA generations.
 #[derive(Clone)]
 pub struct CaStore {
-    pool: SqlitePool,
+    pool: AnyPool,
 }
 
 impl CaStore {
-    pub(super) fn new(pool: SqlitePool) -> Self {
+    pub(super) fn new(pool: AnyPool) -> Self {
         Self { pool }
     }
 
@@ -59,7 +59,7 @@ impl CaStore {
         let mut tx = self.pool.begin().await?;
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO certificate_authorities (name, generation, parent_id, key_uri, certificate, not_before, not_after, created_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
         )
         .bind(ca.name)
         .bind(ca.generation)
@@ -110,7 +110,7 @@ impl CaStore {
     ) -> Result<(), super::RevocationError> {
         let mut tx = self.pool.begin().await?;
         let row = sqlx::query(
-            "SELECT id, revoked_at FROM certificate_authorities WHERE name = ? AND generation = ?",
+            "SELECT id, revoked_at FROM certificate_authorities WHERE name = $1 AND generation = $2",
         )
         .bind(name)
         .bind(generation)
@@ -123,7 +123,7 @@ impl CaStore {
         }
         let id: i64 = row.try_get("id")?;
         sqlx::query(
-            "UPDATE certificate_authorities SET revoked_at = ?, revocation_reason = ? WHERE id = ?",
+            "UPDATE certificate_authorities SET revoked_at = $1, revocation_reason = $2 WHERE id = $3",
         )
         .bind(unix_now())
         .bind((reason != 0).then_some(reason))
@@ -152,7 +152,7 @@ impl CaStore {
     ) -> Result<Vec<(Vec<u8>, i64, Option<i64>)>, StorageError> {
         let rows = sqlx::query(
             "SELECT certificate, revoked_at, revocation_reason FROM certificate_authorities
-             WHERE parent_id = ? AND revoked_at IS NOT NULL ORDER BY id",
+             WHERE parent_id = $1 AND revoked_at IS NOT NULL ORDER BY id",
         )
         .bind(parent_id)
         .fetch_all(&self.pool)

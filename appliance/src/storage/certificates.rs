@@ -6,7 +6,7 @@
 //! durable.
 
 use futures_util::future::BoxFuture;
-use sqlx::{Row, SqlitePool};
+use sqlx::{AnyPool, Row};
 
 use super::audit::{append_in, AuditEntry};
 use super::group_commit::GroupCommit;
@@ -61,12 +61,12 @@ type Pending = (NewCertificate, AuditEntry);
 /// Writes and reads issued certificates.
 #[derive(Clone)]
 pub struct CertificateStore {
-    pool: SqlitePool,
+    pool: AnyPool,
     writer: GroupCommit<Pending>,
 }
 
 impl CertificateStore {
-    pub(super) fn new(pool: SqlitePool) -> Self {
+    pub(super) fn new(pool: AnyPool) -> Self {
         let writer = GroupCommit::start(pool.clone(), commit_boxed);
         Self { pool, writer }
     }
@@ -84,7 +84,7 @@ impl CertificateStore {
     pub async fn get(&self, serial: &str) -> Result<Option<CertificateRecord>, StorageError> {
         let row = sqlx::query(
             "SELECT serial, ca_id, profile, channel, not_after, der, status, revoked_at, revocation_reason
-             FROM certificates WHERE serial = ?",
+             FROM certificates WHERE serial = $1",
         )
         .bind(serial)
         .fetch_optional(&self.pool)
@@ -105,26 +105,26 @@ impl CertificateStore {
 }
 
 fn commit_boxed<'a>(
-    pool: &'a SqlitePool,
+    pool: &'a AnyPool,
     rows: &'a [Pending],
 ) -> BoxFuture<'a, Result<(), StorageError>> {
     Box::pin(commit_batch(pool, rows))
 }
 
-async fn commit_batch(pool: &SqlitePool, rows: &[Pending]) -> Result<(), StorageError> {
+async fn commit_batch(pool: &AnyPool, rows: &[Pending]) -> Result<(), StorageError> {
     let started = std::time::Instant::now();
     let result = commit_rows(pool, rows).await;
     crate::ops::metrics::db_commit(rows.len(), started.elapsed(), result.is_ok());
     result
 }
 
-async fn commit_rows(pool: &SqlitePool, rows: &[Pending]) -> Result<(), StorageError> {
+async fn commit_rows(pool: &AnyPool, rows: &[Pending]) -> Result<(), StorageError> {
     let mut tx = pool.begin().await?;
     let issued_at = unix_now();
     for (cert, audit) in rows {
         sqlx::query(
             "INSERT INTO certificates (serial, ca_id, profile, channel, subject_dn, not_before, not_after, der, issued_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(&cert.serial)
         .bind(cert.ca_id)

@@ -1,7 +1,7 @@
 //! The operator console's read queries: certificate search, a certificate's history, the newest
 //! audit rows. Read-only; every change goes through the services the JSON API uses.
 
-use sqlx::{Row, SqlitePool};
+use sqlx::{AnyPool, Row};
 
 use super::{AuditRow, StorageError};
 
@@ -47,11 +47,11 @@ pub struct CertificateSummary {
 /// Console queries over the pool.
 #[derive(Clone)]
 pub struct ConsoleRows {
-    pool: SqlitePool,
+    pool: AnyPool,
 }
 
 impl ConsoleRows {
-    pub(super) fn new(pool: SqlitePool) -> Self {
+    pub(super) fn new(pool: AnyPool) -> Self {
         Self { pool }
     }
 
@@ -65,12 +65,12 @@ impl ConsoleRows {
             "SELECT serial, profile, channel, subject_dn, issued_at, not_after, status,
                     revocation_reason
              FROM certificates
-             WHERE (?1 IS NULL OR serial LIKE ?1)
-               AND (?2 IS NULL OR channel = ?2)
-               AND (?3 IS NULL OR status = ?3)
-               AND (?4 IS NULL OR issued_at >= ?4)
-               AND (?5 IS NULL OR issued_at < ?5)
-             ORDER BY issued_at DESC, serial LIMIT ?6",
+             WHERE ($1 IS NULL OR serial LIKE $1)
+               AND ($2 IS NULL OR channel = $2)
+               AND ($3 IS NULL OR status = $3)
+               AND ($4 IS NULL OR issued_at >= $4)
+               AND ($5 IS NULL OR issued_at < $5)
+             ORDER BY issued_at DESC, serial LIMIT $6",
         )
         .bind(prefix)
         .bind(&q.channel)
@@ -101,7 +101,7 @@ impl ConsoleRows {
     pub async fn history(&self, target: &str) -> Result<Vec<AuditRow>, StorageError> {
         self.audit_rows(
             "SELECT seq, at, actor, action, target, detail, prev_hash, hash FROM audit_log
-             WHERE target = ?1 ORDER BY seq LIMIT ?2",
+             WHERE target = $1 ORDER BY seq LIMIT $2",
             Some(target),
         )
         .await
@@ -111,7 +111,7 @@ impl ConsoleRows {
     pub async fn recent_audit(&self) -> Result<Vec<AuditRow>, StorageError> {
         self.audit_rows(
             "SELECT seq, at, actor, action, target, detail, prev_hash, hash FROM audit_log
-             WHERE ?1 IS NULL ORDER BY seq DESC LIMIT ?2",
+             WHERE $1 IS NULL ORDER BY seq DESC LIMIT $2",
             None,
         )
         .await

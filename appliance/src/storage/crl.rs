@@ -1,8 +1,9 @@
 //! CRL numbering, CRL history and the revoked-certificate streams CRLs are built from.
 
 use futures_util::TryStreamExt;
-use sqlx::{Row, SqlitePool};
+use sqlx::{AnyPool, Row};
 
+use super::dialect::{crl_chunk_sql, Backend};
 use super::StorageError;
 
 /// A published CRL.
@@ -45,7 +46,7 @@ pub struct CrlRow {
     pub status_changed_at: Option<i64>,
 }
 
-fn crl_record(r: &sqlx::sqlite::SqliteRow) -> Result<CrlRecord, sqlx::Error> {
+fn crl_record(r: &sqlx::any::AnyRow) -> Result<CrlRecord, sqlx::Error> {
     Ok(CrlRecord {
         number: r.try_get("number")?,
         ca_id: r.try_get("ca_id")?,
@@ -62,12 +63,13 @@ fn crl_record(r: &sqlx::sqlite::SqliteRow) -> Result<CrlRecord, sqlx::Error> {
 /// CRL bookkeeping.
 #[derive(Clone)]
 pub struct CrlStore {
-    pool: SqlitePool,
+    pool: AnyPool,
+    backend: Backend,
 }
 
 impl CrlStore {
-    pub(super) fn new(pool: SqlitePool) -> Self {
-        Self { pool }
+    pub(super) fn new(pool: AnyPool, backend: Backend) -> Self {
+        Self { pool, backend }
     }
 
     /// Revoked CA generations signed by CA row `parent_id` (entries of the parent's CRL):
@@ -94,7 +96,7 @@ impl CrlStore {
     pub async fn record(&self, rec: &CrlRecord) -> Result<(), StorageError> {
         sqlx::query(
             "INSERT INTO crls (number, ca_id, kind, base_number, status_seq, entries, this_update, next_update, etag)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(rec.number)
         .bind(rec.ca_id)
@@ -114,7 +116,7 @@ impl CrlStore {
     pub async fn latest(&self, ca_id: i64, kind: &str) -> Result<Option<CrlRecord>, StorageError> {
         let row = sqlx::query(
             "SELECT number, ca_id, kind, base_number, status_seq, entries, this_update, next_update, etag
-             FROM crls WHERE ca_id = ? AND kind = ? ORDER BY number DESC LIMIT 1",
+             FROM crls WHERE ca_id = $1 AND kind = $2 ORDER BY number DESC LIMIT 1",
         )
         .bind(ca_id)
         .bind(kind)
@@ -134,7 +136,7 @@ impl CrlStore {
         now: i64,
     ) -> Result<Option<CrlRecord>, StorageError> {
         let number: Option<i64> = sqlx::query_scalar(
-            "SELECT number FROM crls WHERE ca_id = ? AND kind = ? AND next_update > ?
+            "SELECT number FROM crls WHERE ca_id = $1 AND kind = $2 AND next_update > $3
              ORDER BY number ASC LIMIT 1",
         )
         .bind(ca_id)
@@ -152,7 +154,7 @@ impl CrlStore {
     pub async fn by_number(&self, number: i64) -> Result<Option<CrlRecord>, StorageError> {
         let row = sqlx::query(
             "SELECT number, ca_id, kind, base_number, status_seq, entries, this_update, next_update, etag
-             FROM crls WHERE number = ?",
+             FROM crls WHERE number = $1",
         )
         .bind(number)
         .fetch_optional(&self.pool)
@@ -194,7 +196,8 @@ impl CrlStore {
             .map_err(StorageError::from)?;
         if since_seq.is_none() {
             for status in ["revoked", "hold"] {
-                stream_full_chunks(&mut tx, ca_id, status, profile, &mut visit).await?;
+                stream_full_chunks(&mut tx, self.backend, ca_id, status, profile, &mut visit)
+                    .await?;
             }
             tx.commit().await.map_err(StorageError::from)?;
             return Ok(seq);
@@ -202,22 +205,15 @@ impl CrlStore {
         let cols =
             "serial, status, revoked_at, revocation_reason, invalidity_date, status_changed_at";
         let only_profile = if profile.is_some() {
-            " AND profile = ?"
+            " AND profile = $4"
         } else {
             ""
         };
-        let sql = match since_seq {
-            None => format!(
-                "SELECT {cols} FROM certificates WHERE ca_id = ? AND status IN ('revoked', 'hold'){only_profile}"
-            ),
-            Some(_) => format!(
-                "SELECT {cols} FROM certificates WHERE ca_id = ? AND status_seq > ? AND status_seq <= ?{only_profile}"
-            ),
-        };
-        let mut q = sqlx::query(&sql).bind(ca_id);
-        if let Some(since) = since_seq {
-            q = q.bind(since).bind(seq);
-        }
+        let sql = format!(
+            "SELECT {cols} FROM certificates WHERE ca_id = $1 AND status_seq > $2 AND status_seq <= $3{only_profile}"
+        );
+        let since = since_seq.unwrap_or_default();
+        let mut q = sqlx::query(&sql).bind(ca_id).bind(since).bind(seq);
         if let Some(profile) = profile {
             q = q.bind(profile);
         }
@@ -244,12 +240,21 @@ impl CrlStore {
 /// Rows per chunk of a full-CRL read (about 60 bytes each once packed).
 const FULL_CHUNK: i64 = 16_384;
 
-/// Reads the `status` certificates of `ca_id` (of `profile` when given) in rowid order, in
-/// chunks packed by SQLite into one text value each (`serial,revoked_at,reason,invalidity`
-/// joined by `;`): one row per chunk crosses from the database thread instead of one per
+/// Where the next chunk of a full-CRL read starts (see [`crl_chunk_sql`]).
+enum ChunkKey {
+    /// SQLite: after this rowid.
+    Rowid(i64),
+    /// PostgreSQL: after this serial.
+    Serial(String),
+}
+
+/// Reads the `status` certificates of `ca_id` (of `profile` when given) in table order, in
+/// chunks packed by the database into one text value each (`serial,revoked_at,reason,invalidity`
+/// joined by `;`): one row per chunk crosses from the database instead of one per
 /// certificate, which dominated a million-entry CRL (thread hand-offs and value copies).
 async fn stream_full_chunks<E, F>(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    backend: Backend,
     ca_id: i64,
     status: &str,
     profile: Option<&str>,
@@ -259,27 +264,23 @@ where
     E: From<StorageError>,
     F: FnMut(CrlRow) -> Result<(), E>,
 {
-    let only_profile = if profile.is_some() {
-        " AND profile = ?"
-    } else {
-        ""
-    };
-    let sql = format!(
-        "SELECT count(*), max(rid), group_concat(serial || ',' || ifnull(revoked_at, '') || ',' || \
-         ifnull(revocation_reason, '') || ',' || ifnull(invalidity_date, ''), ';') \
-         FROM (SELECT rowid AS rid, serial, revoked_at, revocation_reason, invalidity_date \
-               FROM certificates WHERE ca_id = ? AND status = ? AND rowid > ?{only_profile} \
-               ORDER BY rowid LIMIT ?)"
-    );
+    let sql = crl_chunk_sql(backend, profile.is_some());
     let bad = |what: &str| E::from(StorageError::Database(format!("CRL row chunk: {what}")));
-    let mut after: i64 = 0;
+    let mut after = match backend {
+        Backend::Sqlite => ChunkKey::Rowid(0),
+        Backend::Postgres => ChunkKey::Serial(String::new()),
+    };
     loop {
-        let mut q = sqlx::query(&sql).bind(ca_id).bind(status).bind(after);
+        let q = sqlx::query(&sql).bind(ca_id).bind(status);
+        let mut q = match &after {
+            ChunkKey::Rowid(rowid) => q.bind(*rowid),
+            ChunkKey::Serial(serial) => q.bind(serial.clone()),
+        }
+        .bind(FULL_CHUNK);
         if let Some(p) = profile {
             q = q.bind(p);
         }
         let row = q
-            .bind(FULL_CHUNK)
             .fetch_one(&mut **tx)
             .await
             .map_err(|e| E::from(StorageError::from(e)))?;
@@ -287,7 +288,14 @@ where
         if count == 0 {
             return Ok(());
         }
-        after = row.try_get(1).map_err(|e| E::from(StorageError::from(e)))?;
+        after = match after {
+            ChunkKey::Rowid(_) => {
+                ChunkKey::Rowid(row.try_get(1).map_err(|e| E::from(StorageError::from(e)))?)
+            }
+            ChunkKey::Serial(_) => {
+                ChunkKey::Serial(row.try_get(1).map_err(|e| E::from(StorageError::from(e)))?)
+            }
+        };
         let packed: String = row.try_get(2).map_err(|e| E::from(StorageError::from(e)))?;
         let int = |v: &str| -> Result<Option<i64>, E> {
             if v.is_empty() {

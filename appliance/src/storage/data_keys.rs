@@ -2,7 +2,7 @@
 //! `active`; a rotation makes a new one active (the old ones `retiring`), re-seals the rows, then
 //! deletes the retiring keys once no row refers to them. Each change commits with its audit row.
 
-use sqlx::{Row, SqlitePool};
+use sqlx::{AnyPool, Row};
 
 use super::audit::{append_in, AuditEntry};
 use super::{unix_now, StorageError};
@@ -34,7 +34,7 @@ impl std::fmt::Debug for DataKeyRecord {
 /// The `data_keys` table.
 #[derive(Clone)]
 pub struct DataKeyRows {
-    pool: SqlitePool,
+    pool: AnyPool,
 }
 
 fn key_id(id: i64) -> Result<u32, StorageError> {
@@ -42,7 +42,7 @@ fn key_id(id: i64) -> Result<u32, StorageError> {
 }
 
 impl DataKeyRows {
-    pub(super) fn new(pool: SqlitePool) -> Self {
+    pub(super) fn new(pool: AnyPool) -> Self {
         Self { pool }
     }
 
@@ -87,17 +87,16 @@ impl DataKeyRows {
         sqlx::query("UPDATE data_keys SET state = 'retiring' WHERE state = 'active'")
             .execute(&mut *tx)
             .await?;
-        let id = sqlx::query(
+        let id: i64 = sqlx::query_scalar(
             "INSERT INTO data_keys (wrapping_key, iv, wrapped, state, created_at) \
-             VALUES (?, ?, ?, 'active', ?)",
+             VALUES ($1, $2, $3, 'active', $4) RETURNING id",
         )
         .bind(wrapping_key)
         .bind(iv)
         .bind(wrapped)
         .bind(unix_now())
-        .execute(&mut *tx)
-        .await?
-        .last_insert_rowid();
+        .fetch_one(&mut *tx)
+        .await?;
         let id = key_id(id)?;
         append_in(
             &mut tx,

@@ -2,7 +2,7 @@
 //! of dual certificates, sealed under the HSM's escrow key, and their two-officer recoveries.
 //! Every change commits with its audit row.
 
-use sqlx::{Row, SqlitePool};
+use sqlx::{AnyPool, Row};
 
 use super::audit::{append_in, AuditEntry};
 use super::StorageError;
@@ -54,10 +54,10 @@ pub struct RecoveryRow {
 /// The escrow tables.
 #[derive(Clone)]
 pub struct EscrowRows {
-    pool: SqlitePool,
+    pool: AnyPool,
 }
 
-fn escrow_of(r: &sqlx::sqlite::SqliteRow) -> Result<EscrowRow, StorageError> {
+fn escrow_of(r: &sqlx::any::AnyRow) -> Result<EscrowRow, StorageError> {
     Ok(EscrowRow {
         id: r.try_get("id")?,
         signing_serial: r.try_get("signing_serial")?,
@@ -70,7 +70,7 @@ fn escrow_of(r: &sqlx::sqlite::SqliteRow) -> Result<EscrowRow, StorageError> {
     })
 }
 
-fn recovery_of(r: &sqlx::sqlite::SqliteRow) -> Result<RecoveryRow, StorageError> {
+fn recovery_of(r: &sqlx::any::AnyRow) -> Result<RecoveryRow, StorageError> {
     Ok(RecoveryRow {
         id: r.try_get("id")?,
         escrow_id: r.try_get("escrow_id")?,
@@ -83,7 +83,7 @@ fn recovery_of(r: &sqlx::sqlite::SqliteRow) -> Result<RecoveryRow, StorageError>
 }
 
 impl EscrowRows {
-    pub(super) fn new(pool: SqlitePool) -> Self {
+    pub(super) fn new(pool: AnyPool) -> Self {
         Self { pool }
     }
 

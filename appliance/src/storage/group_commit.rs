@@ -4,7 +4,7 @@
 //! batch is retried row by row, so one bad row (a duplicate serial) fails alone.
 
 use futures_util::future::BoxFuture;
-use sqlx::SqlitePool;
+use sqlx::AnyPool;
 use tokio::sync::{mpsc, oneshot};
 
 use super::StorageError;
@@ -13,8 +13,7 @@ use super::StorageError;
 pub const MAX_BATCH: usize = 256;
 
 /// Commits `rows` in one transaction (all or nothing).
-pub type CommitFn<T> =
-    for<'a> fn(&'a SqlitePool, &'a [T]) -> BoxFuture<'a, Result<(), StorageError>>;
+pub type CommitFn<T> = for<'a> fn(&'a AnyPool, &'a [T]) -> BoxFuture<'a, Result<(), StorageError>>;
 
 type Done = oneshot::Sender<Result<(), StorageError>>;
 
@@ -33,7 +32,7 @@ impl<T> Clone for GroupCommit<T> {
 
 impl<T: Send + Sync + 'static> GroupCommit<T> {
     /// Spawns the writer task committing with `commit`.
-    pub fn start(pool: SqlitePool, commit: CommitFn<T>) -> Self {
+    pub fn start(pool: AnyPool, commit: CommitFn<T>) -> Self {
         let (writer, inbox) = mpsc::channel(4 * MAX_BATCH);
         tokio::spawn(run(pool, inbox, commit));
         Self { writer }
@@ -50,7 +49,7 @@ impl<T: Send + Sync + 'static> GroupCommit<T> {
     }
 }
 
-async fn run<T>(pool: SqlitePool, mut inbox: mpsc::Receiver<(T, Done)>, commit: CommitFn<T>) {
+async fn run<T>(pool: AnyPool, mut inbox: mpsc::Receiver<(T, Done)>, commit: CommitFn<T>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while inbox.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let (rows, done): (Vec<T>, Vec<Done>) = std::mem::take(&mut batch).into_iter().unzip();

@@ -2,7 +2,7 @@
 //! scopes each verification counts against, and the signatures of accepted vendor callbacks.
 //! Scopes arrive here already keyed (no subject in clear).
 
-use sqlx::{Row, SqlitePool};
+use sqlx::{AnyPool, Row};
 
 use super::StorageError;
 
@@ -18,11 +18,11 @@ pub struct WindowCount {
 /// Limit counters and callback replay records.
 #[derive(Clone)]
 pub struct LimitRows {
-    pool: SqlitePool,
+    pool: AnyPool,
 }
 
 impl LimitRows {
-    pub(super) fn new(pool: SqlitePool) -> Self {
+    pub(super) fn new(pool: AnyPool) -> Self {
         Self { pool }
     }
 
@@ -34,8 +34,8 @@ impl LimitRows {
         since: i64,
     ) -> Result<WindowCount, StorageError> {
         let row = sqlx::query(
-            "SELECT (SELECT COUNT(*) FROM limit_events WHERE scope = ?1 AND class = ?2 AND at >= ?3), \
-                    (SELECT MAX(at) FROM limit_events WHERE scope = ?1 AND class = ?2)",
+            "SELECT (SELECT COUNT(*) FROM limit_events WHERE scope = $1 AND class = $2 AND at >= $3), \
+                    (SELECT MAX(at) FROM limit_events WHERE scope = $1 AND class = $2)",
         )
         .bind(scope)
         .bind(class)
@@ -59,8 +59,8 @@ impl LimitRows {
         nth: u32,
     ) -> Result<Option<i64>, StorageError> {
         let at = sqlx::query_scalar(
-            "SELECT at FROM limit_events WHERE scope = ? AND class = ? AND at >= ? \
-             ORDER BY at LIMIT 1 OFFSET ?",
+            "SELECT at FROM limit_events WHERE scope = $1 AND class = $2 AND at >= $3 \
+             ORDER BY at LIMIT 1 OFFSET $4",
         )
         .bind(scope)
         .bind(class)
@@ -81,14 +81,14 @@ impl LimitRows {
     ) -> Result<(), StorageError> {
         let mut tx = self.pool.begin().await?;
         for (scope, class) in events {
-            sqlx::query("INSERT INTO limit_events (scope, class, at) VALUES (?, ?, ?)")
+            sqlx::query("INSERT INTO limit_events (scope, class, at) VALUES ($1, $2, $3)")
                 .bind(scope)
                 .bind(*class)
                 .bind(at)
                 .execute(&mut *tx)
                 .await?;
         }
-        sqlx::query("DELETE FROM limit_events WHERE at < ?")
+        sqlx::query("DELETE FROM limit_events WHERE at < $1")
             .bind(forget_before)
             .execute(&mut *tx)
             .await?;
@@ -106,8 +106,9 @@ impl LimitRows {
         let json = serde_json::to_string(scopes)
             .map_err(|e| StorageError::Database(format!("scopes not serialisable: {e}")))?;
         sqlx::query(
-            "INSERT OR REPLACE INTO verification_scopes (verification_id, scopes, created_at) \
-             VALUES (?, ?, ?)",
+            "INSERT INTO verification_scopes (verification_id, scopes, created_at) \
+             VALUES ($1, $2, $3) ON CONFLICT (verification_id) \
+             DO UPDATE SET scopes = excluded.scopes, created_at = excluded.created_at",
         )
         .bind(id)
         .bind(json)
@@ -120,7 +121,7 @@ impl LimitRows {
     /// The scopes of verification `id` (`None`: started before limits existed).
     pub async fn scopes(&self, id: &str) -> Result<Option<Vec<String>>, StorageError> {
         let json: Option<String> =
-            sqlx::query_scalar("SELECT scopes FROM verification_scopes WHERE verification_id = ?")
+            sqlx::query_scalar("SELECT scopes FROM verification_scopes WHERE verification_id = $1")
                 .bind(id)
                 .fetch_optional(&self.pool)
                 .await?;
@@ -133,7 +134,7 @@ impl LimitRows {
 
     /// Forgets the scopes of a verification that never started.
     pub async fn delete_scopes(&self, id: &str) -> Result<(), StorageError> {
-        sqlx::query("DELETE FROM verification_scopes WHERE verification_id = ?")
+        sqlx::query("DELETE FROM verification_scopes WHERE verification_id = $1")
             .bind(id)
             .execute(&self.pool)
             .await?;
@@ -149,17 +150,19 @@ impl LimitRows {
         forget_before: i64,
     ) -> Result<bool, StorageError> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query("DELETE FROM callback_signatures WHERE at < ?")
+        sqlx::query("DELETE FROM callback_signatures WHERE at < $1")
             .bind(forget_before)
             .execute(&mut *tx)
             .await?;
-        let inserted =
-            sqlx::query("INSERT OR IGNORE INTO callback_signatures (signature, at) VALUES (?, ?)")
-                .bind(signature)
-                .bind(at)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
+        let inserted = sqlx::query(
+            "INSERT INTO callback_signatures (signature, at) VALUES ($1, $2) \
+                 ON CONFLICT (signature) DO NOTHING",
+        )
+        .bind(signature)
+        .bind(at)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
         tx.commit().await?;
         Ok(inserted == 1)
     }

@@ -1,6 +1,6 @@
 //! Login challenges of relying parties: created, answered once (approved or refused), read.
 
-use sqlx::{Row, SqlitePool};
+use sqlx::{AnyPool, Row};
 
 use super::audit::{append_in, AuditEntry};
 use super::StorageError;
@@ -67,11 +67,11 @@ pub struct Answer {
 /// Reads and writes login challenges.
 #[derive(Clone)]
 pub struct LoginRows {
-    pool: SqlitePool,
+    pool: AnyPool,
 }
 
 impl LoginRows {
-    pub(super) fn new(pool: SqlitePool) -> Self {
+    pub(super) fn new(pool: AnyPool) -> Self {
         Self { pool }
     }
 
@@ -80,7 +80,7 @@ impl LoginRows {
         let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO login_challenges (id, relying_party, payload, min_level, status, created_at, expires_at) \
-             VALUES (?, ?, ?, ?, 'pending', ?, ?)",
+             VALUES ($1, $2, $3, $4, 'pending', $5, $6)",
         )
         .bind(&c.id)
         .bind(&c.relying_party)
@@ -90,7 +90,7 @@ impl LoginRows {
         .bind(c.expires_at)
         .execute(&mut *tx)
         .await?;
-        sqlx::query("DELETE FROM login_challenges WHERE expires_at < ?")
+        sqlx::query("DELETE FROM login_challenges WHERE expires_at < $1")
             .bind(c.created_at - 86_400)
             .execute(&mut *tx)
             .await?;
@@ -103,7 +103,7 @@ impl LoginRows {
     pub async fn get(&self, id: &str) -> Result<Option<ChallengeRow>, StorageError> {
         let row = sqlx::query(
             "SELECT id, relying_party, payload, min_level, status, reason, serial, level, subject, expires_at \
-             FROM login_challenges WHERE id = ?",
+             FROM login_challenges WHERE id = $1",
         )
         .bind(id)
         .fetch_optional(&self.pool)
@@ -136,10 +136,10 @@ impl LoginRows {
         let mut tx = self.pool.begin().await?;
         let approve = answer.status == "approved";
         let done = sqlx::query(
-            "UPDATE login_challenges SET status = ?, reason = ?, serial = ?, level = ?, subject = ?, \
-             channel = ?, answered_at = ? \
-             WHERE id = ? AND status = 'pending' AND expires_at > ? \
-             AND (? = 0 OR EXISTS (SELECT 1 FROM certificates WHERE serial = ? AND status = 'valid'))",
+            "UPDATE login_challenges SET status = $1, reason = $2, serial = $3, level = $4, subject = $5, \
+             channel = $6, answered_at = $7 \
+             WHERE id = $8 AND status = 'pending' AND expires_at > $9 \
+             AND ($10 = 0 OR EXISTS (SELECT 1 FROM certificates WHERE serial = $11 AND status = 'valid'))",
         )
         .bind(answer.status)
         .bind(&answer.reason)

@@ -1,7 +1,7 @@
 //! The `application_materials` table (migration 0011): uploaded materials, sealed, with their
 //! digest; each insert commits with its audit row.
 
-use sqlx::{Row, SqlitePool};
+use sqlx::{AnyPool, Row};
 
 use super::audit::{append_in, AuditEntry};
 use super::StorageError;
@@ -32,10 +32,10 @@ pub struct MaterialRow {
 /// The materials table.
 #[derive(Clone)]
 pub struct MaterialRows {
-    pool: SqlitePool,
+    pool: AnyPool,
 }
 
-fn row_of(r: &sqlx::sqlite::SqliteRow, with_content: bool) -> Result<MaterialRow, StorageError> {
+fn row_of(r: &sqlx::any::AnyRow, with_content: bool) -> Result<MaterialRow, StorageError> {
     let key_id: i64 = r.try_get("key_id")?;
     Ok(MaterialRow {
         id: r.try_get("id")?,
@@ -56,7 +56,7 @@ fn row_of(r: &sqlx::sqlite::SqliteRow, with_content: bool) -> Result<MaterialRow
 }
 
 impl MaterialRows {
-    pub(super) fn new(pool: SqlitePool) -> Self {
+    pub(super) fn new(pool: AnyPool) -> Self {
         Self { pool }
     }
 
@@ -65,7 +65,7 @@ impl MaterialRows {
         let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO application_materials (id, application_id, kind, media_type, size, \
-             sha256, key_id, sealed, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             sha256, key_id, sealed, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(&m.id)
         .bind(&m.application_id)
@@ -87,7 +87,7 @@ impl MaterialRows {
     pub async fn list(&self, application_id: &str) -> Result<Vec<MaterialRow>, StorageError> {
         let rows = sqlx::query(
             "SELECT id, application_id, kind, media_type, size, sha256, key_id, created_at \
-             FROM application_materials WHERE application_id = ? ORDER BY created_at, id",
+             FROM application_materials WHERE application_id = $1 ORDER BY created_at, id",
         )
         .bind(application_id)
         .fetch_all(&self.pool)
@@ -103,7 +103,7 @@ impl MaterialRows {
     ) -> Result<Option<MaterialRow>, StorageError> {
         let row = sqlx::query(
             "SELECT id, application_id, kind, media_type, size, sha256, key_id, sealed, \
-             created_at FROM application_materials WHERE application_id = ? AND id = ?",
+             created_at FROM application_materials WHERE application_id = $1 AND id = $2",
         )
         .bind(application_id)
         .bind(id)

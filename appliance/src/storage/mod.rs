@@ -14,6 +14,7 @@ mod crl;
 mod data_keys;
 mod escrow;
 mod grants;
+mod dialect;
 mod group_commit;
 mod limits;
 mod login;
@@ -23,13 +24,11 @@ mod ocsp;
 mod ops;
 mod revocation;
 mod signing;
+mod status_feed;
 mod verifications;
 
-use std::str::FromStr;
-use std::time::Duration;
-
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::SqlitePool;
+use sqlx::any::AnyPoolOptions;
+use sqlx::{AnyPool, Executor};
 
 pub use accounts::{AccountBinding, AccountRow, PhoneClaim};
 pub use agents::{AgentChange, AgentRow, AgentRows};
@@ -42,6 +41,7 @@ pub use crl::{CrlRecord, CrlRow, CrlStore};
 pub use data_keys::{DataKeyRecord, DataKeyRows};
 pub use escrow::{EscrowRow, EscrowRows, RecoveryRow};
 pub use grants::{CodeLoginRow, DownloadRow};
+pub use dialect::Backend;
 pub use limits::{LimitRows, WindowCount};
 pub use login::{Answer, ChallengeRow, LoginRows, NewChallenge};
 pub use materials::{MaterialRow, MaterialRows};
@@ -49,6 +49,7 @@ pub use notify::{CodeRow, NewCode, NewNotification, NotificationRow, NotifyRows}
 pub use ocsp::{CertStatusRow, OcspStore, ResponderRecord, StoredResponse};
 pub use revocation::{Revocation, RevocationError, RevocationStore, StatusChange};
 pub use signing::{SigningLedger, SigningRecord};
+pub use status_feed::{ChangedStatus, StatusFeed, StatusWaker};
 pub use verifications::{VerificationRow, VerificationRows};
 
 /// Errors from the database.
@@ -79,32 +80,45 @@ impl From<sqlx::Error> for StorageError {
     }
 }
 
-/// The opened database; cheap to clone.
+/// The opened database (SQLite file or PostgreSQL server, see [`Backend`]); cheap to clone.
 #[derive(Clone)]
 pub struct Storage {
-    pool: SqlitePool,
+    pool: AnyPool,
+    backend: Backend,
+    /// The PostgreSQL URL, for connections outside the pool (LISTEN); none on SQLite.
+    postgres_url: Option<String>,
 }
 
+/// SQLite settings applied to every connection: durable WAL commits, foreign keys, and a
+/// writer waiting up to 10 s for another one's lock.
+const SQLITE_PRAGMAS: &str = "PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL; \
+    PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;";
+
 impl Storage {
-    /// Opens (creating if missing) and migrates the database at `url` (`sqlite://PATH`).
+    /// Opens (creating if missing) and migrates the database at `url`: `sqlite://PATH` (the
+    /// embedded default) or `postgres://USER@HOST/DB` (several nodes sharing one database).
     pub async fn open(url: &str) -> Result<Self, StorageError> {
-        let options = SqliteConnectOptions::from_str(url)
-            .map_err(|e| StorageError::Open(e.to_string()))?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
-            .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(10));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(options)
-            .await
-            .map_err(|e| StorageError::Open(e.to_string()))?;
-        sqlx::migrate!("./migrations")
-            .run(&pool)
-            .await
-            .map_err(|e| StorageError::Open(format!("migration failed: {e}")))?;
-        Ok(Self { pool })
+        let backend = Backend::of_url(url)?;
+        let pool = match backend {
+            Backend::Sqlite => connect(&dialect::sqlite_url(url, "mode=rwc"), 4, true).await?,
+            Backend::Postgres => connect(url, 8, false).await?,
+        };
+        let migrated = match backend {
+            Backend::Sqlite => sqlx::migrate!("./migrations").run(&pool).await,
+            Backend::Postgres => sqlx::migrate!("./migrations-postgres").run(&pool).await,
+        };
+        migrated.map_err(|e| StorageError::Open(format!("migration failed: {e}")))?;
+        let postgres_url = (backend == Backend::Postgres).then(|| url.to_owned());
+        Ok(Self {
+            pool,
+            backend,
+            postgres_url,
+        })
+    }
+
+    /// Which database engine this is.
+    pub fn backend(&self) -> Backend {
+        self.backend
     }
 
     /// The CA hierarchy view.
@@ -129,7 +143,12 @@ impl Storage {
 
     /// CRL numbering, history and entry streams.
     pub fn crls(&self) -> CrlStore {
-        CrlStore::new(self.pool.clone())
+        CrlStore::new(self.pool.clone(), self.backend)
+    }
+
+    /// Status changes committed by any node, after a cursor (multi-node OCSP and CRLs).
+    pub fn status_feed(&self) -> StatusFeed {
+        StatusFeed::new(self.pool.clone(), self.postgres_url.clone())
     }
 
     /// OCSP responder certificates and pre-signed responses.
@@ -191,6 +210,21 @@ impl Storage {
     pub fn login(&self) -> LoginRows {
         LoginRows::new(self.pool.clone())
     }
+}
+
+/// Opens a pool of at most `max` connections to `url` (SQLite ones set up by [`SQLITE_PRAGMAS`]).
+async fn connect(url: &str, max: u32, sqlite: bool) -> Result<AnyPool, StorageError> {
+    dialect::install_drivers();
+    let mut options = AnyPoolOptions::new().max_connections(max);
+    if sqlite {
+        options = options.after_connect(|conn, _| {
+            Box::pin(async move { conn.execute(SQLITE_PRAGMAS).await.map(|_| ()) })
+        });
+    }
+    options
+        .connect(url)
+        .await
+        .map_err(|e| StorageError::Open(e.to_string()))
 }
 
 /// Seconds since the Unix epoch, as stored in every time column.

@@ -2,7 +2,7 @@
 //! only under the active data key), one-time codes (keyed hashes only) and captchas (keyed
 //! hashes, deleted when redeemed). Nothing here sees a phone, code or address in clear.
 
-use sqlx::{Row, SqlitePool};
+use sqlx::{AnyPool, Row};
 
 use super::StorageError;
 
@@ -100,14 +100,14 @@ pub struct NewCode<'a> {
 /// The notify tables.
 #[derive(Clone)]
 pub struct NotifyRows {
-    pool: SqlitePool,
+    pool: AnyPool,
 }
 
 fn u32_of(v: i64) -> u32 {
     u32::try_from(v).unwrap_or(u32::MAX)
 }
 
-fn row_of(r: &sqlx::sqlite::SqliteRow) -> Result<NotificationRow, StorageError> {
+fn row_of(r: &sqlx::any::AnyRow) -> Result<NotificationRow, StorageError> {
     let key_id: Option<i64> = r.try_get("key_id")?;
     Ok(NotificationRow {
         id: r.try_get("id")?,
@@ -130,7 +130,7 @@ const COLUMNS: &str = "id, channel, plugin, kind, key_id, sealed_request, sealed
     done_actions, status, attempts, next_attempt_at, last_error, created_at";
 
 impl NotifyRows {
-    pub(super) fn new(pool: SqlitePool) -> Self {
+    pub(super) fn new(pool: AnyPool) -> Self {
         Self { pool }
     }
 
@@ -142,7 +142,7 @@ impl NotifyRows {
             let done = sqlx::query(&format!(
                 "INSERT INTO notifications (id, channel, plugin, kind, key_id, sealed_request, \
                  status, next_attempt_at, created_at) \
-                 SELECT ?, ?, ?, ?, ?, ?, 'pending', ?, ? WHERE ? = {WHEN_KEY_ACTIVE}"
+                 SELECT $1, $2, $3, $4, $5, $6, 'pending', $7, $8 WHERE $9 = {WHEN_KEY_ACTIVE}"
             ))
             .bind(&n.id)
             .bind(&n.channel)
@@ -167,8 +167,8 @@ impl NotifyRows {
     /// Pending deliveries due at `now`, oldest first.
     pub async fn due(&self, now: i64, limit: i64) -> Result<Vec<NotificationRow>, StorageError> {
         let rows = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM notifications WHERE status = 'pending' AND next_attempt_at <= ? \
-             ORDER BY next_attempt_at, created_at LIMIT ?"
+            "SELECT {COLUMNS} FROM notifications WHERE status = 'pending' AND next_attempt_at <= $1 \
+             ORDER BY next_attempt_at, created_at LIMIT $2"
         ))
         .bind(now)
         .bind(limit)
@@ -179,17 +179,19 @@ impl NotifyRows {
 
     /// One delivery by id.
     pub async fn get(&self, id: &str) -> Result<Option<NotificationRow>, StorageError> {
-        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM notifications WHERE id = ?"))
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM notifications WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
         row.as_ref().map(row_of).transpose()
     }
 
     /// Every delivery of a channel, oldest first (status views and tests).
     pub async fn of_channel(&self, channel: &str) -> Result<Vec<NotificationRow>, StorageError> {
         let rows = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM notifications WHERE channel = ? ORDER BY created_at, id"
+            "SELECT {COLUMNS} FROM notifications WHERE channel = $1 ORDER BY created_at, id"
         ))
         .bind(channel)
         .fetch_all(&self.pool)
@@ -206,8 +208,8 @@ impl NotifyRows {
         sealed_actions: &[u8],
     ) -> Result<bool, StorageError> {
         let n = sqlx::query(&format!(
-            "UPDATE notifications SET sealed_actions = ? WHERE id = ? AND status = 'pending' \
-             AND key_id = ? AND ? = {WHEN_KEY_ACTIVE}"
+            "UPDATE notifications SET sealed_actions = $1 WHERE id = $2 AND status = 'pending' \
+             AND key_id = $3 AND $4 = {WHEN_KEY_ACTIVE}"
         ))
         .bind(sealed_actions)
         .bind(id)
@@ -228,8 +230,8 @@ impl NotifyRows {
         next_attempt_at: i64,
     ) -> Result<(), StorageError> {
         sqlx::query(
-            "UPDATE notifications SET attempts = attempts + 1, done_actions = ?, last_error = ?, \
-             next_attempt_at = ? WHERE id = ? AND status = 'pending'",
+            "UPDATE notifications SET attempts = attempts + 1, done_actions = $1, last_error = $2, \
+             next_attempt_at = $3 WHERE id = $4 AND status = 'pending'",
         )
         .bind(done_actions)
         .bind(error)
@@ -250,9 +252,9 @@ impl NotifyRows {
         now: i64,
     ) -> Result<(), StorageError> {
         sqlx::query(
-            "UPDATE notifications SET status = ?, attempts = attempts + 1, done_actions = ?, \
-             last_error = ?, finished_at = ?, sealed_request = NULL, sealed_actions = NULL, \
-             key_id = NULL WHERE id = ? AND status = 'pending'",
+            "UPDATE notifications SET status = $1, attempts = attempts + 1, done_actions = $2, \
+             last_error = $3, finished_at = $4, sealed_request = NULL, sealed_actions = NULL, \
+             key_id = NULL WHERE id = $5 AND status = 'pending'",
         )
         .bind(status)
         .bind(done_actions)
@@ -271,7 +273,7 @@ impl NotifyRows {
         limit: i64,
     ) -> Result<Vec<String>, StorageError> {
         let ids = sqlx::query_scalar(
-            "SELECT id FROM notifications WHERE key_id IS NOT NULL AND key_id <> ? LIMIT ?",
+            "SELECT id FROM notifications WHERE key_id IS NOT NULL AND key_id <> $1 LIMIT $2",
         )
         .bind(i64::from(key_id))
         .bind(limit)
@@ -291,8 +293,8 @@ impl NotifyRows {
         sealed_actions: Option<&[u8]>,
     ) -> Result<bool, StorageError> {
         let n = sqlx::query(&format!(
-            "UPDATE notifications SET key_id = ?, sealed_request = ?, sealed_actions = ? \
-             WHERE id = ? AND key_id = ? AND ? = {WHEN_KEY_ACTIVE}"
+            "UPDATE notifications SET key_id = $1, sealed_request = $2, sealed_actions = $3 \
+             WHERE id = $4 AND key_id = $5 AND $6 = {WHEN_KEY_ACTIVE}"
         ))
         .bind(i64::from(new_key))
         .bind(sealed_request)
@@ -314,7 +316,7 @@ impl NotifyRows {
     ) -> Result<Option<CodeRow>, StorageError> {
         let row = sqlx::query(
             "SELECT key_id, code_mac, attempts, state, expires_at, resend_after \
-             FROM one_time_codes WHERE application_id = ? AND purpose = ?",
+             FROM one_time_codes WHERE application_id = $1 AND purpose = $2",
         )
         .bind(application_id)
         .bind(purpose)
@@ -339,12 +341,12 @@ impl NotifyRows {
         let n = sqlx::query(
             "INSERT INTO one_time_codes (application_id, purpose, key_id, code_mac, phone_mac, \
              attempts, state, expires_at, resend_after, created_at) \
-             VALUES (?, ?, ?, ?, ?, 0, 'open', ?, ?, ?) \
+             VALUES ($1, $2, $3, $4, $5, 0, 'open', $6, $7, $8) \
              ON CONFLICT (application_id, purpose) DO UPDATE SET key_id = excluded.key_id, \
              code_mac = excluded.code_mac, phone_mac = excluded.phone_mac, attempts = 0, \
              state = 'open', expires_at = excluded.expires_at, \
              resend_after = excluded.resend_after, created_at = excluded.created_at \
-             WHERE one_time_codes.resend_after <= ?",
+             WHERE one_time_codes.resend_after <= $9",
         )
         .bind(c.application_id)
         .bind(c.purpose)
@@ -367,7 +369,7 @@ impl NotifyRows {
         application_id: &str,
         purpose: &str,
     ) -> Result<(), StorageError> {
-        sqlx::query("DELETE FROM one_time_codes WHERE application_id = ? AND purpose = ?")
+        sqlx::query("DELETE FROM one_time_codes WHERE application_id = $1 AND purpose = $2")
             .bind(application_id)
             .bind(purpose)
             .execute(&self.pool)
@@ -387,8 +389,8 @@ impl NotifyRows {
         let now = attempts.saturating_add(1);
         let state = if now >= max_attempts { "void" } else { "open" };
         let n = sqlx::query(
-            "UPDATE one_time_codes SET attempts = ?, state = ? \
-             WHERE application_id = ? AND purpose = ? AND state = 'open' AND attempts = ?",
+            "UPDATE one_time_codes SET attempts = $1, state = $2 \
+             WHERE application_id = $3 AND purpose = $4 AND state = 'open' AND attempts = $5",
         )
         .bind(i64::from(now))
         .bind(state)
@@ -410,7 +412,7 @@ impl NotifyRows {
     ) -> Result<bool, StorageError> {
         let n = sqlx::query(
             "UPDATE one_time_codes SET state = 'used' \
-             WHERE application_id = ? AND purpose = ? AND state = 'open' AND attempts = ?",
+             WHERE application_id = $1 AND purpose = $2 AND state = 'open' AND attempts = $3",
         )
         .bind(application_id)
         .bind(purpose)
@@ -431,13 +433,13 @@ impl NotifyRows {
         now: i64,
     ) -> Result<(), StorageError> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query("DELETE FROM captchas WHERE expires_at < ?")
+        sqlx::query("DELETE FROM captchas WHERE expires_at < $1")
             .bind(now)
             .execute(&mut *tx)
             .await?;
         sqlx::query(
             "INSERT INTO captchas (id, subject, answer_mac, expires_at, created_at) \
-             VALUES (?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5)",
         )
         .bind(id)
         .bind(subject)
@@ -456,7 +458,7 @@ impl NotifyRows {
         id: &str,
     ) -> Result<Option<(String, Vec<u8>, i64)>, StorageError> {
         let row = sqlx::query(
-            "DELETE FROM captchas WHERE id = ? RETURNING subject, answer_mac, expires_at",
+            "DELETE FROM captchas WHERE id = $1 RETURNING subject, answer_mac, expires_at",
         )
         .bind(id)
         .fetch_optional(&self.pool)

@@ -1,6 +1,6 @@
 //! Delegated OCSP responder certificates and the pre-signed OCSP responses.
 
-use sqlx::{Row, SqlitePool};
+use sqlx::{AnyPool, Row};
 
 use super::audit::{append_in, AuditEntry};
 use super::{unix_now, StorageError};
@@ -59,7 +59,7 @@ pub struct CertStatusRow {
     pub status_seq: i64,
 }
 
-fn status_row(r: &sqlx::sqlite::SqliteRow) -> Result<CertStatusRow, sqlx::Error> {
+fn status_row(r: &sqlx::any::AnyRow) -> Result<CertStatusRow, sqlx::Error> {
     Ok(CertStatusRow {
         status_seq: r.try_get("status_seq")?,
         ca_id: r.try_get("ca_id")?,
@@ -74,11 +74,11 @@ fn status_row(r: &sqlx::sqlite::SqliteRow) -> Result<CertStatusRow, sqlx::Error>
 /// Reads and writes responder certificates and pre-signed responses.
 #[derive(Clone)]
 pub struct OcspStore {
-    pool: SqlitePool,
+    pool: AnyPool,
 }
 
 impl OcspStore {
-    pub(super) fn new(pool: SqlitePool) -> Self {
+    pub(super) fn new(pool: AnyPool) -> Self {
         Self { pool }
     }
 
@@ -89,7 +89,7 @@ impl OcspStore {
     ) -> Result<Option<ResponderRecord>, StorageError> {
         let row = sqlx::query(
             "SELECT ca_id, key_uri, certificate, not_before, not_after FROM ocsp_responders
-             WHERE ca_id = ? ORDER BY not_after DESC, id DESC LIMIT 1",
+             WHERE ca_id = $1 ORDER BY not_after DESC, id DESC LIMIT 1",
         )
         .bind(ca_id)
         .fetch_optional(&self.pool)
@@ -113,7 +113,7 @@ impl OcspStore {
         let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO ocsp_responders (ca_id, key_uri, certificate, not_before, not_after, created_at)
-             VALUES (?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(rec.ca_id)
         .bind(&rec.key_uri)
@@ -139,7 +139,7 @@ impl OcspStore {
             "SELECT o.ca_id, o.serial, o.der, o.this_update, o.next_update, o.status_seq
              FROM ocsp_responses o
              JOIN certificates c ON c.ca_id = o.ca_id AND c.serial = o.serial
-             WHERE o.ca_id = ? AND o.next_update > ? AND o.status_seq = c.status_seq",
+             WHERE o.ca_id = $1 AND o.next_update > $2 AND o.status_seq = c.status_seq",
         )
         .bind(ca_id)
         .bind(now)
@@ -174,8 +174,8 @@ impl OcspStore {
             for r in chunk {
                 let done = sqlx::query(
                     "INSERT INTO ocsp_responses (ca_id, serial, der, this_update, next_update, status_seq)
-                     SELECT ?, ?, ?, ?, ?, ? WHERE EXISTS (
-                         SELECT 1 FROM certificates WHERE ca_id = ? AND serial = ? AND status_seq = ?)
+                     SELECT $1, $2, $3, $4, $5, $6 WHERE EXISTS (
+                         SELECT 1 FROM certificates WHERE ca_id = $7 AND serial = $8 AND status_seq = $9)
                      ON CONFLICT (ca_id, serial) DO UPDATE SET der = excluded.der,
                          this_update = excluded.this_update, next_update = excluded.next_update,
                          status_seq = excluded.status_seq
@@ -214,9 +214,9 @@ impl OcspStore {
                     c.status_seq
              FROM certificates c
              LEFT JOIN ocsp_responses o ON o.ca_id = c.ca_id AND o.serial = c.serial
-             WHERE c.ca_id = ? AND (c.not_after > ? OR c.status <> 'valid')
-               AND (o.serial IS NULL OR o.status_seq <> c.status_seq OR o.next_update < ?)
-             LIMIT ?",
+             WHERE c.ca_id = $1 AND (c.not_after > $2 OR c.status <> 'valid')
+               AND (o.serial IS NULL OR o.status_seq <> c.status_seq OR o.next_update < $3)
+             LIMIT $4",
         )
         .bind(ca_id)
         .bind(now)
@@ -238,7 +238,7 @@ impl OcspStore {
     ) -> Result<Option<CertStatusRow>, StorageError> {
         let row = sqlx::query(
             "SELECT ca_id, serial, status, revoked_at, revocation_reason, not_after, status_seq
-             FROM certificates WHERE ca_id = ? AND serial = ?",
+             FROM certificates WHERE ca_id = $1 AND serial = $2",
         )
         .bind(ca_id)
         .bind(serial)
@@ -259,10 +259,10 @@ impl OcspStore {
     ) -> Result<Vec<CertStatusRow>, StorageError> {
         let mut out = Vec::with_capacity(serials.len());
         for chunk in serials.chunks(500) {
-            let marks = vec!["?"; chunk.len()].join(", ");
+            let marks = super::dialect::placeholders(2, chunk.len());
             let sql = format!(
                 "SELECT ca_id, serial, status, revoked_at, revocation_reason, not_after, status_seq
-                 FROM certificates WHERE ca_id = ? AND serial IN ({marks})"
+                 FROM certificates WHERE ca_id = $1 AND serial IN ({marks})"
             );
             let mut query = sqlx::query(&sql).bind(ca_id);
             for serial in chunk {
@@ -298,7 +298,7 @@ impl OcspStore {
                 sqlx::query(
                     "INSERT INTO certificates (serial, ca_id, profile, channel, subject_dn, not_before,
                          not_after, der, issued_at, status, revoked_at, revocation_reason, invalidity_date)
-                     VALUES (?, ?, 'bench', NULL, 'CN=bench', ?, ?, x'', ?, ?, ?, ?, ?)",
+                     VALUES ($1, $2, 'bench', NULL, 'CN=bench', $3, $4, x'', $5, $6, $7, $8, $9)",
                 )
                 .bind(serial)
                 .bind(ca_id)

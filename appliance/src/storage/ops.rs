@@ -2,16 +2,14 @@
 
 use std::path::Path;
 
-use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
-
-use super::{unix_now, Storage, StorageError};
+use super::{connect, unix_now, Backend, Storage, StorageError};
 
 impl Storage {
     /// Readiness: commits a one-row write (the database is writable, its disk takes a durable
     /// commit, and no writer holds the lock beyond the busy timeout).
     pub async fn probe_write(&self) -> Result<(), StorageError> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query("UPDATE ops_probe SET probed_at = ? WHERE id = 1")
+        sqlx::query("UPDATE ops_probe SET probed_at = $1 WHERE id = 1")
             .bind(unix_now())
             .execute(&mut *tx)
             .await?;
@@ -21,12 +19,17 @@ impl Storage {
 
     /// Writes a consistent copy of the whole database to `dest` (which must not exist) while
     /// others keep reading and writing: SQLite's `VACUUM INTO` reads one snapshot (SQLite only;
-    /// a PostgreSQL backend would use its own dump).
+    /// a PostgreSQL database is backed up with its own tools, `pg_dump` or base backups).
     pub async fn backup_into(&self, dest: &Path) -> Result<(), StorageError> {
+        if self.backend != Backend::Sqlite {
+            return Err(StorageError::Database(
+                "backup copies SQLite databases only; back PostgreSQL up with pg_dump".into(),
+            ));
+        }
         let dest = dest
             .to_str()
             .ok_or_else(|| StorageError::Open(format!("{} is not UTF-8", dest.display())))?;
-        sqlx::query("VACUUM INTO ?")
+        sqlx::query("VACUUM INTO $1")
             .bind(dest)
             .execute(&self.pool)
             .await?;
@@ -53,16 +56,15 @@ impl Storage {
     /// Opens a backup copy read-only and immutable (no lock, no WAL or shm file created, no
     /// migration), to check it without changing a byte of it.
     pub async fn open_snapshot(path: &Path) -> Result<Self, StorageError> {
-        let options = SqliteConnectOptions::new()
-            .filename(path)
-            .read_only(true)
-            .immutable(true);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect_with(options)
-            .await
-            .map_err(|e| StorageError::Open(e.to_string()))?;
-        Ok(Self { pool })
+        let path = path
+            .to_str()
+            .ok_or_else(|| StorageError::Open(format!("{} is not UTF-8", path.display())))?;
+        let pool = connect(&format!("sqlite://{path}?mode=ro&immutable=true"), 1, false).await?;
+        Ok(Self {
+            pool,
+            backend: Backend::Sqlite,
+            postgres_url: None,
+        })
     }
 
     /// Closes every connection (checkpointing the WAL into the database file).

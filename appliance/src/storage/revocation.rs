@@ -1,6 +1,6 @@
 //! Revocation and unhold: one transaction each, with its audit row, durable before it returns.
 
-use sqlx::{Row, SqliteConnection, SqlitePool};
+use sqlx::{AnyConnection, AnyPool, Row};
 
 use super::audit::{append_in, AuditEntry};
 use super::{unix_now, StorageError};
@@ -71,20 +71,24 @@ pub struct StatusChange {
 /// Records revocations and unholds.
 #[derive(Clone)]
 pub struct RevocationStore {
-    pool: SqlitePool,
+    pool: AnyPool,
 }
 
-/// Takes the next `status_seq`; as the first statement of a transaction it also takes the write lock.
-async fn next_status_seq(conn: &mut SqliteConnection) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar(
+/// Takes the next `status_seq`; as the first statement of a transaction it also takes the write
+/// lock (the counter row's lock on PostgreSQL, so sequence numbers commit in order). Other
+/// nodes are told when the transaction commits (see [`super::StatusFeed`]).
+async fn next_status_seq(conn: &mut AnyConnection) -> Result<i64, sqlx::Error> {
+    let seq = sqlx::query_scalar(
         "UPDATE counters SET value = value + 1 WHERE name = 'status_seq' RETURNING value",
     )
-    .fetch_one(conn)
-    .await
+    .fetch_one(&mut *conn)
+    .await?;
+    super::dialect::notify_status_change(conn).await?;
+    Ok(seq)
 }
 
 impl RevocationStore {
-    pub(super) fn new(pool: SqlitePool) -> Self {
+    pub(super) fn new(pool: AnyPool) -> Self {
         Self { pool }
     }
 
@@ -98,7 +102,7 @@ impl RevocationStore {
         let mut tx = self.pool.begin().await?;
         let seq = next_status_seq(&mut tx).await?;
         let row = sqlx::query(
-            "SELECT ca_id, status, revoked_at, revocation_reason FROM certificates WHERE serial = ?",
+            "SELECT ca_id, status, revoked_at, revocation_reason FROM certificates WHERE serial = $1",
         )
         .bind(&rev.serial)
         .fetch_optional(&mut *tx)
@@ -120,10 +124,10 @@ impl RevocationStore {
         };
         let reason = (rev.reason != 0).then_some(rev.reason);
         sqlx::query(
-            "UPDATE certificates SET status = ?, revoked_at = ?, revocation_reason = ?,
-                 invalidity_date = COALESCE(?, invalidity_date), status_seq = ?, status_changed_at = ?,
-                 hold_actor = ?
-             WHERE serial = ?",
+            "UPDATE certificates SET status = $1, revoked_at = $2, revocation_reason = $3,
+                 invalidity_date = COALESCE($4, invalidity_date), status_seq = $5, status_changed_at = $6,
+                 hold_actor = $7
+             WHERE serial = $8",
         )
         .bind(new_status)
         .bind(at)
@@ -155,7 +159,7 @@ impl RevocationStore {
         )
         .await?;
         let invalidity_date: Option<i64> =
-            sqlx::query_scalar("SELECT invalidity_date FROM certificates WHERE serial = ?")
+            sqlx::query_scalar("SELECT invalidity_date FROM certificates WHERE serial = $1")
                 .bind(&rev.serial)
                 .fetch_one(&mut *tx)
                 .await?;
@@ -177,7 +181,7 @@ impl RevocationStore {
         let mut tx = self.pool.begin().await?;
         let seq = next_status_seq(&mut tx).await?;
         let row =
-            sqlx::query("SELECT ca_id, status, hold_actor FROM certificates WHERE serial = ?")
+            sqlx::query("SELECT ca_id, status, hold_actor FROM certificates WHERE serial = $1")
                 .bind(serial)
                 .fetch_optional(&mut *tx)
                 .await?
@@ -198,8 +202,8 @@ impl RevocationStore {
         }
         sqlx::query(
             "UPDATE certificates SET status = 'valid', revoked_at = NULL, revocation_reason = NULL,
-                 invalidity_date = NULL, status_seq = ?, status_changed_at = ?, hold_actor = NULL
-             WHERE serial = ?",
+                 invalidity_date = NULL, status_seq = $1, status_changed_at = $2, hold_actor = NULL
+             WHERE serial = $3",
         )
         .bind(seq)
         .bind(unix_now())

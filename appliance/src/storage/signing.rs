@@ -2,7 +2,7 @@
 //! row before the HSM signs. Group-committed like issued certificates (one fsync, many rows).
 
 use futures_util::future::BoxFuture;
-use sqlx::SqlitePool;
+use sqlx::AnyPool;
 
 use super::audit::{append_in, AuditEntry};
 use super::group_commit::GroupCommit;
@@ -32,7 +32,7 @@ pub struct SigningLedger {
 }
 
 impl SigningLedger {
-    pub(super) fn new(pool: SqlitePool) -> Self {
+    pub(super) fn new(pool: AnyPool) -> Self {
         Self {
             writer: GroupCommit::start(pool, commit_boxed),
         }
@@ -50,19 +50,19 @@ impl SigningLedger {
 }
 
 fn commit_boxed<'a>(
-    pool: &'a SqlitePool,
+    pool: &'a AnyPool,
     rows: &'a [Pending],
 ) -> BoxFuture<'a, Result<(), StorageError>> {
     Box::pin(commit_batch(pool, rows))
 }
 
-async fn commit_batch(pool: &SqlitePool, rows: &[Pending]) -> Result<(), StorageError> {
+async fn commit_batch(pool: &AnyPool, rows: &[Pending]) -> Result<(), StorageError> {
     let mut tx = pool.begin().await?;
     let now = unix_now();
     for (r, audit) in rows {
         sqlx::query(
             "INSERT INTO signing_records (ca_name, ca_generation, kind, serial, tbs_sha256, recorded_at)
-             VALUES (?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(&r.ca_name)
         .bind(r.ca_generation)

@@ -5,8 +5,8 @@
 //! active one, so after a rotation commits no new value is sealed under an old key. Finished rows
 //! lose their personal columns after the retention time ([`VerificationRows::purge_finished`]).
 
-use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, SqlitePool};
+use sqlx::any::AnyRow;
+use sqlx::{AnyPool, Row};
 
 use super::audit::{append_in, AuditEntry};
 use super::StorageError;
@@ -74,7 +74,7 @@ fn key_id_of(id: i64) -> Result<u32, sqlx::Error> {
     u32::try_from(id).map_err(|e| sqlx::Error::Decode(Box::new(e)))
 }
 
-fn row_of(r: &SqliteRow) -> Result<VerificationRow, sqlx::Error> {
+fn row_of(r: &AnyRow) -> Result<VerificationRow, sqlx::Error> {
     Ok(VerificationRow {
         id: r.try_get("id")?,
         owner: r.try_get("owner")?,
@@ -100,14 +100,14 @@ fn row_of(r: &SqliteRow) -> Result<VerificationRow, sqlx::Error> {
 /// The verifications table.
 #[derive(Clone)]
 pub struct VerificationRows {
-    pool: SqlitePool,
+    pool: AnyPool,
 }
 
 /// Only write when the row's key is the active data key.
 const WHEN_KEY_ACTIVE: &str = "(SELECT id FROM data_keys WHERE state = 'active')";
 
 impl VerificationRows {
-    pub(super) fn new(pool: SqlitePool) -> Self {
+    pub(super) fn new(pool: AnyPool) -> Self {
         Self { pool }
     }
 
@@ -121,8 +121,8 @@ impl VerificationRows {
     ) -> Result<bool, StorageError> {
         let mut tx = self.pool.begin().await?;
         let done = sqlx::query(&format!(
-            "INSERT INTO verifications ({COLUMNS}) SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, \
-             ?, ?, ?, ?, ? WHERE ? = {WHEN_KEY_ACTIVE}"
+            "INSERT INTO verifications ({COLUMNS}) SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, \
+             $14, $15, $16, $17, $18 WHERE $19 = {WHEN_KEY_ACTIVE}"
         ))
         .bind(&row.id)
         .bind(&row.owner)
@@ -168,10 +168,10 @@ impl VerificationRows {
     ) -> Result<bool, StorageError> {
         let mut tx = self.pool.begin().await?;
         let done = sqlx::query(&format!(
-            "UPDATE verifications SET status = ?, revision = ?, key_id = ?, reference_mac = ?, \
-             sealed_reference = ?, sealed_applicant = ?, sealed_state = ?, outbox_len = ?, \
-             timers = ?, next_due = ?, sealed_result = ?, updated_at = ?, finished_at = ? \
-             WHERE id = ? AND revision = ? AND key_id = ? AND ? = {WHEN_KEY_ACTIVE}"
+            "UPDATE verifications SET status = $1, revision = $2, key_id = $3, reference_mac = $4, \
+             sealed_reference = $5, sealed_applicant = $6, sealed_state = $7, outbox_len = $8, \
+             timers = $9, next_due = $10, sealed_result = $11, updated_at = $12, finished_at = $13 \
+             WHERE id = $14 AND revision = $15 AND key_id = $16 AND $17 = {WHEN_KEY_ACTIVE}"
         ))
         .bind(&row.status)
         .bind(row.revision)
@@ -204,10 +204,12 @@ impl VerificationRows {
 
     /// One row by id.
     pub async fn get(&self, id: &str) -> Result<Option<VerificationRow>, StorageError> {
-        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM verifications WHERE id = ?"))
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM verifications WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
         Ok(row.as_ref().map(row_of).transpose()?)
     }
 
@@ -221,9 +223,9 @@ impl VerificationRows {
         if macs.is_empty() {
             return Ok(None);
         }
-        let marks = vec!["?"; macs.len()].join(", ");
+        let marks = super::dialect::placeholders(2, macs.len());
         let sql =
-            format!("SELECT id FROM verifications WHERE owner = ? AND reference_mac IN ({marks})");
+            format!("SELECT id FROM verifications WHERE owner = $1 AND reference_mac IN ({marks})");
         let mut q = sqlx::query_scalar(&sql).bind(owner);
         for mac in macs {
             q = q.bind(mac);
@@ -237,15 +239,13 @@ impl VerificationRows {
         key_id: u32,
         limit: i64,
     ) -> Result<Vec<String>, StorageError> {
-        Ok(
-            sqlx::query_scalar(
-                "SELECT id FROM verifications WHERE key_id <> ? ORDER BY id LIMIT ?",
-            )
-            .bind(i64::from(key_id))
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await?,
+        Ok(sqlx::query_scalar(
+            "SELECT id FROM verifications WHERE key_id <> $1 ORDER BY id LIMIT $2",
         )
+        .bind(i64::from(key_id))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
     }
 
     /// Every verification id (for checks and tests).
@@ -271,9 +271,9 @@ impl VerificationRows {
         let mut tx = self.pool.begin().await?;
         let ids: Vec<String> = sqlx::query_scalar(
             "UPDATE verifications SET sealed_applicant = NULL, sealed_state = NULL, \
-             sealed_reference = NULL, reference_mac = NULL, purged_at = ? \
+             sealed_reference = NULL, reference_mac = NULL, purged_at = $1 \
              WHERE status IN ('succeeded', 'failed') AND finished_at IS NOT NULL \
-             AND finished_at <= ? AND purged_at IS NULL RETURNING id",
+             AND finished_at <= $2 AND purged_at IS NULL RETURNING id",
         )
         .bind(now)
         .bind(cutoff)
@@ -306,7 +306,7 @@ impl VerificationRows {
     /// Ids of this plugin's rows with committed, unanswered HTTP actions, oldest first.
     pub async fn with_outbox(&self, plugin: &str) -> Result<Vec<String>, StorageError> {
         Ok(sqlx::query_scalar(
-            "SELECT id FROM verifications WHERE plugin = ? AND outbox_len > 0 \
+            "SELECT id FROM verifications WHERE plugin = $1 AND outbox_len > 0 \
              AND status IN ('pending', 'awaiting_user') ORDER BY created_at, id",
         )
         .bind(plugin)
@@ -321,7 +321,7 @@ impl VerificationRows {
         now: i64,
     ) -> Result<Vec<(String, String)>, StorageError> {
         let rows = sqlx::query(
-            "SELECT id, timers FROM verifications WHERE plugin = ? AND next_due <= ? \
+            "SELECT id, timers FROM verifications WHERE plugin = $1 AND next_due <= $2 \
              AND status IN ('pending', 'awaiting_user') ORDER BY next_due, id",
         )
         .bind(plugin)

@@ -1,0 +1,362 @@
+//! The storage layer against both backends: every test runs the same calls on a fresh SQLite
+//! file and on a fresh PostgreSQL database (tests/src/postgres.rs; PostgreSQL missing fails).
+
+use std::collections::BTreeSet;
+
+use ca_appliance::storage::{
+    AuditEntry, Backend, CertificateQuery, CrlRow, NewCa, NewCertificate, Revocation,
+    RevocationError, Storage, StorageError, StoredResponse,
+};
+use system_tests::postgres::PgDatabase;
+
+/// One opened backend; keeps its temp dir or database alive.
+struct Opened {
+    storage: Storage,
+    _sqlite: Option<tempfile::TempDir>,
+    _pg: Option<PgDatabase>,
+}
+
+/// A fresh SQLite file and a fresh PostgreSQL database, both migrated.
+async fn backends() -> Vec<Opened> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sqlite = Storage::open(&format!("sqlite://{}", dir.path().join("s.db").display()))
+        .await
+        .expect("open sqlite");
+    assert_eq!(sqlite.backend(), Backend::Sqlite);
+    let db = PgDatabase::create();
+    let pg = Storage::open(&db.url()).await.expect("open postgres");
+    assert_eq!(pg.backend(), Backend::Postgres);
+    vec![
+        Opened {
+            storage: sqlite,
+            _sqlite: Some(dir),
+            _pg: None,
+        },
+        Opened {
+            storage: pg,
+            _sqlite: None,
+            _pg: Some(db),
+        },
+    ]
+}
+
+fn entry(action: &str, target: &str) -> AuditEntry {
+    AuditEntry {
+        actor: "test".into(),
+        action: action.into(),
+        target: target.into(),
+        detail: serde_json::json!({"n": target}),
+    }
+}
+
+async fn add_ca(s: &Storage, name: &str) -> i64 {
+    s.authorities()
+        .insert(
+            &NewCa {
+                name,
+                generation: 1,
+                parent_id: None,
+                key_uri: "pkcs11:object=test",
+                certificate: &[0x30, 0x00],
+                not_before: 0,
+                not_after: 4_000_000_000,
+            },
+            &entry("ceremony.create_ca", name),
+        )
+        .await
+        .expect("insert CA")
+}
+
+fn cert(serial: &str, ca_id: i64) -> NewCertificate {
+    NewCertificate {
+        serial: serial.into(),
+        ca_id,
+        profile: "personal".into(),
+        channel: Some("demo".into()),
+        subject_dn: format!("CN={serial}"),
+        not_before: 0,
+        not_after: 4_000_000_000,
+        der: vec![0x30, 0x03, 0x02, 0x01, 0x01],
+    }
+}
+
+#[tokio::test]
+async fn concurrent_inserts_commit_in_groups_and_a_duplicate_serial_fails_alone() {
+    for b in backends().await {
+        let s = &b.storage;
+        let ca = add_ca(s, "issuing").await;
+        let certs = s.certificates();
+        let mut tasks = Vec::new();
+        for i in 0..64 {
+            let certs = certs.clone();
+            // Serial 07 twice: exactly one of the two must be refused as a duplicate.
+            let serial = if i == 63 {
+                "07".to_owned()
+            } else {
+                format!("{i:02x}")
+            };
+            tasks.push(tokio::spawn(async move {
+                certs
+                    .insert(cert(&serial, ca), entry("certificate.issue", &serial))
+                    .await
+            }));
+        }
+        let mut ok = 0;
+        let mut duplicates = 0;
+        for t in tasks {
+            match t.await.expect("task") {
+                Ok(()) => ok += 1,
+                Err(StorageError::Duplicate(_)) => duplicates += 1,
+                Err(e) => panic!("{:?}: unexpected {e}", s.backend()),
+            }
+        }
+        assert_eq!((ok, duplicates), (63, 1), "{:?}", s.backend());
+        let got = certs.get("3e").await.expect("get").expect("present");
+        assert_eq!((got.ca_id, got.status.as_str()), (ca, "valid"));
+        assert_eq!(got.der, vec![0x30, 0x03, 0x02, 0x01, 0x01]);
+        assert_eq!(got.channel.as_deref(), Some("demo"));
+        // The CA row plus 63 issued certificates, chained without a fork.
+        assert_eq!(s.audit().verify().await.expect("verify"), Ok(64));
+    }
+}
+
+#[tokio::test]
+async fn revocations_feed_full_and_delta_crl_streams_and_crl_numbers_only_grow() {
+    for b in backends().await {
+        let s = &b.storage;
+        let ca = add_ca(s, "issuing").await;
+        for i in 0..10 {
+            let serial = format!("{i:02x}");
+            s.certificates()
+                .insert(cert(&serial, ca), entry("certificate.issue", &serial))
+                .await
+                .expect("insert");
+        }
+        let rev = s.revocations();
+        let revoke = |serial: &str, reason: i64| Revocation {
+            serial: serial.into(),
+            reason,
+            invalidity_date: (reason == 1).then_some(1_700_000_000),
+        };
+        rev.revoke(&revoke("01", 1), "operator:t")
+            .await
+            .expect("revoke 01");
+        rev.revoke(&revoke("02", 0), "operator:t")
+            .await
+            .expect("revoke 02");
+        let base = s.crls().status_seq().await.expect("seq");
+        rev.revoke(&revoke("03", 6), "operator:t")
+            .await
+            .expect("hold 03");
+        rev.revoke(&revoke("04", 4), "operator:t")
+            .await
+            .expect("revoke 04");
+        assert!(matches!(
+            rev.revoke(&revoke("02", 4), "operator:t").await,
+            Err(RevocationError::AlreadyRevoked)
+        ));
+        assert!(matches!(
+            rev.revoke(&revoke("ff", 0), "operator:t").await,
+            Err(RevocationError::NotFound)
+        ));
+
+        let mut full: Vec<CrlRow> = Vec::new();
+        let seq = s
+            .crls()
+            .stream_entries::<StorageError, _>(ca, None, None, |r| {
+                full.push(r);
+                Ok(())
+            })
+            .await
+            .expect("full stream");
+        let listed: BTreeSet<(String, String)> = full
+            .iter()
+            .map(|r| (r.serial.clone(), r.status.clone()))
+            .collect();
+        let expect: BTreeSet<(String, String)> = [
+            ("01", "revoked"),
+            ("02", "revoked"),
+            ("03", "hold"),
+            ("04", "revoked"),
+        ]
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
+        assert_eq!(listed, expect, "{:?}", s.backend());
+        let one = full.iter().find(|r| r.serial == "01").expect("01 listed");
+        assert_eq!(
+            (one.revocation_reason, one.invalidity_date),
+            (Some(1), Some(1_700_000_000))
+        );
+        assert!(one.revoked_at.is_some());
+
+        let mut delta = Vec::new();
+        let seq2 = s
+            .crls()
+            .stream_entries::<StorageError, _>(ca, Some(base), None, |r| {
+                delta.push(r.serial);
+                Ok(())
+            })
+            .await
+            .expect("delta stream");
+        delta.sort();
+        assert_eq!(
+            delta,
+            vec!["03".to_owned(), "04".to_owned()],
+            "{:?}",
+            s.backend()
+        );
+        assert_eq!(seq, seq2);
+
+        rev.unhold("03", "operator:t").await.expect("unhold");
+        let mut after_unhold = Vec::new();
+        s.crls()
+            .stream_entries::<StorageError, _>(ca, Some(seq), None, |r| {
+                after_unhold.push((r.serial, r.status));
+                Ok(())
+            })
+            .await
+            .expect("delta after unhold");
+        assert_eq!(after_unhold, vec![("03".to_owned(), "valid".to_owned())]);
+
+        let a = s.crls().next_crl_number().await.expect("number");
+        let c = s.crls().next_crl_number().await.expect("number");
+        assert!(c > a, "{:?}: {c} after {a}", s.backend());
+    }
+}
+
+#[tokio::test]
+async fn ocsp_statuses_are_read_by_list_and_a_response_for_an_old_status_is_not_kept() {
+    for b in backends().await {
+        let s = &b.storage;
+        let ca = add_ca(s, "issuing").await;
+        for serial in ["0a", "0b", "0c"] {
+            s.certificates()
+                .insert(cert(serial, ca), entry("certificate.issue", serial))
+                .await
+                .expect("insert");
+        }
+        let ocsp = s.ocsp();
+        let serials = vec!["0a".to_owned(), "0c".to_owned(), "zz".to_owned()];
+        let mut rows = ocsp.statuses_of(ca, &serials).await.expect("statuses");
+        rows.sort_by(|x, y| x.serial.cmp(&y.serial));
+        let names: Vec<&str> = rows.iter().map(|r| r.serial.as_str()).collect();
+        assert_eq!(names, ["0a", "0c"], "{:?}", s.backend());
+        let old_seq = rows[0].status_seq;
+
+        let change = s
+            .revocations()
+            .revoke(
+                &Revocation {
+                    serial: "0a".into(),
+                    reason: 0,
+                    invalidity_date: None,
+                },
+                "operator:t",
+            )
+            .await
+            .expect("revoke");
+        let response = |seq: i64| StoredResponse {
+            ca_id: ca,
+            serial: "0a".into(),
+            der: vec![seq as u8],
+            this_update: 1,
+            next_update: 4_000_000_000,
+            status_seq: seq,
+        };
+        let kept = ocsp
+            .save_responses(&[response(change.status_seq), response(old_seq)])
+            .await
+            .expect("save");
+        assert_eq!(kept, vec![true, false], "{:?}", s.backend());
+        let loaded = ocsp.load_responses(ca, 2).await.expect("load");
+        assert_eq!(loaded.len(), 1);
+        assert_eq!(loaded[0].status_seq, change.status_seq);
+        assert_eq!(ocsp.count_responses().await.expect("count"), 1);
+
+        let found = s
+            .console()
+            .search(&CertificateQuery {
+                status: Some("revoked".into()),
+                ..Default::default()
+            })
+            .await
+            .expect("search");
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].serial, "0a");
+        let all = s
+            .console()
+            .search(&CertificateQuery::default())
+            .await
+            .expect("search all");
+        assert_eq!(all.len(), 3);
+    }
+}
+
+#[tokio::test]
+async fn upserts_replays_and_returned_ids_behave_alike() {
+    for b in backends().await {
+        let s = &b.storage;
+        let limits = s.limits();
+        limits
+            .save_scopes("vrf_1", &["a".to_owned()], 10)
+            .await
+            .expect("save");
+        limits
+            .save_scopes("vrf_1", &["b".to_owned(), "c".to_owned()], 11)
+            .await
+            .expect("replace");
+        assert_eq!(
+            limits.scopes("vrf_1").await.expect("scopes"),
+            Some(vec!["b".to_owned(), "c".to_owned()])
+        );
+        assert!(limits
+            .remember_signature("sig", 100, 0)
+            .await
+            .expect("first"));
+        assert!(!limits
+            .remember_signature("sig", 101, 0)
+            .await
+            .expect("replay"));
+
+        let keys = s.data_keys();
+        let first = keys
+            .add_active("pkcs11:object=w", &[1; 12], &[2; 40], "test")
+            .await
+            .expect("add");
+        let second = keys
+            .add_active("pkcs11:object=w", &[3; 12], &[4; 40], "test")
+            .await
+            .expect("add");
+        assert!(second > first, "{:?}", s.backend());
+        assert_eq!(keys.active_id().await.expect("active"), Some(second));
+        let listed = keys.list().await.expect("list");
+        assert_eq!(listed.len(), 2);
+        assert!(listed
+            .iter()
+            .any(|k| k.id == first && !k.active && k.iv == [1; 12]));
+    }
+}
+
+#[tokio::test]
+async fn audit_appends_from_many_tasks_keep_one_unbroken_chain() {
+    for b in backends().await {
+        let s = &b.storage;
+        let mut tasks = Vec::new();
+        for i in 0..40 {
+            let audit = s.audit();
+            tasks.push(tokio::spawn(async move {
+                audit.append(&entry("test.append", &i.to_string())).await
+            }));
+        }
+        for t in tasks {
+            t.await.expect("task").expect("append");
+        }
+        assert_eq!(
+            s.audit().verify().await.expect("verify"),
+            Ok(40),
+            "{:?}",
+            s.backend()
+        );
+    }
+}
