@@ -297,6 +297,16 @@ impl Browser {
             .await;
     }
 
+    /// A DevTools protocol command through chromedriver (`goog/cdp/execute`); its result.
+    pub async fn cdp(&self, cmd: &str, params: Value) -> Value {
+        self.cmd(
+            "POST",
+            "/goog/cdp/execute",
+            Some(json!({"cmd": cmd, "params": params})),
+        )
+        .await
+    }
+
     /// Switches back to the parent of the current frame.
     pub async fn leave_frame(&self) {
         self.cmd("POST", "/frame/parent", Some(json!({}))).await;

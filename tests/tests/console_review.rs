@@ -432,6 +432,28 @@ async fn officers_review_an_organisation_in_chromium_two_approve_and_a_rejection
         json!(pdf_href)
     );
     officer.leave_frame().await;
+    // Chromium's PDF viewer (its built-in extension, in a frame of its own) opened it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let targets = officer.cdp("Target.getTargets", json!({})).await;
+        let viewer = targets["targetInfos"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|t| {
+                t["url"].as_str().is_some_and(|u| {
+                    u.starts_with("chrome-extension://mhjfbmdgcfjbbpaeojofohoefgiehjai/")
+                })
+            });
+        if viewer {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the PDF viewer did not open the material: {targets}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     officer.screenshot("console-review-application").await;
     officer
         .script(
