@@ -52,8 +52,15 @@ impl<E: Clone + Send + Sync + 'static> hyper::service::Service<Request<Incoming>
                 pending: (!empty).then(|| self.timing.clone()),
             })
         });
-        let deadline = tokio::time::Instant::now() + self.body_timeout;
         let handler = self.router.clone().oneshot(req);
+        if empty {
+            // No body to wait for (GET, HEAD): no timer to arm and cancel per request.
+            return Box::pin(async move {
+                let _busy = busy;
+                handler.await
+            });
+        }
+        let deadline = tokio::time::Instant::now() + self.body_timeout;
         Box::pin(async move {
             let _busy = busy;
             tokio::select! {

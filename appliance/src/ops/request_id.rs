@@ -40,16 +40,14 @@ pub fn request_id(headers: &HeaderMap) -> String {
 pub async fn track(State(listener): State<&'static str>, req: Request, next: Next) -> Response {
     let started = Instant::now();
     let id = request_id(req.headers());
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("unmatched", |m| m.as_str())
-        .to_owned();
+    // MatchedPath is a shared string: cloned, not copied, per request.
+    let matched = req.extensions().get::<MatchedPath>().cloned();
+    let route = matched.as_ref().map_or("unmatched", MatchedPath::as_str);
     let span =
         tracing::info_span!("request", request_id = %id, method = %req.method(), route = %route);
     let response = next.run(req).instrument(span.clone()).await;
     let code = response.status();
-    crate::ops::metrics::http_request(listener, &route, code.as_u16(), started.elapsed());
+    crate::ops::metrics::http_request(listener, route, code, started.elapsed());
     if code.is_server_error() {
         span.in_scope(|| tracing::warn!(status = code.as_u16(), "request failed"));
     } else {

@@ -2,7 +2,7 @@
 //! precomputed HTTP caching headers, so answering is a hash lookup and a write.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use axum::body::Bytes;
 use axum::http::HeaderValue;
@@ -23,6 +23,9 @@ pub struct CachedResponse {
     pub last_modified: HeaderValue,
     /// `Expires` (= nextUpdate).
     pub expires: HeaderValue,
+    /// The last `Cache-Control` built and the second it was built for: every answer within one
+    /// second carries the same max-age, so it is formatted once per second, not per request.
+    cache_control_memo: Mutex<Option<(i64, HeaderValue)>>,
 }
 
 impl CachedResponse {
@@ -36,12 +39,24 @@ impl CachedResponse {
             etag: header_value(&etag),
             last_modified: header_value(&http_date(this_update)),
             expires: header_value(&http_date(next_update)),
+            cache_control_memo: Mutex::new(None),
         }
     }
 
     /// `Cache-Control` for a reply sent at `now`: max-age ends before nextUpdate (RFC 5019 6.2).
     pub fn cache_control(&self, now: i64) -> HeaderValue {
-        cache_control(now, self.next_update)
+        // A busy memo (another thread answering the same serial) is not waited for.
+        let Ok(mut memo) = self.cache_control_memo.try_lock() else {
+            return cache_control(now, self.next_update);
+        };
+        match &*memo {
+            Some((at, value)) if *at == now => value.clone(),
+            _ => {
+                let value = cache_control(now, self.next_update);
+                *memo = Some((now, value.clone()));
+                value
+            }
+        }
     }
 }
 
@@ -254,6 +269,12 @@ mod tests {
         assert_eq!(
             r.cache_control(1500).to_str().unwrap(),
             "max-age=499, public, no-transform, must-revalidate"
+        );
+        // Asked again in the same second (memo) and in the next one (rebuilt).
+        assert_eq!(r.cache_control(1500), cache_control(1500, 2000));
+        assert_eq!(
+            r.cache_control(1501).to_str().unwrap(),
+            "max-age=498, public, no-transform, must-revalidate"
         );
         assert!(r
             .cache_control(5000)
