@@ -74,35 +74,60 @@ pub(super) async fn append_in(
     conn: &mut AnyConnection,
     entry: &AuditEntry,
 ) -> Result<(), StorageError> {
-    super::dialect::lock_audit_chain(conn).await?;
-    let prev: Option<Vec<u8>> =
-        sqlx::query_scalar("SELECT hash FROM audit_log ORDER BY seq DESC LIMIT 1")
-            .fetch_optional(&mut *conn)
-            .await?;
-    let prev = prev.unwrap_or_else(|| vec![0u8; 32]);
-    let at = unix_now();
-    let detail = entry.detail.to_string();
-    let hash = chain_hash(
-        &prev,
-        at,
-        &entry.actor,
-        &entry.action,
-        &entry.target,
-        &detail,
-    );
-    sqlx::query(
-        "INSERT INTO audit_log (at, actor, action, target, detail, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-    )
-    .bind(at)
-    .bind(&entry.actor)
-    .bind(&entry.action)
-    .bind(&entry.target)
-    .bind(&detail)
-    .bind(&prev)
-    .bind(&hash)
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
+    ChainTail::open(conn).await?.append(conn, entry).await
+}
+
+/// The tail of the audit chain inside one transaction: locked and read once, then extended row
+/// by row, so a group-committed batch of N rows costs N inserts, not N lock-and-read round trips.
+/// The lock is held until the transaction ends, so no other writer can move the tail meanwhile.
+pub(super) struct ChainTail {
+    prev: Vec<u8>,
+}
+
+impl ChainTail {
+    /// Takes the chain's lock in the caller's transaction and reads the newest hash.
+    pub(super) async fn open(conn: &mut AnyConnection) -> Result<Self, StorageError> {
+        super::dialect::lock_audit_chain(conn).await?;
+        let prev: Option<Vec<u8>> =
+            sqlx::query_scalar("SELECT hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+                .fetch_optional(&mut *conn)
+                .await?;
+        Ok(Self {
+            prev: prev.unwrap_or_else(|| vec![0u8; 32]),
+        })
+    }
+
+    /// Appends `entry` after the tail, in the same transaction as [`ChainTail::open`].
+    pub(super) async fn append(
+        &mut self,
+        conn: &mut AnyConnection,
+        entry: &AuditEntry,
+    ) -> Result<(), StorageError> {
+        let at = unix_now();
+        let detail = entry.detail.to_string();
+        let hash = chain_hash(
+            &self.prev,
+            at,
+            &entry.actor,
+            &entry.action,
+            &entry.target,
+            &detail,
+        );
+        sqlx::query(
+            "INSERT INTO audit_log (at, actor, action, target, detail, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(at)
+        .bind(&entry.actor)
+        .bind(&entry.action)
+        .bind(&entry.target)
+        .bind(&detail)
+        .bind(&self.prev)
+        .bind(&hash)
+        .execute(&mut *conn)
+        .await?;
+        self.prev = hash;
+        Ok(())
+    }
 }
 
 fn chain_hash(

@@ -8,7 +8,7 @@
 use futures_util::future::BoxFuture;
 use sqlx::{AnyPool, Row};
 
-use super::audit::{append_in, AuditEntry};
+use super::audit::{AuditEntry, ChainTail};
 use super::group_commit::GroupCommit;
 use super::{unix_now, StorageError};
 
@@ -121,6 +121,7 @@ async fn commit_batch(pool: &AnyPool, rows: &[Pending]) -> Result<(), StorageErr
 async fn commit_rows(pool: &AnyPool, rows: &[Pending]) -> Result<(), StorageError> {
     let mut tx = pool.begin().await?;
     let issued_at = unix_now();
+    let mut chain = ChainTail::open(&mut tx).await?;
     for (cert, audit) in rows {
         sqlx::query(
             "INSERT INTO certificates (serial, ca_id, profile, channel, subject_dn, not_before, not_after, der, issued_at)
@@ -137,7 +138,7 @@ async fn commit_rows(pool: &AnyPool, rows: &[Pending]) -> Result<(), StorageErro
         .bind(issued_at)
         .execute(&mut *tx)
         .await?;
-        append_in(&mut tx, audit).await?;
+        chain.append(&mut tx, audit).await?;
     }
     tx.commit().await?;
     Ok(())

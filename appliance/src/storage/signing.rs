@@ -4,7 +4,7 @@
 use futures_util::future::BoxFuture;
 use sqlx::AnyPool;
 
-use super::audit::{append_in, AuditEntry};
+use super::audit::{AuditEntry, ChainTail};
 use super::group_commit::GroupCommit;
 use super::{unix_now, StorageError};
 
@@ -59,6 +59,7 @@ fn commit_boxed<'a>(
 async fn commit_batch(pool: &AnyPool, rows: &[Pending]) -> Result<(), StorageError> {
     let mut tx = pool.begin().await?;
     let now = unix_now();
+    let mut chain = ChainTail::open(&mut tx).await?;
     for (r, audit) in rows {
         sqlx::query(
             "INSERT INTO signing_records (ca_name, ca_generation, kind, serial, tbs_sha256, recorded_at)
@@ -72,7 +73,7 @@ async fn commit_batch(pool: &AnyPool, rows: &[Pending]) -> Result<(), StorageErr
         .bind(now)
         .execute(&mut *tx)
         .await?;
-        append_in(&mut tx, audit).await?;
+        chain.append(&mut tx, audit).await?;
     }
     tx.commit().await?;
     Ok(())
