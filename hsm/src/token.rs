@@ -1,6 +1,7 @@
 //! Finding a token by label, and provisioning a fresh one for demos and tests.
 
 use std::path::Path;
+use std::sync::Mutex;
 
 use cryptoki::context::Pkcs11;
 use cryptoki::session::UserType;
@@ -9,6 +10,11 @@ use cryptoki::types::AuthPin;
 
 use crate::error::HsmError;
 use crate::pkcs11::{context, pkcs11_error};
+
+/// Serialises provisioning in this process: choosing the free slot and initialising it are two
+/// PKCS#11 calls, and two threads doing both at once could pick the same slot (one then finds
+/// the slot it scanned already taken, and no free one in its list).
+static PROVISIONING: Mutex<()> = Mutex::new(());
 
 /// PKCS#11 token labels are a 32-byte blank-padded field.
 const MAX_LABEL_BYTES: usize = 32;
@@ -39,6 +45,9 @@ pub fn init_token(
             reason: format!("must be 1 to {MAX_LABEL_BYTES} bytes"),
         });
     }
+    let _provisioning = PROVISIONING
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     let ctx = context(module)?;
     if find_slot(&ctx, label).is_ok() {
         return Err(HsmError::InvalidArgument {
