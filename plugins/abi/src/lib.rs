@@ -8,7 +8,8 @@
 //! - [`channel`] holds the documents of channel plugins (manifest kind `channel`): application
 //!   events and SMS / e-mail requests in, HTTP actions out; [`sdk::Channel`] and
 //!   [`export_channel!`] are their SDK.
-//! - [`vendor`] helps a plugin call a vendor API through host HTTP actions, with retries.
+//! - [`vendor`] helps a plugin call a vendor API through host HTTP actions, with retries;
+//!   [`flow`] dispatches such a verifier's events to its phases, once for every plugin.
 //!
 //! ```ignore
 //! struct MyVerifier;
@@ -21,6 +22,7 @@
 pub mod channel;
 pub mod doc;
 pub mod ffi;
+pub mod flow;
 pub mod sdk;
 pub mod status;
 pub mod vendor;

@@ -2,15 +2,16 @@
 
 use identifiers::{BankCard as CardNumber, Mobile, ResidentId, Timestamp};
 use plugin_abi::doc::{
-    Action, ApplicantField, Challenge, ChallengeKind, Event, Outcome, Status, StepInput,
+    Action, Applicant, ApplicantField, Challenge, ChallengeKind, Outcome, Status, StepInput,
     StepOutput, Timer,
 };
+use plugin_abi::flow::{self, Flow};
 use plugin_abi::sdk::{self, StepError};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::config::Config;
-use crate::vendor::{classify_error, classify_response, post_json, InFlight, Reply, RETRY_TIMER};
+use crate::vendor::{post_json, InFlight, RetryPolicy};
 
 /// Id of the 4-element request (the bank sends the code on success).
 pub const BANK_INIT: &str = "bank-init";
@@ -94,56 +95,57 @@ pub fn step(cfg: &Config, input: StepInput) -> Result<StepOutput, StepError> {
         vid: &input.verification_id,
         now,
     };
-    let state: Option<State> = sdk::parse_state(&input.state)?;
-    match (state, input.event) {
-        (None, Event::Start { applicant }) => ctx.start(&applicant),
-        (None, _) => Err(StepError::InvalidArgument(
-            "the first event must be start".into(),
-        )),
-        (Some(_), Event::Start { .. }) => Err(StepError::InvalidArgument(
-            "verification already started".into(),
-        )),
-        (Some(s), _) if s.phase == Phase::Done => Err(StepError::InvalidArgument(
-            "verification already finished".into(),
-        )),
-        (Some(s), Event::Cancel) => ctx.fail(s, Outcome::Cancelled),
-        (Some(s), Event::HttpResponse { id, status, body }) => {
-            if !s.inflight.is(&id) {
-                return ctx.unchanged(s); // a duplicate or late answer: actions are at-least-once
-            }
-            ctx.on_reply(s, classify_response(status, body))
-        }
-        (Some(s), Event::HttpError { id, error }) => {
-            if !s.inflight.is(&id) {
-                return ctx.unchanged(s);
-            }
-            ctx.on_reply(s, classify_error(error))
-        }
-        (Some(s), Event::Timer { id }) => ctx.on_timer(s, &id),
-        (Some(s), Event::UserInput { challenge, data }) => {
-            if challenge != ChallengeKind::SmsCode {
-                return Err(StepError::InvalidArgument(
-                    "this verification only asks for an sms_code".into(),
-                ));
-            }
-            ctx.on_code(s, &data)
-        }
-        (Some(_), Event::Callback { .. }) => Err(StepError::Unsupported(
-            "bank-card takes no vendor callbacks".into(),
-        )),
-    }
+    flow::dispatch(&ctx, &input.state, input.event)
 }
 
-fn status_of(phase: Phase) -> Status {
-    match phase {
-        Phase::AwaitCode => Status::AwaitingUser,
-        Phase::Done => Status::Failed,
-        _ => Status::Pending,
-    }
-}
+impl Flow for Ctx<'_> {
+    type State = State;
+    const NAME: &'static str = "bank-card";
+    const CHALLENGE: Option<ChallengeKind> = Some(ChallengeKind::SmsCode);
+    const PROVES: &'static [ApplicantField] = &[
+        ApplicantField::Name,
+        ApplicantField::IdNumber,
+        ApplicantField::Phone,
+        ApplicantField::BankCard,
+    ];
+    const ASSURANCE: &'static str = "L2";
 
-impl Ctx<'_> {
-    fn start(&self, a: &plugin_abi::doc::Applicant) -> Result<StepOutput, StepError> {
+    fn in_flight(s: &mut State) -> &mut InFlight {
+        &mut s.inflight
+    }
+
+    fn retry(&self) -> RetryPolicy {
+        self.cfg.retry()
+    }
+
+    fn is_finished(s: &State) -> bool {
+        s.phase == Phase::Done
+    }
+
+    fn status(s: &State) -> Status {
+        match s.phase {
+            Phase::AwaitCode => Status::AwaitingUser,
+            Phase::Done => Status::Failed,
+            _ => Status::Pending,
+        }
+    }
+
+    fn on_input(&self, s: State, data: &str) -> Result<StepOutput, StepError> {
+        self.on_code(s, data)
+    }
+
+    /// The state kept after the end: nothing in flight, no token.
+    fn finished(s: State) -> State {
+        State {
+            phase: Phase::Done,
+            inflight: InFlight::default(),
+            token: None,
+            code_expires: None,
+            ..s
+        }
+    }
+
+    fn start(&self, a: Applicant) -> Result<StepOutput, StepError> {
         let name = a.name.as_deref().map(str::trim).unwrap_or_default();
         if name.is_empty() {
             return Err(StepError::InvalidArgument(
@@ -199,18 +201,7 @@ impl Ctx<'_> {
         self.out(s, vec![action])
     }
 
-    fn on_reply(&self, mut s: State, reply: Reply) -> Result<StepOutput, StepError> {
-        let body = match reply {
-            Reply::Body(b) => b,
-            Reply::Transient => {
-                return match s.inflight.on_transient(self.cfg.retry()) {
-                    Some(timer) => self.out(s, vec![timer]),
-                    None => self.fail(s, Outcome::VendorUnavailable),
-                }
-            }
-            Reply::Permanent => return self.fail(s, Outcome::VendorUnavailable),
-        };
-        s.inflight.clear();
+    fn on_answer(&self, mut s: State, body: String) -> Result<StepOutput, StepError> {
         match s.phase {
             Phase::Init => {
                 let Ok(a) = serde_json::from_str::<InitAnswer>(&body) else {
@@ -245,6 +236,26 @@ impl Ctx<'_> {
         }
     }
 
+    fn on_timer(&self, s: State, id: &str) -> Result<StepOutput, StepError> {
+        match id {
+            // Re-armed for the time left when it fires early (host clock ahead of ours).
+            OTP_EXPIRY_TIMER if s.phase == Phase::AwaitCode => {
+                let expires = s.code_expires.unwrap_or_default();
+                match flow::code_expiry_timer(OTP_EXPIRY_TIMER, expires, self.now.unix()) {
+                    Some(timer) => self.out(s, vec![timer]),
+                    None => self.fail(s, Outcome::OtpExpired),
+                }
+            }
+            _ => self.on_retry_timer(s, id),
+        }
+    }
+
+    fn evidence(&self, s: &State) -> Value {
+        json!({"vendor_request_id": s.bank_request_id, "luhn_ok": s.luhn_ok})
+    }
+}
+
+impl Ctx<'_> {
     fn challenge(&self, mut s: State, token: String) -> Result<StepOutput, StepError> {
         let expires = self.now.plus_secs(i64::from(self.cfg.code_ttl_secs));
         s.phase = Phase::AwaitCode;
@@ -304,66 +315,6 @@ impl Ctx<'_> {
         out.result = sdk::failed(Value::Null, Outcome::OtpWrong, evidence).result;
         Ok(out)
     }
-
-    fn on_timer(&self, s: State, id: &str) -> Result<StepOutput, StepError> {
-        match id {
-            RETRY_TIMER => match s.inflight.resend() {
-                Some(action) => self.out(s, vec![action]),
-                None => self.unchanged(s),
-            },
-            OTP_EXPIRY_TIMER if s.phase == Phase::AwaitCode && self.expired(&s) => {
-                self.fail(s, Outcome::OtpExpired)
-            }
-            OTP_EXPIRY_TIMER if s.phase == Phase::AwaitCode => {
-                let left = s.code_expires.unwrap_or_default() - self.now.unix();
-                let after_ms = u64::try_from(left.max(1)).unwrap_or(1) * 1000;
-                let timer = Action::Timer(Timer {
-                    id: OTP_EXPIRY_TIMER.into(),
-                    after_ms,
-                });
-                self.out(s, vec![timer])
-            }
-            _ => self.unchanged(s),
-        }
-    }
-
-    fn evidence(&self, s: &State) -> Value {
-        json!({"vendor_request_id": s.bank_request_id, "luhn_ok": s.luhn_ok})
-    }
-
-    fn succeed(&self, s: State) -> Result<StepOutput, StepError> {
-        let evidence = self.evidence(&s);
-        Ok(sdk::succeeded(
-            sdk::state_value(&finished(s))?,
-            vec![
-                ApplicantField::Name,
-                ApplicantField::IdNumber,
-                ApplicantField::Phone,
-                ApplicantField::BankCard,
-            ],
-            "L2",
-            evidence,
-        ))
-    }
-
-    fn fail(&self, s: State, outcome: Outcome) -> Result<StepOutput, StepError> {
-        let evidence = self.evidence(&s);
-        Ok(sdk::failed(
-            sdk::state_value(&finished(s))?,
-            outcome,
-            evidence,
-        ))
-    }
-
-    fn out(&self, s: State, actions: Vec<Action>) -> Result<StepOutput, StepError> {
-        let mut out = sdk::output(status_of(s.phase), sdk::state_value(&s)?);
-        out.actions = actions;
-        Ok(out)
-    }
-
-    fn unchanged(&self, s: State) -> Result<StepOutput, StepError> {
-        self.out(s, Vec::new())
-    }
 }
 
 /// The `sms_code` challenge for the code in `s` (its expiry is the code's).
@@ -379,15 +330,4 @@ fn code_challenge(s: &State) -> Action {
         }),
         expires_at: expires.to_string(),
     })
-}
-
-/// The state kept after the end: nothing in flight, no token.
-fn finished(s: State) -> State {
-    State {
-        phase: Phase::Done,
-        inflight: InFlight::default(),
-        token: None,
-        code_expires: None,
-        ..s
-    }
 }

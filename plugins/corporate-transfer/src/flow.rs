@@ -2,16 +2,17 @@
 
 use identifiers::{mask_card, Timestamp};
 use plugin_abi::doc::{
-    Action, Applicant, ApplicantField, Challenge, ChallengeKind, Event, Outcome, Status, StepInput,
+    Action, Applicant, ApplicantField, Challenge, ChallengeKind, Outcome, Status, StepInput,
     StepOutput, Timer,
 };
+use plugin_abi::flow::{self, Flow};
 use plugin_abi::sdk::{self, StepError};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::amount::{parse_entry, CODE_DIGITS};
 use crate::config::Config;
-use crate::vendor::{classify_error, classify_response, post_json, InFlight, Reply, RETRY_TIMER};
+use crate::vendor::{post_json, InFlight, RetryPolicy};
 
 /// Id of the request creating the payout.
 pub const PAYOUT_CREATE: &str = "payout-create";
@@ -111,62 +112,68 @@ pub fn step(cfg: &Config, input: StepInput) -> Result<StepOutput, StepError> {
         vid: &input.verification_id,
         now,
     };
-    let state: Option<State> = sdk::parse_state(&input.state)?;
-    match (state, input.event) {
-        (None, Event::Start { applicant }) => ctx.start(&applicant),
-        (None, _) => Err(StepError::InvalidArgument(
-            "the first event must be start".into(),
-        )),
-        (Some(_), Event::Start { .. }) => Err(StepError::InvalidArgument(
-            "verification already started".into(),
-        )),
-        (Some(s), _) if s.phase == Phase::Done => Err(StepError::InvalidArgument(
-            "verification already finished".into(),
-        )),
-        (Some(s), Event::Cancel) => ctx.fail(s, Outcome::Cancelled),
-        (Some(s), Event::HttpResponse { id, status, body }) => {
-            if !s.inflight.is(&id) {
-                return ctx.unchanged(s); // a duplicate or late answer: actions are at-least-once
-            }
-            ctx.on_reply(s, classify_response(status, body))
-        }
-        (Some(s), Event::HttpError { id, error }) => {
-            if !s.inflight.is(&id) {
-                return ctx.unchanged(s);
-            }
-            ctx.on_reply(s, classify_error(error))
-        }
-        (Some(s), Event::Timer { id }) => ctx.on_timer(s, &id),
-        (Some(s), Event::Callback { body }) => {
-            let ours = body.get("payout_id").and_then(Value::as_str) == s.payout_id.as_deref();
-            if ours {
-                ctx.query(s) // a notice only says "look now"; its body is not trusted
-            } else {
-                ctx.unchanged(s)
-            }
-        }
-        (Some(s), Event::UserInput { challenge, data }) => {
-            if challenge != ChallengeKind::DepositAmount {
-                return Err(StepError::InvalidArgument(
-                    "this verification only asks for a deposit_amount".into(),
-                ));
-            }
-            ctx.on_amount(s, &data)
-        }
-    }
+    flow::dispatch(&ctx, &input.state, input.event)
 }
 
-fn status_of(s: &State) -> Status {
-    match s.phase {
-        Phase::Create => Status::Pending,
-        Phase::AwaitAmount if s.entered_fen.is_some() => Status::Pending,
-        Phase::AwaitAmount => Status::AwaitingUser,
-        Phase::Done => Status::Failed,
-    }
-}
+impl Flow for Ctx<'_> {
+    type State = State;
+    const NAME: &'static str = "corporate-transfer";
+    const CHALLENGE: Option<ChallengeKind> = Some(ChallengeKind::DepositAmount);
+    const PROVES: &'static [ApplicantField] = &[
+        ApplicantField::OrgName,
+        ApplicantField::BankAccount,
+        ApplicantField::BankName,
+    ];
+    const ASSURANCE: &'static str = "L2";
 
-impl Ctx<'_> {
-    fn start(&self, a: &Applicant) -> Result<StepOutput, StepError> {
+    fn in_flight(s: &mut State) -> &mut InFlight {
+        &mut s.inflight
+    }
+
+    fn retry(&self) -> RetryPolicy {
+        self.cfg.retry()
+    }
+
+    fn is_finished(s: &State) -> bool {
+        s.phase == Phase::Done
+    }
+
+    fn status(s: &State) -> Status {
+        match s.phase {
+            Phase::Create => Status::Pending,
+            Phase::AwaitAmount if s.entered_fen.is_some() => Status::Pending,
+            Phase::AwaitAmount => Status::AwaitingUser,
+            Phase::Done => Status::Failed,
+        }
+    }
+
+    fn on_input(&self, s: State, data: &str) -> Result<StepOutput, StepError> {
+        self.on_amount(s, data)
+    }
+
+    /// A payout notice only says "look now"; its body is not trusted.
+    fn on_callback(&self, s: State, body: &Value) -> Result<StepOutput, StepError> {
+        let ours = body.get("payout_id").and_then(Value::as_str) == s.payout_id.as_deref();
+        if ours {
+            self.query(s)
+        } else {
+            self.unchanged(s)
+        }
+    }
+
+    /// The state kept after the end: nothing in flight, no timers, no entered amount.
+    fn finished(s: State) -> State {
+        State {
+            phase: Phase::Done,
+            inflight: InFlight::default(),
+            poll_armed: false,
+            entered_fen: None,
+            entered_code: None,
+            ..s
+        }
+    }
+
+    fn start(&self, a: Applicant) -> Result<StepOutput, StepError> {
         let org = a.org_name.as_deref().map(str::trim).unwrap_or_default();
         if org.is_empty() {
             return Err(StepError::InvalidArgument(
@@ -219,18 +226,7 @@ impl Ctx<'_> {
         self.out(s, vec![action])
     }
 
-    fn on_reply(&self, mut s: State, reply: Reply) -> Result<StepOutput, StepError> {
-        let body = match reply {
-            Reply::Body(b) => b,
-            Reply::Transient => {
-                return match s.inflight.on_transient(self.cfg.retry()) {
-                    Some(timer) => self.out(s, vec![timer]),
-                    None => self.fail(s, Outcome::VendorUnavailable),
-                }
-            }
-            Reply::Permanent => return self.fail(s, Outcome::VendorUnavailable),
-        };
-        s.inflight.clear();
+    fn on_answer(&self, s: State, body: String) -> Result<StepOutput, StepError> {
         match s.phase {
             Phase::Create => match serde_json::from_str::<CreateAnswer>(&body) {
                 Ok(a) if !a.payout_id.is_empty() => self.challenge(s, a.payout_id),
@@ -244,6 +240,28 @@ impl Ctx<'_> {
         }
     }
 
+    fn on_timer(&self, mut s: State, id: &str) -> Result<StepOutput, StepError> {
+        match id {
+            POLL_TIMER => {
+                s.poll_armed = false;
+                if s.phase == Phase::AwaitAmount && self.past_deadline(&s) {
+                    return self.fail(s, Outcome::Expired);
+                }
+                if s.paid && s.entered_fen.is_none() {
+                    return self.unchanged(s); // nothing left to watch for
+                }
+                self.query(s)
+            }
+            _ => self.on_retry_timer(s, id),
+        }
+    }
+
+    fn evidence(&self, s: &State) -> Value {
+        json!({"vendor_request_id": s.payout_id, "remark": s.remark})
+    }
+}
+
+impl Ctx<'_> {
     fn challenge(&self, mut s: State, payout_id: String) -> Result<StepOutput, StepError> {
         let deadline = self.now.plus_secs(i64::from(self.cfg.window_secs));
         s.phase = Phase::AwaitAmount;
@@ -298,26 +316,6 @@ impl Ctx<'_> {
             self.cfg.timeout_ms,
         ));
         self.out(s, vec![action])
-    }
-
-    fn on_timer(&self, mut s: State, id: &str) -> Result<StepOutput, StepError> {
-        match id {
-            RETRY_TIMER => match s.inflight.resend() {
-                Some(action) => self.out(s, vec![action]),
-                None => self.unchanged(s),
-            },
-            POLL_TIMER => {
-                s.poll_armed = false;
-                if s.phase == Phase::AwaitAmount && self.past_deadline(&s) {
-                    return self.fail(s, Outcome::Expired);
-                }
-                if s.paid && s.entered_fen.is_none() {
-                    return self.unchanged(s); // nothing left to watch for
-                }
-                self.query(s)
-            }
-            _ => self.unchanged(s),
-        }
     }
 
     fn on_amount(&self, s: State, data: &str) -> Result<StepOutput, StepError> {
@@ -395,54 +393,5 @@ impl Ctx<'_> {
         let mut out = self.out(s, vec![again])?;
         out.result = sdk::failed(Value::Null, Outcome::WrongAmount, evidence).result;
         Ok(out)
-    }
-
-    fn evidence(&self, s: &State) -> Value {
-        json!({"vendor_request_id": s.payout_id, "remark": s.remark})
-    }
-
-    fn succeed(&self, s: State) -> Result<StepOutput, StepError> {
-        let evidence = self.evidence(&s);
-        Ok(sdk::succeeded(
-            sdk::state_value(&finished(s))?,
-            vec![
-                ApplicantField::OrgName,
-                ApplicantField::BankAccount,
-                ApplicantField::BankName,
-            ],
-            "L2",
-            evidence,
-        ))
-    }
-
-    fn fail(&self, s: State, outcome: Outcome) -> Result<StepOutput, StepError> {
-        let evidence = self.evidence(&s);
-        Ok(sdk::failed(
-            sdk::state_value(&finished(s))?,
-            outcome,
-            evidence,
-        ))
-    }
-
-    fn out(&self, s: State, actions: Vec<Action>) -> Result<StepOutput, StepError> {
-        let mut out = sdk::output(status_of(&s), sdk::state_value(&s)?);
-        out.actions = actions;
-        Ok(out)
-    }
-
-    fn unchanged(&self, s: State) -> Result<StepOutput, StepError> {
-        self.out(s, Vec::new())
-    }
-}
-
-/// The state kept after the end: nothing in flight, no timers, no entered amount.
-fn finished(s: State) -> State {
-    State {
-        phase: Phase::Done,
-        inflight: InFlight::default(),
-        poll_armed: false,
-        entered_fen: None,
-        entered_code: None,
-        ..s
     }
 }

@@ -2,15 +2,16 @@
 
 use identifiers::{ResidentId, Timestamp};
 use plugin_abi::doc::{
-    Action, Applicant, ApplicantField, Challenge, ChallengeKind, Event, Outcome, Status, StepInput,
+    Action, Applicant, ApplicantField, Challenge, ChallengeKind, Outcome, Status, StepInput,
     StepOutput, Timer,
 };
-use plugin_abi::sdk::{self, StepError};
+use plugin_abi::flow::{self, Flow};
+use plugin_abi::sdk::StepError;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::config::Config;
-use crate::vendor::{classify_error, classify_response, post_json, InFlight, Reply, RETRY_TIMER};
+use crate::vendor::{post_json, InFlight, RetryPolicy};
 
 /// Id of the request starting the vendor session.
 pub const FACE_START: &str = "face-start";
@@ -94,61 +95,62 @@ pub fn step(cfg: &Config, input: StepInput) -> Result<StepOutput, StepError> {
         vid: &input.verification_id,
         now,
     };
-    let state: Option<State> = sdk::parse_state(&input.state)?;
-    match (state, input.event) {
-        (None, Event::Start { applicant }) => ctx.start(&applicant),
-        (None, _) => Err(StepError::InvalidArgument(
-            "the first event must be start".into(),
-        )),
-        (Some(_), Event::Start { .. }) => Err(StepError::InvalidArgument(
-            "verification already started".into(),
-        )),
-        (Some(s), _) if s.phase == Phase::Done => Err(StepError::InvalidArgument(
-            "verification already finished".into(),
-        )),
-        (Some(s), Event::Cancel) => ctx.fail(s, Outcome::Cancelled),
-        (Some(s), Event::HttpResponse { id, status, body }) => {
-            if !s.inflight.is(&id) {
-                return ctx.unchanged(s); // a duplicate or late answer: actions are at-least-once
-            }
-            ctx.on_reply(s, classify_response(status, body))
-        }
-        (Some(s), Event::HttpError { id, error }) => {
-            if !s.inflight.is(&id) {
-                return ctx.unchanged(s);
-            }
-            ctx.on_reply(s, classify_error(error))
-        }
-        (Some(s), Event::Timer { id }) => ctx.on_timer(s, &id),
-        (Some(s), Event::Callback { body }) => {
-            let ours = body.get("biz_token").and_then(Value::as_str) == s.biz_token.as_deref();
-            if ours {
-                ctx.pull(s) // the notification only says "look now"; its body is not trusted
-            } else {
-                ctx.unchanged(s)
-            }
-        }
-        (Some(s), Event::UserInput { challenge, .. }) => {
-            if challenge != ChallengeKind::FaceUrl {
-                return Err(StepError::InvalidArgument(
-                    "this verification only shows a face_url".into(),
-                ));
-            }
-            ctx.pull(s) // "I am done" from the UI: look now
-        }
-    }
+    flow::dispatch(&ctx, &input.state, input.event)
 }
 
-fn status_of(phase: Phase) -> Status {
-    match phase {
-        Phase::Start => Status::Pending,
-        Phase::AwaitPerson => Status::AwaitingUser,
-        Phase::Done => Status::Failed,
-    }
-}
+impl Flow for Ctx<'_> {
+    type State = State;
+    const NAME: &'static str = "face";
+    const CHALLENGE: Option<ChallengeKind> = Some(ChallengeKind::FaceUrl);
+    const PROVES: &'static [ApplicantField] = &[ApplicantField::Name, ApplicantField::IdNumber];
+    const ASSURANCE: &'static str = "L3";
 
-impl Ctx<'_> {
-    fn start(&self, a: &Applicant) -> Result<StepOutput, StepError> {
+    fn in_flight(s: &mut State) -> &mut InFlight {
+        &mut s.inflight
+    }
+
+    fn retry(&self) -> RetryPolicy {
+        self.cfg.retry()
+    }
+
+    fn is_finished(s: &State) -> bool {
+        s.phase == Phase::Done
+    }
+
+    fn status(s: &State) -> Status {
+        match s.phase {
+            Phase::Start => Status::Pending,
+            Phase::AwaitPerson => Status::AwaitingUser,
+            Phase::Done => Status::Failed,
+        }
+    }
+
+    /// "I am done" from the UI: look now.
+    fn on_input(&self, s: State, _data: &str) -> Result<StepOutput, StepError> {
+        self.pull(s)
+    }
+
+    /// The vendor's notification only says "look now"; its body is not trusted.
+    fn on_callback(&self, s: State, body: &Value) -> Result<StepOutput, StepError> {
+        let ours = body.get("biz_token").and_then(Value::as_str) == s.biz_token.as_deref();
+        if ours {
+            self.pull(s)
+        } else {
+            self.unchanged(s)
+        }
+    }
+
+    /// The state kept after the end: nothing in flight, no timers.
+    fn finished(s: State) -> State {
+        State {
+            phase: Phase::Done,
+            inflight: InFlight::default(),
+            poll_armed: false,
+            ..s
+        }
+    }
+
+    fn start(&self, a: Applicant) -> Result<StepOutput, StepError> {
         let name = a.name.as_deref().map(str::trim).unwrap_or_default();
         if name.is_empty() {
             return Err(StepError::InvalidArgument(
@@ -193,18 +195,7 @@ impl Ctx<'_> {
         self.out(s, vec![action])
     }
 
-    fn on_reply(&self, mut s: State, reply: Reply) -> Result<StepOutput, StepError> {
-        let body = match reply {
-            Reply::Body(b) => b,
-            Reply::Transient => {
-                return match s.inflight.on_transient(self.cfg.retry()) {
-                    Some(timer) => self.out(s, vec![timer]),
-                    None => self.fail(s, Outcome::VendorUnavailable),
-                }
-            }
-            Reply::Permanent => return self.fail(s, Outcome::VendorUnavailable),
-        };
-        s.inflight.clear();
+    fn on_answer(&self, s: State, body: String) -> Result<StepOutput, StepError> {
         match s.phase {
             Phase::Start => match serde_json::from_str::<StartAnswer>(&body) {
                 Ok(a) if !a.biz_token.is_empty() => self.session(s, a),
@@ -218,6 +209,29 @@ impl Ctx<'_> {
         }
     }
 
+    fn on_timer(&self, mut s: State, id: &str) -> Result<StepOutput, StepError> {
+        match id {
+            POLL_TIMER => {
+                s.poll_armed = false;
+                if s.phase == Phase::AwaitPerson && self.past_deadline(&s) {
+                    return self.fail(s, Outcome::Expired);
+                }
+                self.pull(s)
+            }
+            _ => self.on_retry_timer(s, id),
+        }
+    }
+
+    fn evidence(&self, s: &State) -> Value {
+        let mut e = s.evidence.clone();
+        if let Some(t) = &s.biz_token {
+            e["biz_token"] = json!(t);
+        }
+        e
+    }
+}
+
+impl Ctx<'_> {
     fn session(&self, mut s: State, a: StartAnswer) -> Result<StepOutput, StepError> {
         let ttl = a.expires_in.map_or(self.cfg.session_ttl_secs, |v| {
             v.min(self.cfg.session_ttl_secs)
@@ -265,23 +279,6 @@ impl Ctx<'_> {
         self.out(s, vec![action])
     }
 
-    fn on_timer(&self, mut s: State, id: &str) -> Result<StepOutput, StepError> {
-        match id {
-            RETRY_TIMER => match s.inflight.resend() {
-                Some(action) => self.out(s, vec![action]),
-                None => self.unchanged(s),
-            },
-            POLL_TIMER => {
-                s.poll_armed = false;
-                if s.phase == Phase::AwaitPerson && self.past_deadline(&s) {
-                    return self.fail(s, Outcome::Expired);
-                }
-                self.pull(s)
-            }
-            _ => self.unchanged(s),
-        }
-    }
-
     fn verdict(&self, mut s: State, v: Verdict) -> Result<StepOutput, StepError> {
         if let Some(id) = &v.request_id {
             s.evidence["vendor_request_id"] = json!(id);
@@ -319,52 +316,5 @@ impl Ctx<'_> {
             "expired" => self.fail(s, Outcome::Expired),
             _ => self.fail(s, Outcome::VendorUnavailable),
         }
-    }
-
-    fn evidence(&self, s: &State) -> Value {
-        let mut e = s.evidence.clone();
-        if let Some(t) = &s.biz_token {
-            e["biz_token"] = json!(t);
-        }
-        e
-    }
-
-    fn succeed(&self, s: State) -> Result<StepOutput, StepError> {
-        let evidence = self.evidence(&s);
-        Ok(sdk::succeeded(
-            sdk::state_value(&finished(s))?,
-            vec![ApplicantField::Name, ApplicantField::IdNumber],
-            "L3",
-            evidence,
-        ))
-    }
-
-    fn fail(&self, s: State, outcome: Outcome) -> Result<StepOutput, StepError> {
-        let evidence = self.evidence(&s);
-        Ok(sdk::failed(
-            sdk::state_value(&finished(s))?,
-            outcome,
-            evidence,
-        ))
-    }
-
-    fn out(&self, s: State, actions: Vec<Action>) -> Result<StepOutput, StepError> {
-        let mut out = sdk::output(status_of(s.phase), sdk::state_value(&s)?);
-        out.actions = actions;
-        Ok(out)
-    }
-
-    fn unchanged(&self, s: State) -> Result<StepOutput, StepError> {
-        self.out(s, Vec::new())
-    }
-}
-
-/// The state kept after the end: nothing in flight, no timers.
-fn finished(s: State) -> State {
-    State {
-        phase: Phase::Done,
-        inflight: InFlight::default(),
-        poll_armed: false,
-        ..s
     }
 }

@@ -2,14 +2,15 @@
 
 use identifiers::{ResidentId, Timestamp, Uscc};
 use plugin_abi::doc::{
-    Action, Applicant, ApplicantField, Event, Outcome, Status, StepInput, StepOutput,
+    Applicant, ApplicantField, ChallengeKind, Outcome, Status, StepInput, StepOutput,
 };
-use plugin_abi::sdk::{self, StepError};
+use plugin_abi::flow::{self, Flow};
+use plugin_abi::sdk::StepError;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::config::Config;
-use crate::vendor::{classify_error, classify_response, post_json, InFlight, Reply, RETRY_TIMER};
+use crate::vendor::{post_json, InFlight, RetryPolicy};
 
 /// Id of the registry request.
 pub const REGISTRY_CHECK: &str = "registry-check";
@@ -59,40 +60,7 @@ pub fn step(cfg: &Config, input: StepInput) -> Result<StepOutput, StepError> {
         vid: &input.verification_id,
         now,
     };
-    let state: Option<State> = sdk::parse_state(&input.state)?;
-    match (state, input.event) {
-        (None, Event::Start { applicant }) => ctx.start(&applicant),
-        (None, _) => Err(StepError::InvalidArgument(
-            "the first event must be start".into(),
-        )),
-        (Some(_), Event::Start { .. }) => Err(StepError::InvalidArgument(
-            "verification already started".into(),
-        )),
-        (Some(s), _) if s.done => Err(StepError::InvalidArgument(
-            "verification already finished".into(),
-        )),
-        (Some(s), Event::Cancel) => ctx.fail(s, Outcome::Cancelled),
-        (Some(s), Event::HttpResponse { id, status, body }) => {
-            if !s.inflight.is(&id) {
-                return ctx.unchanged(s);
-            }
-            ctx.on_reply(s, classify_response(status, body))
-        }
-        (Some(s), Event::HttpError { id, error }) => {
-            if !s.inflight.is(&id) {
-                return ctx.unchanged(s);
-            }
-            ctx.on_reply(s, classify_error(error))
-        }
-        (Some(s), Event::Timer { id }) if id == RETRY_TIMER => match s.inflight.resend() {
-            Some(action) => ctx.out(s, vec![action]),
-            None => ctx.unchanged(s),
-        },
-        (Some(s), Event::Timer { .. }) => ctx.unchanged(s),
-        (Some(_), Event::UserInput { .. } | Event::Callback { .. }) => Err(StepError::Unsupported(
-            "org-registry asks nothing of the user".into(),
-        )),
-    }
+    flow::dispatch(&ctx, &input.state, input.event)
 }
 
 fn required<'a>(v: &'a Option<String>, what: &str) -> Result<&'a str, StepError> {
@@ -102,8 +70,44 @@ fn required<'a>(v: &'a Option<String>, what: &str) -> Result<&'a str, StepError>
     }
 }
 
-impl Ctx<'_> {
-    fn start(&self, a: &Applicant) -> Result<StepOutput, StepError> {
+impl Flow for Ctx<'_> {
+    type State = State;
+    const NAME: &'static str = "org-registry";
+    const CHALLENGE: Option<ChallengeKind> = None;
+    const PROVES: &'static [ApplicantField] = &[
+        ApplicantField::OrgName,
+        ApplicantField::Uscc,
+        ApplicantField::LegalRepName,
+        ApplicantField::LegalRepId,
+    ];
+    const ASSURANCE: &'static str = "L2";
+
+    fn in_flight(s: &mut State) -> &mut InFlight {
+        &mut s.inflight
+    }
+
+    fn retry(&self) -> RetryPolicy {
+        self.cfg.retry()
+    }
+
+    fn is_finished(s: &State) -> bool {
+        s.done
+    }
+
+    fn status(_: &State) -> Status {
+        Status::Pending
+    }
+
+    /// The state kept after the end: nothing in flight.
+    fn finished(s: State) -> State {
+        State {
+            done: true,
+            inflight: InFlight::default(),
+            ..s
+        }
+    }
+
+    fn start(&self, a: Applicant) -> Result<StepOutput, StepError> {
         let name = required(&a.org_name, "organisation name")?;
         let rep_name = required(&a.legal_rep_name, "legal representative name")?;
         let mut s = State {
@@ -143,18 +147,7 @@ impl Ctx<'_> {
         self.out(s, vec![action])
     }
 
-    fn on_reply(&self, mut s: State, reply: Reply) -> Result<StepOutput, StepError> {
-        let body = match reply {
-            Reply::Body(b) => b,
-            Reply::Transient => {
-                return match s.inflight.on_transient(self.cfg.retry()) {
-                    Some(timer) => self.out(s, vec![timer]),
-                    None => self.fail(s, Outcome::VendorUnavailable),
-                }
-            }
-            Reply::Permanent => return self.fail(s, Outcome::VendorUnavailable),
-        };
-        s.inflight.clear();
+    fn on_answer(&self, mut s: State, body: String) -> Result<StepOutput, StepError> {
         let Ok(a) = serde_json::from_str::<Answer>(&body) else {
             return self.fail(s, Outcome::VendorUnavailable);
         };
@@ -187,48 +180,5 @@ impl Ctx<'_> {
             "uscc_checksum_ok": s.uscc_checksum_ok,
             "mismatch_fields": s.mismatch_fields,
         })
-    }
-
-    fn succeed(&self, s: State) -> Result<StepOutput, StepError> {
-        let evidence = self.evidence(&s);
-        Ok(sdk::succeeded(
-            sdk::state_value(&finished(s))?,
-            vec![
-                ApplicantField::OrgName,
-                ApplicantField::Uscc,
-                ApplicantField::LegalRepName,
-                ApplicantField::LegalRepId,
-            ],
-            "L2",
-            evidence,
-        ))
-    }
-
-    fn fail(&self, s: State, outcome: Outcome) -> Result<StepOutput, StepError> {
-        let evidence = self.evidence(&s);
-        Ok(sdk::failed(
-            sdk::state_value(&finished(s))?,
-            outcome,
-            evidence,
-        ))
-    }
-
-    fn out(&self, s: State, actions: Vec<Action>) -> Result<StepOutput, StepError> {
-        let mut out = sdk::output(Status::Pending, sdk::state_value(&s)?);
-        out.actions = actions;
-        Ok(out)
-    }
-
-    fn unchanged(&self, s: State) -> Result<StepOutput, StepError> {
-        self.out(s, Vec::new())
-    }
-}
-
-/// The state kept after the end: nothing in flight.
-fn finished(s: State) -> State {
-    State {
-        done: true,
-        inflight: InFlight::default(),
-        ..s
     }
 }

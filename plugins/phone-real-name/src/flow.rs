@@ -2,15 +2,16 @@
 
 use identifiers::{Mobile, ResidentId, Timestamp};
 use plugin_abi::doc::{
-    Action, ApplicantField, Challenge, ChallengeKind, Event, Outcome, Status, StepInput,
+    Action, Applicant, ApplicantField, Challenge, ChallengeKind, Outcome, Status, StepInput,
     StepOutput, Timer,
 };
+use plugin_abi::flow::{self, Flow};
 use plugin_abi::sdk::{self, StepError};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::config::Config;
-use crate::vendor::{classify_error, classify_response, post_json, InFlight, Reply, RETRY_TIMER};
+use crate::vendor::{post_json, InFlight, RetryPolicy};
 
 /// Id of the carrier 3-element request.
 pub const CARRIER_CHECK: &str = "carrier-check";
@@ -103,60 +104,139 @@ pub fn step(cfg: &Config, input: StepInput) -> Result<StepOutput, StepError> {
         vid: &input.verification_id,
         now,
     };
-    let state: Option<State> = sdk::parse_state(&input.state)?;
-    match (state, input.event) {
-        (None, Event::Start { applicant }) => ctx.start(
-            applicant.name.as_deref(),
-            applicant.id_number.as_deref(),
-            applicant.phone.as_deref(),
-        ),
-        (None, _) => Err(StepError::InvalidArgument(
-            "the first event must be start".into(),
-        )),
-        (Some(_), Event::Start { .. }) => Err(StepError::InvalidArgument(
-            "verification already started".into(),
-        )),
-        (Some(s), _) if s.phase == Phase::Done => Err(StepError::InvalidArgument(
-            "verification already finished".into(),
-        )),
-        (Some(s), Event::Cancel) => ctx.fail(s, Outcome::Cancelled),
-        (Some(s), Event::HttpResponse { id, status, body }) => {
-            if !s.inflight.is(&id) {
-                return ctx.unchanged(s); // a duplicate or late answer: actions are at-least-once
-            }
-            ctx.on_reply(s, classify_response(status, body))
-        }
-        (Some(s), Event::HttpError { id, error }) => {
-            if !s.inflight.is(&id) {
-                return ctx.unchanged(s);
-            }
-            ctx.on_reply(s, classify_error(error))
-        }
-        (Some(s), Event::Timer { id }) => ctx.on_timer(s, &id),
-        (Some(s), Event::UserInput { challenge, data }) => {
-            if challenge != ChallengeKind::SmsCode {
-                return Err(StepError::InvalidArgument(
-                    "this verification only asks for an sms_code".into(),
-                ));
-            }
-            ctx.on_code(s, &data)
-        }
-        (Some(_), Event::Callback { .. }) => Err(StepError::Unsupported(
-            "phone-real-name takes no vendor callbacks".into(),
-        )),
-    }
+    flow::dispatch(&ctx, &input.state, input.event)
 }
 
-fn status_of(phase: Phase) -> Status {
-    match phase {
-        Phase::AwaitCode => Status::AwaitingUser,
-        Phase::Done => Status::Failed,
-        _ => Status::Pending,
+impl Flow for Ctx<'_> {
+    type State = State;
+    const NAME: &'static str = "phone-real-name";
+    const CHALLENGE: Option<ChallengeKind> = Some(ChallengeKind::SmsCode);
+    const PROVES: &'static [ApplicantField] = &[
+        ApplicantField::Name,
+        ApplicantField::IdNumber,
+        ApplicantField::Phone,
+    ];
+    const ASSURANCE: &'static str = "L2";
+
+    fn start(&self, a: Applicant) -> Result<StepOutput, StepError> {
+        self.begin(
+            a.name.as_deref(),
+            a.id_number.as_deref(),
+            a.phone.as_deref(),
+        )
+    }
+
+    fn in_flight(s: &mut State) -> &mut InFlight {
+        &mut s.inflight
+    }
+
+    fn retry(&self) -> RetryPolicy {
+        self.cfg.retry()
+    }
+
+    fn is_finished(s: &State) -> bool {
+        s.phase == Phase::Done
+    }
+
+    fn status(s: &State) -> Status {
+        match s.phase {
+            Phase::AwaitCode => Status::AwaitingUser,
+            Phase::Done => Status::Failed,
+            _ => Status::Pending,
+        }
+    }
+
+    fn on_input(&self, s: State, data: &str) -> Result<StepOutput, StepError> {
+        self.on_code(s, data)
+    }
+
+    /// The state kept after the end: no personal data, nothing in flight.
+    fn finished(s: State) -> State {
+        State {
+            phase: Phase::Done,
+            phone: None,
+            phone_masked: String::new(),
+            inflight: InFlight::default(),
+            code_expires: None,
+            ..s
+        }
+    }
+
+    fn on_answer(&self, mut s: State, body: String) -> Result<StepOutput, StepError> {
+        match s.phase {
+            Phase::Carrier => {
+                let Ok(a) = serde_json::from_str::<CarrierAnswer>(&body) else {
+                    return self.fail(s, Outcome::VendorUnavailable);
+                };
+                s.carrier_request_id = a.carrier_request_id;
+                match a.result.as_str() {
+                    "match" => self.send_code(s),
+                    "mismatch" => self.fail(s, Outcome::Mismatch),
+                    "not_real_name" | "phone_not_real_name" => {
+                        self.fail(s, Outcome::PhoneNotRealName)
+                    }
+                    "no_record" => self.fail(s, Outcome::NoRecord),
+                    "phone_invalid" => self.fail(s, Outcome::InvalidPhone),
+                    "id_invalid" => self.fail(s, Outcome::InvalidIdNumber),
+                    _ => self.fail(s, Outcome::VendorUnavailable),
+                }
+            }
+            Phase::SmsSend => {
+                let Ok(a) = serde_json::from_str::<SendAnswer>(&body) else {
+                    return self.fail(s, Outcome::VendorUnavailable);
+                };
+                // The gateway's own lifetime wins when it is shorter than ours.
+                let ttl = a
+                    .expires_in
+                    .map_or(self.cfg.code_ttl_secs, |v| v.min(self.cfg.code_ttl_secs));
+                let expires = self.now.plus_secs(i64::from(ttl));
+                s.phase = Phase::AwaitCode;
+                s.phone = None; // minimisation: the gateway has it now
+                s.otp_id = Some(a.otp_id);
+                s.code_expires = Some(expires.unix());
+                let challenge = code_challenge(&s);
+                let timer = Action::Timer(Timer {
+                    id: OTP_EXPIRY_TIMER.into(),
+                    after_ms: u64::from(ttl) * 1000,
+                });
+                self.out(s, vec![challenge, timer])
+            }
+            Phase::SmsVerify => {
+                let Ok(a) = serde_json::from_str::<VerifyAnswer>(&body) else {
+                    return self.fail(s, Outcome::VendorUnavailable);
+                };
+                match a.result.as_str() {
+                    "ok" => self.succeed(s),
+                    "wrong" => self.wrong_code(s),
+                    "unknown" | "expired" => self.fail(s, Outcome::OtpExpired),
+                    _ => self.fail(s, Outcome::VendorUnavailable),
+                }
+            }
+            Phase::AwaitCode | Phase::Done => self.unchanged(s),
+        }
+    }
+
+    fn on_timer(&self, s: State, id: &str) -> Result<StepOutput, StepError> {
+        match id {
+            // Re-armed for the time left when it fires early (host clock ahead of ours).
+            OTP_EXPIRY_TIMER if s.phase == Phase::AwaitCode => {
+                let expires = s.code_expires.unwrap_or_default();
+                match flow::code_expiry_timer(OTP_EXPIRY_TIMER, expires, self.now.unix()) {
+                    Some(timer) => self.out(s, vec![timer]),
+                    None => self.fail(s, Outcome::OtpExpired),
+                }
+            }
+            _ => self.on_retry_timer(s, id),
+        }
+    }
+
+    fn evidence(&self, s: &State) -> Value {
+        json!({"vendor_request_id": s.carrier_request_id, "otp_id": s.otp_id})
     }
 }
 
 impl Ctx<'_> {
-    fn start(
+    fn begin(
         &self,
         name: Option<&str>,
         id_number: Option<&str>,
@@ -209,71 +289,6 @@ impl Ctx<'_> {
             self.cfg.timeout_ms,
         ));
         self.out(s, vec![action])
-    }
-
-    fn on_reply(&self, mut s: State, reply: Reply) -> Result<StepOutput, StepError> {
-        let body = match reply {
-            Reply::Body(b) => b,
-            Reply::Transient => {
-                return match s.inflight.on_transient(self.cfg.retry()) {
-                    Some(timer) => self.out(s, vec![timer]),
-                    None => self.fail(s, Outcome::VendorUnavailable),
-                }
-            }
-            Reply::Permanent => return self.fail(s, Outcome::VendorUnavailable),
-        };
-        s.inflight.clear();
-        match s.phase {
-            Phase::Carrier => {
-                let Ok(a) = serde_json::from_str::<CarrierAnswer>(&body) else {
-                    return self.fail(s, Outcome::VendorUnavailable);
-                };
-                s.carrier_request_id = a.carrier_request_id;
-                match a.result.as_str() {
-                    "match" => self.send_code(s),
-                    "mismatch" => self.fail(s, Outcome::Mismatch),
-                    "not_real_name" | "phone_not_real_name" => {
-                        self.fail(s, Outcome::PhoneNotRealName)
-                    }
-                    "no_record" => self.fail(s, Outcome::NoRecord),
-                    "phone_invalid" => self.fail(s, Outcome::InvalidPhone),
-                    "id_invalid" => self.fail(s, Outcome::InvalidIdNumber),
-                    _ => self.fail(s, Outcome::VendorUnavailable),
-                }
-            }
-            Phase::SmsSend => {
-                let Ok(a) = serde_json::from_str::<SendAnswer>(&body) else {
-                    return self.fail(s, Outcome::VendorUnavailable);
-                };
-                // The gateway's own lifetime wins when it is shorter than ours.
-                let ttl = a
-                    .expires_in
-                    .map_or(self.cfg.code_ttl_secs, |v| v.min(self.cfg.code_ttl_secs));
-                let expires = self.now.plus_secs(i64::from(ttl));
-                s.phase = Phase::AwaitCode;
-                s.phone = None; // minimisation: the gateway has it now
-                s.otp_id = Some(a.otp_id);
-                s.code_expires = Some(expires.unix());
-                let challenge = code_challenge(&s);
-                let timer = Action::Timer(Timer {
-                    id: OTP_EXPIRY_TIMER.into(),
-                    after_ms: u64::from(ttl) * 1000,
-                });
-                self.out(s, vec![challenge, timer])
-            }
-            Phase::SmsVerify => {
-                let Ok(a) = serde_json::from_str::<VerifyAnswer>(&body) else {
-                    return self.fail(s, Outcome::VendorUnavailable);
-                };
-                match a.result.as_str() {
-                    "ok" => self.succeed(s),
-                    "wrong" => self.wrong_code(s),
-                    "unknown" | "expired" => self.fail(s, Outcome::OtpExpired),
-                    _ => self.fail(s, Outcome::VendorUnavailable),
-                }
-            }
-            Phase::AwaitCode | Phase::Done => self.unchanged(s),
-        }
     }
 
     fn send_code(&self, mut s: State) -> Result<StepOutput, StepError> {
@@ -340,64 +355,6 @@ impl Ctx<'_> {
         out.result = sdk::failed(Value::Null, Outcome::OtpWrong, evidence).result;
         Ok(out)
     }
-
-    fn on_timer(&self, s: State, id: &str) -> Result<StepOutput, StepError> {
-        match id {
-            RETRY_TIMER => match s.inflight.resend() {
-                Some(action) => self.out(s, vec![action]),
-                None => self.unchanged(s),
-            },
-            OTP_EXPIRY_TIMER if s.phase == Phase::AwaitCode && self.expired(&s) => {
-                self.fail(s, Outcome::OtpExpired)
-            }
-            OTP_EXPIRY_TIMER if s.phase == Phase::AwaitCode => {
-                // Fired early (host clock ahead of ours): wait for the rest.
-                let left = s.code_expires.unwrap_or_default() - self.now.unix();
-                let after_ms = u64::try_from(left.max(1)).unwrap_or(1) * 1000;
-                let timer = Action::Timer(Timer {
-                    id: OTP_EXPIRY_TIMER.into(),
-                    after_ms,
-                });
-                self.out(s, vec![timer])
-            }
-            _ => self.unchanged(s),
-        }
-    }
-
-    fn evidence(&self, s: &State) -> Value {
-        json!({"vendor_request_id": s.carrier_request_id, "otp_id": s.otp_id})
-    }
-
-    fn succeed(&self, s: State) -> Result<StepOutput, StepError> {
-        let evidence = self.evidence(&s);
-        let done = finished(s);
-        Ok(sdk::succeeded(
-            sdk::state_value(&done)?,
-            vec![
-                ApplicantField::Name,
-                ApplicantField::IdNumber,
-                ApplicantField::Phone,
-            ],
-            "L2",
-            evidence,
-        ))
-    }
-
-    fn fail(&self, s: State, outcome: Outcome) -> Result<StepOutput, StepError> {
-        let evidence = self.evidence(&s);
-        let done = finished(s);
-        Ok(sdk::failed(sdk::state_value(&done)?, outcome, evidence))
-    }
-
-    fn out(&self, s: State, actions: Vec<Action>) -> Result<StepOutput, StepError> {
-        let mut out = sdk::output(status_of(s.phase), sdk::state_value(&s)?);
-        out.actions = actions;
-        Ok(out)
-    }
-
-    fn unchanged(&self, s: State) -> Result<StepOutput, StepError> {
-        self.out(s, Vec::new())
-    }
 }
 
 /// The `sms_code` challenge for the code in `s` (its expiry is the code's).
@@ -408,16 +365,4 @@ fn code_challenge(s: &State) -> Action {
         payload: json!({"phone_masked": s.phone_masked, "length": 6}),
         expires_at: expires.to_string(),
     })
-}
-
-/// The state kept after the end: no personal data, nothing in flight.
-fn finished(s: State) -> State {
-    State {
-        phase: Phase::Done,
-        phone: None,
-        phone_masked: String::new(),
-        inflight: InFlight::default(),
-        code_expires: None,
-        ..s
-    }
 }
