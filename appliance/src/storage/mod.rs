@@ -43,7 +43,7 @@ pub use dialect::Backend;
 pub use escrow::{EscrowRow, EscrowRows, RecoveryRow};
 pub use grants::{CodeLoginRow, DownloadRow};
 pub use limits::{LimitRows, WindowCount};
-pub use login::{Answer, ChallengeRow, LoginRows, NewChallenge};
+pub use login::{Answer, Answered, ChallengeRow, LoginRows, NewChallenge};
 pub use materials::{MaterialRow, MaterialRows};
 pub use notify::{CodeRow, NewCode, NewNotification, NotificationRow, NotifyRows};
 pub use ocsp::{CertStatusRow, OcspStore, ResponderRecord, StoredResponse};
