@@ -5,6 +5,7 @@
 use sqlx::Row;
 
 use super::applications::ApplicationRows;
+use super::audit::{append_in, AuditEntry};
 use super::StorageError;
 
 /// A certificate download to a phone.
@@ -126,16 +127,28 @@ impl ApplicationRows {
         .transpose()
     }
 
-    /// Marks an open code login used; false when it was not open any more.
-    pub async fn use_code_login(&self, id: &str, now: i64) -> Result<bool, StorageError> {
+    /// Marks an open code login used, with its audit row in the same transaction; false (and
+    /// nothing written) when it was not open any more.
+    pub async fn use_code_login(
+        &self,
+        id: &str,
+        now: i64,
+        audit: &AuditEntry,
+    ) -> Result<bool, StorageError> {
+        let mut tx = self.pool.begin().await?;
         let done = sqlx::query(
             "UPDATE code_logins SET status = 'used', finished_at = $1 WHERE id = $2 AND status = 'open'",
         )
         .bind(now)
         .bind(id)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
-        Ok(done.rows_affected() == 1)
+        if done.rows_affected() != 1 {
+            return Ok(false);
+        }
+        append_in(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     /// The level of account `id` (None: registered only or no such account).
