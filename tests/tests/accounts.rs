@@ -354,6 +354,129 @@ async fn a_certificate_downloads_to_the_phone_with_its_code_and_a_phone_made_csr
         certificates().parse::<i64>().unwrap(),
         before.parse::<i64>().unwrap() + 1
     );
+
+    // The issued application bound 张三's L3 account: a download for the account alone, through
+    // the realm's other channel, with no application.
+    let account = apps.sql("select id from accounts where kind = 'personal'");
+    assert!(account.starts_with("acct_"), "{account}");
+    let by_account = json!({"account": account, "profile": "personal"});
+    for (who, body, status, code) in [
+        (BJCA, json!({"account": account}), 400, "field_not_expected"),
+        (
+            BJCA,
+            json!({"account": account, "application": id, "profile": "personal"}),
+            400,
+            "field_not_expected",
+        ),
+        (
+            BJCA,
+            json!({"account": "acct_00", "profile": "personal"}),
+            404,
+            "account_not_found",
+        ),
+        (
+            BJCA,
+            json!({"account": account, "profile": "nope"}),
+            400,
+            "unknown_profile",
+        ),
+        ("relying-party", by_account.clone(), 403, "role_not_allowed"),
+    ] {
+        refused(
+            apps.post(who, "/api/v1/downloads", body).await,
+            status,
+            code,
+        );
+    }
+    let before = certificates().parse::<i64>().unwrap();
+    let seen = apps.sms_count(ZHANG.2).await;
+    let (status, d3) = apps
+        .post(BJCA, "/api/v1/downloads", by_account.clone())
+        .await;
+    assert_eq!(status, 201, "{d3}");
+    assert_eq!(
+        (d3["account"].as_str(), d3["code_sent_to"].as_str()),
+        (Some(account.as_str()), Some("138****8000")),
+        "{d3}"
+    );
+    let code3 = apps.next_code(ZHANG.2, seen).await;
+    let d3_done = format!("/api/v1/downloads/{}/complete", d3["id"].as_str().unwrap());
+    let account_csr = apps.csr("account-phone");
+    let wrong = if code3 == "000000" {
+        "111111"
+    } else {
+        "000000"
+    };
+    for expected in ["otp_wrong", "otp_wrong", "otp_attempts_exceeded"] {
+        refused(
+            apps.post(BJCA, &d3_done, json!({"code": wrong, "csr": account_csr}))
+                .await,
+            422,
+            expected,
+        );
+    }
+    refused(
+        apps.post(BJCA, &d3_done, json!({"code": code3, "csr": account_csr}))
+            .await,
+        422,
+        "otp_attempts_exceeded",
+    );
+    assert_eq!(
+        certificates().parse::<i64>().unwrap(),
+        before,
+        "nothing issued"
+    );
+
+    let seen = apps.sms_count(ZHANG.2).await;
+    let (status, d4) = apps
+        .post(BJCA, "/api/v1/downloads", by_account.clone())
+        .await;
+    assert_eq!(status, 201, "{d4}");
+    let code4 = apps.next_code(ZHANG.2, seen).await;
+    let d4_done = format!("/api/v1/downloads/{}/complete", d4["id"].as_str().unwrap());
+    let answer = json!({"code": code4, "csr": account_csr});
+    refused(
+        apps.post(SHECA, &d4_done, answer.clone()).await,
+        404,
+        "not_found",
+    );
+    refused(
+        apps.post(BJCA, &d4_done, json!({"code": code4, "csr": "not a csr"}))
+            .await,
+        400,
+        "malformed_csr",
+    );
+    let (status, v) = apps.post(BJCA, &d4_done, answer.clone()).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["assurance_level"], "L3", "{v}");
+    let pem = v["certificate"]["pem"].as_str().unwrap().to_owned();
+    let (subject, policies, _) = check_certificate(apps.dir(), &pem, "account-downloaded");
+    assert!(subject.contains("CN=张三"), "{subject}");
+    assert!(policies.iter().any(|p| p == L3_OID), "{policies:?}");
+    assert_eq!(
+        key_of(&[
+            "x509",
+            "-in",
+            &format!("{dir}/account-downloaded.pem"),
+            "-noout",
+            "-pubkey"
+        ]),
+        key_of(&[
+            "pkey",
+            "-in",
+            &format!("{dir}/account-phone.key"),
+            "-pubout"
+        ]),
+    );
+    refused(apps.post(BJCA, &d4_done, answer).await, 409, "already_used");
+    assert_eq!(certificates().parse::<i64>().unwrap(), before + 1);
+    assert_eq!(
+        apps.sql(&format!(
+            "select channel from certificates where serial = '{}'",
+            v["certificate"]["serial"].as_str().unwrap()
+        )),
+        "bjca-personal"
+    );
 }
 
 #[tokio::test]

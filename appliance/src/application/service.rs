@@ -35,6 +35,8 @@ use crate::verification::seal::Field;
 use crate::verification::service::subject_key;
 use crate::verification::{KeySet, Keyring, Requester, VerificationError, VerificationService};
 
+#[path = "account_download.rs"]
+mod account_download;
 #[path = "agents.rs"]
 mod agents;
 #[path = "code_login.rs"]

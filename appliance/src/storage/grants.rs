@@ -21,6 +21,8 @@ pub struct DownloadRow {
     pub status: String,
     /// Unix seconds after which it cannot be completed.
     pub expires_at: i64,
+    /// For an account download (`application_id` is then the account id): the profile.
+    pub profile: Option<String>,
 }
 
 /// A phone-code login.
@@ -44,14 +46,15 @@ impl ApplicationRows {
     /// Stores a new open download.
     pub async fn put_download(&self, d: &DownloadRow, now: i64) -> Result<(), StorageError> {
         sqlx::query(
-            "INSERT INTO downloads (id, channel, application_id, status, created_at, expires_at) \
-             VALUES ($1, $2, $3, 'open', $4, $5)",
+            "INSERT INTO downloads (id, channel, application_id, status, created_at, expires_at, profile) \
+             VALUES ($1, $2, $3, 'open', $4, $5, $6)",
         )
         .bind(&d.id)
         .bind(&d.channel)
         .bind(&d.application_id)
         .bind(now)
         .bind(d.expires_at)
+        .bind(&d.profile)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -60,7 +63,7 @@ impl ApplicationRows {
     /// The download `id`, if any.
     pub async fn download(&self, id: &str) -> Result<Option<DownloadRow>, StorageError> {
         let row = sqlx::query(
-            "SELECT id, channel, application_id, status, expires_at FROM downloads WHERE id = $1",
+            "SELECT id, channel, application_id, status, expires_at, profile FROM downloads WHERE id = $1",
         )
         .bind(id)
         .fetch_optional(&self.pool)
@@ -72,6 +75,7 @@ impl ApplicationRows {
                 application_id: r.try_get("application_id")?,
                 status: r.try_get("status")?,
                 expires_at: r.try_get("expires_at")?,
+                profile: r.try_get("profile")?,
             })
         })
         .transpose()

@@ -30,7 +30,7 @@ mod verifications;
 use sqlx::any::AnyPoolOptions;
 use sqlx::{AnyPool, Executor};
 
-pub use accounts::{AccountBinding, AccountRow, PhoneClaim};
+pub use accounts::{AccountBinding, AccountDetail, AccountRow, PhoneClaim};
 pub use agents::{AgentChange, AgentRow, AgentRows};
 pub use applications::{ApplicationRow, ApplicationRows, Inserted, ReusableVerification, Updated};
 pub use audit::{AuditCheckpoint, AuditEntry, AuditKeyRecord, AuditLog, AuditRow};
