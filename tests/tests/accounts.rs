@@ -556,14 +556,14 @@ async fn code_login_opens_the_phones_l3_account_and_not_a_phone_of_several_ids()
         "L3"
     );
     // The login is audited (one row, by the channel, naming the account), the replay is not.
-    let audit = format!("select actor, target from audit_log where action = 'account.code_login'");
-    assert_eq!(apps.sql(&audit), format!("channel:bjca-personal|{account}"));
+    let audit = "select actor, target from audit_log where action = 'account.code_login'";
+    assert_eq!(apps.sql(audit), format!("channel:bjca-personal|{account}"));
     refused(
         apps.post(BJCA, &done, json!({"code": code})).await,
         409,
         "already_used",
     );
-    assert_eq!(apps.sql(&audit).lines().count(), 1);
+    assert_eq!(apps.sql(audit).lines().count(), 1);
 
     // A phone with no account: the same answer, but no SMS, and no code opens it.
     let (status, l) = apps
