@@ -116,6 +116,12 @@ fn id_number(id_type: &str, id: &str) -> Result<String, SubjectError> {
     }
 }
 
+/// Masks a permit or passport number (8-9 characters): the first and the last two only, so
+/// no more than half of it shows.
+fn mask_short_id(s: &str) -> String {
+    identifiers::mask::mask_middle(s, 1, 2)
+}
+
 fn today() -> identifiers::date::Date {
     let d = time::OffsetDateTime::now_utc().date();
     identifiers::date::Date::new(d.year().clamp(1, 9999) as u16, u8::from(d.month()), d.day())
@@ -421,7 +427,16 @@ impl SubjectInput {
             },
         );
         put("id_type", &self.id_type, str::to_owned);
-        put("id_number", &self.id_number, mask_id_number);
+        let short_document = self.id_type.as_deref().is_some_and(|t| t != "resident_id");
+        put(
+            "id_number",
+            &self.id_number,
+            if short_document {
+                mask_short_id
+            } else {
+                mask_id_number
+            },
+        );
         put("phone", &self.phone, mask_phone);
         put("email", &self.email, mask_email);
         put("bank_card", &self.bank_card, mask_card);
