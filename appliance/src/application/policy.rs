@@ -511,6 +511,33 @@ mod tests {
     }
 
     #[test]
+    fn reviewed_documents_take_materials_and_review_and_no_vendor() {
+        let doc = |ids: &str, steps: &str| {
+            parse(&format!(
+                "kinds = [\"new\"]\ncaptcha = false\nid_types = {ids}\n{steps}"
+            ))
+        };
+        let reviewed = "[[step]]\nmaterials = [\"id_front\"]\n[[step]]\nreview = true\n";
+        let p = doc(r#"["tw_permit", "passport"]"#, reviewed).unwrap();
+        let policies = [p];
+        assert!(find_for(&policies, Kind::New, SubjectType::Person, "passport").is_some());
+        assert!(find_for(&policies, Kind::New, SubjectType::Person, RESIDENT_ID).is_none());
+        assert!(find(&policies, Kind::New, SubjectType::Person).is_none());
+        for (ids, steps) in [
+            (
+                r#"["tw_permit"]"#,
+                "[[step]]\nverify = [\"face\"]\n[[step]]\nreview = true\n",
+            ),
+            (r#"["tw_permit"]"#, "[[step]]\nmaterials = [\"id_front\"]\n"),
+            (r#"["tw_permit", "resident_id"]"#, reviewed),
+            (r#"["hk_permit"]"#, reviewed),
+            ("[]", reviewed),
+        ] {
+            assert!(doc(ids, steps).is_err(), "{ids} {steps}");
+        }
+    }
+
+    #[test]
     fn sheca_policy_parses_with_fallback_and_confirmation() {
         let p = parse(
             r#"
