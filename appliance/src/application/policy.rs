@@ -167,7 +167,9 @@ pub struct Policy {
     /// Must a solved picture captcha from the appliance precede every SMS (`true`), or does the
     /// channel guard its own SMS sending (`false`)?
     pub captcha: bool,
-    /// The ID document types of a person it governs (`resident_id`; `tw_permit`, `passport`).
+    /// The ID document types of a person it governs (`resident_id`; `tw_permit`, `passport`);
+    /// absent in progress documents sealed before it existed: `resident_id`.
+    #[serde(default = "default_id_types")]
     pub id_types: Vec<String>,
     /// The steps, in order.
     pub steps: Vec<Step>,

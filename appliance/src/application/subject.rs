@@ -525,8 +525,21 @@ mod tests {
         assert!(matches!(e, SubjectError::IdNumber(_)), "{e}");
         assert!(!e.to_string().contains("110105194912310021"));
         let mut s = zhang();
-        s.id_type = Some("passport".into());
+        s.id_type = Some("hk_permit".into());
         assert_eq!(s.normalise().unwrap_err(), SubjectError::IdType);
+        let mut s = zhang();
+        s.id_type = Some("passport".into());
+        assert!(matches!(
+            s.normalise().unwrap_err(),
+            SubjectError::IdNumber(_)
+        ));
+        let mut s = zhang();
+        s.id_type = Some("tw_permit".into());
+        s.id_number = Some(" 12345678 ".into());
+        assert_eq!(
+            s.normalise().unwrap().id_number.as_deref(),
+            Some("12345678")
+        );
         let mut s = zhang();
         s.phone = Some("12345".into());
         assert_eq!(s.normalise().unwrap_err(), SubjectError::Phone);
