@@ -470,13 +470,20 @@ async fn a_certificate_downloads_to_the_phone_with_its_code_and_a_phone_made_csr
     );
     refused(apps.post(BJCA, &d4_done, answer).await, 409, "already_used");
     assert_eq!(certificates().parse::<i64>().unwrap(), before + 1);
+    let serial = v["certificate"]["serial"].as_str().unwrap();
     assert_eq!(
         apps.sql(&format!(
-            "select channel from certificates where serial = '{}'",
-            v["certificate"]["serial"].as_str().unwrap()
+            "select channel from certificates where serial = '{serial}'"
         )),
         "bjca-personal"
     );
+    // Audited as the channel's issuance concluding this download, not a direct one.
+    let detail = apps.sql(&format!(
+        "select actor, detail from audit_log where action = 'certificate.issue' and target = '{serial}'"
+    ));
+    assert!(detail.starts_with("channel:bjca-personal|"), "{detail}");
+    assert!(detail.contains(d4["id"].as_str().unwrap()), "{detail}");
+    assert!(detail.contains("\"direct\":false"), "{detail}");
 }
 
 #[tokio::test]

@@ -193,7 +193,8 @@ impl ApplicationService {
                 channel: Some(channel.name.clone()),
                 actor: format!("channel:{}", channel.name),
                 extra_policies: extra,
-                application: None,
+                // The audit row names the download that concluded it (not a direct issuance).
+                application: Some(d.id.clone()),
             })
             .await?;
         self.status.certificate_issued(issued.ca_id, &issued.serial);

@@ -92,7 +92,8 @@ pub struct IssuanceRequest {
     pub actor: String,
     /// Certificate policy OIDs added to the profile's (the assurance level's OID).
     pub extra_policies: Vec<const_oid::ObjectIdentifier>,
-    /// The application this issuance concludes (`None`: an operator's direct issuance).
+    /// The application (or account download, `dl_...`) this issuance concludes (`None`: an
+    /// operator's direct issuance).
     pub application: Option<String>,
 }
 
