@@ -28,6 +28,7 @@ mod status_feed;
 mod verifications;
 
 use sqlx::any::AnyPoolOptions;
+use sqlx::migrate::Migrator;
 use sqlx::{AnyPool, Executor};
 
 pub use accounts::{AccountBinding, AccountDetail, AccountRow, PhoneClaim};
@@ -104,8 +105,11 @@ impl Storage {
             Backend::Postgres => connect(url, 8, false).await?,
         };
         let migrated = match backend {
-            Backend::Sqlite => sqlx::migrate!("./migrations").run(&pool).await,
-            Backend::Postgres => sqlx::migrate!("./migrations-postgres").run(&pool).await,
+            Backend::Sqlite => dialect::SQLITE_MIGRATIONS.run(&pool).await,
+            Backend::Postgres => match Migrator::new(dialect::PostgresMigrations).await {
+                Ok(migrator) => migrator.run(&pool).await,
+                Err(e) => Err(e),
+            },
         };
         migrated.map_err(|e| StorageError::Open(format!("migration failed: {e}")))?;
         let postgres_url = (backend == Backend::Postgres).then(|| url.to_owned());
