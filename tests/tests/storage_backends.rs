@@ -360,3 +360,93 @@ async fn audit_appends_from_many_tasks_keep_one_unbroken_chain() {
         );
     }
 }
+
+/// A second handle on the same database: another node (its own node id).
+async fn second_node(o: &Opened) -> Storage {
+    let url = match (&o._sqlite, &o._pg) {
+        (Some(dir), _) => format!("sqlite://{}", dir.path().join("s.db").display()),
+        (_, Some(db)) => db.url(),
+        _ => unreachable!("one backend per Opened"),
+    };
+    Storage::open(&url).await.expect("second node")
+}
+
+#[tokio::test]
+async fn a_lease_has_one_holder_until_it_expires_or_is_released_and_a_race_has_one_winner() {
+    for o in backends().await {
+        let a = o.storage.leases();
+        let other = second_node(&o).await;
+        let b = other.leases();
+        assert_ne!(a.holder(), b.holder(), "each node its own id");
+        let now = 1_000_000;
+        assert!(a.take("crl:1", now, 30).await.unwrap(), "free lease taken");
+        assert!(
+            !b.take("crl:1", now + 10, 30).await.unwrap(),
+            "held by a live node"
+        );
+        assert!(
+            a.take("crl:1", now + 20, 30).await.unwrap(),
+            "renewed by its holder"
+        );
+        // Renewed at +20 for 30 s: still A's at +49, B's from +50.
+        assert!(!b.take("crl:1", now + 49, 30).await.unwrap());
+        assert!(
+            b.take("crl:1", now + 50, 30).await.unwrap(),
+            "expired lease taken over"
+        );
+        assert!(
+            !a.take("crl:1", now + 51, 30).await.unwrap(),
+            "the old holder lost it"
+        );
+        assert_eq!(
+            a.holder_of("crl:1").await.unwrap(),
+            Some((b.holder().to_owned(), now + 80))
+        );
+        // A release lets the other node take it at once; releasing another's lease does nothing.
+        a.release("crl:1").await.unwrap();
+        assert!(!a.take("crl:1", now + 52, 30).await.unwrap());
+        b.release("crl:1").await.unwrap();
+        assert!(a.take("crl:1", now + 52, 30).await.unwrap());
+
+        // Sixteen tasks on two nodes race for one free lease: exactly one wins.
+        let mut tasks = Vec::new();
+        for i in 0..16 {
+            let l = if i % 2 == 0 { a.clone() } else { b.clone() };
+            tasks.push(tokio::spawn(async move {
+                l.take("race", now, 30).await.unwrap()
+            }));
+        }
+        let mut winners = 0;
+        for t in tasks {
+            winners += usize::from(t.await.unwrap());
+        }
+        let holder = a.holder_of("race").await.unwrap().unwrap().0;
+        // Tasks of the winning node all "hold" it (renewal by the same holder); none of the other.
+        let expected = 8;
+        assert_eq!(
+            winners, expected,
+            "holder {holder}: one node's tasks hold the lease"
+        );
+        assert!(holder == a.holder() || holder == b.holder());
+    }
+}
+
+#[tokio::test]
+async fn a_stored_crl_document_is_only_replaced_by_a_newer_number() {
+    for o in backends().await {
+        let docs = o.storage.crl_documents();
+        assert_eq!(docs.number("x.crl").await.unwrap(), None);
+        docs.put("x.crl", 5, b"five").await.unwrap();
+        docs.put("x.crl", 3, b"three").await.unwrap();
+        assert_eq!(
+            docs.get("x.crl").await.unwrap(),
+            Some((5, b"five".to_vec()))
+        );
+        docs.put("x.crl", 7, b"seven").await.unwrap();
+        assert_eq!(docs.number("x.crl").await.unwrap(), Some(7));
+        assert_eq!(
+            docs.get("x.crl").await.unwrap(),
+            Some((7, b"seven".to_vec()))
+        );
+    }
+}

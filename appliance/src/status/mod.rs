@@ -140,6 +140,11 @@ impl StatusService {
                 .values(),
         )
         .await?;
+        let crls = if storage.backend() == crate::storage::Backend::Postgres {
+            crls.shared_through(storage.leases(), storage.crl_documents())
+        } else {
+            crls
+        };
         Ok(Arc::new(StatusService {
             ocsp: Arc::new(ocsp),
             crls: Arc::new(crls),

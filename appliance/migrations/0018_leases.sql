@@ -1,0 +1,16 @@
+-- Leases shared by every node on one database: one holder at a time per named job (e.g.
+-- `crl:<ca id>`: the node generating that CA's CRLs). Taken or renewed by one atomic upsert
+-- that only overwrites an expired lease or the holder's own; a dead holder's lease expires.
+CREATE TABLE leases (
+    name TEXT PRIMARY KEY,
+    holder TEXT NOT NULL,
+    expires_at INTEGER NOT NULL
+);
+
+-- The newest signed CRL of each published file (`personal.crl`, `personal-delta.crl`, shard
+-- files), so a node that did not generate it serves the same bytes.
+CREATE TABLE crl_documents (
+    file TEXT PRIMARY KEY,
+    number INTEGER NOT NULL,
+    der BLOB NOT NULL
+);
