@@ -650,6 +650,12 @@ impl CrlPublisher {
         };
         loop {
             let _ = self.publish_due(true).await;
+            if let Some(shared) = &self.shared {
+                // Per-row claims (deliveries, verifications) end here an hour after expiry.
+                if let Err(e) = shared.leases.purge_expired(unix_now() - 3600).await {
+                    tracing::warn!(error = %e, "expired leases not purged");
+                }
+            }
             tokio::select! {
                 () = tokio::time::sleep(tick) => {}
                 () = self.wake.notified() => { tokio::time::sleep(self.delay).await; }

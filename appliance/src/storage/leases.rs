@@ -53,6 +53,15 @@ impl Leases {
         Ok(())
     }
 
+    /// Deletes leases that expired before `before` (per-row claims pile up otherwise).
+    pub async fn purge_expired(&self, before: i64) -> Result<u64, StorageError> {
+        Ok(sqlx::query("DELETE FROM leases WHERE expires_at < $1")
+            .bind(before)
+            .execute(&self.pool)
+            .await?
+            .rows_affected())
+    }
+
     /// The current holder of lease `name` and its expiry, if any.
     pub async fn holder_of(&self, name: &str) -> Result<Option<(String, i64)>, StorageError> {
         Ok(

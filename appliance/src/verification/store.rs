@@ -15,7 +15,9 @@ use zeroize::Zeroizing;
 
 use super::keyring::Keyring;
 use super::seal::{DataKey, Field, KeySet, SealError};
-use crate::storage::{unix_now, AuditEntry, StorageError, VerificationRow, VerificationRows};
+use crate::storage::{
+    unix_now, AuditEntry, Leases, StorageError, VerificationRow, VerificationRows,
+};
 
 /// How often a write retries after finding its data key superseded or a key unknown.
 const KEY_RETRIES: usize = 4;
@@ -60,7 +62,14 @@ pub struct SqlVerificationStore {
     rows: VerificationRows,
     keyring: Arc<Keyring>,
     intents: Mutex<HashMap<String, StartIntent>>,
+    /// Several nodes on one database: a verification's timers and outbox are driven by the node
+    /// holding its claim (lease `verification:<id>`).
+    claims: Option<Leases>,
 }
+
+/// How long a node's claim on driving one verification's timers and outbox lasts; renewed
+/// whenever it drives them, taken by a survivor once a dead node's claim expires.
+const CLAIM_SECS: i64 = 60;
 
 impl std::fmt::Debug for SqlVerificationStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -115,6 +124,30 @@ impl SqlVerificationStore {
             rows,
             keyring,
             intents: Mutex::new(HashMap::new()),
+            claims: None,
+        }
+    }
+
+    /// Shares the background work with other nodes on the same database (see `claims`).
+    pub fn claimed_through(mut self, claims: Option<Leases>) -> Self {
+        self.claims = claims;
+        self
+    }
+
+    /// Whether this node drives verification `id`'s background work now (always, alone).
+    async fn claimed(&self, id: &str) -> bool {
+        let Some(claims) = &self.claims else {
+            return true;
+        };
+        match claims
+            .take(&format!("verification:{id}"), unix_now(), CLAIM_SECS)
+            .await
+        {
+            Ok(held) => held,
+            Err(e) => {
+                tracing::warn!(verification = %id, error = %e, "verification not claimed");
+                false
+            }
         }
     }
 
@@ -499,7 +532,14 @@ impl VerificationStore for SqlVerificationStore {
     }
 
     async fn with_outbox(&self, plugin: &str) -> Result<Vec<String>, StoreError> {
-        self.rows.with_outbox(plugin).await.map_err(backend)
+        let ids = self.rows.with_outbox(plugin).await.map_err(backend)?;
+        let mut mine = Vec::with_capacity(ids.len());
+        for id in ids {
+            if self.claimed(&id).await {
+                mine.push(id);
+            }
+        }
+        Ok(mine)
     }
 
     async fn due_timers(
@@ -514,6 +554,9 @@ impl VerificationStore for SqlVerificationStore {
             .map_err(backend)?;
         let mut due = Vec::new();
         for (id, timers) in rows {
+            if !self.claimed(&id).await {
+                continue;
+            }
             let timers: Vec<PendingTimer> = serde_json::from_str(&timers)
                 .map_err(|_| backend("stored timers are not valid"))?;
             due.extend(
