@@ -7,6 +7,10 @@ CREATE TABLE leases (
     expires_at INTEGER NOT NULL
 );
 
+-- Pre-signed OCSP responses by signing time: a node that does not hold a CA's pre-signing lease
+-- loads what the holder signed since its last look.
+CREATE INDEX ocsp_responses_signed ON ocsp_responses (ca_id, this_update);
+
 -- The newest signed CRL of each published file (`personal.crl`, `personal-delta.crl`, shard
 -- files), so a node that did not generate it serves the same bytes.
 CREATE TABLE crl_documents (

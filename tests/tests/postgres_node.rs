@@ -333,6 +333,9 @@ async fn one_node_generates_a_cas_crls_the_other_serves_the_same_bytes_and_takes
         .position(|s| s.as_ref().unwrap().log_text().contains(&holder))
         .expect("the holder's id is in one node's log");
     let survivor = nodes[1 - held_by];
+    // Periodic OCSP pre-signing is divided the same way: one holder per CA.
+    let presigners = db.psql("SELECT DISTINCT holder FROM leases WHERE name LIKE 'ocsp:%'");
+    assert_eq!(presigners.lines().count(), 1, "pre-signers: {presigners}");
 
     // kill -9 the holder; a revocation on the survivor still reaches its CRL, which the
     // survivor now generates itself (lease expiry 30 s + one 5 s pass, with margin).

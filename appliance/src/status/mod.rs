@@ -125,6 +125,11 @@ impl StatusService {
             config.hsm.pool_size * 2,
         )
         .await?;
+        let ocsp = if storage.backend() == crate::storage::Backend::Postgres {
+            ocsp.shared_through(storage.leases())
+        } else {
+            ocsp
+        };
         let crls = CrlPublisher::new(
             signer,
             storage.crls(),
