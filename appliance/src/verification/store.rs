@@ -643,6 +643,47 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn two_nodes_drive_a_verifications_timers_and_outbox_one_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let (storage, plain) = store(&dir).await;
+        plain.register_intent("vrf_1", intent());
+        plain.create(&record("vrf_1")).await.unwrap();
+        // Two nodes: two handles on one database, each with its own node id.
+        let other = Storage::open(&format!("sqlite://{}", dir.path().join("v.db").display()))
+            .await
+            .unwrap();
+        let keys = plain.keyring().clone();
+        let a = SqlVerificationStore::new(storage.verifications(), keys.clone())
+            .claimed_through(Some(storage.leases()));
+        let b = SqlVerificationStore::new(other.verifications(), keys)
+            .claimed_through(Some(other.leases()));
+        assert_eq!(a.with_outbox("phone-real-name").await.unwrap(), ["vrf_1"]);
+        assert!(b.with_outbox("phone-real-name").await.unwrap().is_empty());
+        assert_eq!(a.due_timers("phone-real-name", 10).await.unwrap().len(), 1);
+        assert!(b
+            .due_timers("phone-real-name", 10)
+            .await
+            .unwrap()
+            .is_empty());
+        // Once A's claim has expired (A died), B takes the verification over and A no longer
+        // drives it.
+        let later = unix_now() + CLAIM_SECS;
+        assert!(other
+            .leases()
+            .take("verification:vrf_1", later, CLAIM_SECS)
+            .await
+            .unwrap());
+        assert_eq!(b.with_outbox("phone-real-name").await.unwrap(), ["vrf_1"]);
+        assert_eq!(b.due_timers("phone-real-name", 10).await.unwrap().len(), 1);
+        assert!(a.with_outbox("phone-real-name").await.unwrap().is_empty());
+        assert!(a
+            .due_timers("phone-real-name", 10)
+            .await
+            .unwrap()
+            .is_empty());
+    }
+
+    #[tokio::test]
     async fn create_load_save_with_revision_check_outbox_timers_and_audit() {
         let dir = tempfile::tempdir().unwrap();
         let (storage, s) = store(&dir).await;
