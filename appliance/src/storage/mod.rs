@@ -33,7 +33,7 @@ use sqlx::any::AnyPoolOptions;
 use sqlx::migrate::Migrator;
 use sqlx::{AnyPool, Executor};
 
-pub use accounts::{AccountBinding, AccountRow, PhoneClaim};
+pub use accounts::{AccountBinding, AccountDetail, AccountRow, PhoneClaim};
 pub use agents::{AgentChange, AgentRow, AgentRows};
 pub use applications::{ApplicationRow, ApplicationRows, Inserted, ReusableVerification, Updated};
 pub use audit::{AuditCheckpoint, AuditEntry, AuditKeyRecord, AuditLog, AuditRow};
@@ -48,7 +48,7 @@ pub use escrow::{EscrowRow, EscrowRows, RecoveryRow};
 pub use grants::{CodeLoginRow, DownloadRow};
 pub use leases::Leases;
 pub use limits::{LimitRows, WindowCount};
-pub use login::{Answer, ChallengeRow, LoginRows, NewChallenge};
+pub use login::{Answer, Answered, ChallengeRow, LoginRows, NewChallenge};
 pub use materials::{MaterialRow, MaterialRows};
 pub use notify::{CodeRow, NewCode, NewNotification, NotificationRow, NotifyRows};
 pub use ocsp::{CertStatusRow, OcspStore, ResponderRecord, StoredResponse};
