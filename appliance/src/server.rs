@@ -76,6 +76,7 @@ pub async fn serve(config: ApplianceConfig) -> Result<(), ServeError> {
     )?;
     let hsm = hsm::Hsm::open(&config.hsm_config()).await?;
     let storage = Storage::open(&config.database.url).await?;
+    tracing::info!(node = %storage.node_id(), backend = ?storage.backend(), "node started");
     // Fail closed: a tampered tail or a missing audit key stops the start.
     let audit_tail = crate::audit::verify(&hsm, &storage, true).await?;
     let sealer = crate::audit::Sealer::load(&hsm, &storage).await?;

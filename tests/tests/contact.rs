@@ -840,3 +840,120 @@ async fn a_data_key_rotation_reseals_queued_deliveries() {
     assert_eq!(sms[0]["code"], "246802");
     f.task.abort();
 }
+
+/// Two nodes on one PostgreSQL database, each with its own outbox task: while the gateway is
+/// down each queued SMS is attempted only by the node holding its claim; the first node then
+/// dies holding claims, and the survivor delivers every SMS, each exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_never_send_one_delivery_twice_and_a_survivor_takes_a_dead_nodes_over() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    std::fs::write(partner_secret(tmp.path()), "partner-hook-secret").expect("secret");
+    let db = system_tests::postgres::PgDatabase::create();
+    let node_a = Storage::open(&db.url()).await.expect("node A");
+    let node_b = Storage::open(&db.url()).await.expect("node B");
+    let raw = DataKey::generate();
+    let id = node_a
+        .data_keys()
+        .add_active("pkcs11:object=test-wrap", &[0; 12], &[1; 48], "test")
+        .await
+        .expect("data key row");
+    let keyring = Arc::new(Keyring::fixed(KeySet::new(
+        vec![DataKey::from_bytes(id, &raw)],
+        Some(id),
+    )));
+    // The gateway is down at first (nothing listens on its address).
+    let sim_addr = free_addr();
+    let base = format!("http://{sim_addr}");
+    let mut plugins = BTreeMap::new();
+    plugins.insert(
+        "channel-notify".to_owned(),
+        load(
+            "channel-notify",
+            "channel_notify",
+            sim_addr,
+            serde_json::json!({"sms_url": base, "mail_url": base, "mail_from": "ca@test.example"}),
+            &[("sms_api_key", API_KEY), ("mail_api_key", API_KEY)],
+        )
+        .await,
+    );
+    plugins.insert(
+        "channel-webhook".to_owned(),
+        load(
+            "channel-webhook",
+            "channel_webhook",
+            sim_addr,
+            serde_json::json!({"url": format!("{base}/partner/bank")}),
+            &[("webhook_secret", "partner-hook-secret")],
+        )
+        .await,
+    );
+    let settings = ContactSettings {
+        delivery_max_attempts: 1000,
+        ..settings()
+    };
+    let (a, task_a) = start(&settings, &node_a, &keyring, &plugins);
+    let (_b, task_b) = start(&settings, &node_b, &keyring, &plugins);
+    let texts: Vec<String> = (0..10)
+        .map(|i| format!("您的验证码为 {}", 500_000 + i))
+        .collect();
+    for text in &texts {
+        a.notifier
+            .send_sms(CHANNEL, PHONE, text)
+            .await
+            .expect("queued");
+    }
+    // Every delivery attempted (by its claimer) and still pending.
+    let end = std::time::Instant::now() + Duration::from_secs(30);
+    let deliveries = loop {
+        let d = a.outbox.deliveries(CHANNEL).await.expect("list");
+        if d.len() == texts.len() && d.iter().all(|x| x.attempts >= 1) {
+            assert!(d.iter().all(|x| x.status == "pending"), "{d:?}");
+            break d;
+        }
+        assert!(std::time::Instant::now() < end, "{d:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let leases = node_a.leases();
+    let mut held_by_a = 0;
+    for d in &deliveries {
+        let (holder, _) = leases
+            .holder_of(&format!("notification:{}", d.id))
+            .await
+            .expect("lease")
+            .expect("every attempted delivery is claimed");
+        assert!(holder == leases.holder() || holder == node_b.leases().holder());
+        held_by_a += usize::from(holder == leases.holder());
+    }
+    assert!(
+        held_by_a > 0,
+        "node A (woken by its own queueing) claimed none"
+    );
+
+    // Node A dies holding its claims; the gateway comes back.
+    task_a.abort();
+    let _ = task_a.await;
+    let sim = VendorSim::start_with(sim_addr, API_KEY, None, Some(&partner_secret(tmp.path())));
+    // Node B delivers its own at once and A's once their claims expire (30 s).
+    let end = std::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let d = a.outbox.deliveries(CHANNEL).await.expect("list");
+        if d.iter().all(|x| x.status == "delivered") {
+            break;
+        }
+        assert!(
+            d.iter().all(|x| x.status != "failed") && std::time::Instant::now() < end,
+            "{d:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let sms = sim
+        .wait_sms(PHONE, texts.len(), Duration::from_secs(5))
+        .await;
+    let mut codes: Vec<String> = sms.iter().map(|m| m["code"].to_string()).collect();
+    codes.sort();
+    let before = codes.len();
+    codes.dedup();
+    assert_eq!(before, texts.len(), "sent more than once: {sms:?}");
+    assert_eq!(codes.len(), texts.len(), "{sms:?}");
+    task_b.abort();
+}

@@ -274,3 +274,91 @@ async fn a_revocation_on_one_node_is_answered_revoked_by_the_other_and_a_missed_
         "CRL numbers reused: {numbers:?}"
     );
 }
+
+/// Revokes `serial` through `demo`'s API as the operator (keyCompromise).
+async fn revoke(demo: &DemoDir, serial: &str) {
+    let (status, resp) = api_request(
+        demo.api,
+        demo.client_tls("operator"),
+        "POST",
+        &format!("/api/v1/certificates/{serial}/revoke"),
+        Some(serde_json::to_vec(&serde_json::json!({"reason": "keyCompromise"})).unwrap()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&resp));
+}
+
+/// The CRL Number in `openssl crl -text` output.
+fn crl_number(text: &str) -> u64 {
+    let after = text.split("X509v3 CRL Number:").nth(1).expect("CRL Number");
+    after.split_whitespace().next().unwrap().parse().unwrap()
+}
+
+#[tokio::test]
+async fn one_node_generates_a_cas_crls_the_other_serves_the_same_bytes_and_takes_over_when_it_dies()
+{
+    let db = PgDatabase::create();
+    let a = DemoDir::create_with(&["--database-url", &db.url()]);
+    let b = join(&a);
+    let nodes = [&a, &b];
+    let mut servers = [Some(a.serve()), Some(b.serve())];
+
+    // A revocation on A: both nodes come to serve one and the same signed CRL listing it
+    // (two generators would each sign their own, with different numbers).
+    let s1 = issue(&a, "ee1").await;
+    revoke(&a, &s1).await;
+    let start = Instant::now();
+    loop {
+        let text_a = personal_crl(&a).await;
+        let (_, _, bytes_a) = public_get(a.public, "/crl/personal.crl").await;
+        let (_, _, bytes_b) = public_get(b.public, "/crl/personal.crl").await;
+        if text_a.contains(&s1.to_uppercase()) && bytes_a == bytes_b {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the nodes never served the same CRL listing {s1}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let before = crl_number(&personal_crl(&b).await);
+
+    // One holder for every CA's CRL lease; it is one of the two nodes (by its logged id).
+    let holders = db.psql("SELECT DISTINCT holder FROM leases WHERE name LIKE 'crl:%'");
+    assert_eq!(holders.lines().count(), 1, "holders: {holders}");
+    let holder = holders.trim().to_owned();
+    let held_by = servers
+        .iter()
+        .position(|s| s.as_ref().unwrap().log_text().contains(&holder))
+        .expect("the holder's id is in one node's log");
+    let survivor = nodes[1 - held_by];
+    // Periodic OCSP pre-signing is divided the same way: one holder per CA.
+    let presigners = db.psql("SELECT DISTINCT holder FROM leases WHERE name LIKE 'ocsp:%'");
+    assert_eq!(presigners.lines().count(), 1, "pre-signers: {presigners}");
+
+    // kill -9 the holder; a revocation on the survivor still reaches its CRL, which the
+    // survivor now generates itself (lease expiry 30 s + one 5 s pass, with margin).
+    drop(servers[held_by].take());
+    let s2 = issue(survivor, "ee2").await;
+    revoke(survivor, &s2).await;
+    let start = Instant::now();
+    let text = loop {
+        let text = personal_crl(survivor).await;
+        if text.contains(&s2.to_uppercase()) {
+            break text;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the survivor never published a CRL listing {s2}:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert!(text.contains(&s1.to_uppercase()), "{text}");
+    assert!(crl_number(&text) > before, "{text}");
+    let now_held = db.psql("SELECT DISTINCT holder FROM leases WHERE name LIKE 'crl:%'");
+    assert!(
+        !now_held.contains(&holder),
+        "the dead node still holds a lease: {now_held}"
+    );
+}

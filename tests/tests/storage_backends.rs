@@ -360,3 +360,101 @@ async fn audit_appends_from_many_tasks_keep_one_unbroken_chain() {
         );
     }
 }
+
+/// A second handle on the same database: another node (its own node id).
+async fn second_node(o: &Opened) -> Storage {
+    let url = match (&o._sqlite, &o._pg) {
+        (Some(dir), _) => format!("sqlite://{}", dir.path().join("s.db").display()),
+        (_, Some(db)) => db.url(),
+        _ => unreachable!("one backend per Opened"),
+    };
+    Storage::open(&url).await.expect("second node")
+}
+
+#[tokio::test]
+async fn a_lease_has_one_holder_until_it_expires_or_is_released_and_a_race_has_one_winning_node() {
+    for o in backends().await {
+        let a = o.storage.leases();
+        let other = second_node(&o).await;
+        let b = other.leases();
+        assert_ne!(a.holder(), b.holder(), "each node its own id");
+        let now = 1_000_000;
+        assert!(
+            a.take("crl:1", now, 30).await.expect("storage call"),
+            "free lease taken"
+        );
+        assert!(
+            !b.take("crl:1", now + 10, 30).await.expect("storage call"),
+            "held by a live node"
+        );
+        assert!(
+            a.take("crl:1", now + 20, 30).await.expect("storage call"),
+            "renewed by its holder"
+        );
+        // Renewed at +20 for 30 s: still A's at +49, B's from +50.
+        assert!(!b.take("crl:1", now + 49, 30).await.expect("storage call"));
+        assert!(
+            b.take("crl:1", now + 50, 30).await.expect("storage call"),
+            "expired lease taken over"
+        );
+        assert!(
+            !a.take("crl:1", now + 51, 30).await.expect("storage call"),
+            "the old holder lost it"
+        );
+        assert_eq!(
+            a.holder_of("crl:1").await.expect("storage call"),
+            Some((b.holder().to_owned(), now + 80))
+        );
+        // A release lets the other node take it at once; releasing another's lease does nothing.
+        a.release("crl:1").await.expect("storage call");
+        assert!(!a.take("crl:1", now + 52, 30).await.expect("storage call"));
+        b.release("crl:1").await.expect("storage call");
+        assert!(a.take("crl:1", now + 52, 30).await.expect("storage call"));
+
+        // Sixteen tasks on two nodes race for one free lease: exactly one wins.
+        let mut tasks = Vec::new();
+        for i in 0..16 {
+            let l = if i % 2 == 0 { a.clone() } else { b.clone() };
+            tasks.push(tokio::spawn(async move {
+                l.take("race", now, 30).await.expect("storage call")
+            }));
+        }
+        let mut winners = 0;
+        for t in tasks {
+            winners += usize::from(t.await.expect("storage call"));
+        }
+        let holder = a
+            .holder_of("race")
+            .await
+            .expect("storage call")
+            .expect("storage call")
+            .0;
+        // One node wins: its eight tasks all hold it (a renewal by the same holder), none of
+        // the other node's does.
+        assert_eq!(
+            winners, 8,
+            "holder {holder}: one node's tasks hold the lease"
+        );
+        assert!(holder == a.holder() || holder == b.holder());
+    }
+}
+
+#[tokio::test]
+async fn a_stored_crl_document_is_only_replaced_by_a_newer_number() {
+    for o in backends().await {
+        let docs = o.storage.crl_documents();
+        assert_eq!(docs.number("x.crl").await.expect("storage call"), None);
+        docs.put("x.crl", 5, b"five").await.expect("storage call");
+        docs.put("x.crl", 3, b"three").await.expect("storage call");
+        assert_eq!(
+            docs.get("x.crl").await.expect("storage call"),
+            Some((5, b"five".to_vec()))
+        );
+        docs.put("x.crl", 7, b"seven").await.expect("storage call");
+        assert_eq!(docs.number("x.crl").await.expect("storage call"), Some(7));
+        assert_eq!(
+            docs.get("x.crl").await.expect("storage call"),
+            Some((7, b"seven".to_vec()))
+        );
+    }
+}

@@ -158,13 +158,18 @@ impl Contact {
         let egress = Egress::new(EgressOptions::default())
             .map_err(|e| ContactError::Egress(e.to_string()))?;
         let s = settings;
-        let outbox = Arc::new(Outbox::new(
-            storage.notify(),
-            keyring.clone(),
-            plugins,
-            egress,
-            Schedule::from_settings(s),
-        ));
+        let outbox = Arc::new(
+            Outbox::new(
+                storage.notify(),
+                keyring.clone(),
+                plugins,
+                egress,
+                Schedule::from_settings(s),
+            )
+            .claimed_through(
+                (storage.backend() == crate::storage::Backend::Postgres).then(|| storage.leases()),
+            ),
+        );
         let notifier: Arc<dyn ChannelNotifier> = outbox.clone();
         let codes = Arc::new(CodeService::new(
             storage.notify(),

@@ -24,7 +24,7 @@ use rand::RngCore;
 use super::ChannelPlugins;
 use crate::config::ContactSettings;
 use crate::contact::{ApplicationEvent, ChannelNotifier, NotifyError};
-use crate::storage::{unix_now, NewNotification, NotificationRow, NotifyRows};
+use crate::storage::{unix_now, Leases, NewNotification, NotificationRow, NotifyRows};
 use crate::verification::seal::{Field, KeySet, SealError};
 use crate::verification::Keyring;
 
@@ -90,7 +90,13 @@ pub struct Outbox {
     pub(super) wake: tokio::sync::Notify,
     /// Relying parties' callback settings (the `callback` kind, `notify::callback`).
     pub(super) callback_targets: RwLock<crate::relying::callback::CallbackTargets>,
+    /// Several nodes on one database: a delivery is performed by the node holding its claim.
+    claims: Option<Leases>,
 }
+
+/// How long a node's claim on one delivery lasts: a node dying mid-delivery leaves it to a
+/// survivor after this (the delivery's done actions are not repeated).
+const CLAIM_SECS: i64 = 30;
 
 impl std::fmt::Debug for Outbox {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -175,6 +181,44 @@ impl Outbox {
             schedule,
             wake: tokio::sync::Notify::new(),
             callback_targets: RwLock::default(),
+            claims: None,
+        }
+    }
+
+    /// Shares the outbox with other nodes on the same database: each due delivery is claimed
+    /// (lease `notification:<id>`) before it is performed, so two live nodes never both send it.
+    pub fn claimed_through(mut self, claims: Option<Leases>) -> Self {
+        self.claims = claims;
+        self
+    }
+
+    /// `row` as it stands once this node holds its claim, if it is still due; without claims
+    /// (one node), `row` itself.
+    async fn claim(&self, row: NotificationRow, now: i64) -> Option<NotificationRow> {
+        let Some(claims) = &self.claims else {
+            return Some(row);
+        };
+        match claims
+            .take(&format!("notification:{}", row.id), now, CLAIM_SECS)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => return None,
+            Err(e) => {
+                tracing::warn!(delivery = %row.id, error = %e, "delivery not claimed");
+                return None;
+            }
+        }
+        // Re-read: another node may have performed it between our read and our claim.
+        match self.rows.get(&row.id).await {
+            Ok(Some(fresh)) if fresh.status == "pending" && fresh.next_attempt_at <= now => {
+                Some(fresh)
+            }
+            Ok(_) => None,
+            Err(e) => {
+                tracing::warn!(delivery = %row.id, error = %e, "cannot re-read a claimed delivery");
+                None
+            }
         }
     }
 
@@ -300,14 +344,20 @@ impl Outbox {
 
     /// One pass: every due delivery, concurrently.
     pub async fn deliver_due(&self) {
-        let rows = match self.rows.due(unix_now(), BATCH).await {
+        let now = unix_now();
+        let rows = match self.rows.due(now, BATCH).await {
             Ok(rows) => rows,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the delivery outbox");
                 return;
             }
         };
-        futures_util::future::join_all(rows.into_iter().map(|r| self.deliver_one(r))).await;
+        futures_util::future::join_all(rows.into_iter().map(|r| async move {
+            if let Some(r) = self.claim(r, now).await {
+                self.deliver_one(r).await;
+            }
+        }))
+        .await;
     }
 
     /// Opens a sealed column, reloading the keys once if it names a key not held yet.

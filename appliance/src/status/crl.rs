@@ -23,7 +23,7 @@ use crate::ca::signing::{CaSigner, CrlToSign, SigningError};
 use crate::ca::{CertificateAuthority, Hierarchy};
 use crate::config::StatusConfig;
 use crate::profile::{crl_shard_file, crl_shard_of, crl_shard_url, Profile};
-use crate::storage::{unix_now, CrlRecord, CrlRow, CrlStore};
+use crate::storage::{unix_now, CrlDocuments, CrlRecord, CrlRow, CrlStore, Leases};
 
 /// A published CRL file and its HTTP caching data.
 #[derive(Debug, Clone)]
@@ -72,7 +72,22 @@ pub struct CrlPublisher {
     dirty: Mutex<BTreeSet<i64>>,
     wake: Notify,
     sharded: Vec<Profile>,
+    shared: Option<SharedCrls>,
 }
+
+/// Several nodes on one database: a lease per CA decides which node generates its CRLs; the
+/// others serve the signed documents it stored.
+struct SharedCrls {
+    leases: Leases,
+    documents: CrlDocuments,
+}
+
+/// How long a node's lease on a CA's CRL generation lasts; renewed on every pass (each
+/// [`SHARED_TICK`]), so a dead holder is replaced within this time plus one tick.
+const CRL_LEASE_SECS: i64 = 30;
+
+/// How often a node sharing the database renews its leases and picks up other nodes' CRLs.
+const SHARED_TICK: Duration = Duration::from_secs(5);
 
 /// What one CRL is, besides its entries.
 struct CrlPlan {
@@ -158,6 +173,7 @@ impl CrlPublisher {
             dirty: Mutex::new(BTreeSet::new()),
             wake: Notify::new(),
             sharded: Vec::new(),
+            shared: None,
         };
         publisher.index_existing().await?;
         Ok(publisher)
@@ -176,6 +192,63 @@ impl CrlPublisher {
             .collect();
         self.index_existing().await?;
         Ok(self)
+    }
+
+    /// Shares generation with other nodes on the same database: only the holder of lease
+    /// `crl:<ca id>` generates that CA's CRLs and stores them in `documents`; the others
+    /// serve the newest stored ones.
+    pub fn shared_through(mut self, leases: Leases, documents: CrlDocuments) -> CrlPublisher {
+        self.shared = Some(SharedCrls { leases, documents });
+        self
+    }
+
+    /// Whether this node generates `ca`'s CRLs now (always, alone on its database); takes or
+    /// renews the lease. A database error counts as not holding it (the next pass retries).
+    async fn generates(&self, ca: &CertificateAuthority, now: i64) -> bool {
+        let Some(shared) = &self.shared else {
+            return true;
+        };
+        match shared
+            .leases
+            .take(&format!("crl:{}", ca.id), now, CRL_LEASE_SECS)
+            .await
+        {
+            Ok(held) => held,
+            Err(e) => {
+                tracing::warn!(ca = %ca.name, error = %e, "CRL lease not taken");
+                false
+            }
+        }
+    }
+
+    /// Serves the newest CRLs another node stored for `ca`: each stored document newer than the
+    /// one served is written to the publication directory and indexed.
+    async fn pick_up_stored(&self, ca: &CertificateAuthority) -> Result<(), StatusError> {
+        let Some(shared) = &self.shared else {
+            return Ok(());
+        };
+        for (_, file) in self.files_of(ca) {
+            let Some(number) = shared.documents.number(&file).await? else {
+                continue;
+            };
+            if self.get(&file).is_some_and(|p| p.number >= number) {
+                continue;
+            }
+            let Some((number, der)) = shared.documents.get(&file).await? else {
+                continue;
+            };
+            let Some(rec) = self.store.by_number(number).await? else {
+                continue;
+            };
+            let path = self.dir.join(&file);
+            write_atomically(&path, |w| {
+                w.write_all(&der)
+                    .map_err(|e| StatusError::Io(format!("{}: {e}", path.display())))
+            })?;
+            self.index(&file, path, &rec);
+            tracing::debug!(ca = %ca.name, number, %file, "CRL from another node served");
+        }
+        Ok(())
     }
 
     /// (kind, file) of every CRL `ca` publishes: full, delta, then each shard.
@@ -501,6 +574,11 @@ impl CrlPublisher {
             etag,
         };
         self.store.record(&rec).await?;
+        if let Some(shared) = &self.shared {
+            let der = std::fs::read(&path)
+                .map_err(|e| StatusError::Io(format!("{}: {e}", path.display())))?;
+            shared.documents.put(&plan.file, rec.number, &der).await?;
+        }
         self.index(&plan.file, path, &rec);
         tracing::info!(ca = %ca.name, number = rec.number, entries, kind = %rec.kind, "CRL published");
         Ok(rec)
@@ -524,6 +602,18 @@ impl CrlPublisher {
                     if path.exists() && self.get(&file).is_none_or(|p| p.number < rec.number) {
                         self.index(&file, path, &rec);
                     }
+                }
+                continue;
+            }
+            if !self.generates(ca, now).await {
+                if dirty.contains(&ca.id) {
+                    // Kept: should this node take the lease over (its holder died before
+                    // regenerating), it regenerates at once rather than at the next interval.
+                    self.mark_dirty_quiet(ca.id);
+                }
+                if let Err(e) = self.pick_up_stored(ca).await {
+                    tracing::warn!(ca = %ca.name, error = %e, "stored CRL not picked up");
+                    result = Err(e);
                 }
                 continue;
             }
@@ -553,10 +643,21 @@ impl CrlPublisher {
 
     /// Publishes on schedule, and a few seconds after revocations.
     pub async fn run(self: Arc<Self>) {
+        let tick = if self.shared.is_some() {
+            SHARED_TICK
+        } else {
+            Duration::from_secs(30)
+        };
         loop {
             let _ = self.publish_due(true).await;
+            if let Some(shared) = &self.shared {
+                // Per-row claims (deliveries, verifications) end here an hour after expiry.
+                if let Err(e) = shared.leases.purge_expired(unix_now() - 3600).await {
+                    tracing::warn!(error = %e, "expired leases not purged");
+                }
+            }
             tokio::select! {
-                () = tokio::time::sleep(Duration::from_secs(30)) => {}
+                () = tokio::time::sleep(tick) => {}
                 () = self.wake.notified() => { tokio::time::sleep(self.delay).await; }
             }
         }

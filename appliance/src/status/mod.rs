@@ -125,6 +125,11 @@ impl StatusService {
             config.hsm.pool_size * 2,
         )
         .await?;
+        let ocsp = if storage.backend() == crate::storage::Backend::Postgres {
+            ocsp.shared_through(storage.leases())
+        } else {
+            ocsp
+        };
         let crls = CrlPublisher::new(
             signer,
             storage.crls(),
@@ -140,6 +145,11 @@ impl StatusService {
                 .values(),
         )
         .await?;
+        let crls = if storage.backend() == crate::storage::Backend::Postgres {
+            crls.shared_through(storage.leases(), storage.crl_documents())
+        } else {
+            crls
+        };
         Ok(Arc::new(StatusService {
             ocsp: Arc::new(ocsp),
             crls: Arc::new(crls),

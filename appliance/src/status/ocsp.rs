@@ -9,6 +9,7 @@
 //! for the same or a newer version (conditional upsert in the database, compare-and-swap in
 //! memory). A stored response for an older version is never loaded; the pre-signer replaces it.
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -28,7 +29,7 @@ use super::{serial_bytes, StatusError};
 use crate::ca::signing::CaSigner;
 use crate::ca::{CertificateAuthority, Hierarchy};
 use crate::config::{StatusConfig, UnknownSerialAnswer};
-use crate::storage::{unix_now, CertStatusRow, OcspStore, ResponderRecord, StoredResponse};
+use crate::storage::{unix_now, CertStatusRow, Leases, OcspStore, ResponderRecord, StoredResponse};
 
 /// Rows fetched per pre-signing round.
 const PRESIGN_BATCH: i64 = 2000;
@@ -71,6 +72,8 @@ struct IssuerState {
     hashes: IssuerKeyHashes,
     responder: RwLock<Arc<ActiveResponder>>,
     cache: ResponseCache,
+    /// Responses signed (`this_update`) since this time are not loaded yet (other nodes').
+    loaded_since: AtomicI64,
 }
 
 impl IssuerState {
@@ -129,7 +132,13 @@ pub struct OcspResponder {
     /// when they are signed, without a scan.
     issued: std::sync::Mutex<Vec<(i64, String)>>,
     live: LiveBudget,
+    /// Several nodes on one database: a CA's periodic pre-signing is done by the holder of lease
+    /// `ocsp:<ca id>`; the others load what it stored.
+    leases: Option<Leases>,
 }
+
+/// Slack when loading other nodes' responses by signing time (their clocks may differ a little).
+const CLOCK_SLACK_SECS: i64 = 60;
 
 /// Which cached response kind answers `id`.
 fn cert_id_hash(id: &CertId) -> CertIdHash {
@@ -214,6 +223,7 @@ impl OcspResponder {
                 hashes,
                 responder: RwLock::new(Arc::new(ActiveResponder::from_record(&rec)?)),
                 cache,
+                loaded_since: AtomicI64::new(now),
             });
         }
         Ok(OcspResponder {
@@ -228,7 +238,54 @@ impl OcspResponder {
                 config.ocsp_live_concurrency as usize,
                 config.ocsp_live_per_second,
             ),
+            leases: None,
         })
+    }
+
+    /// Divides the periodic pre-signing with other nodes on the same database (see `leases`).
+    pub fn shared_through(mut self, leases: Leases) -> Self {
+        self.leases = Some(leases);
+        self
+    }
+
+    /// Whether this node pre-signs `issuer`'s certificates now (always, alone); takes or renews
+    /// the lease for three pre-signing intervals. A database error counts as not holding it.
+    async fn presigns(&self, issuer: &IssuerState) -> bool {
+        let Some(leases) = &self.leases else {
+            return true;
+        };
+        let ttl = 3 * self.settings.interval.as_secs().max(1) as i64;
+        match leases
+            .take(&format!("ocsp:{}", issuer.ca.id), unix_now(), ttl)
+            .await
+        {
+            Ok(held) => held,
+            Err(e) => {
+                tracing::warn!(ca = %issuer.ca.name, error = %e, "OCSP pre-signing lease not taken");
+                false
+            }
+        }
+    }
+
+    /// Caches the responses other nodes signed for `issuer` since this node last looked.
+    async fn load_signed_elsewhere(&self, issuer: &IssuerState) -> Result<usize, StatusError> {
+        let now = unix_now();
+        let since = issuer.loaded_since.load(Ordering::Relaxed) - CLOCK_SLACK_SECS;
+        let stored = self
+            .store
+            .load_responses_since(issuer.ca.id, now, since)
+            .await?;
+        let count = stored.len();
+        issuer.cache.offer_all(stored.into_iter().filter_map(|r| {
+            let serial = serial_bytes(&r.serial)?;
+            Some((
+                serial,
+                r.status_seq,
+                Arc::new(CachedResponse::new(r.der, r.this_update, r.next_update)),
+            ))
+        }));
+        issuer.loaded_since.store(now, Ordering::Relaxed);
+        Ok(count)
     }
 
     /// The responder certificate (DER) currently answering for CA `name`.
@@ -643,6 +700,11 @@ impl OcspResponder {
                 *issuer.responder.write().unwrap_or_else(|p| p.into_inner()) =
                     Arc::new(ActiveResponder::from_record(&rec)?);
             }
+            if !self.presigns(issuer).await {
+                self.load_signed_elsewhere(issuer).await?;
+                issuer.cache.purge_expired(unix_now());
+                continue;
+            }
             loop {
                 let now = unix_now();
                 let rows = self
@@ -662,7 +724,8 @@ impl OcspResponder {
                 if let Some(e) = err {
                     return Err(e);
                 }
-                if count < rows.len() {
+                // Renewed per batch (a long pass outlives one lease); lost: the new holder goes on.
+                if count < rows.len() || !self.presigns(issuer).await {
                     break;
                 }
             }

@@ -11,11 +11,13 @@ mod authorities;
 mod certificates;
 mod console;
 mod crl;
+mod crl_documents;
 mod data_keys;
 mod dialect;
 mod escrow;
 mod grants;
 mod group_commit;
+mod leases;
 mod limits;
 mod login;
 mod materials;
@@ -39,10 +41,12 @@ pub use authorities::{CaRecord, CaStore, NewCa};
 pub use certificates::{CertificateRecord, CertificateStore, NewCertificate};
 pub use console::{CertificateQuery, CertificateSummary, ConsoleRows, PAGE_ROWS};
 pub use crl::{CrlRecord, CrlRow, CrlStore};
+pub use crl_documents::CrlDocuments;
 pub use data_keys::{DataKeyRecord, DataKeyRows};
 pub use dialect::Backend;
 pub use escrow::{EscrowRow, EscrowRows, RecoveryRow};
 pub use grants::{CodeLoginRow, DownloadRow};
+pub use leases::Leases;
 pub use limits::{LimitRows, WindowCount};
 pub use login::{Answer, Answered, ChallengeRow, LoginRows, NewChallenge};
 pub use materials::{MaterialRow, MaterialRows};
@@ -88,6 +92,8 @@ pub struct Storage {
     backend: Backend,
     /// The PostgreSQL URL, for connections outside the pool (LISTEN); none on SQLite.
     postgres_url: Option<String>,
+    /// This process's node id (random per start): the holder of the leases it takes.
+    node_id: String,
 }
 
 /// SQLite settings applied to every connection: durable WAL commits, foreign keys, and a
@@ -117,12 +123,28 @@ impl Storage {
             pool,
             backend,
             postgres_url,
+            node_id: new_node_id(),
         })
     }
 
     /// Which database engine this is.
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// This process's node id (random per start, logged by `serve`).
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    /// Named leases held by this node (one node at a time per job).
+    pub fn leases(&self) -> Leases {
+        Leases::new(self.pool.clone(), self.node_id.clone())
+    }
+
+    /// Signed CRLs shared between nodes.
+    pub fn crl_documents(&self) -> CrlDocuments {
+        CrlDocuments::new(self.pool.clone())
     }
 
     /// The CA hierarchy view.
@@ -229,6 +251,13 @@ async fn connect(url: &str, max: u32, sqlite: bool) -> Result<AnyPool, StorageEr
         .connect(url)
         .await
         .map_err(|e| StorageError::Open(e.to_string()))
+}
+
+/// A random node id (16 hex digits) for this process.
+fn new_node_id() -> String {
+    let mut bytes = [0u8; 8];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut bytes);
+    hex::encode(bytes)
 }
 
 /// Seconds since the Unix epoch, as stored in every time column.

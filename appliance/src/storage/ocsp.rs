@@ -160,6 +160,41 @@ impl OcspStore {
             .map_err(StorageError::from)
     }
 
+    /// Like [`OcspStore::load_responses`], only those signed (`this_update`) at or after `since`
+    /// (what another node pre-signed since this node last looked).
+    pub async fn load_responses_since(
+        &self,
+        ca_id: i64,
+        now: i64,
+        since: i64,
+    ) -> Result<Vec<StoredResponse>, StorageError> {
+        let rows = sqlx::query(
+            "SELECT o.ca_id, o.serial, o.der, o.this_update, o.next_update, o.status_seq
+             FROM ocsp_responses o
+             JOIN certificates c ON c.ca_id = o.ca_id AND c.serial = o.serial
+             WHERE o.ca_id = $1 AND o.this_update >= $3 AND o.next_update > $2
+               AND o.status_seq = c.status_seq",
+        )
+        .bind(ca_id)
+        .bind(now)
+        .bind(since)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(StoredResponse {
+                    ca_id: r.try_get("ca_id")?,
+                    serial: r.try_get("serial")?,
+                    der: r.try_get("der")?,
+                    this_update: r.try_get("this_update")?,
+                    next_update: r.try_get("next_update")?,
+                    status_seq: r.try_get("status_seq")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StorageError::from)
+    }
+
     /// Stores pre-signed responses, in transactions of up to 1000, and returns which were kept.
     /// A response is kept only if it was signed for its certificate's current status version,
     /// and it never replaces one signed for a newer version: a response signed from a status

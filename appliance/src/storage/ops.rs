@@ -64,6 +64,7 @@ impl Storage {
             pool,
             backend: Backend::Sqlite,
             postgres_url: None,
+            node_id: super::new_node_id(),
         })
     }
 

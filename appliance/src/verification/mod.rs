@@ -51,10 +51,11 @@ pub async fn start(
         Ok(key) => limits::SubjectKey::derive(&key.reference_mac("limits", "subject key v1")),
         Err(_) => limits::SubjectKey::random(),
     };
-    let store = Arc::new(SqlVerificationStore::new(
-        storage.verifications(),
-        Arc::new(keyring),
-    ));
+    let store = Arc::new(
+        SqlVerificationStore::new(storage.verifications(), Arc::new(keyring)).claimed_through(
+            (storage.backend() == crate::storage::Backend::Postgres).then(|| storage.leases()),
+        ),
+    );
     if !config.plugins.is_empty() {
         let _purge = retention::spawn(
             store.clone(),

@@ -15,7 +15,9 @@ use zeroize::Zeroizing;
 
 use super::keyring::Keyring;
 use super::seal::{DataKey, Field, KeySet, SealError};
-use crate::storage::{unix_now, AuditEntry, StorageError, VerificationRow, VerificationRows};
+use crate::storage::{
+    unix_now, AuditEntry, Leases, StorageError, VerificationRow, VerificationRows,
+};
 
 /// How often a write retries after finding its data key superseded or a key unknown.
 const KEY_RETRIES: usize = 4;
@@ -60,7 +62,14 @@ pub struct SqlVerificationStore {
     rows: VerificationRows,
     keyring: Arc<Keyring>,
     intents: Mutex<HashMap<String, StartIntent>>,
+    /// Several nodes on one database: a verification's timers and outbox are driven by the node
+    /// holding its claim (lease `verification:<id>`).
+    claims: Option<Leases>,
 }
+
+/// How long a node's claim on driving one verification's timers and outbox lasts; renewed
+/// whenever it drives them, taken by a survivor once a dead node's claim expires.
+const CLAIM_SECS: i64 = 60;
 
 impl std::fmt::Debug for SqlVerificationStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -115,6 +124,30 @@ impl SqlVerificationStore {
             rows,
             keyring,
             intents: Mutex::new(HashMap::new()),
+            claims: None,
+        }
+    }
+
+    /// Shares the background work with other nodes on the same database (see `claims`).
+    pub fn claimed_through(mut self, claims: Option<Leases>) -> Self {
+        self.claims = claims;
+        self
+    }
+
+    /// Whether this node drives verification `id`'s background work now (always, alone).
+    async fn claimed(&self, id: &str) -> bool {
+        let Some(claims) = &self.claims else {
+            return true;
+        };
+        match claims
+            .take(&format!("verification:{id}"), unix_now(), CLAIM_SECS)
+            .await
+        {
+            Ok(held) => held,
+            Err(e) => {
+                tracing::warn!(verification = %id, error = %e, "verification not claimed");
+                false
+            }
         }
     }
 
@@ -499,7 +532,14 @@ impl VerificationStore for SqlVerificationStore {
     }
 
     async fn with_outbox(&self, plugin: &str) -> Result<Vec<String>, StoreError> {
-        self.rows.with_outbox(plugin).await.map_err(backend)
+        let ids = self.rows.with_outbox(plugin).await.map_err(backend)?;
+        let mut mine = Vec::with_capacity(ids.len());
+        for id in ids {
+            if self.claimed(&id).await {
+                mine.push(id);
+            }
+        }
+        Ok(mine)
     }
 
     async fn due_timers(
@@ -514,6 +554,9 @@ impl VerificationStore for SqlVerificationStore {
             .map_err(backend)?;
         let mut due = Vec::new();
         for (id, timers) in rows {
+            if !self.claimed(&id).await {
+                continue;
+            }
             let timers: Vec<PendingTimer> = serde_json::from_str(&timers)
                 .map_err(|_| backend("stored timers are not valid"))?;
             due.extend(
@@ -597,6 +640,47 @@ mod tests {
             )
             .unwrap(),
         }
+    }
+
+    #[tokio::test]
+    async fn two_nodes_drive_a_verifications_timers_and_outbox_one_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let (storage, plain) = store(&dir).await;
+        plain.register_intent("vrf_1", intent());
+        plain.create(&record("vrf_1")).await.unwrap();
+        // Two nodes: two handles on one database, each with its own node id.
+        let other = Storage::open(&format!("sqlite://{}", dir.path().join("v.db").display()))
+            .await
+            .unwrap();
+        let keys = plain.keyring().clone();
+        let a = SqlVerificationStore::new(storage.verifications(), keys.clone())
+            .claimed_through(Some(storage.leases()));
+        let b = SqlVerificationStore::new(other.verifications(), keys)
+            .claimed_through(Some(other.leases()));
+        assert_eq!(a.with_outbox("phone-real-name").await.unwrap(), ["vrf_1"]);
+        assert!(b.with_outbox("phone-real-name").await.unwrap().is_empty());
+        assert_eq!(a.due_timers("phone-real-name", 10).await.unwrap().len(), 1);
+        assert!(b
+            .due_timers("phone-real-name", 10)
+            .await
+            .unwrap()
+            .is_empty());
+        // Once A's claim has expired (A died), B takes the verification over and A no longer
+        // drives it.
+        let later = unix_now() + CLAIM_SECS;
+        assert!(other
+            .leases()
+            .take("verification:vrf_1", later, CLAIM_SECS)
+            .await
+            .unwrap());
+        assert_eq!(b.with_outbox("phone-real-name").await.unwrap(), ["vrf_1"]);
+        assert_eq!(b.due_timers("phone-real-name", 10).await.unwrap().len(), 1);
+        assert!(a.with_outbox("phone-real-name").await.unwrap().is_empty());
+        assert!(a
+            .due_timers("phone-real-name", 10)
+            .await
+            .unwrap()
+            .is_empty());
     }
 
     #[tokio::test]
