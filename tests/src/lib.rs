@@ -122,6 +122,26 @@ impl DemoDir {
         DemoDir { tmp, api, public }
     }
 
+    /// `init --demo --join SELF`: another node on fresh ports sharing this one's token, CAs and
+    /// database (this demo must be on PostgreSQL).
+    pub fn join(&self) -> DemoDir {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let (api, public) = (free_addr(), free_addr());
+        let (ok, out, err) = run(Command::new(appliance_bin())
+            .args(["init", "--demo", "--dir"])
+            .arg(tmp.path())
+            .arg("--join")
+            .arg(self.path())
+            .args([
+                "--api-addr",
+                &api.to_string(),
+                "--public-addr",
+                &public.to_string(),
+            ]));
+        assert!(ok, "init --join failed:\n{out}\n{err}");
+        DemoDir { tmp, api, public }
+    }
+
     /// The directory.
     pub fn path(&self) -> &Path {
         self.tmp.path()

@@ -162,25 +162,6 @@ fn init_refuses_a_database_url_with_a_password_or_an_unknown_scheme_and_creates_
     }
 }
 
-/// `init --demo --join FIRST`: a second node on fresh ports sharing FIRST's token and database.
-fn join(first: &DemoDir) -> DemoDir {
-    let tmp = tempfile::tempdir().unwrap();
-    let (api, public) = (free_addr(), free_addr());
-    let (ok, out, err) = run(Command::new(appliance_bin())
-        .args(["init", "--demo", "--dir"])
-        .arg(tmp.path())
-        .arg("--join")
-        .arg(first.path())
-        .args([
-            "--api-addr",
-            &api.to_string(),
-            "--public-addr",
-            &public.to_string(),
-        ]));
-    assert!(ok, "init --join failed:\n{out}\n{err}");
-    DemoDir { tmp, api, public }
-}
-
 /// Polls `openssl ocsp` on `demo` for `{stem}.pem` until it says `want`, for at most `within`.
 fn ocsp_until(demo: &DemoDir, stem: &str, want: &str, within: Duration) -> Duration {
     let start = Instant::now();
@@ -203,7 +184,7 @@ async fn a_revocation_on_one_node_is_answered_revoked_by_the_other_and_a_missed_
 ) {
     let db = PgDatabase::create();
     let a = DemoDir::create_with(&["--database-url", &db.url()]);
-    let b = join(&a);
+    let b = a.join();
     assert!(b.path().join("appliance.toml").exists());
     let _node_a = a.serve();
     let _node_b = b.serve();
@@ -300,7 +281,7 @@ async fn one_node_generates_a_cas_crls_the_other_serves_the_same_bytes_and_takes
 {
     let db = PgDatabase::create();
     let a = DemoDir::create_with(&["--database-url", &db.url()]);
-    let b = join(&a);
+    let b = a.join();
     let nodes = [&a, &b];
     let mut servers = [Some(a.serve()), Some(b.serve())];
 

@@ -127,31 +127,12 @@ async fn crl(demo: &DemoDir) -> (u64, BTreeSet<String>) {
     (number, serials)
 }
 
-/// `init --demo --join FIRST`: another node on fresh ports sharing FIRST's token and database.
-fn join(first: &DemoDir) -> DemoDir {
-    let tmp = tempfile::tempdir().unwrap();
-    let (api, public) = (free_addr(), free_addr());
-    let (ok, out, err) = run(Command::new(appliance_bin())
-        .args(["init", "--demo", "--dir"])
-        .arg(tmp.path())
-        .arg("--join")
-        .arg(first.path())
-        .args([
-            "--api-addr",
-            &api.to_string(),
-            "--public-addr",
-            &public.to_string(),
-        ]));
-    assert!(ok, "init --join failed:\n{out}\n{err}");
-    DemoDir { tmp, api, public }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_nodes_issue_revoke_publish_alike_and_a_killed_node_loses_no_acknowledged_write() {
     let db = PgDatabase::create();
     let a = DemoDir::create_with(&["--database-url", &db.url()]);
-    let b = join(&a);
-    let c = join(&a);
+    let b = a.join();
+    let c = a.join();
     let certs = tempfile::tempdir().unwrap();
     let dir = certs.path();
     let _server_a = a.serve();
