@@ -31,6 +31,8 @@ pub struct NewCertificate {
     pub not_after: i64,
     /// The certificate DER.
     pub der: Vec<u8>,
+    /// The CRL shard its CRL distribution point names (a `crl_shards` profile), else `None`.
+    pub crl_shard: Option<i64>,
 }
 
 /// A stored certificate and its status.
@@ -124,8 +126,8 @@ async fn commit_rows(pool: &AnyPool, rows: &[Pending]) -> Result<(), StorageErro
     let mut chain = ChainTail::open(&mut tx).await?;
     for (cert, audit) in rows {
         sqlx::query(
-            "INSERT INTO certificates (serial, ca_id, profile, channel, subject_dn, not_before, not_after, der, issued_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            "INSERT INTO certificates (serial, ca_id, profile, channel, subject_dn, not_before, not_after, der, issued_at, crl_shard)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
         .bind(&cert.serial)
         .bind(cert.ca_id)
@@ -136,6 +138,7 @@ async fn commit_rows(pool: &AnyPool, rows: &[Pending]) -> Result<(), StorageErro
         .bind(cert.not_after)
         .bind(&cert.der)
         .bind(issued_at)
+        .bind(cert.crl_shard)
         .execute(&mut *tx)
         .await?;
         chain.append(&mut tx, audit).await?;

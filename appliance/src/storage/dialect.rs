@@ -58,22 +58,33 @@ pub(super) fn placeholders(first: usize, count: usize) -> String {
         .join(", ")
 }
 
+/// Which certificates of a CA a full-CRL chunk read covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum ChunkScope {
+    /// All of the CA's.
+    Ca,
+    /// Those of one profile (`$5`).
+    Profile,
+    /// Those of one profile (`$5`) stored with one CRL shard (`$6`).
+    Shard,
+}
+
 /// One chunk of a full CRL's entries, packed into one text value (`serial,revoked_at,reason,
-/// invalidity` joined by `;`), after the key `$3`, `$4` rows at most (`$5` = profile when
-/// `with_profile`): returns `count, last key, packed`. SQLite pages by rowid (the table's own
-/// order, no sort); PostgreSQL by serial (the primary key), with `string_agg`.
-pub(super) fn crl_chunk_sql(backend: Backend, with_profile: bool) -> String {
-    let only_profile = if with_profile {
-        " AND profile = $5"
-    } else {
-        ""
+/// invalidity` joined by `;`), after the key `$3`, `$4` rows at most, narrowed by `scope`:
+/// returns `count, last key, packed`. SQLite pages by rowid (the table's own order, no sort);
+/// PostgreSQL by serial (the primary key), with `string_agg`.
+pub(super) fn crl_chunk_sql(backend: Backend, scope: ChunkScope) -> String {
+    let only = match scope {
+        ChunkScope::Ca => "",
+        ChunkScope::Profile => " AND profile = $5",
+        ChunkScope::Shard => " AND profile = $5 AND crl_shard = $6",
     };
     match backend {
         Backend::Sqlite => format!(
             "SELECT count(*), max(rid), group_concat(serial || ',' || ifnull(revoked_at, '') || ',' || \
              ifnull(revocation_reason, '') || ',' || ifnull(invalidity_date, ''), ';') \
              FROM (SELECT rowid AS rid, serial, revoked_at, revocation_reason, invalidity_date \
-                   FROM certificates WHERE ca_id = $1 AND status = $2 AND rowid > $3{only_profile} \
+                   FROM certificates WHERE ca_id = $1 AND status = $2 AND rowid > $3{only} \
                    ORDER BY rowid LIMIT $4)"
         ),
         Backend::Postgres => format!(
@@ -81,7 +92,7 @@ pub(super) fn crl_chunk_sql(backend: Backend, with_profile: bool) -> String {
              coalesce(revoked_at::text, '') || ',' || coalesce(revocation_reason::text, '') || ',' || \
              coalesce(invalidity_date::text, ''), ';') \
              FROM (SELECT serial, revoked_at, revocation_reason, invalidity_date \
-                   FROM certificates WHERE ca_id = $1 AND status = $2 AND serial > $3{only_profile} \
+                   FROM certificates WHERE ca_id = $1 AND status = $2 AND serial > $3{only} \
                    ORDER BY serial LIMIT $4) AS chunk"
         ),
     }
