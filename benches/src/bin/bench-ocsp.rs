@@ -496,7 +496,10 @@ async fn fill_revoked(config: &Path, n: usize, shards: u16) -> Result<(), String
     while left > 0 {
         let take = left.min(1_000_000);
         left -= take;
-        let rows: Vec<(String, Option<i64>)> = random_serials(take)
+        let mut serials = random_serials(take);
+        // In key order: the primary-key B-tree is then appended to, not written at random pages.
+        serials.sort_unstable();
+        let rows: Vec<(String, Option<i64>)> = serials
             .iter()
             .map(|s| {
                 let shard = ca_appliance::profile::crl_shard_of(s, shards).map(i64::from);
