@@ -276,16 +276,37 @@ impl CrlStore {
         shard_of: impl Fn(&str) -> Option<i64>,
     ) -> Result<u64, StorageError> {
         const BATCH: i64 = 10_000;
+        let mut set = 0u64;
+        // Per CA, so the lookup goes through the (ca_id, profile, crl_shard, status) index and
+        // costs nothing at each start once every row has its shard.
+        let cas: Vec<i64> = sqlx::query_scalar("SELECT id FROM certificate_authorities")
+            .fetch_all(&self.pool)
+            .await?;
+        for ca_id in cas {
+            set += self.backfill_ca(ca_id, profile, &shard_of, BATCH).await?;
+        }
+        Ok(set)
+    }
+
+    /// [`Self::backfill_crl_shards`] for the certificates of one CA, `batch` rows per transaction.
+    async fn backfill_ca(
+        &self,
+        ca_id: i64,
+        profile: &str,
+        shard_of: &impl Fn(&str) -> Option<i64>,
+        batch: i64,
+    ) -> Result<u64, StorageError> {
         let mut after = String::new();
         let mut set = 0u64;
         loop {
             let serials: Vec<String> = sqlx::query_scalar(
-                "SELECT serial FROM certificates WHERE profile = $1 AND crl_shard IS NULL
-                 AND serial > $2 ORDER BY serial LIMIT $3",
+                "SELECT serial FROM certificates WHERE ca_id = $1 AND profile = $2
+                 AND crl_shard IS NULL AND serial > $3 ORDER BY serial LIMIT $4",
             )
+            .bind(ca_id)
             .bind(profile)
             .bind(&after)
-            .bind(BATCH)
+            .bind(batch)
             .fetch_all(&self.pool)
             .await?;
             let Some(last) = serials.last() else {
@@ -304,7 +325,7 @@ impl CrlStore {
                 }
             }
             tx.commit().await?;
-            if (serials.len() as i64) < BATCH {
+            if (serials.len() as i64) < batch {
                 return Ok(set);
             }
         }
