@@ -103,6 +103,9 @@ pub struct ApplianceConfig {
     /// QR login challenges (`[login]`, optional).
     #[serde(default)]
     pub login: crate::relying::LoginSettings,
+    /// Relying parties' login callbacks: allowed URLs and signing keys (`[[relying_party]]`).
+    #[serde(default, rename = "relying_party")]
+    pub relying_parties: Vec<crate::relying::callback::RelyingPartyConfig>,
 }
 
 /// The offline root's token, on the `[hsm]` module (`[root_hsm]`).
@@ -1012,6 +1015,9 @@ impl ApplianceConfig {
         if let Some(f) = self.verification.data_key.file.as_mut() {
             fix(f);
         }
+        for rp in &mut self.relying_parties {
+            rp.resolve_paths(base);
+        }
         if let Some(f) = self.hsm.pin.file.as_mut() {
             fix(f);
         }
@@ -1124,6 +1130,7 @@ impl ApplianceConfig {
             return Err(ConfigError::Invalid("at least one [[ca]] is needed".into()));
         }
         crate::config::validate_clients(&self.clients)?;
+        crate::relying::callback::validate(&self.relying_parties, &self.clients)?;
         if let Some(root) = &self.root_hsm {
             let p = &root.pin;
             let sources = [

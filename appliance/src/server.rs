@@ -130,8 +130,15 @@ pub async fn serve(config: ApplianceConfig) -> Result<(), ServeError> {
         &certificates,
     );
     let application_task = applications.as_ref().map(|a| a.spawn_background());
-    let relying =
+    let mut relying =
         crate::relying::Relying::new(&storage, hierarchy.clone(), certificates.clone(), &config);
+    // Login callbacks: each relying party's allowlist and signing key, delivered by the outbox.
+    let callback_targets =
+        crate::relying::callback::CallbackTargets::from_config(&config.relying_parties)
+            .map_err(ServeError::Contact)?;
+    relying.login = relying
+        .login
+        .with_callbacks(callback_targets, contact.outbox.clone());
     let state = Arc::new(AppState {
         issuer,
         hierarchy,

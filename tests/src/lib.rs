@@ -428,6 +428,36 @@ pub fn openssl_in(dir: &Path, args: &[&str]) -> String {
     out
 }
 
+/// A self-signed EC P-256 certificate `stem.pem` for `subj` with its key `stem.key`, made in
+/// `dir` by the openssl CLI (a CA or client of no concern to the appliance), valid `days`.
+pub fn openssl_self_signed(dir: &Path, stem: &str, subj: &str, days: u32) {
+    let (key, pem, days) = (
+        format!("{stem}.key"),
+        format!("{stem}.pem"),
+        days.to_string(),
+    );
+    openssl_in(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &key,
+            "-out",
+            &pem,
+            "-subj",
+            subj,
+            "-days",
+            &days,
+        ],
+    );
+}
+
 /// An EC P-256 key `stem.key` and its certificate `stem.pem` for `subj` (as for `openssl req`),
 /// made in `dir` and signed by `ca` (`ca.pem`, `ca.key` there) with the extension lines `ext`
 /// (written to `stem.ext`), valid two days.

@@ -354,6 +354,129 @@ async fn a_certificate_downloads_to_the_phone_with_its_code_and_a_phone_made_csr
         certificates().parse::<i64>().unwrap(),
         before.parse::<i64>().unwrap() + 1
     );
+
+    // The issued application bound 张三's L3 account: a download for the account alone, through
+    // the realm's other channel, with no application.
+    let account = apps.sql("select id from accounts where kind = 'personal'");
+    assert!(account.starts_with("acct_"), "{account}");
+    let by_account = json!({"account": account, "profile": "personal"});
+    for (who, body, status, code) in [
+        (BJCA, json!({"account": account}), 400, "field_not_expected"),
+        (
+            BJCA,
+            json!({"account": account, "application": id, "profile": "personal"}),
+            400,
+            "field_not_expected",
+        ),
+        (
+            BJCA,
+            json!({"account": "acct_00", "profile": "personal"}),
+            404,
+            "account_not_found",
+        ),
+        (
+            BJCA,
+            json!({"account": account, "profile": "nope"}),
+            400,
+            "unknown_profile",
+        ),
+        ("relying-party", by_account.clone(), 403, "role_not_allowed"),
+    ] {
+        refused(
+            apps.post(who, "/api/v1/downloads", body).await,
+            status,
+            code,
+        );
+    }
+    let before = certificates().parse::<i64>().unwrap();
+    let seen = apps.sms_count(ZHANG.2).await;
+    let (status, d3) = apps
+        .post(BJCA, "/api/v1/downloads", by_account.clone())
+        .await;
+    assert_eq!(status, 201, "{d3}");
+    assert_eq!(
+        (d3["account"].as_str(), d3["code_sent_to"].as_str()),
+        (Some(account.as_str()), Some("138****8000")),
+        "{d3}"
+    );
+    let code3 = apps.next_code(ZHANG.2, seen).await;
+    let d3_done = format!("/api/v1/downloads/{}/complete", d3["id"].as_str().unwrap());
+    let account_csr = apps.csr("account-phone");
+    let wrong = if code3 == "000000" {
+        "111111"
+    } else {
+        "000000"
+    };
+    for expected in ["otp_wrong", "otp_wrong", "otp_attempts_exceeded"] {
+        refused(
+            apps.post(BJCA, &d3_done, json!({"code": wrong, "csr": account_csr}))
+                .await,
+            422,
+            expected,
+        );
+    }
+    refused(
+        apps.post(BJCA, &d3_done, json!({"code": code3, "csr": account_csr}))
+            .await,
+        422,
+        "otp_attempts_exceeded",
+    );
+    assert_eq!(
+        certificates().parse::<i64>().unwrap(),
+        before,
+        "nothing issued"
+    );
+
+    let seen = apps.sms_count(ZHANG.2).await;
+    let (status, d4) = apps
+        .post(BJCA, "/api/v1/downloads", by_account.clone())
+        .await;
+    assert_eq!(status, 201, "{d4}");
+    let code4 = apps.next_code(ZHANG.2, seen).await;
+    let d4_done = format!("/api/v1/downloads/{}/complete", d4["id"].as_str().unwrap());
+    let answer = json!({"code": code4, "csr": account_csr});
+    refused(
+        apps.post(SHECA, &d4_done, answer.clone()).await,
+        404,
+        "not_found",
+    );
+    refused(
+        apps.post(BJCA, &d4_done, json!({"code": code4, "csr": "not a csr"}))
+            .await,
+        400,
+        "malformed_csr",
+    );
+    let (status, v) = apps.post(BJCA, &d4_done, answer.clone()).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["assurance_level"], "L3", "{v}");
+    let pem = v["certificate"]["pem"].as_str().unwrap().to_owned();
+    let (subject, policies, _) = check_certificate(apps.dir(), &pem, "account-downloaded");
+    assert!(subject.contains("CN=张三"), "{subject}");
+    assert!(policies.iter().any(|p| p == L3_OID), "{policies:?}");
+    assert_eq!(
+        key_of(&[
+            "x509",
+            "-in",
+            &format!("{dir}/account-downloaded.pem"),
+            "-noout",
+            "-pubkey"
+        ]),
+        key_of(&[
+            "pkey",
+            "-in",
+            &format!("{dir}/account-phone.key"),
+            "-pubout"
+        ]),
+    );
+    refused(apps.post(BJCA, &d4_done, answer).await, 409, "already_used");
+    assert_eq!(certificates().parse::<i64>().unwrap(), before + 1);
+    assert_eq!(
+        apps.sql(&format!(
+            "select channel from certificates where serial = '{}'",
+            v["certificate"]["serial"].as_str().unwrap()
+        )),
+        "bjca-personal"
+    );
 }
 
 #[tokio::test]
@@ -432,11 +555,15 @@ async fn code_login_opens_the_phones_l3_account_and_not_a_phone_of_several_ids()
         )),
         "L3"
     );
+    // The login is audited (one row, by the channel, naming the account), the replay is not.
+    let audit = "select actor, target from audit_log where action = 'account.code_login'";
+    assert_eq!(apps.sql(audit), format!("channel:bjca-personal|{account}"));
     refused(
         apps.post(BJCA, &done, json!({"code": code})).await,
         409,
         "already_used",
     );
+    assert_eq!(apps.sql(audit).lines().count(), 1);
 
     // A phone with no account: the same answer, but no SMS, and no code opens it.
     let (status, l) = apps
@@ -690,4 +817,195 @@ async fn an_issued_organisation_application_binds_the_agents_phone_to_one_organi
     assert_eq!(apps.sql("select count(*) from applications"), before);
     let (status, v) = apps.create(GX_ORG, org_body(ORG, &apps.csr("org2"))).await;
     assert_eq!(status, 201, "{v}");
+}
+
+/// A Taiwan compatriot permit holder (fictitious) and her phone.
+const CHEN: (&str, &str, &str) = ("陈美玲", "12345678", "13800138020");
+const L2_OID: &str = "1.3.6.1.4.1.61992.1.9.2";
+
+/// BJCA's policy for documents no vendor checks: materials, the SMS signature to the declared
+/// phone, and an RA officer's review.
+const BJCA_REVIEWED_DOCUMENTS: &str = r#"
+[[policy]]
+kinds = ["new"]
+captcha = false
+id_types = ["tw_permit", "passport"]
+
+[[policy.step]]
+materials = ["id_front", "id_back"]
+
+[[policy.step]]
+sign = "sms"
+
+[[policy.step]]
+review = true
+"#;
+
+/// Uploads a material to application `id` as `who` (multipart): (status, answer).
+async fn upload(
+    apps: &Apps,
+    who: &str,
+    id: &str,
+    kind: &str,
+    declared: &str,
+    content: &[u8],
+) -> (u16, Value) {
+    let boundary = "----acctest0PermitBoundary";
+    let mut body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"kind\"\r\n\r\n{kind}\r\n\
+         --{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"f\"\r\n\
+         Content-Type: {declared}\r\n\r\n"
+    )
+    .into_bytes();
+    body.extend_from_slice(content);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    let (status, _, answer) = apps
+        .s
+        .raw(
+            who,
+            "POST",
+            &format!("/api/v1/applications/{id}/materials"),
+            &format!("multipart/form-data; boundary={boundary}"),
+            body,
+        )
+        .await;
+    (
+        status,
+        serde_json::from_slice(&answer).unwrap_or(Value::Null),
+    )
+}
+
+#[tokio::test]
+async fn a_taiwan_permit_reaches_l2_by_materials_and_review_and_never_l3_by_face() {
+    let apps = Apps::accounts(1);
+    let channel = apps.dir().join("channels/bjca-personal.toml");
+    let text = std::fs::read_to_string(&channel).unwrap();
+    std::fs::write(&channel, format!("{text}\n{BJCA_REVIEWED_DOCUMENTS}")).unwrap();
+    let _server = apps.s.demo.serve();
+    let chen = |id_type: &str, number: &str| json!({"type": "person", "name": CHEN.0, "id_type": id_type, "id_number": number, "phone": CHEN.2});
+    let new = |subject: Value, csr: &str| json!({"kind": "new", "profile": "personal", "subject": subject, "csr": csr});
+    let csr = apps.csr("chen");
+
+    // Each document type's own format; a type no policy knows; a channel offering only the
+    // vendors' checks (phone real-name, face) cannot take a permit: nothing stored.
+    let before = apps.sql("select count(*) from applications");
+    for (who, subject, status, code) in [
+        (BJCA, chen("tw_permit", "1234567"), 400, "invalid_id_number"),
+        (
+            BJCA,
+            chen("tw_permit", "1234567X"),
+            400,
+            "invalid_id_number",
+        ),
+        (BJCA, chen("passport", "AB"), 400, "invalid_id_number"),
+        (BJCA, chen("passport", "ABCDEFGH"), 400, "invalid_id_number"),
+        (
+            BJCA,
+            chen("hk_permit", "H12345678"),
+            400,
+            "unsupported_id_type",
+        ),
+        (
+            SHECA,
+            chen("tw_permit", CHEN.1),
+            422,
+            "id_type_not_verifiable",
+        ),
+    ] {
+        refused(apps.create(who, new(subject, &csr)).await, status, code);
+    }
+    assert_eq!(apps.sql("select count(*) from applications"), before);
+
+    // The permit: materials, the SMS signature on the declared phone, an officer's review.
+    let (status, app) = apps
+        .create(BJCA, new(chen("tw_permit", CHEN.1), &csr))
+        .await;
+    assert_eq!(status, 201, "{app}");
+    let id = app["id"].as_str().unwrap().to_owned();
+    assert_eq!(app["subject"]["id_type"], "tw_permit", "{app}");
+    assert_eq!(app["subject"]["id_number"], "1*****78", "masked: {app}");
+    let v = apps
+        .wait(BJCA, &id, "asked for materials", |v| {
+            v["step"]["name"] == "materials"
+        })
+        .await;
+    assert_eq!(v["step"]["needs"], json!(["id_front", "id_back"]), "{v}");
+    let jpeg = [&[0xFF, 0xD8, 0xFF, 0xE0][..], b"permit front"].concat();
+    let png = [&b"\x89PNG\r\n\x1a\n"[..], b"permit back"].concat();
+    for (kind, declared, content) in [
+        ("id_front", "image/jpeg", &jpeg),
+        ("id_back", "image/png", &png),
+    ] {
+        let (status, m) = upload(&apps, BJCA, &id, kind, declared, content).await;
+        assert_eq!(status, 201, "{m}");
+    }
+    let seen = apps.sms_count(CHEN.2).await;
+    let v = apps
+        .wait(BJCA, &id, "asked to sign", |v| v["step"]["name"] == "sign")
+        .await;
+    assert_eq!(v["status"], "awaiting_applicant", "{v}");
+    let code = apps.next_code(CHEN.2, seen).await;
+    let (status, v) = apps.input_code(BJCA, &id, &code).await;
+    assert_eq!(status, 200, "{v}");
+    let v = apps
+        .wait(BJCA, &id, "awaiting review", |v| {
+            v["status"] == "awaiting_review"
+        })
+        .await;
+    assert!(v["certificate"].is_null(), "{v}");
+    let (status, v) = apps
+        .act(
+            "ra-officer",
+            &id,
+            "review",
+            json!({"decision": "approve", "reason": "permit and photo checked"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let done = apps
+        .wait(BJCA, &id, "issued", |v| v["status"] == "issued")
+        .await;
+    assert_eq!(done["assurance_level"], "L2", "{done}");
+    let pem = done["certificate"]["pem"].as_str().unwrap();
+    let (subject, policies, _) = check_certificate(apps.dir(), pem, "chen");
+    assert!(subject.contains("CN=陈美玲"), "{subject}");
+    assert!(policies.iter().any(|p| p == L2_OID), "{policies:?}");
+    assert!(!policies.iter().any(|p| p == L3_OID), "{policies:?}");
+
+    // Her L2 account in the realm, bound to the phone she signed with.
+    assert_eq!(apps.sql("select kind, level from accounts"), "personal|L2");
+
+    // L3 by face is refused for a permit, with its own code; nothing stored.
+    let before = apps.sql("select count(*) from applications");
+    let level_up =
+        json!({"kind": "level_up", "profile": "personal", "subject": chen("tw_permit", CHEN.1)});
+    let v = refused(
+        apps.create(SHECA, level_up).await,
+        422,
+        "id_type_not_verifiable",
+    );
+    assert!(v["message"].as_str().unwrap().contains("tw_permit"), "{v}");
+    assert_eq!(apps.sql("select count(*) from applications"), before);
+
+    // A passport is another subject (the type is in the keyed hash): on her bound phone it is
+    // another person's (409); on its own phone it is taken, its number upper-cased.
+    let passport = |phone: &str| json!({"type": "person", "name": CHEN.0, "id_type": "passport", "id_number": "e1234567", "phone": phone});
+    refused(
+        apps.create(BJCA, new(passport(CHEN.2), &csr)).await,
+        409,
+        "phone_bound_to_other_account",
+    );
+    let (status, app) = apps
+        .create(
+            BJCA,
+            new(passport("13800138021"), &apps.csr("chen-passport")),
+        )
+        .await;
+    assert_eq!(status, 201, "{app}");
+    assert_eq!(app["subject"]["id_type"], "passport", "{app}");
+    assert_eq!(app["subject"]["id_number"], "E*****67", "{app}");
+    assert_eq!(
+        apps.sql("select count(distinct subject_hash) from applications"),
+        "2"
+    );
 }

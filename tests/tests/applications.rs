@@ -383,9 +383,19 @@ async fn bad_input_gets_its_own_code_and_changes_nothing() {
         (
             "id type",
             SHECA,
-            with(&|b| b["subject"]["id_type"] = json!("passport")),
+            with(&|b| b["subject"]["id_type"] = json!("hk_permit")),
             400,
             "unsupported_id_type",
+        ),
+        (
+            "passport where only vendors verify",
+            SHECA,
+            with(&|b| {
+                b["subject"]["id_type"] = json!("passport");
+                b["subject"]["id_number"] = json!("E1234567");
+            }),
+            422,
+            "id_type_not_verifiable",
         ),
         (
             "bad phone",

@@ -485,24 +485,7 @@ async fn client_certificate_is_required_and_must_come_from_the_client_ca() {
     );
 
     // A certificate from another CA (the openssl CLI makes a self-signed one).
-    let (ok, _, err) = run(Command::new("openssl").current_dir(demo.path()).args([
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        "foreign.key",
-        "-out",
-        "foreign.pem",
-        "-subj",
-        "/CN=operator",
-        "-days",
-        "2",
-    ]));
-    assert!(ok, "{err}");
+    openssl_self_signed(demo.path(), "foreign", "/CN=operator", 2);
     let foreign = tls_client(
         &tls.join("ca.pem"),
         Identity::Files(

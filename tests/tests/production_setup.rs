@@ -317,32 +317,8 @@ fn refused(p: &Production, key: &str, file: &Path, problem: &str, fix: &str) -> 
     err
 }
 
-fn openssl(dir: &Path, args: &[&str]) {
-    let (ok, out, err) = run(Command::new("openssl").current_dir(dir).args(args));
-    assert!(ok, "openssl {args:?}: {out}{err}");
-}
-
 fn self_signed(dir: &Path, stem: &str) {
-    openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            &format!("{stem}.key"),
-            "-out",
-            &format!("{stem}.pem"),
-            "-subj",
-            &format!("/CN={stem}"),
-            "-days",
-            "30",
-        ],
-    );
+    openssl_self_signed(dir, stem, &format!("/CN={stem}"), 30);
 }
 
 #[test]

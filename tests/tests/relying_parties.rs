@@ -848,3 +848,286 @@ async fn a_phone_binds_one_personal_account_per_realm() {
         .await;
     assert_eq!(status, 201, "{v}");
 }
+
+/// One request a callback receiver got, and the status it answered.
+#[derive(Debug, Clone)]
+struct Received {
+    path: String,
+    headers: std::collections::BTreeMap<String, String>,
+    body: String,
+    answered: u16,
+}
+
+/// A small HTTP/1.1 receiver on loopback standing in for a relying party's callback endpoint:
+/// records every request and answers 500 while `failing`, else 200.
+struct Receiver {
+    addr: std::net::SocketAddr,
+    got: std::sync::Arc<std::sync::Mutex<Vec<Received>>>,
+    failing: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Receiver {
+    async fn start() -> Receiver {
+        use std::sync::atomic::Ordering;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let failing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let (g, f) = (got.clone(), failing.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut conn, _)) = listener.accept().await else {
+                    return;
+                };
+                let (g, f) = (g.clone(), f.clone());
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    let head_end = loop {
+                        let n = conn.read(&mut chunk).await.unwrap_or(0);
+                        if n == 0 {
+                            return;
+                        }
+                        buf.extend_from_slice(&chunk[..n]);
+                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break i + 4;
+                        }
+                    };
+                    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+                    let mut lines = head.split("\r\n");
+                    let path = lines
+                        .next()
+                        .unwrap_or_default()
+                        .split(' ')
+                        .nth(1)
+                        .unwrap_or_default()
+                        .to_owned();
+                    let headers: std::collections::BTreeMap<String, String> = lines
+                        .filter_map(|l| l.split_once(':'))
+                        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+                        .collect();
+                    let len: usize = headers
+                        .get("content-length")
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(0);
+                    while buf.len() < head_end + len {
+                        let n = conn.read(&mut chunk).await.unwrap_or(0);
+                        if n == 0 {
+                            break;
+                        }
+                        buf.extend_from_slice(&chunk[..n]);
+                    }
+                    let body = String::from_utf8_lossy(&buf[head_end..]).to_string();
+                    let answered = if f.load(Ordering::SeqCst) { 500 } else { 200 };
+                    g.lock().unwrap().push(Received {
+                        path,
+                        headers,
+                        body,
+                        answered,
+                    });
+                    let reply = format!(
+                        "HTTP/1.1 {answered} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                    );
+                    let _ = conn.write_all(reply.as_bytes()).await;
+                    let _ = conn.shutdown().await;
+                });
+            }
+        });
+        Receiver { addr, got, failing }
+    }
+
+    fn received(&self) -> Vec<Received> {
+        self.got.lock().unwrap().clone()
+    }
+
+    /// Waits (bounded) until a request satisfies `done`.
+    async fn wait(&self, what: &str, done: impl Fn(&[Received]) -> bool) -> Vec<Received> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let got = self.received();
+            if done(&got) {
+                return got;
+            }
+            assert!(Instant::now() < deadline, "never {what}: {got:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// Checks the callback's signature independently (Python `hmac`): hex HMAC-SHA256 of
+/// `timestamp + "." + body` under `secret`.
+fn python_signature_ok(dir: &Path, secret: &str, r: &Received) -> bool {
+    let body = dir.join("callback-body.json");
+    std::fs::write(&body, &r.body).unwrap();
+    let script = "import hmac,hashlib,sys\n\
+        key=sys.argv[1].encode(); ts=sys.argv[2]; sig=sys.argv[3]\n\
+        body=open(sys.argv[4],'rb').read()\n\
+        mac=hmac.new(key, ts.encode()+b'.'+body, hashlib.sha256).hexdigest()\n\
+        print('ok' if hmac.compare_digest(mac, sig) else 'bad')";
+    let (ok, out, err) = run(std::process::Command::new("python3").args([
+        "-c",
+        script,
+        secret,
+        r.headers.get("x-ca-timestamp").map_or("", String::as_str),
+        r.headers.get("x-ca-signature").map_or("", String::as_str),
+        body.to_str().unwrap(),
+    ]));
+    assert!(ok, "python: {err}");
+    out.trim() == "ok"
+}
+
+#[tokio::test]
+async fn login_callbacks_are_signed_retried_across_a_restart_and_only_to_allowed_urls() {
+    const SECRET: &str = "rp-callback-secret-3f9a1c";
+    let receiver = Receiver::start().await;
+    let base = format!("http://{}/rp/", receiver.addr);
+    let apps = Apps::relying(&format!(
+        "[[relying_party]]\nname = \"relying-party\"\ncallback_urls = [\"{base}\"]\n\
+         callback_secret = {{ file = \"secrets/rp-callback.key\" }}\nallow_plain_http = true\n\n\
+         [contact]\ndelivery_retry_secs = 1\ndelivery_max_backoff_secs = 2\n"
+    ));
+    let dir = apps.dir().to_owned();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let f = dir.join("secrets/rp-callback.key");
+        std::fs::write(&f, format!("{SECRET}\n")).unwrap();
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let server = apps.s.demo.serve();
+    let l3 = apps.l3_certificate("zhang-cb").await;
+    let pem = l3["pem"].as_str().unwrap().to_owned();
+
+    // Refused callback URLs: not under the allowlist, not https to a remote host, or a relying
+    // party without callbacks. Nothing is stored.
+    let before = apps.sql("SELECT count(*) FROM login_challenges");
+    for (who, url) in [
+        (RP, format!("http://{}/elsewhere", receiver.addr)),
+        (RP, format!("http://{}/rpx", receiver.addr)),
+        (RP, "http://198.51.100.7/rp/".to_owned()),
+        (RP, "https://portal.example/rp/".to_owned()),
+        (RP, "not a url".to_owned()),
+        (RP2, format!("{base}login")),
+    ] {
+        let (status, v) = apps
+            .call(
+                who,
+                "POST",
+                "/api/v1/login-challenges",
+                Some(json!({"callback": url})),
+            )
+            .await;
+        assert_eq!(
+            (status, v["error"].as_str()),
+            (400, Some("callback_not_allowed")),
+            "{who} {url}: {v}"
+        );
+    }
+    assert_eq!(apps.sql("SELECT count(*) FROM login_challenges"), before);
+
+    // Approved, the receiver answering 500: the delivery is retried (backoff), then the server
+    // is killed while it is still pending, restarted, and the receiver now answers 200.
+    let url = format!("{base}login?state=s1");
+    let c = apps
+        .challenge(RP, json!({"min_level": "L3", "callback": url}))
+        .await;
+    let id = c["id"].as_str().unwrap().to_owned();
+    let sig = openssl_sign(
+        &dir,
+        "zhang-cb.key",
+        "-sha256",
+        c["qr"].as_str().unwrap(),
+        &[],
+    );
+    let (status, v) = apps
+        .respond(SHECA, &id, json!({"certificate": pem, "signature": sig}))
+        .await;
+    assert_eq!(
+        (status, v["status"].as_str()),
+        (200, Some("approved")),
+        "{v}"
+    );
+    receiver
+        .wait("retried after a 500", |got| got.len() >= 2)
+        .await;
+    drop(server);
+    assert_eq!(
+        apps.sql("SELECT status FROM notifications WHERE kind = 'callback'"),
+        "pending"
+    );
+    receiver
+        .failing
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    let server = apps.s.demo.serve();
+    let got = receiver
+        .wait("delivered after the restart", |got| {
+            got.iter().any(|r| r.answered == 200)
+        })
+        .await;
+    let first: Value = serde_json::from_str(&got[0].body).unwrap();
+    for r in &got {
+        assert_eq!(r.path, "/rp/login?state=s1");
+        assert_eq!(r.body, got[0].body, "every attempt sends the same body");
+        assert!(python_signature_ok(&dir, SECRET, r), "signature: {r:?}");
+        let ts: i64 = r.headers["x-ca-timestamp"].parse().unwrap();
+        assert!((ts - time_now()).abs() < 300, "{ts}");
+        // Another key does not verify: the check can fail.
+        assert!(!python_signature_ok(&dir, "another-secret", r));
+    }
+    assert_eq!(first["v"], 1, "{first}");
+    assert_eq!(first["event"], "login.decided", "{first}");
+    assert_eq!(first["challenge"], id.as_str(), "{first}");
+    assert_eq!(first["status"], "approved", "{first}");
+    assert_eq!(first["level"], "L3", "{first}");
+    assert_eq!(first["serial"], l3["serial"], "{first}");
+    assert_eq!(first["subject"]["name"], "张*", "masked: {first}");
+    assert!(first["delivery_id"].as_str().unwrap().starts_with("ntf_"));
+    assert!(!got[0].body.contains("张三"), "{first}");
+    let row = apps.sql("SELECT status, attempts FROM notifications WHERE kind = 'callback'");
+    let (state, attempts) = row.split_once('|').unwrap();
+    assert_eq!(state, "delivered", "{row}");
+    assert!(attempts.parse::<u32>().unwrap() >= 3, "{row}");
+
+    // Refused (a foreign certificate): the refusal and its reason are called back too.
+    let foreign = foreign_certificate(&dir);
+    let c = apps
+        .challenge(RP, json!({"callback": format!("{base}login")}))
+        .await;
+    let id2 = c["id"].as_str().unwrap().to_owned();
+    let sig = openssl_sign(
+        &dir,
+        "foreign.key",
+        "-sha256",
+        c["qr"].as_str().unwrap(),
+        &[],
+    );
+    let (status, v) = apps
+        .respond(
+            SHECA,
+            &id2,
+            json!({"certificate": foreign, "signature": sig}),
+        )
+        .await;
+    assert_eq!(
+        (status, v["error"].as_str()),
+        (422, Some("certificate_foreign")),
+        "{v}"
+    );
+    let got = receiver
+        .wait("the refusal called back", |got| {
+            got.iter().any(|r| r.body.contains(&id2))
+        })
+        .await;
+    let r = got.iter().find(|r| r.body.contains(&id2)).unwrap();
+    assert!(python_signature_ok(&dir, SECRET, r));
+    let refused: Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(
+        (refused["status"].as_str(), refused["reason"].as_str()),
+        (Some("refused"), Some("certificate_foreign")),
+        "{refused}"
+    );
+    assert!(refused.get("serial").is_none(), "{refused}");
+
+    // The secret is in no log line.
+    assert!(!server.log_text().contains(SECRET));
+}

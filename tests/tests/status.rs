@@ -573,24 +573,7 @@ async fn ocsp_and_crls_follow_revocation_hold_and_unhold() {
     python_check(&demo, "rn.der", "unknown");
 
     // Unknown issuer: unauthorized. Garbage: malformedRequest.
-    let (ok, _, err) = run(Command::new("openssl").current_dir(&dir).args([
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        "other.key",
-        "-out",
-        "other.pem",
-        "-subj",
-        "/CN=Other CA",
-        "-days",
-        "2",
-    ]));
-    assert!(ok, "{err}");
+    openssl_self_signed(&dir, "other", "/CN=Other CA", 2);
     let foreign = request_for_serial(&dir, &dir.join("other.pem"), "01", "qf.der");
     assert_eq!(post_ocsp(&demo, foreign).await, UNAUTHORIZED);
     let (ok, out) = openssl_ocsp(&demo, &["-issuer", "other.pem", "-serial", "0x01"]);

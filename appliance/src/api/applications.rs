@@ -191,6 +191,7 @@ pub fn code_of(e: &AppError) -> (StatusCode, &'static str) {
         AppError::DownloadNotAvailable(_) => (S::CONFLICT, "download_not_available"),
         AppError::AlreadyUsed(_) => (S::CONFLICT, "already_used"),
         AppError::PhoneSharedByIds(_) => (S::CONFLICT, "phone_bound_to_several_ids"),
+        AppError::IdTypeNotVerifiable(_) => (S::UNPROCESSABLE_ENTITY, "id_type_not_verifiable"),
     }
 }
 

@@ -23,6 +23,9 @@ pub struct CreateBody {
     /// `L1`, `L2` or `L3`: the least level the certificate must carry.
     #[serde(default)]
     pub min_level: Option<String>,
+    /// URL the result is POSTed to when decided (under the relying party's `callback_urls`).
+    #[serde(default)]
+    pub callback: Option<String>,
 }
 
 /// Body of `POST /api/v1/login-challenges/{id}/response`.
@@ -60,7 +63,12 @@ pub async fn create(
     let created = state
         .relying
         .login
-        .create(rp, body.min_level.as_deref(), &caller.actor())
+        .create(
+            rp,
+            body.min_level.as_deref(),
+            body.callback.as_deref(),
+            &caller.actor(),
+        )
         .await
         .map_err(login_error)?;
     Ok((StatusCode::CREATED, Json(created)))
@@ -121,6 +129,10 @@ fn login_error(e: LoginError) -> ApiError {
     let msg = e.to_string();
     match e {
         LoginError::InvalidLevel => ApiError::bad_request("invalid_level", msg),
+        LoginError::CallbackRefused(_) => ApiError::bad_request("callback_not_allowed", msg),
+        LoginError::Callback(_) => {
+            ApiError::new(S::SERVICE_UNAVAILABLE, "storage_unavailable", msg)
+        }
         LoginError::NotFound => ApiError::not_found(msg),
         LoginError::Used => ApiError::new(S::CONFLICT, "challenge_used", msg),
         LoginError::Expired => ApiError::new(S::GONE, "challenge_expired", msg),

@@ -109,8 +109,12 @@ pub fn parse(text: &str, known_plugin: &dyn Fn(&str) -> bool) -> Result<LoadedCh
         let policy = raw
             .validate(known_plugin)
             .map_err(|e| format!("policy {}: {e}", i + 1))?;
-        for kind in &policy.kinds {
-            if super::policy::find(&policies, *kind, policy.subject).is_some() {
+        for (kind, id_type) in policy
+            .kinds
+            .iter()
+            .flat_map(|k| policy.id_types.iter().map(move |t| (k, t)))
+        {
+            if super::policy::find_for(&policies, *kind, policy.subject, id_type).is_some() {
                 return Err(format!(
                     "policy {}: kind {} for this subject type is already governed by an earlier policy",
                     i + 1,

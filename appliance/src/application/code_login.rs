@@ -10,7 +10,7 @@ use super::downloads::code_error;
 use super::{channel_of, AppError, ApplicationService, Who};
 use crate::contact::CodePurpose;
 use crate::relying::Level;
-use crate::storage::{unix_now, CodeLoginRow};
+use crate::storage::{unix_now, AuditEntry, CodeLoginRow};
 
 /// How long a login whose phone has no account stays answerable (no code was sent).
 const UNBOUND_TTL_SECS: i64 = 300;
@@ -150,10 +150,16 @@ impl ApplicationService {
             .check(&account, CodePurpose::CodeLogin, req.code.trim())
             .await
             .map_err(code_error)?;
-        if !self.rows.use_code_login(id, unix_now()).await? {
+        let level = self.rows.account_level(&account).await?;
+        let audit = AuditEntry {
+            actor: format!("channel:{}", channel.name),
+            action: "account.code_login".into(),
+            target: account.clone(),
+            detail: json!({ "login": id, "realm": login.realm, "level": level }),
+        };
+        if !self.rows.use_code_login(id, unix_now(), &audit).await? {
             return Err(AppError::AlreadyUsed("code login"));
         }
-        let level = self.rows.account_level(&account).await?;
         tracing::info!(login = %id, realm = %login.realm, "code login accepted");
         Ok(json!({
             "id": id,

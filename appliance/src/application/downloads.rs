@@ -10,12 +10,19 @@ use super::{channel_of, AppError, ApplicationService, Cursor, Failure, Status, W
 use crate::contact::{CodeError, CodePurpose};
 use crate::storage::{unix_now, DownloadRow};
 
-/// `POST /api/v1/downloads`.
+/// `POST /api/v1/downloads`: exactly one of `application`, or `account` with `profile`.
 #[derive(Debug, Clone, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DownloadRequest {
     /// The application (`app_...`) awaiting its CSR.
-    pub application: String,
+    #[serde(default)]
+    pub application: Option<String>,
+    /// An L3 account (`acct_...`) of the channel's realm, without an application.
+    #[serde(default)]
+    pub account: Option<String>,
+    /// The profile of an account download.
+    #[serde(default)]
+    pub profile: Option<String>,
 }
 
 /// `POST /api/v1/downloads/{id}/complete`.
@@ -28,7 +35,7 @@ pub struct DownloadCompletion {
     pub csr: String,
 }
 
-fn new_download_id() -> String {
+pub(super) fn new_download_id() -> String {
     use rand::RngCore;
     let mut b = [0u8; 16];
     rand::rngs::OsRng.fill_bytes(&mut b);
@@ -50,10 +57,22 @@ pub(super) fn code_error(e: CodeError) -> AppError {
 }
 
 impl ApplicationService {
-    /// Starts a download: the code goes to the application's verified phone.
+    /// Starts a download: the code goes to the application's verified phone (or, for an
+    /// account, to its bound phone).
     pub async fn start_download(&self, who: &Who, req: DownloadRequest) -> Result<Value, AppError> {
         let channel = channel_of(who, "download certificates")?;
-        let app = self.load(who, &req.application).await?;
+        let application = match (req.application, req.account, req.profile) {
+            (Some(a), None, None) => a,
+            (None, Some(account), Some(profile)) => {
+                return self.start_account_download(who, &account, &profile).await
+            }
+            _ => {
+                return Err(AppError::FieldNotExpected(
+                    "give either application, or account with profile".into(),
+                ))
+            }
+        };
+        let app = self.load(who, &application).await?;
         let p = &app.doc.progress;
         if app.status != Status::AwaitingApplicant || p.cursor != Cursor::NeedsCsr {
             return Err(AppError::DownloadNotAvailable(format!(
@@ -85,6 +104,7 @@ impl ApplicationService {
                     application_id: app.row.id.clone(),
                     status: "open".into(),
                     expires_at: sent.expires_at,
+                    profile: None,
                 },
                 unix_now(),
             )
@@ -120,6 +140,9 @@ impl ApplicationService {
             .ok_or_else(not_found)?;
         if d.status != "open" {
             return Err(AppError::AlreadyUsed("download").into());
+        }
+        if d.profile.is_some() {
+            return Ok(self.complete_account_download(who, &d, req).await?);
         }
         let app = self.load(who, &d.application_id).await?;
         if app.status != Status::AwaitingApplicant || app.doc.progress.cursor != Cursor::NeedsCsr {

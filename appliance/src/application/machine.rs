@@ -344,11 +344,28 @@ impl Progress {
     /// the agent's verified phone, else the agent's declared one.
     pub fn applicant_phone(&self) -> Option<String> {
         if !self.is_organisation() {
-            return self.verified("phone").map(str::to_owned);
+            // No vendor checks the phone of a permit or passport holder: the declared one, whose
+            // possession an SMS code proves.
+            let declared = self.reviewed_document().then(|| self.subject.phone.clone());
+            return self
+                .verified("phone")
+                .map(str::to_owned)
+                .or(declared.flatten());
         }
         self.verified("agent.phone")
             .map(str::to_owned)
             .or_else(|| self.subject.agent.as_deref().and_then(|a| a.phone.clone()))
+    }
+
+    /// A person with an ID document no vendor checks (Taiwan permit, passport): proven by
+    /// materials and the officers' review.
+    pub fn reviewed_document(&self) -> bool {
+        !self.is_organisation()
+            && self
+                .subject
+                .id_type
+                .as_deref()
+                .is_some_and(|t| t != crate::application::policy::RESIDENT_ID)
     }
 
     /// The applicant's e-mail (a person's, or the organisation's agent's).

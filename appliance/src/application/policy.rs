@@ -167,6 +167,10 @@ pub struct Policy {
     /// Must a solved picture captcha from the appliance precede every SMS (`true`), or does the
     /// channel guard its own SMS sending (`false`)?
     pub captcha: bool,
+    /// The ID document types of a person it governs (`resident_id`; `tw_permit`, `passport`);
+    /// absent in progress documents sealed before it existed: `resident_id`.
+    #[serde(default = "default_id_types")]
+    pub id_types: Vec<String>,
     /// The steps, in order.
     pub steps: Vec<Step>,
 }
@@ -218,6 +222,9 @@ pub struct RawPolicy {
     pub subject: SubjectType,
     /// Appliance captcha before SMS.
     pub captcha: bool,
+    /// Person policies: the ID document types it governs (default `["resident_id"]`).
+    #[serde(default = "default_id_types")]
+    pub id_types: Vec<String>,
     /// Steps.
     #[serde(rename = "step")]
     pub steps: Vec<RawStep>,
@@ -226,6 +233,15 @@ pub struct RawPolicy {
 fn default_subject() -> SubjectType {
     SubjectType::Person
 }
+
+fn default_id_types() -> Vec<String> {
+    vec![RESIDENT_ID.to_owned()]
+}
+
+/// The ID document the verification vendors check (carrier, bank, face): the resident ID.
+pub const RESIDENT_ID: &str = "resident_id";
+/// ID documents no vendor checks: reached L2 through materials and review only.
+pub const REVIEWED_ID_TYPES: &[&str] = &["tw_permit", "passport"];
 
 /// The material kinds an applicant may upload.
 pub const MATERIAL_KINDS: &[&str] = &[
@@ -381,13 +397,51 @@ impl RawPolicy {
             .into_iter()
             .map(|s| s.into_step(known_method))
             .collect::<Result<Vec<_>, _>>()?;
-        if !steps.iter().any(|s| matches!(s, Step::Verify { .. })) {
-            return Err("a policy needs at least one verify step".into());
-        }
         if let Some(i) = steps.iter().position(|s| matches!(s, Step::Review { .. })) {
             if i + 1 != steps.len() {
                 return Err("a review step must be the last step".into());
             }
+        }
+        let reviewed = self.id_types.iter().any(|t| t != RESIDENT_ID);
+        for t in &self.id_types {
+            if t != RESIDENT_ID && !REVIEWED_ID_TYPES.contains(&t.as_str()) {
+                return Err(format!(
+                    "id_types: {t:?} is not one of resident_id, tw_permit, passport"
+                ));
+            }
+        }
+        if self.id_types.is_empty() {
+            return Err("id_types needs at least one ID document type".into());
+        }
+        if reviewed {
+            // No vendor checks these documents: materials and officers' review prove them.
+            if self.id_types.iter().any(|t| t == RESIDENT_ID) {
+                return Err(
+                    "id_types: tw_permit and passport need a policy of their own \
+                            (materials and review), apart from resident_id"
+                        .into(),
+                );
+            }
+            if self.subject != SubjectType::Person {
+                return Err("id_types other than resident_id belong to person policies".into());
+            }
+            if steps.iter().any(|s| matches!(s, Step::Verify { .. })) {
+                return Err(
+                    "a tw_permit / passport policy cannot verify by plugin (no vendor \
+                            checks these documents): use materials and review"
+                        .into(),
+                );
+            }
+            let has = |f: fn(&Step) -> bool| steps.iter().any(f);
+            if !has(|s| matches!(s, Step::Materials { .. }))
+                || !has(|s| matches!(s, Step::Review { .. }))
+            {
+                return Err(
+                    "a tw_permit / passport policy needs a materials step and a review step".into(),
+                );
+            }
+        } else if !steps.iter().any(|s| matches!(s, Step::Verify { .. })) {
+            return Err("a policy needs at least one verify step".into());
         }
         let names_a_person = steps
             .iter()
@@ -401,6 +455,7 @@ impl RawPolicy {
             kinds: self.kinds,
             subject: self.subject,
             captcha: self.captcha,
+            id_types: self.id_types,
             steps,
         })
     }
@@ -430,9 +485,21 @@ impl Policy {
 
 /// The policy among `policies` for (`kind`, `subject`), if the channel offers it.
 pub fn find(policies: &[Policy], kind: Kind, subject: SubjectType) -> Option<&Policy> {
-    policies
-        .iter()
-        .find(|p| p.subject == subject && p.kinds.contains(&kind))
+    find_for(policies, kind, subject, RESIDENT_ID)
+}
+
+/// The policy for `kind`, `subject` and (for a person) the ID document type `id_type`.
+pub fn find_for<'a>(
+    policies: &'a [Policy],
+    kind: Kind,
+    subject: SubjectType,
+    id_type: &str,
+) -> Option<&'a Policy> {
+    policies.iter().find(|p| {
+        p.subject == subject
+            && p.kinds.contains(&kind)
+            && (subject == SubjectType::Organisation || p.id_types.iter().any(|t| t == id_type))
+    })
 }
 
 #[cfg(test)]
@@ -443,6 +510,33 @@ mod tests {
     fn parse(text: &str) -> Result<Policy, String> {
         let raw: RawPolicy = toml::from_str(text).map_err(|e| e.to_string())?;
         raw.validate(&|m| ["phone-real-name", "bank-card", "face"].contains(&m))
+    }
+
+    #[test]
+    fn reviewed_documents_take_materials_and_review_and_no_vendor() {
+        let doc = |ids: &str, steps: &str| {
+            parse(&format!(
+                "kinds = [\"new\"]\ncaptcha = false\nid_types = {ids}\n{steps}"
+            ))
+        };
+        let reviewed = "[[step]]\nmaterials = [\"id_front\"]\n[[step]]\nreview = true\n";
+        let p = doc(r#"["tw_permit", "passport"]"#, reviewed).unwrap();
+        let policies = [p];
+        assert!(find_for(&policies, Kind::New, SubjectType::Person, "passport").is_some());
+        assert!(find_for(&policies, Kind::New, SubjectType::Person, RESIDENT_ID).is_none());
+        assert!(find(&policies, Kind::New, SubjectType::Person).is_none());
+        for (ids, steps) in [
+            (
+                r#"["tw_permit"]"#,
+                "[[step]]\nverify = [\"face\"]\n[[step]]\nreview = true\n",
+            ),
+            (r#"["tw_permit"]"#, "[[step]]\nmaterials = [\"id_front\"]\n"),
+            (r#"["tw_permit", "resident_id"]"#, reviewed),
+            (r#"["hk_permit"]"#, reviewed),
+            ("[]", reviewed),
+        ] {
+            assert!(doc(ids, steps).is_err(), "{ids} {steps}");
+        }
     }
 
     #[test]

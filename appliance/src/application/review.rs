@@ -7,7 +7,7 @@
 use serde_json::{json, Value};
 
 use super::{open_or_finished, AppError, ApplicationService, Failure, Who};
-use crate::application::machine::{Cursor, ReviewRecord, Status};
+use crate::application::machine::{Cursor, Evidence, ReviewRecord, Status};
 use crate::application::policy::Step;
 use crate::storage::unix_now;
 use crate::verification::Requester;
@@ -128,6 +128,20 @@ impl ApplicationService {
                 p.record_verified("offline", &format!("review:{officer}"), &fields);
                 p.step = p.policy.steps.len();
             } else {
+                if p.reviewed_document() {
+                    // The officers' check of the document stands for a vendor's: L2.
+                    let by = format!("review:{officer}");
+                    let fields = paper_checked(&p.subject);
+                    p.record_verified("review", &by, &fields);
+                    p.evidence.push(Evidence {
+                        method: "review".into(),
+                        verification: by,
+                        outcome: "verified".into(),
+                        assurance: Some(REVIEWED_LEVEL.into()),
+                        reused: false,
+                        at: unix_now(),
+                    });
+                }
                 super::next_step(p);
             }
             p.cursor = Cursor::Enter;
@@ -182,6 +196,9 @@ impl ApplicationService {
         self.answer(app, found, result).await
     }
 }
+
+/// The level a reviewed permit or passport reaches (documents checked by officers, no vendor).
+const REVIEWED_LEVEL: &str = "L2";
 
 /// Distinct approving officers the application needs (the policy's review step; 1 on the
 /// offline path of a policy without one).

@@ -35,6 +35,8 @@ use crate::verification::seal::Field;
 use crate::verification::service::subject_key;
 use crate::verification::{KeySet, Keyring, Requester, VerificationError, VerificationService};
 
+#[path = "account_download.rs"]
+mod account_download;
 #[path = "agents.rs"]
 mod agents;
 #[path = "code_login.rs"]
@@ -210,6 +212,10 @@ pub enum AppError {
     /// The decision or its reason is malformed.
     #[error("{0}")]
     DecisionInvalid(String),
+    /// An ID document no vendor checks (Taiwan permit, passport) where the channel offers no
+    /// materials-and-review policy for the kind (e.g. L3 by face).
+    #[error("{0}")]
+    IdTypeNotVerifiable(String),
     /// A `level_up` application for a subject with no account in the channel's realm.
     #[error("this person has no account in realm {0}")]
     AccountNotFound(String),
@@ -577,12 +583,44 @@ impl ApplicationService {
             )
             .into());
         }
-        let policy = policy::find(&channel.policies, kind, subject.kind())
-            .ok_or_else(|| AppError::KindNotOffered {
-                channel: channel.name.clone(),
-                kind: kind.name(),
-            })?
-            .clone();
+        let id_type = subject
+            .id_type
+            .clone()
+            .unwrap_or_else(|| policy::RESIDENT_ID.to_owned());
+        let reviewed_person = |p: Option<&SubjectInput>| {
+            p.and_then(|p| p.id_type.as_deref())
+                .is_some_and(|t| t != policy::RESIDENT_ID)
+        };
+        if subject.kind() == SubjectType::Organisation
+            && (reviewed_person(subject.legal_rep.as_deref())
+                || reviewed_person(subject.agent.as_deref()))
+        {
+            return Err(AppError::IdTypeNotVerifiable(
+                "the legal representative and the agent of an organisation need a resident ID: \
+                 the organisation steps' vendors (carrier, bank, face) check no other document"
+                    .into(),
+            )
+            .into());
+        }
+        let policy = match policy::find_for(&channel.policies, kind, subject.kind(), &id_type) {
+            Some(p) => p.clone(),
+            None if id_type != policy::RESIDENT_ID => {
+                return Err(AppError::IdTypeNotVerifiable(format!(
+                    "no vendor checks a {id_type} (carrier, bank, face): channel {} offers no \
+                     {} application by materials and review for it",
+                    channel.name,
+                    kind.name()
+                ))
+                .into())
+            }
+            None => {
+                return Err(AppError::KindNotOffered {
+                    channel: channel.name.clone(),
+                    kind: kind.name(),
+                }
+                .into())
+            }
+        };
         match subject.kind() {
             SubjectType::Person => subject.require_person()?,
             SubjectType::Organisation => subject.require_organisation()?,

@@ -19,7 +19,7 @@ pub struct SubjectInput {
     /// Legal name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    /// ID document type: `resident_id`.
+    /// ID document type: `resident_id`, `tw_permit` (Taiwan compatriot permit), `passport`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id_type: Option<String>,
     /// ID document number.
@@ -63,10 +63,10 @@ pub enum SubjectError {
     #[error("subject.{0} is required")]
     Missing(&'static str),
     /// The ID document type is not supported.
-    #[error("subject.id_type must be \"resident_id\"")]
+    #[error("subject.id_type must be \"resident_id\", \"tw_permit\" or \"passport\"")]
     IdType,
     /// The ID number fails its format or check digit.
-    #[error("subject.id_number is not a valid resident ID number: {0}")]
+    #[error("subject.id_number is not a valid ID number of its type: {0}")]
     IdNumber(String),
     /// The phone is not a mainland mobile number.
     #[error("subject.phone is not a valid mobile number")]
@@ -83,6 +83,43 @@ pub enum SubjectError {
     /// A field of the other subject type (`uscc` on a person, a person inside a person).
     #[error("subject.{0} does not belong to this subject type")]
     NotForType(&'static str),
+}
+
+/// Checks and normalises an ID number of `id_type`: a resident ID (GB 11643 check digit), a
+/// Taiwan compatriot permit (8 digits), or a passport (ICAO 9303 document number: 5 to 9 of
+/// A-Z and 0-9 with at least one digit, upper-cased).
+fn id_number(id_type: &str, id: &str) -> Result<String, SubjectError> {
+    let id = id.trim();
+    match id_type {
+        "tw_permit" => identifiers::permit::TaiwanPermit::parse(id)
+            .map(|p| p.as_str().to_owned())
+            .map_err(|_| {
+                SubjectError::IdNumber("a Taiwan compatriot permit number is 8 digits".into())
+            }),
+        "passport" => {
+            let p = id.to_ascii_uppercase();
+            let ok = (5..=9).contains(&p.len())
+                && p.bytes()
+                    .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+                && p.bytes().any(|b| b.is_ascii_digit());
+            if ok {
+                Ok(p)
+            } else {
+                Err(SubjectError::IdNumber(
+                    "a passport number is 5 to 9 letters and digits (ICAO 9303)".into(),
+                ))
+            }
+        }
+        _ => identifiers::resident_id::ResidentId::parse(id, today())
+            .map(|p| p.as_str().to_owned())
+            .map_err(|e| SubjectError::IdNumber(e.to_string())),
+    }
+}
+
+/// Masks a permit or passport number (8-9 characters): the first and the last two only, so
+/// no more than half of it shows.
+fn mask_short_id(s: &str) -> String {
+    identifiers::mask::mask_middle(s, 1, 2)
 }
 
 fn today() -> identifiers::date::Date {
@@ -161,15 +198,14 @@ impl SubjectInput {
             self.bank_name = Some(b.to_owned());
         }
         if let Some(t) = &self.id_type {
-            if t != "resident_id" {
+            if !matches!(t.as_str(), "resident_id" | "tw_permit" | "passport") {
                 return Err(SubjectError::IdType);
             }
         }
         if let Some(id) = &self.id_number {
-            let parsed = identifiers::resident_id::ResidentId::parse(id.trim(), today())
-                .map_err(|e| SubjectError::IdNumber(e.to_string()))?;
-            self.id_number = Some(parsed.as_str().to_owned());
-            self.id_type = Some("resident_id".into());
+            let id_type = self.id_type.clone().unwrap_or_else(|| "resident_id".into());
+            self.id_number = Some(id_number(&id_type, id)?);
+            self.id_type = Some(id_type);
         }
         if let Some(p) = &self.phone {
             let m = identifiers::mobile::Mobile::parse(p).map_err(|_| SubjectError::Phone)?;
@@ -391,7 +427,16 @@ impl SubjectInput {
             },
         );
         put("id_type", &self.id_type, str::to_owned);
-        put("id_number", &self.id_number, mask_id_number);
+        let short_document = self.id_type.as_deref().is_some_and(|t| t != "resident_id");
+        put(
+            "id_number",
+            &self.id_number,
+            if short_document {
+                mask_short_id
+            } else {
+                mask_id_number
+            },
+        );
         put("phone", &self.phone, mask_phone);
         put("email", &self.email, mask_email);
         put("bank_card", &self.bank_card, mask_card);
@@ -480,8 +525,21 @@ mod tests {
         assert!(matches!(e, SubjectError::IdNumber(_)), "{e}");
         assert!(!e.to_string().contains("110105194912310021"));
         let mut s = zhang();
-        s.id_type = Some("passport".into());
+        s.id_type = Some("hk_permit".into());
         assert_eq!(s.normalise().unwrap_err(), SubjectError::IdType);
+        let mut s = zhang();
+        s.id_type = Some("passport".into());
+        assert!(matches!(
+            s.normalise().unwrap_err(),
+            SubjectError::IdNumber(_)
+        ));
+        let mut s = zhang();
+        s.id_type = Some("tw_permit".into());
+        s.id_number = Some(" 12345678 ".into());
+        assert_eq!(
+            s.normalise().unwrap().id_number.as_deref(),
+            Some("12345678")
+        );
         let mut s = zhang();
         s.phone = Some("12345".into());
         assert_eq!(s.normalise().unwrap_err(), SubjectError::Phone);

@@ -4,6 +4,7 @@
 //! appliance's own one-time codes; [`captcha`] issues and redeems picture captchas ([`png`]).
 //! [`Contact`] builds all three from the configuration and the loaded channel plugins.
 
+pub mod callback;
 pub mod captcha;
 pub mod codes;
 pub mod outbox;

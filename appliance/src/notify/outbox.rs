@@ -82,12 +82,14 @@ pub struct DeliveryView {
 /// The durable outbox; implements [`ChannelNotifier`].
 pub struct Outbox {
     rows: NotifyRows,
-    keyring: Arc<Keyring>,
+    pub(super) keyring: Arc<Keyring>,
     plugins: BTreeMap<String, Arc<Plugin>>,
     channels: RwLock<BTreeMap<String, ChannelPlugins>>,
-    egress: Egress,
+    pub(super) egress: Egress,
     schedule: Schedule,
-    wake: tokio::sync::Notify,
+    pub(super) wake: tokio::sync::Notify,
+    /// Relying parties' callback settings (the `callback` kind, `notify::callback`).
+    pub(super) callback_targets: RwLock<crate::relying::callback::CallbackTargets>,
 }
 
 impl std::fmt::Debug for Outbox {
@@ -99,13 +101,13 @@ impl std::fmt::Debug for Outbox {
     }
 }
 
-fn new_id() -> String {
+pub(super) fn new_id() -> String {
     let mut b = [0u8; 16];
     rand::rngs::OsRng.fill_bytes(&mut b);
     format!("ntf_{}", hex::encode(b))
 }
 
-fn storage(e: impl std::fmt::Display) -> NotifyError {
+pub(super) fn storage(e: impl std::fmt::Display) -> NotifyError {
     NotifyError::Storage(e.to_string())
 }
 
@@ -149,7 +151,7 @@ pub fn channel_event(e: &ApplicationEvent) -> ChannelEvent {
 }
 
 /// Outcome of one pass over one delivery.
-enum Step {
+pub(super) enum Step {
     Delivered,
     Retry(String),
     Failed(String),
@@ -172,6 +174,7 @@ impl Outbox {
             egress,
             schedule,
             wake: tokio::sync::Notify::new(),
+            callback_targets: RwLock::default(),
         }
     }
 
@@ -376,6 +379,9 @@ impl Outbox {
             Ok(x) => x,
             Err(e) => return Step::Failed(format!("the sealed request cannot be opened: {e}")),
         };
+        if row.kind == super::callback::CALLBACK_KIND {
+            return self.attempt_callback(&bytes).await;
+        }
         let Ok(request) = serde_json::from_slice::<ChannelRequest>(&bytes) else {
             return Step::Failed("the stored request is not valid".into());
         };

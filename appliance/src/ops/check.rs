@@ -242,6 +242,17 @@ pub fn check_files(config: &ApplianceConfig, config_path: &Path) -> Vec<Refusal>
         }
     }
 
+    // Relying parties' callback secrets.
+    if let Err(e) = crate::relying::callback::CallbackTargets::from_config(&config.relying_parties)
+    {
+        refuse(
+            "[[relying_party]] callback_secret",
+            cfg,
+            e,
+            "create the secret file (mode 0600) or set the variable the secret names",
+        );
+    }
+
     // Profiles (each names a configured CA, passes the lint, channels name existing ones).
     if let Err(e) = config.load_profiles() {
         refuse(

@@ -10,9 +10,13 @@ use rand::RngCore;
 use serde::Serialize;
 use x509_cert::Certificate;
 
+use super::callback::{CallbackBody, CallbackRefusal, CallbackTargets};
 use super::signature::{self, Scheme, SignatureError};
 use super::trust::{Level, Refusal, Trust};
-use crate::storage::{Answer, AuditEntry, ChallengeRow, LoginRows, NewChallenge, StorageError};
+use crate::storage::{
+    Answer, Answered, AuditEntry, ChallengeRow, LoginRows, NewChallenge, NewNotification,
+    StorageError,
+};
 
 /// Largest certificate PEM accepted in a response.
 const MAX_CERTIFICATE_PEM: usize = 16 * 1024;
@@ -25,6 +29,12 @@ pub enum LoginError {
     /// `min_level` is not L1, L2 or L3.
     #[error("min_level must be L1, L2 or L3")]
     InvalidLevel,
+    /// The callback URL may not be used by this relying party.
+    #[error("{0}")]
+    CallbackRefused(CallbackRefusal),
+    /// The callback delivery could not be queued.
+    #[error("the callback could not be queued: {0}")]
+    Callback(String),
     /// No such challenge (or not this relying party's).
     #[error("no such login challenge")]
     NotFound,
@@ -117,6 +127,14 @@ pub struct LoginService {
     rows: LoginRows,
     trust: Trust,
     ttl_secs: i64,
+    callbacks: Option<Callbacks>,
+}
+
+/// What login callbacks need: the relying parties' allowlists and the outbox that delivers.
+#[derive(Clone)]
+struct Callbacks {
+    targets: CallbackTargets,
+    outbox: std::sync::Arc<crate::notify::Outbox>,
 }
 
 impl LoginService {
@@ -126,19 +144,83 @@ impl LoginService {
             rows,
             trust,
             ttl_secs: i64::from(settings.challenge_ttl_secs),
+            callbacks: None,
         }
     }
 
-    /// A new challenge bound to `relying_party`, asking for `min_level`.
+    /// Enables callbacks: URLs checked against `targets`, results delivered by `outbox`.
+    pub fn with_callbacks(
+        mut self,
+        targets: CallbackTargets,
+        outbox: std::sync::Arc<crate::notify::Outbox>,
+    ) -> Self {
+        outbox.set_callback_targets(targets.clone());
+        self.callbacks = Some(Callbacks { targets, outbox });
+        self
+    }
+
+    /// The sealed callback delivery of a decided challenge, if it asked for one.
+    async fn callback_delivery(
+        &self,
+        row: &ChallengeRow,
+        answer: &Answer,
+        now: i64,
+        reload: bool,
+    ) -> Result<Option<NewNotification>, LoginError> {
+        let (Some(url), Some(cb)) = (&row.callback, &self.callbacks) else {
+            return Ok(None);
+        };
+        let body = |delivery_id: &str| {
+            let body = CallbackBody {
+                v: 1,
+                delivery_id: delivery_id.to_owned(),
+                event: "login.decided".into(),
+                challenge: row.id.clone(),
+                status: answer.status.to_owned(),
+                reason: answer.reason.clone(),
+                subject: answer
+                    .subject
+                    .as_deref()
+                    .and_then(|s| serde_json::from_str(s).ok()),
+                level: answer.level.clone(),
+                serial: answer.serial.clone(),
+                decided_at: now,
+            };
+            serde_json::to_string(&body).unwrap_or_default()
+        };
+        cb.outbox
+            .seal_callback(&row.relying_party, url, body, reload)
+            .await
+            .map(Some)
+            .map_err(|e| LoginError::Callback(e.to_string()))
+    }
+
+    /// A new challenge bound to `relying_party`, asking for `min_level`, its result POSTed to
+    /// `callback` (which must be under one of the relying party's allowed URLs).
     pub async fn create(
         &self,
         relying_party: &str,
         min_level: Option<&str>,
+        callback: Option<&str>,
         actor: &str,
     ) -> Result<Created, LoginError> {
         let min_level = match min_level {
             None => None,
             Some(l) => Some(Level::parse(l).ok_or(LoginError::InvalidLevel)?),
+        };
+        let callback = match callback {
+            None => None,
+            Some(url) => {
+                let targets = self
+                    .callbacks
+                    .as_ref()
+                    .map(|c| &c.targets)
+                    .ok_or(LoginError::CallbackRefused(CallbackRefusal::NotConfigured))?;
+                let (url, _) = targets
+                    .check(relying_party, url)
+                    .map_err(LoginError::CallbackRefused)?;
+                Some(url)
+            }
         };
         let mut id = [0u8; 16];
         let mut nonce = [0u8; 32];
@@ -158,12 +240,17 @@ impl LoginService {
             min_level: min_level.map(|l| l.as_str().to_owned()),
             created_at: now,
             expires_at,
+            callback,
         };
         let audit = AuditEntry {
             actor: actor.to_owned(),
             action: "login.challenge".into(),
             target: id.clone(),
-            detail: serde_json::json!({ "min_level": challenge.min_level, "expires_at": expires_at }),
+            detail: serde_json::json!({
+                "min_level": challenge.min_level,
+                "expires_at": expires_at,
+                "callback": challenge.callback,
+            }),
         };
         self.rows.insert(&challenge, &audit).await?;
         Ok(Created {
@@ -249,7 +336,28 @@ impl LoginService {
                     "reason": answer.reason,
                 }),
             };
-            if self.rows.answer(id, now, &answer, &audit).await? {
+            let mut outcome = Answered::KeyChanged;
+            let mut reload = false;
+            // A rotation between sealing and committing: seal again under the new key.
+            while outcome == Answered::KeyChanged {
+                let delivery = self.callback_delivery(&row, &answer, now, reload).await?;
+                outcome = self
+                    .rows
+                    .answer(id, now, &answer, &audit, delivery.as_ref())
+                    .await?;
+                if outcome == Answered::KeyChanged && reload {
+                    return Err(LoginError::Callback(
+                        "the personal-data key changed twice while queuing".into(),
+                    ));
+                }
+                reload = true;
+                if outcome == Answered::Yes && delivery.is_some() {
+                    if let Some(cb) = &self.callbacks {
+                        cb.outbox.wake();
+                    }
+                }
+            }
+            if outcome == Answered::Yes {
                 return match verdict {
                     Ok(_) => self.view(id, &row.relying_party).await,
                     Err(refusal) => Err(LoginError::Refused(refusal)),

@@ -3,6 +3,7 @@
 //! signature verification (`cms`), both over one certificate check (`trust`) and one signature
 //! verifier (`signature`).
 
+pub mod callback;
 pub mod cms;
 pub mod login;
 pub mod signature;

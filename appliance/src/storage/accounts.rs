@@ -51,6 +51,23 @@ pub struct AccountRow {
     pub level: Option<String>,
 }
 
+/// An account as a download to its phone reads it.
+#[derive(Debug, Clone)]
+pub struct AccountDetail {
+    /// `acct_<hex>`.
+    pub id: String,
+    /// Its realm.
+    pub realm: String,
+    /// `personal` or `organisation`.
+    pub kind: String,
+    /// The subject's keyed hash.
+    pub subject_hash: String,
+    /// The bound phone's keyed hash.
+    pub phone_hash: String,
+    /// `L1`..`L3` (None: registered only).
+    pub level: Option<String>,
+}
+
 /// Application statuses that end without an account: their unbound claims may be taken over.
 const RELEASED: &str = "('rejected', 'cancelled', 'expired', 'failed')";
 
@@ -217,6 +234,27 @@ impl ApplicationRows {
 }
 
 impl ApplicationRows {
+    /// The account `id`, if any.
+    pub async fn account(&self, id: &str) -> Result<Option<AccountDetail>, StorageError> {
+        let row = sqlx::query(
+            "SELECT id, realm, kind, subject_hash, phone_hash, level FROM accounts WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok(AccountDetail {
+                id: r.try_get("id")?,
+                realm: r.try_get("realm")?,
+                kind: r.try_get("kind")?,
+                subject_hash: r.try_get("subject_hash")?,
+                phone_hash: r.try_get("phone_hash")?,
+                level: r.try_get("level")?,
+            })
+        })
+        .transpose()
+    }
+
     /// Whether the subject (any of `subject_hashes`) holds an account of `kind` in `realm`.
     pub async fn account_exists(
         &self,

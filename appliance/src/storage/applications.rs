@@ -434,6 +434,34 @@ impl ApplicationRows {
         Ok(())
     }
 
+    /// A subject's newest verifications by any method, newest first (at most `limit`).
+    pub async fn newest_verifications(
+        &self,
+        subject_hash: &str,
+        limit: i64,
+    ) -> Result<Vec<ReusableVerification>, StorageError> {
+        let rows = sqlx::query(
+            "SELECT verification_id, application_id, assurance, key_id, sealed_attributes, verified_at \
+             FROM subject_verifications WHERE subject_hash = $1 ORDER BY verified_at DESC LIMIT $2",
+        )
+        .bind(subject_hash)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(ReusableVerification {
+                    verification_id: r.try_get("verification_id")?,
+                    application_id: r.try_get("application_id")?,
+                    assurance: r.try_get("assurance")?,
+                    key_id: key_id(r.try_get("key_id")?)?,
+                    sealed_attributes: r.try_get("sealed_attributes")?,
+                    verified_at: r.try_get("verified_at")?,
+                })
+            })
+            .collect()
+    }
+
     /// The latest verification of a subject by `method` since `since`.
     pub async fn find_reusable(
         &self,

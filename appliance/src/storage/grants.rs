@@ -5,6 +5,7 @@
 use sqlx::Row;
 
 use super::applications::ApplicationRows;
+use super::audit::{append_in, AuditEntry};
 use super::StorageError;
 
 /// A certificate download to a phone.
@@ -20,6 +21,8 @@ pub struct DownloadRow {
     pub status: String,
     /// Unix seconds after which it cannot be completed.
     pub expires_at: i64,
+    /// For an account download (`application_id` is then the account id): the profile.
+    pub profile: Option<String>,
 }
 
 /// A phone-code login.
@@ -43,14 +46,15 @@ impl ApplicationRows {
     /// Stores a new open download.
     pub async fn put_download(&self, d: &DownloadRow, now: i64) -> Result<(), StorageError> {
         sqlx::query(
-            "INSERT INTO downloads (id, channel, application_id, status, created_at, expires_at) \
-             VALUES ($1, $2, $3, 'open', $4, $5)",
+            "INSERT INTO downloads (id, channel, application_id, status, created_at, expires_at, profile) \
+             VALUES ($1, $2, $3, 'open', $4, $5, $6)",
         )
         .bind(&d.id)
         .bind(&d.channel)
         .bind(&d.application_id)
         .bind(now)
         .bind(d.expires_at)
+        .bind(&d.profile)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -59,7 +63,7 @@ impl ApplicationRows {
     /// The download `id`, if any.
     pub async fn download(&self, id: &str) -> Result<Option<DownloadRow>, StorageError> {
         let row = sqlx::query(
-            "SELECT id, channel, application_id, status, expires_at FROM downloads WHERE id = $1",
+            "SELECT id, channel, application_id, status, expires_at, profile FROM downloads WHERE id = $1",
         )
         .bind(id)
         .fetch_optional(&self.pool)
@@ -71,6 +75,7 @@ impl ApplicationRows {
                 application_id: r.try_get("application_id")?,
                 status: r.try_get("status")?,
                 expires_at: r.try_get("expires_at")?,
+                profile: r.try_get("profile")?,
             })
         })
         .transpose()
@@ -126,16 +131,28 @@ impl ApplicationRows {
         .transpose()
     }
 
-    /// Marks an open code login used; false when it was not open any more.
-    pub async fn use_code_login(&self, id: &str, now: i64) -> Result<bool, StorageError> {
+    /// Marks an open code login used, with its audit row in the same transaction; false (and
+    /// nothing written) when it was not open any more.
+    pub async fn use_code_login(
+        &self,
+        id: &str,
+        now: i64,
+        audit: &AuditEntry,
+    ) -> Result<bool, StorageError> {
+        let mut tx = self.pool.begin().await?;
         let done = sqlx::query(
             "UPDATE code_logins SET status = 'used', finished_at = $1 WHERE id = $2 AND status = 'open'",
         )
         .bind(now)
         .bind(id)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
-        Ok(done.rows_affected() == 1)
+        if done.rows_affected() != 1 {
+            return Ok(false);
+        }
+        append_in(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     /// The level of account `id` (None: registered only or no such account).

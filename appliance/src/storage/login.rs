@@ -3,6 +3,7 @@
 use sqlx::{AnyPool, Row};
 
 use super::audit::{append_in, AuditEntry};
+use super::notify::{insert_in, NewNotification};
 use super::StorageError;
 
 /// A new challenge.
@@ -20,6 +21,8 @@ pub struct NewChallenge {
     pub created_at: i64,
     /// Unix seconds.
     pub expires_at: i64,
+    /// Where the result is POSTed (checked against the relying party's allowlist).
+    pub callback: Option<String>,
 }
 
 /// A stored challenge.
@@ -45,6 +48,19 @@ pub struct ChallengeRow {
     pub subject: Option<String>,
     /// Unix seconds.
     pub expires_at: i64,
+    /// Where the result is POSTed.
+    pub callback: Option<String>,
+}
+
+/// What [`LoginRows::answer`] came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answered {
+    /// Recorded (with its callback delivery, if any).
+    Yes,
+    /// Nothing written: no longer pending, expired, or the certificate changed status.
+    Lost,
+    /// Nothing written: the callback was sealed under a key no longer active.
+    KeyChanged,
 }
 
 /// How a challenge was answered.
@@ -79,8 +95,8 @@ impl LoginRows {
     pub async fn insert(&self, c: &NewChallenge, audit: &AuditEntry) -> Result<(), StorageError> {
         let mut tx = self.pool.begin().await?;
         sqlx::query(
-            "INSERT INTO login_challenges (id, relying_party, payload, min_level, status, created_at, expires_at) \
-             VALUES ($1, $2, $3, $4, 'pending', $5, $6)",
+            "INSERT INTO login_challenges (id, relying_party, payload, min_level, status, created_at, expires_at, callback) \
+             VALUES ($1, $2, $3, $4, 'pending', $5, $6, $7)",
         )
         .bind(&c.id)
         .bind(&c.relying_party)
@@ -88,6 +104,7 @@ impl LoginRows {
         .bind(&c.min_level)
         .bind(c.created_at)
         .bind(c.expires_at)
+        .bind(&c.callback)
         .execute(&mut *tx)
         .await?;
         sqlx::query("DELETE FROM login_challenges WHERE expires_at < $1")
@@ -102,7 +119,7 @@ impl LoginRows {
     /// The challenge `id`.
     pub async fn get(&self, id: &str) -> Result<Option<ChallengeRow>, StorageError> {
         let row = sqlx::query(
-            "SELECT id, relying_party, payload, min_level, status, reason, serial, level, subject, expires_at \
+            "SELECT id, relying_party, payload, min_level, status, reason, serial, level, subject, expires_at, callback \
              FROM login_challenges WHERE id = $1",
         )
         .bind(id)
@@ -120,19 +137,22 @@ impl LoginRows {
             level: r.try_get("level")?,
             subject: r.try_get("subject")?,
             expires_at: r.try_get("expires_at")?,
+            callback: r.try_get("callback")?,
         }))
     }
 
     /// Records the answer if the challenge is still pending and unexpired at `now` and, for an
     /// approval, the certificate is still `valid` in the same transaction (so a revocation
-    /// committed meanwhile is never approved). False when nothing was written.
+    /// committed meanwhile is never approved), with its callback delivery (`callback`, queued in
+    /// the same transaction so a decided challenge always has its delivery).
     pub async fn answer(
         &self,
         id: &str,
         now: i64,
         answer: &Answer,
         audit: &AuditEntry,
-    ) -> Result<bool, StorageError> {
+        callback: Option<&NewNotification>,
+    ) -> Result<Answered, StorageError> {
         let mut tx = self.pool.begin().await?;
         let approve = answer.status == "approved";
         let done = sqlx::query(
@@ -156,10 +176,15 @@ impl LoginRows {
         .await?
         .rows_affected();
         if done == 0 {
-            return Ok(false);
+            return Ok(Answered::Lost);
+        }
+        if let Some(n) = callback {
+            if !insert_in(&mut tx, n).await? {
+                return Ok(Answered::KeyChanged);
+            }
         }
         append_in(&mut tx, audit).await?;
         tx.commit().await?;
-        Ok(true)
+        Ok(Answered::Yes)
     }
 }

@@ -28,9 +28,10 @@ mod status_feed;
 mod verifications;
 
 use sqlx::any::AnyPoolOptions;
+use sqlx::migrate::Migrator;
 use sqlx::{AnyPool, Executor};
 
-pub use accounts::{AccountBinding, AccountRow, PhoneClaim};
+pub use accounts::{AccountBinding, AccountDetail, AccountRow, PhoneClaim};
 pub use agents::{AgentChange, AgentRow, AgentRows};
 pub use applications::{ApplicationRow, ApplicationRows, Inserted, ReusableVerification, Updated};
 pub use audit::{AuditCheckpoint, AuditEntry, AuditKeyRecord, AuditLog, AuditRow};
@@ -43,7 +44,7 @@ pub use dialect::Backend;
 pub use escrow::{EscrowRow, EscrowRows, RecoveryRow};
 pub use grants::{CodeLoginRow, DownloadRow};
 pub use limits::{LimitRows, WindowCount};
-pub use login::{Answer, ChallengeRow, LoginRows, NewChallenge};
+pub use login::{Answer, Answered, ChallengeRow, LoginRows, NewChallenge};
 pub use materials::{MaterialRow, MaterialRows};
 pub use notify::{CodeRow, NewCode, NewNotification, NotificationRow, NotifyRows};
 pub use ocsp::{CertStatusRow, OcspStore, ResponderRecord, StoredResponse};
@@ -104,8 +105,11 @@ impl Storage {
             Backend::Postgres => connect(url, 8, false).await?,
         };
         let migrated = match backend {
-            Backend::Sqlite => sqlx::migrate!("./migrations").run(&pool).await,
-            Backend::Postgres => sqlx::migrate!("./migrations-postgres").run(&pool).await,
+            Backend::Sqlite => dialect::SQLITE_MIGRATIONS.run(&pool).await,
+            Backend::Postgres => match Migrator::new(dialect::PostgresMigrations).await {
+                Ok(migrator) => migrator.run(&pool).await,
+                Err(e) => Err(e),
+            },
         };
         migrated.map_err(|e| StorageError::Open(format!("migration failed: {e}")))?;
         let postgres_url = (backend == Backend::Postgres).then(|| url.to_owned());

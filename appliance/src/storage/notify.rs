@@ -18,7 +18,7 @@ pub struct NewNotification {
     pub channel: String,
     /// Channel plugin name.
     pub plugin: String,
-    /// `event | sms | email`.
+    /// `event | sms | email | callback`.
     pub kind: &'static str,
     /// Data key that sealed `sealed_request`.
     pub key_id: u32,
@@ -126,6 +126,32 @@ fn row_of(r: &sqlx::any::AnyRow) -> Result<NotificationRow, StorageError> {
     })
 }
 
+/// Inserts one delivery inside the caller's transaction (e.g. a login answer and its callback),
+/// only if its `key_id` is the active data key: false (nothing written) otherwise.
+pub(super) async fn insert_in(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    n: &NewNotification,
+) -> Result<bool, StorageError> {
+    let done = sqlx::query(&format!(
+        "INSERT INTO notifications (id, channel, plugin, kind, key_id, sealed_request, \
+         status, next_attempt_at, created_at) \
+         SELECT $1, $2, $3, $4, $5, $6, 'pending', $7, $8 WHERE $9 = {WHEN_KEY_ACTIVE}"
+    ))
+    .bind(&n.id)
+    .bind(&n.channel)
+    .bind(&n.plugin)
+    .bind(n.kind)
+    .bind(i64::from(n.key_id))
+    .bind(&n.sealed_request)
+    .bind(n.now)
+    .bind(n.now)
+    .bind(i64::from(n.key_id))
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    Ok(done == 1)
+}
+
 const COLUMNS: &str = "id, channel, plugin, kind, key_id, sealed_request, sealed_actions, \
     done_actions, status, attempts, next_attempt_at, last_error, created_at";
 
@@ -139,24 +165,7 @@ impl NotifyRows {
     pub async fn enqueue(&self, rows: &[NewNotification]) -> Result<bool, StorageError> {
         let mut tx = self.pool.begin().await?;
         for n in rows {
-            let done = sqlx::query(&format!(
-                "INSERT INTO notifications (id, channel, plugin, kind, key_id, sealed_request, \
-                 status, next_attempt_at, created_at) \
-                 SELECT $1, $2, $3, $4, $5, $6, 'pending', $7, $8 WHERE $9 = {WHEN_KEY_ACTIVE}"
-            ))
-            .bind(&n.id)
-            .bind(&n.channel)
-            .bind(&n.plugin)
-            .bind(n.kind)
-            .bind(i64::from(n.key_id))
-            .bind(&n.sealed_request)
-            .bind(n.now)
-            .bind(n.now)
-            .bind(i64::from(n.key_id))
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if done == 0 {
+            if !insert_in(&mut tx, n).await? {
                 return Ok(false);
             }
         }

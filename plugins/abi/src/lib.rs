@@ -25,6 +25,8 @@ pub mod ffi;
 pub mod flow;
 pub mod sdk;
 pub mod status;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod vendor;
 
 pub use status::StatusCode;

@@ -1,71 +1,44 @@
 //! The state machine driven through `Verifier::step` with synthetic events.
 
-use plugin_abi::doc::{Action, ApplicantField, HttpAction, Outcome, Status, StepInput, StepOutput};
+use plugin_abi::doc::{Action, ApplicantField, Outcome, Status, StepOutput};
 use plugin_abi::sdk::{StepError, Verifier};
+use plugin_abi::testing::{self, body, http, outcome};
 use serde_json::{json, Value};
 
 use crate::vendor::RETRY_TIMER;
 use crate::{BankCard, Config, BANK_CONFIRM, BANK_INIT, OTP_EXPIRY_TIMER};
 
-const T0: &str = "2026-11-24T12:00:00Z";
 const CARD: &str = "6222 0200 0000 0000 018";
 
 fn config(extra: Value) -> Config {
-    let mut c = json!({"bank_url": "https://bank.test"});
-    if let (Some(m), Value::Object(e)) = (c.as_object_mut(), extra) {
-        m.extend(e);
-    }
-    serde_json::from_value(c).unwrap()
+    testing::config(json!({"bank_url": "https://bank.test"}), extra)
 }
 
-struct Run {
-    plugin: BankCard,
-    state: Option<Value>,
-    now: String,
+type Run = testing::Run<BankCard>;
+
+fn run(extra: Value) -> Run {
+    Run::new(json!({"bank_url": "https://bank.test"}), extra, "vrf_2")
 }
 
-impl Run {
-    fn new(extra: Value) -> Run {
-        Run {
-            plugin: BankCard::configure(config(extra)).unwrap(),
-            state: None,
-            now: T0.into(),
-        }
-    }
+/// The steps the tests repeat.
+trait BankCardRun {
+    fn start(&mut self, id: &str, phone: &str, card: &str) -> StepOutput;
+    fn start_ok(&mut self) -> StepOutput;
+    fn code(&mut self, code: &str) -> StepOutput;
+    fn reach_challenge(&mut self) -> StepOutput;
+}
 
-    fn try_step(&mut self, event: Value) -> Result<StepOutput, StepError> {
-        let input: StepInput = serde_json::from_value(json!({
-            "v": 1, "verification_id": "vrf_2", "now": self.now,
-            "state": self.state, "event": event,
-        }))
-        .unwrap();
-        let out = self.plugin.step(input)?;
-        out.check_rules().unwrap();
-        self.state = Some(out.state.clone());
-        Ok(out)
-    }
-
-    fn step(&mut self, event: Value) -> StepOutput {
-        self.try_step(event).unwrap()
-    }
-
+impl BankCardRun for Run {
     fn start(&mut self, id: &str, phone: &str, card: &str) -> StepOutput {
-        self.step(json!({"type": "start", "applicant": {
-            "name": "张三", "id_number": id, "phone": phone, "bank_card": card}}))
+        self.begin(json!({"name": "张三", "id_number": id, "phone": phone, "bank_card": card}))
     }
 
     fn start_ok(&mut self) -> StepOutput {
         self.start("11010519491231002X", "13800138000", CARD)
     }
 
-    fn reply(&mut self, id: &str, status: u16, body: Value) -> StepOutput {
-        self.step(
-            json!({"type": "http_response", "id": id, "status": status, "body": body.to_string()}),
-        )
-    }
-
     fn code(&mut self, code: &str) -> StepOutput {
-        self.step(json!({"type": "user_input", "challenge": "sms_code", "data": code}))
+        self.input("sms_code", code)
     }
 
     fn reach_challenge(&mut self) -> StepOutput {
@@ -76,21 +49,6 @@ impl Run {
             json!({"result": "code_sent", "token": "bk_5"}),
         )
     }
-}
-
-fn http(out: &StepOutput) -> &HttpAction {
-    match out.actions.as_slice() {
-        [Action::Http(h)] => h,
-        other => panic!("expected one http action, got {other:?}"),
-    }
-}
-
-fn outcome(out: &StepOutput) -> Option<Outcome> {
-    out.result.as_ref().map(|r| r.outcome)
-}
-
-fn body(h: &HttpAction) -> Value {
-    serde_json::from_str(h.body.as_deref().unwrap()).unwrap()
 }
 
 #[test]
@@ -108,7 +66,7 @@ fn manifest_asks_for_four_elements() {
 
 #[test]
 fn success_walks_init_code_and_confirm() {
-    let mut r = Run::new(json!({}));
+    let mut r = run(json!({}));
     let out = r.start_ok();
     assert_eq!(out.status, Status::Pending);
     let h = http(&out);
@@ -188,7 +146,7 @@ fn invalid_inputs_fail_first() {
         ),
     ];
     for (id, phone, card, want) in cases {
-        let mut r = Run::new(json!({}));
+        let mut r = run(json!({}));
         let out = r.start(id, phone, card);
         assert_eq!(out.status, Status::Failed);
         assert_eq!(outcome(&out), Some(want), "{want:?}");
@@ -198,7 +156,7 @@ fn invalid_inputs_fail_first() {
 
 #[test]
 fn luhn_failure_is_only_a_warning() {
-    let mut r = Run::new(json!({}));
+    let mut r = run(json!({}));
     let out = r.start("11010519491231002X", "13800138000", "6222020000000000019");
     assert_eq!(http(&out).id, BANK_INIT);
     let out = r.reply(BANK_INIT, 200, json!({"result": "card_invalid"}));
@@ -219,7 +177,7 @@ fn bank_verdicts_map_to_failure_codes() {
         ("???", Outcome::VendorUnavailable),
     ];
     for (verdict, want) in cases {
-        let mut r = Run::new(json!({}));
+        let mut r = run(json!({}));
         r.start_ok();
         let out = r.reply(BANK_INIT, 200, json!({"result": verdict}));
         assert_eq!(out.status, Status::Failed, "{verdict}");
@@ -229,7 +187,7 @@ fn bank_verdicts_map_to_failure_codes() {
 
 #[test]
 fn wrong_codes_then_attempts_exceeded() {
-    let mut r = Run::new(json!({"max_attempts": 2}));
+    let mut r = run(json!({"max_attempts": 2}));
     r.reach_challenge();
     r.code("111111");
     let out = r.reply(BANK_CONFIRM, 200, json!({"result": "wrong_code"}));
@@ -246,18 +204,18 @@ fn wrong_codes_then_attempts_exceeded() {
 
 #[test]
 fn expiry_by_input_timer_and_unknown_token() {
-    let mut r = Run::new(json!({}));
+    let mut r = run(json!({}));
     r.reach_challenge();
     r.now = "2026-11-24T12:05:00Z".into();
     assert_eq!(outcome(&r.code("123456")), Some(Outcome::OtpExpired));
 
-    let mut r = Run::new(json!({}));
+    let mut r = run(json!({}));
     r.reach_challenge();
     r.now = "2026-11-24T12:06:00Z".into();
     let out = r.step(json!({"type": "timer", "id": OTP_EXPIRY_TIMER}));
     assert_eq!(outcome(&out), Some(Outcome::OtpExpired));
 
-    let mut r = Run::new(json!({}));
+    let mut r = run(json!({}));
     r.reach_challenge();
     r.code("123456");
     let out = r.reply(BANK_CONFIRM, 200, json!({"result": "unknown_token"}));
@@ -266,7 +224,7 @@ fn expiry_by_input_timer_and_unknown_token() {
 
 #[test]
 fn confirm_5xx_retries_then_succeeds() {
-    let mut r = Run::new(json!({"retry_after_ms": 50}));
+    let mut r = run(json!({"retry_after_ms": 50}));
     r.reach_challenge();
     let sent = http(&r.code("123456")).clone();
     let out = r.reply(BANK_CONFIRM, 502, json!({}));
@@ -285,7 +243,7 @@ fn confirm_5xx_retries_then_succeeds() {
 
 #[test]
 fn init_unavailable_after_retries() {
-    let mut r = Run::new(json!({"max_retries": 1}));
+    let mut r = run(json!({"max_retries": 1}));
     r.start_ok();
     r.step(json!({"type": "http_error", "id": BANK_INIT, "error": "connect"}));
     r.step(json!({"type": "timer", "id": RETRY_TIMER}));
@@ -295,7 +253,7 @@ fn init_unavailable_after_retries() {
 
 #[test]
 fn cancel_stale_and_protocol_errors() {
-    let mut r = Run::new(json!({}));
+    let mut r = run(json!({}));
     r.reach_challenge();
     let out = r.reply(
         BANK_INIT,
@@ -311,13 +269,13 @@ fn cancel_stale_and_protocol_errors() {
         Err(StepError::InvalidArgument(_))
     ));
 
-    let mut r = Run::new(json!({}));
+    let mut r = run(json!({}));
     r.state = Some(json!([1, 2]));
     assert!(matches!(
         r.try_step(json!({"type": "cancel"})),
         Err(StepError::State(_))
     ));
-    let mut r = Run::new(json!({}));
+    let mut r = run(json!({}));
     r.start_ok();
     let err = r.try_step(json!({"type": "user_input", "challenge": "sms_code", "data": "123456"}));
     assert!(

@@ -1,68 +1,46 @@
 //! The state machine driven through `Verifier::step` with synthetic events.
 
-use plugin_abi::doc::{Action, ChallengeKind, HttpAction, Outcome, Status, StepInput, StepOutput};
+use plugin_abi::doc::{Action, ChallengeKind, Outcome, Status, StepOutput};
 use plugin_abi::sdk::{StepError, Verifier};
+use plugin_abi::testing::{self, http, outcome};
 use serde_json::{json, Value};
 
 use crate::vendor::RETRY_TIMER;
 use crate::{remark_code, Config, CorporateTransfer, PAYOUT_CREATE, PAYOUT_QUERY, POLL_TIMER};
 
-const T0: &str = "2026-11-24T12:00:00Z";
 /// The verification code the provider "printed" in the remark (see `paid`).
 const CODE: &str = "004711";
 
+fn base() -> Value {
+    json!({"payout_url": "https://payout.test"})
+}
+
 fn config(extra: Value) -> Config {
-    let mut c = json!({"payout_url": "https://payout.test"});
-    if let (Some(m), Value::Object(e)) = (c.as_object_mut(), extra) {
-        m.extend(e);
-    }
-    serde_json::from_value(c).unwrap()
+    testing::config(base(), extra)
 }
 
-struct Run {
-    plugin: CorporateTransfer,
-    state: Option<Value>,
-    now: String,
+type Run = testing::Run<CorporateTransfer>;
+
+fn run(extra: Value) -> Run {
+    Run::new(base(), extra, "vrf_4")
 }
 
-impl Run {
-    fn new(extra: Value) -> Run {
-        Run {
-            plugin: CorporateTransfer::configure(config(extra)).unwrap(),
-            state: None,
-            now: T0.into(),
-        }
-    }
+/// The steps the tests repeat.
+trait TransferRun {
+    fn start(&mut self, account: &str) -> StepOutput;
+    fn amount(&mut self, data: &str) -> StepOutput;
+    fn reach_challenge(&mut self) -> StepOutput;
+    fn enter_against_paid_37(&mut self, data: &str) -> StepOutput;
+}
 
-    fn try_step(&mut self, event: Value) -> Result<StepOutput, StepError> {
-        let input: StepInput = serde_json::from_value(json!({
-            "v": 1, "verification_id": "vrf_4", "now": self.now,
-            "state": self.state, "event": event,
-        }))
-        .unwrap();
-        let out = self.plugin.step(input)?;
-        out.check_rules().unwrap();
-        self.state = Some(out.state.clone());
-        Ok(out)
-    }
-
-    fn step(&mut self, event: Value) -> StepOutput {
-        self.try_step(event).unwrap()
-    }
-
+impl TransferRun for Run {
     fn start(&mut self, account: &str) -> StepOutput {
-        self.step(json!({"type": "start", "applicant": {
-            "org_name": "示例科技有限公司", "bank_account": account, "bank_name": "示例银行"}}))
-    }
-
-    fn reply(&mut self, id: &str, status: u16, body: Value) -> StepOutput {
-        self.step(
-            json!({"type": "http_response", "id": id, "status": status, "body": body.to_string()}),
-        )
+        self.begin(json!({
+            "org_name": "示例科技有限公司", "bank_account": account, "bank_name": "示例银行"}))
     }
 
     fn amount(&mut self, data: &str) -> StepOutput {
-        self.step(json!({"type": "user_input", "challenge": "deposit_amount", "data": data}))
+        self.input("deposit_amount", data)
     }
 
     fn reach_challenge(&mut self) -> StepOutput {
@@ -90,17 +68,6 @@ fn paid(fen: u32) -> Value {
            "verification_code": CODE})
 }
 
-fn http(out: &StepOutput) -> &HttpAction {
-    match out.actions.as_slice() {
-        [Action::Http(h)] => h,
-        other => panic!("expected one http action, got {other:?}"),
-    }
-}
-
-fn outcome(out: &StepOutput) -> Option<Outcome> {
-    out.result.as_ref().map(|r| r.outcome)
-}
-
 #[test]
 fn config_and_manifest() {
     assert!(CorporateTransfer::configure(config(json!({"window_secs": 60}))).is_err());
@@ -125,7 +92,7 @@ fn remark_is_stable_per_verification() {
 
 #[test]
 fn success_with_the_paid_amount() {
-    let mut r = Run::new(json!({"callback_url": "https://ca.test/cb/{verification_id}"}));
+    let mut r = run(json!({"callback_url": "https://ca.test/cb/{verification_id}"}));
     let out = r.start("1100 6000 0000 001");
     let h = http(&out);
     assert_eq!(h.id, PAYOUT_CREATE);
@@ -175,7 +142,7 @@ fn success_with_the_paid_amount() {
 
 #[test]
 fn wrong_amounts_then_attempts_exceeded() {
-    let mut r = Run::new(json!({"max_attempts": 3}));
+    let mut r = run(json!({"max_attempts": 3}));
     r.reach_challenge();
     let out = r.enter_against_paid_37("0.38 004711");
     assert_eq!(out.status, Status::AwaitingUser);
@@ -194,7 +161,7 @@ fn wrong_amounts_then_attempts_exceeded() {
 
 #[test]
 fn right_amount_after_a_wrong_one() {
-    let mut r = Run::new(json!({}));
+    let mut r = run(json!({}));
     r.reach_challenge();
     r.enter_against_paid_37("0.73 004711");
     assert_eq!(
@@ -205,7 +172,7 @@ fn right_amount_after_a_wrong_one() {
 
 #[test]
 fn the_amount_alone_or_a_wrong_code_is_a_wrong_attempt() {
-    let mut r = Run::new(json!({}));
+    let mut r = run(json!({}));
     r.reach_challenge();
     let out = r.enter_against_paid_37("0.37");
     assert_eq!(
@@ -229,7 +196,7 @@ fn the_amount_alone_or_a_wrong_code_is_a_wrong_attempt() {
 
 #[test]
 fn a_provider_without_a_verification_code_is_not_trusted_with_the_check() {
-    let mut r = Run::new(json!({}));
+    let mut r = run(json!({}));
     r.reach_challenge();
     r.amount("0.37 004711");
     let amount_only = json!({"payout_id": "po_1", "status": "paid", "amount_fen": 37});
@@ -240,7 +207,7 @@ fn a_provider_without_a_verification_code_is_not_trusted_with_the_check() {
 
 #[test]
 fn amount_entered_before_settlement_waits_for_it() {
-    let mut r = Run::new(json!({}));
+    let mut r = run(json!({}));
     r.reach_challenge();
     let out = r.amount("0.37 004711");
     assert_eq!(out.status, Status::Pending);
@@ -269,14 +236,14 @@ fn asynchronous_payout_failures() {
     ];
     for (reason, want) in cases {
         // by poll
-        let mut r = Run::new(json!({}));
+        let mut r = run(json!({}));
         r.reach_challenge();
         r.step(json!({"type": "timer", "id": POLL_TIMER}));
         let failed = json!({"payout_id": "po_1", "status": "failed", "failure_reason": reason});
         let out = r.reply(PAYOUT_QUERY, 200, failed.clone());
         assert_eq!(outcome(&out), Some(want), "{reason}");
         // by callback, which only triggers a status read
-        let mut r = Run::new(json!({}));
+        let mut r = run(json!({}));
         r.reach_challenge();
         let out = r.step(json!({"type": "callback", "body": failed.clone()}));
         assert_eq!(out.status, Status::AwaitingUser);
@@ -288,7 +255,7 @@ fn asynchronous_payout_failures() {
 
 #[test]
 fn forged_or_foreign_callbacks_do_not_decide() {
-    let mut r = Run::new(json!({}));
+    let mut r = run(json!({}));
     r.reach_challenge();
     let out =
         r.step(json!({"type": "callback", "body": {"payout_id": "po_other", "status": "failed"}}));
@@ -309,11 +276,11 @@ fn forged_or_foreign_callbacks_do_not_decide() {
 
 #[test]
 fn window_expiry() {
-    let mut r = Run::new(json!({"window_secs": 3600}));
+    let mut r = run(json!({"window_secs": 3600}));
     r.reach_challenge();
     r.now = "2026-11-24T13:00:00Z".into();
     assert_eq!(outcome(&r.amount("0.37")), Some(Outcome::Expired));
-    let mut r = Run::new(json!({"window_secs": 3600}));
+    let mut r = run(json!({"window_secs": 3600}));
     r.reach_challenge();
     r.now = "2026-11-24T13:00:01Z".into();
     let out = r.step(json!({"type": "timer", "id": POLL_TIMER}));
@@ -322,9 +289,9 @@ fn window_expiry() {
 
 #[test]
 fn invalid_account_and_vendor_failures() {
-    let mut r = Run::new(json!({}));
+    let mut r = run(json!({}));
     assert_eq!(outcome(&r.start("12ab")), Some(Outcome::AccountInvalid));
-    let mut r = Run::new(json!({"max_retries": 1, "retry_after_ms": 10}));
+    let mut r = run(json!({"max_retries": 1, "retry_after_ms": 10}));
     r.start("110060000000001");
     let out = r.reply(PAYOUT_CREATE, 500, json!({}));
     assert!(matches!(out.actions.as_slice(), [Action::Timer(t)] if t.id == RETRY_TIMER));
@@ -336,7 +303,7 @@ fn invalid_account_and_vendor_failures() {
 
 #[test]
 fn cancel_and_protocol_errors() {
-    let mut r = Run::new(json!({}));
+    let mut r = run(json!({}));
     r.reach_challenge();
     let err = r.try_step(json!({"type": "user_input", "challenge": "sms_code", "data": "1"}));
     assert!(matches!(err, Err(StepError::InvalidArgument(_))));
@@ -351,59 +318,10 @@ fn cancel_and_protocol_errors() {
         outcome(&r.step(json!({"type": "cancel"}))),
         Some(Outcome::Cancelled)
     );
-    let mut r = Run::new(json!({}));
+    let mut r = run(json!({}));
     let err =
         r.try_step(json!({"type": "start", "applicant": {"bank_account": "110060000000001"}}));
     assert!(matches!(err, Err(StepError::InvalidArgument(_))));
-}
-
-/// One action as `"<type> <id or kind>"`, the form recorded in `fixtures/*.json`.
-fn action_summary(a: &Action) -> String {
-    match a {
-        Action::Http(h) => format!("http {}", h.id),
-        Action::Challenge(c) => format!(
-            "challenge {}",
-            serde_json::to_value(c.kind).unwrap().as_str().unwrap()
-        ),
-        Action::Timer(t) => format!("timer {}", t.id),
-    }
-}
-
-/// Replays a recorded flow (`fixtures/*.json`): each step's event (an HTTP body may be written
-/// as JSON) must give the recorded status, outcome and actions.
-fn replay<V: Verifier>(name: &str, text: &str) {
-    let fixture: Value = serde_json::from_str(text).unwrap();
-    let plugin = V::configure(serde_json::from_value(fixture["config"].clone()).unwrap()).unwrap();
-    let mut state = Value::Null;
-    for (i, step) in fixture["steps"].as_array().unwrap().iter().enumerate() {
-        let mut event = step["event"].clone();
-        if event["type"] == "http_response" && !event["body"].is_string() {
-            event["body"] = json!(event["body"].to_string());
-        }
-        let input: StepInput = serde_json::from_value(json!({
-            "v": 1, "verification_id": "vrf_fixture", "now": step["now"], "state": state, "event": event,
-        }))
-        .unwrap();
-        let out = V::step(&plugin, input).unwrap_or_else(|e| panic!("{name} step {i}: {e}"));
-        out.check_rules().unwrap();
-        assert_eq!(
-            serde_json::to_value(out.status).unwrap(),
-            step["status"],
-            "{name} step {i} status"
-        );
-        let outcome = out
-            .result
-            .as_ref()
-            .map_or(Value::Null, |r| serde_json::to_value(r.outcome).unwrap());
-        assert_eq!(
-            &outcome,
-            step.get("outcome").unwrap_or(&Value::Null),
-            "{name} step {i} outcome"
-        );
-        let actions: Vec<String> = out.actions.iter().map(action_summary).collect();
-        assert_eq!(json!(actions), step["actions"], "{name} step {i} actions");
-        state = out.state;
-    }
 }
 
 #[test]
@@ -423,6 +341,6 @@ fn recorded_flows_replay() {
         ),
     ];
     for (name, text) in fixtures {
-        replay::<CorporateTransfer>(name, text);
+        testing::replay::<CorporateTransfer>(name, text);
     }
 }

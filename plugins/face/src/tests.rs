@@ -1,65 +1,36 @@
 //! The state machine driven through `Verifier::step` with synthetic events.
 
-use plugin_abi::doc::{Action, ChallengeKind, HttpAction, Outcome, Status, StepInput, StepOutput};
+use plugin_abi::doc::{Action, ChallengeKind, Outcome, Status, StepOutput};
 use plugin_abi::sdk::{StepError, Verifier};
+use plugin_abi::testing::{self, http, outcome};
 use serde_json::{json, Value};
 
 use crate::vendor::RETRY_TIMER;
 use crate::{Config, Face, FACE_RESULT, FACE_START, POLL_TIMER};
 
-const T0: &str = "2026-11-24T12:00:00Z";
+fn base() -> Value {
+    json!({"face_url": "https://face.test", "poll_interval_ms": 1000})
+}
 
 fn config(extra: Value) -> Config {
-    let mut c = json!({"face_url": "https://face.test", "poll_interval_ms": 1000});
-    if let (Some(m), Value::Object(e)) = (c.as_object_mut(), extra) {
-        m.extend(e);
-    }
-    serde_json::from_value(c).unwrap()
+    testing::config(base(), extra)
 }
 
-struct Run {
-    plugin: Face,
-    state: Option<Value>,
-    now: String,
+type Run = testing::Run<Face>;
+
+fn run(extra: Value) -> Run {
+    Run::new(base(), extra, "vrf_3")
 }
 
-impl Run {
-    fn new(extra: Value) -> Run {
-        Run {
-            plugin: Face::configure(config(extra)).unwrap(),
-            state: None,
-            now: T0.into(),
-        }
-    }
+/// The steps the tests repeat.
+trait FaceRun {
+    fn reach_session(&mut self) -> StepOutput;
+    fn poll(&mut self, verdict: Value) -> StepOutput;
+}
 
-    fn try_step(&mut self, event: Value) -> Result<StepOutput, StepError> {
-        let input: StepInput = serde_json::from_value(json!({
-            "v": 1, "verification_id": "vrf_3", "now": self.now,
-            "state": self.state, "event": event,
-        }))
-        .unwrap();
-        let out = self.plugin.step(input)?;
-        out.check_rules().unwrap();
-        self.state = Some(out.state.clone());
-        Ok(out)
-    }
-
-    fn step(&mut self, event: Value) -> StepOutput {
-        self.try_step(event).unwrap()
-    }
-
-    fn reply(&mut self, id: &str, status: u16, body: Value) -> StepOutput {
-        self.step(
-            json!({"type": "http_response", "id": id, "status": status, "body": body.to_string()}),
-        )
-    }
-
-    fn timer(&mut self, id: &str) -> StepOutput {
-        self.step(json!({"type": "timer", "id": id}))
-    }
-
+impl FaceRun for Run {
     fn reach_session(&mut self) -> StepOutput {
-        self.step(json!({"type": "start", "applicant": {"name": "张三", "id_number": "11010519491231002X"}}));
+        self.begin(json!({"name": "张三", "id_number": "11010519491231002X"}));
         self.reply(FACE_START, 200, json!({"biz_token": "biz_1", "url": "https://face.test/face/page/biz_1", "expires_in": 7200}))
     }
 
@@ -69,17 +40,6 @@ impl Run {
         assert_eq!(http(&out).id, FACE_RESULT);
         self.reply(FACE_RESULT, 200, verdict)
     }
-}
-
-fn http(out: &StepOutput) -> &HttpAction {
-    match out.actions.as_slice() {
-        [Action::Http(h)] => h,
-        other => panic!("expected one http action, got {other:?}"),
-    }
-}
-
-fn outcome(out: &StepOutput) -> Option<Outcome> {
-    out.result.as_ref().map(|r| r.outcome)
 }
 
 fn done(passed: bool, liveness: &str, similarity: f64, code: &str) -> Value {
@@ -100,7 +60,7 @@ fn config_limits() {
 
 #[test]
 fn success_by_polling() {
-    let mut r = Run::new(json!({"callback_url": "https://ca.test/callbacks/{verification_id}"}));
+    let mut r = run(json!({"callback_url": "https://ca.test/callbacks/{verification_id}"}));
     let out = r.step(
         json!({"type": "start", "applicant": {"name": "张三", "id_number": "11010519491231002X"}}),
     );
@@ -145,7 +105,7 @@ fn success_by_polling() {
 
 #[test]
 fn callback_triggers_a_pull_and_is_not_trusted() {
-    let mut r = Run::new(json!({}));
+    let mut r = run(json!({}));
     r.reach_session();
     // A forged "passed" notification: the plugin pulls instead of believing it.
     let out = r.step(json!({"type": "callback", "body": done(true, "pass", 99.0, "ok")}));
@@ -161,7 +121,7 @@ fn callback_triggers_a_pull_and_is_not_trusted() {
 
 #[test]
 fn callback_for_another_session_is_ignored_and_timers_do_not_multiply() {
-    let mut r = Run::new(json!({}));
+    let mut r = run(json!({}));
     r.reach_session();
     let out = r.step(json!({"type": "callback", "body": {"biz_token": "biz_other"}}));
     assert!(out.actions.is_empty());
@@ -193,7 +153,7 @@ fn verdicts_map_to_outcomes() {
         (json!({"no": "status"}), Outcome::VendorUnavailable),
     ];
     for (verdict, want) in cases {
-        let mut r = Run::new(json!({}));
+        let mut r = run(json!({}));
         r.reach_session();
         let out = r.poll(verdict.clone());
         assert_eq!(out.status, Status::Failed, "{verdict}");
@@ -203,7 +163,7 @@ fn verdicts_map_to_outcomes() {
 
 #[test]
 fn threshold_comes_from_config() {
-    let mut r = Run::new(json!({"similarity_threshold": 40.0}));
+    let mut r = run(json!({"similarity_threshold": 40.0}));
     r.reach_session();
     assert_eq!(
         r.poll(done(true, "pass", 42.0, "ok")).status,
@@ -213,13 +173,13 @@ fn threshold_comes_from_config() {
 
 #[test]
 fn session_expires_at_the_deadline() {
-    let mut r = Run::new(json!({"session_ttl_secs": 600}));
+    let mut r = run(json!({"session_ttl_secs": 600}));
     r.reach_session();
     r.now = "2026-11-24T12:10:00Z".into();
     let out = r.timer(POLL_TIMER);
     assert_eq!(outcome(&out), Some(Outcome::Expired));
 
-    let mut r = Run::new(json!({"session_ttl_secs": 600}));
+    let mut r = run(json!({"session_ttl_secs": 600}));
     r.reach_session();
     r.timer(POLL_TIMER);
     r.now = "2026-11-24T12:11:00Z".into();
@@ -229,13 +189,13 @@ fn session_expires_at_the_deadline() {
 
 #[test]
 fn invalid_id_and_vendor_failures() {
-    let mut r = Run::new(json!({}));
+    let mut r = run(json!({}));
     let out = r.step(
         json!({"type": "start", "applicant": {"name": "张三", "id_number": "110105194912310021"}}),
     );
     assert_eq!(outcome(&out), Some(Outcome::InvalidIdNumber));
 
-    let mut r = Run::new(json!({"max_retries": 1, "retry_after_ms": 10}));
+    let mut r = run(json!({"max_retries": 1, "retry_after_ms": 10}));
     r.step(
         json!({"type": "start", "applicant": {"name": "张三", "id_number": "11010519491231002X"}}),
     );
@@ -246,7 +206,7 @@ fn invalid_id_and_vendor_failures() {
     let out = r.reply(FACE_START, 503, json!({}));
     assert_eq!(outcome(&out), Some(Outcome::VendorUnavailable));
 
-    let mut r = Run::new(json!({}));
+    let mut r = run(json!({}));
     r.reach_session();
     r.timer(POLL_TIMER);
     let out = r.reply(FACE_RESULT, 404, json!({"error": "not found"}));
@@ -255,7 +215,7 @@ fn invalid_id_and_vendor_failures() {
 
 #[test]
 fn cancel_and_protocol_errors() {
-    let mut r = Run::new(json!({}));
+    let mut r = run(json!({}));
     r.reach_session();
     assert_eq!(
         outcome(&r.step(json!({"type": "cancel"}))),
@@ -265,7 +225,7 @@ fn cancel_and_protocol_errors() {
         r.try_step(json!({"type": "timer", "id": POLL_TIMER})),
         Err(StepError::InvalidArgument(_))
     ));
-    let mut r = Run::new(json!({}));
+    let mut r = run(json!({}));
     r.reach_session();
     let err = r.try_step(json!({"type": "user_input", "challenge": "sms_code", "data": "1"}));
     assert!(matches!(err, Err(StepError::InvalidArgument(_))));
@@ -274,55 +234,6 @@ fn cancel_and_protocol_errors() {
         r.try_step(json!({"type": "cancel"})),
         Err(StepError::State(_))
     ));
-}
-
-/// One action as `"<type> <id or kind>"`, the form recorded in `fixtures/*.json`.
-fn action_summary(a: &Action) -> String {
-    match a {
-        Action::Http(h) => format!("http {}", h.id),
-        Action::Challenge(c) => format!(
-            "challenge {}",
-            serde_json::to_value(c.kind).unwrap().as_str().unwrap()
-        ),
-        Action::Timer(t) => format!("timer {}", t.id),
-    }
-}
-
-/// Replays a recorded flow (`fixtures/*.json`): each step's event (an HTTP body may be written
-/// as JSON) must give the recorded status, outcome and actions.
-fn replay<V: Verifier>(name: &str, text: &str) {
-    let fixture: Value = serde_json::from_str(text).unwrap();
-    let plugin = V::configure(serde_json::from_value(fixture["config"].clone()).unwrap()).unwrap();
-    let mut state = Value::Null;
-    for (i, step) in fixture["steps"].as_array().unwrap().iter().enumerate() {
-        let mut event = step["event"].clone();
-        if event["type"] == "http_response" && !event["body"].is_string() {
-            event["body"] = json!(event["body"].to_string());
-        }
-        let input: StepInput = serde_json::from_value(json!({
-            "v": 1, "verification_id": "vrf_fixture", "now": step["now"], "state": state, "event": event,
-        }))
-        .unwrap();
-        let out = V::step(&plugin, input).unwrap_or_else(|e| panic!("{name} step {i}: {e}"));
-        out.check_rules().unwrap();
-        assert_eq!(
-            serde_json::to_value(out.status).unwrap(),
-            step["status"],
-            "{name} step {i} status"
-        );
-        let outcome = out
-            .result
-            .as_ref()
-            .map_or(Value::Null, |r| serde_json::to_value(r.outcome).unwrap());
-        assert_eq!(
-            &outcome,
-            step.get("outcome").unwrap_or(&Value::Null),
-            "{name} step {i} outcome"
-        );
-        let actions: Vec<String> = out.actions.iter().map(action_summary).collect();
-        assert_eq!(json!(actions), step["actions"], "{name} step {i} actions");
-        state = out.state;
-    }
 }
 
 #[test]
@@ -342,6 +253,6 @@ fn recorded_flows_replay() {
         ),
     ];
     for (name, text) in fixtures {
-        replay::<Face>(name, text);
+        testing::replay::<Face>(name, text);
     }
 }

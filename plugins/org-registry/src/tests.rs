@@ -1,70 +1,43 @@
 //! The state machine driven through `Verifier::step` with synthetic events.
 
-use plugin_abi::doc::{Action, HttpAction, Outcome, Status, StepInput, StepOutput};
+use plugin_abi::doc::{Action, Outcome, Status, StepOutput};
 use plugin_abi::sdk::{StepError, Verifier};
+use plugin_abi::testing::{self, http, outcome};
 use serde_json::{json, Value};
 
 use crate::vendor::RETRY_TIMER;
 use crate::{Config, OrgRegistry, REGISTRY_CHECK};
 
-const T0: &str = "2026-11-24T12:00:00Z";
 const USCC: &str = "91350100M000100Y43";
 const USCC_BAD_CHECK: &str = "91110000100000000A";
 
-struct Run {
-    plugin: OrgRegistry,
-    state: Option<Value>,
+type Run = testing::Run<OrgRegistry>;
+
+fn run(extra: Value) -> Run {
+    Run::new(
+        json!({"registry_url": "https://registry.test"}),
+        extra,
+        "vrf_5",
+    )
 }
 
-impl Run {
-    fn new(extra: Value) -> Run {
-        let mut c = json!({"registry_url": "https://registry.test"});
-        if let (Some(m), Value::Object(e)) = (c.as_object_mut(), extra) {
-            m.extend(e);
-        }
-        let config: Config = serde_json::from_value(c).unwrap();
-        Run {
-            plugin: OrgRegistry::configure(config).unwrap(),
-            state: None,
-        }
-    }
+/// The steps the tests repeat.
+trait RegistryRun {
+    fn start(&mut self, uscc: &str, rep_id: &str) -> StepOutput;
+    fn answer(&mut self, status: u16, body: Value) -> StepOutput;
+}
 
-    fn try_step(&mut self, event: Value) -> Result<StepOutput, StepError> {
-        let input: StepInput = serde_json::from_value(json!({
-            "v": 1, "verification_id": "vrf_5", "now": T0,
-            "state": self.state, "event": event,
-        }))
-        .unwrap();
-        let out = self.plugin.step(input)?;
-        out.check_rules().unwrap();
-        self.state = Some(out.state.clone());
-        Ok(out)
-    }
-
-    fn step(&mut self, event: Value) -> StepOutput {
-        self.try_step(event).unwrap()
-    }
-
+impl RegistryRun for Run {
     fn start(&mut self, uscc: &str, rep_id: &str) -> StepOutput {
-        self.step(json!({"type": "start", "applicant": {
+        self.begin(json!({
             "org_name": "示例科技有限公司", "uscc": uscc,
-            "legal_rep_name": "张三", "legal_rep_id": rep_id}}))
+            "legal_rep_name": "张三", "legal_rep_id": rep_id}))
     }
 
-    fn reply(&mut self, status: u16, body: Value) -> StepOutput {
-        self.step(json!({"type": "http_response", "id": REGISTRY_CHECK, "status": status, "body": body.to_string()}))
+    /// The registry's answer to the check in flight.
+    fn answer(&mut self, status: u16, body: Value) -> StepOutput {
+        self.reply(REGISTRY_CHECK, status, body)
     }
-}
-
-fn http(out: &StepOutput) -> &HttpAction {
-    match out.actions.as_slice() {
-        [Action::Http(h)] => h,
-        other => panic!("expected one http action, got {other:?}"),
-    }
-}
-
-fn outcome(out: &StepOutput) -> Option<Outcome> {
-    out.result.as_ref().map(|r| r.outcome)
 }
 
 #[test]
@@ -81,7 +54,7 @@ fn config_and_manifest() {
 
 #[test]
 fn match_and_active_is_verified() {
-    let mut r = Run::new(json!({}));
+    let mut r = run(json!({}));
     let out = r.start(&USCC.to_lowercase(), "11010519491231002X");
     assert_eq!(out.status, Status::Pending);
     let h = http(&out);
@@ -93,7 +66,7 @@ fn match_and_active_is_verified() {
         json!({"request_id": "vrf_5:registry", "name": "示例科技有限公司", "uscc": USCC,
                "legal_rep_name": "张三", "legal_rep_id": "11010519491231002X"})
     );
-    let out = r.reply(200, json!({"result": "match", "status": "active", "mismatch_fields": [], "registry_request_id": "reg_1"}));
+    let out = r.answer(200, json!({"result": "match", "status": "active", "mismatch_fields": [], "registry_request_id": "reg_1"}));
     assert_eq!(out.status, Status::Succeeded);
     let res = out.result.unwrap();
     assert_eq!(res.verified_attributes.len(), 4);
@@ -121,15 +94,15 @@ fn registry_verdicts_map_to_outcomes() {
         (json!("not an object"), Outcome::VendorUnavailable),
     ];
     for (answer, want) in cases {
-        let mut r = Run::new(json!({}));
+        let mut r = run(json!({}));
         r.start(USCC, "11010519491231002X");
-        let out = r.reply(200, answer.clone());
+        let out = r.answer(200, answer.clone());
         assert_eq!(out.status, Status::Failed, "{answer}");
         assert_eq!(outcome(&out), Some(want), "{answer}");
     }
-    let mut r = Run::new(json!({}));
+    let mut r = run(json!({}));
     r.start(USCC, "11010519491231002X");
-    let out = r.reply(
+    let out = r.answer(
         200,
         json!({"result": "mismatch", "mismatch_fields": ["name", "<script>"]}),
     );
@@ -141,51 +114,51 @@ fn registry_verdicts_map_to_outcomes() {
 
 #[test]
 fn checksum_failure_is_soft_and_the_registry_decides() {
-    let mut r = Run::new(json!({}));
+    let mut r = run(json!({}));
     let out = r.start(USCC_BAD_CHECK, "11010519491231002X");
     assert_eq!(
         http(&out).id,
         REGISTRY_CHECK,
         "sent despite the bad check character"
     );
-    let out = r.reply(200, json!({"result": "match", "status": "active"}));
+    let out = r.answer(200, json!({"result": "match", "status": "active"}));
     assert_eq!(out.status, Status::Succeeded);
     assert_eq!(out.result.unwrap().evidence["uscc_checksum_ok"], false);
 
-    let mut r = Run::new(json!({}));
+    let mut r = run(json!({}));
     r.start(USCC_BAD_CHECK, "11010519491231002X");
-    let out = r.reply(200, json!({"result": "no_record"}));
+    let out = r.answer(200, json!({"result": "no_record"}));
     assert_eq!(outcome(&out), Some(Outcome::InvalidUscc));
 }
 
 #[test]
 fn malformed_inputs_fail_first() {
-    let mut r = Run::new(json!({}));
+    let mut r = run(json!({}));
     assert_eq!(
         outcome(&r.start("91350100M000100Y4", "11010519491231002X")),
         Some(Outcome::InvalidUscc)
     );
-    let mut r = Run::new(json!({}));
+    let mut r = run(json!({}));
     assert_eq!(
         outcome(&r.start("91350100M000100YI3", "11010519491231002X")),
         Some(Outcome::InvalidUscc)
     );
-    let mut r = Run::new(json!({}));
+    let mut r = run(json!({}));
     assert_eq!(
         outcome(&r.start(USCC, "110105194912310020")),
         Some(Outcome::InvalidIdNumber)
     );
-    let mut r = Run::new(json!({}));
+    let mut r = run(json!({}));
     let err = r.try_step(json!({"type": "start", "applicant": {"org_name": "x", "uscc": USCC, "legal_rep_id": "11010519491231002X"}}));
     assert!(matches!(err, Err(StepError::InvalidArgument(_))));
 }
 
 #[test]
 fn retries_then_unavailable() {
-    let mut r = Run::new(json!({"max_retries": 2, "retry_after_ms": 10}));
+    let mut r = run(json!({"max_retries": 2, "retry_after_ms": 10}));
     let sent = http(&r.start(USCC, "11010519491231002X")).clone();
     for delay in [10, 20] {
-        let out = r.reply(503, json!({}));
+        let out = r.answer(503, json!({}));
         assert!(
             matches!(out.actions.as_slice(), [Action::Timer(t)] if t.id == RETRY_TIMER && t.after_ms == delay)
         );
@@ -198,7 +171,7 @@ fn retries_then_unavailable() {
 
 #[test]
 fn cancel_stale_and_protocol_errors() {
-    let mut r = Run::new(json!({}));
+    let mut r = run(json!({}));
     r.start(USCC, "11010519491231002X");
     let out = r.step(json!({"type": "http_response", "id": "other", "status": 200, "body": "{}"}));
     assert!(out.actions.is_empty() && out.result.is_none());

@@ -1,68 +1,42 @@
 //! The state machine driven through `Verifier::step` with synthetic events.
 
-use plugin_abi::doc::{Action, ApplicantField, HttpAction, Outcome, Status, StepInput, StepOutput};
+use plugin_abi::doc::{Action, ApplicantField, Outcome, Status, StepOutput};
 use plugin_abi::sdk::{StepError, Verifier};
+use plugin_abi::testing::{self, body, http, outcome};
 use serde_json::{json, Value};
 
 use crate::flow::{CARRIER_CHECK, OTP_EXPIRY_TIMER, SMS_SEND, SMS_VERIFY};
 use crate::vendor::RETRY_TIMER;
 use crate::{Config, PhoneRealName};
 
-const T0: &str = "2026-11-24T12:00:00Z";
+fn base() -> Value {
+    json!({"carrier_url": "https://carrier.test", "sms_url": "https://sms.test/"})
+}
 
 fn config(extra: Value) -> Config {
-    let mut c = json!({"carrier_url": "https://carrier.test", "sms_url": "https://sms.test/"});
-    if let (Some(m), Value::Object(e)) = (c.as_object_mut(), extra) {
-        m.extend(e);
-    }
-    serde_json::from_value(c).unwrap()
+    testing::config(base(), extra)
 }
 
-struct Run {
-    plugin: PhoneRealName,
-    state: Option<Value>,
-    now: String,
+type Run = testing::Run<PhoneRealName>;
+
+fn run(extra: Value) -> Run {
+    Run::new(base(), extra, "vrf_1")
 }
 
-impl Run {
-    fn new(extra: Value) -> Run {
-        Run {
-            plugin: PhoneRealName::configure(config(extra)).unwrap(),
-            state: None,
-            now: T0.into(),
-        }
-    }
+/// The steps the tests repeat.
+trait PhoneRun {
+    fn start(&mut self, name: &str, id: &str, phone: &str) -> StepOutput;
+    fn code(&mut self, code: &str) -> StepOutput;
+    fn reach_challenge(&mut self) -> StepOutput;
+}
 
-    fn try_step(&mut self, event: Value) -> Result<StepOutput, StepError> {
-        let input: StepInput = serde_json::from_value(json!({
-            "v": 1, "verification_id": "vrf_1", "now": self.now,
-            "state": self.state, "event": event,
-        }))
-        .unwrap();
-        let out = self.plugin.step(input)?;
-        out.check_rules().unwrap();
-        self.state = Some(out.state.clone());
-        Ok(out)
-    }
-
-    fn step(&mut self, event: Value) -> StepOutput {
-        self.try_step(event).unwrap()
-    }
-
+impl PhoneRun for Run {
     fn start(&mut self, name: &str, id: &str, phone: &str) -> StepOutput {
-        self.step(
-            json!({"type": "start", "applicant": {"name": name, "id_number": id, "phone": phone}}),
-        )
-    }
-
-    fn reply(&mut self, id: &str, status: u16, body: Value) -> StepOutput {
-        self.step(
-            json!({"type": "http_response", "id": id, "status": status, "body": body.to_string()}),
-        )
+        self.begin(json!({"name": name, "id_number": id, "phone": phone}))
     }
 
     fn code(&mut self, code: &str) -> StepOutput {
-        self.step(json!({"type": "user_input", "challenge": "sms_code", "data": code}))
+        self.input("sms_code", code)
     }
 
     /// Start with the matching identity and get to the code challenge.
@@ -75,21 +49,6 @@ impl Run {
         );
         self.reply(SMS_SEND, 200, json!({"otp_id": "otp_7", "expires_in": 300}))
     }
-}
-
-fn http(out: &StepOutput) -> &HttpAction {
-    match out.actions.as_slice() {
-        [Action::Http(h)] => h,
-        other => panic!("expected one http action, got {other:?}"),
-    }
-}
-
-fn outcome(out: &StepOutput) -> Option<Outcome> {
-    out.result.as_ref().map(|r| r.outcome)
-}
-
-fn body(h: &HttpAction) -> Value {
-    serde_json::from_str(h.body.as_deref().unwrap()).unwrap()
 }
 
 #[test]
@@ -128,7 +87,7 @@ fn bad_config_is_rejected() {
 
 #[test]
 fn success_walks_carrier_sms_and_code() {
-    let mut r = Run::new(json!({}));
+    let mut r = run(json!({}));
     let out = r.start("张三", "11010519491231002x", "+86 138 0013 8000");
     assert_eq!(out.status, Status::Pending);
     let h = http(&out);
@@ -212,13 +171,13 @@ fn invalid_inputs_fail_before_any_vendor_call() {
         ("11010519491231002X", "1380013800", Outcome::InvalidPhone),
     ];
     for (id, phone, want) in cases {
-        let mut r = Run::new(json!({}));
+        let mut r = run(json!({}));
         let out = r.start("张三", id, phone);
         assert_eq!(out.status, Status::Failed, "{id} {phone}");
         assert_eq!(outcome(&out), Some(want), "{id} {phone}");
         assert!(out.actions.is_empty());
     }
-    let mut r = Run::new(json!({}));
+    let mut r = run(json!({}));
     let err = r
         .try_step(json!({"type": "start", "applicant": {"id_number": "11010519491231002X", "phone": "13800138000"}}))
         .unwrap_err();
@@ -235,7 +194,7 @@ fn carrier_verdicts_map_to_failure_codes() {
         ("something_new", Outcome::VendorUnavailable),
     ];
     for (verdict, want) in cases {
-        let mut r = Run::new(json!({}));
+        let mut r = run(json!({}));
         r.start("张三", "11010519491231002X", "13800138000");
         let out = r.reply(
             CARRIER_CHECK,
@@ -251,7 +210,7 @@ fn carrier_verdicts_map_to_failure_codes() {
 
 #[test]
 fn wrong_codes_count_down_then_exceed() {
-    let mut r = Run::new(json!({"max_attempts": 3}));
+    let mut r = run(json!({"max_attempts": 3}));
     r.reach_challenge();
     for left in [2, 1] {
         r.code("000000");
@@ -268,7 +227,7 @@ fn wrong_codes_count_down_then_exceed() {
 
 #[test]
 fn malformed_code_counts_as_wrong_without_vendor_call() {
-    let mut r = Run::new(json!({}));
+    let mut r = run(json!({}));
     r.reach_challenge();
     let out = r.code("12ab56");
     assert_eq!(out.status, Status::AwaitingUser);
@@ -286,7 +245,7 @@ fn malformed_code_counts_as_wrong_without_vendor_call() {
 
 #[test]
 fn code_after_expiry_is_otp_expired() {
-    let mut r = Run::new(json!({"code_ttl_secs": 60}));
+    let mut r = run(json!({"code_ttl_secs": 60}));
     r.reach_challenge();
     r.now = "2026-11-24T12:01:00Z".into();
     let out = r.code("123456");
@@ -296,7 +255,7 @@ fn code_after_expiry_is_otp_expired() {
 
 #[test]
 fn expiry_timer_ends_the_challenge_and_early_timer_rearms() {
-    let mut r = Run::new(json!({}));
+    let mut r = run(json!({}));
     r.reach_challenge();
     r.now = "2026-11-24T12:04:00Z".into();
     let out = r.step(json!({"type": "timer", "id": OTP_EXPIRY_TIMER}));
@@ -312,7 +271,7 @@ fn expiry_timer_ends_the_challenge_and_early_timer_rearms() {
 
 #[test]
 fn gateway_lifetime_shorter_than_config_wins() {
-    let mut r = Run::new(json!({"code_ttl_secs": 600}));
+    let mut r = run(json!({"code_ttl_secs": 600}));
     r.start("张三", "11010519491231002X", "13800138000");
     r.reply(CARRIER_CHECK, 200, json!({"result": "match"}));
     let out = r.reply(SMS_SEND, 200, json!({"otp_id": "otp_1", "expires_in": 120}));
@@ -327,7 +286,7 @@ fn gateway_lifetime_shorter_than_config_wins() {
 
 #[test]
 fn gateway_forgetting_the_code_is_otp_expired() {
-    let mut r = Run::new(json!({}));
+    let mut r = run(json!({}));
     r.reach_challenge();
     r.code("123456");
     let out = r.reply(SMS_VERIFY, 200, json!({"result": "unknown"}));
@@ -336,7 +295,7 @@ fn gateway_forgetting_the_code_is_otp_expired() {
 
 #[test]
 fn vendor_5xx_is_retried_by_timer_then_unavailable() {
-    let mut r = Run::new(json!({"max_retries": 2, "retry_after_ms": 100}));
+    let mut r = run(json!({"max_retries": 2, "retry_after_ms": 100}));
     let first = r.start("张三", "11010519491231002X", "13800138000");
     let sent = http(&first).clone();
     for delay in [100, 200] {
@@ -363,7 +322,7 @@ fn vendor_5xx_is_retried_by_timer_then_unavailable() {
 
 #[test]
 fn retry_then_success_continues_the_flow() {
-    let mut r = Run::new(json!({}));
+    let mut r = run(json!({}));
     r.start("张三", "11010519491231002X", "13800138000");
     r.step(json!({"type": "http_error", "id": CARRIER_CHECK, "error": "timeout"}));
     r.step(json!({"type": "timer", "id": RETRY_TIMER}));
@@ -373,11 +332,11 @@ fn retry_then_success_continues_the_flow() {
 
 #[test]
 fn refused_host_and_4xx_are_not_retried() {
-    let mut r = Run::new(json!({}));
+    let mut r = run(json!({}));
     r.start("张三", "11010519491231002X", "13800138000");
     let out = r.step(json!({"type": "http_error", "id": CARRIER_CHECK, "error": "refused_host"}));
     assert_eq!(outcome(&out), Some(Outcome::VendorUnavailable));
-    let mut r = Run::new(json!({}));
+    let mut r = run(json!({}));
     r.start("张三", "11010519491231002X", "13800138000");
     let out = r.reply(CARRIER_CHECK, 401, json!({"error": "unauthorized"}));
     assert_eq!(outcome(&out), Some(Outcome::VendorUnavailable));
@@ -385,7 +344,7 @@ fn refused_host_and_4xx_are_not_retried() {
 
 #[test]
 fn duplicate_or_stale_answers_are_ignored() {
-    let mut r = Run::new(json!({}));
+    let mut r = run(json!({}));
     r.reach_challenge();
     let before = r.state.clone();
     let out = r.reply(SMS_SEND, 200, json!({"otp_id": "otp_other"}));
@@ -397,7 +356,7 @@ fn duplicate_or_stale_answers_are_ignored() {
 
 #[test]
 fn cancel_fails_with_cancelled_and_finished_rejects_events() {
-    let mut r = Run::new(json!({}));
+    let mut r = run(json!({}));
     r.reach_challenge();
     let out = r.step(json!({"type": "cancel"}));
     assert_eq!(outcome(&out), Some(Outcome::Cancelled));
@@ -407,7 +366,7 @@ fn cancel_fails_with_cancelled_and_finished_rejects_events() {
 
 #[test]
 fn protocol_errors_are_typed() {
-    let mut r = Run::new(json!({}));
+    let mut r = run(json!({}));
     assert!(matches!(
         r.try_step(json!({"type": "cancel"})),
         Err(StepError::InvalidArgument(_))
@@ -417,7 +376,7 @@ fn protocol_errors_are_typed() {
         r.try_step(json!({"type": "cancel"})),
         Err(StepError::State(_))
     ));
-    let mut r = Run::new(json!({}));
+    let mut r = run(json!({}));
     r.reach_challenge();
     let err =
         r.try_step(json!({"type": "user_input", "challenge": "deposit_amount", "data": "0.10"}));
@@ -433,59 +392,10 @@ fn protocol_errors_are_typed() {
 
 #[test]
 fn same_inputs_give_same_outputs() {
-    let mut a = Run::new(json!({}));
-    let mut b = Run::new(json!({}));
+    let mut a = run(json!({}));
+    let mut b = run(json!({}));
     assert_eq!(a.reach_challenge(), b.reach_challenge());
     assert_eq!(a.state, b.state);
-}
-
-/// One action as `"<type> <id or kind>"`, the form recorded in `fixtures/*.json`.
-fn action_summary(a: &Action) -> String {
-    match a {
-        Action::Http(h) => format!("http {}", h.id),
-        Action::Challenge(c) => format!(
-            "challenge {}",
-            serde_json::to_value(c.kind).unwrap().as_str().unwrap()
-        ),
-        Action::Timer(t) => format!("timer {}", t.id),
-    }
-}
-
-/// Replays a recorded flow (`fixtures/*.json`): each step's event (an HTTP body may be written
-/// as JSON) must give the recorded status, outcome and actions.
-fn replay<V: Verifier>(name: &str, text: &str) {
-    let fixture: Value = serde_json::from_str(text).unwrap();
-    let plugin = V::configure(serde_json::from_value(fixture["config"].clone()).unwrap()).unwrap();
-    let mut state = Value::Null;
-    for (i, step) in fixture["steps"].as_array().unwrap().iter().enumerate() {
-        let mut event = step["event"].clone();
-        if event["type"] == "http_response" && !event["body"].is_string() {
-            event["body"] = json!(event["body"].to_string());
-        }
-        let input: StepInput = serde_json::from_value(json!({
-            "v": 1, "verification_id": "vrf_fixture", "now": step["now"], "state": state, "event": event,
-        }))
-        .unwrap();
-        let out = V::step(&plugin, input).unwrap_or_else(|e| panic!("{name} step {i}: {e}"));
-        out.check_rules().unwrap();
-        assert_eq!(
-            serde_json::to_value(out.status).unwrap(),
-            step["status"],
-            "{name} step {i} status"
-        );
-        let outcome = out
-            .result
-            .as_ref()
-            .map_or(Value::Null, |r| serde_json::to_value(r.outcome).unwrap());
-        assert_eq!(
-            &outcome,
-            step.get("outcome").unwrap_or(&Value::Null),
-            "{name} step {i} outcome"
-        );
-        let actions: Vec<String> = out.actions.iter().map(action_summary).collect();
-        assert_eq!(json!(actions), step["actions"], "{name} step {i} actions");
-        state = out.state;
-    }
 }
 
 #[test]
@@ -506,6 +416,6 @@ fn recorded_flows_replay() {
         ),
     ];
     for (name, text) in fixtures {
-        replay::<PhoneRealName>(name, text);
+        testing::replay::<PhoneRealName>(name, text);
     }
 }
