@@ -77,6 +77,7 @@ fn cert(serial: &str, ca_id: i64) -> NewCertificate {
         not_before: 0,
         not_after: 4_000_000_000,
         der: vec![0x30, 0x03, 0x02, 0x01, 0x01],
+        crl_shard: None,
     }
 }
 
@@ -222,6 +223,107 @@ async fn revocations_feed_full_and_delta_crl_streams_and_crl_numbers_only_grow()
         let a = s.crls().next_crl_number().await.expect("number");
         let c = s.crls().next_crl_number().await.expect("number");
         assert!(c > a, "{:?}: {c} after {a}", s.backend());
+    }
+}
+
+#[tokio::test]
+async fn a_shard_stream_reads_only_its_stored_shard_and_older_rows_are_backfilled() {
+    for b in backends().await {
+        let s = &b.storage;
+        let ca = add_ca(s, "issuing").await;
+        // 10..=17 stored with shard i % 2; 20..=23 stored before the column (no shard); 30 of
+        // another profile with shard 0; 17 and 23 stay valid, 16 is on hold.
+        let mut rows: Vec<(String, Option<i64>, &str)> = (0x10..=0x17)
+            .map(|i| (format!("{i:02x}"), Some(i64::from(i % 2)), "personal"))
+            .collect();
+        rows.extend((0x20..=0x23).map(|i| (format!("{i:02x}"), None, "personal")));
+        rows.push(("30".into(), Some(0), "other"));
+        for (serial, shard, profile) in &rows {
+            let mut c = cert(serial, ca);
+            c.crl_shard = *shard;
+            c.profile = (*profile).into();
+            s.certificates()
+                .insert(c, entry("certificate.issue", serial))
+                .await
+                .expect("insert");
+        }
+        let rev = s.revocations();
+        for (serial, _, _) in rows.iter().filter(|r| r.0 != "17" && r.0 != "23") {
+            let reason = if serial == "16" { 6 } else { 1 };
+            rev.revoke(
+                &Revocation {
+                    serial: serial.clone(),
+                    reason,
+                    invalidity_date: None,
+                },
+                "operator:t",
+            )
+            .await
+            .expect("revoke");
+        }
+        let shard = |k: i64| async move {
+            let mut got = Vec::new();
+            s.crls()
+                .stream_shard::<StorageError, _>(ca, "personal", k, |r| {
+                    got.push((r.serial, r.status));
+                    Ok(())
+                })
+                .await
+                .expect("shard stream");
+            got.sort();
+            got
+        };
+        let pairs = |v: &[(&str, &str)]| -> Vec<(String, String)> {
+            v.iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect()
+        };
+        assert_eq!(
+            shard(0).await,
+            pairs(&[
+                ("10", "revoked"),
+                ("12", "revoked"),
+                ("14", "revoked"),
+                ("16", "hold")
+            ]),
+            "{:?}",
+            s.backend()
+        );
+        assert_eq!(
+            shard(1).await,
+            pairs(&[("11", "revoked"), ("13", "revoked"), ("15", "revoked")])
+        );
+
+        // The older rows get the shard computed from their serial; the others keep theirs.
+        let of = |serial: &str| i64::from_str_radix(serial, 16).ok().map(|v| v % 2);
+        let set = s
+            .crls()
+            .backfill_crl_shards("personal", of)
+            .await
+            .expect("backfill");
+        assert_eq!(set, 4, "{:?}", s.backend());
+        assert_eq!(
+            shard(0).await,
+            pairs(&[
+                ("10", "revoked"),
+                ("12", "revoked"),
+                ("14", "revoked"),
+                ("16", "hold"),
+                ("20", "revoked"),
+                ("22", "revoked"),
+            ])
+        );
+        assert_eq!(
+            shard(1).await,
+            pairs(&[
+                ("11", "revoked"),
+                ("13", "revoked"),
+                ("15", "revoked"),
+                ("21", "revoked"),
+            ])
+        );
+        let again = s.crls().backfill_crl_shards("personal", of).await;
+        assert_eq!(again.expect("second backfill"), 0);
     }
 }
 

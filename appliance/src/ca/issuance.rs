@@ -113,6 +113,8 @@ pub struct PreparedCertificate {
     now: i64,
     /// The profile as applied to this issuer generation (its URLs), for the signing lint.
     applied: Profile,
+    /// The CRL shard written into the CRLDP (a `crl_shards` profile), stored with the row.
+    crl_shard: Option<i64>,
 }
 
 /// A signed, stored certificate.
@@ -255,7 +257,11 @@ impl Issuer {
         let (serial, serial_hex) = tbs::random_serial();
         // A sharded profile: the shard is chosen here, once, and written into the CRLDP.
         let shard_profile;
-        let profile = match (profile.crl_shard(serial.as_bytes()), &profile.crl_url) {
+        let shard = profile
+            .crl_shard(serial.as_bytes())
+            .filter(|_| profile.crl_url.is_some());
+        let crl_shard = shard.map(i64::from);
+        let profile = match (shard, &profile.crl_url) {
             (Some(shard), Some(url)) => {
                 let mut p = profile.clone();
                 p.crl_url = Some(crate::profile::crl_shard_url(
@@ -305,6 +311,7 @@ impl Issuer {
             not_after,
             now,
             applied: profile.clone(),
+            crl_shard,
         })
     }
 
@@ -326,6 +333,7 @@ impl Issuer {
             not_after,
             now,
             applied,
+            crl_shard,
         } = prepared;
         let profile_def = &applied;
         let der = self
@@ -362,6 +370,7 @@ impl Issuer {
                     not_before,
                     not_after,
                     der: der.clone(),
+                    crl_shard,
                 },
                 audit,
             )

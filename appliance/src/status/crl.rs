@@ -190,6 +190,15 @@ impl CrlPublisher {
             .filter(|p| p.crl_shards >= 2 && p.crl_url.is_some())
             .cloned()
             .collect();
+        for p in &self.sharded {
+            // Rows stored before the shard column: the shard their CRLDP names.
+            let n = p.crl_shards;
+            let of = |serial: &str| {
+                let bytes = hex::decode(serial).ok()?;
+                crl_shard_of(&bytes, n).map(i64::from)
+            };
+            self.store.backfill_crl_shards(&p.name, of).await?;
+        }
         self.index_existing().await?;
         Ok(self)
     }
@@ -486,36 +495,23 @@ impl CrlPublisher {
             Some(k) => return Err(StatusError::Build(format!("no CRL shard {k}"))),
             None => (0..profile.crl_shards).collect(),
         };
-        let mut plans = Vec::with_capacity(shards.len());
-        let mut builders: HashMap<u16, CrlBuilder> = HashMap::with_capacity(shards.len());
-        for &k in &shards {
+        // One shard at a time, each read through the stored shard column and its index.
+        let mut records = Vec::with_capacity(shards.len());
+        for k in shards {
             let file = crl_shard_file(&ca.stem(), &profile.name, k);
             let plan = self.plan(ca, None, &shard_kind(&file), &file).await?;
             let url = crl_shard_url(crl_url, &ca.stem(), &profile.name, k);
-            builders.insert(
-                k,
-                Self::builder(ca, self.signer.sm2_signer_id(), &plan, None, Some(url))?,
-            );
-            plans.push((k, plan));
-        }
-        let seq = self
-            .store
-            .stream_entries(ca.id, None, Some(&profile.name), |row| {
-                let Some(e) = entry(&row, false)? else {
-                    return Ok(());
-                };
-                let shard = crl_shard_of(&e.serial, profile.crl_shards).unwrap_or(0);
-                if let Some(b) = builders.get_mut(&shard) {
-                    b.push(&e)?;
-                }
-                Ok::<(), StatusError>(())
-            })
-            .await?;
-        let mut records = Vec::with_capacity(plans.len());
-        for (k, plan) in plans {
-            let builder = builders
-                .remove(&k)
-                .ok_or_else(|| StatusError::Build(format!("CRL shard {k} lost")))?;
+            let mut builder =
+                Self::builder(ca, self.signer.sm2_signer_id(), &plan, None, Some(url))?;
+            let seq = self
+                .store
+                .stream_shard(ca.id, &profile.name, i64::from(k), |row| {
+                    if let Some(e) = entry(&row, false)? {
+                        builder.push(&e)?;
+                    }
+                    Ok::<(), StatusError>(())
+                })
+                .await?;
             records.push(self.sign_and_write(ca, plan, builder, seq).await?);
         }
         Ok(records)

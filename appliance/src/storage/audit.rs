@@ -130,6 +130,52 @@ impl ChainTail {
     }
 }
 
+impl ChainTail {
+    /// Appends `entries` in order after the tail, a multi-row INSERT per slice (see
+    /// [`super::dialect::insert_slices`]): one round trip to the database for up to 64 rows.
+    pub(super) async fn append_all(
+        &mut self,
+        conn: &mut AnyConnection,
+        entries: &[&AuditEntry],
+    ) -> Result<(), StorageError> {
+        let at = unix_now();
+        let mut rows = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let detail = entry.detail.to_string();
+            let hash = chain_hash(
+                &self.prev,
+                at,
+                &entry.actor,
+                &entry.action,
+                &entry.target,
+                &detail,
+            );
+            let prev = std::mem::replace(&mut self.prev, hash.clone());
+            rows.push((*entry, detail, prev, hash));
+        }
+        for slice in super::dialect::insert_slices(rows.len()) {
+            let part = &rows[slice];
+            let sql = format!(
+                "INSERT INTO audit_log (at, actor, action, target, detail, prev_hash, hash) VALUES {}",
+                super::dialect::value_rows(part.len(), 7)
+            );
+            let mut q = sqlx::query(&sql);
+            for (entry, detail, prev, hash) in part {
+                q = q
+                    .bind(at)
+                    .bind(&entry.actor)
+                    .bind(&entry.action)
+                    .bind(&entry.target)
+                    .bind(detail)
+                    .bind(prev)
+                    .bind(hash);
+            }
+            q.execute(&mut *conn).await?;
+        }
+        Ok(())
+    }
+}
+
 fn chain_hash(
     prev: &[u8],
     at: i64,

@@ -31,6 +31,8 @@ pub struct NewCertificate {
     pub not_after: i64,
     /// The certificate DER.
     pub der: Vec<u8>,
+    /// The CRL shard its CRL distribution point names (a `crl_shards` profile), else `None`.
+    pub crl_shard: Option<i64>,
 }
 
 /// A stored certificate and its status.
@@ -122,24 +124,33 @@ async fn commit_rows(pool: &AnyPool, rows: &[Pending]) -> Result<(), StorageErro
     let mut tx = pool.begin().await?;
     let issued_at = unix_now();
     let mut chain = ChainTail::open(&mut tx).await?;
-    for (cert, audit) in rows {
-        sqlx::query(
-            "INSERT INTO certificates (serial, ca_id, profile, channel, subject_dn, not_before, not_after, der, issued_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        )
-        .bind(&cert.serial)
-        .bind(cert.ca_id)
-        .bind(&cert.profile)
-        .bind(&cert.channel)
-        .bind(&cert.subject_dn)
-        .bind(cert.not_before)
-        .bind(cert.not_after)
-        .bind(&cert.der)
-        .bind(issued_at)
-        .execute(&mut *tx)
-        .await?;
-        chain.append(&mut tx, audit).await?;
+    // A few multi-row statements per batch, not two per certificate: each statement is a
+    // round trip to SQLite's connection thread (two thread hand-offs).
+    for slice in super::dialect::insert_slices(rows.len()) {
+        let part = &rows[slice];
+        let sql = format!(
+            "INSERT INTO certificates (serial, ca_id, profile, channel, subject_dn, not_before, not_after, der, issued_at, crl_shard)
+             VALUES {}",
+            super::dialect::value_rows(part.len(), 10)
+        );
+        let mut q = sqlx::query(&sql);
+        for (cert, _) in part {
+            q = q
+                .bind(&cert.serial)
+                .bind(cert.ca_id)
+                .bind(&cert.profile)
+                .bind(&cert.channel)
+                .bind(&cert.subject_dn)
+                .bind(cert.not_before)
+                .bind(cert.not_after)
+                .bind(&cert.der)
+                .bind(issued_at)
+                .bind(cert.crl_shard);
+        }
+        q.execute(&mut *tx).await?;
     }
+    let audits: Vec<&AuditEntry> = rows.iter().map(|(_, a)| a).collect();
+    chain.append_all(&mut tx, &audits).await?;
     tx.commit().await?;
     Ok(())
 }

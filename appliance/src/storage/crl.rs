@@ -3,7 +3,7 @@
 use futures_util::TryStreamExt;
 use sqlx::{AnyPool, Row};
 
-use super::dialect::{crl_chunk_sql, Backend};
+use super::dialect::{crl_chunk_sql, Backend, ChunkScope};
 use super::StorageError;
 
 /// A published CRL.
@@ -196,8 +196,11 @@ impl CrlStore {
             .map_err(StorageError::from)?;
         if since_seq.is_none() {
             for status in ["revoked", "hold"] {
-                stream_full_chunks(&mut tx, self.backend, ca_id, status, profile, &mut visit)
-                    .await?;
+                let scope = match profile {
+                    Some(p) => Scope::Profile(p),
+                    None => Scope::Ca,
+                };
+                stream_full_chunks(&mut tx, self.backend, ca_id, status, scope, &mut visit).await?;
             }
             tx.commit().await.map_err(StorageError::from)?;
             return Ok(seq);
@@ -235,10 +238,113 @@ impl CrlStore {
         tx.commit().await.map_err(StorageError::from)?;
         Ok(seq)
     }
+
+    /// Streams the revoked and held certificates of `profile` under `ca_id` stored with CRL
+    /// shard `shard` into `visit` (through the `(ca_id, profile, crl_shard, status)` index: a
+    /// shard's cost is its own size, not the profile's), in one read transaction; returns the
+    /// `status_seq` snapshot they are consistent with.
+    pub async fn stream_shard<E, F>(
+        &self,
+        ca_id: i64,
+        profile: &str,
+        shard: i64,
+        mut visit: F,
+    ) -> Result<i64, E>
+    where
+        E: From<StorageError>,
+        F: FnMut(CrlRow) -> Result<(), E>,
+    {
+        let mut tx = self.pool.begin().await.map_err(StorageError::from)?;
+        let seq: i64 = sqlx::query_scalar("SELECT value FROM counters WHERE name = 'status_seq'")
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(StorageError::from)?;
+        for status in ["revoked", "hold"] {
+            let scope = Scope::Shard(profile, shard);
+            stream_full_chunks(&mut tx, self.backend, ca_id, status, scope, &mut visit).await?;
+        }
+        tx.commit().await.map_err(StorageError::from)?;
+        Ok(seq)
+    }
+
+    /// Stores the CRL shard of every certificate of `profile` that has none (rows older than
+    /// the `crl_shard` column), as `shard_of` computes it from the serial (hex); returns how
+    /// many rows it set. Idempotent; done at start before shard CRLs are published.
+    pub async fn backfill_crl_shards(
+        &self,
+        profile: &str,
+        shard_of: impl Fn(&str) -> Option<i64>,
+    ) -> Result<u64, StorageError> {
+        const BATCH: i64 = 10_000;
+        let mut set = 0u64;
+        // Per CA, so the lookup goes through the (ca_id, profile, crl_shard, status) index and
+        // costs nothing at each start once every row has its shard.
+        let cas: Vec<i64> = sqlx::query_scalar("SELECT id FROM certificate_authorities")
+            .fetch_all(&self.pool)
+            .await?;
+        for ca_id in cas {
+            set += self.backfill_ca(ca_id, profile, &shard_of, BATCH).await?;
+        }
+        Ok(set)
+    }
+
+    /// [`Self::backfill_crl_shards`] for the certificates of one CA, `batch` rows per transaction.
+    async fn backfill_ca(
+        &self,
+        ca_id: i64,
+        profile: &str,
+        shard_of: &impl Fn(&str) -> Option<i64>,
+        batch: i64,
+    ) -> Result<u64, StorageError> {
+        let mut after = String::new();
+        let mut set = 0u64;
+        loop {
+            let serials: Vec<String> = sqlx::query_scalar(
+                "SELECT serial FROM certificates WHERE ca_id = $1 AND profile = $2
+                 AND crl_shard IS NULL AND serial > $3 ORDER BY serial LIMIT $4",
+            )
+            .bind(ca_id)
+            .bind(profile)
+            .bind(&after)
+            .bind(batch)
+            .fetch_all(&self.pool)
+            .await?;
+            let Some(last) = serials.last() else {
+                return Ok(set);
+            };
+            after = last.clone();
+            let mut tx = self.pool.begin().await?;
+            for serial in &serials {
+                if let Some(shard) = shard_of(serial) {
+                    sqlx::query("UPDATE certificates SET crl_shard = $1 WHERE serial = $2")
+                        .bind(shard)
+                        .bind(serial)
+                        .execute(&mut *tx)
+                        .await?;
+                    set += 1;
+                }
+            }
+            tx.commit().await?;
+            if (serials.len() as i64) < batch {
+                return Ok(set);
+            }
+        }
+    }
 }
 
 /// Rows per chunk of a full-CRL read (about 60 bytes each once packed).
 const FULL_CHUNK: i64 = 16_384;
+
+/// Which certificates a full-CRL read covers (the bound values of a [`ChunkScope`]).
+#[derive(Clone, Copy)]
+enum Scope<'a> {
+    /// All of the CA's.
+    Ca,
+    /// One profile's.
+    Profile(&'a str),
+    /// One profile's stored with one CRL shard.
+    Shard(&'a str, i64),
+}
 
 /// Where the next chunk of a full-CRL read starts (see [`crl_chunk_sql`]).
 enum ChunkKey {
@@ -257,14 +363,21 @@ async fn stream_full_chunks<E, F>(
     backend: Backend,
     ca_id: i64,
     status: &str,
-    profile: Option<&str>,
+    scope: Scope<'_>,
     visit: &mut F,
 ) -> Result<(), E>
 where
     E: From<StorageError>,
     F: FnMut(CrlRow) -> Result<(), E>,
 {
-    let sql = crl_chunk_sql(backend, profile.is_some());
+    let sql = crl_chunk_sql(
+        backend,
+        match scope {
+            Scope::Ca => ChunkScope::Ca,
+            Scope::Profile(_) => ChunkScope::Profile,
+            Scope::Shard(..) => ChunkScope::Shard,
+        },
+    );
     let bad = |what: &str| E::from(StorageError::Database(format!("CRL row chunk: {what}")));
     let mut after = match backend {
         Backend::Sqlite => ChunkKey::Rowid(0),
@@ -277,8 +390,10 @@ where
             ChunkKey::Serial(serial) => q.bind(serial.clone()),
         }
         .bind(FULL_CHUNK);
-        if let Some(p) = profile {
-            q = q.bind(p);
+        match scope {
+            Scope::Ca => {}
+            Scope::Profile(p) => q = q.bind(p),
+            Scope::Shard(p, shard) => q = q.bind(p).bind(shard),
         }
         let row = q
             .fetch_one(&mut **tx)

@@ -116,22 +116,61 @@ pub(super) fn placeholders(first: usize, count: usize) -> String {
         .join(", ")
 }
 
+/// `rows` parenthesised groups of `width` numbered placeholders (`($1, $2), ($3, $4)`): the
+/// VALUES list of a multi-row INSERT.
+pub(super) fn value_rows(rows: usize, width: usize) -> String {
+    (0..rows)
+        .map(|r| format!("({})", placeholders(r * width + 1, width)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Most rows per multi-row INSERT of a group-committed batch.
+pub(super) const MAX_INSERT_ROWS: usize = 64;
+
+/// Splits `len` rows into slices of power-of-two sizes up to [`MAX_INSERT_ROWS`], so a batch
+/// costs a few statements (one round trip to the database each) and each statement text is
+/// one of seven (prepared once per connection).
+pub(super) fn insert_slices(len: usize) -> impl Iterator<Item = std::ops::Range<usize>> {
+    let mut at = 0;
+    std::iter::from_fn(move || {
+        let left = len - at;
+        if left == 0 {
+            return None;
+        }
+        let n = MAX_INSERT_ROWS.min(1 << left.ilog2());
+        at += n;
+        Some(at - n..at)
+    })
+}
+
+/// Which certificates of a CA a full-CRL chunk read covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum ChunkScope {
+    /// All of the CA's.
+    Ca,
+    /// Those of one profile (`$5`).
+    Profile,
+    /// Those of one profile (`$5`) stored with one CRL shard (`$6`).
+    Shard,
+}
+
 /// One chunk of a full CRL's entries, packed into one text value (`serial,revoked_at,reason,
-/// invalidity` joined by `;`), after the key `$3`, `$4` rows at most (`$5` = profile when
-/// `with_profile`): returns `count, last key, packed`. SQLite pages by rowid (the table's own
-/// order, no sort); PostgreSQL by serial (the primary key), with `string_agg`.
-pub(super) fn crl_chunk_sql(backend: Backend, with_profile: bool) -> String {
-    let only_profile = if with_profile {
-        " AND profile = $5"
-    } else {
-        ""
+/// invalidity` joined by `;`), after the key `$3`, `$4` rows at most, narrowed by `scope`:
+/// returns `count, last key, packed`. SQLite pages by rowid (the table's own order, no sort);
+/// PostgreSQL by serial (the primary key), with `string_agg`.
+pub(super) fn crl_chunk_sql(backend: Backend, scope: ChunkScope) -> String {
+    let only = match scope {
+        ChunkScope::Ca => "",
+        ChunkScope::Profile => " AND profile = $5",
+        ChunkScope::Shard => " AND profile = $5 AND crl_shard = $6",
     };
     match backend {
         Backend::Sqlite => format!(
             "SELECT count(*), max(rid), group_concat(serial || ',' || ifnull(revoked_at, '') || ',' || \
              ifnull(revocation_reason, '') || ',' || ifnull(invalidity_date, ''), ';') \
              FROM (SELECT rowid AS rid, serial, revoked_at, revocation_reason, invalidity_date \
-                   FROM certificates WHERE ca_id = $1 AND status = $2 AND rowid > $3{only_profile} \
+                   FROM certificates WHERE ca_id = $1 AND status = $2 AND rowid > $3{only} \
                    ORDER BY rowid LIMIT $4)"
         ),
         Backend::Postgres => format!(
@@ -139,7 +178,7 @@ pub(super) fn crl_chunk_sql(backend: Backend, with_profile: bool) -> String {
              coalesce(revoked_at::text, '') || ',' || coalesce(revocation_reason::text, '') || ',' || \
              coalesce(invalidity_date::text, ''), ';') \
              FROM (SELECT serial, revoked_at, revocation_reason, invalidity_date \
-                   FROM certificates WHERE ca_id = $1 AND status = $2 AND serial > $3{only_profile} \
+                   FROM certificates WHERE ca_id = $1 AND status = $2 AND serial > $3{only} \
                    ORDER BY serial LIMIT $4) AS chunk"
         ),
     }
@@ -218,5 +257,24 @@ mod tests {
     #[test]
     fn placeholders_are_numbered_from_first() {
         assert_eq!(placeholders(2, 3), "$2, $3, $4");
+        assert_eq!(value_rows(2, 2), "($1, $2), ($3, $4)");
+    }
+
+    #[test]
+    fn insert_slices_cover_every_row_once_in_power_of_two_sizes() {
+        for len in [0, 1, 2, 3, 7, 64, 65, 100, 200] {
+            let slices: Vec<_> = insert_slices(len).collect();
+            let mut next = 0;
+            for s in &slices {
+                assert_eq!(s.start, next, "{len}: {slices:?}");
+                assert!(s.len().is_power_of_two() && s.len() <= MAX_INSERT_ROWS);
+                next = s.end;
+            }
+            assert_eq!(next, len);
+        }
+        assert_eq!(
+            insert_slices(100).map(|s| s.len()).collect::<Vec<_>>(),
+            [64, 32, 4]
+        );
     }
 }

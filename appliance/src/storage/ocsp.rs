@@ -317,35 +317,63 @@ impl OcspStore {
             .await?)
     }
 
-    /// Benchmarks only: inserts placeholder certificate rows (empty DER, no audit rows) for
-    /// `serials` under `ca_id`, `revoked` or valid, in large transactions.
+    /// Benchmarks only: inserts placeholder certificate rows (empty DER, no audit rows) of
+    /// profile `bench` for `rows` (serial hex, CRL shard) under `ca_id`, `revoked` or valid,
+    /// many rows per statement and many statements per transaction (millions of rows).
     #[doc(hidden)]
     pub async fn insert_synthetic_certificates(
         &self,
         ca_id: i64,
-        serials: &[String],
+        rows: &[(String, Option<i64>)],
         revoked: bool,
     ) -> Result<(), StorageError> {
+        /// Rows per INSERT statement (two placeholders each, far below both engines' limits).
+        const PER_STATEMENT: usize = 500;
         let now = unix_now();
-        for chunk in serials.chunks(10 * CHUNK) {
+        // Every value but the serial and the shard is the same for all rows: integers the
+        // bench computed, written into the text once (one statement text, prepared once).
+        let (status, revoked_at, reason, invalidity) = if revoked {
+            (
+                "'revoked'",
+                now.to_string(),
+                "1".to_owned(),
+                (now - 3600).to_string(),
+            )
+        } else {
+            ("'valid'", "NULL".into(), "NULL".into(), "NULL".into())
+        };
+        let tail = format!(
+            "{ca_id}, 'bench', NULL, 'CN=bench', {}, {}, x'', {now}, {status}, {revoked_at}, {reason}, {invalidity})",
+            now - 60,
+            now + 86_400 * 365,
+        );
+        let sql_for = |n: usize| {
+            let values = (0..n)
+                .map(|i| format!("(${}, ${}, {tail}", 2 * i + 1, 2 * i + 2))
+                .collect::<Vec<_>>()
+                .join(", ");
+            format!(
+                "INSERT INTO certificates (serial, crl_shard, ca_id, profile, channel, subject_dn,
+                     not_before, not_after, der, issued_at, status, revoked_at, revocation_reason,
+                     invalidity_date) VALUES {values}"
+            )
+        };
+        let full_sql = sql_for(PER_STATEMENT);
+        for chunk in rows.chunks(100 * PER_STATEMENT) {
             let mut tx = self.pool.begin().await?;
-            for serial in chunk {
-                sqlx::query(
-                    "INSERT INTO certificates (serial, ca_id, profile, channel, subject_dn, not_before,
-                         not_after, der, issued_at, status, revoked_at, revocation_reason, invalidity_date)
-                     VALUES ($1, $2, 'bench', NULL, 'CN=bench', $3, $4, x'', $5, $6, $7, $8, $9)",
-                )
-                .bind(serial)
-                .bind(ca_id)
-                .bind(now - 60)
-                .bind(now + 86_400 * 365)
-                .bind(now)
-                .bind(if revoked { "revoked" } else { "valid" })
-                .bind(revoked.then_some(now))
-                .bind(revoked.then_some(1i64))
-                .bind(revoked.then_some(now - 3600))
-                .execute(&mut *tx)
-                .await?;
+            for part in chunk.chunks(PER_STATEMENT) {
+                let partial_sql;
+                let sql = if part.len() == PER_STATEMENT {
+                    &full_sql
+                } else {
+                    partial_sql = sql_for(part.len());
+                    &partial_sql
+                };
+                let mut q = sqlx::query(sql);
+                for (serial, shard) in part {
+                    q = q.bind(serial).bind(*shard);
+                }
+                q.execute(&mut *tx).await?;
             }
             tx.commit().await?;
         }

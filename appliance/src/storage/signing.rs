@@ -60,21 +60,28 @@ async fn commit_batch(pool: &AnyPool, rows: &[Pending]) -> Result<(), StorageErr
     let mut tx = pool.begin().await?;
     let now = unix_now();
     let mut chain = ChainTail::open(&mut tx).await?;
-    for (r, audit) in rows {
-        sqlx::query(
+    // A few multi-row statements per batch (each one round trip to the database).
+    for slice in super::dialect::insert_slices(rows.len()) {
+        let part = &rows[slice];
+        let sql = format!(
             "INSERT INTO signing_records (ca_name, ca_generation, kind, serial, tbs_sha256, recorded_at)
-             VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(&r.ca_name)
-        .bind(r.ca_generation)
-        .bind(&r.kind)
-        .bind(&r.serial)
-        .bind(&r.tbs_sha256)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        chain.append(&mut tx, audit).await?;
+             VALUES {}",
+            super::dialect::value_rows(part.len(), 6)
+        );
+        let mut q = sqlx::query(&sql);
+        for (r, _) in part {
+            q = q
+                .bind(&r.ca_name)
+                .bind(r.ca_generation)
+                .bind(&r.kind)
+                .bind(&r.serial)
+                .bind(&r.tbs_sha256)
+                .bind(now);
+        }
+        q.execute(&mut *tx).await?;
     }
+    let audits: Vec<&AuditEntry> = rows.iter().map(|(_, a)| a).collect();
+    chain.append_all(&mut tx, &audits).await?;
     tx.commit().await?;
     Ok(())
 }

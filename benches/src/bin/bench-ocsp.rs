@@ -474,8 +474,9 @@ fn export_softhsm(config: &ApplianceConfig) {
     }
 }
 
-/// Child mode `--fill-revoked CONFIG N`: adds N revoked certificate rows under `personal`.
-async fn fill_revoked(config: &Path, n: usize) -> Result<(), String> {
+/// Child mode `--fill-revoked CONFIG N K`: adds N revoked certificate rows under `personal`,
+/// each stored with its CRL shard among K (as issuance stores it for `crl_shards = K`).
+async fn fill_revoked(config: &Path, n: usize, shards: u16) -> Result<(), String> {
     let config = ApplianceConfig::load(config).map_err(|e| e.to_string())?;
     let storage = Storage::open(&config.database.url)
         .await
@@ -490,12 +491,28 @@ async fn fill_revoked(config: &Path, n: usize) -> Result<(), String> {
         .find(|c| c.name == "personal")
         .ok_or("no personal CA")?
         .id;
-    let serials: Vec<String> = random_serials(n).iter().map(hex::encode).collect();
-    storage
-        .ocsp()
-        .insert_synthetic_certificates(ca_id, &serials, true)
-        .await
-        .map_err(|e| e.to_string())
+    // In slices, so ten million rows never sit in memory at once.
+    let mut left = n;
+    while left > 0 {
+        let take = left.min(1_000_000);
+        left -= take;
+        let mut serials = random_serials(take);
+        // In key order: the primary-key B-tree is then appended to, not written at random pages.
+        serials.sort_unstable();
+        let rows: Vec<(String, Option<i64>)> = serials
+            .iter()
+            .map(|s| {
+                let shard = ca_appliance::profile::crl_shard_of(s, shards).map(i64::from);
+                (hex::encode(s), shard)
+            })
+            .collect();
+        storage
+            .ocsp()
+            .insert_synthetic_certificates(ca_id, &rows, true)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
 }
 
 /// Child mode `--crl CONFIG`: generates and publishes the full CRL of `personal`; prints
@@ -653,6 +670,7 @@ async fn bench(o: Options) -> Result<(), String> {
     // 1. certificate rows through the storage layer
     let serials = random_serials(o.certs);
     let hex_serials: Vec<String> = serials.iter().map(hex::encode).collect();
+    let rows: Vec<(String, Option<i64>)> = hex_serials.iter().map(|s| (s.clone(), None)).collect();
     {
         let storage = Storage::open(&config.database.url)
             .await
@@ -670,7 +688,7 @@ async fn bench(o: Options) -> Result<(), String> {
         let t = Instant::now();
         storage
             .ocsp()
-            .insert_synthetic_certificates(ca_id, &hex_serials, false)
+            .insert_synthetic_certificates(ca_id, &rows, false)
             .await
             .map_err(|e| e.to_string())?;
         println!(
@@ -931,7 +949,8 @@ async fn crl_part(
         sh(Command::new(me)
             .arg("--fill-revoked")
             .arg(&cfg)
-            .arg(o.crl_entries.to_string()))?;
+            .arg(o.crl_entries.to_string())
+            .arg(o.shards.to_string()))?;
         println!(
             "\ninserted {} revoked rows in {:.1} s",
             o.crl_entries,
@@ -1092,9 +1111,9 @@ fn main() -> std::process::ExitCode {
         }
     };
     let result = match args.first().map(String::as_str) {
-        Some("--fill-revoked") if args.len() == 3 => match args[2].parse() {
-            Ok(n) => rt.block_on(fill_revoked(Path::new(&args[1]), n)),
-            Err(e) => Err(format!("count: {e}")),
+        Some("--fill-revoked") if args.len() == 4 => match (args[2].parse(), args[3].parse()) {
+            (Ok(n), Ok(k)) => rt.block_on(fill_revoked(Path::new(&args[1]), n, k)),
+            (Err(e), _) | (_, Err(e)) => Err(format!("count: {e}")),
         },
         Some("--crl") if args.len() == 2 => rt.block_on(generate_crl(Path::new(&args[1]))),
         Some("--shards") if args.len() == 3 => match args[2].parse() {
