@@ -18,7 +18,7 @@ use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use benches::median;
+use benches::{cpu_seconds, median};
 use ca_appliance::config::ApplianceConfig;
 use hsm::{Hsm, KeyKind, KeyUri, SignatureAlgorithm};
 use system_tests::{issue_body, openssl_csr, tls_client, ApiConnection, DemoDir, Identity};
@@ -36,35 +36,6 @@ fn raw_sign_count(
     run: Duration,
 ) -> Result<(f64, u64), String> {
     benches::raw_sign_count(hsm, key, SignatureAlgorithm::EcdsaSha256, threads, run)
-}
-
-/// User + system CPU seconds used so far by process `pid` ("self" for this one).
-fn cpu_seconds(pid: &str) -> Result<f64, String> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).map_err(|e| e.to_string())?;
-    // Fields after the parenthesised command: state is field 3, utime 14, stime 15.
-    let rest = stat.rsplit_once(')').ok_or("odd /proc stat")?.1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| -> Result<f64, String> {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .ok_or_else(|| "odd /proc stat".to_owned())
-    };
-    Ok((ticks(11)? + ticks(12)?) / clock_ticks())
-}
-
-/// The kernel's clock ticks per second (`getconf CLK_TCK`, 100 on Linux).
-fn clock_ticks() -> f64 {
-    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
-    *TICKS.get_or_init(|| {
-        std::process::Command::new("getconf")
-            .arg("CLK_TCK")
-            .output()
-            .ok()
-            .and_then(|o| String::from_utf8(o.stdout).ok())
-            .and_then(|s| s.trim().parse().ok())
-            .unwrap_or(100.0)
-    })
 }
 
 /// CPU seconds of one CSR self-signature verification, as the server does it (PEM to verified key).
