@@ -1,7 +1,8 @@
 //! Three `ca-appliance serve` nodes on one PostgreSQL database (`init --demo --join`): issuance
 //! through all three, a revocation seen by the other two within a second, the same CRL from
 //! each, and a node killed (SIGKILL) during an issuance and revocation load losing no
-//! acknowledged write (tests/src/postgres.rs; PostgreSQL missing fails).
+//! acknowledged write, and a killed node's pending verification timer fired by a survivor
+//! (tests/src/postgres.rs; PostgreSQL missing fails).
 
 #![allow(clippy::unwrap_used)] // tests fail loudly
 
@@ -136,7 +137,7 @@ async fn three_nodes_issue_revoke_publish_alike_and_a_killed_node_loses_no_ackno
     let certs = tempfile::tempdir().unwrap();
     let dir = certs.path();
     let _server_a = a.serve();
-    let _server_b = b.serve();
+    let server_b = b.serve();
     let mut server_c = Some(c.serve());
 
     // Issuance through all three; each node answers for every certificate.
@@ -157,6 +158,38 @@ async fn three_nodes_issue_revoke_publish_alike_and_a_killed_node_loses_no_ackno
         ocsp_until(node, dir, "ea", "revoked", Duration::from_secs(1)).await;
     }
     assert!(revoked_at.elapsed() < Duration::from_secs(2));
+    // B and C adopt the answer A signed and stored instead of signing their own, and serve it
+    // (ECDSA signatures differ each time: equal bytes mean A's signature).
+    for server in [&server_b, server_c.as_ref().unwrap()] {
+        let start = Instant::now();
+        while !server.log_text().lines().any(|l| {
+            l.contains("answer adopted from the database") && l.contains(serials[0].as_str())
+        }) {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "no adoption logged:\n{}",
+                server.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let cert = dir.join("ea.pem");
+    let request = a.openssl_ocsp_request(
+        &["-cert", cert.to_str().unwrap(), "-no_nonce"],
+        "ea-req.der",
+    );
+    let mut answers = Vec::new();
+    for node in [&a, &b, &c] {
+        let headers = [("content-type", "application/ocsp-request")];
+        let (status, _, der) =
+            public_request(node.public, "POST", "/ocsp", &headers, request.clone()).await;
+        assert_eq!(status, 200);
+        answers.push(der);
+    }
+    assert!(
+        answers[1] == answers[0] && answers[2] == answers[0],
+        "B or C serves a response of its own"
+    );
 
     // The three nodes' CRLs list the same entries; numbers only grow.
     let mut last = 0;
@@ -243,5 +276,56 @@ async fn three_nodes_issue_revoke_publish_alike_and_a_killed_node_loses_no_ackno
                 ocsp_until(node, dir, stem, want, Duration::from_secs(10)).await;
             }
         }
+    }
+}
+
+/// A verification whose plugin timer is pending when its node is killed (SIGKILL) is continued
+/// by a surviving node: the timer fires there and the verification completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_nodes_pending_verification_timer_fires_on_a_survivor() {
+    let db = PgDatabase::create();
+    let a = DemoDir::create_with(&["--database-url", &db.url()]);
+    let b = a.join();
+    // The misbehaving plugin's `timer` behaviour answers `start` with a 1.5 s timer and
+    // succeeds when it fires.
+    let lib = binaries().join("libplugin_misbehaving.so");
+    let sha = plugin_host::sha256_file(&lib).unwrap();
+    for node in [&a, &b] {
+        append_config(
+            node,
+            &format!(
+                "\n[[plugin]]\nname = \"misbehaving\"\npath = \"{}\"\nsha256 = \"{sha}\"\n\
+                 isolation = \"in_process\"\nconfig = {{ behaviour = \"timer\" }}\n",
+                lib.display()
+            ),
+        );
+    }
+    let _server_a = a.serve();
+    let server_b = b.serve();
+    let start = serde_json::json!({"plugin": "misbehaving", "applicant": {}});
+    let (status, v) = b
+        .call_json("operator", "POST", "/api/v1/verifications", Some(start))
+        .await;
+    assert_eq!(status, 201, "{v}");
+    assert_eq!(v["status"], "pending", "{v}");
+    assert_eq!(v["timers"][0]["id"], "poll", "{v}");
+    let id = v["id"].as_str().unwrap().to_owned();
+    drop(server_b); // SIGKILL, before the timer is due
+
+    // The survivor fires it (once the dead node's claim, 60 s at most, has expired).
+    let path = format!("/api/v1/verifications/{id}");
+    let killed_at = Instant::now();
+    loop {
+        let (code, v) = a.call_json("operator", "GET", &path, None).await;
+        assert_eq!(code, 200, "{v}");
+        if v["status"] == "succeeded" {
+            assert_eq!(v["timers"], serde_json::json!([]), "{v}");
+            break;
+        }
+        assert!(
+            killed_at.elapsed() < Duration::from_secs(90),
+            "the timer never fired on the survivor: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }

@@ -7,8 +7,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::storage::{StatusFeed, StatusWaker};
+use crate::storage::{ChangedStatus, StatusFeed, StatusWaker};
 
+use super::ocsp::{FeedChange, ADOPT_WAIT};
 use super::StatusService;
 
 /// The longest a change waits when its notification was missed.
@@ -17,8 +18,9 @@ pub const CATCH_UP: Duration = Duration::from_millis(500);
 /// Changes read per CA per query.
 const BATCH: i64 = 500;
 
-/// Follows `feed` for ever: every change of a CA this node answers for is re-signed (unless
-/// already held) and its CRLs marked for regeneration.
+/// Follows `feed` for ever: every change of a CA this node answers for withdraws the stale
+/// answer, takes the one the changing node stored (signing one only if it does not come), and
+/// marks the CA's CRLs for regeneration.
 pub async fn run(service: Arc<StatusService>, feed: StatusFeed) {
     let start = loop {
         match feed.current().await {
@@ -50,24 +52,29 @@ pub async fn run(service: Arc<StatusService>, feed: StatusFeed) {
 
 /// Applies the changes of `ca_id` after `cursor`, moving it.
 async fn catch_up(
-    service: &StatusService,
+    service: &Arc<StatusService>,
     feed: &StatusFeed,
     ca_id: i64,
     cursor: &mut i64,
 ) -> Result<(), crate::storage::StorageError> {
     loop {
         let changes = feed.changes_after(ca_id, *cursor, BATCH).await?;
+        let mut missing: Vec<ChangedStatus> = Vec::new();
         for c in &changes {
             match service
                 .ocsp
                 .on_feed_change(c.ca_id, &c.serial, c.status_seq)
                 .await
             {
-                Ok(true) => {
-                    tracing::debug!(serial = %c.serial, status_seq = c.status_seq, "status change from the feed");
+                Ok(FeedChange::Held) => {}
+                Ok(FeedChange::Adopted) => {
+                    adopted(c);
                     service.crls.mark_dirty(c.ca_id);
                 }
-                Ok(false) => {}
+                Ok(FeedChange::Missing) => {
+                    service.crls.mark_dirty(c.ca_id);
+                    missing.push(c.clone());
+                }
                 Err(e) => {
                     // The stale answer is withdrawn; the pre-signer's pass re-signs it.
                     tracing::warn!(error = %e, serial = %c.serial, "status feed: re-signing failed");
@@ -76,10 +83,46 @@ async fn catch_up(
             }
             *cursor = (*cursor).max(c.status_seq);
         }
+        // The changing node signs and stores its answers right after its commit: they are taken
+        // from the database after one wait for the batch, or signed here if they did not come.
+        // Done aside, so that the next changes' stale answers are withdrawn without waiting.
+        if !missing.is_empty() {
+            tokio::spawn(adopt_or_sign(service.clone(), missing));
+        }
         if (changes.len() as i64) < BATCH {
             return Ok(());
         }
     }
+}
+
+/// After [`ADOPT_WAIT`], the answers other nodes stored for `missing`, or signed here.
+async fn adopt_or_sign(service: Arc<StatusService>, missing: Vec<ChangedStatus>) {
+    tokio::time::sleep(ADOPT_WAIT).await;
+    for c in &missing {
+        match service
+            .ocsp
+            .adopt_or_sign(c.ca_id, &c.serial, c.status_seq)
+            .await
+        {
+            Ok(true) => adopted(c),
+            Ok(false) => tracing::info!(
+                serial = %c.serial,
+                status_seq = c.status_seq,
+                "status change from another node: its answer did not come, signed here"
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, serial = %c.serial, "status feed: re-signing failed")
+            }
+        }
+    }
+}
+
+fn adopted(c: &ChangedStatus) {
+    tracing::info!(
+        serial = %c.serial,
+        status_seq = c.status_seq,
+        "status change from another node: answer adopted from the database"
+    );
 }
 
 async fn listen(feed: &StatusFeed) -> Option<StatusWaker> {

@@ -31,6 +31,22 @@ use crate::ca::{CertificateAuthority, Hierarchy};
 use crate::config::{StatusConfig, UnknownSerialAnswer};
 use crate::storage::{unix_now, CertStatusRow, Leases, OcspStore, ResponderRecord, StoredResponse};
 
+/// How long a node following another node's status change waits for the answer that node signs
+/// and stores right after its commit, before signing one itself (see [`FeedChange::Missing`]).
+pub const ADOPT_WAIT: Duration = Duration::from_secs(1);
+
+/// What a status change read from the change feed found on this node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FeedChange {
+    /// This node already holds an answer for that status version (or does not answer for it).
+    Held,
+    /// The stale answer was withdrawn and the one the changing node stored was taken.
+    Adopted,
+    /// The stale answer was withdrawn; the changing node's answer is not stored yet: call
+    /// [`OcspResponder::adopt_or_sign`] after [`ADOPT_WAIT`].
+    Missing,
+}
+
 /// Rows fetched per pre-signing round.
 const PRESIGN_BATCH: i64 = 2000;
 
@@ -658,24 +674,69 @@ impl OcspResponder {
         self.issuers.iter().map(|i| i.ca.id).collect()
     }
 
-    /// A status change read from the change feed (committed by any node): re-signed like
-    /// [`OcspResponder::on_status_change`] unless this node already holds a response for that
-    /// version (its own change). Returns whether it acted.
+    /// A status change read from the change feed (committed by any node): unless this node
+    /// already holds an answer for that version (its own change), the stale answer is withdrawn
+    /// and the answer the changing node stored is taken, or reported missing.
     pub async fn on_feed_change(
         &self,
         ca_id: i64,
         serial: &str,
         status_seq: i64,
-    ) -> Result<bool, StatusError> {
+    ) -> Result<FeedChange, StatusError> {
         let Some(issuer) = self.issuers.iter().find(|i| i.ca.id == ca_id) else {
-            return Ok(false);
+            return Ok(FeedChange::Held);
         };
-        let held = serial_bytes(serial).is_some_and(|b| issuer.cache.holds_version(&b, status_seq));
-        if held {
-            return Ok(false);
+        let Some(bytes) = serial_bytes(serial) else {
+            return Ok(FeedChange::Held);
+        };
+        if issuer.cache.holds_version(&bytes, status_seq) {
+            return Ok(FeedChange::Held);
+        }
+        // The stale answer goes at once; until an answer for the new version is cached the
+        // certificate is answered live (within budget) or `tryLater`, never from the old one.
+        issuer.cache.invalidate(&bytes, status_seq);
+        if self.adopt(ca_id, serial, status_seq).await? {
+            Ok(FeedChange::Adopted)
+        } else {
+            Ok(FeedChange::Missing)
+        }
+    }
+
+    /// A change whose stored answer was [`FeedChange::Missing`], after [`ADOPT_WAIT`]: the
+    /// answer the changing node stored if it has come (`true`), else one signed here.
+    pub async fn adopt_or_sign(
+        &self,
+        ca_id: i64,
+        serial: &str,
+        status_seq: i64,
+    ) -> Result<bool, StatusError> {
+        if self.adopt(ca_id, serial, status_seq).await? {
+            return Ok(true);
         }
         self.on_status_change(ca_id, serial, status_seq).await?;
-        Ok(true)
+        Ok(false)
+    }
+
+    /// Caches the answer some node stored for `serial` at status version `status_seq`, if there
+    /// is one; whether it was there.
+    async fn adopt(&self, ca_id: i64, serial: &str, status_seq: i64) -> Result<bool, StatusError> {
+        let (Some(issuer), Some(bytes)) = (
+            self.issuers.iter().find(|i| i.ca.id == ca_id),
+            serial_bytes(serial),
+        ) else {
+            return Ok(false);
+        };
+        let stored = self
+            .store
+            .response_for_version(ca_id, serial, status_seq, unix_now())
+            .await?;
+        Ok(stored.is_some_and(|r| {
+            let cached = CachedResponse::new(r.der, r.this_update, r.next_update);
+            issuer
+                .cache
+                .offer_all([(bytes, status_seq, Arc::new(cached))]);
+            true
+        }))
     }
 
     /// One pass: renew responder certificates near expiry, pre-sign every certificate whose

@@ -146,16 +146,7 @@ impl OcspStore {
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
-            .map(|r| {
-                Ok(StoredResponse {
-                    ca_id: r.try_get("ca_id")?,
-                    serial: r.try_get("serial")?,
-                    der: r.try_get("der")?,
-                    this_update: r.try_get("this_update")?,
-                    next_update: r.try_get("next_update")?,
-                    status_seq: r.try_get("status_seq")?,
-                })
-            })
+            .map(stored_response)
             .collect::<Result<_, sqlx::Error>>()
             .map_err(StorageError::from)
     }
@@ -181,17 +172,33 @@ impl OcspStore {
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
-            .map(|r| {
-                Ok(StoredResponse {
-                    ca_id: r.try_get("ca_id")?,
-                    serial: r.try_get("serial")?,
-                    der: r.try_get("der")?,
-                    this_update: r.try_get("this_update")?,
-                    next_update: r.try_get("next_update")?,
-                    status_seq: r.try_get("status_seq")?,
-                })
-            })
+            .map(stored_response)
             .collect::<Result<_, sqlx::Error>>()
+            .map_err(StorageError::from)
+    }
+
+    /// The stored response of one certificate signed for its status version `status_seq` and
+    /// still valid at `now`, if a node stored one (what the node that changed the status signed).
+    pub async fn response_for_version(
+        &self,
+        ca_id: i64,
+        serial: &str,
+        status_seq: i64,
+        now: i64,
+    ) -> Result<Option<StoredResponse>, StorageError> {
+        let row = sqlx::query(
+            "SELECT ca_id, serial, der, this_update, next_update, status_seq FROM ocsp_responses
+             WHERE ca_id = $1 AND serial = $2 AND status_seq = $3 AND next_update > $4",
+        )
+        .bind(ca_id)
+        .bind(serial)
+        .bind(status_seq)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref()
+            .map(stored_response)
+            .transpose()
             .map_err(StorageError::from)
     }
 
@@ -379,4 +386,16 @@ impl OcspStore {
         }
         Ok(())
     }
+}
+
+/// A stored response from a row of `ocsp_responses` columns.
+fn stored_response(r: &sqlx::any::AnyRow) -> Result<StoredResponse, sqlx::Error> {
+    Ok(StoredResponse {
+        ca_id: r.try_get("ca_id")?,
+        serial: r.try_get("serial")?,
+        der: r.try_get("der")?,
+        this_update: r.try_get("this_update")?,
+        next_update: r.try_get("next_update")?,
+        status_seq: r.try_get("status_seq")?,
+    })
 }
