@@ -651,7 +651,7 @@ async fn two_people_declaring_one_phone_at_once_exactly_one_wins() {
 #[tokio::test]
 async fn level_up_by_face_and_recovery_of_a_lost_phone_by_face() {
     let apps = Apps::accounts(1);
-    let _server = apps.s.demo.serve();
+    let server = apps.s.demo.serve();
 
     // No account yet: level_up is refused, nothing stored.
     let level_up = json!({"kind": "level_up", "profile": "personal", "subject": person(ZHANG)});
@@ -751,6 +751,11 @@ async fn level_up_by_face_and_recovery_of_a_lost_phone_by_face() {
         )
         .await;
     assert_eq!(status, 201, "{v}");
+    assert_nothing_in_clear(
+        &apps,
+        &server,
+        &[ZHANG.1, ZHANG.2, ZHANG_NEW_PHONE, ZHANG_CARD, ZHANG_NEW_CARD, WANG.1, WANG_CARD],
+    );
 }
 
 /// The example organisation (vendor-sim's registry) and another one.
@@ -888,7 +893,7 @@ async fn a_taiwan_permit_reaches_l2_by_materials_and_review_and_never_l3_by_face
     let channel = apps.dir().join("channels/bjca-personal.toml");
     let text = std::fs::read_to_string(&channel).unwrap();
     std::fs::write(&channel, format!("{text}\n{BJCA_REVIEWED_DOCUMENTS}")).unwrap();
-    let _server = apps.s.demo.serve();
+    let server = apps.s.demo.serve();
     let chen = |id_type: &str, number: &str| json!({"type": "person", "name": CHEN.0, "id_type": id_type, "id_number": number, "phone": CHEN.2});
     let new = |subject: Value, csr: &str| json!({"kind": "new", "profile": "personal", "subject": subject, "csr": csr});
     let csr = apps.csr("chen");
@@ -1015,4 +1020,23 @@ async fn a_taiwan_permit_reaches_l2_by_materials_and_review_and_never_l3_by_face
         apps.sql("select count(distinct subject_hash) from applications"),
         "2"
     );
+    assert_nothing_in_clear(&apps, &server, &[CHEN.1, CHEN.2]);
+}
+
+/// No `numbers` (ID, phone, card numbers) in clear in the database file, its WAL or the log.
+fn assert_nothing_in_clear(apps: &Apps, server: &Server, numbers: &[&str]) {
+    let data = apps.dir().join("data");
+    let mut stored = Vec::new();
+    for f in ["appliance.db", "appliance.db-wal"] {
+        if let Ok(b) = std::fs::read(data.join(f)) {
+            stored.extend(b);
+        }
+    }
+    stored.extend(server.log_text().into_bytes());
+    for n in numbers {
+        assert!(
+            !stored.windows(n.len()).any(|w| w == n.as_bytes()),
+            "{n} found in clear"
+        );
+    }
 }
