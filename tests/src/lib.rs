@@ -142,6 +142,30 @@ impl DemoDir {
         DemoDir { tmp, api, public }
     }
 
+    /// The text dump of `/crl/personal.crl` from this node, once `openssl crl -verify` accepts it
+    /// against the personal CA.
+    pub async fn personal_crl_text(&self) -> String {
+        let (status, _, body) = public_get(self.public, "/crl/personal.crl").await;
+        assert_eq!(status, 200);
+        let der = self.path().join("fetched.crl");
+        std::fs::write(&der, &body).expect("CRL written");
+        let (ok, text, err) = run(Command::new("openssl")
+            .current_dir(self.path())
+            .args([
+                "crl",
+                "-inform",
+                "DER",
+                "-text",
+                "-verify",
+                "-CAfile",
+                "ca/personal.pem",
+            ])
+            .args(["-noout", "-in"])
+            .arg(&der));
+        assert!(ok && err.contains("verify OK"), "{text}{err}");
+        text
+    }
+
     /// The directory.
     pub fn path(&self) -> &Path {
         self.tmp.path()

@@ -754,7 +754,15 @@ async fn level_up_by_face_and_recovery_of_a_lost_phone_by_face() {
     assert_nothing_in_clear(
         &apps,
         &server,
-        &[ZHANG.1, ZHANG.2, ZHANG_NEW_PHONE, ZHANG_CARD, ZHANG_NEW_CARD, WANG.1, WANG_CARD],
+        &[
+            ZHANG.1,
+            ZHANG.2,
+            ZHANG_NEW_PHONE,
+            ZHANG_CARD,
+            ZHANG_NEW_CARD,
+            WANG.1,
+            WANG_CARD,
+        ],
     );
 }
 

@@ -49,30 +49,6 @@ fn ocsp(demo: &DemoDir, stem: &str) -> String {
     format!("{out}{err}")
 }
 
-/// The text dump of `/crl/personal.crl`, once it verifies against the issuing CA.
-async fn personal_crl(demo: &DemoDir) -> String {
-    let (status, _, body) = public_get(demo.public, "/crl/personal.crl").await;
-    assert_eq!(status, 200);
-    let der = demo.path().join("fetched.crl");
-    std::fs::write(&der, &body).unwrap();
-    let (ok, text, err) = run(Command::new("openssl")
-        .current_dir(demo.path())
-        .args([
-            "crl",
-            "-inform",
-            "DER",
-            "-text",
-            "-verify",
-            "-CAfile",
-            "ca/personal.pem",
-            "-noout",
-            "-in",
-        ])
-        .arg(&der));
-    assert!(ok && err.contains("verify OK"), "{text}{err}");
-    text
-}
-
 #[tokio::test]
 async fn a_node_on_postgresql_issues_revokes_and_answers_ocsp_and_crls_from_it() {
     let db = PgDatabase::create();
@@ -121,7 +97,7 @@ async fn a_node_on_postgresql_issues_revokes_and_answers_ocsp_and_crls_from_it()
     let start = Instant::now();
     let upper = s1.to_uppercase();
     loop {
-        let text = personal_crl(&demo).await;
+        let text = demo.personal_crl_text().await;
         if text.contains(&upper) {
             assert!(!text.contains(&s2.to_uppercase()), "{text}");
             break;
@@ -232,7 +208,7 @@ async fn a_revocation_on_one_node_is_answered_revoked_by_the_other_and_a_missed_
     for node in [&a, &b] {
         let start = Instant::now();
         loop {
-            let text = personal_crl(node).await;
+            let text = node.personal_crl_text().await;
             if text.contains(&s1.to_uppercase()) && text.contains(&s2.to_uppercase()) {
                 break;
             }
@@ -291,7 +267,7 @@ async fn one_node_generates_a_cas_crls_the_other_serves_the_same_bytes_and_takes
     revoke(&a, &s1).await;
     let start = Instant::now();
     loop {
-        let text_a = personal_crl(&a).await;
+        let text_a = a.personal_crl_text().await;
         let (_, _, bytes_a) = public_get(a.public, "/crl/personal.crl").await;
         let (_, _, bytes_b) = public_get(b.public, "/crl/personal.crl").await;
         if text_a.contains(&s1.to_uppercase()) && bytes_a == bytes_b {
@@ -303,7 +279,7 @@ async fn one_node_generates_a_cas_crls_the_other_serves_the_same_bytes_and_takes
         );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    let before = crl_number(&personal_crl(&b).await);
+    let before = crl_number(&b.personal_crl_text().await);
 
     // One holder for every CA's CRL lease; it is one of the two nodes (by its logged id).
     let holders = db.psql("SELECT DISTINCT holder FROM leases WHERE name LIKE 'crl:%'");
@@ -325,7 +301,7 @@ async fn one_node_generates_a_cas_crls_the_other_serves_the_same_bytes_and_takes
     revoke(survivor, &s2).await;
     let start = Instant::now();
     let text = loop {
-        let text = personal_crl(survivor).await;
+        let text = survivor.personal_crl_text().await;
         if text.contains(&s2.to_uppercase()) {
             break text;
         }

@@ -94,25 +94,7 @@ async fn ocsp_until(
 
 /// `/crl/personal.crl` from `demo`: (CRL number, revoked serials), once it verifies.
 async fn crl(demo: &DemoDir) -> (u64, BTreeSet<String>) {
-    let (status, _, body) = public_get(demo.public, "/crl/personal.crl").await;
-    assert_eq!(status, 200);
-    let der = demo.path().join("fetched.crl");
-    std::fs::write(&der, &body).unwrap();
-    let (ok, text, err) = run(Command::new("openssl")
-        .current_dir(demo.path())
-        .args([
-            "crl",
-            "-inform",
-            "DER",
-            "-text",
-            "-verify",
-            "-CAfile",
-            "ca/personal.pem",
-            "-noout",
-            "-in",
-        ])
-        .arg(&der));
-    assert!(ok && err.contains("verify OK"), "{text}{err}");
+    let text = demo.personal_crl_text().await;
     let number = text
         .split("X509v3 CRL Number:")
         .nth(1)

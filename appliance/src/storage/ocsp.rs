@@ -135,20 +135,7 @@ impl OcspStore {
         ca_id: i64,
         now: i64,
     ) -> Result<Vec<StoredResponse>, StorageError> {
-        let rows = sqlx::query(
-            "SELECT o.ca_id, o.serial, o.der, o.this_update, o.next_update, o.status_seq
-             FROM ocsp_responses o
-             JOIN certificates c ON c.ca_id = o.ca_id AND c.serial = o.serial
-             WHERE o.ca_id = $1 AND o.next_update > $2 AND o.status_seq = c.status_seq",
-        )
-        .bind(ca_id)
-        .bind(now)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(stored_response)
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(StorageError::from)
+        self.load_responses_since(ca_id, now, i64::MIN).await
     }
 
     /// Like [`OcspStore::load_responses`], only those signed (`this_update`) at or after `since`
