@@ -55,6 +55,44 @@ fn partner_secret(dir: &Path) -> PathBuf {
     dir.join("partner-secret")
 }
 
+/// The two channel plugins against vendor-sim at `sim_addr`: `channel-notify` (its gateway
+/// config with the keys of `notify` added) and `channel-webhook` (the partner bank's hook).
+async fn channel_plugins(
+    sim_addr: std::net::SocketAddr,
+    notify: serde_json::Value,
+) -> BTreeMap<String, Arc<Plugin>> {
+    let base = format!("http://{sim_addr}");
+    let mut notify_config =
+        serde_json::json!({"sms_url": base, "mail_url": base, "mail_from": "ca@test.example"});
+    if let (Some(c), serde_json::Value::Object(extra)) = (notify_config.as_object_mut(), notify) {
+        c.extend(extra);
+    }
+    let mut plugins = BTreeMap::new();
+    plugins.insert(
+        "channel-notify".to_owned(),
+        load(
+            "channel-notify",
+            "channel_notify",
+            sim_addr,
+            notify_config,
+            &[("sms_api_key", API_KEY), ("mail_api_key", API_KEY)],
+        )
+        .await,
+    );
+    plugins.insert(
+        "channel-webhook".to_owned(),
+        load(
+            "channel-webhook",
+            "channel_webhook",
+            sim_addr,
+            serde_json::json!({"url": format!("{base}/partner/bank")}),
+            &[("webhook_secret", "partner-hook-secret")],
+        )
+        .await,
+    );
+    plugins
+}
+
 async fn load(
     name: &str,
     stem: &str,
@@ -95,31 +133,8 @@ impl Fixture {
             vec![DataKey::from_bytes(id, &raw)],
             Some(id),
         )));
-        let base = format!("http://{sim_addr}");
-        let mut plugins = BTreeMap::new();
-        plugins.insert(
-            "channel-notify".to_owned(),
-            load(
-                "channel-notify",
-                "channel_notify",
-                sim_addr,
-                serde_json::json!({"sms_url": base, "mail_url": base, "mail_from": "ca@test.example",
-                    "notify_events": ["issued"]}),
-                &[("sms_api_key", API_KEY), ("mail_api_key", API_KEY)],
-            )
-            .await,
-        );
-        plugins.insert(
-            "channel-webhook".to_owned(),
-            load(
-                "channel-webhook",
-                "channel_webhook",
-                sim_addr,
-                serde_json::json!({"url": format!("{base}/partner/bank")}),
-                &[("webhook_secret", "partner-hook-secret")],
-            )
-            .await,
-        );
+        let plugins =
+            channel_plugins(sim_addr, serde_json::json!({"notify_events": ["issued"]})).await;
         let (contact, task) = start(&settings, &storage, &keyring, &plugins);
         Fixture {
             tmp,
@@ -863,30 +878,7 @@ async fn two_nodes_never_send_one_delivery_twice_and_a_survivor_takes_a_dead_nod
     )));
     // The gateway is down at first (nothing listens on its address).
     let sim_addr = free_addr();
-    let base = format!("http://{sim_addr}");
-    let mut plugins = BTreeMap::new();
-    plugins.insert(
-        "channel-notify".to_owned(),
-        load(
-            "channel-notify",
-            "channel_notify",
-            sim_addr,
-            serde_json::json!({"sms_url": base, "mail_url": base, "mail_from": "ca@test.example"}),
-            &[("sms_api_key", API_KEY), ("mail_api_key", API_KEY)],
-        )
-        .await,
-    );
-    plugins.insert(
-        "channel-webhook".to_owned(),
-        load(
-            "channel-webhook",
-            "channel_webhook",
-            sim_addr,
-            serde_json::json!({"url": format!("{base}/partner/bank")}),
-            &[("webhook_secret", "partner-hook-secret")],
-        )
-        .await,
-    );
+    let plugins = channel_plugins(sim_addr, serde_json::json!({})).await;
     let settings = ContactSettings {
         delivery_max_attempts: 1000,
         ..settings()
