@@ -870,29 +870,7 @@ async fn upload(
     declared: &str,
     content: &[u8],
 ) -> (u16, Value) {
-    let boundary = "----acctest0PermitBoundary";
-    let mut body = format!(
-        "--{boundary}\r\nContent-Disposition: form-data; name=\"kind\"\r\n\r\n{kind}\r\n\
-         --{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"f\"\r\n\
-         Content-Type: {declared}\r\n\r\n"
-    )
-    .into_bytes();
-    body.extend_from_slice(content);
-    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
-    let (status, _, answer) = apps
-        .s
-        .raw(
-            who,
-            "POST",
-            &format!("/api/v1/applications/{id}/materials"),
-            &format!("multipart/form-data; boundary={boundary}"),
-            body,
-        )
-        .await;
-    (
-        status,
-        serde_json::from_slice(&answer).unwrap_or(Value::Null),
-    )
+    apps.upload_material(who, id, kind, declared, content).await
 }
 
 #[tokio::test]

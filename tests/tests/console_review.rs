@@ -92,27 +92,8 @@ async fn try_upload(
     declared: &str,
     content: &[u8],
 ) -> (u16, Value) {
-    let boundary = "----consolereview9f3a";
-    let mut body = format!(
-        "--{boundary}\r\nContent-Disposition: form-data; name=\"kind\"\r\n\r\n{kind}\r\n\
-         --{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"f\"\r\n\
-         Content-Type: {declared}\r\n\r\n"
-    )
-    .into_bytes();
-    body.extend_from_slice(content);
-    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
-    let (status, _, answer) = apps
-        .s
-        .raw(
-            BJCA_ORG,
-            "POST",
-            &format!("/api/v1/applications/{id}/materials"),
-            &format!("multipart/form-data; boundary={boundary}"),
-            body,
-        )
-        .await;
-    let v: Value = serde_json::from_slice(&answer).unwrap_or(Value::Null);
-    (status, v)
+    apps.upload_material(BJCA_ORG, id, kind, declared, content)
+        .await
 }
 
 /// Uploads one material as the channel; returns its answer.

@@ -61,29 +61,8 @@ impl Apps {
 
     /// Uploads a material as the channel: (status, answer).
     async fn upload(&self, id: &str, kind: &str, declared: &str, content: &[u8]) -> (u16, Value) {
-        let boundary = "----orgtest7MA4YWxkTrZu0gW";
-        let mut body = format!(
-            "--{boundary}\r\nContent-Disposition: form-data; name=\"kind\"\r\n\r\n{kind}\r\n\
-             --{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"f\"\r\n\
-             Content-Type: {declared}\r\n\r\n"
-        )
-        .into_bytes();
-        body.extend_from_slice(content);
-        body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
-        let (status, _, answer) = self
-            .s
-            .raw(
-                BJCA_ORG,
-                "POST",
-                &format!("/api/v1/applications/{id}/materials"),
-                &format!("multipart/form-data; boundary={boundary}"),
-                body,
-            )
-            .await;
-        (
-            status,
-            serde_json::from_slice(&answer).unwrap_or(Value::Null),
-        )
+        self.upload_material(BJCA_ORG, id, kind, declared, content)
+            .await
     }
 
     /// Uploads the BJCA materials (and the authorisation letter when `letter`); returns

@@ -27,6 +27,41 @@ pub struct Apps {
 }
 
 impl Apps {
+    /// Uploads a material (`kind`, declared content type, bytes) to application `id` as `who`,
+    /// as a `multipart/form-data` form: the status and the JSON answer.
+    pub async fn upload_material(
+        &self,
+        who: &str,
+        id: &str,
+        kind: &str,
+        declared: &str,
+        content: &[u8],
+    ) -> (u16, Value) {
+        let boundary = "----apptest7MA4YWxkTrZu0gW";
+        let mut body = format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"kind\"\r\n\r\n{kind}\r\n\
+             --{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"f\"\r\n\
+             Content-Type: {declared}\r\n\r\n"
+        )
+        .into_bytes();
+        body.extend_from_slice(content);
+        body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+        let (status, _, answer) = self
+            .s
+            .raw(
+                who,
+                "POST",
+                &format!("/api/v1/applications/{id}/materials"),
+                &format!("multipart/form-data; boundary={boundary}"),
+                body,
+            )
+            .await;
+        (
+            status,
+            serde_json::from_slice(&answer).unwrap_or(Value::Null),
+        )
+    }
+
     /// Wraps a prepared setup (each test file writes its own channel files first).
     pub fn from_setup(s: Setup) -> Apps {
         Apps { s }
