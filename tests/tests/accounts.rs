@@ -930,6 +930,9 @@ async fn a_taiwan_permit_reaches_l2_by_materials_and_review_and_never_l3_by_face
     assert_eq!(v["step"]["needs"], json!(["id_front", "id_back"]), "{v}");
     let jpeg = [&[0xFF, 0xD8, 0xFF, 0xE0][..], b"permit front"].concat();
     let png = [&b"\x89PNG\r\n\x1a\n"[..], b"permit back"].concat();
+    // Counted before the uploads: the last one moves the application on, and the signing code
+    // may arrive before the upload's answer does.
+    let seen = apps.sms_count(CHEN.2).await;
     for (kind, declared, content) in [
         ("id_front", "image/jpeg", &jpeg),
         ("id_back", "image/png", &png),
@@ -937,7 +940,6 @@ async fn a_taiwan_permit_reaches_l2_by_materials_and_review_and_never_l3_by_face
         let (status, m) = upload(&apps, BJCA, &id, kind, declared, content).await;
         assert_eq!(status, 201, "{m}");
     }
-    let seen = apps.sms_count(CHEN.2).await;
     let v = apps
         .wait(BJCA, &id, "asked to sign", |v| v["step"]["name"] == "sign")
         .await;
