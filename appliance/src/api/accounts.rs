@@ -8,23 +8,16 @@ use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use axum::{Extension, Json};
+use axum::response::Response;
+use axum::Extension;
 
-use super::applications::{body, failure_response, ok, service};
+use super::applications::{body, channel, ok, service};
 use super::mtls::Caller;
 use super::{ApiError, AppState};
 use crate::application::service::{
     CodeLoginCompletion, CodeLoginRequest, DownloadCompletion, DownloadRequest,
 };
-use crate::application::{Failure, Who};
-
-fn channel(caller: &Caller) -> Result<Who, ApiError> {
-    match caller {
-        Caller::Channel { channel } => Ok(Who::Channel(channel.clone())),
-        other => Err(ApiError::role_not_allowed(other)),
-    }
-}
+use crate::application::Failure;
 
 /// `POST /api/v1/downloads`: a code to the verified phone of an application awaiting its CSR.
 pub async fn start_download(
@@ -35,10 +28,10 @@ pub async fn start_download(
     let who = channel(&caller)?;
     let svc = service(&state)?;
     let b: DownloadRequest = body(raw)?;
-    Ok(match svc.start_download(&who, b).await {
-        Ok(v) => (StatusCode::CREATED, Json(v)).into_response(),
-        Err(e) => failure_response(Failure::from(e)),
-    })
+    Ok(ok(
+        StatusCode::CREATED,
+        svc.start_download(&who, b).await.map_err(Failure::from),
+    ))
 }
 
 /// `POST /api/v1/downloads/{id}/complete`: the code and the phone's CSR -> the certificate.
@@ -66,10 +59,10 @@ pub async fn start_code_login(
     let who = channel(&caller)?;
     let svc = service(&state)?;
     let b: CodeLoginRequest = body(raw)?;
-    Ok(match svc.start_code_login(&who, b).await {
-        Ok(v) => (StatusCode::CREATED, Json(v)).into_response(),
-        Err(e) => failure_response(Failure::from(e)),
-    })
+    Ok(ok(
+        StatusCode::CREATED,
+        svc.start_code_login(&who, b).await.map_err(Failure::from),
+    ))
 }
 
 /// `POST /api/v1/code-logins/{id}/complete`: the code -> the account.
@@ -82,8 +75,10 @@ pub async fn complete_code_login(
     let who = channel(&caller)?;
     let svc = service(&state)?;
     let b: CodeLoginCompletion = body(raw)?;
-    Ok(match svc.complete_code_login(&who, &id, b).await {
-        Ok(v) => (StatusCode::OK, Json(v)).into_response(),
-        Err(e) => failure_response(Failure::from(e)),
-    })
+    Ok(ok(
+        StatusCode::OK,
+        svc.complete_code_login(&who, &id, b)
+            .await
+            .map_err(Failure::from),
+    ))
 }

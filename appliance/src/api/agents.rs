@@ -11,18 +11,11 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 
-use super::applications::{body, failure_response, service};
+use super::applications::{body, channel, failure_response, service};
 use super::mtls::Caller;
 use super::{ApiError, AppState};
 use crate::application::service::{AgentChangeRequest, AgentConfirmRequest};
-use crate::application::{Failure, Who};
-
-fn channel(caller: &Caller) -> Result<Who, ApiError> {
-    match caller {
-        Caller::Channel { channel } => Ok(Who::Channel(channel.clone())),
-        other => Err(ApiError::role_not_allowed(other)),
-    }
-}
+use crate::application::Failure;
 
 /// `GET /api/v1/organisations/{uscc}/agents`: the organisation's agents in this channel, masked.
 pub async fn list(

@@ -63,6 +63,14 @@ pub struct CsrBody {
     pub csr: String,
 }
 
+/// A channel caller as the service's `Who`; any other role is refused (403).
+pub(super) fn channel(caller: &Caller) -> Result<Who, ApiError> {
+    match caller {
+        Caller::Channel { channel } => Ok(Who::Channel(channel.clone())),
+        other => Err(ApiError::role_not_allowed(other)),
+    }
+}
+
 fn who(caller: &Caller) -> Result<Who, ApiError> {
     match caller {
         Caller::Operator { name } => Ok(Who::Operator(name.clone())),

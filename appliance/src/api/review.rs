@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use serde::Deserialize;
 
-use super::applications::{body, failure_response, ok, service};
+use super::applications::{body, channel, failure_response, ok, service};
 use super::mtls::Caller;
 use super::multipart;
 use super::{ApiError, AppState};
@@ -35,13 +35,6 @@ pub struct ReviewBody {
 fn officer(caller: &Caller) -> Result<Who, ApiError> {
     match caller {
         Caller::RaOfficer { name } => Ok(Who::Officer(name.clone())),
-        other => Err(ApiError::role_not_allowed(other)),
-    }
-}
-
-fn channel(caller: &Caller) -> Result<Who, ApiError> {
-    match caller {
-        Caller::Channel { channel } => Ok(Who::Channel(channel.clone())),
         other => Err(ApiError::role_not_allowed(other)),
     }
 }
