@@ -678,6 +678,20 @@ async fn queued_deliveries_survive_a_restart_and_are_sent_once() {
 
 /// Decodes a PNG with Python's zlib (an independent decoder): checks the signature, every
 /// chunk's CRC, the IHDR and the scanlines; returns (width, height, dark pixels).
+/// Four digits whose text occurs in none of `files`, tried from a random start.
+fn digits_absent_from(files: &[PathBuf]) -> [u8; 4] {
+    let start = rand::random::<u16>() % 10_000;
+    (0..10_000u16)
+        .map(|i| (start + i) % 10_000)
+        .find_map(|n| {
+            let text = format!("{n:04}");
+            let absent = files.iter().all(|f| !file_contains(f, text.as_bytes()));
+            absent.then(|| text.bytes().map(|b| b - b'0').collect::<Vec<u8>>())
+        })
+        .and_then(|d| <[u8; 4]>::try_from(d).ok())
+        .expect("some four digits are absent from the files")
+}
+
 fn decode_png(png: &[u8], dir: &Path) -> (u64, u64, u64) {
     let file = dir.join("captcha.png");
     std::fs::write(&file, png).expect("png written");
@@ -771,14 +785,29 @@ async fn captchas_are_pngs_one_use_and_bound_to_their_subject() {
         service.redeem("app_c", &d.id, "9912").await,
         Err(CaptchaError::Unknown)
     ));
-    // Nothing of the answer is stored in clear.
-    let e = service
-        .issue_digits("app_c", [8, 6, 5, 3])
-        .await
-        .expect("captcha");
-    for file in ["a.db", "a.db-wal"] {
-        assert!(!file_contains(&f.tmp.path().join(file), b"8653"), "{file}");
-    }
+    // Nothing of the answer is stored in clear. Four digits can occur by chance in the
+    // hexadecimal ids the files hold, so the answer is chosen absent from both files and from
+    // its own id: then only storing it could put it there.
+    let files = ["a.db", "a.db-wal"].map(|file| f.tmp.path().join(file));
+    let e = loop {
+        let digits = digits_absent_from(&files);
+        let answer: String = digits.iter().map(|d| char::from(b'0' + d)).collect();
+        let e = service
+            .issue_digits("app_c", digits)
+            .await
+            .expect("captcha");
+        if e.id.contains(&answer) {
+            continue;
+        }
+        for file in &files {
+            assert!(
+                !file_contains(file, answer.as_bytes()),
+                "{} holds the answer {answer}",
+                file.display()
+            );
+        }
+        break e;
+    };
     // Expiry.
     let short = ca_appliance::notify::CaptchaService::new(f.storage.notify(), 1);
     let g = short
