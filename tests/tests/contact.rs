@@ -676,22 +676,27 @@ async fn queued_deliveries_survive_a_restart_and_are_sent_once() {
     f.task.abort();
 }
 
-/// Decodes a PNG with Python's zlib (an independent decoder): checks the signature, every
-/// chunk's CRC, the IHDR and the scanlines; returns (width, height, dark pixels).
 /// Four digits whose text occurs in none of `files`, tried from a random start.
 fn digits_absent_from(files: &[PathBuf]) -> [u8; 4] {
+    let contents: Vec<Vec<u8>> = files
+        .iter()
+        .map(|f| std::fs::read(f).unwrap_or_default())
+        .collect();
     let start = rand::random::<u16>() % 10_000;
     (0..10_000u16)
         .map(|i| (start + i) % 10_000)
-        .find_map(|n| {
+        .find(|n| {
             let text = format!("{n:04}");
-            let absent = files.iter().all(|f| !file_contains(f, text.as_bytes()));
-            absent.then(|| text.bytes().map(|b| b - b'0').collect::<Vec<u8>>())
+            contents
+                .iter()
+                .all(|b| !b.windows(4).any(|w| w == text.as_bytes()))
         })
-        .and_then(|d| <[u8; 4]>::try_from(d).ok())
+        .map(|n| [n / 1000, n / 100 % 10, n / 10 % 10, n % 10].map(|d| d as u8))
         .expect("some four digits are absent from the files")
 }
 
+/// Decodes a PNG with Python's zlib (an independent decoder): checks the signature, every
+/// chunk's CRC, the IHDR and the scanlines; returns (width, height, dark pixels).
 fn decode_png(png: &[u8], dir: &Path) -> (u64, u64, u64) {
     let file = dir.join("captcha.png");
     std::fs::write(&file, png).expect("png written");
