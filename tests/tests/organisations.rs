@@ -909,6 +909,25 @@ async fn materials_review_by_two_officers_across_kill_9_rejection_and_the_offlin
         listed, uploaded,
         "the queue lists every material with its digest"
     );
+    // One entry of the queue: the same view for its readers, refused to a channel.
+    let entry_path = format!("/api/v1/review-queue/{id}");
+    let (status, entry) = apps.call(OFFICER, "GET", &entry_path, None).await;
+    assert_eq!(status, 200, "{entry}");
+    assert_eq!(entry, q[0], "the entry is the queue's view of it");
+    let (status, e) = apps.call(BJCA_ORG, "GET", &entry_path, None).await;
+    assert_eq!(
+        (status, e["error"].as_str()),
+        (403, Some("role_not_allowed")),
+        "{e}"
+    );
+    let (status, e) = apps
+        .call("auditor", "GET", "/api/v1/review-queue/app_0123", None)
+        .await;
+    assert_eq!(
+        (status, e["error"].as_str()),
+        (404, Some("not_found")),
+        "{e}"
+    );
     for (mid, digest) in &materials {
         let (status, headers, content) = apps
             .s
@@ -946,6 +965,12 @@ async fn materials_review_by_two_officers_across_kill_9_rejection_and_the_offlin
         .await;
     check_org_certificate(&apps, &done, "rev1");
     assert!(queue(&apps, OFFICER).await.is_empty());
+    let (status, e) = apps.call(OFFICER, "GET", &entry_path, None).await;
+    assert_eq!(
+        (status, e["error"].as_str()),
+        (404, Some("not_found")),
+        "an issued application is no longer an entry of the queue: {e}"
+    );
 
     // The offline path, rejected with a reason: the agent is told by SMS and e-mail.
     let (status, app) = apps.create(BJCA_ORG, org_body(LI, &apps.csr("rev2"))).await;

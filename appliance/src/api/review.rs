@@ -39,20 +39,40 @@ fn officer(caller: &Caller) -> Result<Who, ApiError> {
     }
 }
 
+/// The callers who read the review queue: RA officers, auditors, operators.
+fn queue_reader(caller: &Caller) -> Result<Who, ApiError> {
+    match caller {
+        Caller::RaOfficer { name } => Ok(Who::Officer(name.clone())),
+        Caller::Auditor { name } => Ok(Who::Auditor(name.clone())),
+        Caller::Operator { name } => Ok(Who::Operator(name.clone())),
+        other => Err(ApiError::role_not_allowed(other)),
+    }
+}
+
 /// `GET /api/v1/review-queue`: applications awaiting review, oldest first (RA officers;
 /// auditors and operators read it).
 pub async fn queue(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
 ) -> Result<Response, ApiError> {
-    let who = match &caller {
-        Caller::RaOfficer { name } => Who::Officer(name.clone()),
-        Caller::Auditor { name } => Who::Auditor(name.clone()),
-        Caller::Operator { name } => Who::Operator(name.clone()),
-        other => return Err(ApiError::role_not_allowed(other)),
-    };
+    let who = queue_reader(&caller)?;
     let svc = service(&state)?;
     Ok(match svc.review_queue(&who).await {
+        Ok(v) => (StatusCode::OK, Json(v)).into_response(),
+        Err(e) => failure_response(Failure::from(e)),
+    })
+}
+
+/// `GET /api/v1/review-queue/{id}`: one application awaiting review, as the queue shows it
+/// (404 `not_found` otherwise); the same readers as the queue.
+pub async fn queue_entry(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let who = queue_reader(&caller)?;
+    let svc = service(&state)?;
+    Ok(match svc.review_entry(&who, &id).await {
         Ok(v) => (StatusCode::OK, Json(v)).into_response(),
         Err(e) => failure_response(Failure::from(e)),
     })

@@ -115,6 +115,7 @@ pub fn api() -> Vec<Route> {
             get(review::material),
         ),
         get_("/api/v1/review-queue", get(review::queue)),
+        get_("/api/v1/review-queue/{id}", get(review::queue_entry)),
         post_("/api/v1/applications/{id}/review", post(review::decide)),
         post_("/api/v1/applications/{id}/offline", post(review::offline)),
         post_(

@@ -6,7 +6,7 @@
 
 use serde_json::{json, Value};
 
-use super::{open_or_finished, AppError, ApplicationService, Failure, Who};
+use super::{open_or_finished, App, AppError, ApplicationService, Failure, Who};
 use crate::application::machine::{Cursor, Evidence, ReviewRecord, Status};
 use crate::application::policy::Step;
 use crate::storage::unix_now;
@@ -14,6 +14,14 @@ use crate::verification::Requester;
 
 /// The failure code of an application an officer rejected.
 pub const REJECTED_BY_REVIEW: &str = "rejected_by_review";
+
+/// RA officers, auditors and operators read the review queue.
+fn may_read_queue(who: &Who) -> Result<(), AppError> {
+    match who {
+        Who::Officer(_) | Who::Auditor(_) | Who::Operator(_) => Ok(()),
+        _ => Err(AppError::OfficerOnly("read the review queue")),
+    }
+}
 
 /// Parses and checks a decision.
 fn parse_decision(
@@ -46,25 +54,39 @@ impl ApplicationService {
     /// The applications waiting for review, oldest first, each with its evidence, materials and
     /// the decisions so far (RA officers; auditors and operators read it).
     pub async fn review_queue(&self, who: &Who) -> Result<Value, AppError> {
-        if !matches!(who, Who::Officer(_) | Who::Auditor(_) | Who::Operator(_)) {
-            return Err(AppError::OfficerOnly("read the review queue"));
-        }
+        may_read_queue(who)?;
         let ids = self.rows.ids_with_status(&["awaiting_review"]).await?;
         let mut out = Vec::new();
         for id in ids {
             let Ok(app) = self.load(who, &id).await else {
                 continue;
             };
-            let p = &app.doc.progress;
-            let mut v = self.view(&app).await;
-            v["evidence"] = json!(p.evidence);
-            v["materials"] = json!(self.material_list(&id).await?);
-            v["reviews"] = json!(p.reviews);
-            v["offline"] = json!(p.offline);
-            v["officers_needed"] = json!(officers_needed(&app));
-            out.push(v);
+            out.push(self.review_view(&app).await?);
         }
         Ok(json!({ "applications": out }))
+    }
+
+    /// One application of the review queue, as the queue shows it; `not_found` when it does not
+    /// exist or is not awaiting review (the same readers as the queue).
+    pub async fn review_entry(&self, who: &Who, id: &str) -> Result<Value, AppError> {
+        may_read_queue(who)?;
+        let app = self.load(who, id).await?;
+        if app.status != Status::AwaitingReview {
+            return Err(AppError::NotFound(id.to_owned()));
+        }
+        self.review_view(&app).await
+    }
+
+    /// An application's view with what a reviewer needs: evidence, materials, decisions.
+    async fn review_view(&self, app: &App) -> Result<Value, AppError> {
+        let p = &app.doc.progress;
+        let mut v = self.view(app).await;
+        v["evidence"] = json!(p.evidence);
+        v["materials"] = json!(self.material_list(&app.row.id).await?);
+        v["reviews"] = json!(p.reviews);
+        v["offline"] = json!(p.offline);
+        v["officers_needed"] = json!(officers_needed(app));
+        Ok(v)
     }
 
     /// An RA officer's decision on an application awaiting review.

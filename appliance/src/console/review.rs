@@ -442,8 +442,18 @@ pub async fn review_application(
         Err(e) => return error_page("-", caller.role(), &e),
     };
     let csrf = console(&state).csrf_token(&caller);
-    let apps = match queue(&state, &caller).await {
-        Ok(a) => a,
+    let entry = answer(
+        crate::api::review::queue_entry(
+            State(state.clone()),
+            Extension(caller.clone()),
+            Path(id.clone()),
+        )
+        .await,
+    )
+    .await;
+    let app = match entry {
+        Ok(app) => Some(app),
+        Err(r) if r.status == StatusCode::NOT_FOUND => None,
         Err(r) => return r.page(&name, role),
     };
     let mut b = String::new();
@@ -459,7 +469,7 @@ pub async fn review_application(
             s = esc(now)
         );
     }
-    let Some(app) = apps.iter().find(|a| a["id"].as_str() == Some(id.as_str())) else {
+    let Some(app) = app.as_ref() else {
         let _ = write!(
             b,
             "<p id=\"not-queued\">Application {} is not awaiting review.</p>\
