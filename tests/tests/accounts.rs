@@ -897,6 +897,27 @@ async fn a_taiwan_permit_reaches_l2_by_materials_and_review_and_never_l3_by_face
         ),
         (BJCA, chen("passport", "AB"), 400, "invalid_id_number"),
         (BJCA, chen("passport", "ABCDEFGH"), 400, "invalid_id_number"),
+        // A passport number is unique only within its issuing state: the state is required,
+        // an ICAO code, and only for a passport.
+        (BJCA, chen("passport", "E1234567"), 400, "missing_field"),
+        (
+            BJCA,
+            with_country(chen("passport", "E1234567"), "C1N"),
+            400,
+            "invalid_id_country",
+        ),
+        (
+            BJCA,
+            with_country(chen("passport", "E1234567"), "CHNA"),
+            400,
+            "invalid_id_country",
+        ),
+        (
+            BJCA,
+            with_country(chen("tw_permit", "12345678"), "CHN"),
+            400,
+            "invalid_id_country",
+        ),
         (
             BJCA,
             chen("hk_permit", "H12345678"),
@@ -988,8 +1009,8 @@ async fn a_taiwan_permit_reaches_l2_by_materials_and_review_and_never_l3_by_face
     assert_eq!(apps.sql("select count(*) from applications"), before);
 
     // A passport is another subject (the type is in the keyed hash): on her bound phone it is
-    // another person's (409); on its own phone it is taken, its number upper-cased.
-    let passport = |phone: &str| json!({"type": "person", "name": CHEN.0, "id_type": "passport", "id_number": "e1234567", "phone": phone});
+    // another person's (409); on its own phone it is taken, its number and state upper-cased.
+    let passport = |phone: &str| json!({"type": "person", "name": CHEN.0, "id_type": "passport", "id_number": "e1234567", "id_country": "chn", "phone": phone});
     refused(
         apps.create(BJCA, new(passport(CHEN.2), &csr)).await,
         409,
@@ -1004,11 +1025,35 @@ async fn a_taiwan_permit_reaches_l2_by_materials_and_review_and_never_l3_by_face
     assert_eq!(status, 201, "{app}");
     assert_eq!(app["subject"]["id_type"], "passport", "{app}");
     assert_eq!(app["subject"]["id_number"], "E*****67", "{app}");
+    assert_eq!(app["subject"]["id_country"], "CHN", "{app}");
     assert_eq!(
         apps.sql("select count(distinct subject_hash) from applications"),
         "2"
     );
+    // The same number from another issuing state is another person: another subject, so
+    // the phone of the first passport stays its own.
+    let (status, app) = apps
+        .create(
+            BJCA,
+            new(
+                json!({"type": "person", "name": "Jane Roe", "id_type": "passport", "id_number": "E1234567", "id_country": "USA", "phone": "13800138022"}),
+                &apps.csr("roe-passport"),
+            ),
+        )
+        .await;
+    assert_eq!(status, 201, "{app}");
+    assert_eq!(app["subject"]["id_country"], "USA", "{app}");
+    assert_eq!(
+        apps.sql("select count(distinct subject_hash) from applications"),
+        "3"
+    );
     assert_nothing_in_clear(&apps, &server, &[CHEN.1, CHEN.2]);
+}
+
+/// `subject` with its passport's issuing state.
+fn with_country(mut subject: Value, country: &str) -> Value {
+    subject["id_country"] = json!(country);
+    subject
 }
 
 /// No `numbers` (ID, phone, card numbers) in clear in the database file, its WAL or the log.

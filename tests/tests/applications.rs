@@ -393,6 +393,7 @@ async fn bad_input_gets_its_own_code_and_changes_nothing() {
             with(&|b| {
                 b["subject"]["id_type"] = json!("passport");
                 b["subject"]["id_number"] = json!("E1234567");
+                b["subject"]["id_country"] = json!("CHN");
             }),
             422,
             "id_type_not_verifiable",

@@ -152,6 +152,9 @@ pub fn code_of(e: &AppError) -> (StatusCode, &'static str) {
             crate::application::subject::SubjectError::NotForType(_) => {
                 (S::BAD_REQUEST, "field_not_expected")
             }
+            crate::application::subject::SubjectError::IdCountry => {
+                (S::BAD_REQUEST, "invalid_id_country")
+            }
         },
         AppError::FieldNotExpected(_) => (S::BAD_REQUEST, "field_not_expected"),
         AppError::CertificateRequired(_) => (S::BAD_REQUEST, "certificate_required"),

@@ -24,6 +24,9 @@ pub struct Agent {
     pub(super) name: String,
     id_type: String,
     pub(super) id_number: String,
+    /// A passport's issuing state.
+    #[serde(default)]
+    id_country: Option<String>,
     pub(super) phone: String,
     #[serde(default)]
     email: Option<String>,
@@ -109,9 +112,23 @@ fn agent_of(p: &SubjectInput) -> Result<Agent, AppError> {
         name,
         id_type,
         id_number,
+        id_country: p.id_country,
         phone,
         email: p.email,
     })
+}
+
+impl Agent {
+    /// The identity the agent's hash is keyed by (as [`SubjectInput::identity`]).
+    fn identity(&self) -> (String, String) {
+        super::document_identity(&self.id_type, &self.id_number, self.id_country.as_deref())
+    }
+
+    /// The agent's keyed hash under `key`.
+    fn hash(&self, key: &crate::verification::DataKey) -> String {
+        let (id_type, id_number) = self.identity();
+        super::subject_hash(key, &id_type, &id_number)
+    }
 }
 
 impl ApplicationService {
@@ -174,7 +191,7 @@ impl ApplicationService {
         let id = random_id("agt");
         let plain = serde_json::to_vec(agent).map_err(sealed)?;
         Ok(AgentRow {
-            id_hash: super::subject_hash(key, &agent.id_type, &agent.id_number),
+            id_hash: agent.hash(key),
             sealed: key.seal(&id, Field::Agent, &plain).map_err(sealed)?,
             key_id: key.id(),
             id,
@@ -212,10 +229,7 @@ impl ApplicationService {
                 .ok_or(AppError::Unavailable("personal-data sealing"))?;
             let row = self.new_agent_row(channel, &subject_hash, &agent, existing.is_empty())?;
             let keys = self.keys();
-            let known: Vec<String> = keys
-                .all()
-                .map(|k| super::subject_hash(k, &agent.id_type, &agent.id_number))
-                .collect();
+            let known: Vec<String> = keys.all().map(|k| agent.hash(k)).collect();
             if existing.iter().any(|r| known.contains(&r.id_hash)) {
                 return Ok(());
             }
@@ -274,10 +288,7 @@ impl ApplicationService {
             ("add", Some(p), None) => {
                 let agent = agent_of(p)?;
                 let keys = self.keys();
-                let known: Vec<String> = keys
-                    .all()
-                    .map(|k| super::subject_hash(k, &agent.id_type, &agent.id_number))
-                    .collect();
+                let known: Vec<String> = keys.all().map(|k| agent.hash(k)).collect();
                 if agents.iter().any(|(r, _)| known.contains(&r.id_hash)) {
                     return Err(AppError::AgentExists);
                 }

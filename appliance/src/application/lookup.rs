@@ -78,6 +78,9 @@ pub struct LookupRequest {
     /// A person's ID number.
     #[serde(default)]
     pub id_number: Option<String>,
+    /// A passport's issuing state (ICAO 9303 code).
+    #[serde(default)]
+    pub id_country: Option<String>,
     /// An organisation's USCC.
     #[serde(default)]
     pub uscc: Option<String>,
@@ -114,6 +117,7 @@ impl ApplicationService {
             subject_type: req.uscc.as_ref().map(|_| super::SubjectType::Organisation),
             id_type: req.id_type.clone(),
             id_number: req.id_number.clone(),
+            id_country: req.id_country.clone(),
             uscc: req.uscc.clone(),
             ..Default::default()
         };

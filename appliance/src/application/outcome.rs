@@ -184,11 +184,8 @@ impl ApplicationService {
         let p = &app.doc.progress;
         let Some(level) = p.assurance() else { return };
         let keys = self.keys();
-        let (id_type, id_number) = (
-            p.subject.id_type.as_deref().unwrap_or("resident_id"),
-            p.subject.id_number.as_deref().unwrap_or_default(),
-        );
-        let hashes = self.hashes(&keys, id_type, id_number);
+        let (id_type, id_number) = p.subject.identity();
+        let hashes = self.hashes(&keys, &id_type, &id_number);
         let (realm, _) = crate::account::realm_of(&self.settings.realms, &app.row.channel);
         let evidence: Vec<Value> = p
             .evidence
@@ -222,11 +219,8 @@ impl ApplicationService {
         let keys = self.keys();
         let Ok(key) = keys.active() else { return };
         let p = &app.doc.progress;
-        let hash = subject_hash(
-            key,
-            p.subject.id_type.as_deref().unwrap_or("resident_id"),
-            p.subject.id_number.as_deref().unwrap_or_default(),
-        );
+        let (id_type, id_number) = p.subject.identity();
+        let hash = subject_hash(key, &id_type, &id_number);
         let Ok(sealed_phone) = key.seal(&hash, Field::Applicant, phone.as_bytes()) else {
             return;
         };

@@ -24,7 +24,7 @@ use serde_json::{json, Value};
 
 use super::machine::{Cursor, Progress, Status};
 use super::policy::{Kind, SubjectType};
-use super::subject::{subject_hash, SubjectError, SubjectInput};
+use super::subject::{document_identity, subject_hash, SubjectError, SubjectInput};
 use crate::ca::issuance::Issuer;
 use crate::config::{ApplicationSettings, ChannelConfig};
 use crate::contact::{Captchas, ChannelNotifier, OneTimeCodes};

@@ -25,6 +25,10 @@ pub struct SubjectInput {
     /// ID document number.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id_number: Option<String>,
+    /// Passport only: the issuing state, as ICAO 9303 writes it (`CHN`, `USA`, `D`), since
+    /// passport numbers are unique only within their issuing state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id_country: Option<String>,
     /// Mobile phone (for the bank card: the bank-reserved phone).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phone: Option<String>,
@@ -83,6 +87,9 @@ pub enum SubjectError {
     /// A field of the other subject type (`uscc` on a person, a person inside a person).
     #[error("subject.{0} does not belong to this subject type")]
     NotForType(&'static str),
+    /// The issuing state is not an ICAO 9303 code, or was given with another document type.
+    #[error("subject.id_country is the passport's issuing state: 1 to 3 letters (ICAO 9303, e.g. CHN, USA, D), for a passport only")]
+    IdCountry,
 }
 
 /// Checks and normalises an ID number of `id_type`: a resident ID (GB 11643 check digit), a
@@ -207,6 +214,19 @@ impl SubjectInput {
             self.id_number = Some(id_number(&id_type, id)?);
             self.id_type = Some(id_type);
         }
+        if let Some(c) = &self.id_country {
+            let c = c.trim().to_ascii_uppercase();
+            let passport = self.id_type.as_deref() == Some("passport");
+            if !passport
+                || !(1..=3).contains(&c.len())
+                || !c.bytes().all(|b| b.is_ascii_uppercase())
+            {
+                return Err(SubjectError::IdCountry);
+            }
+            self.id_country = Some(c);
+        } else if self.id_type.as_deref() == Some("passport") && self.id_number.is_some() {
+            return Err(SubjectError::Missing("id_country"));
+        }
         if let Some(p) = &self.phone {
             let m = identifiers::mobile::Mobile::parse(p).map_err(|_| SubjectError::Phone)?;
             self.phone = Some(m.as_str().to_owned());
@@ -293,9 +313,7 @@ impl SubjectInput {
     /// Does the legal representative apply in person (the agent is the same person)?
     pub fn legal_rep_applies(&self) -> bool {
         match (self.legal_rep.as_deref(), self.agent.as_deref()) {
-            (Some(r), Some(a)) => {
-                r.id_number.is_some() && r.id_number == a.id_number && r.id_type == a.id_type
-            }
+            (Some(r), Some(a)) => r.id_number.is_some() && r.identity() == a.identity(),
             _ => false,
         }
     }
@@ -323,8 +341,9 @@ impl SubjectInput {
         out
     }
 
-    /// The identity rows are keyed by: (`resident_id`, number) for a person (or a person's
-    /// view), (`uscc`, code) for an organisation.
+    /// The identity rows are keyed by: (ID type, number) for a person (or a person's view),
+    /// the number prefixed by its issuing state for a passport (`CHN:E12345678`), and
+    /// (`uscc`, code) for an organisation.
     pub fn identity(&self) -> (String, String) {
         if self.kind() == SubjectType::Organisation && self.id_number.is_none() {
             return (
@@ -332,11 +351,14 @@ impl SubjectInput {
                 self.uscc.clone().unwrap_or_default().to_ascii_uppercase(),
             );
         }
-        (
-            self.id_type
-                .clone()
-                .unwrap_or_else(|| "resident_id".to_owned()),
-            self.id_number.clone().unwrap_or_default(),
+        let id_type = self
+            .id_type
+            .clone()
+            .unwrap_or_else(|| "resident_id".to_owned());
+        document_identity(
+            &id_type,
+            self.id_number.as_deref().unwrap_or_default(),
+            self.id_country.as_deref(),
         )
     }
 
@@ -389,6 +411,7 @@ impl SubjectInput {
             name: pick(&self.name, &over.name),
             id_type: pick(&self.id_type, &over.id_type),
             id_number: pick(&self.id_number, &over.id_number),
+            id_country: pick(&self.id_country, &over.id_country),
             phone: pick(&self.phone, &over.phone),
             email: pick(&self.email, &over.email),
             bank_card: pick(&self.bank_card, &over.bank_card),
@@ -437,6 +460,7 @@ impl SubjectInput {
                 mask_id_number
             },
         );
+        put("id_country", &self.id_country, str::to_owned);
         put("phone", &self.phone, mask_phone);
         put("email", &self.email, mask_email);
         put("bank_card", &self.bank_card, mask_card);
@@ -461,10 +485,12 @@ fn prefixed(person: &str, field: &'static str) -> &'static str {
         ("legal_rep", "name") => "legal_rep.name",
         ("legal_rep", "id_number") => "legal_rep.id_number",
         ("legal_rep", "id_type") => "legal_rep.id_type",
+        ("legal_rep", "id_country") => "legal_rep.id_country",
         ("legal_rep", "phone") => "legal_rep.phone",
         ("agent", "name") => "agent.name",
         ("agent", "id_number") => "agent.id_number",
         ("agent", "id_type") => "agent.id_type",
+        ("agent", "id_country") => "agent.id_country",
         ("agent", "phone") => "agent.phone",
         _ => field,
     }
@@ -475,6 +501,19 @@ pub fn mask_email(e: &str) -> String {
     match e.split_once('@') {
         Some((user, domain)) => format!("{}@{domain}", identifiers::mask::mask_middle(user, 1, 0)),
         None => identifiers::mask::mask_middle(e, 1, 0),
+    }
+}
+
+/// The identity a person is keyed by: (ID type, number), the number prefixed by the issuing
+/// state for a passport. Normalised input (see [`SubjectInput::normalise`]).
+pub fn document_identity(
+    id_type: &str,
+    id_number: &str,
+    id_country: Option<&str>,
+) -> (String, String) {
+    match (id_type, id_country) {
+        ("passport", Some(country)) => (id_type.to_owned(), format!("{country}:{id_number}")),
+        _ => (id_type.to_owned(), id_number.to_owned()),
     }
 }
 
@@ -555,6 +594,32 @@ mod tests {
         assert!(
             serde_json::from_value::<SubjectInput>(serde_json::json!({"nickname": "x"})).is_err()
         );
+    }
+
+    #[test]
+    fn a_passport_is_keyed_by_its_issuing_state_and_number() {
+        let passport = |country: Option<&str>| {
+            let mut s = zhang();
+            s.id_type = Some("passport".into());
+            s.id_number = Some("e1234567".into());
+            s.id_country = country.map(str::to_owned);
+            s.normalise()
+        };
+        assert_eq!(
+            passport(None).unwrap_err(),
+            SubjectError::Missing("id_country")
+        );
+        for bad in ["", "C1N", "CHNA", "中国"] {
+            assert_eq!(passport(Some(bad)).unwrap_err(), SubjectError::IdCountry);
+        }
+        let chn = passport(Some(" chn ")).unwrap();
+        assert_eq!(chn.id_country.as_deref(), Some("CHN"));
+        assert_eq!(chn.identity(), ("passport".into(), "CHN:E1234567".into()));
+        let d = passport(Some("D")).unwrap();
+        assert_ne!(chn.identity(), d.identity());
+        let mut permit = zhang();
+        permit.id_country = Some("CHN".into());
+        assert_eq!(permit.normalise().unwrap_err(), SubjectError::IdCountry);
     }
 
     #[test]
