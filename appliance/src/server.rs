@@ -140,6 +140,8 @@ pub async fn serve(config: ApplianceConfig) -> Result<(), ServeError> {
     relying.login = relying
         .login
         .with_callbacks(callback_targets, contact.outbox.clone());
+    // Expired challenges with a callback are called back too.
+    let login_expiry = relying.login.clone().spawn_expiry();
     let state = Arc::new(AppState {
         issuer,
         hierarchy,
@@ -261,6 +263,8 @@ pub async fn serve(config: ApplianceConfig) -> Result<(), ServeError> {
         t.abort();
         let _ = t.await;
     }
+    login_expiry.abort();
+    let _ = login_expiry.await;
     contact_task.abort();
     let _ = contact_task.await;
     checkpointer.abort();

@@ -473,10 +473,31 @@ async fn qr_login_with_an_application_certificate_and_every_refusal() {
     );
 }
 
+/// A challenge nobody answers in time: it reads `expired`, cannot be answered, and its callback
+/// (asked for at creation) is POSTed with status `expired`, signed like every callback.
 #[tokio::test]
-async fn an_expired_challenge_cannot_be_answered_and_rsa_pss_is_accepted() {
+async fn an_expired_challenge_cannot_be_answered_is_called_back_and_rsa_pss_is_accepted() {
+    const SECRET: &str = "rp-expiry-secret-71c2e0";
+    let receiver = Receiver::start().await;
+    receiver
+        .failing
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    let base = format!("http://{}/rp/", receiver.addr);
     let demo = DemoDir::create();
-    append_config(&demo, "[login]\nchallenge_ttl_secs = 2\n");
+    append_config(
+        &demo,
+        &format!(
+            "[login]\nchallenge_ttl_secs = 2\n\n[[relying_party]]\nname = \"relying-party\"\n\
+             callback_urls = [\"{base}\"]\ncallback_secret = {{ file = \"secrets/rp-callback.key\" }}\n\
+             allow_plain_http = true\n"
+        ),
+    );
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let f = demo.path().join("secrets/rp-callback.key");
+        std::fs::write(&f, format!("{SECRET}\n")).unwrap();
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
     let _server = demo.serve();
     let dir = demo.path();
     let csr = openssl_csr(dir, "rsa", "rsa:2048");
@@ -527,7 +548,7 @@ async fn an_expired_challenge_cannot_be_answered_and_rsa_pss_is_accepted() {
         RP,
         "POST",
         "/api/v1/login-challenges".into(),
-        Some(json!({})),
+        Some(json!({"callback": format!("{base}login?state=e1")})),
     )
     .await;
     let id = c["id"].as_str().unwrap().to_owned();
@@ -556,6 +577,38 @@ async fn an_expired_challenge_cannot_be_answered_and_rsa_pss_is_accepted() {
     );
     let (_, v) = call(RP, "GET", format!("/api/v1/login-challenges/{id}"), None).await;
     assert_eq!(v["status"], "expired", "{v}");
+    // The expiry is called back once, signed; nothing about a certificate in it.
+    let got = receiver
+        .wait("the expiry called back", |got| {
+            got.iter().any(|r| r.body.contains(&id))
+        })
+        .await;
+    let calls: Vec<&Received> = got.iter().filter(|r| r.body.contains(&id)).collect();
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert_eq!(calls[0].path, "/rp/login?state=e1");
+    assert!(python_signature_ok(dir, SECRET, calls[0]), "{:?}", calls[0]);
+    let body: Value = serde_json::from_str(&calls[0].body).unwrap();
+    assert_eq!(
+        (body["event"].as_str(), body["status"].as_str()),
+        (Some("login.expired"), Some("expired")),
+        "{body}"
+    );
+    for absent in ["serial", "subject", "level", "reason"] {
+        assert!(body.get(absent).is_none(), "{absent}: {body}");
+    }
+    // After the expiry was recorded, an answer is still `challenge_expired`.
+    let (status, v) = call(
+        "channel-demo",
+        "POST",
+        format!("/api/v1/login-challenges/{id}/response"),
+        Some(json!({"certificate": pem, "signature": sig})),
+    )
+    .await;
+    assert_eq!(
+        (status, v["error"].as_str()),
+        (410, Some("challenge_expired")),
+        "{v}"
+    );
     let (status, v) = call(
         RP,
         "POST",

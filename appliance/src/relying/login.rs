@@ -174,7 +174,11 @@ impl LoginService {
             let body = CallbackBody {
                 v: 1,
                 delivery_id: delivery_id.to_owned(),
-                event: "login.decided".into(),
+                event: if answer.status == "expired" {
+                    "login.expired".into()
+                } else {
+                    "login.decided".into()
+                },
                 challenge: row.id.clone(),
                 status: answer.status.to_owned(),
                 reason: answer.reason.clone(),
@@ -295,6 +299,9 @@ impl LoginService {
         for _ in 0..2 {
             let row = self.rows.get(id).await?.ok_or(LoginError::NotFound)?;
             let now = crate::storage::unix_now();
+            if row.status == "expired" {
+                return Err(LoginError::Expired);
+            }
             if row.status != "pending" {
                 return Err(LoginError::Used);
             }
@@ -366,11 +373,96 @@ impl LoginService {
         }
         // Still racing after two rounds: report what the challenge is now.
         let row = self.rows.get(id).await?.ok_or(LoginError::NotFound)?;
-        if row.status != "pending" {
+        if row.status != "pending" && row.status != "expired" {
             Err(LoginError::Used)
         } else {
             Err(LoginError::Expired)
         }
+    }
+}
+
+/// How often expired challenges with a callback are looked for (the callback of an expiry
+/// leaves within about this long after it).
+pub const EXPIRY_SWEEP: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Challenges expired per sweep round.
+const EXPIRY_BATCH: i64 = 100;
+
+impl LoginService {
+    /// Marks every pending challenge with a callback whose lifetime ended `expired` and queues
+    /// its callback (event `login.expired`); returns how many. Several nodes may sweep at once:
+    /// the database lets one of them mark each challenge.
+    pub async fn expire_due(&self) -> Result<usize, LoginError> {
+        let Some(cb) = &self.callbacks else {
+            return Ok(0);
+        };
+        let mut expired = 0;
+        loop {
+            let now = crate::storage::unix_now();
+            let rows = self.rows.expired_with_callback(now, EXPIRY_BATCH).await?;
+            let full = rows.len() as i64 == EXPIRY_BATCH;
+            let mut progressed = false;
+            for row in rows {
+                let answer = Answer {
+                    status: "expired",
+                    reason: None,
+                    serial: None,
+                    level: None,
+                    subject: None,
+                    channel: String::new(),
+                };
+                let audit = AuditEntry {
+                    actor: "system:login".into(),
+                    action: "login.expired".into(),
+                    target: row.id.clone(),
+                    detail: serde_json::json!({ "relying_party": row.relying_party }),
+                };
+                let mut reload = false;
+                loop {
+                    let Some(delivery) = self.callback_delivery(&row, &answer, now, reload).await?
+                    else {
+                        break;
+                    };
+                    match self.rows.expire(&row.id, now, &audit, &delivery).await? {
+                        Answered::KeyChanged if !reload => reload = true,
+                        Answered::KeyChanged => {
+                            return Err(LoginError::Callback(
+                                "the personal-data key changed twice while queuing".into(),
+                            ))
+                        }
+                        Answered::Yes => {
+                            expired += 1;
+                            progressed = true;
+                            break;
+                        }
+                        Answered::Lost => break,
+                    }
+                }
+            }
+            if !full || !progressed {
+                break;
+            }
+        }
+        if expired > 0 {
+            cb.outbox.wake();
+        }
+        Ok(expired)
+    }
+
+    /// Runs [`LoginService::expire_due`] every [`EXPIRY_SWEEP`] for ever.
+    pub fn spawn_expiry(self) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(EXPIRY_SWEEP);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                match self.expire_due().await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(expired = n, "login challenges expired; called back"),
+                    Err(e) => tracing::warn!(error = %e, "login challenge expiry sweep failed"),
+                }
+            }
+        })
     }
 }
 

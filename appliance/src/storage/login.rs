@@ -1,4 +1,5 @@
-//! Login challenges of relying parties: created, answered once (approved or refused), read.
+//! Login challenges of relying parties: created, answered once (approved or refused) or
+//! expired with a callback, read.
 
 use sqlx::{AnyPool, Row};
 
@@ -80,6 +81,26 @@ pub struct Answer {
     pub channel: String,
 }
 
+/// The columns of a [`ChallengeRow`], in the order [`challenge_row`] reads them.
+const CHALLENGE_COLUMNS: &str = "id, relying_party, payload, min_level, status, reason, serial, \
+     level, subject, expires_at, callback";
+
+fn challenge_row(r: &sqlx::any::AnyRow) -> Result<ChallengeRow, StorageError> {
+    Ok(ChallengeRow {
+        id: r.try_get("id")?,
+        relying_party: r.try_get("relying_party")?,
+        payload: r.try_get("payload")?,
+        min_level: r.try_get("min_level")?,
+        status: r.try_get("status")?,
+        reason: r.try_get("reason")?,
+        serial: r.try_get("serial")?,
+        level: r.try_get("level")?,
+        subject: r.try_get("subject")?,
+        expires_at: r.try_get("expires_at")?,
+        callback: r.try_get("callback")?,
+    })
+}
+
 /// Reads and writes login challenges.
 #[derive(Clone)]
 pub struct LoginRows {
@@ -118,27 +139,64 @@ impl LoginRows {
 
     /// The challenge `id`.
     pub async fn get(&self, id: &str) -> Result<Option<ChallengeRow>, StorageError> {
-        let row = sqlx::query(
-            "SELECT id, relying_party, payload, min_level, status, reason, serial, level, subject, expires_at, callback \
-             FROM login_challenges WHERE id = $1",
-        )
+        let row = sqlx::query(&format!(
+            "SELECT {CHALLENGE_COLUMNS} FROM login_challenges WHERE id = $1"
+        ))
         .bind(id)
         .fetch_optional(&self.pool)
         .await?;
-        let Some(r) = row else { return Ok(None) };
-        Ok(Some(ChallengeRow {
-            id: r.try_get("id")?,
-            relying_party: r.try_get("relying_party")?,
-            payload: r.try_get("payload")?,
-            min_level: r.try_get("min_level")?,
-            status: r.try_get("status")?,
-            reason: r.try_get("reason")?,
-            serial: r.try_get("serial")?,
-            level: r.try_get("level")?,
-            subject: r.try_get("subject")?,
-            expires_at: r.try_get("expires_at")?,
-            callback: r.try_get("callback")?,
-        }))
+        row.as_ref().map(challenge_row).transpose()
+    }
+
+    /// Up to `limit` pending challenges with a callback whose lifetime ended by `now`, the
+    /// oldest first.
+    pub async fn expired_with_callback(
+        &self,
+        now: i64,
+        limit: i64,
+    ) -> Result<Vec<ChallengeRow>, StorageError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {CHALLENGE_COLUMNS} FROM login_challenges \
+             WHERE status = 'pending' AND callback IS NOT NULL AND expires_at <= $1 \
+             ORDER BY expires_at LIMIT $2"
+        ))
+        .bind(now)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(challenge_row).collect()
+    }
+
+    /// Marks a pending challenge whose lifetime ended by `now` as `expired`, with its callback
+    /// delivery and its audit row in the same transaction; [`Answered::Lost`] when it was
+    /// answered (or expired) meanwhile.
+    pub async fn expire(
+        &self,
+        id: &str,
+        now: i64,
+        audit: &AuditEntry,
+        callback: &NewNotification,
+    ) -> Result<Answered, StorageError> {
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query(
+            "UPDATE login_challenges SET status = 'expired', answered_at = $1 \
+             WHERE id = $2 AND status = 'pending' AND expires_at <= $3",
+        )
+        .bind(now)
+        .bind(id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if done == 0 {
+            return Ok(Answered::Lost);
+        }
+        if !insert_in(&mut tx, callback).await? {
+            return Ok(Answered::KeyChanged);
+        }
+        append_in(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(Answered::Yes)
     }
 
     /// Records the answer if the challenge is still pending and unexpired at `now` and, for an
