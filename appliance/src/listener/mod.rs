@@ -7,6 +7,7 @@
 //! at once. Every connection is bounded in time by [`timing`], so slow or idle clients give
 //! their place back.
 
+mod percore;
 mod request;
 mod slots;
 mod timing;
@@ -22,6 +23,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use crate::config::ServerConfig;
+pub use percore::{bind_reuseport, serve_per_core, thread_count, Home, RunsHere};
+use percore::Dispatch;
 use request::RequestService;
 use slots::{Admission, Slots};
 use timing::{Deadlines, TimedIo};
@@ -152,9 +155,29 @@ pub async fn serve<H: Handshake>(
     limits: ConnectionLimits,
     handshake: H,
     router: Router,
-    mut shutdown: Shutdown,
+    shutdown: Shutdown,
 ) {
     let slots = Slots::new(limits.max_connections);
+    accept_loop(
+        name, listener, &slots, limits, handshake, router, None, shutdown,
+    )
+    .await;
+    slots.drained().await;
+}
+
+/// Accepts on `listener` into `slots` until `shutdown`, spawning each connection on the current
+/// runtime; then closes the listening socket (the caller waits for `slots` to drain).
+#[allow(clippy::too_many_arguments)] // the listener's whole context, passed once
+async fn accept_loop<H: Handshake>(
+    name: &'static str,
+    listener: TcpListener,
+    slots: &std::sync::Arc<Slots>,
+    limits: ConnectionLimits,
+    handshake: H,
+    router: Router,
+    dispatch: Option<Dispatch>,
+    mut shutdown: Shutdown,
+) {
     loop {
         let (tcp, peer) = tokio::select! {
             biased;
@@ -188,6 +211,7 @@ pub async fn serve<H: Handshake>(
             limits,
             handshake.clone(),
             router.clone(),
+            dispatch.clone(),
             shutdown.clone(),
         ));
     }
@@ -200,7 +224,6 @@ pub async fn serve<H: Handshake>(
             "stopped accepting; finishing open connections"
         );
     }
-    slots.drained().await;
 }
 
 #[allow(clippy::too_many_arguments)] // one connection's whole context, passed once
@@ -212,6 +235,7 @@ async fn connection<H: Handshake>(
     limits: ConnectionLimits,
     handshake: H,
     router: Router,
+    dispatch: Option<Dispatch>,
     mut shutdown: Shutdown,
 ) {
     let _ = tcp.set_nodelay(true);
@@ -234,6 +258,7 @@ async fn connection<H: Handshake>(
         extension,
         timing: timing.clone(),
         body_timeout: limits.body,
+        dispatch,
     };
     let mut conn = hyper::server::conn::http1::Builder::new()
         .keep_alive(true)
