@@ -13,8 +13,8 @@ use ca_status::ocsp::{decode_get_path, error_response, OcspErrorStatus};
 use sha2::{Digest, Sha256};
 
 use super::{ApiError, AppState};
-use crate::status::cache::{cache_control, http_date, parse_http_date};
 use crate::listener::Home;
+use crate::status::cache::{cache_control, http_date, parse_http_date};
 use crate::status::OcspReply;
 use crate::storage::unix_now;
 

@@ -172,7 +172,9 @@ pub async fn serve_per_core<H: Handshake>(
             });
         match thread {
             Ok(_) => finished.push(finished_rx),
-            Err(e) => tracing::error!(listener = name, error = %e, "cannot start a listener thread"),
+            Err(e) => {
+                tracing::error!(listener = name, error = %e, "cannot start a listener thread")
+            }
         }
     }
     for thread in finished {
@@ -261,7 +263,11 @@ mod tests {
             if let Some((head, body)) = text.split_once("\r\n\r\n") {
                 let len: usize = head
                     .lines()
-                    .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length: ").map(|v| v.trim().parse().unwrap()))
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length: ")
+                            .map(|v| v.trim().parse().unwrap())
+                    })
                     .unwrap();
                 if body.len() >= len {
                     return text;
@@ -290,7 +296,11 @@ mod tests {
         // the kernel over the four sockets; half run here, half on the main runtime.
         let mut held = Vec::new();
         for i in 0..6 {
-            let path = if i % 2 == 0 { "/local/hold" } else { "/main/hold" };
+            let path = if i % 2 == 0 {
+                "/local/hold"
+            } else {
+                "/main/hold"
+            };
             held.push((path, send(addr, path).await));
             started.wait_for(|n| *n == i + 1).await.unwrap();
         }
@@ -310,13 +320,22 @@ mod tests {
             assert!(response.starts_with("HTTP/1.1 200"), "{response}");
             let thread = response.split("\r\n\r\n").nth(1).unwrap();
             if path.starts_with("/local/") {
-                assert!(thread.starts_with("test-"), "local request ran on {thread:?}");
+                assert!(
+                    thread.starts_with("test-"),
+                    "local request ran on {thread:?}"
+                );
             } else {
-                assert!(!thread.starts_with("test-"), "main request ran on {thread:?}");
+                assert!(
+                    !thread.starts_with("test-"),
+                    "main request ran on {thread:?}"
+                );
             }
         }
         serving.await.unwrap();
-        assert!(TcpStream::connect(addr).await.is_err(), "still accepting after shutdown");
+        assert!(
+            TcpStream::connect(addr).await.is_err(),
+            "still accepting after shutdown"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -149,6 +149,10 @@ impl WatchedBody {
 
 impl Drop for WatchedBody {
     fn drop(&mut self) {
+        if let Some(timing) = &self.pending {
+            // Dropped before its end: the rest may still be on its way (see `linger`).
+            timing.body_abandoned();
+        }
         self.finished();
     }
 }
