@@ -74,16 +74,16 @@ impl<E: Clone + Send + Sync + 'static> hyper::service::Service<Request<Incoming>
     }
 }
 
+/// A request answered on this thread (the router) or on the main runtime (a boxed task).
+type Handler = futures_util::future::Either<
+    tower::util::Oneshot<Router, Request<axum::body::Body>>,
+    Pin<Box<dyn Future<Output = Result<Response<axum::body::Body>, Infallible>> + Send>>,
+>;
+
 impl<E> RequestService<E> {
     /// The router's answer to `req`: on this thread, or on the main runtime for a request a
     /// listener thread does not run itself.
-    fn handler(
-        &self,
-        mut req: Request<axum::body::Body>,
-    ) -> futures_util::future::Either<
-        tower::util::Oneshot<Router, Request<axum::body::Body>>,
-        Pin<Box<dyn Future<Output = Result<Response<axum::body::Body>, Infallible>> + Send>>,
-    > {
+    fn handler(&self, mut req: Request<axum::body::Body>) -> Handler {
         use futures_util::future::Either;
         let router = self.router.clone();
         let Some(dispatch) = &self.dispatch else {
