@@ -607,6 +607,10 @@ pub struct ServerConfig {
     /// connections are dropped (default 10).
     #[serde(default = "default_grace_secs")]
     pub shutdown_grace_secs: u64,
+    /// Threads of the public listener, each with its own runtime and `SO_REUSEPORT` socket
+    /// (0, the default: one per available core).
+    #[serde(default)]
+    pub public_threads: usize,
 }
 
 fn default_body_limit() -> usize {
@@ -1059,6 +1063,11 @@ impl ApplianceConfig {
         if !(1..=1_000_000).contains(&self.server.max_connections) {
             return Err(ConfigError::Invalid(
                 "server.max_connections must be 1..=1000000".into(),
+            ));
+        }
+        if self.server.public_threads > 256 {
+            return Err(ConfigError::Invalid(
+                "server.public_threads must be 0..=256 (0: one per core)".into(),
             ));
         }
         let timeouts = [

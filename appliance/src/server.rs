@@ -175,17 +175,18 @@ pub async fn serve(config: ApplianceConfig) -> Result<(), ServeError> {
             .map_err(|source| ServeError::Bind { addr, source })
     };
     let api_listener = bind(config.server.api_addr).await?;
-    let public_listener = bind(config.server.public_addr).await?;
+    let public_threads = listener::thread_count(config.server.public_threads);
+    let (public_listeners, public_addr) =
+        listener::bind_reuseport(config.server.public_addr, public_threads).map_err(|source| {
+            ServeError::Bind {
+                addr: config.server.public_addr,
+                source,
+            }
+        })?;
     let api_addr = api_listener
         .local_addr()
         .map_err(|source| ServeError::Bind {
             addr: config.server.api_addr,
-            source,
-        })?;
-    let public_addr = public_listener
-        .local_addr()
-        .map_err(|source| ServeError::Bind {
-            addr: config.server.public_addr,
             source,
         })?;
     let metrics_listener = match &config.metrics {
@@ -193,7 +194,7 @@ pub async fn serve(config: ApplianceConfig) -> Result<(), ServeError> {
         None => None,
     };
     let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
-    tracing::info!(%api_addr, %public_addr, ?metrics_addr, "serving");
+    tracing::info!(%api_addr, %public_addr, public_threads, ?metrics_addr, "serving");
     // One machine-readable line for scripts and tests.
     let mut line =
         serde_json::json!({ "api": api_addr.to_string(), "public": public_addr.to_string() });
@@ -223,12 +224,14 @@ pub async fn serve(config: ApplianceConfig) -> Result<(), ServeError> {
             shutdown.clone(),
         ))
     });
-    let mut public = tokio::spawn(listener::serve(
+    // One thread and runtime per core, each on its own SO_REUSEPORT socket (see `listener`).
+    let mut public = tokio::spawn(listener::serve_per_core(
         "public",
-        public_listener,
+        public_listeners,
         limits,
         listener::PlainHttp,
         api::public_router(state.clone()),
+        api::public_runs_here,
         shutdown,
     ));
     drop(state);

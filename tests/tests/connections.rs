@@ -316,10 +316,11 @@ async fn closed_count(held: JoinSet<Option<Closed>>) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn connections_over_the_cap_never_lock_out_healthz_or_ocsp() {
     let demo = DemoDir::create();
-    // Timeouts far beyond the test: every close seen here is the cap's doing.
+    // Timeouts far beyond the test: every close seen here is the cap's doing. Four public
+    // listener threads (SO_REUSEPORT sockets): the cap is one for all of them.
     server_config(
         &demo,
-        "max_connections = 20\nheader_read_timeout_secs = 120\nbody_read_timeout_secs = 120\nidle_timeout_secs = 120\ntls_handshake_timeout_secs = 120",
+        "max_connections = 20\nheader_read_timeout_secs = 120\nbody_read_timeout_secs = 120\nidle_timeout_secs = 120\ntls_handshake_timeout_secs = 120\npublic_threads = 4",
     );
     let _server = demo.serve();
     let hold_for = Duration::from_secs(5);
@@ -382,6 +383,10 @@ fn check_config_refuses_out_of_range_connection_settings() {
         (
             "max_connections = 0",
             "server.max_connections must be 1..=1000000",
+        ),
+        (
+            "public_threads = 257",
+            "server.public_threads must be 0..=256",
         ),
     ] {
         std::fs::write(demo.config(), &original).unwrap();

@@ -85,6 +85,14 @@ pub fn public_router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
+/// The public requests a listener thread runs itself: OCSP, whose pre-signed answers need
+/// neither the database nor the HSM (the handlers hand anything else to the main runtime).
+pub fn public_runs_here(method: &axum::http::Method, uri: &axum::http::Uri) -> bool {
+    let path = uri.path();
+    (method == axum::http::Method::POST && path == "/ocsp")
+        || (method == axum::http::Method::GET && path.starts_with("/ocsp/"))
+}
+
 async fn not_found() -> ApiError {
     ApiError::not_found("no such endpoint")
 }

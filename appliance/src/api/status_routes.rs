@@ -6,13 +6,14 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
+use axum::extract::{Extension, Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use ca_status::ocsp::{decode_get_path, error_response, OcspErrorStatus};
 use sha2::{Digest, Sha256};
 
 use super::{ApiError, AppState};
+use crate::listener::Home;
 use crate::status::cache::{cache_control, http_date, parse_http_date};
 use crate::status::OcspReply;
 use crate::storage::unix_now;
@@ -137,9 +138,29 @@ fn reply(reply: OcspReply, method: Method, headers: &HeaderMap) -> Response {
     r
 }
 
+/// The answer to a DER request: at once when pre-signed (on the connection's thread); else read
+/// and signed, on the main runtime when served from a listener thread (see [`Home`]).
+async fn answer(state: &Arc<AppState>, home: Option<Extension<Home>>, der: Bytes) -> OcspReply {
+    if let Some(ready) = state.status.ocsp.answer_ready(&der) {
+        return ready;
+    }
+    let Some(Extension(home)) = home else {
+        return state.status.ocsp.answer(&der).await;
+    };
+    let ocsp = state.status.ocsp.clone();
+    match home.run(async move { ocsp.answer(&der).await }).await {
+        Ok(reply) => reply,
+        Err(e) => {
+            tracing::error!(error = %e, "OCSP answer failed");
+            OcspReply::Error(OcspErrorStatus::InternalError)
+        }
+    }
+}
+
 /// `POST /ocsp` with a DER `OCSPRequest` body.
 pub async fn ocsp_post(
     State(state): State<Arc<AppState>>,
+    home: Option<Extension<Home>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
@@ -147,16 +168,13 @@ pub async fn ocsp_post(
         // Over the body limit or unreadable: not a request we can parse.
         return ocsp_error(OcspErrorStatus::MalformedRequest);
     };
-    reply(
-        state.status.ocsp.answer(&body).await,
-        Method::Post,
-        &headers,
-    )
+    reply(answer(&state, home, body).await, Method::Post, &headers)
 }
 
 /// `GET /ocsp/{base64 DER}` (RFC 5019): the raw path, since base64 contains `/`.
 pub async fn ocsp_get(
     State(state): State<Arc<AppState>>,
+    home: Option<Extension<Home>>,
     headers: HeaderMap,
     uri: Uri,
 ) -> Response {
@@ -165,7 +183,11 @@ pub async fn ocsp_get(
         return ocsp_error(OcspErrorStatus::MalformedRequest);
     }
     match decode_get_path(segment) {
-        Ok(der) => reply(state.status.ocsp.answer(&der).await, Method::Get, &headers),
+        Ok(der) => reply(
+            answer(&state, home, Bytes::from(der)).await,
+            Method::Get,
+            &headers,
+        ),
         Err(_) => ocsp_error(OcspErrorStatus::MalformedRequest),
     }
 }

@@ -7,6 +7,7 @@
 //! at once. Every connection is bounded in time by [`timing`], so slow or idle clients give
 //! their place back.
 
+mod percore;
 mod request;
 mod slots;
 mod timing;
@@ -22,6 +23,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use crate::config::ServerConfig;
+use percore::Dispatch;
+pub use percore::{bind_reuseport, serve_per_core, thread_count, Home, RunsHere};
 use request::RequestService;
 use slots::{Admission, Slots};
 use timing::{Deadlines, TimedIo};
@@ -152,9 +155,29 @@ pub async fn serve<H: Handshake>(
     limits: ConnectionLimits,
     handshake: H,
     router: Router,
-    mut shutdown: Shutdown,
+    shutdown: Shutdown,
 ) {
     let slots = Slots::new(limits.max_connections);
+    accept_loop(
+        name, listener, &slots, limits, handshake, router, None, shutdown,
+    )
+    .await;
+    slots.drained().await;
+}
+
+/// Accepts on `listener` into `slots` until `shutdown`, spawning each connection on the current
+/// runtime; then closes the listening socket (the caller waits for `slots` to drain).
+#[allow(clippy::too_many_arguments)] // the listener's whole context, passed once
+async fn accept_loop<H: Handshake>(
+    name: &'static str,
+    listener: TcpListener,
+    slots: &std::sync::Arc<Slots>,
+    limits: ConnectionLimits,
+    handshake: H,
+    router: Router,
+    dispatch: Option<Dispatch>,
+    mut shutdown: Shutdown,
+) {
     loop {
         let (tcp, peer) = tokio::select! {
             biased;
@@ -188,6 +211,7 @@ pub async fn serve<H: Handshake>(
             limits,
             handshake.clone(),
             router.clone(),
+            dispatch.clone(),
             shutdown.clone(),
         ));
     }
@@ -200,7 +224,6 @@ pub async fn serve<H: Handshake>(
             "stopped accepting; finishing open connections"
         );
     }
-    slots.drained().await;
 }
 
 #[allow(clippy::too_many_arguments)] // one connection's whole context, passed once
@@ -212,6 +235,7 @@ async fn connection<H: Handshake>(
     limits: ConnectionLimits,
     handshake: H,
     router: Router,
+    dispatch: Option<Dispatch>,
     mut shutdown: Shutdown,
 ) {
     let _ = tcp.set_nodelay(true);
@@ -234,6 +258,7 @@ async fn connection<H: Handshake>(
         extension,
         timing: timing.clone(),
         body_timeout: limits.body,
+        dispatch,
     };
     let mut conn = hyper::server::conn::http1::Builder::new()
         .keep_alive(true)
@@ -249,7 +274,10 @@ async fn connection<H: Handshake>(
         tokio::select! {
             done = std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)) => {
                 match done {
-                    Ok(()) => linger(conn.into_parts().io.into_inner()).await,
+                    Ok(()) => {
+                        let parts = conn.into_parts();
+                        close(parts.io.into_inner(), parts.read_buf.is_empty() && !timing.left_body_unread()).await;
+                    }
                     Err(e) => {
                         tracing::debug!(listener = name, %peer, error = %e, "connection ended with an error");
                     }
@@ -274,6 +302,23 @@ const LINGER: Duration = Duration::from_secs(2);
 /// Most bytes read and discarded while lingering.
 const LINGER_BYTES: usize = 1 << 20;
 
+/// Closes a finished connection: at once when `all_read` (every request read to its end) and
+/// nothing more has arrived, as for a `Connection: close` client that got its answer; else
+/// with a lingering close.
+async fn close<T: AsyncRead + AsyncWrite + Unpin>(mut io: T, all_read: bool) {
+    use futures_util::FutureExt;
+    if all_read {
+        let mut probe = [0u8; 1];
+        // Nothing waiting (or end of stream): closing sends a FIN, not a reset that could
+        // destroy the response on its way. Anything else: linger.
+        match io.read(&mut probe).now_or_never() {
+            None | Some(Ok(0)) | Some(Err(_)) => return,
+            Some(Ok(_)) => {}
+        }
+    }
+    linger(io).await;
+}
+
 /// Lingering close (RFC 9112 9.6): after the last response, half-close and read (bounded) what
 /// the client is still sending, so an early answer (413 to an oversize body, 408) reaches it
 /// instead of being destroyed by the TCP reset that closing with unread data causes.
@@ -295,6 +340,7 @@ async fn linger<T: AsyncRead + AsyncWrite + Unpin>(mut io: T) {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -305,5 +351,54 @@ mod tests {
         assert_eq!(connection_budget(4096, Some(512)), 128);
         assert_eq!(connection_budget(100, Some(512)), 100);
         assert_eq!(connection_budget(4096, Some(100)), 1);
+    }
+
+    #[tokio::test]
+    async fn an_early_413_reaches_a_client_still_sending_its_body() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let router = Router::new()
+            .route(
+                "/up",
+                axum::routing::post(|_: axum::body::Bytes| async { "stored" }),
+            )
+            .layer(axum::extract::DefaultBodyLimit::max(1024));
+        let long = Duration::from_secs(600);
+        let limits = ConnectionLimits {
+            max_connections: 8,
+            handshake: long,
+            header: long,
+            body: long,
+            idle: long,
+        };
+        let (trigger, shutdown) = Shutdown::channel();
+        let serving = tokio::spawn(serve("test", listener, limits, PlainHttp, router, shutdown));
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let (mut rd, mut wr) = tcp.into_split();
+        // The client keeps sending its 4 MiB body while the answer comes back.
+        let writer = tokio::spawn(async move {
+            let head = b"POST /up HTTP/1.1\r\nhost: t\r\ncontent-length: 4194304\r\n\r\n";
+            if wr.write_all(head).await.is_err() {
+                return;
+            }
+            let chunk = vec![b'x'; 64 * 1024];
+            for _ in 0..64 {
+                if wr.write_all(&chunk).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let mut response = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !response.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = rd.read(&mut buf).await.unwrap();
+            assert!(n > 0, "closed before the answer: {response:?}");
+            response.extend_from_slice(&buf[..n]);
+        }
+        let response = String::from_utf8_lossy(&response);
+        assert!(response.starts_with("HTTP/1.1 413"), "{response}");
+        writer.await.unwrap();
+        trigger.trigger();
+        serving.await.unwrap();
     }
 }

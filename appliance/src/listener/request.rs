@@ -18,6 +18,7 @@ use axum::Router;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use tower::ServiceExt;
 
+use super::percore::Dispatch;
 use super::timing::Timing;
 use crate::api::ApiError;
 
@@ -28,6 +29,8 @@ pub(crate) struct RequestService<E> {
     pub(crate) extension: E,
     pub(crate) timing: Arc<Timing>,
     pub(crate) body_timeout: Duration,
+    /// On a listener thread: which requests run here, and the main runtime for the others.
+    pub(crate) dispatch: Option<Dispatch>,
 }
 
 impl<E: Clone + Send + Sync + 'static> hyper::service::Service<Request<Incoming>>
@@ -52,7 +55,7 @@ impl<E: Clone + Send + Sync + 'static> hyper::service::Service<Request<Incoming>
                 pending: (!empty).then(|| self.timing.clone()),
             })
         });
-        let handler = self.router.clone().oneshot(req);
+        let handler = self.handler(req);
         if empty {
             // No body to wait for (GET, HEAD): no timer to arm and cancel per request.
             return Box::pin(async move {
@@ -68,6 +71,43 @@ impl<E: Clone + Send + Sync + 'static> hyper::service::Service<Request<Incoming>
                 () = body_overdue(deadline, &complete) => Ok(request_timeout()),
             }
         })
+    }
+}
+
+/// A request answered on this thread (the router) or on the main runtime (a boxed task).
+type Handler = futures_util::future::Either<
+    tower::util::Oneshot<Router, Request<axum::body::Body>>,
+    Pin<Box<dyn Future<Output = Result<Response<axum::body::Body>, Infallible>> + Send>>,
+>;
+
+impl<E> RequestService<E> {
+    /// The router's answer to `req`: on this thread, or on the main runtime for a request a
+    /// listener thread does not run itself.
+    fn handler(&self, mut req: Request<axum::body::Body>) -> Handler {
+        use futures_util::future::Either;
+        let router = self.router.clone();
+        let Some(dispatch) = &self.dispatch else {
+            return Either::Left(router.oneshot(req));
+        };
+        if dispatch.local(req.method(), req.uri()) {
+            req.extensions_mut().insert(dispatch.home.clone());
+            return Either::Left(router.oneshot(req));
+        }
+        let home = dispatch.home.clone();
+        Either::Right(Box::pin(async move {
+            match home.run(router.oneshot(req)).await {
+                Ok(answered) => answered,
+                Err(e) => {
+                    tracing::error!(error = %e, "request handler failed");
+                    Ok(ApiError::new(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "internal",
+                        "the request could not be completed",
+                    )
+                    .into_response())
+                }
+            }
+        }))
     }
 }
 
@@ -109,6 +149,10 @@ impl WatchedBody {
 
 impl Drop for WatchedBody {
     fn drop(&mut self) {
+        if let Some(timing) = &self.pending {
+            // Dropped before its end: the rest may still be on its way (see `linger`).
+            timing.body_abandoned();
+        }
         self.finished();
     }
 }

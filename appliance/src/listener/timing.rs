@@ -30,6 +30,8 @@ pub(crate) struct Timing {
     base: Instant,
     in_flight: AtomicUsize,
     bodies_pending: AtomicUsize,
+    /// A request body was given up before its end (its rest may still be arriving).
+    body_unread: AtomicBool,
     served: AtomicBool,
     ready_or_idle_since: AtomicU64,
     head_started: AtomicU64,
@@ -55,6 +57,7 @@ impl Timing {
             base: Instant::now(),
             in_flight: AtomicUsize::new(0),
             bodies_pending: AtomicUsize::new(0),
+            body_unread: AtomicBool::new(false),
             served: AtomicBool::new(false),
             ready_or_idle_since: AtomicU64::new(0),
             head_started: AtomicU64::new(NONE),
@@ -90,6 +93,16 @@ impl Timing {
     /// A request body was read to its end, or given up by its handler.
     pub(crate) fn body_finished(&self) {
         self.bodies_pending.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// A request body was given up by its handler before its end.
+    pub(crate) fn body_abandoned(&self) {
+        self.body_unread.store(true, Ordering::Release);
+    }
+
+    /// Whether some request body was given up before its end (the client may still send it).
+    pub(crate) fn left_body_unread(&self) -> bool {
+        self.body_unread.load(Ordering::Acquire)
     }
 
     /// The connection finished its handshake: the first request head is due from now.

@@ -169,6 +169,20 @@ fn ts(unix: i64) -> Result<OffsetDateTime, StatusError> {
     OffsetDateTime::from_unix_timestamp(unix).map_err(|_| StatusError::Time)
 }
 
+/// What [`OcspResponder::answer`] found without the database or the HSM.
+enum Lookup<'a> {
+    /// The complete answer.
+    Done(OcspReply),
+    /// A live signature is needed (or wanted: a nonce to echo).
+    Live {
+        req: OcspRequest,
+        issuer: &'a IssuerState,
+        now: i64,
+        cached: Option<Arc<CachedResponse>>,
+        echo: bool,
+    },
+}
+
 impl OcspResponder {
     /// Makes sure every issuing CA has a current responder certificate (creating it in the
     /// HSM if missing or near expiry) and loads the stored pre-signed responses.
@@ -376,30 +390,39 @@ impl OcspResponder {
         self.issuers.iter().find(|i| i.hashes.matches(id))
     }
 
-    /// Answers one DER `OCSPRequest` (POST body or decoded GET path).
-    pub async fn answer(&self, der: &[u8]) -> OcspReply {
+    /// The answer to `der` when it needs neither the database nor the HSM (a malformed or
+    /// foreign request, a pre-signed response without a nonce to echo); `None` otherwise
+    /// ([`Self::answer`] then reads the status and signs).
+    pub fn answer_ready(&self, der: &[u8]) -> Option<OcspReply> {
+        match self.lookup(der) {
+            Lookup::Done(reply) => Some(reply),
+            Lookup::Live { .. } => None,
+        }
+    }
+
+    fn lookup(&self, der: &[u8]) -> Lookup<'_> {
         let req = match OcspRequest::parse(der) {
             Ok(r) => r,
-            Err(e) => return OcspReply::Error(e.response_status()),
+            Err(e) => return Lookup::Done(OcspReply::Error(e.response_status())),
         };
         if req.cert_ids.len() > self.settings.max_cert_ids {
-            return OcspReply::Error(OcspErrorStatus::MalformedRequest);
+            return Lookup::Done(OcspReply::Error(OcspErrorStatus::MalformedRequest));
         }
         let mut issuer: Option<&IssuerState> = None;
         for id in &req.cert_ids {
             let Some(found) = self.issuer_of(id) else {
-                return OcspReply::Error(OcspErrorStatus::Unauthorized);
+                return Lookup::Done(OcspReply::Error(OcspErrorStatus::Unauthorized));
             };
             match issuer {
                 // One response has one signer: CertIDs of different issuers cannot share it.
                 Some(prev) if prev.ca.id != found.ca.id => {
-                    return OcspReply::Error(OcspErrorStatus::Unauthorized)
+                    return Lookup::Done(OcspReply::Error(OcspErrorStatus::Unauthorized))
                 }
                 _ => issuer = Some(found),
             }
         }
         let Some(issuer) = issuer else {
-            return OcspReply::Error(OcspErrorStatus::MalformedRequest);
+            return Lookup::Done(OcspReply::Error(OcspErrorStatus::MalformedRequest));
         };
         let now = unix_now();
         let echo = self.settings.nonce && req.nonce.is_some();
@@ -408,8 +431,29 @@ impl OcspResponder {
             _ => None,
         };
         if let (Some(hit), false) = (&cached, echo) {
-            return OcspReply::Cached(hit.clone());
+            return Lookup::Done(OcspReply::Cached(hit.clone()));
         }
+        Lookup::Live {
+            req,
+            issuer,
+            now,
+            cached,
+            echo,
+        }
+    }
+
+    /// Answers one DER `OCSPRequest` (POST body or decoded GET path).
+    pub async fn answer(&self, der: &[u8]) -> OcspReply {
+        let (req, issuer, now, cached, echo) = match self.lookup(der) {
+            Lookup::Done(reply) => return reply,
+            Lookup::Live {
+                req,
+                issuer,
+                now,
+                cached,
+                echo,
+            } => (req, issuer, now, cached, echo),
+        };
         let Some(_permit) = self.live.acquire().await else {
             // Over budget: a nonce is optional for the responder (RFC 8954), so the pre-signed
             // answer without it is still correct; anything else waits for later.
