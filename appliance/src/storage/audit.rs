@@ -150,7 +150,11 @@ impl AuditRows {
             sql.push_str(
                 "INSERT INTO audit_log (at, actor, action, target, detail, prev_hash, hash) VALUES ",
             );
-            sql.push_str(&super::dialect::value_rows_from(next, slice.len(), Self::WIDTH));
+            sql.push_str(&super::dialect::value_rows_from(
+                next,
+                slice.len(),
+                Self::WIDTH,
+            ));
             sql.push(';');
             next += slice.len() * Self::WIDTH;
         }
@@ -181,11 +185,10 @@ impl AuditRows {
 /// dedicated connection: the caller ends the transaction itself (COMMIT in its last statement
 /// text, or [`sqlite_rollback`]).
 pub(super) async fn sqlite_begin_tail(conn: &mut AnyConnection) -> Result<ChainTail, StorageError> {
-    let prev: Option<Vec<u8>> = sqlx::query_scalar(
-        "BEGIN IMMEDIATE; SELECT hash FROM audit_log ORDER BY seq DESC LIMIT 1",
-    )
-    .fetch_optional(&mut *conn)
-    .await?;
+    let prev: Option<Vec<u8>> =
+        sqlx::query_scalar("BEGIN IMMEDIATE; SELECT hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+            .fetch_optional(&mut *conn)
+            .await?;
     Ok(ChainTail {
         prev: prev.unwrap_or_else(|| vec![0u8; 32]),
     })

@@ -146,7 +146,10 @@ fn insert_sql(rows: usize) -> (String, usize) {
 
 /// SQLite, on the writer's dedicated connection: two round trips to the connection's thread
 /// per batch (begin and read the audit tail; every insert and the commit in one text).
-async fn commit_rows_sqlite(conn: &mut AnyConnection, rows: &[Pending]) -> Result<(), StorageError> {
+async fn commit_rows_sqlite(
+    conn: &mut AnyConnection,
+    rows: &[Pending],
+) -> Result<(), StorageError> {
     let mut chain = audit::sqlite_begin_tail(conn).await?;
     let entries: Vec<&AuditEntry> = rows.iter().map(|(_, a)| a).collect();
     let audits = chain.chain(&entries);
