@@ -185,10 +185,13 @@ impl AuditRows {
 /// dedicated connection: the caller ends the transaction itself (COMMIT in its last statement
 /// text, or [`sqlite_rollback`]).
 pub(super) async fn sqlite_begin_tail(conn: &mut AnyConnection) -> Result<ChainTail, StorageError> {
+    // Every result of the text is read (`fetch_all`): with a row limit (`fetch_optional`) the
+    // driver stops at the BEGIN's empty result and the SELECT's row is never read.
     let prev: Option<Vec<u8>> =
         sqlx::query_scalar("BEGIN IMMEDIATE; SELECT hash FROM audit_log ORDER BY seq DESC LIMIT 1")
-            .fetch_optional(&mut *conn)
-            .await?;
+            .fetch_all(&mut *conn)
+            .await?
+            .pop();
     Ok(ChainTail {
         prev: prev.unwrap_or_else(|| vec![0u8; 32]),
     })
