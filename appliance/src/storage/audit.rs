@@ -134,8 +134,11 @@ impl ChainTail {
 /// group-commit batch's SQLite text ([`AuditRows::sql`]) and bound after its other arguments.
 pub(super) struct AuditRows {
     at: i64,
-    rows: Vec<(String, String, String, String, Vec<u8>, Vec<u8>)>,
+    rows: Vec<ChainedRow>,
 }
+
+/// One chained audit row's values: actor, action, target, detail, prev_hash, hash.
+type ChainedRow = (String, String, String, String, Vec<u8>, Vec<u8>);
 
 impl AuditRows {
     /// Columns per audit row.
