@@ -895,3 +895,37 @@ async fn staff_and_relying_party_roles_cannot_issue_revoke_or_start_verification
     assert_eq!(status, 200, "an auditor reads certificates");
     assert_eq!(json(&got)["status"], "valid");
 }
+
+/// Concurrent issuances go through the group-commit writers (signing ledger and certificates,
+/// each many rows per transaction on SQLite's dedicated writer connections): every audit row
+/// they append links to the one before it, as `audit verify` checks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_issuances_keep_the_audit_chain_linked() {
+    let demo = DemoDir::create();
+    let server = demo.serve();
+    let csr = openssl_csr(demo.path(), "ee", "ec:P-256");
+    let before = certificate_count(&demo);
+    let body = issue_body("personal", &csr, serde_json::json!({"name": "Chain"}));
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..16 {
+        let mut conn = ApiConnection::connect(demo.api, demo.client_tls("operator"))
+            .await
+            .unwrap();
+        let body = body.clone();
+        tasks.spawn(async move {
+            conn.request("POST", "/api/v1/certificates", Some(body))
+                .await
+                .unwrap()
+                .0
+        });
+    }
+    while let Some(status) = tasks.join_next().await {
+        assert_eq!(status.unwrap(), 201);
+    }
+    assert_eq!(certificate_count(&demo), before + 16);
+    drop(server);
+    let (ok, out, err) = run(Command::new(appliance_bin())
+        .args(["audit", "verify", "--config"])
+        .arg(demo.config()));
+    assert!(ok, "audit verify failed:\n{out}{err}");
+}

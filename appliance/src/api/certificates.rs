@@ -118,7 +118,7 @@ pub async fn issue(
     // Pre-sign its OCSP response now (a request before that is answered live).
     state
         .status
-        .certificate_issued(issued.ca_id, &issued.serial);
+        .certificate_issued_valid(issued.ca_id, &issued.serial, issued.not_after);
     Ok((
         StatusCode::CREATED,
         Json(IssuedBody {

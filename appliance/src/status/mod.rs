@@ -191,4 +191,10 @@ impl StatusService {
     pub fn certificate_issued(&self, ca_id: i64, serial: &str) {
         self.ocsp.certificate_issued(ca_id, serial);
     }
+
+    /// As [`Self::certificate_issued`] for a certificate just stored `valid` with `not_after`:
+    /// signed from what the issuer knows, without reading its status back.
+    pub fn certificate_issued_valid(&self, ca_id: i64, serial: &str, not_after: i64) {
+        self.ocsp.certificate_issued_valid(ca_id, serial, not_after);
+    }
 }

@@ -144,9 +144,9 @@ pub struct OcspResponder {
     issuers: Vec<IssuerState>,
     settings: Settings,
     wake: Notify,
-    /// Certificates issued since the pre-signer last ran (CA id, serial): their status is read
-    /// when they are signed, without a scan.
-    issued: std::sync::Mutex<Vec<(i64, String)>>,
+    /// Certificates issued since the pre-signer last ran (CA id, serial, notAfter if known):
+    /// signed without a scan; those without notAfter have their status read first.
+    issued: std::sync::Mutex<Vec<(i64, String, Option<i64>)>>,
     live: LiveBudget,
     /// Several nodes on one database: a CA's periodic pre-signing is done by the holder of lease
     /// `ocsp:<ca id>`; the others load what it stored.
@@ -348,35 +348,61 @@ impl OcspResponder {
         (self.settings.validity_secs, self.settings.refresh_secs)
     }
 
-    /// Queues a just-issued certificate for pre-signing and wakes the pre-signer.
+    /// Queues a just-issued certificate for pre-signing and wakes the pre-signer; its status is
+    /// read when it is signed.
     pub fn certificate_issued(&self, ca_id: i64, serial: &str) {
-        self.issued
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push((ca_id, serial.to_owned()));
+        self.queue_issued(ca_id, serial, None);
+    }
+
+    /// As [`OcspResponder::certificate_issued`] for a certificate whose notAfter the caller
+    /// knows: it is signed `good` for status version 0 (its status at issuance) without reading
+    /// it back. Should a revocation have won the race, the store keeps only the response for
+    /// the newer version and that change re-signs it.
+    pub fn certificate_issued_valid(&self, ca_id: i64, serial: &str, not_after: i64) {
+        self.queue_issued(ca_id, serial, Some(not_after));
+    }
+
+    fn queue_issued(&self, ca_id: i64, serial: &str, not_after: Option<i64>) {
+        self.issued.lock().unwrap_or_else(|p| p.into_inner()).push((
+            ca_id,
+            serial.to_owned(),
+            not_after,
+        ));
         self.wake.notify_one();
     }
 
-    /// Pre-signs the queued just-issued certificates from their status as read now (a failure
-    /// is left to the periodic pass).
+    /// Pre-signs the queued just-issued certificates (a failure is left to the periodic pass).
     async fn presign_issued(&self) -> usize {
         let queued = std::mem::take(&mut *self.issued.lock().unwrap_or_else(|p| p.into_inner()));
         let mut signed = 0;
         for issuer in &self.issuers {
-            let serials: Vec<String> = queued
-                .iter()
-                .filter(|(ca_id, _)| *ca_id == issuer.ca.id)
-                .map(|(_, serial)| serial.clone())
-                .collect();
-            for chunk in serials.chunks(PRESIGN_BATCH as usize) {
-                let rows = match self.store.statuses_of(issuer.ca.id, chunk).await {
-                    Ok(rows) => rows,
+            let mut rows = Vec::new();
+            let mut unread = Vec::new();
+            for (ca_id, serial, not_after) in &queued {
+                match not_after {
+                    _ if *ca_id != issuer.ca.id => {}
+                    Some(not_after) => rows.push(CertStatusRow {
+                        ca_id: *ca_id,
+                        serial: serial.clone(),
+                        status: "valid".to_owned(),
+                        revoked_at: None,
+                        revocation_reason: None,
+                        not_after: *not_after,
+                        status_seq: 0,
+                    }),
+                    None => unread.push(serial.clone()),
+                }
+            }
+            for chunk in unread.chunks(PRESIGN_BATCH as usize) {
+                match self.store.statuses_of(issuer.ca.id, chunk).await {
+                    Ok(read) => rows.extend(read),
                     Err(e) => {
                         tracing::warn!(error = %e, "reading new certificates for pre-signing failed; the periodic pass retries");
-                        continue;
                     }
-                };
-                let (count, err) = self.presign(issuer, &rows).await;
+                }
+            }
+            for chunk in rows.chunks(PRESIGN_BATCH as usize) {
+                let (count, err) = self.presign(issuer, chunk).await;
                 signed += count;
                 if let Some(e) = err {
                     tracing::warn!(error = %e, "pre-signing new certificates failed; the periodic pass retries");

@@ -130,7 +130,110 @@ impl ChainTail {
     }
 }
 
+/// Audit rows chained after a tail, not yet written: their statements are appended to a
+/// group-commit batch's SQLite text ([`AuditRows::sql`]) and bound after its other arguments.
+pub(super) struct AuditRows {
+    at: i64,
+    rows: Vec<ChainedRow>,
+}
+
+/// One chained audit row's values: actor, action, target, detail, prev_hash, hash.
+type ChainedRow = (String, String, String, String, Vec<u8>, Vec<u8>);
+
+impl AuditRows {
+    /// Columns per audit row.
+    const WIDTH: usize = 7;
+
+    /// The INSERT statements (each ending in `;`) for these rows, placeholders numbered from
+    /// `$first`.
+    pub(super) fn sql(&self, first: usize) -> String {
+        let mut sql = String::new();
+        let mut next = first;
+        for slice in super::dialect::insert_slices(self.rows.len()) {
+            sql.push_str(
+                "INSERT INTO audit_log (at, actor, action, target, detail, prev_hash, hash) VALUES ",
+            );
+            sql.push_str(&super::dialect::value_rows_from(
+                next,
+                slice.len(),
+                Self::WIDTH,
+            ));
+            sql.push(';');
+            next += slice.len() * Self::WIDTH;
+        }
+        sql
+    }
+
+    /// Binds these rows' values, in the order of [`AuditRows::sql`].
+    pub(super) fn bind<'q>(
+        &'q self,
+        mut q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    ) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+        for (actor, action, target, detail, prev, hash) in &self.rows {
+            q = q
+                .bind(self.at)
+                .bind(actor)
+                .bind(action)
+                .bind(target)
+                .bind(detail)
+                .bind(prev)
+                .bind(hash);
+        }
+        q
+    }
+}
+
+/// Begins an immediate (write-locked) transaction on a SQLite connection and reads the chain's
+/// tail in the same round trip to the connection's thread. Only for a group-commit writer's
+/// dedicated connection: the caller ends the transaction itself (COMMIT in its last statement
+/// text, or [`sqlite_rollback`]).
+pub(super) async fn sqlite_begin_tail(conn: &mut AnyConnection) -> Result<ChainTail, StorageError> {
+    // Every result of the text is read (`fetch_all`): with a row limit (`fetch_optional`) the
+    // driver stops at the BEGIN's empty result and the SELECT's row is never read.
+    let prev: Option<Vec<u8>> =
+        sqlx::query_scalar("BEGIN IMMEDIATE; SELECT hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+            .fetch_all(&mut *conn)
+            .await?
+            .pop();
+    Ok(ChainTail {
+        prev: prev.unwrap_or_else(|| vec![0u8; 32]),
+    })
+}
+
+/// Rolls back what [`sqlite_begin_tail`] began, after a failed statement (best effort: the
+/// group-commit writer also drops the connection after a failure).
+pub(super) async fn sqlite_rollback(conn: &mut AnyConnection) {
+    let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+}
+
 impl ChainTail {
+    /// Chains `entries` in order after the tail, without writing them (see [`AuditRows`]).
+    pub(super) fn chain(&mut self, entries: &[&AuditEntry]) -> AuditRows {
+        let at = unix_now();
+        let mut rows = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let detail = entry.detail.to_string();
+            let hash = chain_hash(
+                &self.prev,
+                at,
+                &entry.actor,
+                &entry.action,
+                &entry.target,
+                &detail,
+            );
+            let prev = std::mem::replace(&mut self.prev, hash.clone());
+            rows.push((
+                entry.actor.clone(),
+                entry.action.clone(),
+                entry.target.clone(),
+                detail,
+                prev,
+                hash,
+            ));
+        }
+        AuditRows { at, rows }
+    }
+
     /// Appends `entries` in order after the tail, a multi-row INSERT per slice (see
     /// [`super::dialect::insert_slices`]): one round trip to the database for up to 64 rows.
     pub(super) async fn append_all(

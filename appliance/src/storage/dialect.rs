@@ -125,6 +125,14 @@ pub(super) fn value_rows(rows: usize, width: usize) -> String {
         .join(", ")
 }
 
+/// As [`value_rows`], numbered from `$first` (a statement after others in one SQLite text).
+pub(super) fn value_rows_from(first: usize, rows: usize, width: usize) -> String {
+    (0..rows)
+        .map(|r| format!("({})", placeholders(first + r * width, width)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Most rows per multi-row INSERT of a group-committed batch.
 pub(super) const MAX_INSERT_ROWS: usize = 64;
 
@@ -258,6 +266,7 @@ mod tests {
     fn placeholders_are_numbered_from_first() {
         assert_eq!(placeholders(2, 3), "$2, $3, $4");
         assert_eq!(value_rows(2, 2), "($1, $2), ($3, $4)");
+        assert_eq!(value_rows_from(5, 2, 2), "($5, $6), ($7, $8)");
     }
 
     #[test]

@@ -2,9 +2,14 @@
 //! (issued certificates, the signing ledger): one task per table commits everything waiting, up
 //! to [`MAX_BATCH`] rows, in one transaction (one fsync), then answers each caller. A failed
 //! batch is retried row by row, so one bad row (a duplicate serial) fails alone.
+//!
+//! On SQLite the task keeps one dedicated connection (taken from the pool once and detached
+//! from it), so a batch costs no pool acquisition and no liveness ping; on PostgreSQL it takes
+//! a pooled connection per batch. The commit function owns the whole transaction on it.
 
 use futures_util::future::BoxFuture;
-use sqlx::AnyPool;
+use sqlx::pool::PoolConnection;
+use sqlx::{Any, AnyConnection, AnyPool};
 use tokio::sync::{mpsc, oneshot};
 
 use super::StorageError;
@@ -12,8 +17,10 @@ use super::StorageError;
 /// Largest number of rows committed in one transaction.
 pub const MAX_BATCH: usize = 256;
 
-/// Commits `rows` in one transaction (all or nothing).
-pub type CommitFn<T> = for<'a> fn(&'a AnyPool, &'a [T]) -> BoxFuture<'a, Result<(), StorageError>>;
+/// Commits `rows` in one transaction it begins and ends on the connection (all or nothing; on
+/// failure the transaction is rolled back before it returns).
+pub type CommitFn<T> =
+    for<'a> fn(&'a mut AnyConnection, &'a [T]) -> BoxFuture<'a, Result<(), StorageError>>;
 
 type Done = oneshot::Sender<Result<(), StorageError>>;
 
@@ -31,10 +38,16 @@ impl<T> Clone for GroupCommit<T> {
 }
 
 impl<T: Send + Sync + 'static> GroupCommit<T> {
-    /// Spawns the writer task committing with `commit`.
-    pub fn start(pool: AnyPool, commit: CommitFn<T>) -> Self {
+    /// Spawns the writer task committing with `commit`; `dedicated`: keep one connection for
+    /// the task's lifetime (SQLite) instead of a pooled one per batch (PostgreSQL).
+    pub fn start(pool: AnyPool, dedicated: bool, commit: CommitFn<T>) -> Self {
         let (writer, inbox) = mpsc::channel(4 * MAX_BATCH);
-        tokio::spawn(run(pool, inbox, commit));
+        let conn = if dedicated {
+            Writer::Dedicated(pool, None)
+        } else {
+            Writer::Pooled(pool)
+        };
+        tokio::spawn(run(conn, inbox, commit));
         Self { writer }
     }
 
@@ -49,11 +62,55 @@ impl<T: Send + Sync + 'static> GroupCommit<T> {
     }
 }
 
-async fn run<T>(pool: AnyPool, mut inbox: mpsc::Receiver<(T, Done)>, commit: CommitFn<T>) {
+/// Where the writer's connection comes from.
+enum Writer {
+    /// A pooled connection per batch.
+    Pooled(AnyPool),
+    /// One connection detached from the pool, opened on first use and reopened after a failure.
+    Dedicated(AnyPool, Option<AnyConnection>),
+}
+
+/// A connection for one commit.
+enum Lease<'a> {
+    Pooled(PoolConnection<Any>),
+    Dedicated(&'a mut AnyConnection),
+}
+
+impl Writer {
+    async fn lease(&mut self) -> Result<Lease<'_>, StorageError> {
+        match self {
+            Writer::Pooled(pool) => Ok(Lease::Pooled(pool.acquire().await?)),
+            Writer::Dedicated(pool, slot) => {
+                let conn = match slot {
+                    Some(conn) => conn,
+                    None => slot.insert(pool.acquire().await?.detach()),
+                };
+                Ok(Lease::Dedicated(conn))
+            }
+        }
+    }
+
+    /// Commits `rows` with `commit`; a failed commit drops a dedicated connection (it is
+    /// reopened for the next batch), so no half-finished state outlives the failure.
+    async fn commit<T>(&mut self, commit: CommitFn<T>, rows: &[T]) -> Result<(), StorageError> {
+        let result = match self.lease().await? {
+            Lease::Pooled(mut conn) => commit(&mut conn, rows).await,
+            Lease::Dedicated(conn) => commit(conn, rows).await,
+        };
+        if result.is_err() {
+            if let Writer::Dedicated(_, slot) = self {
+                *slot = None;
+            }
+        }
+        result
+    }
+}
+
+async fn run<T>(mut conn: Writer, mut inbox: mpsc::Receiver<(T, Done)>, commit: CommitFn<T>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while inbox.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let (rows, done): (Vec<T>, Vec<Done>) = std::mem::take(&mut batch).into_iter().unzip();
-        match commit(&pool, &rows).await {
+        match conn.commit(commit, &rows).await {
             Ok(()) => {
                 for d in done {
                     let _ = d.send(Ok(()));
@@ -62,7 +119,7 @@ async fn run<T>(pool: AnyPool, mut inbox: mpsc::Receiver<(T, Done)>, commit: Com
             // One bad row must not fail its neighbours: retry them alone.
             Err(_) if rows.len() > 1 => {
                 for (row, d) in rows.iter().zip(done) {
-                    let _ = d.send(commit(&pool, std::slice::from_ref(row)).await);
+                    let _ = d.send(conn.commit(commit, std::slice::from_ref(row)).await);
                 }
             }
             Err(e) => {

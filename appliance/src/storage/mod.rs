@@ -154,7 +154,7 @@ impl Storage {
 
     /// The issued-certificates view; starts its group-commit writer on the current runtime.
     pub fn certificates(&self) -> CertificateStore {
-        CertificateStore::new(self.pool.clone())
+        CertificateStore::new(self.pool.clone(), self.backend)
     }
 
     /// The audit log view.
@@ -194,7 +194,7 @@ impl Storage {
 
     /// The signing ledger (record before sign); starts its group-commit writer.
     pub fn signing_ledger(&self) -> SigningLedger {
-        SigningLedger::new(self.pool.clone())
+        SigningLedger::new(self.pool.clone(), self.backend)
     }
 
     /// The operator console's read queries.
@@ -243,7 +243,9 @@ async fn connect(url: &str, max: u32, sqlite: bool) -> Result<AnyPool, StorageEr
     dialect::install_drivers();
     let mut options = AnyPoolOptions::new().max_connections(max);
     if sqlite {
-        options = options.after_connect(|conn, _| {
+        // A SQLite connection is a file handle in this process: no liveness ping before each
+        // use (it is a round trip to the connection's thread).
+        options = options.test_before_acquire(false).after_connect(|conn, _| {
             Box::pin(async move { conn.execute(SQLITE_PRAGMAS).await.map(|_| ()) })
         });
     }

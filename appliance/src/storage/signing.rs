@@ -2,9 +2,10 @@
 //! row before the HSM signs. Group-committed like issued certificates (one fsync, many rows).
 
 use futures_util::future::BoxFuture;
-use sqlx::AnyPool;
+use sqlx::{AnyConnection, AnyPool, Connection};
 
-use super::audit::{AuditEntry, ChainTail};
+use super::audit::{self, AuditEntry, ChainTail};
+use super::dialect::{self, Backend};
 use super::group_commit::GroupCommit;
 use super::{unix_now, StorageError};
 
@@ -32,9 +33,9 @@ pub struct SigningLedger {
 }
 
 impl SigningLedger {
-    pub(super) fn new(pool: AnyPool) -> Self {
+    pub(super) fn new(pool: AnyPool, backend: Backend) -> Self {
         Self {
-            writer: GroupCommit::start(pool, commit_boxed),
+            writer: GroupCommit::start(pool, backend == Backend::Sqlite, commit_boxed),
         }
     }
 
@@ -50,14 +51,61 @@ impl SigningLedger {
 }
 
 fn commit_boxed<'a>(
-    pool: &'a AnyPool,
+    conn: &'a mut AnyConnection,
     rows: &'a [Pending],
 ) -> BoxFuture<'a, Result<(), StorageError>> {
-    Box::pin(commit_batch(pool, rows))
+    if conn.backend_name() == "PostgreSQL" {
+        Box::pin(commit_batch(conn, rows))
+    } else {
+        Box::pin(commit_batch_sqlite(conn, rows))
+    }
 }
 
-async fn commit_batch(pool: &AnyPool, rows: &[Pending]) -> Result<(), StorageError> {
-    let mut tx = pool.begin().await?;
+/// Columns per signing record.
+const WIDTH: usize = 6;
+
+/// SQLite, on the writer's dedicated connection: two round trips to the connection's thread
+/// per batch (begin and read the audit tail; every insert and the commit in one text).
+async fn commit_batch_sqlite(
+    conn: &mut AnyConnection,
+    rows: &[Pending],
+) -> Result<(), StorageError> {
+    let mut chain = audit::sqlite_begin_tail(conn).await?;
+    let entries: Vec<&AuditEntry> = rows.iter().map(|(_, a)| a).collect();
+    let audits = chain.chain(&entries);
+    let mut sql = String::new();
+    let mut next = 1;
+    for slice in dialect::insert_slices(rows.len()) {
+        sql.push_str(
+            "INSERT INTO signing_records (ca_name, ca_generation, kind, serial, tbs_sha256, recorded_at) VALUES ",
+        );
+        sql.push_str(&dialect::value_rows_from(next, slice.len(), WIDTH));
+        sql.push(';');
+        next += slice.len() * WIDTH;
+    }
+    sql.push_str(&audits.sql(next));
+    sql.push_str("COMMIT;");
+    let now = unix_now();
+    let mut q = sqlx::query(&sql);
+    for (r, _) in rows {
+        q = q
+            .bind(&r.ca_name)
+            .bind(r.ca_generation)
+            .bind(&r.kind)
+            .bind(&r.serial)
+            .bind(&r.tbs_sha256)
+            .bind(now);
+    }
+    let q = audits.bind(q);
+    if let Err(e) = q.execute(&mut *conn).await {
+        audit::sqlite_rollback(conn).await;
+        return Err(e.into());
+    }
+    Ok(())
+}
+
+async fn commit_batch(conn: &mut AnyConnection, rows: &[Pending]) -> Result<(), StorageError> {
+    let mut tx = conn.begin().await?;
     let now = unix_now();
     let mut chain = ChainTail::open(&mut tx).await?;
     // A few multi-row statements per batch (each one round trip to the database).
