@@ -167,9 +167,18 @@ impl AuditRows {
     /// Binds these rows' values, in the order of [`AuditRows::sql`].
     pub(super) fn bind<'q>(
         &'q self,
-        mut q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
-    ) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
-        for (actor, action, target, detail, prev, hash) in &self.rows {
+        q: super::dialect::AnyQuery<'q>,
+    ) -> super::dialect::AnyQuery<'q> {
+        self.bind_range(q, 0..self.rows.len())
+    }
+
+    /// Binds the values of `range` of these rows, in the order of their INSERT columns.
+    fn bind_range<'q>(
+        &'q self,
+        mut q: super::dialect::AnyQuery<'q>,
+        range: std::ops::Range<usize>,
+    ) -> super::dialect::AnyQuery<'q> {
+        for (actor, action, target, detail, prev, hash) in &self.rows[range] {
             q = q
                 .bind(self.at)
                 .bind(actor)
@@ -186,7 +195,7 @@ impl AuditRows {
 /// Begins an immediate (write-locked) transaction on a SQLite connection and reads the chain's
 /// tail in the same round trip to the connection's thread. Only for a group-commit writer's
 /// dedicated connection: the caller ends the transaction itself (COMMIT in its last statement
-/// text, or [`sqlite_rollback`]).
+/// text, or [`sqlite_finish`], which rolls back on failure).
 pub(super) async fn sqlite_begin_tail(conn: &mut AnyConnection) -> Result<ChainTail, StorageError> {
     // Every result of the text is read (`fetch_all`): with a row limit (`fetch_optional`) the
     // driver stops at the BEGIN's empty result and the SELECT's row is never read.
@@ -200,10 +209,17 @@ pub(super) async fn sqlite_begin_tail(conn: &mut AnyConnection) -> Result<ChainT
     })
 }
 
-/// Rolls back what [`sqlite_begin_tail`] began, after a failed statement (best effort: the
-/// group-commit writer also drops the connection after a failure).
-pub(super) async fn sqlite_rollback(conn: &mut AnyConnection) {
-    let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+/// Runs a batch's last text (its INSERTs and `COMMIT`) in what [`sqlite_begin_tail`] began; on
+/// failure rolls back (best effort: the group-commit writer also drops the connection).
+pub(super) async fn sqlite_finish(
+    conn: &mut AnyConnection,
+    last: super::dialect::AnyQuery<'_>,
+) -> Result<(), StorageError> {
+    if let Err(e) = last.execute(&mut *conn).await {
+        let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+        return Err(e.into());
+    }
+    Ok(())
 }
 
 impl ChainTail {
@@ -241,39 +257,15 @@ impl ChainTail {
         conn: &mut AnyConnection,
         entries: &[&AuditEntry],
     ) -> Result<(), StorageError> {
-        let at = unix_now();
-        let mut rows = Vec::with_capacity(entries.len());
-        for entry in entries {
-            let detail = entry.detail.to_string();
-            let hash = chain_hash(
-                &self.prev,
-                at,
-                &entry.actor,
-                &entry.action,
-                &entry.target,
-                &detail,
-            );
-            let prev = std::mem::replace(&mut self.prev, hash.clone());
-            rows.push((*entry, detail, prev, hash));
-        }
-        for slice in super::dialect::insert_slices(rows.len()) {
-            let part = &rows[slice];
+        let rows = self.chain(entries);
+        for slice in super::dialect::insert_slices(rows.rows.len()) {
             let sql = format!(
                 "INSERT INTO audit_log (at, actor, action, target, detail, prev_hash, hash) VALUES {}",
-                super::dialect::value_rows(part.len(), 7)
+                super::dialect::value_rows(slice.len(), AuditRows::WIDTH)
             );
-            let mut q = sqlx::query(&sql);
-            for (entry, detail, prev, hash) in part {
-                q = q
-                    .bind(at)
-                    .bind(&entry.actor)
-                    .bind(&entry.action)
-                    .bind(&entry.target)
-                    .bind(detail)
-                    .bind(prev)
-                    .bind(hash);
-            }
-            q.execute(&mut *conn).await?;
+            rows.bind_range(sqlx::query(&sql), slice)
+                .execute(&mut *conn)
+                .await?;
         }
         Ok(())
     }

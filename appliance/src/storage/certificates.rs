@@ -159,24 +159,27 @@ async fn commit_rows_sqlite(
     let issued_at = unix_now();
     let mut q = sqlx::query(&sql);
     for (cert, _) in rows {
-        q = q
-            .bind(&cert.serial)
-            .bind(cert.ca_id)
-            .bind(&cert.profile)
-            .bind(&cert.channel)
-            .bind(&cert.subject_dn)
-            .bind(cert.not_before)
-            .bind(cert.not_after)
-            .bind(&cert.der)
-            .bind(issued_at)
-            .bind(cert.crl_shard);
+        q = bind_certificate(q, cert, issued_at);
     }
-    let q = audits.bind(q);
-    if let Err(e) = q.execute(&mut *conn).await {
-        audit::sqlite_rollback(conn).await;
-        return Err(e.into());
-    }
-    Ok(())
+    audit::sqlite_finish(conn, audits.bind(q)).await
+}
+
+/// Binds one certificate row's values, in the column order of the INSERTs.
+fn bind_certificate<'q>(
+    q: dialect::AnyQuery<'q>,
+    cert: &'q NewCertificate,
+    issued_at: i64,
+) -> dialect::AnyQuery<'q> {
+    q.bind(&cert.serial)
+        .bind(cert.ca_id)
+        .bind(&cert.profile)
+        .bind(&cert.channel)
+        .bind(&cert.subject_dn)
+        .bind(cert.not_before)
+        .bind(cert.not_after)
+        .bind(&cert.der)
+        .bind(issued_at)
+        .bind(cert.crl_shard)
 }
 
 async fn commit_rows(conn: &mut AnyConnection, rows: &[Pending]) -> Result<(), StorageError> {
@@ -194,17 +197,7 @@ async fn commit_rows(conn: &mut AnyConnection, rows: &[Pending]) -> Result<(), S
         );
         let mut q = sqlx::query(&sql);
         for (cert, _) in part {
-            q = q
-                .bind(&cert.serial)
-                .bind(cert.ca_id)
-                .bind(&cert.profile)
-                .bind(&cert.channel)
-                .bind(&cert.subject_dn)
-                .bind(cert.not_before)
-                .bind(cert.not_after)
-                .bind(&cert.der)
-                .bind(issued_at)
-                .bind(cert.crl_shard);
+            q = bind_certificate(q, cert, issued_at);
         }
         q.execute(&mut *tx).await?;
     }

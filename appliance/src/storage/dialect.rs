@@ -12,6 +12,9 @@ use sqlx::AnyConnection;
 
 use super::StorageError;
 
+/// A query on either engine, its values bound one by one.
+pub(super) type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
+
 /// The database engine behind a [`super::Storage`], chosen by its URL's scheme.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {

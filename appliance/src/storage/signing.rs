@@ -88,20 +88,23 @@ async fn commit_batch_sqlite(
     let now = unix_now();
     let mut q = sqlx::query(&sql);
     for (r, _) in rows {
-        q = q
-            .bind(&r.ca_name)
-            .bind(r.ca_generation)
-            .bind(&r.kind)
-            .bind(&r.serial)
-            .bind(&r.tbs_sha256)
-            .bind(now);
+        q = bind_record(q, r, now);
     }
-    let q = audits.bind(q);
-    if let Err(e) = q.execute(&mut *conn).await {
-        audit::sqlite_rollback(conn).await;
-        return Err(e.into());
-    }
-    Ok(())
+    audit::sqlite_finish(conn, audits.bind(q)).await
+}
+
+/// Binds one signing record's values, in the column order of the INSERTs.
+fn bind_record<'q>(
+    q: dialect::AnyQuery<'q>,
+    r: &'q SigningRecord,
+    now: i64,
+) -> dialect::AnyQuery<'q> {
+    q.bind(&r.ca_name)
+        .bind(r.ca_generation)
+        .bind(&r.kind)
+        .bind(&r.serial)
+        .bind(&r.tbs_sha256)
+        .bind(now)
 }
 
 async fn commit_batch(conn: &mut AnyConnection, rows: &[Pending]) -> Result<(), StorageError> {
@@ -118,13 +121,7 @@ async fn commit_batch(conn: &mut AnyConnection, rows: &[Pending]) -> Result<(), 
         );
         let mut q = sqlx::query(&sql);
         for (r, _) in part {
-            q = q
-                .bind(&r.ca_name)
-                .bind(r.ca_generation)
-                .bind(&r.kind)
-                .bind(&r.serial)
-                .bind(&r.tbs_sha256)
-                .bind(now);
+            q = bind_record(q, r, now);
         }
         q.execute(&mut *tx).await?;
     }
