@@ -3,7 +3,7 @@
 
 use serde_json::{json, Value};
 
-use crate::application::machine::{Cursor, Status};
+use crate::application::machine::{Cursor, Progress, Status};
 use crate::application::policy::Kind;
 use crate::application::subject::subject_hash;
 use crate::ca::issuance::{IssuanceError, IssuanceRequest};
@@ -146,12 +146,7 @@ impl ApplicationService {
         let Ok(key) = keys.active() else { return };
         let p = &app.doc.progress;
         let (realm, limit) = crate::account::realm_of(&self.settings.realms, &app.row.channel);
-        let evidence: Vec<Value> = p
-            .evidence
-            .iter()
-            .filter(|e| e.outcome == "verified")
-            .map(|e| json!({"method": e.method, "assurance": e.assurance, "at": e.at}))
-            .collect();
+        let evidence = verified_evidence(p);
         let (id_type, id_number) = p.subject.identity();
         let organisation = p.is_organisation();
         let binding = crate::storage::AccountBinding {
@@ -187,12 +182,7 @@ impl ApplicationService {
         let (id_type, id_number) = p.subject.identity();
         let hashes = self.hashes(&keys, &id_type, &id_number);
         let (realm, _) = crate::account::realm_of(&self.settings.realms, &app.row.channel);
-        let evidence: Vec<Value> = p
-            .evidence
-            .iter()
-            .filter(|e| e.outcome == "verified")
-            .map(|e| json!({"method": e.method, "assurance": e.assurance, "at": e.at}))
-            .collect();
+        let evidence = verified_evidence(p);
         let audit = AuditEntry {
             actor: actor.to_owned(),
             action: "account.level_up".into(),
@@ -278,4 +268,13 @@ impl ApplicationService {
         self.announce(app, from).await;
         Ok(())
     }
+}
+
+/// The verified evidence an account keeps: method, assurance and time of each verification.
+fn verified_evidence(p: &Progress) -> Vec<Value> {
+    p.evidence
+        .iter()
+        .filter(|e| e.outcome == "verified")
+        .map(|e| json!({"method": e.method, "assurance": e.assurance, "at": e.at}))
+        .collect()
 }
