@@ -80,7 +80,7 @@ static DB_COMMIT_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
         Histogram::with_opts(
             HistogramOpts::new(
                 "ca_db_commit_duration_seconds",
-                "Group-commit transaction latency of issued certificates, seconds",
+                "Group-commit transaction latency of the issuance path (signing records and issued certificates), seconds",
             )
             .buckets(LATENCY.to_vec()),
         )
@@ -92,7 +92,7 @@ static DB_COMMIT_BATCH: LazyLock<Histogram> = LazyLock::new(|| {
         Histogram::with_opts(
             HistogramOpts::new(
                 "ca_db_commit_batch_size",
-                "Certificates committed per group-commit transaction",
+                "Rows (signing records and issued certificates) committed per group-commit transaction",
             )
             .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0]),
         )
@@ -282,12 +282,13 @@ fn ocsp_status_name(status: ca_status::ocsp::OcspErrorStatus) -> &'static str {
     }
 }
 
-/// One group-commit transaction of `rows` certificates, and whether it committed.
+/// One group-commit transaction of the issuance path (`rows` signing records and certificates),
+/// and whether it committed.
 pub fn db_commit(rows: usize, elapsed: Duration, ok: bool) {
     DB_COMMIT_SECONDS.observe(elapsed.as_secs_f64());
     DB_COMMIT_BATCH.observe(rows as f64);
     if !ok {
-        DB_COMMIT_ERRORS.with_label_values(&["certificates"]).inc();
+        DB_COMMIT_ERRORS.with_label_values(&["issuance"]).inc();
     }
 }
 

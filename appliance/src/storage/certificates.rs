@@ -1,17 +1,16 @@
-//! Issued certificates, written by a group-commit writer.
+//! Issued certificates, written by the issuance path's group-commit writer.
 //!
-//! Concurrent issuances hand their rows to one writer task, which commits everything waiting in a
-//! single transaction (certificate rows and their audit rows together) and only then answers each
-//! caller. One fsync then covers many certificates, and no certificate is returned before it is
-//! durable.
+//! Concurrent issuances hand their rows to one writer task ([`super::issuance_writer`]), which
+//! commits everything waiting in a single transaction (certificate rows and their audit rows
+//! together, with the signing records of other issuances) and only then answers each caller. One
+//! fsync then covers many certificates, and no certificate is returned before it is durable.
 
-use futures_util::future::BoxFuture;
-use sqlx::{AnyConnection, AnyPool, Connection, Row};
+use sqlx::{AnyPool, Row};
 
-use super::audit::{self, AuditEntry, ChainTail};
-use super::dialect::{self, Backend};
-use super::group_commit::GroupCommit;
-use super::{unix_now, StorageError};
+use super::audit::AuditEntry;
+use super::dialect;
+use super::issuance_writer::{IssuanceRow, IssuanceWriter};
+use super::StorageError;
 
 /// A signed certificate to store.
 #[derive(Debug, Clone)]
@@ -59,18 +58,15 @@ pub struct CertificateRecord {
     pub revocation_reason: Option<i64>,
 }
 
-type Pending = (NewCertificate, AuditEntry);
-
 /// Writes and reads issued certificates.
 #[derive(Clone)]
 pub struct CertificateStore {
     pool: AnyPool,
-    writer: GroupCommit<Pending>,
+    writer: IssuanceWriter,
 }
 
 impl CertificateStore {
-    pub(super) fn new(pool: AnyPool, backend: Backend) -> Self {
-        let writer = GroupCommit::start(pool.clone(), backend == Backend::Sqlite, commit_boxed);
+    pub(super) fn new(pool: AnyPool, writer: IssuanceWriter) -> Self {
         Self { pool, writer }
     }
 
@@ -80,7 +76,9 @@ impl CertificateStore {
         cert: NewCertificate,
         audit: AuditEntry,
     ) -> Result<(), StorageError> {
-        self.writer.write((cert, audit)).await
+        self.writer
+            .write(IssuanceRow::Certificate(cert), audit)
+            .await
     }
 
     /// Looks a certificate up by serial (lowercase hex).
@@ -107,32 +105,14 @@ impl CertificateStore {
     }
 }
 
-fn commit_boxed<'a>(
-    conn: &'a mut AnyConnection,
-    rows: &'a [Pending],
-) -> BoxFuture<'a, Result<(), StorageError>> {
-    Box::pin(commit_batch(conn, rows))
-}
-
-async fn commit_batch(conn: &mut AnyConnection, rows: &[Pending]) -> Result<(), StorageError> {
-    let started = std::time::Instant::now();
-    let result = if conn.backend_name() == "PostgreSQL" {
-        commit_rows(conn, rows).await
-    } else {
-        commit_rows_sqlite(conn, rows).await
-    };
-    crate::ops::metrics::db_commit(rows.len(), started.elapsed(), result.is_ok());
-    result
-}
-
 /// Columns per certificate row.
 const WIDTH: usize = 10;
 
-/// The certificate INSERT statements (each ending in `;`) for `rows`, numbered from `$1`;
-/// returns the text and the number of placeholders used.
-fn insert_sql(rows: usize) -> (String, usize) {
+/// The certificate INSERT statements (each ending in `;`) for `rows`, placeholders numbered
+/// from `$first`; returns the text and the next free placeholder number.
+pub(super) fn insert_sql(rows: usize, first: usize) -> (String, usize) {
     let mut sql = String::new();
-    let mut next = 1;
+    let mut next = first;
     for slice in dialect::insert_slices(rows) {
         sql.push_str(
             "INSERT INTO certificates (serial, ca_id, profile, channel, subject_dn, not_before, not_after, der, issued_at, crl_shard) VALUES ",
@@ -141,31 +121,11 @@ fn insert_sql(rows: usize) -> (String, usize) {
         sql.push(';');
         next += slice.len() * WIDTH;
     }
-    (sql, next - 1)
-}
-
-/// SQLite, on the writer's dedicated connection: two round trips to the connection's thread
-/// per batch (begin and read the audit tail; every insert and the commit in one text).
-async fn commit_rows_sqlite(
-    conn: &mut AnyConnection,
-    rows: &[Pending],
-) -> Result<(), StorageError> {
-    let mut chain = audit::sqlite_begin_tail(conn).await?;
-    let entries: Vec<&AuditEntry> = rows.iter().map(|(_, a)| a).collect();
-    let audits = chain.chain(&entries);
-    let (mut sql, used) = insert_sql(rows.len());
-    sql.push_str(&audits.sql(used + 1));
-    sql.push_str("COMMIT;");
-    let issued_at = unix_now();
-    let mut q = sqlx::query(&sql);
-    for (cert, _) in rows {
-        q = bind_certificate(q, cert, issued_at);
-    }
-    audit::sqlite_finish(conn, audits.bind(q)).await
+    (sql, next)
 }
 
 /// Binds one certificate row's values, in the column order of the INSERTs.
-fn bind_certificate<'q>(
+pub(super) fn bind_certificate<'q>(
     q: dialect::AnyQuery<'q>,
     cert: &'q NewCertificate,
     issued_at: i64,
@@ -180,29 +140,4 @@ fn bind_certificate<'q>(
         .bind(&cert.der)
         .bind(issued_at)
         .bind(cert.crl_shard)
-}
-
-async fn commit_rows(conn: &mut AnyConnection, rows: &[Pending]) -> Result<(), StorageError> {
-    let mut tx = conn.begin().await?;
-    let issued_at = unix_now();
-    let mut chain = ChainTail::open(&mut tx).await?;
-    // A few multi-row statements per batch, not two per certificate: each statement is a
-    // round trip to SQLite's connection thread (two thread hand-offs).
-    for slice in super::dialect::insert_slices(rows.len()) {
-        let part = &rows[slice];
-        let sql = format!(
-            "INSERT INTO certificates (serial, ca_id, profile, channel, subject_dn, not_before, not_after, der, issued_at, crl_shard)
-             VALUES {}",
-            super::dialect::value_rows(part.len(), 10)
-        );
-        let mut q = sqlx::query(&sql);
-        for (cert, _) in part {
-            q = bind_certificate(q, cert, issued_at);
-        }
-        q.execute(&mut *tx).await?;
-    }
-    let audits: Vec<&AuditEntry> = rows.iter().map(|(_, a)| a).collect();
-    chain.append_all(&mut tx, &audits).await?;
-    tx.commit().await?;
-    Ok(())
 }

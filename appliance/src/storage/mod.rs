@@ -17,6 +17,7 @@ mod dialect;
 mod escrow;
 mod grants;
 mod group_commit;
+mod issuance_writer;
 mod leases;
 mod limits;
 mod login;
@@ -28,6 +29,8 @@ mod revocation;
 mod signing;
 mod status_feed;
 mod verifications;
+
+use std::sync::{Arc, OnceLock};
 
 use sqlx::any::AnyPoolOptions;
 use sqlx::migrate::Migrator;
@@ -56,6 +59,8 @@ pub use revocation::{Revocation, RevocationError, RevocationStore, StatusChange}
 pub use signing::{SigningLedger, SigningRecord};
 pub use status_feed::{ChangedStatus, StatusFeed, StatusWaker};
 pub use verifications::{VerificationRow, VerificationRows};
+
+use issuance_writer::IssuanceWriter;
 
 /// Errors from the database.
 #[derive(Debug, thiserror::Error)]
@@ -94,6 +99,8 @@ pub struct Storage {
     postgres_url: Option<String>,
     /// This process's node id (random per start): the holder of the leases it takes.
     node_id: String,
+    /// The issuance path's writer (signing records and certificates), started at first use.
+    issuance: Arc<OnceLock<IssuanceWriter>>,
 }
 
 /// SQLite settings applied to every connection: durable WAL commits, foreign keys, and a
@@ -124,6 +131,7 @@ impl Storage {
             backend,
             postgres_url,
             node_id: new_node_id(),
+            issuance: Arc::default(),
         })
     }
 
@@ -152,9 +160,9 @@ impl Storage {
         CaStore::new(self.pool.clone())
     }
 
-    /// The issued-certificates view; starts its group-commit writer on the current runtime.
+    /// The issued-certificates view (writes through the issuance path's one writer).
     pub fn certificates(&self) -> CertificateStore {
-        CertificateStore::new(self.pool.clone(), self.backend)
+        CertificateStore::new(self.pool.clone(), self.issuance_writer())
     }
 
     /// The audit log view.
@@ -192,9 +200,17 @@ impl Storage {
         DataKeyRows::new(self.pool.clone())
     }
 
-    /// The signing ledger (record before sign); starts its group-commit writer.
+    /// The signing ledger (record before sign; the issuance path's one writer).
     pub fn signing_ledger(&self) -> SigningLedger {
-        SigningLedger::new(self.pool.clone(), self.backend)
+        SigningLedger::new(self.issuance_writer())
+    }
+
+    /// The issuance path's group-commit writer, started on the current runtime at first use and
+    /// shared by every clone of this `Storage`.
+    fn issuance_writer(&self) -> IssuanceWriter {
+        self.issuance
+            .get_or_init(|| IssuanceWriter::start(self.pool.clone(), self.backend))
+            .clone()
     }
 
     /// The operator console's read queries.

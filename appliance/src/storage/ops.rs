@@ -65,6 +65,7 @@ impl Storage {
             backend: Backend::Sqlite,
             postgres_url: None,
             node_id: super::new_node_id(),
+            issuance: Default::default(),
         })
     }
 

@@ -1,13 +1,11 @@
 //! The signing ledger: every signature a CA key is asked for, recorded durably with its audit
-//! row before the HSM signs. Group-committed like issued certificates (one fsync, many rows).
+//! row before the HSM signs. Group-committed with issued certificates by the issuance path's one
+//! writer ([`super::issuance_writer`]).
 
-use futures_util::future::BoxFuture;
-use sqlx::{AnyConnection, AnyPool, Connection};
-
-use super::audit::{self, AuditEntry, ChainTail};
-use super::dialect::{self, Backend};
-use super::group_commit::GroupCommit;
-use super::{unix_now, StorageError};
+use super::audit::AuditEntry;
+use super::dialect;
+use super::issuance_writer::{IssuanceRow, IssuanceWriter};
+use super::StorageError;
 
 /// What is about to be signed.
 #[derive(Debug, Clone)]
@@ -24,19 +22,15 @@ pub struct SigningRecord {
     pub tbs_sha256: Vec<u8>,
 }
 
-type Pending = (SigningRecord, AuditEntry);
-
 /// Writes signing records.
 #[derive(Clone)]
 pub struct SigningLedger {
-    writer: GroupCommit<Pending>,
+    writer: IssuanceWriter,
 }
 
 impl SigningLedger {
-    pub(super) fn new(pool: AnyPool, backend: Backend) -> Self {
-        Self {
-            writer: GroupCommit::start(pool, backend == Backend::Sqlite, commit_boxed),
-        }
+    pub(super) fn new(writer: IssuanceWriter) -> Self {
+        Self { writer }
     }
 
     /// Records `record` and its audit row durably; returns once committed. A duplicate
@@ -46,36 +40,19 @@ impl SigningLedger {
         record: SigningRecord,
         audit: AuditEntry,
     ) -> Result<(), StorageError> {
-        self.writer.write((record, audit)).await
-    }
-}
-
-fn commit_boxed<'a>(
-    conn: &'a mut AnyConnection,
-    rows: &'a [Pending],
-) -> BoxFuture<'a, Result<(), StorageError>> {
-    if conn.backend_name() == "PostgreSQL" {
-        Box::pin(commit_batch(conn, rows))
-    } else {
-        Box::pin(commit_batch_sqlite(conn, rows))
+        self.writer.write(IssuanceRow::Signing(record), audit).await
     }
 }
 
 /// Columns per signing record.
 const WIDTH: usize = 6;
 
-/// SQLite, on the writer's dedicated connection: two round trips to the connection's thread
-/// per batch (begin and read the audit tail; every insert and the commit in one text).
-async fn commit_batch_sqlite(
-    conn: &mut AnyConnection,
-    rows: &[Pending],
-) -> Result<(), StorageError> {
-    let mut chain = audit::sqlite_begin_tail(conn).await?;
-    let entries: Vec<&AuditEntry> = rows.iter().map(|(_, a)| a).collect();
-    let audits = chain.chain(&entries);
+/// The signing-record INSERT statements (each ending in `;`) for `rows`, placeholders numbered
+/// from `$first`; returns the text and the next free placeholder number.
+pub(super) fn insert_sql(rows: usize, first: usize) -> (String, usize) {
     let mut sql = String::new();
-    let mut next = 1;
-    for slice in dialect::insert_slices(rows.len()) {
+    let mut next = first;
+    for slice in dialect::insert_slices(rows) {
         sql.push_str(
             "INSERT INTO signing_records (ca_name, ca_generation, kind, serial, tbs_sha256, recorded_at) VALUES ",
         );
@@ -83,18 +60,11 @@ async fn commit_batch_sqlite(
         sql.push(';');
         next += slice.len() * WIDTH;
     }
-    sql.push_str(&audits.sql(next));
-    sql.push_str("COMMIT;");
-    let now = unix_now();
-    let mut q = sqlx::query(&sql);
-    for (r, _) in rows {
-        q = bind_record(q, r, now);
-    }
-    audit::sqlite_finish(conn, audits.bind(q)).await
+    (sql, next)
 }
 
 /// Binds one signing record's values, in the column order of the INSERTs.
-fn bind_record<'q>(
+pub(super) fn bind_record<'q>(
     q: dialect::AnyQuery<'q>,
     r: &'q SigningRecord,
     now: i64,
@@ -105,28 +75,4 @@ fn bind_record<'q>(
         .bind(&r.serial)
         .bind(&r.tbs_sha256)
         .bind(now)
-}
-
-async fn commit_batch(conn: &mut AnyConnection, rows: &[Pending]) -> Result<(), StorageError> {
-    let mut tx = conn.begin().await?;
-    let now = unix_now();
-    let mut chain = ChainTail::open(&mut tx).await?;
-    // A few multi-row statements per batch (each one round trip to the database).
-    for slice in super::dialect::insert_slices(rows.len()) {
-        let part = &rows[slice];
-        let sql = format!(
-            "INSERT INTO signing_records (ca_name, ca_generation, kind, serial, tbs_sha256, recorded_at)
-             VALUES {}",
-            super::dialect::value_rows(part.len(), 6)
-        );
-        let mut q = sqlx::query(&sql);
-        for (r, _) in part {
-            q = bind_record(q, r, now);
-        }
-        q.execute(&mut *tx).await?;
-    }
-    let audits: Vec<&AuditEntry> = rows.iter().map(|(_, a)| a).collect();
-    chain.append_all(&mut tx, &audits).await?;
-    tx.commit().await?;
-    Ok(())
 }
