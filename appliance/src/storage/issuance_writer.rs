@@ -44,7 +44,11 @@ impl IssuanceWriter {
     }
 
     /// Queues `row` with its audit entry; returns once both are committed (or refused).
-    pub(super) async fn write(&self, row: IssuanceRow, audit: AuditEntry) -> Result<(), StorageError> {
+    pub(super) async fn write(
+        &self,
+        row: IssuanceRow,
+        audit: AuditEntry,
+    ) -> Result<(), StorageError> {
         self.writer.write((row, audit)).await
     }
 }

@@ -187,7 +187,7 @@ impl Storage {
 
     /// OCSP responder certificates and pre-signed responses.
     pub fn ocsp(&self) -> OcspStore {
-        OcspStore::new(self.pool.clone())
+        OcspStore::new(self.pool.clone(), self.backend)
     }
 
     /// Plugin-driven identity verifications.

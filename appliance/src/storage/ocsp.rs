@@ -3,6 +3,7 @@
 use sqlx::{AnyPool, Row};
 
 use super::audit::{append_in, AuditEntry};
+use super::dialect::{self, Backend};
 use super::{unix_now, StorageError};
 
 /// Largest number of rows written per transaction.
@@ -75,11 +76,54 @@ fn status_row(r: &sqlx::any::AnyRow) -> Result<CertStatusRow, sqlx::Error> {
 #[derive(Clone)]
 pub struct OcspStore {
     pool: AnyPool,
+    backend: Backend,
+}
+
+/// Placeholders per saved response.
+const SAVE_WIDTH: usize = 9;
+
+/// The upsert of one pre-signed response, placeholders from `$first`: inserted only if signed for
+/// its certificate's current status version, never over one signed for a newer version; the
+/// `RETURNING` row (the response's position `at` in its statement text) says it was kept.
+fn save_sql(first: usize, at: usize) -> String {
+    let p = |i: usize| format!("${}", first + i);
+    format!(
+        "INSERT INTO ocsp_responses (ca_id, serial, der, this_update, next_update, status_seq)
+         SELECT {}, {}, {}, {}, {}, {} WHERE EXISTS (
+             SELECT 1 FROM certificates WHERE ca_id = {} AND serial = {} AND status_seq = {})
+         ON CONFLICT (ca_id, serial) DO UPDATE SET der = excluded.der,
+             this_update = excluded.this_update, next_update = excluded.next_update,
+             status_seq = excluded.status_seq
+         WHERE excluded.status_seq >= ocsp_responses.status_seq
+         RETURNING {at} AS at",
+        p(0),
+        p(1),
+        p(2),
+        p(3),
+        p(4),
+        p(5),
+        p(6),
+        p(7),
+        p(8)
+    )
+}
+
+/// Binds one response's values in the order of [`save_sql`].
+fn bind_save<'q>(q: dialect::AnyQuery<'q>, r: &'q StoredResponse) -> dialect::AnyQuery<'q> {
+    q.bind(r.ca_id)
+        .bind(&r.serial)
+        .bind(&r.der)
+        .bind(r.this_update)
+        .bind(r.next_update)
+        .bind(r.status_seq)
+        .bind(r.ca_id)
+        .bind(&r.serial)
+        .bind(r.status_seq)
 }
 
 impl OcspStore {
-    pub(super) fn new(pool: AnyPool) -> Self {
-        Self { pool }
+    pub(super) fn new(pool: AnyPool, backend: Backend) -> Self {
+        Self { pool, backend }
     }
 
     /// The responder certificate of `ca_id` that expires last, if any.
@@ -199,31 +243,76 @@ impl OcspStore {
     ) -> Result<Vec<bool>, StorageError> {
         let mut kept = Vec::with_capacity(responses.len());
         for chunk in responses.chunks(CHUNK) {
-            let mut tx = self.pool.begin().await?;
-            for r in chunk {
-                let done = sqlx::query(
-                    "INSERT INTO ocsp_responses (ca_id, serial, der, this_update, next_update, status_seq)
-                     SELECT $1, $2, $3, $4, $5, $6 WHERE EXISTS (
-                         SELECT 1 FROM certificates WHERE ca_id = $7 AND serial = $8 AND status_seq = $9)
-                     ON CONFLICT (ca_id, serial) DO UPDATE SET der = excluded.der,
-                         this_update = excluded.this_update, next_update = excluded.next_update,
-                         status_seq = excluded.status_seq
-                     WHERE excluded.status_seq >= ocsp_responses.status_seq",
-                )
-                .bind(r.ca_id)
-                .bind(&r.serial)
-                .bind(&r.der)
-                .bind(r.this_update)
-                .bind(r.next_update)
-                .bind(r.status_seq)
-                .bind(r.ca_id)
-                .bind(&r.serial)
-                .bind(r.status_seq)
-                .execute(&mut *tx)
-                .await?;
-                kept.push(done.rows_affected() > 0);
+            match self.backend {
+                Backend::Sqlite => kept.extend(self.save_chunk_sqlite(chunk).await?),
+                Backend::Postgres => kept.extend(self.save_chunk(chunk).await?),
             }
-            tx.commit().await?;
+        }
+        Ok(kept)
+    }
+
+    /// One transaction, a statement (a round trip) per response; which were kept.
+    async fn save_chunk(&self, chunk: &[StoredResponse]) -> Result<Vec<bool>, StorageError> {
+        let mut kept = Vec::with_capacity(chunk.len());
+        let mut tx = self.pool.begin().await?;
+        let sql = save_sql(1, 0);
+        for r in chunk {
+            let row = bind_save(sqlx::query(&sql), r)
+                .fetch_optional(&mut *tx)
+                .await?;
+            kept.push(row.is_some());
+        }
+        tx.commit().await?;
+        Ok(kept)
+    }
+
+    /// SQLite: one transaction, begun in the text of the first power-of-two slice of the chunk
+    /// and committed in that of the last (a round trip to the connection's thread per slice
+    /// instead of one per response; a few distinct texts, so their prepared statements stay
+    /// cached); which were kept.
+    async fn save_chunk_sqlite(&self, chunk: &[StoredResponse]) -> Result<Vec<bool>, StorageError> {
+        let mut kept = vec![false; chunk.len()];
+        let mut conn = self.pool.acquire().await?;
+        let mut slices = dialect::insert_slices(chunk.len()).peekable();
+        let mut first = true;
+        while let Some(slice) = slices.next() {
+            let part = &chunk[slice.clone()];
+            let mut sql = String::new();
+            if std::mem::take(&mut first) {
+                sql.push_str("BEGIN IMMEDIATE;");
+            }
+            for i in 0..part.len() {
+                sql.push_str(&save_sql(1 + i * SAVE_WIDTH, i));
+                sql.push(';');
+            }
+            if slices.peek().is_none() {
+                sql.push_str("COMMIT;");
+            }
+            let mut q = sqlx::query(&sql);
+            for r in part {
+                q = bind_save(q, r);
+            }
+            let positions = q.fetch_all(&mut *conn).await.and_then(|rows| {
+                rows.iter()
+                    .map(|row| row.try_get::<i64, _>("at"))
+                    .collect::<Result<Vec<_>, _>>()
+            });
+            match positions {
+                Ok(positions) => {
+                    for at in positions {
+                        if let Some(k) = usize::try_from(at)
+                            .ok()
+                            .and_then(|at| kept.get_mut(slice.start + at))
+                        {
+                            *k = true;
+                        }
+                    }
+                }
+                Err(e) => {
+                    let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+                    return Err(e.into());
+                }
+            }
         }
         Ok(kept)
     }
