@@ -34,6 +34,7 @@ pub type LocalAnswer = Pin<Box<dyn Future<Output = Response<Body>> + Send>>;
 pub trait Local: Send + Sync + 'static {
     /// The answer to `req` if it is one of these requests (work needing the database or the
     /// HSM goes to `home`), else `req` given back for the router, on the main runtime.
+    #[allow(clippy::result_large_err)] // the request handed back as is: boxing it costs an allocation per request
     fn answer(&self, req: Request<Body>, home: &Home) -> Result<LocalAnswer, Request<Body>>;
 }
 

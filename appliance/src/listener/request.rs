@@ -75,6 +75,7 @@ impl<E: Clone + Send + Sync + 'static> hyper::service::Service<Request<Incoming>
 }
 
 /// Where a request is answered.
+#[allow(clippy::large_enum_variant)] // built in place inside the request's boxed future
 enum Handler {
     /// By the router on this thread (the single-runtime listeners).
     Router(tower::util::Oneshot<Router, Request<axum::body::Body>>),
