@@ -207,12 +207,13 @@ async fn metrics_parse_with_prometheus_client_and_move_with_traffic() {
         ),
         3.0
     );
+    // The malformed POST and the malformed GET.
     assert_eq!(
         delta(
             "ca_ocsp_responses_total",
             &[("source", "error"), ("status", "malformedRequest")]
         ),
-        1.0
+        2.0
     );
     assert!(
         total(&after, "ca_hsm_sign_duration_seconds_count")
