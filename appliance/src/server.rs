@@ -231,7 +231,7 @@ pub async fn serve(config: ApplianceConfig) -> Result<(), ServeError> {
         limits,
         listener::PlainHttp,
         api::public_router(state.clone()),
-        api::public_runs_here,
+        api::public_local(state.clone()),
         shutdown,
     ));
     drop(state);

@@ -165,7 +165,19 @@ async fn metrics_parse_with_prometheus_client_and_move_with_traffic() {
         }
     })
     .await;
-    public_request(demo.public, "POST", "/ocsp", &[], b"not DER".to_vec()).await;
+    // OCSP on the public listener is answered ahead of its router: the same request id and
+    // route metrics as a routed request.
+    let (_, headers, _) = public_request(
+        demo.public,
+        "POST",
+        "/ocsp",
+        &[("x-request-id", "lb-ocsp.1")],
+        b"not DER".to_vec(),
+    )
+    .await;
+    assert_eq!(headers["x-request-id"], "lb-ocsp.1");
+    let (_, headers, _) = public_get(demo.public, "/ocsp/%%%not-base64").await;
+    assert_eq!(headers["x-request-id"].len(), 16, "{headers:?}");
     let (status, _, _) = public_get(demo.public, "/nowhere").await;
     assert_eq!(status, 404);
     public_get(demo.public, "/readyz").await;
@@ -195,12 +207,13 @@ async fn metrics_parse_with_prometheus_client_and_move_with_traffic() {
         ),
         3.0
     );
+    // The malformed POST and the malformed GET.
     assert_eq!(
         delta(
             "ca_ocsp_responses_total",
             &[("source", "error"), ("status", "malformedRequest")]
         ),
-        1.0
+        2.0
     );
     assert!(
         total(&after, "ca_hsm_sign_duration_seconds_count")
@@ -235,6 +248,30 @@ async fn metrics_parse_with_prometheus_client_and_move_with_traffic() {
             ]
         ),
         2.0
+    );
+    // The pre-signed answers (at least one), then the malformed POST.
+    assert!(
+        delta(
+            "ca_http_requests_total",
+            &[("listener", "public"), ("route", "/ocsp"), ("code", "200")]
+        ) >= 2.0
+    );
+    assert_eq!(
+        delta(
+            "ca_http_requests_total",
+            &[
+                ("listener", "public"),
+                ("route", "/ocsp/{*request}"),
+                ("code", "200")
+            ]
+        ),
+        1.0
+    );
+    assert!(
+        delta(
+            "ca_http_request_duration_seconds_count",
+            &[("listener", "public"), ("route", "/ocsp")]
+        ) >= 2.0
     );
     // The gauges read from the services at scrape time.
     for ca in ["personal", "organisation"] {

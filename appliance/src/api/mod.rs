@@ -72,12 +72,15 @@ pub fn api_router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
         .with_state(state)
 }
 
+/// Largest request body on the public listener (OCSP requests are a few hundred bytes).
+pub const PUBLIC_MAX_BODY: usize = 16 * 1024;
+
 /// The public plain-HTTP routes for relying parties.
 pub fn public_router(state: Arc<AppState>) -> Router {
     routes::router(routes::public())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(16 * 1024))
+        .layer(DefaultBodyLimit::max(PUBLIC_MAX_BODY))
         .layer(axum::middleware::from_fn_with_state(
             "public",
             crate::ops::request_id::track,
@@ -85,12 +88,14 @@ pub fn public_router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-/// The public requests a listener thread runs itself: OCSP, whose pre-signed answers need
-/// neither the database nor the HSM (the handlers hand anything else to the main runtime).
-pub fn public_runs_here(method: &axum::http::Method, uri: &axum::http::Uri) -> bool {
-    let path = uri.path();
-    (method == axum::http::Method::POST && path == "/ocsp")
-        || (method == axum::http::Method::GET && path.starts_with("/ocsp/"))
+/// What the public listener's threads answer themselves, ahead of [`public_router`]: OCSP,
+/// whose pre-signed answers need neither the database nor the HSM.
+pub fn public_local(state: Arc<AppState>) -> Arc<dyn crate::listener::Local> {
+    Arc::new(status_routes::PublicOcsp::new(
+        state,
+        "public",
+        PUBLIC_MAX_BODY,
+    ))
 }
 
 async fn not_found() -> ApiError {

@@ -6,14 +6,17 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Extension, Path, State};
+use axum::extract::{Path, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use ca_status::ocsp::{decode_get_path, error_response, OcspErrorStatus};
 use sha2::{Digest, Sha256};
+use tracing::Instrument;
 
 use super::{ApiError, AppState};
-use crate::listener::Home;
+use crate::listener::{Home, LocalAnswer};
+use crate::ops::metrics::RouteMeter;
+use crate::ops::request_id::Tracked;
 use crate::status::cache::{cache_control, http_date, parse_http_date};
 use crate::status::OcspReply;
 use crate::storage::unix_now;
@@ -139,56 +142,136 @@ fn reply(reply: OcspReply, method: Method, headers: &HeaderMap) -> Response {
 }
 
 /// The answer to a DER request: at once when pre-signed (on the connection's thread); else read
-/// and signed, on the main runtime when served from a listener thread (see [`Home`]).
-async fn answer(state: &Arc<AppState>, home: Option<Extension<Home>>, der: Bytes) -> OcspReply {
+/// and signed, on the main runtime when served from a listener thread (see [`Home`]), inside
+/// the request's span (`span` is only called then).
+async fn answer(
+    state: &AppState,
+    home: Option<&Home>,
+    der: Bytes,
+    span: impl FnOnce() -> tracing::Span,
+) -> OcspReply {
     if let Some(ready) = state.status.ocsp.answer_ready(&der) {
         return ready;
     }
-    let Some(Extension(home)) = home else {
+    let Some(home) = home else {
         return state.status.ocsp.answer(&der).await;
     };
     let ocsp = state.status.ocsp.clone();
-    match home.run(async move { ocsp.answer(&der).await }).await {
+    let span = span();
+    let live = async move { ocsp.answer(&der).await }.instrument(span.clone());
+    match home.run(live).await {
         Ok(reply) => reply,
         Err(e) => {
-            tracing::error!(error = %e, "OCSP answer failed");
+            span.in_scope(|| tracing::error!(error = %e, "OCSP answer failed"));
             OcspReply::Error(OcspErrorStatus::InternalError)
         }
+    }
+}
+
+/// The answer to `POST /ocsp` with `body` (`None`: over the body limit or unreadable).
+async fn post_answer(
+    state: &AppState,
+    home: Option<&Home>,
+    headers: &HeaderMap,
+    body: Option<Bytes>,
+    span: impl FnOnce() -> tracing::Span,
+) -> Response {
+    let Some(body) = body else {
+        // Not a request we can parse.
+        return ocsp_error(OcspErrorStatus::MalformedRequest);
+    };
+    reply(answer(state, home, body, span).await, Method::Post, headers)
+}
+
+/// The answer to `GET /ocsp/{request}` for the raw request `path`.
+async fn get_answer(
+    state: &AppState,
+    home: Option<&Home>,
+    headers: &HeaderMap,
+    path: &str,
+    span: impl FnOnce() -> tracing::Span,
+) -> Response {
+    let segment = path.strip_prefix("/ocsp/").unwrap_or_default();
+    if segment.len() > MAX_GET_SEGMENT {
+        return ocsp_error(OcspErrorStatus::MalformedRequest);
+    }
+    match decode_get_path(segment) {
+        Ok(der) => reply(
+            answer(state, home, Bytes::from(der), span).await,
+            Method::Get,
+            headers,
+        ),
+        Err(_) => ocsp_error(OcspErrorStatus::MalformedRequest),
     }
 }
 
 /// `POST /ocsp` with a DER `OCSPRequest` body.
 pub async fn ocsp_post(
     State(state): State<Arc<AppState>>,
-    home: Option<Extension<Home>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let Ok(body) = body else {
-        // Over the body limit or unreadable: not a request we can parse.
-        return ocsp_error(OcspErrorStatus::MalformedRequest);
-    };
-    reply(answer(&state, home, body).await, Method::Post, &headers)
+    post_answer(&state, None, &headers, body.ok(), tracing::Span::current).await
 }
 
 /// `GET /ocsp/{base64 DER}` (RFC 5019): the raw path, since base64 contains `/`.
 pub async fn ocsp_get(
     State(state): State<Arc<AppState>>,
-    home: Option<Extension<Home>>,
     headers: HeaderMap,
     uri: Uri,
 ) -> Response {
-    let segment = uri.path().strip_prefix("/ocsp/").unwrap_or_default();
-    if segment.len() > MAX_GET_SEGMENT {
-        return ocsp_error(OcspErrorStatus::MalformedRequest);
+    get_answer(&state, None, &headers, uri.path(), tracing::Span::current).await
+}
+
+/// The public listener's OCSP routes, answered on the connection's thread ahead of its router
+/// (see [`crate::listener::Local`]) with what the router's handlers and middleware do: the
+/// same replies, body limit, request id and route metrics; the span is made only when the
+/// answer is signed live, or for the debug line.
+pub struct PublicOcsp {
+    state: Arc<AppState>,
+    max_body: usize,
+    post: Arc<RouteMeter>,
+    get: Arc<RouteMeter>,
+    get_empty: Arc<RouteMeter>,
+}
+
+impl PublicOcsp {
+    /// The OCSP routes of listener `listener`, with request bodies up to `max_body` bytes.
+    pub fn new(state: Arc<AppState>, listener: &'static str, max_body: usize) -> Self {
+        Self {
+            state,
+            max_body,
+            post: Arc::new(RouteMeter::new(listener, "/ocsp")),
+            get: Arc::new(RouteMeter::new(listener, "/ocsp/{*request}")),
+            get_empty: Arc::new(RouteMeter::new(listener, "/ocsp/")),
+        }
     }
-    match decode_get_path(segment) {
-        Ok(der) => reply(
-            answer(&state, home, Bytes::from(der)).await,
-            Method::Get,
-            &headers,
-        ),
-        Err(_) => ocsp_error(OcspErrorStatus::MalformedRequest),
+}
+
+impl crate::listener::Local for PublicOcsp {
+    fn answer(&self, req: Request, home: &Home) -> Result<LocalAnswer, Request> {
+        let (meter, method) = match (req.method(), req.uri().path()) {
+            (&axum::http::Method::POST, "/ocsp") => (&self.post, Method::Post),
+            (&axum::http::Method::GET, "/ocsp/") => (&self.get_empty, Method::Get),
+            (&axum::http::Method::GET, p) if p.starts_with("/ocsp/") => (&self.get, Method::Get),
+            _ => return Err(req),
+        };
+        let tracked = Tracked::start(meter.clone(), req.method(), req.headers());
+        let (state, home, max_body) = (self.state.clone(), home.clone(), self.max_body);
+        Ok(Box::pin(async move {
+            let (parts, body) = req.into_parts();
+            let span = || tracked.span();
+            let response = match method {
+                Method::Post => {
+                    let body = axum::body::to_bytes(body, max_body).await.ok();
+                    post_answer(&state, Some(&home), &parts.headers, body, span).await
+                }
+                Method::Get => {
+                    get_answer(&state, Some(&home), &parts.headers, parts.uri.path(), span).await
+                }
+            };
+            tracked.finish(response)
+        }))
     }
 }
 

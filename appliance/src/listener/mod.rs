@@ -24,9 +24,9 @@ use tokio::sync::watch;
 
 use crate::config::ServerConfig;
 use percore::Dispatch;
-pub use percore::{bind_reuseport, serve_per_core, thread_count, Home, RunsHere};
+pub use percore::{bind_reuseport, serve_per_core, thread_count, Home, Local, LocalAnswer};
 use request::RequestService;
-use slots::{Admission, Slots};
+use slots::{Admission, Slots, Stop};
 use timing::{Deadlines, TimedIo};
 
 /// Descriptors kept free of connections: database, HSM, plugin worker pipes, CRL files, egress.
@@ -178,10 +178,13 @@ async fn accept_loop<H: Handshake>(
     dispatch: Option<Dispatch>,
     mut shutdown: Shutdown,
 ) {
+    // One wait for the whole loop, not one registered and dropped per accepted connection.
+    let stop = shutdown.requested();
+    tokio::pin!(stop);
     loop {
         let (tcp, peer) = tokio::select! {
             biased;
-            () = shutdown.requested() => break,
+            () = &mut stop => break,
             accepted = listener.accept() => match accepted {
                 Ok(conn) => conn,
                 Err(e) => {
@@ -212,10 +215,10 @@ async fn accept_loop<H: Handshake>(
             handshake.clone(),
             router.clone(),
             dispatch.clone(),
-            shutdown.clone(),
         ));
     }
     drop(listener);
+    slots.drain_all();
     let open = slots.len();
     if open > 0 {
         tracing::info!(
@@ -236,10 +239,11 @@ async fn connection<H: Handshake>(
     handshake: H,
     router: Router,
     dispatch: Option<Dispatch>,
-    mut shutdown: Shutdown,
 ) {
     let _ = tcp.set_nodelay(true);
     let (io, extension) = tokio::select! {
+        // The handshake first: a plain-HTTP one is complete at once.
+        biased;
         done = tokio::time::timeout(limits.handshake, handshake.handshake(tcp, peer)) => match done {
             Ok(Some(connected)) => connected,
             Ok(None) => return,
@@ -248,8 +252,7 @@ async fn connection<H: Handshake>(
                 return;
             }
         },
-        () = slot.evicted() => return,
-        () = shutdown.requested() => return,
+        _ = std::future::poll_fn(|cx| slot.poll_stop(cx, false)) => return,
     };
     let timing = slot.timing().clone();
     timing.ready();
@@ -288,11 +291,13 @@ async fn connection<H: Handshake>(
                 tracing::debug!(listener = name, %peer, "request head or idle timeout; closed");
                 return;
             }
-            () = slot.evicted() => return,
-            () = shutdown.requested(), if !draining => {
-                std::pin::Pin::new(&mut conn).graceful_shutdown();
-                draining = true;
-            }
+            stop = std::future::poll_fn(|cx| slot.poll_stop(cx, draining)) => match stop {
+                Stop::Evicted => return,
+                Stop::Drain => {
+                    std::pin::Pin::new(&mut conn).graceful_shutdown();
+                    draining = true;
+                }
+            },
         }
     }
 }
@@ -326,7 +331,9 @@ async fn linger<T: AsyncRead + AsyncWrite + Unpin>(mut io: T) {
     if io.shutdown().await.is_err() {
         return;
     }
-    let mut buf = [0u8; 8192];
+    // On the heap: an 8 KiB array here would be part of every connection's future, copied
+    // when each connection is spawned.
+    let mut buf = vec![0u8; 8192];
     let mut left = LINGER_BYTES;
     let _ = tokio::time::timeout(LINGER, async {
         while left > 0 {

@@ -5,16 +5,19 @@
 //!
 //! The connection cap is one [`Slots`] shared by every thread (not a per-thread share), so the
 //! cap and the eviction order are the listener's, whatever thread a connection landed on.
-//! Requests the caller marks as local (the pre-signed OCSP answers) run on the connection's
-//! thread; every other request, and anything a local handler hands to [`Home::run`] (database,
-//! HSM), runs on the process's main runtime, so no database connection or HSM session is ever
-//! tied to a listener thread's runtime.
+//! Requests the caller's [`Local`] answers (OCSP) are answered on the connection's thread ahead
+//! of the router; every other request goes through the router on the process's main runtime,
+//! and so does anything a local answer hands to [`Home::run`] (database, HSM), so no database
+//! connection or HSM session is ever tied to a listener thread's runtime.
 
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
 
-use axum::http::{Method, Uri};
+use axum::body::Body;
+use axum::http::{Request, Response};
 use axum::Router;
 use tokio::net::TcpListener;
 use tokio::runtime::Handle;
@@ -24,8 +27,16 @@ use tokio::task::{JoinError, JoinHandle};
 use super::slots::Slots;
 use super::{accept_loop, ConnectionLimits, Handshake, Shutdown};
 
-/// Which requests run on the connection's own thread (the others go to the main runtime).
-pub type RunsHere = fn(&Method, &Uri) -> bool;
+/// A request answered on the connection's thread (see [`Local`]).
+pub type LocalAnswer = Pin<Box<dyn Future<Output = Response<Body>> + Send>>;
+
+/// The requests a listener thread answers itself, ahead of the router.
+pub trait Local: Send + Sync + 'static {
+    /// The answer to `req` if it is one of these requests (work needing the database or the
+    /// HSM goes to `home`), else `req` given back for the router, on the main runtime.
+    #[allow(clippy::result_large_err)] // the request handed back as is: boxing it costs an allocation per request
+    fn answer(&self, req: Request<Body>, home: &Home) -> Result<LocalAnswer, Request<Body>>;
+}
 
 /// The main runtime, attached to every request served on a listener thread: work that opens
 /// database connections or HSM sessions goes there through [`Home::run`].
@@ -57,7 +68,7 @@ impl<T> Drop for AbortOnDrop<T> {
 #[derive(Clone)]
 pub(crate) struct Dispatch {
     pub(crate) home: Home,
-    pub(crate) runs_here: RunsHere,
+    pub(crate) local: Arc<dyn Local>,
 }
 
 /// The number of listener threads for `configured` (0: one per available core).
@@ -94,8 +105,9 @@ fn reuseport_socket(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     Ok(socket.into())
 }
 
-/// Serves `router` on `listeners`, one thread and current-thread runtime each, sharing one
-/// connection cap; requests for which `runs_here` is false run on the calling (main) runtime.
+/// Serves `local`, then `router`, on `listeners`, one thread and current-thread runtime each,
+/// sharing one connection cap; requests `local` gives back go through `router` on the calling
+/// (main) runtime.
 /// On `shutdown` every thread stops accepting and finishes its connections; returns when all
 /// threads have drained. Dropping the returned future stops the threads at once (their
 /// connections are dropped).
@@ -105,13 +117,13 @@ pub async fn serve_per_core<H: Handshake>(
     limits: ConnectionLimits,
     handshake: H,
     router: Router,
-    runs_here: RunsHere,
+    local: Arc<dyn Local>,
     shutdown: Shutdown,
 ) {
     let slots = Slots::new(limits.max_connections);
     let dispatch = Dispatch {
         home: Home(Handle::current()),
-        runs_here,
+        local,
     };
     // Never sent: dropped with this future, which ends every thread's runtime.
     let (_abort, aborted) = watch::channel(());
@@ -183,13 +195,6 @@ pub async fn serve_per_core<H: Handshake>(
     }
 }
 
-impl Dispatch {
-    /// Whether the request runs on the connection's thread.
-    pub(crate) fn local(&self, method: &Method, uri: &Uri) -> bool {
-        (self.runs_here)(method, uri)
-    }
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
@@ -203,25 +208,43 @@ mod tests {
 
     use super::*;
 
-    /// Requests under `/local/` run on the listener threads, the others on the main runtime.
-    fn runs_local(_: &Method, uri: &Uri) -> bool {
-        uri.path().starts_with("/local/")
+    /// Counts itself as started, waits for a permit, and answers with its thread's name.
+    async fn hold(started: watch::Sender<usize>, release: Arc<Semaphore>) -> String {
+        started.send_modify(|n| *n += 1);
+        let _permit = release.acquire().await.expect("semaphore open");
+        std::thread::current().name().unwrap_or("").to_owned()
     }
 
-    /// A router whose `/local/hold` and `/main/hold` handlers count themselves as started, wait
-    /// for a permit, and answer with the name of the thread they ran on.
-    fn holding_router(started: watch::Sender<usize>, release: Arc<Semaphore>) -> Router {
-        let hold = move || {
-            let (started, release) = (started.clone(), release.clone());
-            async move {
-                started.send_modify(|n| *n += 1);
-                let _permit = release.acquire().await.expect("semaphore open");
-                std::thread::current().name().unwrap_or("").to_owned()
+    /// Answers `/local/hold` on the listener threads.
+    struct LocalHold {
+        started: watch::Sender<usize>,
+        release: Arc<Semaphore>,
+    }
+
+    impl Local for LocalHold {
+        fn answer(&self, req: Request<Body>, _: &Home) -> Result<LocalAnswer, Request<Body>> {
+            if req.uri().path() != "/local/hold" {
+                return Err(req);
             }
-        };
-        Router::new()
-            .route("/local/hold", get(hold.clone()))
-            .route("/main/hold", get(hold))
+            let held = hold(self.started.clone(), self.release.clone());
+            Ok(Box::pin(
+                async move { Response::new(Body::from(held.await)) },
+            ))
+        }
+    }
+
+    /// The `/main/hold` route (and the local answers) for a listener whose handlers count
+    /// themselves as started, wait for a permit, and answer with their thread's name.
+    fn holding(started: watch::Sender<usize>, release: Arc<Semaphore>) -> (Router, Arc<dyn Local>) {
+        let local = Arc::new(LocalHold {
+            started: started.clone(),
+            release: release.clone(),
+        });
+        let router = Router::new().route(
+            "/main/hold",
+            get(move || hold(started.clone(), release.clone())),
+        );
+        (router, local)
     }
 
     fn limits(max_connections: usize) -> ConnectionLimits {
@@ -283,13 +306,14 @@ mod tests {
         let (started_tx, mut started) = watch::channel(0usize);
         let release = Arc::new(Semaphore::new(0));
         let (trigger, shutdown) = Shutdown::channel();
+        let (router, local) = holding(started_tx, release.clone());
         let serving = tokio::spawn(serve_per_core(
             "test",
             listeners,
             limits(6),
             super::super::PlainHttp,
-            holding_router(started_tx, release.clone()),
-            runs_local,
+            router,
+            local,
             shutdown,
         ));
         // Six busy connections (the cap), each admitted before the next is opened, spread by
@@ -344,13 +368,14 @@ mod tests {
         let (started_tx, mut started) = watch::channel(0usize);
         let release = Arc::new(Semaphore::new(0));
         let (_trigger, shutdown) = Shutdown::channel();
+        let (router, local) = holding(started_tx, release);
         let serving = tokio::spawn(serve_per_core(
             "test",
             listeners,
             limits(8),
             super::super::PlainHttp,
-            holding_router(started_tx, release),
-            runs_local,
+            router,
+            local,
             shutdown,
         ));
         let held = send(addr, "/local/hold").await;

@@ -1,5 +1,5 @@
-//! The hyper service of one connection: hands each request to the router with the connection's
-//! extension attached, marks the connection busy while the handler runs (and evictable while
+//! The hyper service of one connection: hands each request to the router (on a listener
+//! thread, to the thread's [`super::Local`] first) with the connection's extension attached, marks the connection busy while the handler runs (and evictable while
 //! the request body is still arriving), and answers 408 if the
 //! request body is not complete within the body timeout (the handler, which cannot have acted
 //! on a body it has not finished reading, is dropped).
@@ -18,7 +18,7 @@ use axum::Router;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use tower::ServiceExt;
 
-use super::percore::Dispatch;
+use super::percore::{Dispatch, LocalAnswer};
 use super::timing::Timing;
 use crate::api::ApiError;
 
@@ -60,54 +60,71 @@ impl<E: Clone + Send + Sync + 'static> hyper::service::Service<Request<Incoming>
             // No body to wait for (GET, HEAD): no timer to arm and cancel per request.
             return Box::pin(async move {
                 let _busy = busy;
-                handler.await
+                Ok(respond(handler).await)
             });
         }
         let deadline = tokio::time::Instant::now() + self.body_timeout;
         Box::pin(async move {
             let _busy = busy;
             tokio::select! {
-                r = handler => r,
+                r = respond(handler) => Ok(r),
                 () = body_overdue(deadline, &complete) => Ok(request_timeout()),
             }
         })
     }
 }
 
-/// A request answered on this thread (the router) or on the main runtime (a boxed task).
-type Handler = futures_util::future::Either<
-    tower::util::Oneshot<Router, Request<axum::body::Body>>,
-    Pin<Box<dyn Future<Output = Result<Response<axum::body::Body>, Infallible>> + Send>>,
->;
+/// Where a request is answered.
+#[allow(clippy::large_enum_variant)] // built in place inside the request's boxed future
+enum Handler {
+    /// By the router on this thread (the single-runtime listeners).
+    Router(tower::util::Oneshot<Router, Request<axum::body::Body>>),
+    /// By the listener thread's [`super::Local`].
+    Local(LocalAnswer),
+    /// By the router on the main runtime.
+    Main(Pin<Box<dyn Future<Output = Response<axum::body::Body>> + Send>>),
+}
 
 impl<E> RequestService<E> {
-    /// The router's answer to `req`: on this thread, or on the main runtime for a request a
-    /// listener thread does not run itself.
-    fn handler(&self, mut req: Request<axum::body::Body>) -> Handler {
-        use futures_util::future::Either;
-        let router = self.router.clone();
+    /// The answer to `req`: the router's on this thread (the single-runtime listeners); on a
+    /// listener thread, the thread's own [`super::Local`] answer or else the router's on the
+    /// main runtime.
+    fn handler(&self, req: Request<axum::body::Body>) -> Handler {
         let Some(dispatch) = &self.dispatch else {
-            return Either::Left(router.oneshot(req));
+            return Handler::Router(self.router.clone().oneshot(req));
         };
-        if dispatch.local(req.method(), req.uri()) {
-            req.extensions_mut().insert(dispatch.home.clone());
-            return Either::Left(router.oneshot(req));
-        }
-        let home = dispatch.home.clone();
-        Either::Right(Box::pin(async move {
+        let req = match dispatch.local.answer(req, &dispatch.home) {
+            Ok(answer) => return Handler::Local(answer),
+            Err(req) => req,
+        };
+        let (home, router) = (dispatch.home.clone(), self.router.clone());
+        Handler::Main(Box::pin(async move {
             match home.run(router.oneshot(req)).await {
-                Ok(answered) => answered,
+                Ok(Ok(answered)) => answered,
+                Ok(Err(never)) => match never {},
                 Err(e) => {
                     tracing::error!(error = %e, "request handler failed");
-                    Ok(ApiError::new(
+                    ApiError::new(
                         StatusCode::INTERNAL_SERVER_ERROR,
                         "internal",
                         "the request could not be completed",
                     )
-                    .into_response())
+                    .into_response()
                 }
             }
         }))
+    }
+}
+
+/// The response of a [`Handler`].
+async fn respond(handler: Handler) -> Response<axum::body::Body> {
+    match handler {
+        Handler::Router(routed) => match routed.await {
+            Ok(r) => r,
+            Err(never) => match never {},
+        },
+        Handler::Local(local) => local.await,
+        Handler::Main(main) => main.await,
     }
 }
 

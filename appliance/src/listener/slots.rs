@@ -4,10 +4,17 @@
 //! slow or idle clients cannot lock out a client that sends its request promptly; if every
 //! connection is busy the newcomer is closed at once. Closed sockets are never queued, so
 //! descriptors stay bounded.
+//!
+//! The slots also carry the stop requests to their connections (evicted, or drain for
+//! shutdown): one flag and one waker per connection, so a connection checks for them with a
+//! few atomic operations each time it runs, with no lock.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
 
+use futures_util::task::AtomicWaker;
 use tokio::sync::Notify;
 
 use super::timing::Timing;
@@ -22,11 +29,37 @@ pub(crate) struct Slots {
 struct Inner {
     next_id: u64,
     open: BTreeMap<u64, Arc<Entry>>,
+    /// Shutdown was requested: every connection, even one admitted later, drains.
+    draining: bool,
 }
+
+/// [`Entry::stop`] values.
+const RUN: u8 = 0;
+const DRAIN: u8 = 1;
+const EVICTED: u8 = 2;
 
 struct Entry {
     timing: Arc<Timing>,
-    evicted: Notify,
+    /// RUN, DRAIN or EVICTED (only ever raised).
+    stop: AtomicU8,
+    waker: AtomicWaker,
+}
+
+impl Entry {
+    fn raise(&self, to: u8) {
+        if self.stop.fetch_max(to, Ordering::AcqRel) < to {
+            self.waker.wake();
+        }
+    }
+}
+
+/// What a connection is asked to do by [`Slot::poll_stop`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stop {
+    /// Finish the request in progress, then close (shutdown).
+    Drain,
+    /// Close at once: a newer connection took this one's place.
+    Evicted,
 }
 
 /// One admitted connection; frees its place when dropped.
@@ -54,6 +87,7 @@ impl Slots {
             inner: Mutex::new(Inner {
                 next_id: 0,
                 open: BTreeMap::new(),
+                draining: false,
             }),
             emptied: Notify::new(),
         })
@@ -78,7 +112,7 @@ impl Slots {
                 return Admission::Refused;
             };
             if let Some(e) = inner.open.remove(&victim) {
-                e.evicted.notify_one();
+                e.raise(EVICTED);
             }
             evicted = true;
         }
@@ -86,7 +120,8 @@ impl Slots {
         inner.next_id += 1;
         let entry = Arc::new(Entry {
             timing: Arc::new(Timing::new()),
-            evicted: Notify::new(),
+            stop: AtomicU8::new(if inner.draining { DRAIN } else { RUN }),
+            waker: AtomicWaker::new(),
         });
         inner.open.insert(id, entry.clone());
         let slot = Slot {
@@ -98,6 +133,15 @@ impl Slots {
             Admission::Evicted(slot)
         } else {
             Admission::Free(slot)
+        }
+    }
+
+    /// Shutdown: every connection, open or admitted from now on, is asked to drain.
+    pub(crate) fn drain_all(&self) {
+        let mut inner = self.lock();
+        inner.draining = true;
+        for entry in inner.open.values() {
+            entry.raise(DRAIN);
         }
     }
 
@@ -126,9 +170,21 @@ impl Slot {
         &self.entry.timing
     }
 
-    /// Resolves when a newer connection took this one's place.
-    pub(crate) async fn evicted(&self) {
-        self.entry.evicted.notified().await;
+    /// Ready with the strongest stop request made, once it is stronger than `Drain` when
+    /// `draining` already (a connection acts on a drain request once).
+    pub(crate) fn poll_stop(&self, cx: &mut Context<'_>, draining: bool) -> Poll<Stop> {
+        let seen = if draining { DRAIN } else { RUN };
+        let check = |e: &Entry| match e.stop.load(Ordering::Acquire) {
+            s if s <= seen => None,
+            DRAIN => Some(Stop::Drain),
+            _ => Some(Stop::Evicted),
+        };
+        if let Some(stop) = check(&self.entry) {
+            return Poll::Ready(stop);
+        }
+        self.entry.waker.register(cx.waker());
+        // A request raised between the check and the registration did not see this waker.
+        check(&self.entry).map_or(Poll::Pending, Poll::Ready)
     }
 }
 

@@ -11,6 +11,10 @@
 //!   way); once a byte of the next request arrives, its head must be complete `header` later.
 //! - A request in progress: no connection deadline; its body must be complete `body` after its
 //!   head (enforced on the request, answered 408).
+//!
+//! The observations are plain atomic stores, with no wake-up: the connection's one timer fires
+//! at least every `min(header, idle)` and re-reads them (see [`Timing::expired`]), so a request
+//! costs no timer to arm or cancel and no extra poll of its connection.
 
 use std::io;
 use std::pin::Pin;
@@ -20,7 +24,6 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::sync::Notify;
 use tokio::time::Instant;
 
 const NONE: u64 = u64::MAX;
@@ -36,7 +39,6 @@ pub(crate) struct Timing {
     ready_or_idle_since: AtomicU64,
     head_started: AtomicU64,
     last_write: AtomicU64,
-    changed: Notify,
 }
 
 /// The connection deadlines.
@@ -62,7 +64,6 @@ impl Timing {
             ready_or_idle_since: AtomicU64::new(0),
             head_started: AtomicU64::new(NONE),
             last_write: AtomicU64::new(0),
-            changed: Notify::new(),
         }
     }
 
@@ -110,7 +111,6 @@ impl Timing {
         let now = self.now_ms();
         self.ready_or_idle_since.store(now, Ordering::Release);
         self.last_write.store(now, Ordering::Release);
-        self.changed.notify_waiters();
     }
 
     /// hyper handed a request (its head complete) to the router.
@@ -118,7 +118,6 @@ impl Timing {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         self.served.store(true, Ordering::Release);
         self.head_started.store(NONE, Ordering::Release);
-        self.changed.notify_waiters();
         Busy(self.clone())
     }
 
@@ -126,13 +125,11 @@ impl Timing {
         if self.is_busy() {
             return;
         }
-        let now = self.now_ms();
-        if self
-            .head_started
-            .compare_exchange(NONE, now, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
-        {
-            self.changed.notify_waiters();
+        if self.head_started.load(Ordering::Acquire) == NONE {
+            let now = self.now_ms();
+            let _ =
+                self.head_started
+                    .compare_exchange(NONE, now, Ordering::AcqRel, Ordering::Acquire);
         }
     }
 
@@ -158,21 +155,24 @@ impl Timing {
     }
 
     /// Resolves when the connection is past its deadline.
+    ///
+    /// Nothing wakes this on a change: the timer fires at least every `tick` (the shortest time
+    /// from an observation to the deadline it sets) and is then set to the current deadline if
+    /// that comes sooner. So the first firing after any observation is no later than the
+    /// deadline it set, and from there the timer is set to that deadline exactly.
     pub(crate) async fn expired(&self, d: Deadlines) {
+        let tick = d.header.min(d.idle);
+        let sleep = tokio::time::sleep(tick);
+        tokio::pin!(sleep);
         loop {
-            let changed = self.changed.notified();
-            tokio::pin!(changed);
-            changed.as_mut().enable();
-            match self.deadline(d) {
-                None => changed.await,
-                Some(at) if at <= Instant::now() => return,
-                Some(at) => {
-                    tokio::select! {
-                        () = tokio::time::sleep_until(at) => {}
-                        () = changed => {}
-                    }
-                }
-            }
+            let now = Instant::now();
+            let next = match self.deadline(d) {
+                Some(at) if at <= now => return,
+                Some(at) => at.min(now + tick),
+                None => now + tick,
+            };
+            sleep.as_mut().reset(next);
+            sleep.as_mut().await;
         }
     }
 }
@@ -184,7 +184,6 @@ impl Drop for Busy {
         t.ready_or_idle_since.store(now, Ordering::Release);
         t.last_write.store(now, Ordering::Release);
         t.in_flight.fetch_sub(1, Ordering::AcqRel);
-        t.changed.notify_waiters();
     }
 }
 
