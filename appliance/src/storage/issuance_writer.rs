@@ -123,25 +123,43 @@ async fn commit_postgres(conn: &mut AnyConnection, batch: &Batch<'_>) -> Result<
     let mut tx = conn.begin().await?;
     let now = unix_now();
     let mut chain = ChainTail::open(&mut tx).await?;
-    for slice in dialect::insert_slices(batch.signing.len()) {
-        let part = &batch.signing[slice];
-        let (sql, _) = signing::insert_sql(part.len(), 1);
-        let mut q = sqlx::query(sql.trim_end_matches(';'));
-        for r in part {
-            q = signing::bind_record(q, r, now);
-        }
-        q.execute(&mut *tx).await?;
-    }
-    for slice in dialect::insert_slices(batch.certificates.len()) {
-        let part = &batch.certificates[slice];
-        let (sql, _) = certificates::insert_sql(part.len(), 1);
-        let mut q = sqlx::query(sql.trim_end_matches(';'));
-        for c in part {
-            q = certificates::bind_certificate(q, c, now);
-        }
-        q.execute(&mut *tx).await?;
-    }
+    insert_postgres(
+        &mut tx,
+        &batch.signing,
+        now,
+        signing::insert_sql,
+        signing::bind_record,
+    )
+    .await?;
+    insert_postgres(
+        &mut tx,
+        &batch.certificates,
+        now,
+        certificates::insert_sql,
+        certificates::bind_certificate,
+    )
+    .await?;
     chain.append_all(&mut tx, &batch.audits).await?;
     tx.commit().await?;
+    Ok(())
+}
+
+/// Inserts one table's rows of a batch on PostgreSQL: a multi-row INSERT per slice.
+async fn insert_postgres<T>(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    rows: &[&T],
+    now: i64,
+    insert_sql: fn(usize, usize) -> (String, usize),
+    bind: for<'q> fn(dialect::AnyQuery<'q>, &'q T, i64) -> dialect::AnyQuery<'q>,
+) -> Result<(), StorageError> {
+    for slice in dialect::insert_slices(rows.len()) {
+        let part = &rows[slice];
+        let (sql, _) = insert_sql(part.len(), 1);
+        let mut q = sqlx::query(sql.trim_end_matches(';'));
+        for row in part {
+            q = bind(q, row, now);
+        }
+        q.execute(&mut **tx).await?;
+    }
     Ok(())
 }
