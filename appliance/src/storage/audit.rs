@@ -209,8 +209,9 @@ pub(super) async fn sqlite_begin_tail(conn: &mut AnyConnection) -> Result<ChainT
     })
 }
 
-/// Runs a batch's last text (its INSERTs and `COMMIT`) in what [`sqlite_begin_tail`] began; on
-/// failure rolls back (best effort: the group-commit writer also drops the connection).
+/// Runs a batch's text (its INSERTs, and `COMMIT` unless more follows) in what
+/// [`sqlite_begin_tail`] began; on failure rolls back (best effort: the group-commit writer
+/// also drops the connection).
 pub(super) async fn sqlite_finish(
     conn: &mut AnyConnection,
     last: super::dialect::AnyQuery<'_>,

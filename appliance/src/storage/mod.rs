@@ -99,7 +99,8 @@ pub struct Storage {
     postgres_url: Option<String>,
     /// This process's node id (random per start): the holder of the leases it takes.
     node_id: String,
-    /// The issuance path's writer (signing records and certificates), started at first use.
+    /// The issuance path's writer (signing records, certificates, pre-signed OCSP responses),
+    /// started at first use.
     issuance: Arc<OnceLock<IssuanceWriter>>,
 }
 
@@ -187,7 +188,7 @@ impl Storage {
 
     /// OCSP responder certificates and pre-signed responses.
     pub fn ocsp(&self) -> OcspStore {
-        OcspStore::new(self.pool.clone(), self.backend)
+        OcspStore::new(self.pool.clone(), self.issuance_writer())
     }
 
     /// Plugin-driven identity verifications.

@@ -1,9 +1,10 @@
 //! Delegated OCSP responder certificates and the pre-signed OCSP responses.
 
-use sqlx::{AnyPool, Row};
+use sqlx::{AnyConnection, AnyPool, Row};
 
 use super::audit::{append_in, AuditEntry};
-use super::dialect::{self, Backend};
+use super::dialect;
+use super::issuance_writer::IssuanceWriter;
 use super::{unix_now, StorageError};
 
 /// Largest number of rows written per transaction.
@@ -76,7 +77,8 @@ fn status_row(r: &sqlx::any::AnyRow) -> Result<CertStatusRow, sqlx::Error> {
 #[derive(Clone)]
 pub struct OcspStore {
     pool: AnyPool,
-    backend: Backend,
+    /// The issuance path's writer, which saves the pre-signed responses.
+    writer: IssuanceWriter,
 }
 
 /// Placeholders per saved response.
@@ -122,8 +124,8 @@ fn bind_save<'q>(q: dialect::AnyQuery<'q>, r: &'q StoredResponse) -> dialect::An
 }
 
 impl OcspStore {
-    pub(super) fn new(pool: AnyPool, backend: Backend) -> Self {
-        Self { pool, backend }
+    pub(super) fn new(pool: AnyPool, writer: IssuanceWriter) -> Self {
+        Self { pool, writer }
     }
 
     /// The responder certificate of `ca_id` that expires last, if any.
@@ -233,86 +235,18 @@ impl OcspStore {
             .map_err(StorageError::from)
     }
 
-    /// Stores pre-signed responses, in transactions of up to 1000, and returns which were kept.
-    /// A response is kept only if it was signed for its certificate's current status version,
-    /// and it never replaces one signed for a newer version: a response signed from a status
-    /// that has since changed is dropped here, whatever order the signers finish in.
+    /// Stores pre-signed responses, through the issuance path's writer (they share its
+    /// transactions), up to 1000 per queued write, and returns which were kept. A response is
+    /// kept only if it was signed for its certificate's current status version, and it never
+    /// replaces one signed for a newer version: a response signed from a status that has
+    /// since changed is dropped here, whatever order the signers finish in.
     pub async fn save_responses(
         &self,
         responses: &[StoredResponse],
     ) -> Result<Vec<bool>, StorageError> {
         let mut kept = Vec::with_capacity(responses.len());
         for chunk in responses.chunks(CHUNK) {
-            match self.backend {
-                Backend::Sqlite => kept.extend(self.save_chunk_sqlite(chunk).await?),
-                Backend::Postgres => kept.extend(self.save_chunk(chunk).await?),
-            }
-        }
-        Ok(kept)
-    }
-
-    /// One transaction, a statement (a round trip) per response; which were kept.
-    async fn save_chunk(&self, chunk: &[StoredResponse]) -> Result<Vec<bool>, StorageError> {
-        let mut kept = Vec::with_capacity(chunk.len());
-        let mut tx = self.pool.begin().await?;
-        let sql = save_sql(1, 0);
-        for r in chunk {
-            let row = bind_save(sqlx::query(&sql), r)
-                .fetch_optional(&mut *tx)
-                .await?;
-            kept.push(row.is_some());
-        }
-        tx.commit().await?;
-        Ok(kept)
-    }
-
-    /// SQLite: one transaction, begun in the text of the first power-of-two slice of the chunk
-    /// and committed in that of the last (a round trip to the connection's thread per slice
-    /// instead of one per response; a few distinct texts, so their prepared statements stay
-    /// cached); which were kept.
-    async fn save_chunk_sqlite(&self, chunk: &[StoredResponse]) -> Result<Vec<bool>, StorageError> {
-        let mut kept = vec![false; chunk.len()];
-        let mut conn = self.pool.acquire().await?;
-        let mut slices = dialect::insert_slices(chunk.len()).peekable();
-        let mut first = true;
-        while let Some(slice) = slices.next() {
-            let part = &chunk[slice.clone()];
-            let mut sql = String::new();
-            if std::mem::take(&mut first) {
-                sql.push_str("BEGIN IMMEDIATE;");
-            }
-            for i in 0..part.len() {
-                sql.push_str(&save_sql(1 + i * SAVE_WIDTH, i));
-                sql.push(';');
-            }
-            if slices.peek().is_none() {
-                sql.push_str("COMMIT;");
-            }
-            let mut q = sqlx::query(&sql);
-            for r in part {
-                q = bind_save(q, r);
-            }
-            let positions = q.fetch_all(&mut *conn).await.and_then(|rows| {
-                rows.iter()
-                    .map(|row| row.try_get::<i64, _>("at"))
-                    .collect::<Result<Vec<_>, _>>()
-            });
-            match positions {
-                Ok(positions) => {
-                    for at in positions {
-                        if let Some(k) = usize::try_from(at)
-                            .ok()
-                            .and_then(|at| kept.get_mut(slice.start + at))
-                        {
-                            *k = true;
-                        }
-                    }
-                }
-                Err(e) => {
-                    let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
-                    return Err(e.into());
-                }
-            }
+            kept.extend(self.writer.save_responses(chunk.to_vec()).await?);
         }
         Ok(kept)
     }
@@ -474,4 +408,70 @@ fn stored_response(r: &sqlx::any::AnyRow) -> Result<StoredResponse, sqlx::Error>
         next_update: r.try_get("next_update")?,
         status_seq: r.try_get("status_seq")?,
     })
+}
+
+/// SQLite: the upserts of `responses` and the `COMMIT` of the transaction the caller began on
+/// `conn`, a text per power-of-two slice (a round trip to the connection's thread per slice;
+/// a few distinct texts, so their prepared statements stay cached); which were kept. On
+/// failure the transaction is rolled back.
+pub(super) async fn sqlite_save_and_commit(
+    conn: &mut AnyConnection,
+    responses: &[&StoredResponse],
+) -> Result<Vec<bool>, StorageError> {
+    let mut kept = vec![false; responses.len()];
+    let mut slices = dialect::insert_slices(responses.len()).peekable();
+    while let Some(slice) = slices.next() {
+        let part = &responses[slice.clone()];
+        let mut sql = String::new();
+        for i in 0..part.len() {
+            sql.push_str(&save_sql(1 + i * SAVE_WIDTH, i));
+            sql.push(';');
+        }
+        if slices.peek().is_none() {
+            sql.push_str("COMMIT;");
+        }
+        let mut q = sqlx::query(&sql);
+        for r in part {
+            q = bind_save(q, r);
+        }
+        let positions = q.fetch_all(&mut *conn).await.and_then(|rows| {
+            rows.iter()
+                .map(|row| row.try_get::<i64, _>("at"))
+                .collect::<Result<Vec<_>, _>>()
+        });
+        match positions {
+            Ok(positions) => {
+                for at in positions {
+                    if let Some(k) = usize::try_from(at)
+                        .ok()
+                        .and_then(|at| kept.get_mut(slice.start + at))
+                    {
+                        *k = true;
+                    }
+                }
+            }
+            Err(e) => {
+                let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+                return Err(e.into());
+            }
+        }
+    }
+    Ok(kept)
+}
+
+/// PostgreSQL: the upserts of `responses` in `tx`, a statement (a round trip) each; which
+/// were kept.
+pub(super) async fn postgres_save(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    responses: &[&StoredResponse],
+) -> Result<Vec<bool>, StorageError> {
+    let sql = save_sql(1, 0);
+    let mut kept = Vec::with_capacity(responses.len());
+    for r in responses {
+        let row = bind_save(sqlx::query(&sql), r)
+            .fetch_optional(&mut **tx)
+            .await?;
+        kept.push(row.is_some());
+    }
+    Ok(kept)
 }
