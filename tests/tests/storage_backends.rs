@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 
 use ca_appliance::storage::{
-    AuditEntry, Backend, CertificateQuery, CrlRow, NewCa, NewCertificate, Revocation,
+    unix_now, AuditEntry, Backend, CertificateQuery, CrlRow, NewCa, NewCertificate, Revocation,
     RevocationError, Storage, StorageError, StoredResponse,
 };
 use system_tests::postgres::PgDatabase;
@@ -429,6 +429,72 @@ async fn ocsp_statuses_are_read_by_list_and_a_response_for_an_old_status_is_not_
             .await
             .expect("search all");
         assert_eq!(all.len(), 3);
+    }
+}
+
+#[tokio::test]
+async fn the_presigning_pass_leaves_a_fresh_issuance_or_change_to_the_node_that_made_it() {
+    for b in backends().await {
+        let s = &b.storage;
+        let ca = add_ca(s, "issuing").await;
+        for serial in ["0a", "0b"] {
+            s.certificates()
+                .insert(cert(serial, ca), entry("certificate.issue", serial))
+                .await
+                .expect("insert");
+        }
+        let ocsp = s.ocsp();
+        let due = |settled: i64, refresh_before: i64| {
+            let ocsp = ocsp.clone();
+            async move {
+                let rows = ocsp
+                    .due_for_signing(ca, refresh_before, unix_now(), settled, 100)
+                    .await
+                    .expect("due");
+                let mut serials: Vec<String> = rows.into_iter().map(|r| r.serial).collect();
+                serials.sort_unstable();
+                serials
+            }
+        };
+        let now = unix_now();
+        let far = now + 1_000_000;
+        // Issued just now, no response yet: the issuing node signs them, the pass waits.
+        assert!(due(now - 3, now).await.is_empty(), "{:?}", s.backend());
+        assert_eq!(due(now + 1, now).await, ["0a", "0b"], "{:?}", s.backend());
+
+        let response = |serial: &str, seq: i64, next_update: i64| StoredResponse {
+            ca_id: ca,
+            serial: serial.into(),
+            der: vec![0x30, 0x00],
+            this_update: now,
+            next_update,
+            status_seq: seq,
+        };
+        let kept = ocsp
+            .save_responses(&[response("0a", 0, far), response("0b", 0, now + 60)])
+            .await
+            .expect("save");
+        assert_eq!(kept, vec![true, true], "{:?}", s.backend());
+        // Answered for their version: only a refresh makes one due, however fresh.
+        assert!(due(now + 1, now).await.is_empty(), "{:?}", s.backend());
+        assert_eq!(due(now - 3, now + 120).await, ["0b"], "{:?}", s.backend());
+
+        s.revocations()
+            .revoke(
+                &Revocation {
+                    serial: "0a".into(),
+                    reason: 0,
+                    invalidity_date: None,
+                },
+                "operator:t",
+            )
+            .await
+            .expect("revoke");
+        let now = unix_now();
+        // Revoked just now: its stored answer is for the old version, but the revoking node
+        // signs the new one; the pass takes it only once the change has settled.
+        assert!(due(now - 3, now).await.is_empty(), "{:?}", s.backend());
+        assert_eq!(due(now + 1, now).await, ["0a"], "{:?}", s.backend());
     }
 }
 

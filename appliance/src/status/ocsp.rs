@@ -35,6 +35,13 @@ use crate::storage::{unix_now, CertStatusRow, Leases, OcspStore, ResponderRecord
 /// and stores right after its commit, before signing one itself (see [`FeedChange::Missing`]).
 pub const ADOPT_WAIT: Duration = Duration::from_secs(1);
 
+/// How long the periodic pre-signing pass leaves a certificate issued or changed that recently
+/// and still without an answer for its status version to the node that issued or changed it
+/// (which signs one at once), so that the two do not both sign it. Longer than [`ADOPT_WAIT`]
+/// plus a second of clock granularity; a change whose node failed to sign is signed by the first
+/// pass after it.
+pub const SETTLE_SECS: i64 = 3;
+
 /// What a status change read from the change feed found on this node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FeedChange {
@@ -844,6 +851,7 @@ impl OcspResponder {
                         issuer.ca.id,
                         now + self.settings.refresh_secs,
                         now,
+                        now - SETTLE_SECS,
                         PRESIGN_BATCH,
                     )
                     .await?;

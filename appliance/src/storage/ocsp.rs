@@ -253,12 +253,15 @@ impl OcspStore {
 
     /// Up to `limit` certificates of `ca_id` that need a (new) pre-signed response: none stored,
     /// the stored one signed for an older status version, or its nextUpdate before
-    /// `refresh_before`. Expired, unrevoked certificates are skipped (they are answered live).
+    /// `refresh_before`. Expired, unrevoked certificates are skipped (they are answered live),
+    /// and so are those without an answer for their status version issued or changed after
+    /// `settled` (the node that made the change signs them).
     pub async fn due_for_signing(
         &self,
         ca_id: i64,
         refresh_before: i64,
         now: i64,
+        settled: i64,
         limit: i64,
     ) -> Result<Vec<CertStatusRow>, StorageError> {
         let rows = sqlx::query(
@@ -267,13 +270,16 @@ impl OcspStore {
              FROM certificates c
              LEFT JOIN ocsp_responses o ON o.ca_id = c.ca_id AND o.serial = c.serial
              WHERE c.ca_id = $1 AND (c.not_after > $2 OR c.status <> 'valid')
-               AND (o.serial IS NULL OR o.status_seq <> c.status_seq OR o.next_update < $3)
+               AND (((o.serial IS NULL OR o.status_seq <> c.status_seq)
+                     AND COALESCE(c.status_changed_at, c.issued_at) <= $5)
+                    OR o.next_update < $3)
              LIMIT $4",
         )
         .bind(ca_id)
         .bind(now)
         .bind(refresh_before)
         .bind(limit)
+        .bind(settled)
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
