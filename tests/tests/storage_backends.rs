@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 
 use ca_appliance::storage::{
     unix_now, AuditEntry, Backend, CertificateQuery, CrlRow, NewCa, NewCertificate, Revocation,
-    RevocationError, Storage, StorageError, StoredResponse,
+    RevocationError, StatusChange, Storage, StorageError, StoredResponse,
 };
 use system_tests::postgres::PgDatabase;
 
@@ -79,6 +79,19 @@ fn cert(serial: &str, ca_id: i64) -> NewCertificate {
         der: vec![0x30, 0x03, 0x02, 0x01, 0x01],
         crl_shard: None,
     }
+}
+
+/// Revokes `serial` (reason unspecified) as an operator.
+async fn revoke_unspecified(s: &Storage, serial: &str) -> StatusChange {
+    let revocation = Revocation {
+        serial: serial.into(),
+        reason: 0,
+        invalidity_date: None,
+    };
+    s.revocations()
+        .revoke(&revocation, "operator:t")
+        .await
+        .expect("revoke")
 }
 
 #[tokio::test]
@@ -383,18 +396,7 @@ async fn ocsp_statuses_are_read_by_list_and_a_response_for_an_old_status_is_not_
         assert_eq!(names, ["0a", "0c"], "{:?}", s.backend());
         let old_seq = rows[0].status_seq;
 
-        let change = s
-            .revocations()
-            .revoke(
-                &Revocation {
-                    serial: "0a".into(),
-                    reason: 0,
-                    invalidity_date: None,
-                },
-                "operator:t",
-            )
-            .await
-            .expect("revoke");
+        let change = revoke_unspecified(s, "0a").await;
         let response = |seq: i64| StoredResponse {
             ca_id: ca,
             serial: "0a".into(),
@@ -479,17 +481,7 @@ async fn the_presigning_pass_leaves_a_fresh_issuance_or_change_to_the_node_that_
         assert!(due(now + 1, now).await.is_empty(), "{:?}", s.backend());
         assert_eq!(due(now - 3, now + 120).await, ["0b"], "{:?}", s.backend());
 
-        s.revocations()
-            .revoke(
-                &Revocation {
-                    serial: "0a".into(),
-                    reason: 0,
-                    invalidity_date: None,
-                },
-                "operator:t",
-            )
-            .await
-            .expect("revoke");
+        revoke_unspecified(s, "0a").await;
         let now = unix_now();
         // Revoked just now: its stored answer is for the old version, but the revoking node
         // signs the new one; the pass takes it only once the change has settled.
