@@ -1,6 +1,6 @@
 //! The one group-commit writer of the issuance path: signing-ledger records (durable before the
 //! HSM is asked) and issued certificates (durable before the caller is answered), each with its
-//! audit row, and the pre-signed OCSP responses of those certificates (and of status changes).
+//! audit row, and on SQLite the pre-signed OCSP responses (see [`super::OcspStore::save_responses`]).
 //!
 //! All three share one writer task, one connection and one transaction per batch: while some
 //! requests wait for their ledger record, others wait for their certificate row and the
@@ -79,7 +79,8 @@ impl IssuanceWriter {
             .map(|_| ())
     }
 
-    /// Queues pre-signed responses; returns which were kept once committed.
+    /// Queues pre-signed responses (SQLite's path; either engine's commit takes them); returns
+    /// which were kept once committed.
     pub(super) async fn save_responses(
         &self,
         responses: Vec<StoredResponse>,
@@ -119,7 +120,20 @@ async fn commit_batch(
         commit_sqlite(conn, &batch).await
     };
     crate::ops::metrics::db_commit(rows.len(), started.elapsed(), kept.is_ok());
-    Ok(batch.answers(rows, kept?))
+    Ok(answers(rows, kept?))
+}
+
+/// An answer per row of a batch, given which of its responses (in order) were kept.
+fn answers(rows: &[Pending], kept: Vec<bool>) -> Vec<Committed> {
+    let mut kept = kept.into_iter();
+    rows.iter()
+        .map(|pending| match pending {
+            Pending::Row(..) => Committed::Row,
+            Pending::Responses(responses) => {
+                Committed::Responses(kept.by_ref().take(responses.len()).collect())
+            }
+        })
+        .collect()
 }
 
 /// A batch split by table; audit entries stay in arrival order, responses too.
@@ -152,19 +166,6 @@ impl<'a> Batch<'a> {
             }
         }
         batch
-    }
-
-    /// An answer per row of the batch, given which of its responses (in order) were kept.
-    fn answers(&self, rows: &[Pending], kept: Vec<bool>) -> Vec<Committed> {
-        let mut kept = kept.into_iter();
-        rows.iter()
-            .map(|pending| match pending {
-                Pending::Row(..) => Committed::Row,
-                Pending::Responses(responses) => {
-                    Committed::Responses(kept.by_ref().take(responses.len()).collect())
-                }
-            })
-            .collect()
     }
 }
 

@@ -188,7 +188,7 @@ impl Storage {
 
     /// OCSP responder certificates and pre-signed responses.
     pub fn ocsp(&self) -> OcspStore {
-        OcspStore::new(self.pool.clone(), self.issuance_writer())
+        OcspStore::new(self.pool.clone(), self.backend, self.issuance_writer())
     }
 
     /// Plugin-driven identity verifications.

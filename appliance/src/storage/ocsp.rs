@@ -3,7 +3,7 @@
 use sqlx::{AnyConnection, AnyPool, Row};
 
 use super::audit::{append_in, AuditEntry};
-use super::dialect;
+use super::dialect::{self, Backend};
 use super::issuance_writer::IssuanceWriter;
 use super::{unix_now, StorageError};
 
@@ -77,7 +77,8 @@ fn status_row(r: &sqlx::any::AnyRow) -> Result<CertStatusRow, sqlx::Error> {
 #[derive(Clone)]
 pub struct OcspStore {
     pool: AnyPool,
-    /// The issuance path's writer, which saves the pre-signed responses.
+    backend: Backend,
+    /// The issuance path's writer, which saves the pre-signed responses on SQLite.
     writer: IssuanceWriter,
 }
 
@@ -124,8 +125,12 @@ fn bind_save<'q>(q: dialect::AnyQuery<'q>, r: &'q StoredResponse) -> dialect::An
 }
 
 impl OcspStore {
-    pub(super) fn new(pool: AnyPool, writer: IssuanceWriter) -> Self {
-        Self { pool, writer }
+    pub(super) fn new(pool: AnyPool, backend: Backend, writer: IssuanceWriter) -> Self {
+        Self {
+            pool,
+            backend,
+            writer,
+        }
     }
 
     /// The responder certificate of `ca_id` that expires last, if any.
@@ -235,18 +240,30 @@ impl OcspStore {
             .map_err(StorageError::from)
     }
 
-    /// Stores pre-signed responses, through the issuance path's writer (they share its
-    /// transactions), up to 1000 per queued write, and returns which were kept. A response is
-    /// kept only if it was signed for its certificate's current status version, and it never
-    /// replaces one signed for a newer version: a response signed from a status that has
-    /// since changed is dropped here, whatever order the signers finish in.
+    /// Stores pre-signed responses, up to 1000 per transaction, and returns which were kept.
+    /// A response is kept only if it was signed for its certificate's current status version,
+    /// and it never replaces one signed for a newer version: a response signed from a status
+    /// that has since changed is dropped here, whatever order the signers finish in. On SQLite
+    /// they go through the issuance path's writer and share its transactions (SQLite has one
+    /// write lock: a connection of their own only waited for it); on PostgreSQL, whose writers
+    /// do not exclude each other, a transaction of their own, so that a long refresh pass
+    /// does not hold issuances up.
     pub async fn save_responses(
         &self,
         responses: &[StoredResponse],
     ) -> Result<Vec<bool>, StorageError> {
         let mut kept = Vec::with_capacity(responses.len());
         for chunk in responses.chunks(CHUNK) {
-            kept.extend(self.writer.save_responses(chunk.to_vec()).await?);
+            let saved = match self.backend {
+                Backend::Sqlite => self.writer.save_responses(chunk.to_vec()).await?,
+                Backend::Postgres => {
+                    let mut tx = self.pool.begin().await?;
+                    let saved = postgres_save(&mut tx, &chunk.iter().collect::<Vec<_>>()).await?;
+                    tx.commit().await?;
+                    saved
+                }
+            };
+            kept.extend(saved);
         }
         Ok(kept)
     }
@@ -466,7 +483,7 @@ pub(super) async fn sqlite_save_and_commit(
 }
 
 /// PostgreSQL: the upserts of `responses` in `tx`, a statement (a round trip) each; which
-/// were kept.
+/// were kept (see [`OcspStore::save_responses`]).
 pub(super) async fn postgres_save(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     responses: &[&StoredResponse],
