@@ -128,7 +128,7 @@ async fn concurrent_inserts_commit_in_groups_and_a_duplicate_serial_fails_alone(
                     certs
                         .insert(cert(&serial, ca), entry("certificate.issue", &serial))
                         .await?;
-                    ocsp.save_responses(&responses).await
+                    ocsp.save_responses(responses.to_vec()).await
                 }));
                 continue;
             }
@@ -406,7 +406,7 @@ async fn ocsp_statuses_are_read_by_list_and_a_response_for_an_old_status_is_not_
             status_seq: seq,
         };
         let kept = ocsp
-            .save_responses(&[response(change.status_seq), response(old_seq)])
+            .save_responses(vec![response(change.status_seq), response(old_seq)])
             .await
             .expect("save");
         assert_eq!(kept, vec![true, false], "{:?}", s.backend());
@@ -473,7 +473,7 @@ async fn the_presigning_pass_leaves_a_fresh_issuance_or_change_to_the_node_that_
             status_seq: seq,
         };
         let kept = ocsp
-            .save_responses(&[response("0a", 0, far), response("0b", 0, now + 60)])
+            .save_responses(vec![response("0a", 0, far), response("0b", 0, now + 60)])
             .await
             .expect("save");
         assert_eq!(kept, vec![true, true], "{:?}", s.backend());

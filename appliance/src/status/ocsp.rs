@@ -548,11 +548,7 @@ impl OcspResponder {
                     next_update,
                     status_seq: row.status_seq,
                 };
-                match self
-                    .store
-                    .save_responses(std::slice::from_ref(&stored))
-                    .await
-                {
+                match self.store.save_responses(vec![stored]).await {
                     Ok(flags) => kept = flags.first().copied().unwrap_or(false),
                     Err(e) => {
                         tracing::warn!(error = %e, "could not store a live-signed OCSP response")
@@ -693,7 +689,7 @@ impl OcspResponder {
             }
         }
         let stored: Vec<StoredResponse> = done.iter().map(|(_, s)| s.clone()).collect();
-        let kept = match self.store.save_responses(&stored).await {
+        let kept = match self.store.save_responses(stored).await {
             Ok(kept) => kept,
             Err(e) => return (0, Some(e.into())),
         };

@@ -250,12 +250,14 @@ impl OcspStore {
     /// does not hold issuances up.
     pub async fn save_responses(
         &self,
-        responses: &[StoredResponse],
+        mut responses: Vec<StoredResponse>,
     ) -> Result<Vec<bool>, StorageError> {
         let mut kept = Vec::with_capacity(responses.len());
-        for chunk in responses.chunks(CHUNK) {
+        while !responses.is_empty() {
+            let rest = responses.split_off(responses.len().min(CHUNK));
+            let chunk = std::mem::replace(&mut responses, rest);
             let saved = match self.backend {
-                Backend::Sqlite => self.writer.save_responses(chunk.to_vec()).await?,
+                Backend::Sqlite => self.writer.save_responses(chunk).await?,
                 Backend::Postgres => {
                     let mut tx = self.pool.begin().await?;
                     let saved = postgres_save(&mut tx, &chunk.iter().collect::<Vec<_>>()).await?;
