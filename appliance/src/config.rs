@@ -607,7 +607,7 @@ pub struct ServerConfig {
     /// connections are dropped (default 10).
     #[serde(default = "default_grace_secs")]
     pub shutdown_grace_secs: u64,
-    /// Threads of the public listener, each with its own runtime and `SO_REUSEPORT` socket
+    /// Threads of the public listener, each with its own runtime, accepting from one shared socket
     /// (0, the default: one per available core).
     #[serde(default)]
     pub public_threads: usize,

@@ -177,7 +177,7 @@ pub async fn serve(config: ApplianceConfig) -> Result<(), ServeError> {
     let api_listener = bind(config.server.api_addr).await?;
     let public_threads = listener::thread_count(config.server.public_threads);
     let (public_listeners, public_addr) =
-        listener::bind_reuseport(config.server.public_addr, public_threads).map_err(|source| {
+        listener::bind_shared(config.server.public_addr, public_threads).map_err(|source| {
             ServeError::Bind {
                 addr: config.server.public_addr,
                 source,
@@ -224,7 +224,7 @@ pub async fn serve(config: ApplianceConfig) -> Result<(), ServeError> {
             shutdown.clone(),
         ))
     });
-    // One thread and runtime per core, each on its own SO_REUSEPORT socket (see `listener`).
+    // One thread and runtime per core, all accepting from one socket (see `listener::percore`).
     let mut public = tokio::spawn(listener::serve_per_core(
         "public",
         public_listeners,

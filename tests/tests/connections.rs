@@ -1,8 +1,9 @@
 //! Connection limits on both listeners, against the real binary: connections that never send a
 //! request, send their head or body too slowly, sit idle on keep-alive, or never finish the TLS
 //! handshake are closed after their timeouts; connections over the cap never lock out `/healthz`
-//! or OCSP; a 512-descriptor limit is not exhausted by held connections. Throughout, `/healthz`
-//! on both listeners and OCSP on the public one keep answering.
+//! or OCSP; a 512-descriptor limit is not exhausted by held connections; no other process can
+//! bind the public port beside the appliance. Throughout, `/healthz` on both listeners and OCSP
+//! on the public one keep answering.
 #![allow(clippy::unwrap_used)] // tests may unwrap: a failure is the test failing
 
 use std::net::SocketAddr;
@@ -313,11 +314,55 @@ async fn closed_count(held: JoinSet<Option<Closed>>) -> usize {
     outcomes.iter().filter(|c| c.is_some()).count()
 }
 
+/// Tries, from a separate process (python3), to bind `addr` the way a process sharing a port
+/// does (`SO_REUSEADDR` and `SO_REUSEPORT`); returns what the bind said.
+fn bind_beside(addr: SocketAddr) -> String {
+    let script = r#"
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+try:
+    s.bind((sys.argv[1], int(sys.argv[2])))
+    s.listen(16)
+    print("bound")
+except OSError as e:
+    print("refused", e.errno)
+"#;
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            script,
+            &addr.ip().to_string(),
+            &addr.port().to_string(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn another_process_cannot_bind_the_public_port_to_take_a_share_of_its_connections() {
+    let demo = DemoDir::create();
+    server_config(&demo, "public_threads = 2");
+    let _server = demo.serve();
+    // A socket with SO_REUSEPORT beside one without it is refused (EADDRINUSE, 98): the kernel
+    // would otherwise hand it part of the appliance's connections.
+    assert_eq!(bind_beside(demo.public), "refused 98");
+    let (status, _, _) = public_get(demo.public, "/healthz").await;
+    assert_eq!(status, 200, "public /healthz after the attempt");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn connections_over_the_cap_never_lock_out_healthz_or_ocsp() {
     let demo = DemoDir::create();
     // Timeouts far beyond the test: every close seen here is the cap's doing. Four public
-    // listener threads (SO_REUSEPORT sockets): the cap is one for all of them.
+    // listener threads (one shared socket): the cap is one for all of them.
     server_config(
         &demo,
         "max_connections = 20\nheader_read_timeout_secs = 120\nbody_read_timeout_secs = 120\nidle_timeout_secs = 120\ntls_handshake_timeout_secs = 120\npublic_threads = 4",

@@ -24,7 +24,7 @@ use tokio::sync::watch;
 
 use crate::config::ServerConfig;
 use percore::Dispatch;
-pub use percore::{bind_reuseport, serve_per_core, thread_count, Home, Local, LocalAnswer};
+pub use percore::{bind_shared, serve_per_core, thread_count, Home, Local, LocalAnswer};
 use request::RequestService;
 use slots::{Admission, Slots, Stop};
 use timing::{Deadlines, TimedIo};

@@ -1,7 +1,8 @@
-//! The public listener's threading (nginx's model): one current-thread runtime per thread, each
-//! accepting on its own `SO_REUSEPORT` socket bound to the same address, so a connection is
-//! accepted, served and closed on one thread with no hand-off between workers. The kernel
-//! spreads new connections over the sockets.
+//! The public listener's threading (nginx's model): one current-thread runtime per thread, all
+//! accepting from one listening socket (a descriptor each), so a connection is accepted, served
+//! and closed on one thread with no hand-off between workers, and whichever thread is free takes
+//! the next connection. The socket has no `SO_REUSEPORT`: no other process can bind the port
+//! beside it and take a share of the connections.
 //!
 //! The connection cap is one [`Slots`] shared by every thread (not a per-thread share), so the
 //! cap and the eviction order are the listener's, whatever thread a connection landed on.
@@ -79,30 +80,28 @@ pub fn thread_count(configured: usize) -> usize {
     std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
 }
 
-/// `n` (at least 1) listening sockets with `SO_REUSEPORT` bound to `addr`; a port 0 is resolved
-/// by the first and shared by the others. Returns the sockets and the bound address.
-pub fn bind_reuseport(
+/// `n` (at least 1) descriptors of one listening socket bound to `addr`, one per thread: every
+/// thread waits on the same accept queue, so an idle thread takes the next connection while a
+/// busy one is still serving (with a socket each, the kernel would hash connections to a thread
+/// whether or not it is free). Returns the descriptors and the bound address.
+pub fn bind_shared(
     addr: SocketAddr,
     n: usize,
 ) -> io::Result<(Vec<std::net::TcpListener>, SocketAddr)> {
-    let first = reuseport_socket(addr)?;
-    let bound = first.local_addr()?;
-    let mut all = vec![first];
-    for _ in 1..n.max(1) {
-        all.push(reuseport_socket(bound)?);
-    }
-    Ok((all, bound))
-}
-
-fn reuseport_socket(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
-    socket.set_reuse_port(true)?;
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     socket.listen(1024)?;
-    Ok(socket.into())
+    let first: std::net::TcpListener = socket.into();
+    let bound = first.local_addr()?;
+    let mut all = Vec::with_capacity(n.max(1));
+    for _ in 1..n.max(1) {
+        all.push(first.try_clone()?);
+    }
+    all.push(first);
+    Ok((all, bound))
 }
 
 /// Serves `local`, then `router`, on `listeners`, one thread and current-thread runtime each,
@@ -301,7 +300,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn one_connection_cap_holds_across_threads_and_shutdown_drains_every_thread() {
-        let (listeners, addr) = bind_reuseport("127.0.0.1:0".parse().unwrap(), 4).unwrap();
+        let (listeners, addr) = bind_shared("127.0.0.1:0".parse().unwrap(), 4).unwrap();
         assert_eq!(listeners.len(), 4);
         let (started_tx, mut started) = watch::channel(0usize);
         let release = Arc::new(Semaphore::new(0));
@@ -316,8 +315,8 @@ mod tests {
             local,
             shutdown,
         ));
-        // Six busy connections (the cap), each admitted before the next is opened, spread by
-        // the kernel over the four sockets; half run here, half on the main runtime.
+        // Six busy connections (the cap), each admitted before the next is opened, taken by
+        // whichever of the four threads wakes first; half run here, half on the main runtime.
         let mut held = Vec::new();
         for i in 0..6 {
             let path = if i % 2 == 0 {
@@ -364,7 +363,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn dropping_the_listener_stops_its_threads() {
-        let (listeners, addr) = bind_reuseport("127.0.0.1:0".parse().unwrap(), 2).unwrap();
+        let (listeners, addr) = bind_shared("127.0.0.1:0".parse().unwrap(), 2).unwrap();
         let (started_tx, mut started) = watch::channel(0usize);
         let release = Arc::new(Semaphore::new(0));
         let (_trigger, shutdown) = Shutdown::channel();
