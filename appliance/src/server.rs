@@ -3,8 +3,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
-
 use crate::api::{self, mtls, AppState};
 use crate::ca::issuance::Issuer;
 use crate::ca::{Hierarchy, HierarchyError};
@@ -170,7 +168,7 @@ pub async fn serve(config: ApplianceConfig) -> Result<(), ServeError> {
     ));
 
     let bind = |addr| async move {
-        TcpListener::bind(addr)
+        listener::bind(addr)
             .await
             .map_err(|source| ServeError::Bind { addr, source })
     };

@@ -146,6 +146,14 @@ impl Handshake for PlainHttp {
     }
 }
 
+/// A listening socket on `addr` whose accepted connections have `TCP_NODELAY` (Linux copies it
+/// from the listening socket): a response goes out at once, with no setsockopt per connection.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let listener = TcpListener::bind(addr).await?;
+    socket2::SockRef::from(&listener).set_tcp_nodelay(true)?;
+    Ok(listener)
+}
+
 /// Accepts connections until `shutdown`, serving `router` on each within `limits`; then closes
 /// the listening socket and returns once every connection has finished (idle ones at once,
 /// busy ones after their response).
@@ -240,7 +248,6 @@ async fn connection<H: Handshake>(
     router: Router,
     dispatch: Option<Dispatch>,
 ) {
-    let _ = tcp.set_nodelay(true);
     let (io, extension) = tokio::select! {
         // The handshake first: a plain-HTTP one is complete at once.
         biased;
@@ -350,6 +357,24 @@ async fn linger<T: AsyncRead + AsyncWrite + Unpin>(mut io: T) {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn accepted_connections_have_nodelay_from_either_kind_of_listening_socket() {
+        let single = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let (shared, shared_addr) = bind_shared("127.0.0.1:0".parse().unwrap(), 2).unwrap();
+        let shared = TcpListener::from_std(shared.into_iter().next().unwrap()).unwrap();
+        for (listener, addr) in [
+            (&single, single.local_addr().unwrap()),
+            (&shared, shared_addr),
+        ] {
+            let _client = TcpStream::connect(addr).await.unwrap();
+            let (accepted, _) = listener.accept().await.unwrap();
+            assert!(
+                accepted.nodelay().unwrap(),
+                "accepted from {addr} without TCP_NODELAY"
+            );
+        }
+    }
 
     #[test]
     fn budget_fits_two_listeners_under_the_descriptor_limit() {
