@@ -86,6 +86,23 @@ pub fn run(cmd: &mut Command) -> (bool, String, String) {
     )
 }
 
+/// Runs a Python 3 `script` with `args` (an independent implementation, or another process);
+/// panics with its stderr if it fails; returns its stdout.
+pub fn python(script: &str, args: &[&str]) -> Vec<u8> {
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .output()
+        .expect("python3 starts");
+    assert!(
+        out.status.success(),
+        "python3 failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
 /// A demo appliance directory made by `ca-appliance init --demo`.
 pub struct DemoDir {
     /// Keeps the directory alive.

@@ -11,7 +11,7 @@ mod vendor_setup;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
-use system_tests::{json as parse, public_request};
+use system_tests::{json as parse, public_request, python};
 use vendor_setup::{person, Setup, ZHANG};
 
 const SECRET: &str = "demo-callback-secret-4f1c9a";
@@ -19,23 +19,12 @@ const FACE_RESULT: &str = "POST /face/v1/result";
 
 /// Hex HMAC-SHA256 of `ts.body` under `secret`, computed by Python.
 fn python_sign(secret: &str, ts: &str, body: &str) -> String {
-    let out = std::process::Command::new("python3")
-        .args([
-            "-c",
-            "import hmac, hashlib, sys; k, ts, b = sys.argv[1:4]; \
-             print(hmac.new(k.encode(), (ts + '.' + b).encode(), hashlib.sha256).hexdigest())",
-            secret,
-            ts,
-            body,
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = python(
+        "import hmac, hashlib, sys; k, ts, b = sys.argv[1:4]; \
+         print(hmac.new(k.encode(), (ts + '.' + b).encode(), hashlib.sha256).hexdigest())",
+        &[secret, ts, body],
     );
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    String::from_utf8(out).unwrap().trim().to_owned()
 }
 
 fn now() -> u64 {

@@ -329,21 +329,8 @@ try:
 except OSError as e:
     print("refused", e.errno)
 "#;
-    let out = Command::new("python3")
-        .args([
-            "-c",
-            script,
-            &addr.ip().to_string(),
-            &addr.port().to_string(),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    let out = python(script, &[&addr.ip().to_string(), &addr.port().to_string()]);
+    String::from_utf8_lossy(&out).trim().to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -18,7 +18,7 @@ use std::process::Command;
 use application_support::{Apps, LI, ZHANG};
 use serde_json::{json, Value};
 use system_tests::browser::Browser;
-use system_tests::run;
+use system_tests::{python, run};
 use vendor_setup::Setup;
 
 const BJCA_ORG: &str = "channel-bjca-organisation";
@@ -38,16 +38,7 @@ fn png(w: u32, h: u32) -> Vec<u8> {
         raw=b''.join(b'\\x00'+bytes([23,50,77]*w) for _ in range(h))\n\
         c=lambda t,d: struct.pack('>I',len(d))+t+d+struct.pack('>I',zlib.crc32(t+d))\n\
         sys.stdout.buffer.write(b'\\x89PNG\\r\\n\\x1a\\n'+c(b'IHDR',struct.pack('>IIBBBBB',w,h,8,2,0,0,0))+c(b'IDAT',zlib.compress(raw))+c(b'IEND',b''))";
-    let out = Command::new("python3")
-        .args(["-c", script, &w.to_string(), &h.to_string()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
+    python(script, &[&w.to_string(), &h.to_string()])
 }
 
 /// A minimal valid one-page PDF (Helvetica text `Business licence <marker>`, exact xref
