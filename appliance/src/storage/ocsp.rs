@@ -250,12 +250,16 @@ impl OcspStore {
     /// does not hold issuances up.
     pub async fn save_responses(
         &self,
-        mut responses: Vec<StoredResponse>,
+        responses: Vec<StoredResponse>,
     ) -> Result<Vec<bool>, StorageError> {
         let mut kept = Vec::with_capacity(responses.len());
-        while !responses.is_empty() {
-            let rest = responses.split_off(responses.len().min(CHUNK));
-            let chunk = std::mem::replace(&mut responses, rest);
+        let mut responses = responses.into_iter();
+        loop {
+            // Each response moved once (splitting the vector would move the rest per chunk).
+            let chunk: Vec<StoredResponse> = responses.by_ref().take(CHUNK).collect();
+            if chunk.is_empty() {
+                break;
+            }
             let saved = match self.backend {
                 Backend::Sqlite => self.writer.save_responses(chunk).await?,
                 Backend::Postgres => {
